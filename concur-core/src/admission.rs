@@ -1,0 +1,294 @@
+//! [`Admission`]: the queue bound. A pool hands out one permit per submitted
+//! task and gets it back when the task ends, so at most `bound` tasks are
+//! queued or running at once; submitters wait (blocking or async) for room.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Condvar, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::Instant;
+
+use crate::error::{ErrorKind, TaskError};
+
+/// The queue bound of a pool. Closing it is how a pool stops taking work.
+#[derive(Debug, Clone)]
+pub struct Admission {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    bound: usize,
+    available: AtomicUsize,
+    closed: AtomicBool,
+    waiters: AtomicUsize,
+    lock: Mutex<VecDeque<Waker>>,
+    cond: Condvar,
+}
+
+/// Room for `n` tasks in a pool's queue, given back when dropped.
+#[derive(Debug)]
+#[must_use = "dropping a permit gives its room back at once"]
+pub struct Permit {
+    inner: Option<Arc<Inner>>,
+    n: usize,
+}
+
+impl Permit {
+    /// A permit that holds no room (for work that is not counted).
+    pub fn none() -> Self {
+        Self { inner: None, n: 0 }
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if let Some(inner) = self.inner.take() {
+            inner.available.fetch_add(self.n, SeqCst);
+            inner.notify();
+        }
+    }
+}
+
+impl Inner {
+    fn notify(&self) {
+        if self.waiters.load(SeqCst) > 0 {
+            let mut wakers = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+            self.cond.notify_all();
+            for w in wakers.drain(..) {
+                w.wake();
+            }
+        }
+    }
+
+    fn try_take(self: &Arc<Self>, n: usize) -> Result<Option<Permit>, TaskError> {
+        if self.closed.load(SeqCst) {
+            return Err(ErrorKind::ShutDown.into());
+        }
+        let mut cur = self.available.load(SeqCst);
+        while cur >= n {
+            match self.available.compare_exchange_weak(cur, cur - n, SeqCst, SeqCst) {
+                Ok(_) => {
+                    return Ok(Some(Permit {
+                        inner: Some(self.clone()),
+                        n,
+                    }))
+                }
+                Err(now) => cur = now,
+            }
+        }
+        Ok(None)
+    }
+}
+
+impl Admission {
+    /// Room for `bound` tasks.
+    pub fn new(bound: usize) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                bound,
+                available: AtomicUsize::new(bound),
+                closed: AtomicBool::new(false),
+                waiters: AtomicUsize::new(0),
+                lock: Mutex::new(VecDeque::new()),
+                cond: Condvar::new(),
+            }),
+        }
+    }
+
+    /// The bound.
+    pub fn bound(&self) -> usize {
+        self.inner.bound
+    }
+
+    /// Tasks holding room now (queued or running).
+    pub fn in_use(&self) -> usize {
+        self.inner.bound - self.inner.available.load(SeqCst).min(self.inner.bound)
+    }
+
+    fn check_n(&self, n: usize) -> Result<(), TaskError> {
+        if n > self.inner.bound {
+            return Err(TaskError::config(
+                "queue_bound",
+                &format!("a batch of {n} tasks does not fit a queue bound of {}", self.inner.bound),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Room for `n` tasks if there is some now.
+    ///
+    /// # Errors
+    /// [`ErrorKind::ShutDown`] once closed; [`ErrorKind::Config`] when `n` exceeds the bound.
+    pub fn try_acquire(&self, n: usize) -> Result<Option<Permit>, TaskError> {
+        self.check_n(n)?;
+        self.inner.try_take(n)
+    }
+
+    /// Waits (blocking the thread) for room for `n` tasks.
+    ///
+    /// # Errors
+    /// As [`try_acquire`](Self::try_acquire).
+    pub fn acquire(&self, n: usize) -> Result<Permit, TaskError> {
+        self.check_n(n)?;
+        if let Some(p) = self.inner.try_take(n)? {
+            return Ok(p);
+        }
+        let inner = &self.inner;
+        let mut guard = inner.lock.lock().unwrap_or_else(|e| e.into_inner());
+        inner.waiters.fetch_add(1, SeqCst);
+        let result = loop {
+            match inner.try_take(n) {
+                Ok(Some(p)) => break Ok(p),
+                Err(e) => break Err(e),
+                Ok(None) => guard = inner.cond.wait(guard).unwrap_or_else(|e| e.into_inner()),
+            }
+        };
+        inner.waiters.fetch_sub(1, SeqCst);
+        result
+    }
+
+    /// Waits (asynchronously) for room for `n` tasks.
+    ///
+    /// # Errors
+    /// As [`try_acquire`](Self::try_acquire).
+    pub fn acquire_async(&self, n: usize) -> impl Future<Output = Result<Permit, TaskError>> + Send + 'static {
+        AcquireFuture {
+            admission: self.clone(),
+            n,
+            registered: false,
+        }
+    }
+
+    /// Stops handing out room: every present and future acquire fails with
+    /// [`ErrorKind::ShutDown`]. Permits already out stay valid.
+    pub fn close(&self) {
+        self.inner.closed.store(true, SeqCst);
+        self.inner.waiters.fetch_add(1, SeqCst);
+        self.inner.notify();
+        self.inner.waiters.fetch_sub(1, SeqCst);
+    }
+
+    /// True once [`close`](Self::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.load(SeqCst)
+    }
+
+    /// Waits until no permit is out (every task ended) or `deadline` passes.
+    /// Returns true when idle.
+    pub fn wait_idle(&self, deadline: Option<Instant>) -> bool {
+        let inner = &self.inner;
+        let idle = || inner.available.load(SeqCst) >= inner.bound;
+        if idle() {
+            return true;
+        }
+        let mut guard = inner.lock.lock().unwrap_or_else(|e| e.into_inner());
+        inner.waiters.fetch_add(1, SeqCst);
+        let result = loop {
+            if idle() {
+                break true;
+            }
+            match deadline {
+                None => guard = inner.cond.wait(guard).unwrap_or_else(|e| e.into_inner()),
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        break false;
+                    }
+                    guard = inner
+                        .cond
+                        .wait_timeout(guard, d - now)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                }
+            }
+        };
+        inner.waiters.fetch_sub(1, SeqCst);
+        result
+    }
+}
+
+struct AcquireFuture {
+    admission: Admission,
+    n: usize,
+    registered: bool,
+}
+
+impl Future for AcquireFuture {
+    type Output = Result<Permit, TaskError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if let Err(e) = self.admission.check_n(self.n) {
+            return Poll::Ready(Err(e));
+        }
+        let inner = self.admission.inner.clone();
+        if let Some(p) = inner.try_take(self.n).transpose() {
+            return Poll::Ready(p);
+        }
+        let mut wakers = inner.lock.lock().unwrap_or_else(|e| e.into_inner());
+        if !self.registered {
+            inner.waiters.fetch_add(1, SeqCst);
+            self.registered = true;
+        }
+        // Re-check under the lock: a release in between has seen our waiter count.
+        if let Some(p) = inner.try_take(self.n).transpose() {
+            return Poll::Ready(p);
+        }
+        wakers.push_back(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+impl Drop for AcquireFuture {
+    fn drop(&mut self) {
+        if self.registered {
+            self.admission.inner.waiters.fetch_sub(1, SeqCst);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn bound_holds_and_room_returns() {
+        let a = Admission::new(2);
+        let p1 = a.acquire(1).unwrap();
+        let _p2 = a.acquire(1).unwrap();
+        assert!(a.try_acquire(1).unwrap().is_none());
+        assert_eq!(a.in_use(), 2);
+        drop(p1);
+        assert!(a.try_acquire(1).unwrap().is_some());
+    }
+
+    #[test]
+    fn blocked_acquire_wakes_on_release() {
+        let a = Admission::new(1);
+        let p = a.acquire(1).unwrap();
+        let a2 = a.clone();
+        let t = std::thread::spawn(move || a2.acquire(1).map(|_| ()));
+        drop(p);
+        t.join().unwrap().unwrap();
+    }
+
+    #[test]
+    fn close_fails_waiters() {
+        let a = Admission::new(1);
+        let _p = a.acquire(1).unwrap();
+        let a2 = a.clone();
+        let t = std::thread::spawn(move || a2.acquire(1).map(|_| ()));
+        a.close();
+        assert!(t.join().unwrap().unwrap_err().is_shut_down());
+        assert!(!a.wait_idle(Some(Instant::now() + Duration::from_millis(1))));
+    }
+
+    #[test]
+    fn oversize_request_is_config_error() {
+        let a = Admission::new(1);
+        assert!(matches!(a.acquire(2).unwrap_err().kind(), ErrorKind::Config { .. }));
+    }
+}

@@ -1,0 +1,81 @@
+//! The wire codec: how values are turned into bytes when they cross a
+//! process boundary. Every backend that serializes goes through here, so the
+//! format can be swapped in one place.
+//!
+//! The format is bincode 2 (serde mode, standard configuration).
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::TaskError;
+
+fn config() -> bincode::config::Configuration {
+    bincode::config::standard()
+}
+
+/// Encodes `value` into a fresh buffer.
+///
+/// # Errors
+/// [`ErrorKind::Codec`](crate::ErrorKind::Codec) naming `what` when the value
+/// cannot be serialized.
+pub fn encode<V: Serialize + ?Sized>(value: &V, what: &str) -> Result<Vec<u8>, TaskError> {
+    let mut buf = Vec::new();
+    encode_into(value, &mut buf, what)?;
+    Ok(buf)
+}
+
+/// Appends the encoding of `value` to `buf` (lets callers reuse buffers).
+///
+/// # Errors
+/// As [`encode`].
+pub fn encode_into<V: Serialize + ?Sized>(
+    value: &V,
+    buf: &mut Vec<u8>,
+    what: &str,
+) -> Result<usize, TaskError> {
+    bincode::serde::encode_into_std_write(value, buf, config())
+        .map_err(|e| TaskError::codec(what, e))
+}
+
+/// Decodes a value from the start of `bytes`; trailing bytes are an error.
+///
+/// # Errors
+/// [`ErrorKind::Codec`](crate::ErrorKind::Codec) naming `what` when the bytes
+/// are not a valid encoding of `V`.
+pub fn decode<V: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<V, TaskError> {
+    let (value, used) = bincode::serde::decode_from_slice(bytes, config())
+        .map_err(|e| TaskError::codec(what, e))?;
+    if used != bytes.len() {
+        return Err(TaskError::codec(
+            what,
+            std::io::Error::other(format!("{} trailing bytes", bytes.len() - used)),
+        ));
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let v = (1u32, String::from("x"), vec![1u8, 2, 3]);
+        let bytes = encode(&v, "test").unwrap();
+        let back: (u32, String, Vec<u8>) = decode(&bytes, "test").unwrap();
+        assert_eq!(v, back);
+    }
+
+    #[test]
+    fn garbage_is_codec_error() {
+        let err = decode::<String>(&[0xff, 0xff, 0xff], "output").unwrap_err();
+        assert!(matches!(err.kind(), crate::ErrorKind::Codec { what } if what == "output"));
+    }
+
+    #[test]
+    fn trailing_bytes_rejected() {
+        let mut bytes = encode(&7u8, "n").unwrap();
+        bytes.push(0);
+        assert!(decode::<u8>(&bytes, "n").is_err());
+    }
+}

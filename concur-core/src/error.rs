@@ -1,0 +1,223 @@
+//! The one error type of concur: [`TaskError`] with its matchable [`ErrorKind`].
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Why a task did not produce its output.
+///
+/// The kind is matchable ([`TaskError::kind`]); the underlying cause, when
+/// there is one, is in [`std::error::Error::source`]. A `TaskError` crosses
+/// process boundaries (its kind is serializable; the source is not carried).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskError {
+    kind: ErrorKind,
+    #[serde(skip)]
+    source: Option<Arc<dyn StdError + Send + Sync>>,
+}
+
+/// What went wrong, with the detail that kind keeps.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The task panicked; its message and source location are kept.
+    Panicked {
+        /// The panic message (`"<non-string panic payload>"` when it was not a string).
+        message: String,
+        /// `file:line:column` of the panic, when known.
+        location: Option<String>,
+    },
+    /// The worker running the task died (crash, abort, signal, memory limit).
+    WorkerLost(WorkerExit),
+    /// The task ran longer than the configured per-task timeout.
+    TimedOut {
+        /// The timeout that was exceeded.
+        after: Duration,
+    },
+    /// The task was cancelled through its handle or by `shutdown_now`.
+    Cancelled,
+    /// A value could not be encoded or decoded.
+    Codec {
+        /// Which value: "task", "output", "message" and so on.
+        what: String,
+    },
+    /// The task type is not registered for process workers.
+    NotRegistered {
+        /// The task's stable name.
+        task: String,
+    },
+    /// The pool is shut down (or shutting down) and takes no more work.
+    ShutDown,
+    /// The pool has given up on a failing task or workers (restart limit hit).
+    PoolFailed {
+        /// Why the pool stopped taking work.
+        reason: String,
+    },
+    /// A worker could not be started.
+    Spawn,
+    /// A configuration value is invalid.
+    Config {
+        /// The field that is wrong, as named by the builder method.
+        field: String,
+        /// What a valid value looks like.
+        reason: String,
+    },
+    /// An operating-system I/O failure.
+    Io,
+}
+
+/// How a worker ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum WorkerExit {
+    /// The worker exited with this exit code.
+    Code(i32),
+    /// The worker was ended by this signal number (for example 6 for `SIGABRT`).
+    Signal(i32),
+    /// The worker exceeded its memory limit (it was then ended by signal or code).
+    MemoryLimit,
+    /// The worker vanished in a way that could not be determined.
+    Unknown,
+}
+
+impl TaskError {
+    /// An error of `kind` with no further cause.
+    pub fn new(kind: ErrorKind) -> Self {
+        Self { kind, source: None }
+    }
+
+    /// An error of `kind` caused by `source`.
+    pub fn with_source(kind: ErrorKind, source: impl StdError + Send + Sync + 'static) -> Self {
+        Self {
+            kind,
+            source: Some(Arc::new(source)),
+        }
+    }
+
+    /// The matchable kind.
+    pub fn kind(&self) -> &ErrorKind {
+        &self.kind
+    }
+
+    /// Consumes the error and returns its kind.
+    pub fn into_kind(self) -> ErrorKind {
+        self.kind
+    }
+
+    /// A [`ErrorKind::Config`] error for `field`.
+    pub fn config(field: &str, reason: &str) -> Self {
+        Self::new(ErrorKind::Config {
+            field: field.to_owned(),
+            reason: reason.to_owned(),
+        })
+    }
+
+    /// A [`ErrorKind::Codec`] error about `what`, caused by `source`.
+    pub fn codec(what: &str, source: impl StdError + Send + Sync + 'static) -> Self {
+        Self::with_source(
+            ErrorKind::Codec {
+                what: what.to_owned(),
+            },
+            source,
+        )
+    }
+
+    /// A [`ErrorKind::Io`] error caused by `source`.
+    pub fn io(source: std::io::Error) -> Self {
+        Self::with_source(ErrorKind::Io, source)
+    }
+
+    /// True for [`ErrorKind::Cancelled`].
+    pub fn is_cancelled(&self) -> bool {
+        self.kind == ErrorKind::Cancelled
+    }
+
+    /// True for [`ErrorKind::TimedOut`].
+    pub fn is_timeout(&self) -> bool {
+        matches!(self.kind, ErrorKind::TimedOut { .. })
+    }
+
+    /// True for [`ErrorKind::ShutDown`].
+    pub fn is_shut_down(&self) -> bool {
+        self.kind == ErrorKind::ShutDown
+    }
+}
+
+impl From<ErrorKind> for TaskError {
+    fn from(kind: ErrorKind) -> Self {
+        Self::new(kind)
+    }
+}
+
+impl fmt::Display for TaskError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.kind, f)
+    }
+}
+
+impl StdError for TaskError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn StdError + 'static))
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ErrorKind::Panicked { message, location } => match location {
+                Some(at) => write!(f, "task panicked at {at}: {message}"),
+                None => write!(f, "task panicked: {message}"),
+            },
+            ErrorKind::WorkerLost(exit) => write!(f, "worker lost: {exit}"),
+            ErrorKind::TimedOut { after } => write!(f, "task timed out after {after:?}"),
+            ErrorKind::Cancelled => f.write_str("task cancelled"),
+            ErrorKind::Codec { what } => write!(f, "could not encode or decode the {what}"),
+            ErrorKind::NotRegistered { task } => write!(
+                f,
+                "task `{task}` is not registered for process workers (add `concur_core::register!` for it)"
+            ),
+            ErrorKind::ShutDown => f.write_str("pool is shut down"),
+            ErrorKind::PoolFailed { reason } => write!(f, "pool stopped taking work: {reason}"),
+            ErrorKind::Spawn => f.write_str("could not start a worker"),
+            ErrorKind::Config { field, reason } => write!(f, "invalid `{field}`: {reason}"),
+            ErrorKind::Io => f.write_str("i/o failure"),
+        }
+    }
+}
+
+impl fmt::Display for WorkerExit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WorkerExit::Code(code) => write!(f, "exited with code {code}"),
+            WorkerExit::Signal(sig) => write!(f, "killed by signal {sig}"),
+            WorkerExit::MemoryLimit => f.write_str("exceeded its memory limit"),
+            WorkerExit::Unknown => f.write_str("ended for an unknown reason"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_is_one_lowercase_clause() {
+        let e = TaskError::new(ErrorKind::WorkerLost(WorkerExit::Signal(6)));
+        assert_eq!(e.to_string(), "worker lost: killed by signal 6");
+        let e = TaskError::config("workers", "must be at least 1");
+        assert_eq!(e.to_string(), "invalid `workers`: must be at least 1");
+    }
+
+    #[test]
+    fn source_is_kept_and_not_in_message() {
+        let io = std::io::Error::other("disk on fire");
+        let e = TaskError::io(io);
+        assert_eq!(e.to_string(), "i/o failure");
+        assert_eq!(e.source().unwrap().to_string(), "disk on fire");
+    }
+}

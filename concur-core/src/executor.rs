@@ -1,0 +1,99 @@
+//! The [`Executor`] contract every backend implements, and [`Capabilities`].
+
+use serde::Serialize;
+
+use crate::admission::{Admission, Permit};
+use crate::error::TaskError;
+use crate::handle::{BatchHandle, TaskHandle};
+use crate::task::Task;
+
+/// What a backend can do beyond the common contract. The conformance suite
+/// skips (visibly) the cases a backend declares it cannot support.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Capabilities {
+    /// Tasks run in the caller's memory: values are moved, never serialized.
+    pub shared_memory: bool,
+    /// A timed-out task is really stopped (its worker is killed).
+    pub kills_on_timeout: bool,
+    /// A running task can be stopped from outside by `cancel`.
+    pub kills_on_cancel: bool,
+    /// A task that aborts or segfaults fails alone; the pool survives.
+    pub isolates_crashes: bool,
+    /// Workers can be given a memory limit.
+    pub memory_limit: bool,
+    /// Large payloads are not copied through a socket (moved, or shared memory).
+    pub zero_copy_payloads: bool,
+}
+
+/// A pool of workers that runs [`Task`]s.
+///
+/// # Contract (checked for every backend by the conformance suite)
+/// - **Delivery.** Every task accepted by `submit` (or `start`) ends in
+///   exactly one result or one [`TaskError`], delivered through its handle.
+/// - **Panics.** A task that panics fails alone with
+///   [`ErrorKind::Panicked`](crate::ErrorKind::Panicked) (message and
+///   location kept); the pool keeps its size and keeps running other tasks.
+/// - **Queue bound.** At most the configured queue bound of tasks are queued
+///   or running; `submit` waits for room.
+/// - **Cancellation.** A cancelled queued task never runs; its handle
+///   resolves to `Cancelled` at once.
+/// - **Shutdown.** [`shutdown`](Self::shutdown) takes no new work, finishes
+///   what is queued and running, then stops and joins every worker.
+///   [`shutdown_now`](Self::shutdown_now) cancels what is queued and
+///   running, then stops every worker. Dropping the pool is `shutdown`.
+///   After either, `submit` fails with
+///   [`ErrorKind::ShutDown`](crate::ErrorKind::ShutDown).
+/// - **Workers.** The pool runs the configured number of workers; the
+///   initializer runs once in each new worker before its first task; with a
+///   task limit per worker, a worker that reached it is replaced.
+///
+/// Keep this trait minimal: conveniences live in [`ExecutorExt`](crate::ExecutorExt).
+pub trait Executor: Send + Sync {
+    /// The backend's name (`"threads"`, `"procs"`).
+    fn backend(&self) -> &'static str;
+
+    /// What this backend can do beyond the common contract.
+    fn capabilities(&self) -> Capabilities;
+
+    /// The number of workers.
+    fn workers(&self) -> usize;
+
+    /// The pool's queue bound; closed once the pool shuts down.
+    fn admission(&self) -> &Admission;
+
+    /// Starts `task`, which already holds room in the queue (`permit`).
+    /// Most callers use [`submit`](Self::submit) instead.
+    ///
+    /// # Errors
+    /// [`ErrorKind::ShutDown`](crate::ErrorKind::ShutDown) after shutdown;
+    /// [`ErrorKind::NotRegistered`](crate::ErrorKind::NotRegistered) when a
+    /// process backend does not know the task type.
+    fn start<T: Task>(&self, task: T, permit: Permit) -> Result<TaskHandle<T>, TaskError>;
+
+    /// Starts `tasks` as one unit run by one worker, one after another;
+    /// results come back together, in order. Tasks in a batch take no
+    /// messages; a per-task timeout applies to the batch as `timeout × len`.
+    /// `map` uses batches to amortize dispatch for small tasks.
+    ///
+    /// # Errors
+    /// As [`start`](Self::start).
+    fn start_batch<T: Task>(&self, tasks: Vec<T>, permit: Permit) -> Result<BatchHandle<T>, TaskError>;
+
+    /// Finishes queued and running work, then stops and joins every worker.
+    ///
+    /// # Errors
+    /// When a worker could not be stopped cleanly.
+    fn shutdown(&self) -> Result<(), TaskError>;
+
+    /// Cancels queued and running work, then stops every worker.
+    fn shutdown_now(&self);
+
+    /// Submits a task, waiting (blocking) for room in the queue.
+    ///
+    /// # Errors
+    /// As [`start`](Self::start).
+    fn submit<T: Task>(&self, task: T) -> Result<TaskHandle<T>, TaskError> {
+        let permit = self.admission().acquire(1)?;
+        self.start(task, permit)
+    }
+}

@@ -1,0 +1,347 @@
+//! [`ExecutorExt`]: conveniences built on the minimal [`Executor`] contract,
+//! the same for every backend: async submit, batches, and `map` with a
+//! bounded number of tasks in flight.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
+
+use async_trait::async_trait;
+
+use crate::error::TaskError;
+use crate::executor::Executor;
+use crate::handle::{BatchHandle, TaskHandle};
+use crate::task::Task;
+
+/// How `map` feeds the pool.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MapOptions {
+    /// Most tasks submitted and not yet yielded (default: enough to keep every
+    /// worker busy, never more than the queue bound).
+    pub in_flight: Option<usize>,
+    /// Tasks sent to a worker as one unit (default: chosen from the input's
+    /// size hint: 1 for short inputs, up to 256 for long ones).
+    pub batch: Option<usize>,
+}
+
+impl MapOptions {
+    /// At most `n` tasks in flight.
+    pub fn in_flight(mut self, n: usize) -> Self {
+        self.in_flight = Some(n);
+        self
+    }
+
+    /// Batches of `n` tasks.
+    pub fn batch(mut self, n: usize) -> Self {
+        self.batch = Some(n);
+        self
+    }
+
+    fn resolve(self, workers: usize, queue_bound: usize, size_hint: usize) -> (usize, usize) {
+        let workers = workers.max(1);
+        let auto_batch = (size_hint / (workers * 16)).clamp(1, 256);
+        let in_flight = self
+            .in_flight
+            .unwrap_or_else(|| (workers * 64).max(self.batch.unwrap_or(auto_batch) * workers * 4))
+            .clamp(1, queue_bound.max(1));
+        let batch = self
+            .batch
+            .unwrap_or_else(|| auto_batch.min((in_flight / (2 * workers)).max(1)))
+            .clamp(1, in_flight);
+        (in_flight, batch)
+    }
+}
+
+/// Conveniences for every [`Executor`].
+#[async_trait]
+pub trait ExecutorExt: Executor {
+    /// Submits a task, waiting asynchronously (not blocking the thread) for
+    /// room in the queue. For use inside async runtimes such as tokio.
+    ///
+    /// # Errors
+    /// As [`Executor::start`].
+    async fn submit_async<T: Task>(&self, task: T) -> Result<TaskHandle<T>, TaskError> {
+        let permit = self.admission().acquire_async(1).await?;
+        self.start(task, permit)
+    }
+
+    /// Submits `tasks` as one unit (see [`Executor::start_batch`]), waiting for room.
+    ///
+    /// # Errors
+    /// As [`Executor::start`]; a batch larger than the queue bound is a config error.
+    fn submit_batch<T: Task>(&self, tasks: Vec<T>) -> Result<BatchHandle<T>, TaskError> {
+        let permit = self.admission().acquire(tasks.len())?;
+        self.start_batch(tasks, permit)
+    }
+
+    /// Runs every task of `tasks` and yields the results in input order. The
+    /// input is pulled lazily: at most a bounded number of tasks is in
+    /// flight, so an endless iterator works. Every input yields exactly one
+    /// item (a failed submission yields that error for its tasks).
+    fn map<T, I>(&self, tasks: I) -> Map<'_, Self, I::IntoIter, T>
+    where
+        T: Task,
+        I: IntoIterator<Item = T>,
+        Self: Sized,
+    {
+        self.map_with(tasks, MapOptions::default())
+    }
+
+    /// [`map`](Self::map) with explicit [`MapOptions`].
+    fn map_with<T, I>(&self, tasks: I, options: MapOptions) -> Map<'_, Self, I::IntoIter, T>
+    where
+        T: Task,
+        I: IntoIterator<Item = T>,
+        Self: Sized,
+    {
+        Map {
+            feed: Feed::new(self, tasks.into_iter(), options),
+            pending: VecDeque::new(),
+        }
+    }
+
+    /// Like [`map`](Self::map) but yields results as they finish, each with
+    /// its input index.
+    fn map_unordered<T, I>(&self, tasks: I) -> MapUnordered<'_, Self, I::IntoIter, T>
+    where
+        T: Task,
+        I: IntoIterator<Item = T>,
+        Self: Sized,
+    {
+        self.map_unordered_with(tasks, MapOptions::default())
+    }
+
+    /// [`map_unordered`](Self::map_unordered) with explicit [`MapOptions`].
+    fn map_unordered_with<T, I>(
+        &self,
+        tasks: I,
+        options: MapOptions,
+    ) -> MapUnordered<'_, Self, I::IntoIter, T>
+    where
+        T: Task,
+        I: IntoIterator<Item = T>,
+        Self: Sized,
+    {
+        MapUnordered {
+            feed: Feed::new(self, tasks.into_iter(), options),
+            slots: Vec::new(),
+            free: Vec::new(),
+            woken: Arc::new(Woken::default()),
+        }
+    }
+}
+
+impl<E: Executor + ?Sized> ExecutorExt for E {}
+
+/// The lazy input side shared by both map flavours.
+struct Feed<'a, E, I, T: Task> {
+    exec: &'a E,
+    input: std::iter::Fuse<I>,
+    in_flight_limit: usize,
+    batch: usize,
+    in_flight: usize,
+    next_index: usize,
+    ready: VecDeque<(usize, Result<T::Output, TaskError>)>,
+}
+
+/// A batch the feed started, or could not start.
+enum Unit<T: Task> {
+    Running { first: usize, handle: BatchHandle<T> },
+    Failed { first: usize, n: usize, error: TaskError },
+}
+
+impl<'a, E: Executor, I: Iterator<Item = T>, T: Task> Feed<'a, E, I, T> {
+    fn new(exec: &'a E, input: I, options: MapOptions) -> Self {
+        let (in_flight_limit, batch) = options.resolve(
+            exec.workers(),
+            exec.admission().bound(),
+            input.size_hint().0,
+        );
+        Self {
+            exec,
+            input: input.fuse(),
+            in_flight_limit,
+            batch,
+            in_flight: 0,
+            next_index: 0,
+            ready: VecDeque::new(),
+        }
+    }
+
+    /// Starts the next batch if the in-flight bound leaves room for it.
+    fn start_next(&mut self) -> Option<Unit<T>> {
+        let room = self.in_flight_limit - self.in_flight;
+        if room == 0 {
+            return None;
+        }
+        let tasks: Vec<T> = self.input.by_ref().take(self.batch.min(room)).collect();
+        if tasks.is_empty() {
+            return None;
+        }
+        let first = self.next_index;
+        let n = tasks.len();
+        self.next_index += n;
+        let started = self
+            .exec
+            .admission()
+            .acquire(n)
+            .and_then(|permit| self.exec.start_batch(tasks, permit));
+        Some(match started {
+            Ok(handle) => {
+                self.in_flight += n;
+                Unit::Running { first, handle }
+            }
+            Err(error) => Unit::Failed { first, n, error },
+        })
+    }
+
+    fn finished(&mut self, first: usize, results: Vec<Result<T::Output, TaskError>>) {
+        self.in_flight -= results.len();
+        self.ready
+            .extend(results.into_iter().enumerate().map(|(i, r)| (first + i, r)));
+    }
+
+    fn failed(&mut self, first: usize, n: usize, error: TaskError) {
+        self.ready
+            .extend((first..first + n).map(|i| (i, Err(error.clone()))));
+    }
+}
+
+/// Results of [`ExecutorExt::map`], in input order.
+pub struct Map<'a, E, I, T: Task> {
+    feed: Feed<'a, E, I, T>,
+    pending: VecDeque<Unit<T>>,
+}
+
+impl<E: Executor, I: Iterator<Item = T>, T: Task> Iterator for Map<'_, E, I, T> {
+    type Item = Result<T::Output, TaskError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some((_, r)) = self.feed.ready.pop_front() {
+                return Some(r);
+            }
+            while let Some(unit) = self.feed.start_next() {
+                self.pending.push_back(unit);
+            }
+            match self.pending.pop_front()? {
+                Unit::Running { first, handle } => {
+                    let results = handle.join();
+                    self.feed.finished(first, results);
+                }
+                Unit::Failed { first, n, error } => self.feed.failed(first, n, error),
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct Woken {
+    slots: Mutex<Vec<usize>>,
+    cond: Condvar,
+}
+
+struct SlotWaker {
+    slot: usize,
+    woken: Arc<Woken>,
+}
+
+impl Wake for SlotWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        let mut g = self.woken.slots.lock().unwrap_or_else(|e| e.into_inner());
+        g.push(self.slot);
+        self.woken.cond.notify_one();
+    }
+}
+
+/// Results of [`ExecutorExt::map_unordered`]: `(input index, result)` as
+/// tasks finish.
+pub struct MapUnordered<'a, E, I, T: Task> {
+    feed: Feed<'a, E, I, T>,
+    slots: Vec<Option<(usize, BatchHandle<T>)>>,
+    free: Vec<usize>,
+    woken: Arc<Woken>,
+}
+
+impl<E: Executor, I: Iterator<Item = T>, T: Task> MapUnordered<'_, E, I, T> {
+    fn poll_slot(&mut self, slot: usize) {
+        let Some((first, handle)) = &self.slots[slot] else {
+            return;
+        };
+        let waker = Waker::from(Arc::new(SlotWaker {
+            slot,
+            woken: self.woken.clone(),
+        }));
+        if let Poll::Ready(results) = handle.poll_join(&mut Context::from_waker(&waker)) {
+            let first = *first;
+            self.slots[slot] = None;
+            self.free.push(slot);
+            self.feed.finished(first, results);
+        }
+    }
+}
+
+impl<E: Executor, I: Iterator<Item = T>, T: Task> Iterator for MapUnordered<'_, E, I, T> {
+    type Item = (usize, Result<T::Output, TaskError>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            while let Some(unit) = self.feed.start_next() {
+                let s = match unit {
+                    Unit::Running { first, handle } => (first, handle),
+                    Unit::Failed { first, n, error } => {
+                        self.feed.failed(first, n, error);
+                        continue;
+                    }
+                };
+                let slot = match self.free.pop() {
+                    Some(i) => {
+                        self.slots[i] = Some(s);
+                        i
+                    }
+                    None => {
+                        self.slots.push(Some(s));
+                        self.slots.len() - 1
+                    }
+                };
+                self.poll_slot(slot);
+            }
+            if let Some(item) = self.feed.ready.pop_front() {
+                return Some(item);
+            }
+            if self.feed.in_flight == 0 {
+                return None;
+            }
+            let woken: Vec<usize> = {
+                let mut g = self.woken.slots.lock().unwrap_or_else(|e| e.into_inner());
+                while g.is_empty() {
+                    g = self.woken.cond.wait(g).unwrap_or_else(|e| e.into_inner());
+                }
+                std::mem::take(&mut *g)
+            };
+            for slot in woken {
+                self.poll_slot(slot);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_resolve_sensibly() {
+        // Short input: one task per batch, every worker busy.
+        assert_eq!(MapOptions::default().resolve(2, 2048, 16), (128, 1));
+        // Long input: big batches, in flight within the queue bound.
+        let (in_flight, batch) = MapOptions::default().resolve(2, 2048, 1_000_000);
+        assert_eq!(batch, 256);
+        assert!(in_flight <= 2048 && in_flight >= batch * 2);
+        // Explicit in-flight bound is honoured and batches fit in it.
+        assert_eq!(MapOptions::default().in_flight(3).resolve(2, 2048, 1_000_000), (3, 1));
+    }
+}

@@ -1,0 +1,176 @@
+//! The task registry: task name -> code, so that a worker process can run a
+//! task it receives as bytes.
+//!
+//! Registration is static (collected before `main` runs), so the parent and
+//! every worker process of the same executable see the same registry without
+//! any start-up code: one [`register!`](crate::register) line per task type.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use crate::codec;
+use crate::error::{ErrorKind, TaskError};
+use crate::panic;
+use crate::payload::Payload;
+use crate::task::{NullPort, Port, Task, TaskContext, WorkerInfo};
+
+/// One registered task type. Built by [`register!`](crate::register).
+#[derive(Debug)]
+pub struct TaskEntry {
+    name: &'static str,
+    type_name: fn() -> &'static str,
+    run: fn(&[u8], &dyn Port, WorkerInfo) -> Result<Vec<u8>, TaskError>,
+    run_batch: fn(&[u8], WorkerInfo) -> Result<Vec<u8>, TaskError>,
+}
+
+inventory::collect!(TaskEntry);
+
+impl TaskEntry {
+    /// The entry for task type `T`.
+    pub const fn of<T: Task>() -> Self {
+        Self {
+            name: T::NAME,
+            type_name: std::any::type_name::<T>,
+            run: run_encoded::<T>,
+            run_batch: run_batch_encoded::<T>,
+        }
+    }
+
+    /// The task's stable name.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Decodes a task from `input`, runs it (panics caught) and encodes its output.
+    ///
+    /// # Errors
+    /// Codec errors for input or output, or the task's panic.
+    pub fn run(&self, input: &[u8], port: &dyn Port, worker: WorkerInfo) -> Result<Vec<u8>, TaskError> {
+        (self.run)(input, port, worker)
+    }
+
+    /// Runs an encoded `Vec<T>` and returns the encoded
+    /// `Vec<Result<T::Output, TaskError>>` (see [`crate::BatchHandle`]).
+    ///
+    /// # Errors
+    /// Codec errors for the batch as a whole; each task's own failure is in its slot.
+    pub fn run_batch(&self, input: &[u8], worker: WorkerInfo) -> Result<Vec<u8>, TaskError> {
+        (self.run_batch)(input, worker)
+    }
+}
+
+fn run_encoded<T: Task>(input: &[u8], port: &dyn Port, worker: WorkerInfo) -> Result<Vec<u8>, TaskError> {
+    let task: T = codec::decode(input, "task")?;
+    let output = panic::catch(|| task.run(&mut TaskContext::new(port, worker)))?;
+    Payload::value(output).to_bytes()
+}
+
+fn run_batch_encoded<T: Task>(input: &[u8], worker: WorkerInfo) -> Result<Vec<u8>, TaskError> {
+    let tasks: Vec<T> = codec::decode(input, "task batch")?;
+    let results = run_batch(tasks, worker);
+    codec::encode(&results, "batch output")
+}
+
+/// Runs tasks one after another, each with its own panic catch. The in-process
+/// half of [`TaskEntry::run_batch`]; thread backends call it directly.
+pub fn run_batch<T: Task>(tasks: Vec<T>, worker: WorkerInfo) -> Vec<Result<T::Output, TaskError>> {
+    tasks
+        .into_iter()
+        .map(|t| panic::catch(|| t.run(&mut TaskContext::new(&NullPort, worker))))
+        .collect()
+}
+
+/// Registers task types for process workers: one line per type, at item level
+/// (module scope), anywhere in the program.
+///
+/// ```
+/// # use concur_core::{Task, TaskContext};
+/// # use serde::{Deserialize, Serialize};
+/// # #[derive(Serialize, Deserialize)] struct Ping;
+/// # impl Task for Ping {
+/// #     type Output = (); type ToCaller = (); type FromCaller = ();
+/// #     const NAME: &'static str = "doc::Ping";
+/// #     fn run(self, _: &mut TaskContext<'_, Self>) {}
+/// # }
+/// concur_core::register!(Ping);
+/// assert!(concur_core::registry::lookup("doc::Ping").is_ok());
+/// ```
+#[macro_export]
+macro_rules! register {
+    ($($task:ty),+ $(,)?) => {
+        $( $crate::__private::inventory::submit! {
+            $crate::registry::TaskEntry::of::<$task>()
+        } )+
+    };
+}
+
+struct Table {
+    by_name: HashMap<&'static str, &'static TaskEntry>,
+    clashes: HashMap<&'static str, Vec<&'static str>>,
+}
+
+fn table() -> &'static Table {
+    static TABLE: OnceLock<Table> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        let mut by_name = HashMap::new();
+        let mut clashes: HashMap<&'static str, Vec<&'static str>> = HashMap::new();
+        for entry in inventory::iter::<TaskEntry> {
+            match by_name.insert(entry.name, entry) {
+                Some(prev) if (prev.type_name)() != (entry.type_name)() => {
+                    let types = clashes.entry(entry.name).or_default();
+                    types.push((prev.type_name)());
+                    types.push((entry.type_name)());
+                }
+                _ => {}
+            }
+        }
+        Table { by_name, clashes }
+    })
+}
+
+/// The registered task called `name`.
+///
+/// # Errors
+/// [`ErrorKind::NotRegistered`] when no task has that name;
+/// [`ErrorKind::Config`] when two different types registered the same name.
+pub fn lookup(name: &str) -> Result<&'static TaskEntry, TaskError> {
+    let t = table();
+    if let Some(types) = t.clashes.get(name) {
+        return Err(TaskError::config(
+            "Task::NAME",
+            &format!("`{name}` is used by more than one task type: {}", types.join(", ")),
+        ));
+    }
+    t.by_name.get(name).copied().ok_or_else(|| {
+        TaskError::new(ErrorKind::NotRegistered {
+            task: name.to_owned(),
+        })
+    })
+}
+
+/// Checks that `T` is registered under its name.
+///
+/// # Errors
+/// As [`lookup`].
+pub fn ensure_registered<T: Task>() -> Result<(), TaskError> {
+    let entry = lookup(T::NAME)?;
+    if (entry.type_name)() != std::any::type_name::<T>() {
+        return Err(TaskError::config(
+            "Task::NAME",
+            &format!(
+                "`{}` is registered for {}, not {}",
+                T::NAME,
+                (entry.type_name)(),
+                std::any::type_name::<T>()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Every registered task name, sorted.
+pub fn names() -> Vec<&'static str> {
+    let mut v: Vec<_> = table().by_name.keys().copied().collect();
+    v.sort_unstable();
+    v
+}

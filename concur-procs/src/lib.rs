@@ -1,0 +1,1 @@
+//! concur worker-process backend (built in its own issue).

@@ -1,0 +1,1 @@
+//! concur thread backend.
