@@ -74,6 +74,30 @@ pub struct WorkerInfo {
     /// Counts workers started by this pool, replacements included: two
     /// tasks saw the same worker exactly when they saw the same incarnation.
     pub incarnation: u64,
+    /// The operating-system id of the thread that runs the worker's tasks
+    /// (Linux `gettid`; 0 where unknown).
+    pub thread: u64,
+}
+
+impl WorkerInfo {
+    /// Describes the calling thread as worker `index`, `incarnation`.
+    /// Backends call this once when a worker starts.
+    pub fn current(index: usize, incarnation: u64) -> Self {
+        Self {
+            index,
+            pid: std::process::id(),
+            incarnation,
+            thread: current_thread_os_id(),
+        }
+    }
+}
+
+/// The OS id of the calling thread, read from `/proc/thread-self` (0 elsewhere).
+fn current_thread_os_id() -> u64 {
+    std::fs::read_link("/proc/thread-self")
+        .ok()
+        .and_then(|p| p.file_name()?.to_str()?.parse().ok())
+        .unwrap_or(0)
 }
 
 /// The backend side of a running task's link to its caller.
