@@ -69,7 +69,10 @@ impl Inner {
         }
         let mut cur = self.available.load(SeqCst);
         while cur >= n {
-            match self.available.compare_exchange_weak(cur, cur - n, SeqCst, SeqCst) {
+            match self
+                .available
+                .compare_exchange_weak(cur, cur - n, SeqCst, SeqCst)
+            {
                 Ok(_) => {
                     return Ok(Some(Permit {
                         inner: Some(self.clone()),
@@ -112,7 +115,10 @@ impl Admission {
         if n > self.inner.bound {
             return Err(TaskError::config(
                 "queue_bound",
-                &format!("a batch of {n} tasks does not fit a queue bound of {}", self.inner.bound),
+                &format!(
+                    "a batch of {n} tasks does not fit a queue bound of {}",
+                    self.inner.bound
+                ),
             ));
         }
         Ok(())
@@ -154,7 +160,10 @@ impl Admission {
     ///
     /// # Errors
     /// As [`try_acquire`](Self::try_acquire).
-    pub fn acquire_async(&self, n: usize) -> impl Future<Output = Result<Permit, TaskError>> + Send + 'static {
+    pub fn acquire_async(
+        &self,
+        n: usize,
+    ) -> impl Future<Output = Result<Permit, TaskError>> + Send + 'static {
         AcquireFuture {
             admission: self.clone(),
             n,
@@ -289,6 +298,9 @@ mod tests {
     #[test]
     fn oversize_request_is_config_error() {
         let a = Admission::new(1);
-        assert!(matches!(a.acquire(2).unwrap_err().kind(), ErrorKind::Config { .. }));
+        assert!(matches!(
+            a.acquire(2).unwrap_err().kind(),
+            ErrorKind::Config { .. }
+        ));
     }
 }

@@ -57,7 +57,9 @@ impl Initializer {
 
 impl fmt::Debug for Initializer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Initializer").field("task", &self.name).finish()
+        f.debug_struct("Initializer")
+            .field("task", &self.name)
+            .finish()
     }
 }
 
@@ -96,10 +98,16 @@ impl PoolConfig {
             return Err(TaskError::config("queue_bound", "must be at least 1"));
         }
         if self.task_timeout == Some(Duration::ZERO) {
-            return Err(TaskError::config("task_timeout", "must be longer than zero"));
+            return Err(TaskError::config(
+                "task_timeout",
+                "must be longer than zero",
+            ));
         }
         if self.max_tasks_per_worker == Some(0) {
-            return Err(TaskError::config("max_tasks_per_worker", "must be at least 1"));
+            return Err(TaskError::config(
+                "max_tasks_per_worker",
+                "must be at least 1",
+            ));
         }
         Ok(())
     }
@@ -202,8 +210,14 @@ mod tests {
         for (cfg, field) in [
             (PoolConfig::new().workers(0), "workers"),
             (PoolConfig::new().queue_bound(0), "queue_bound"),
-            (PoolConfig::new().task_timeout(Duration::ZERO), "task_timeout"),
-            (PoolConfig::new().max_tasks_per_worker(0), "max_tasks_per_worker"),
+            (
+                PoolConfig::new().task_timeout(Duration::ZERO),
+                "task_timeout",
+            ),
+            (
+                PoolConfig::new().max_tasks_per_worker(0),
+                "max_tasks_per_worker",
+            ),
         ] {
             match cfg.validate().unwrap_err().kind() {
                 ErrorKind::Config { field: f, .. } => assert_eq!(f, field),

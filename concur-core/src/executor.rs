@@ -72,12 +72,18 @@ pub trait Executor: Send + Sync {
 
     /// Starts `tasks` as one unit run by one worker, one after another;
     /// results come back together, in order. Tasks in a batch take no
-    /// messages; a per-task timeout applies to the batch as `timeout × len`.
+    /// messages; a per-task timeout applies to the batch as `timeout × len`;
+    /// a batch is never split, so a worker may pass its task limit by at
+    /// most one batch.
     /// `map` uses batches to amortize dispatch for small tasks.
     ///
     /// # Errors
     /// As [`start`](Self::start).
-    fn start_batch<T: Task>(&self, tasks: Vec<T>, permit: Permit) -> Result<BatchHandle<T>, TaskError>;
+    fn start_batch<T: Task>(
+        &self,
+        tasks: Vec<T>,
+        permit: Permit,
+    ) -> Result<BatchHandle<T>, TaskError>;
 
     /// Finishes queued and running work, then stops and joins every worker.
     ///

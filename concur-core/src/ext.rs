@@ -139,6 +139,7 @@ struct Feed<'a, E, I, T: Task> {
     input: std::iter::Fuse<I>,
     in_flight_limit: usize,
     batch: usize,
+    /// Tasks pulled from the input and not yet yielded.
     in_flight: usize,
     next_index: usize,
     ready: VecDeque<(usize, Result<T::Output, TaskError>)>,
@@ -146,8 +147,15 @@ struct Feed<'a, E, I, T: Task> {
 
 /// A batch the feed started, or could not start.
 enum Unit<T: Task> {
-    Running { first: usize, handle: BatchHandle<T> },
-    Failed { first: usize, n: usize, error: TaskError },
+    Running {
+        first: usize,
+        handle: BatchHandle<T>,
+    },
+    Failed {
+        first: usize,
+        n: usize,
+        error: TaskError,
+    },
 }
 
 impl<'a, E: Executor, I: Iterator<Item = T>, T: Task> Feed<'a, E, I, T> {
@@ -181,22 +189,19 @@ impl<'a, E: Executor, I: Iterator<Item = T>, T: Task> Feed<'a, E, I, T> {
         let first = self.next_index;
         let n = tasks.len();
         self.next_index += n;
+        self.in_flight += n;
         let started = self
             .exec
             .admission()
             .acquire(n)
             .and_then(|permit| self.exec.start_batch(tasks, permit));
         Some(match started {
-            Ok(handle) => {
-                self.in_flight += n;
-                Unit::Running { first, handle }
-            }
+            Ok(handle) => Unit::Running { first, handle },
             Err(error) => Unit::Failed { first, n, error },
         })
     }
 
     fn finished(&mut self, first: usize, results: Vec<Result<T::Output, TaskError>>) {
-        self.in_flight -= results.len();
         self.ready
             .extend(results.into_iter().enumerate().map(|(i, r)| (first + i, r)));
     }
@@ -204,6 +209,13 @@ impl<'a, E: Executor, I: Iterator<Item = T>, T: Task> Feed<'a, E, I, T> {
     fn failed(&mut self, first: usize, n: usize, error: TaskError) {
         self.ready
             .extend((first..first + n).map(|i| (i, Err(error.clone()))));
+    }
+
+    /// The next finished item; it stops counting as in flight.
+    fn pop_ready(&mut self) -> Option<(usize, Result<T::Output, TaskError>)> {
+        let item = self.ready.pop_front()?;
+        self.in_flight -= 1;
+        Some(item)
     }
 }
 
@@ -218,7 +230,7 @@ impl<E: Executor, I: Iterator<Item = T>, T: Task> Iterator for Map<'_, E, I, T> 
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            if let Some((_, r)) = self.feed.ready.pop_front() {
+            if let Some((_, r)) = self.feed.pop_ready() {
                 return Some(r);
             }
             while let Some(unit) = self.feed.start_next() {
@@ -309,7 +321,7 @@ impl<E: Executor, I: Iterator<Item = T>, T: Task> Iterator for MapUnordered<'_, 
                 };
                 self.poll_slot(slot);
             }
-            if let Some(item) = self.feed.ready.pop_front() {
+            if let Some(item) = self.feed.pop_ready() {
                 return Some(item);
             }
             if self.feed.in_flight == 0 {
@@ -342,6 +354,11 @@ mod tests {
         assert_eq!(batch, 256);
         assert!(in_flight <= 2048 && in_flight >= batch * 2);
         // Explicit in-flight bound is honoured and batches fit in it.
-        assert_eq!(MapOptions::default().in_flight(3).resolve(2, 2048, 1_000_000), (3, 1));
+        assert_eq!(
+            MapOptions::default()
+                .in_flight(3)
+                .resolve(2, 2048, 1_000_000),
+            (3, 1)
+        );
     }
 }

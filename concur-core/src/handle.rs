@@ -22,7 +22,9 @@ use crate::payload::Payload;
 use crate::task::{Port, Task};
 
 /// A task's id, unique in the process for the life of the program.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct TaskId(pub u64);
 
 impl TaskId {
@@ -162,7 +164,9 @@ pub struct Completion {
 
 impl fmt::Debug for Completion {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Completion").field("id", &self.shared.id).finish()
+        f.debug_struct("Completion")
+            .field("id", &self.shared.id)
+            .finish()
     }
 }
 
@@ -268,7 +272,11 @@ impl Completion {
                 return None;
             }
             g = match deadline {
-                None => self.shared.to_task.wait(g).unwrap_or_else(|e| e.into_inner()),
+                None => self
+                    .shared
+                    .to_task
+                    .wait(g)
+                    .unwrap_or_else(|e| e.into_inner()),
                 Some(d) => {
                     let now = Instant::now();
                     if now >= d {
@@ -298,8 +306,10 @@ impl Port for Completion {
     fn recv(&self, deadline: Option<Instant>) -> Option<Payload> {
         self.pop_down(deadline)
     }
+    /// True once the task's result no longer matters: cancelled, timed out
+    /// or otherwise finished by someone else.
     fn is_cancelled(&self) -> bool {
-        Completion::is_cancelled(self)
+        self.is_done()
     }
 }
 
@@ -430,7 +440,11 @@ impl<T: Task> TaskHandle<T> {
                 return None;
             }
             g = match deadline {
-                None => self.shared.to_caller.wait(g).unwrap_or_else(|e| e.into_inner()),
+                None => self
+                    .shared
+                    .to_caller
+                    .wait(g)
+                    .unwrap_or_else(|e| e.into_inner()),
                 Some(d) => {
                     let now = Instant::now();
                     if now >= d {
@@ -612,7 +626,10 @@ mod tests {
         c.begin();
         h.send("down".into()).unwrap();
         assert_eq!(
-            c.pop_down(Some(Instant::now())).unwrap().into_value::<String>("m").unwrap(),
+            c.pop_down(Some(Instant::now()))
+                .unwrap()
+                .into_value::<String>("m")
+                .unwrap(),
             "down"
         );
         c.push_message(Payload::value(String::from("up")));

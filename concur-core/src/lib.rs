@@ -66,7 +66,9 @@ pub mod timer;
 pub mod conformance;
 
 pub use admission::{Admission, Permit};
-pub use config::{default_workers, Configure, Initializer, PoolConfig, DEFAULT_QUEUE_PER_WORKER, DEFAULT_RETRIES};
+pub use config::{
+    default_workers, Configure, Initializer, PoolConfig, DEFAULT_QUEUE_PER_WORKER, DEFAULT_RETRIES,
+};
 pub use error::{ErrorKind, TaskError, WorkerExit};
 pub use executor::{Capabilities, Executor};
 pub use ext::{ExecutorExt, Map, MapOptions, MapUnordered};

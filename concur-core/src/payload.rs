@@ -106,10 +106,7 @@ mod tests {
             Payload::bytes(bytes).into_value::<String>("m").unwrap(),
             "hi"
         );
-        assert_eq!(
-            Payload::value(5u64).into_value::<u64>("m").unwrap(),
-            5
-        );
+        assert_eq!(Payload::value(5u64).into_value::<u64>("m").unwrap(), 5);
     }
 
     #[test]

@@ -45,7 +45,12 @@ impl TaskEntry {
     ///
     /// # Errors
     /// Codec errors for input or output, or the task's panic.
-    pub fn run(&self, input: &[u8], port: &dyn Port, worker: WorkerInfo) -> Result<Vec<u8>, TaskError> {
+    pub fn run(
+        &self,
+        input: &[u8],
+        port: &dyn Port,
+        worker: WorkerInfo,
+    ) -> Result<Vec<u8>, TaskError> {
         (self.run)(input, port, worker)
     }
 
@@ -59,7 +64,11 @@ impl TaskEntry {
     }
 }
 
-fn run_encoded<T: Task>(input: &[u8], port: &dyn Port, worker: WorkerInfo) -> Result<Vec<u8>, TaskError> {
+fn run_encoded<T: Task>(
+    input: &[u8],
+    port: &dyn Port,
+    worker: WorkerInfo,
+) -> Result<Vec<u8>, TaskError> {
     let task: T = codec::decode(input, "task")?;
     let output = panic::catch(|| task.run(&mut TaskContext::new(port, worker)))?;
     Payload::value(output).to_bytes()
@@ -138,7 +147,10 @@ pub fn lookup(name: &str) -> Result<&'static TaskEntry, TaskError> {
     if let Some(types) = t.clashes.get(name) {
         return Err(TaskError::config(
             "Task::NAME",
-            &format!("`{name}` is used by more than one task type: {}", types.join(", ")),
+            &format!(
+                "`{name}` is used by more than one task type: {}",
+                types.join(", ")
+            ),
         ));
     }
     t.by_name.get(name).copied().ok_or_else(|| {

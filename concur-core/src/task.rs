@@ -181,8 +181,9 @@ impl<'a, T: Task> TaskContext<'a, T> {
         self.decode(self.port.recv(Some(Instant::now())))
     }
 
-    /// True once the task has been cancelled: a long task should check this
-    /// and return early (threads cannot be stopped from outside).
+    /// True once the task's result is no longer wanted (cancelled, timed
+    /// out, pool stopping): a long task should check this and return early
+    /// (threads cannot be stopped from outside).
     pub fn is_cancelled(&self) -> bool {
         self.port.is_cancelled()
     }

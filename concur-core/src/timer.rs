@@ -64,7 +64,11 @@ fn run(t: &'static Timer) {
             }
             Some(Reverse(e)) => {
                 let wait = e.at - now;
-                g = t.cond.wait_timeout(g, wait).unwrap_or_else(|e| e.into_inner()).0;
+                g = t
+                    .cond
+                    .wait_timeout(g, wait)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
             }
             None => g = t.cond.wait(g).unwrap_or_else(|e| e.into_inner()),
         }
@@ -96,7 +100,9 @@ mod tests {
         let (tx, rx) = mpsc::channel();
         let now = Instant::now();
         let tx2 = tx.clone();
-        at(now + Duration::from_millis(20), move || tx2.send(2).unwrap());
+        at(now + Duration::from_millis(20), move || {
+            tx2.send(2).unwrap()
+        });
         at(now + Duration::from_millis(1), move || tx.send(1).unwrap());
         let got: Vec<i32> = (0..2)
             .map(|_| rx.recv_timeout(Duration::from_secs(10)).unwrap())

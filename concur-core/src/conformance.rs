@@ -1,0 +1,994 @@
+//! The conformance suite: one function per clause of the [`Executor`]
+//! contract, run by every backend as one named `#[test]` per case.
+//!
+//! A backend implements [`Backend`] and pastes the suite into a test module:
+//!
+//! ```ignore
+//! struct Threads;
+//! impl concur_core::conformance::Backend for Threads {
+//!     type Pool = concur_threads::ThreadPool;
+//!     fn build(&self, config: concur_core::PoolConfig) -> Result<Self::Pool, concur_core::TaskError> {
+//!         concur_threads::ThreadPool::with_config(config)
+//!     }
+//! }
+//! mod conformance {
+//!     concur_core::conformance_suite!(
+//!         backend: super::Threads,
+//!         supported: [shared_memory_visible],
+//!         unsupported: [timeout_stops_running_task, cancel_running_stops_worker, memory_isolated],
+//!     );
+//! }
+//! ```
+//!
+//! Cases that need a [`Capabilities`] flag are *gated*: the backend lists
+//! each gated case as supported or unsupported. Unsupported cases become
+//! `#[ignore]`d tests (visible in every run as "ignored"), and the generated
+//! test `declared_capabilities_match` fails when the lists disagree with the
+//! pool's [`Executor::capabilities`] or leave a gated case out.
+//!
+//! The suite's tasks are registered, so process backends run them as they
+//! are. Every wait has a deadline ([`DEADLINE`]): a hang fails the case.
+
+use std::cell::Cell;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    Capabilities, Configure, ErrorKind, Executor, ExecutorExt, MapOptions, PoolConfig, Task,
+    TaskContext, TaskError, TaskHandle, WorkerInfo,
+};
+
+/// How a backend builds pools for the suite.
+pub trait Backend {
+    /// The backend's pool type.
+    type Pool: Executor + 'static;
+    /// Builds a pool from `config`.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Config`] for invalid settings; anything else the backend reports.
+    fn build(&self, config: PoolConfig) -> Result<Self::Pool, TaskError>;
+}
+
+/// The longest any single wait in the suite may take before the case fails.
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+// ---------------------------------------------------------------- tasks --
+
+/// Adds two numbers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Add(pub u64, pub u64);
+impl Task for Add {
+    type Output = u64;
+    type ToCaller = ();
+    type FromCaller = ();
+    const NAME: &'static str = "concur::conformance::Add";
+    fn run(self, _cx: &mut TaskContext<'_, Self>) -> u64 {
+        self.0 + self.1
+    }
+}
+
+/// Returns `Err` in its own terms when asked to.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Fallible {
+    /// Fail with this text instead of returning the value.
+    pub fail: Option<String>,
+}
+impl Task for Fallible {
+    type Output = Result<u32, String>;
+    type ToCaller = ();
+    type FromCaller = ();
+    const NAME: &'static str = "concur::conformance::Fallible";
+    fn run(self, _cx: &mut TaskContext<'_, Self>) -> Result<u32, String> {
+        match self.fail {
+            Some(e) => Err(e),
+            None => Ok(42),
+        }
+    }
+}
+
+/// Panics with the given message when `panic` is set; else returns `n`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MaybePanic {
+    /// The value to return.
+    pub n: u64,
+    /// Panic instead, with this message.
+    pub panic: Option<String>,
+}
+impl Task for MaybePanic {
+    type Output = u64;
+    type ToCaller = ();
+    type FromCaller = ();
+    const NAME: &'static str = "concur::conformance::MaybePanic";
+    fn run(self, _cx: &mut TaskContext<'_, Self>) -> u64 {
+        if let Some(msg) = self.panic {
+            panic!("{msg}");
+        }
+        self.n
+    }
+}
+
+/// Tells the caller it started (with its worker), then waits for one
+/// message from the caller (or [`DEADLINE`]) and returns its worker.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Block;
+impl Task for Block {
+    type Output = WorkerInfo;
+    type ToCaller = WorkerInfo;
+    type FromCaller = ();
+    const NAME: &'static str = "concur::conformance::Block";
+    fn run(self, cx: &mut TaskContext<'_, Self>) -> WorkerInfo {
+        let _ = cx.send(cx.worker());
+        let deadline = Instant::now() + DEADLINE;
+        while Instant::now() < deadline && !cx.is_cancelled() {
+            if cx.recv_timeout(Duration::from_millis(50)).is_some() {
+                break;
+            }
+        }
+        cx.worker()
+    }
+}
+
+thread_local! {
+    static MARKS: Cell<u64> = const { Cell::new(0) };
+    static INITS: Cell<u64> = const { Cell::new(0) };
+    static RUNS: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Counts one run on the worker's thread.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Mark;
+impl Task for Mark {
+    type Output = ();
+    type ToCaller = ();
+    type FromCaller = ();
+    const NAME: &'static str = "concur::conformance::Mark";
+    fn run(self, _cx: &mut TaskContext<'_, Self>) {
+        MARKS.with(|m| m.set(m.get() + 1));
+    }
+}
+
+/// Reports how many [`Mark`]s ran on this worker.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CountMarks;
+impl Task for CountMarks {
+    type Output = u64;
+    type ToCaller = ();
+    type FromCaller = ();
+    const NAME: &'static str = "concur::conformance::CountMarks";
+    fn run(self, _cx: &mut TaskContext<'_, Self>) -> u64 {
+        MARKS.with(Cell::get)
+    }
+}
+
+/// The initializer used by the suite: counts its runs on the worker's thread.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CountInit;
+impl Task for CountInit {
+    type Output = ();
+    type ToCaller = ();
+    type FromCaller = ();
+    const NAME: &'static str = "concur::conformance::CountInit";
+    fn run(self, _cx: &mut TaskContext<'_, Self>) {
+        INITS.with(|m| m.set(m.get() + 1));
+    }
+}
+
+/// What a worker looked like to one task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Seen {
+    /// The worker.
+    pub worker: WorkerInfo,
+    /// Initializer runs seen on the worker's thread.
+    pub inits: u64,
+    /// Tasks run on the worker's thread so far, this one included.
+    pub runs: u64,
+}
+
+/// Reports the worker and its thread's counters.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WhoAmI;
+impl Task for WhoAmI {
+    type Output = Seen;
+    type ToCaller = ();
+    type FromCaller = ();
+    const NAME: &'static str = "concur::conformance::WhoAmI";
+    fn run(self, cx: &mut TaskContext<'_, Self>) -> Seen {
+        let runs = RUNS.with(|r| {
+            r.set(r.get() + 1);
+            r.get()
+        });
+        Seen {
+            worker: cx.worker(),
+            inits: INITS.with(Cell::get),
+            runs,
+        }
+    }
+}
+
+/// Sends `count` numbers to the caller, then returns `count`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Stream {
+    /// How many messages.
+    pub count: u32,
+}
+impl Task for Stream {
+    type Output = u32;
+    type ToCaller = u32;
+    type FromCaller = ();
+    const NAME: &'static str = "concur::conformance::Stream";
+    fn run(self, cx: &mut TaskContext<'_, Self>) -> u32 {
+        for i in 0..self.count {
+            cx.send(i).expect("send to caller");
+        }
+        self.count
+    }
+}
+
+/// Answers each number from the caller with its double until it gets 0;
+/// returns how many it answered.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Doubler;
+impl Task for Doubler {
+    type Output = u32;
+    type ToCaller = u64;
+    type FromCaller = u64;
+    const NAME: &'static str = "concur::conformance::Doubler";
+    fn run(self, cx: &mut TaskContext<'_, Self>) -> u32 {
+        let mut answered = 0;
+        while let Some(n) = cx.recv_timeout(DEADLINE) {
+            if n == 0 {
+                break;
+            }
+            cx.send(n * 2).expect("send to caller");
+            answered += 1;
+        }
+        answered
+    }
+}
+
+static SHARED: Mutex<Option<HashMap<u64, u64>>> = Mutex::new(None);
+
+/// Adds `add` to the process-global counter `key` and returns its new value.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Bump {
+    /// Which counter (each case picks its own).
+    pub key: u64,
+    /// How much to add.
+    pub add: u64,
+}
+impl Task for Bump {
+    type Output = u64;
+    type ToCaller = ();
+    type FromCaller = ();
+    const NAME: &'static str = "concur::conformance::Bump";
+    fn run(self, _cx: &mut TaskContext<'_, Self>) -> u64 {
+        bump(self.key, self.add)
+    }
+}
+
+fn bump(key: u64, add: u64) -> u64 {
+    let mut g = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+    let v = g.get_or_insert_with(HashMap::new).entry(key).or_insert(0);
+    *v += add;
+    *v
+}
+
+fn fresh_key() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    (u64::from(std::process::id()) << 32) | NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+crate::register!(
+    Add, Fallible, MaybePanic, Block, Mark, CountMarks, CountInit, WhoAmI, Stream, Doubler, Bump
+);
+
+// -------------------------------------------------------------- helpers --
+
+fn pool<B: Backend>(b: &B, config: PoolConfig) -> B::Pool {
+    b.build(config).expect("the backend builds a valid pool")
+}
+
+fn join<T: Task>(h: TaskHandle<T>) -> Result<T::Output, TaskError> {
+    match h.join_timeout(DEADLINE) {
+        Ok(r) => r,
+        Err(h) => panic!("{h:?} did not finish within {DEADLINE:?}"),
+    }
+}
+
+fn ok<T: Task>(h: TaskHandle<T>) -> T::Output {
+    join(h).unwrap_or_else(|e| panic!("task failed: {e}"))
+}
+
+/// Submits a [`Block`] and waits until it runs; returns its handle and worker.
+fn started_block<P: Executor>(p: &P) -> (TaskHandle<Block>, WorkerInfo) {
+    let h = p.submit(Block).expect("submit");
+    let w = h
+        .recv_timeout(DEADLINE)
+        .expect("a blocking task starts within the deadline");
+    (h, w)
+}
+
+/// True while the worker's thread (and so, for processes, its process) exists.
+pub fn worker_alive(w: &WorkerInfo) -> bool {
+    std::path::Path::new(&format!("/proc/{}/task/{}", w.pid, w.thread)).exists()
+}
+
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + DEADLINE;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::yield_now();
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Counts how many items a map pulled from its input and not yet yielded.
+struct Watch {
+    pulled: Cell<usize>,
+    yielded: Cell<usize>,
+    max_out: Cell<usize>,
+}
+
+impl Watch {
+    fn new() -> Self {
+        Self {
+            pulled: Cell::new(0),
+            yielded: Cell::new(0),
+            max_out: Cell::new(0),
+        }
+    }
+    fn pull(&self) {
+        self.pulled.set(self.pulled.get() + 1);
+        let out = self.pulled.get() - self.yielded.get();
+        self.max_out.set(self.max_out.get().max(out));
+    }
+    fn yielded(&self) {
+        self.yielded.set(self.yielded.get() + 1);
+    }
+}
+
+// ---------------------------------------------------------------- cases --
+
+/// Delivery: a task's output comes back through its handle.
+pub fn value_returned<B: Backend>(b: &B) {
+    let p = pool(b, PoolConfig::new().workers(2));
+    assert_eq!(ok(p.submit(Add(2, 40)).unwrap()), 42);
+}
+
+/// Tasks: a task's own error (an `Err` output) reaches the caller as a
+/// value, apart from pool errors.
+pub fn error_returned<B: Backend>(b: &B) {
+    let p = pool(b, PoolConfig::new().workers(2));
+    let h = p
+        .submit(Fallible {
+            fail: Some("no such file".into()),
+        })
+        .unwrap();
+    assert_eq!(ok(h), Err("no such file".to_owned()));
+    assert_eq!(ok(p.submit(Fallible { fail: None }).unwrap()), Ok(42));
+}
+
+/// Panics: a panic becomes that task's `Panicked` error with message and location.
+pub fn panic_becomes_error<B: Backend>(b: &B) {
+    let p = pool(b, PoolConfig::new().workers(1));
+    let h = p
+        .submit(MaybePanic {
+            n: 0,
+            panic: Some("kaboom 17".into()),
+        })
+        .unwrap();
+    match join(h).unwrap_err().kind() {
+        ErrorKind::Panicked { message, location } => {
+            assert_eq!(message, "kaboom 17");
+            let at = location.as_deref().expect("panic location kept");
+            assert!(at.contains("conformance.rs"), "location {at}");
+        }
+        other => panic!("expected Panicked, got {other:?}"),
+    }
+}
+
+/// Panics: the pool keeps its size and runs other tasks after panics.
+pub fn pool_survives_panic<B: Backend>(b: &B) {
+    let p = pool(b, PoolConfig::new().workers(2));
+    let handles: Vec<_> = (0..20)
+        .map(|n| {
+            let panic = (n % 4 == 0).then(|| format!("panic {n}"));
+            p.submit(MaybePanic { n, panic }).unwrap()
+        })
+        .collect();
+    for (n, h) in (0..20).zip(handles) {
+        match join(h) {
+            Ok(v) => assert_eq!(v, n),
+            Err(e) => assert!(n % 4 == 0 && matches!(e.kind(), ErrorKind::Panicked { .. })),
+        }
+    }
+    assert_eq!(p.workers(), 2);
+    assert_eq!(ok(p.submit(Add(1, 1)).unwrap()), 2);
+}
+
+/// Panics: a panic inside `map` fails that item alone.
+pub fn map_panic_fails_one_item<B: Backend>(b: &B) {
+    let p = pool(b, PoolConfig::new().workers(2));
+    let results: Vec<_> = p
+        .map((0..50).map(|n| MaybePanic {
+            n,
+            panic: (n == 7).then(|| "seven".into()),
+        }))
+        .collect();
+    assert_eq!(results.len(), 50);
+    for (n, r) in (0..50).zip(results) {
+        if n == 7 {
+            assert!(
+                matches!(r.unwrap_err().kind(), ErrorKind::Panicked { message, .. } if message == "seven")
+            );
+        } else {
+            assert_eq!(r.unwrap(), n);
+        }
+    }
+}
+
+/// Map: results come back in input order.
+pub fn map_keeps_order<B: Backend>(b: &B) {
+    let p = pool(b, PoolConfig::new().workers(2));
+    let out: Vec<u64> = p
+        .map((0..2000).map(|i| Add(i, 1)))
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(out, (1..=2000).collect::<Vec<_>>());
+}
+
+/// Map: an empty input yields nothing.
+pub fn map_empty_input<B: Backend>(b: &B) {
+    let p = pool(b, PoolConfig::new().workers(2));
+    assert_eq!(p.map(std::iter::empty::<Add>()).count(), 0);
+    assert_eq!(p.map_unordered(std::iter::empty::<Add>()).count(), 0);
+}
+
+/// Map (unordered): every input yields exactly one result, with its index.
+pub fn map_unordered_complete<B: Backend>(b: &B) {
+    let p = pool(b, PoolConfig::new().workers(2));
+    let mut seen = vec![false; 2000];
+    for (i, r) in p.map_unordered((0..2000).map(|i| Add(i, 0))) {
+        assert_eq!(r.unwrap(), i as u64);
+        assert!(!std::mem::replace(&mut seen[i], true), "index {i} twice");
+    }
+    assert!(seen.iter().all(|s| *s));
+}
+
+fn check_in_flight<B: Backend>(b: &B, unordered: bool) {
+    let p = pool(b, PoolConfig::new().workers(2));
+    let watch = Watch::new();
+    let input = (0..500u64).map(|i| {
+        watch.pull();
+        Add(i, 0)
+    });
+    let opts = MapOptions::default().in_flight(5);
+    let mut count = 0;
+    if unordered {
+        for (_, r) in p.map_unordered_with(input, opts) {
+            r.unwrap();
+            watch.yielded();
+            count += 1;
+        }
+    } else {
+        for r in p.map_with(input, opts) {
+            r.unwrap();
+            watch.yielded();
+            count += 1;
+        }
+    }
+    assert_eq!(count, 500);
+    assert!(
+        watch.max_out.get() <= 5,
+        "{} tasks in flight with a bound of 5",
+        watch.max_out.get()
+    );
+    assert!(watch.max_out.get() >= 2, "the map never overlapped tasks");
+}
+
+/// Map: never more tasks in flight (pulled from the input, not yet yielded)
+/// than the bound.
+pub fn map_in_flight_bound_holds<B: Backend>(b: &B) {
+    check_in_flight(b, false);
+}
+
+/// Map (unordered): the in-flight bound holds too.
+pub fn map_unordered_in_flight_bound_holds<B: Backend>(b: &B) {
+    check_in_flight(b, true);
+}
+
+/// Map: the input is pulled lazily; an endless iterator works.
+pub fn map_lazy_endless_input<B: Backend>(b: &B) {
+    let p = pool(b, PoolConfig::new().workers(2));
+    let watch = Watch::new();
+    let endless = (0u64..).map(|i| {
+        watch.pull();
+        Add(i, i)
+    });
+    let first: Vec<u64> = p
+        .map_with(endless, MapOptions::default().in_flight(64))
+        .take(100)
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(first, (0..100).map(|i| i * 2).collect::<Vec<_>>());
+    assert!(
+        watch.pulled.get() <= 100 + 64,
+        "pulled {}",
+        watch.pulled.get()
+    );
+}
+
+/// Cancellation: a task cancelled before it starts never runs and resolves `Cancelled`.
+pub fn cancel_before_start<B: Backend>(b: &B) {
+    let p = pool(b, PoolConfig::new().workers(1));
+    let (blocker, _) = started_block(&p);
+    let queued = p.submit(Mark).unwrap();
+    assert!(queued.cancel());
+    assert!(!queued.cancel(), "a second cancel is a no-op");
+    blocker.send(()).unwrap();
+    ok(blocker);
+    assert!(join(queued).unwrap_err().is_cancelled());
+    assert_eq!(
+        ok(p.submit(CountMarks).unwrap()),
+        0,
+        "the cancelled task ran"
+    );
+}
+
+/// Cancellation: cancelling a running task resolves its handle at once and
+/// the pool keeps working.
+pub fn cancel_running_resolves<B: Backend>(b: &B) {
+    let p = pool(b, PoolConfig::new().workers(1));
+    let (h, _) = started_block(&p);
+    assert!(h.cancel());
+    assert!(join(h).unwrap_err().is_cancelled());
+    assert_eq!(ok(p.submit(Add(3, 4)).unwrap()), 7);
+}
+
+/// Shutdown: `shutdown` finishes queued work before it returns.
+pub fn shutdown_finishes_queued<B: Backend>(b: &B) {
+    let p = pool(b, PoolConfig::new().workers(1));
+    let handles: Vec<_> = (0..30).map(|i| p.submit(Add(i, 1)).unwrap()).collect();
+    p.shutdown().unwrap();
+    for (i, h) in (0..30).zip(handles) {
+        assert!(
+            h.is_finished(),
+            "shutdown returned before task {i} finished"
+        );
+        assert_eq!(ok(h), i + 1);
+    }
+}
+
+/// Shutdown: `shutdown_now` cancels queued and running work.
+pub fn shutdown_now_cancels<B: Backend>(b: &B) {
+    let p = pool(b, PoolConfig::new().workers(1));
+    let (running, _) = started_block(&p);
+    let queued: Vec<_> = (0..10).map(|_| p.submit(Mark).unwrap()).collect();
+    p.shutdown_now();
+    assert!(join(running).unwrap_err().is_cancelled());
+    for h in queued {
+        assert!(join(h).unwrap_err().is_cancelled());
+    }
+}
+
+/// Shutdown: a submit after shutdown fails with the shut-down kind.
+pub fn submit_after_shutdown_fails<B: Backend>(b: &B) {
+    let p = pool(b, PoolConfig::new().workers(1));
+    p.shutdown().unwrap();
+    assert!(p.submit(Add(1, 1)).unwrap_err().is_shut_down());
+    assert!(p.submit_batch(vec![Add(1, 1)]).unwrap_err().is_shut_down());
+    let p2 = pool(b, PoolConfig::new().workers(1));
+    p2.shutdown_now();
+    assert!(p2.submit(Add(1, 1)).unwrap_err().is_shut_down());
+}
+
+/// Shutdown: dropping the pool finishes its work and joins every worker.
+pub fn drop_joins_workers<B: Backend>(b: &B) {
+    let p = pool(b, PoolConfig::new().workers(2));
+    let (h1, w1) = started_block(&p);
+    let (h2, w2) = started_block(&p);
+    assert_ne!(w1.incarnation, w2.incarnation);
+    let tail: Vec<_> = (0..10).map(|i| p.submit(Add(i, 0)).unwrap()).collect();
+    h1.send(()).unwrap();
+    h2.send(()).unwrap();
+    drop(p);
+    assert!(
+        !worker_alive(&w1) && !worker_alive(&w2),
+        "a worker outlived its pool"
+    );
+    assert_eq!(ok(h1), w1);
+    assert_eq!(ok(h2), w2);
+    for (i, h) in (0..10).zip(tail) {
+        assert_eq!(ok(h), i);
+    }
+}
+
+/// Messages: a task streams messages to its caller, in order, while it runs.
+pub fn messages_task_to_caller<B: Backend>(b: &B) {
+    let p = pool(b, PoolConfig::new().workers(2));
+    let h = p.submit(Stream { count: 500 }).unwrap();
+    for i in 0..500 {
+        assert_eq!(h.recv_timeout(DEADLINE), Some(i));
+    }
+    assert_eq!(h.recv_timeout(DEADLINE), None);
+    assert_eq!(ok(h), 500);
+}
+
+/// Messages: the caller talks to a running task and gets answers.
+pub fn messages_both_ways<B: Backend>(b: &B) {
+    let p = pool(b, PoolConfig::new().workers(2));
+    let h = p.submit(Doubler).unwrap();
+    for n in 1..=50u64 {
+        h.send(n).unwrap();
+        assert_eq!(h.recv_timeout(DEADLINE), Some(n * 2));
+    }
+    h.send(0).unwrap();
+    assert_eq!(ok(h), 50);
+}
+
+/// Async: handles are futures and `submit_async` works inside a tokio runtime.
+pub fn await_in_tokio<B: Backend>(b: &B) {
+    let p = pool(b, PoolConfig::new().workers(2));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let sum = rt.block_on(async {
+        let mut total = 0;
+        for i in 0..20 {
+            let h = p.submit_async(Add(i, 1)).await.unwrap();
+            total += h.await.unwrap();
+        }
+        let s = p.submit_async(Stream { count: 3 }).await.unwrap();
+        let mut got = Vec::new();
+        while let Some(m) = s.next_message().await {
+            got.push(m);
+        }
+        assert_eq!(got, vec![0, 1, 2]);
+        total + u64::from(s.await.unwrap())
+    });
+    assert_eq!(sum, (1..=20).sum::<u64>() + 3);
+}
+
+/// Delivery: 100k submitted tasks all complete, each exactly once.
+pub fn many_tasks_complete<B: Backend>(b: &B) {
+    let p = pool(b, PoolConfig::new().workers(2));
+    let handles: Vec<_> = (0..100_000).map(|i| p.submit(Add(i, 1)).unwrap()).collect();
+    let mut sum = 0u64;
+    for h in handles {
+        sum += ok(h);
+    }
+    assert_eq!(sum, (1..=100_000u64).sum());
+}
+
+/// Delivery: several threads can submit and join at once.
+pub fn submit_from_many_threads<B: Backend>(b: &B) {
+    let p = pool(b, PoolConfig::new().workers(2));
+    std::thread::scope(|s| {
+        let joins: Vec<_> = (0..4u64)
+            .map(|t| {
+                let p = &p;
+                s.spawn(move || {
+                    let hs: Vec<_> = (0..500)
+                        .map(|i| p.submit(Add(t * 1000, i)).unwrap())
+                        .collect();
+                    hs.into_iter().map(ok).sum::<u64>()
+                })
+            })
+            .collect();
+        for (t, j) in (0..4u64).zip(joins) {
+            assert_eq!(j.join().unwrap(), t * 1000 * 500 + (0..500).sum::<u64>());
+        }
+    });
+}
+
+/// Handles: every task has its own id.
+pub fn task_ids_unique<B: Backend>(b: &B) {
+    let p = pool(b, PoolConfig::new().workers(2));
+    let hs: Vec<_> = (0..100).map(|i| p.submit(Add(i, 0)).unwrap()).collect();
+    let ids: HashSet<_> = hs.iter().map(TaskHandle::id).collect();
+    assert_eq!(ids.len(), 100);
+    hs.into_iter().for_each(|h| {
+        ok(h);
+    });
+}
+
+/// Batches: one result per task in order; a panic fails its slot only.
+pub fn batch_results_in_order<B: Backend>(b: &B) {
+    let p = pool(b, PoolConfig::new().workers(2));
+    let tasks = (0..10)
+        .map(|n| MaybePanic {
+            n,
+            panic: (n == 3).then(|| "three".into()),
+        })
+        .collect();
+    let results = p.submit_batch(tasks).unwrap().join();
+    assert_eq!(results.len(), 10);
+    for (n, r) in (0..10).zip(results) {
+        match r {
+            Ok(v) => assert_eq!(v, n),
+            Err(e) => assert!(n == 3 && matches!(e.kind(), ErrorKind::Panicked { .. })),
+        }
+    }
+}
+
+/// Workers: the pool runs exactly the configured number of workers at once.
+pub fn worker_count_honoured<B: Backend>(b: &B) {
+    let p = pool(b, PoolConfig::new().workers(3));
+    assert_eq!(p.workers(), 3);
+    let blocks: Vec<_> = (0..3).map(|_| started_block(&p)).collect();
+    let indices: HashSet<_> = blocks.iter().map(|(_, w)| w.index).collect();
+    assert_eq!(indices, HashSet::from([0, 1, 2]));
+    let fourth = p.submit(Block).unwrap();
+    assert_eq!(
+        fourth.recv_timeout(Duration::from_millis(200)),
+        None,
+        "a fourth task ran while three workers were busy"
+    );
+    for (h, _) in &blocks {
+        h.send(()).unwrap();
+    }
+    let w = fourth.recv_timeout(DEADLINE).expect("fourth task starts");
+    assert!(w.index < 3);
+    fourth.send(()).unwrap();
+    ok(fourth);
+    blocks.into_iter().for_each(|(h, _)| {
+        ok(h);
+    });
+}
+
+/// Workers: the default worker count is the cores available.
+pub fn default_worker_count<B: Backend>(b: &B) {
+    let p = pool(b, PoolConfig::new());
+    assert_eq!(p.workers(), crate::default_workers());
+}
+
+/// Workers: the initializer runs once in each worker, before its first task.
+pub fn initializer_runs_once_per_worker<B: Backend>(b: &B) {
+    let p = pool(b, PoolConfig::new().workers(2).initializer(CountInit));
+    let handles: Vec<_> = (0..40).map(|_| p.submit(WhoAmI).unwrap()).collect();
+    for s in handles.into_iter().map(ok) {
+        assert_eq!(
+            s.inits, 1,
+            "worker {:?} ran its initializer {} times",
+            s.worker, s.inits
+        );
+    }
+}
+
+/// Workers: with a task limit, a worker that reached it is replaced by a
+/// fresh one (which runs the initializer again).
+pub fn max_tasks_recycles_worker<B: Backend>(b: &B) {
+    let p = pool(
+        b,
+        PoolConfig::new()
+            .workers(2)
+            .max_tasks_per_worker(3)
+            .initializer(CountInit),
+    );
+    let seen: Vec<Seen> = (0..18).map(|_| ok(p.submit(WhoAmI).unwrap())).collect();
+    let mut per_incarnation: HashMap<u64, u64> = HashMap::new();
+    for s in &seen {
+        assert!(
+            s.runs <= 3,
+            "a worker ran {} tasks with a limit of 3",
+            s.runs
+        );
+        assert_eq!(s.inits, 1, "a recycled worker did not run its initializer");
+        *per_incarnation.entry(s.worker.incarnation).or_default() += 1;
+    }
+    assert!(per_incarnation.values().all(|n| *n <= 3));
+    assert!(
+        per_incarnation.len() >= 6,
+        "18 tasks with a limit of 3 need 6 workers, saw {}",
+        per_incarnation.len()
+    );
+}
+
+/// Configuration: invalid values fail at build time naming the field.
+pub fn invalid_config_rejected<B: Backend>(b: &B) {
+    for (config, field) in [
+        (PoolConfig::new().workers(0), "workers"),
+        (PoolConfig::new().queue_bound(0), "queue_bound"),
+        (
+            PoolConfig::new().task_timeout(Duration::ZERO),
+            "task_timeout",
+        ),
+        (
+            PoolConfig::new().max_tasks_per_worker(0),
+            "max_tasks_per_worker",
+        ),
+    ] {
+        match b.build(config) {
+            Err(e) => match e.kind() {
+                ErrorKind::Config { field: f, .. } => assert_eq!(f, field),
+                other => panic!("expected a Config error for {field}, got {other:?}"),
+            },
+            Ok(_) => panic!("a pool with an invalid {field} was built"),
+        }
+    }
+}
+
+/// Queue bound: at most `queue_bound` tasks are queued or running; room
+/// comes back as tasks finish.
+pub fn queue_bound_applies_backpressure<B: Backend>(b: &B) {
+    let p = pool(b, PoolConfig::new().workers(1).queue_bound(2));
+    let (blocker, _) = started_block(&p);
+    let queued = p.submit(Add(1, 1)).unwrap();
+    assert!(
+        p.admission().try_acquire(1).unwrap().is_none(),
+        "queue bound of 2 exceeded"
+    );
+    blocker.send(()).unwrap();
+    ok(blocker);
+    assert_eq!(ok(queued), 2);
+    wait_until("room comes back", || p.admission().in_use() == 0);
+    assert_eq!(ok(p.submit(Add(2, 2)).unwrap()), 4);
+}
+
+/// Timeout: a task over its time limit fails with `TimedOut`; the pool goes on.
+pub fn timeout_fails_handle<B: Backend>(b: &B) {
+    let p = pool(
+        b,
+        PoolConfig::new()
+            .workers(1)
+            .task_timeout(Duration::from_millis(200)),
+    );
+    let h = p.submit(Block).unwrap();
+    match join(h).unwrap_err().kind() {
+        ErrorKind::TimedOut { after } => assert_eq!(*after, Duration::from_millis(200)),
+        other => panic!("expected TimedOut, got {other:?}"),
+    }
+    assert_eq!(ok(p.submit(Add(5, 5)).unwrap()), 10);
+}
+
+/// Timeout (gated: `kills_on_timeout`): the timed-out task's worker is
+/// stopped and replaced.
+pub fn timeout_stops_running_task<B: Backend>(b: &B) {
+    let p = pool(
+        b,
+        PoolConfig::new()
+            .workers(1)
+            .task_timeout(Duration::from_millis(300)),
+    );
+    let (h, w) = started_block(&p);
+    assert!(join(h).unwrap_err().is_timeout());
+    wait_until("the timed-out worker is gone", || !worker_alive(&w));
+    let after = ok(p.submit(WhoAmI).unwrap());
+    assert_ne!(after.worker.incarnation, w.incarnation);
+    assert_eq!(
+        after.worker.index, w.index,
+        "the replacement takes the same slot"
+    );
+}
+
+/// Cancellation (gated: `kills_on_cancel`): cancelling a running task stops
+/// its worker, which is replaced.
+pub fn cancel_running_stops_worker<B: Backend>(b: &B) {
+    let p = pool(b, PoolConfig::new().workers(1));
+    let (h, w) = started_block(&p);
+    assert!(h.cancel());
+    wait_until("the cancelled worker is gone", || !worker_alive(&w));
+    let after = ok(p.submit(WhoAmI).unwrap());
+    assert_ne!(after.worker.incarnation, w.incarnation);
+}
+
+/// Memory (gated: `shared_memory`): tasks change the caller's memory.
+pub fn shared_memory_visible<B: Backend>(b: &B) {
+    let p = pool(b, PoolConfig::new().workers(2));
+    let key = fresh_key();
+    let hs: Vec<_> = (0..4)
+        .map(|_| p.submit(Bump { key, add: 1000 }).unwrap())
+        .collect();
+    hs.into_iter().for_each(|h| {
+        ok(h);
+    });
+    assert_eq!(bump(key, 0), 4000);
+}
+
+/// Memory (gated: not `shared_memory`): tasks see their own copy; the
+/// caller's memory is unchanged.
+pub fn memory_isolated<B: Backend>(b: &B) {
+    let p = pool(b, PoolConfig::new().workers(2));
+    let key = fresh_key();
+    let seen: Vec<u64> = (0..4)
+        .map(|_| ok(p.submit(Bump { key, add: 1000 }).unwrap()))
+        .collect();
+    assert_eq!(bump(key, 0), 0, "the caller's counter changed");
+    assert!(seen.iter().all(|v| v % 1000 == 0 && *v >= 1000));
+}
+
+/// Gated cases and the capability each needs (`true`: the flag must be set;
+/// `false`: it must be clear).
+pub const GATED: &[(&str, &str, bool)] = &[
+    ("timeout_stops_running_task", "kills_on_timeout", true),
+    ("cancel_running_stops_worker", "kills_on_cancel", true),
+    ("shared_memory_visible", "shared_memory", true),
+    ("memory_isolated", "shared_memory", false),
+];
+
+fn flag(c: &Capabilities, name: &str) -> bool {
+    match name {
+        "kills_on_timeout" => c.kills_on_timeout,
+        "kills_on_cancel" => c.kills_on_cancel,
+        "shared_memory" => c.shared_memory,
+        "isolates_crashes" => c.isolates_crashes,
+        "memory_limit" => c.memory_limit,
+        "zero_copy_payloads" => c.zero_copy_payloads,
+        other => panic!("unknown capability {other}"),
+    }
+}
+
+/// Checks a backend's supported/unsupported lists against its capabilities.
+pub fn check_declared<B: Backend>(b: &B, supported: &[&str], unsupported: &[&str]) {
+    let caps = pool(b, PoolConfig::new().workers(1)).capabilities();
+    for (case, cap, needs) in GATED {
+        let can = flag(&caps, cap) == *needs;
+        let listed_s = supported.contains(case);
+        let listed_u = unsupported.contains(case);
+        assert!(
+            listed_s != listed_u,
+            "gated case {case} must be listed exactly once"
+        );
+        assert_eq!(
+            listed_s,
+            can,
+            "case {case}: capability {cap} is {} on this backend",
+            flag(&caps, cap)
+        );
+    }
+    for case in supported.iter().chain(unsupported) {
+        assert!(
+            GATED.iter().any(|(c, _, _)| c == case),
+            "{case} is not a gated case"
+        );
+    }
+}
+
+/// Pastes the suite into the calling module: one `#[test]` per case.
+/// See the [module docs](crate::conformance) for the grammar.
+#[macro_export]
+macro_rules! conformance_suite {
+    (backend: $backend:expr, supported: [$($yes:ident),* $(,)?], unsupported: [$($no:ident),* $(,)?] $(,)?) => {
+        $crate::conformance_suite!(@cases $backend;
+            value_returned, error_returned, panic_becomes_error, pool_survives_panic,
+            map_panic_fails_one_item, map_keeps_order, map_empty_input, map_unordered_complete,
+            map_in_flight_bound_holds, map_unordered_in_flight_bound_holds, map_lazy_endless_input,
+            cancel_before_start, cancel_running_resolves, shutdown_finishes_queued,
+            shutdown_now_cancels, submit_after_shutdown_fails, drop_joins_workers,
+            messages_task_to_caller, messages_both_ways, await_in_tokio, many_tasks_complete,
+            submit_from_many_threads, task_ids_unique, batch_results_in_order,
+            worker_count_honoured, default_worker_count, initializer_runs_once_per_worker,
+            max_tasks_recycles_worker, invalid_config_rejected, queue_bound_applies_backpressure,
+            timeout_fails_handle
+            $(, $yes)*
+        );
+        $(
+            #[test]
+            #[ignore = "this backend declares it cannot support this case (see its capabilities)"]
+            fn $no() {
+                $crate::conformance::$no(&$backend)
+            }
+        )*
+        #[test]
+        fn declared_capabilities_match() {
+            $crate::conformance::check_declared(
+                &$backend,
+                &[$(stringify!($yes)),*],
+                &[$(stringify!($no)),*],
+            );
+        }
+    };
+    (@cases $backend:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $case() {
+                $crate::conformance::$case(&$backend)
+            }
+        )*
+    };
+}
