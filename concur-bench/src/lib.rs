@@ -1,1 +1,114 @@
-//! Shared helpers for concur benchmarks.
+//! Helpers for concur's peer benchmarks: run each contender several times,
+//! interleaved, in the same process, and print medians side by side with
+//! their ratio against the peer (the anchor) and the target.
+//!
+//! ```
+//! use concur_bench::{median, Comparison};
+//! use std::time::Duration;
+//! let c = Comparison::new("no-op", "rayon", Duration::from_micros(10), Duration::from_micros(11), 1.2);
+//! assert!((c.ratio() - 1.1).abs() < 1e-9);
+//! assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
+//! ```
+
+use std::time::{Duration, Instant};
+
+/// The median of `samples` (sorts them).
+pub fn median(samples: &mut [f64]) -> f64 {
+    samples.sort_by(f64::total_cmp);
+    let n = samples.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    if n % 2 == 1 {
+        samples[n / 2]
+    } else {
+        (samples[n / 2 - 1] + samples[n / 2]) / 2.0
+    }
+}
+
+/// Times `f` once.
+pub fn time(f: impl FnOnce()) -> Duration {
+    let t = Instant::now();
+    f();
+    t.elapsed()
+}
+
+/// Runs `peer` and `ours` alternately `rounds` times (after one warm-up
+/// each) and returns their median durations.
+pub fn interleaved(
+    rounds: usize,
+    mut peer: impl FnMut(),
+    mut ours: impl FnMut(),
+) -> (Duration, Duration) {
+    peer();
+    ours();
+    let mut p = Vec::with_capacity(rounds);
+    let mut o = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        p.push(time(&mut peer).as_secs_f64());
+        o.push(time(&mut ours).as_secs_f64());
+    }
+    (
+        Duration::from_secs_f64(median(&mut p)),
+        Duration::from_secs_f64(median(&mut o)),
+    )
+}
+
+/// One line of a benchmark report: concur against its anchor.
+#[derive(Debug, Clone)]
+pub struct Comparison {
+    /// What was measured.
+    pub what: String,
+    /// The anchor's name.
+    pub peer: String,
+    /// The anchor's median.
+    pub peer_time: Duration,
+    /// concur's median.
+    pub ours: Duration,
+    /// The target for `ours / peer_time` (lower is better).
+    pub target: f64,
+}
+
+impl Comparison {
+    /// A comparison line.
+    pub fn new(what: &str, peer: &str, peer_time: Duration, ours: Duration, target: f64) -> Self {
+        Self {
+            what: what.to_owned(),
+            peer: peer.to_owned(),
+            peer_time,
+            ours,
+            target,
+        }
+    }
+
+    /// concur's time over the anchor's.
+    pub fn ratio(&self) -> f64 {
+        self.ours.as_secs_f64() / self.peer_time.as_secs_f64()
+    }
+
+    /// Prints the line: both figures, the ratio and whether the target holds.
+    pub fn print(&self, per: u64, unit: &str) {
+        let scale = |d: Duration| d.as_secs_f64() * 1e6 / per as f64;
+        println!(
+            "{:<34} {:>10.3} {unit:<6} {:>10.3} {unit:<6} {:>6.2}x  target <= {:.2}x  {}",
+            format!("{} (vs {})", self.what, self.peer),
+            scale(self.ours),
+            scale(self.peer_time),
+            self.ratio(),
+            self.target,
+            if self.ratio() <= self.target {
+                "met"
+            } else {
+                "MISSED"
+            }
+        );
+    }
+}
+
+/// Prints the table header used by [`Comparison::print`].
+pub fn header() {
+    println!(
+        "{:<34} {:>17} {:>17} {:>7}",
+        "benchmark", "concur", "anchor", "ratio"
+    );
+}

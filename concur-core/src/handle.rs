@@ -71,6 +71,10 @@ struct Inner {
     up: VecDeque<Payload>,
     down: VecDeque<Payload>,
     permit: Option<Permit>,
+    /// Threads blocked on `to_caller` / `to_task`: a notify without waiters
+    /// would still cost a system call, on the hot path of every task.
+    caller_waiting: u32,
+    task_waiting: u32,
 }
 
 struct Shared {
@@ -81,9 +85,64 @@ struct Shared {
     to_task: Condvar,
 }
 
+#[derive(Clone, Copy)]
+enum Side {
+    Caller,
+    Task,
+}
+
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn notify(&self, g: &Inner, side: Side) {
+        match side {
+            Side::Caller if g.caller_waiting > 0 => self.to_caller.notify_all(),
+            Side::Task if g.task_waiting > 0 => self.to_task.notify_all(),
+            _ => {}
+        }
+    }
+
+    /// Waits for a notification on `side` until `deadline`; `None` once the
+    /// deadline has passed.
+    fn wait<'a>(
+        &'a self,
+        mut g: MutexGuard<'a, Inner>,
+        side: Side,
+        deadline: Option<Instant>,
+    ) -> Option<MutexGuard<'a, Inner>> {
+        let cond = match side {
+            Side::Caller => &self.to_caller,
+            Side::Task => &self.to_task,
+        };
+        let bump = |g: &mut Inner, up: bool| {
+            let c = match side {
+                Side::Caller => &mut g.caller_waiting,
+                Side::Task => &mut g.task_waiting,
+            };
+            if up {
+                *c += 1;
+            } else {
+                *c -= 1;
+            }
+        };
+        bump(&mut g, true);
+        let mut g = match deadline {
+            None => cond.wait(g).unwrap_or_else(|e| e.into_inner()),
+            Some(d) => {
+                let now = Instant::now();
+                if now >= d {
+                    bump(&mut g, false);
+                    return None;
+                }
+                cond.wait_timeout(g, d - now)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0
+            }
+        };
+        bump(&mut g, false);
+        Some(g)
     }
 
     /// Finishes the cell under `g`. Returns false when it was already done.
@@ -94,8 +153,8 @@ impl Shared {
         g.state = State::Done;
         g.result = Some(result);
         drop(g.permit.take());
-        self.to_caller.notify_all();
-        self.to_task.notify_all();
+        self.notify(g, Side::Caller);
+        self.notify(g, Side::Task);
         if let Some(w) = g.result_waker.take() {
             w.wake();
         }
@@ -111,19 +170,7 @@ impl Shared {
             if g.state == State::Done {
                 return g.result.take();
             }
-            g = match deadline {
-                None => self.to_caller.wait(g).unwrap_or_else(|e| e.into_inner()),
-                Some(d) => {
-                    let now = Instant::now();
-                    if now >= d {
-                        return None;
-                    }
-                    self.to_caller
-                        .wait_timeout(g, d - now)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0
-                }
-            };
+            g = self.wait(g, Side::Caller, deadline)?;
         }
     }
 
@@ -187,6 +234,8 @@ impl Completion {
                     up: VecDeque::new(),
                     down: VecDeque::new(),
                     permit: Some(permit),
+                    caller_waiting: 0,
+                    task_waiting: 0,
                 }),
                 to_caller: Condvar::new(),
                 to_task: Condvar::new(),
@@ -246,7 +295,7 @@ impl Completion {
             return;
         }
         g.up.push_back(msg);
-        self.shared.to_caller.notify_all();
+        self.shared.notify(&g, Side::Caller);
         if let Some(w) = g.message_waker.take() {
             w.wake();
         }
@@ -257,7 +306,7 @@ impl Completion {
     pub fn push_down(&self, msg: Payload) {
         let mut g = self.shared.lock();
         g.down.push_back(msg);
-        self.shared.to_task.notify_all();
+        self.shared.notify(&g, Side::Task);
     }
 
     /// Takes the next message from the caller, waiting until `deadline`.
@@ -271,24 +320,7 @@ impl Completion {
             if g.state == State::Done || g.caller_gone {
                 return None;
             }
-            g = match deadline {
-                None => self
-                    .shared
-                    .to_task
-                    .wait(g)
-                    .unwrap_or_else(|e| e.into_inner()),
-                Some(d) => {
-                    let now = Instant::now();
-                    if now >= d {
-                        return None;
-                    }
-                    self.shared
-                        .to_task
-                        .wait_timeout(g, d - now)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0
-                }
-            };
+            g = self.shared.wait(g, Side::Task, deadline)?;
         }
     }
 
@@ -439,24 +471,7 @@ impl<T: Task> TaskHandle<T> {
             if g.state == State::Done {
                 return None;
             }
-            g = match deadline {
-                None => self
-                    .shared
-                    .to_caller
-                    .wait(g)
-                    .unwrap_or_else(|e| e.into_inner()),
-                Some(d) => {
-                    let now = Instant::now();
-                    if now >= d {
-                        return None;
-                    }
-                    self.shared
-                        .to_caller
-                        .wait_timeout(g, d - now)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0
-                }
-            };
+            g = self.shared.wait(g, Side::Caller, deadline)?;
         }
     }
 
@@ -486,10 +501,14 @@ fn decode_message<M: crate::Message>(m: Payload) -> M {
 
 impl<T: Task> Drop for TaskHandle<T> {
     fn drop(&mut self) {
+        if Arc::strong_count(&self.shared) == 1 {
+            // The backend let go of the task: nobody is left to tell.
+            return;
+        }
         let mut g = self.shared.lock();
         g.caller_gone = true;
         g.up.clear();
-        self.shared.to_task.notify_all();
+        self.shared.notify(&g, Side::Task);
     }
 }
 

@@ -14,13 +14,18 @@ use crate::panic;
 use crate::payload::Payload;
 use crate::task::{NullPort, Port, Task, TaskContext, WorkerInfo};
 
+/// Runs one encoded task: input bytes, the port to its caller, its worker.
+type RunFn = fn(&[u8], &dyn Port, WorkerInfo) -> Result<Vec<u8>, TaskError>;
+/// Runs an encoded batch of tasks.
+type RunBatchFn = fn(&[u8], WorkerInfo) -> Result<Vec<u8>, TaskError>;
+
 /// One registered task type. Built by [`register!`](crate::register).
 #[derive(Debug)]
 pub struct TaskEntry {
     name: &'static str,
     type_name: fn() -> &'static str,
-    run: fn(&[u8], &dyn Port, WorkerInfo) -> Result<Vec<u8>, TaskError>,
-    run_batch: fn(&[u8], WorkerInfo) -> Result<Vec<u8>, TaskError>,
+    run: RunFn,
+    run_batch: RunBatchFn,
 }
 
 inventory::collect!(TaskEntry);

@@ -5,6 +5,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -64,7 +65,7 @@ pub(crate) struct Inner {
     incarnations: Arc<AtomicU64>,
     stopping: AtomicBool,
     /// Tasks submitted and not done, so `shutdown_now` can cancel them all.
-    outstanding: Mutex<HashMap<TaskId, Completion>>,
+    outstanding: Outstanding,
 }
 
 pub(crate) struct Generation {
@@ -119,7 +120,7 @@ impl ThreadPool {
                 next_generation: AtomicU64::new(1),
                 incarnations,
                 stopping: AtomicBool::new(false),
-                outstanding: Mutex::new(HashMap::new()),
+                outstanding: Outstanding::default(),
                 config,
             }),
         })
@@ -252,11 +253,11 @@ impl Inner {
     }
 
     fn track(&self, c: &Completion) {
-        lock(&self.outstanding).insert(c.id(), c.clone());
+        self.outstanding.insert(c);
     }
 
     fn finish(&self, c: &Completion, result: Result<Payload, TaskError>) {
-        lock(&self.outstanding).remove(&c.id());
+        self.outstanding.remove(c.id());
         c.finish(result);
     }
 
@@ -276,7 +277,7 @@ impl Inner {
             return false;
         }
         if !c.begin() {
-            lock(&self.outstanding).remove(&c.id());
+            self.outstanding.remove(c.id());
             return false;
         }
         true
@@ -375,8 +376,7 @@ impl Executor for ThreadPool {
         let inner = &self.inner;
         inner.admission.close();
         inner.stopping.store(true, Ordering::SeqCst);
-        let all: Vec<Completion> = lock(&inner.outstanding).drain().map(|(_, c)| c).collect();
-        for c in all {
+        for c in inner.outstanding.drain() {
             c.finish(Err(ErrorKind::Cancelled.into()));
         }
     }
@@ -433,5 +433,56 @@ impl Inner {
 impl Generation {
     pub(crate) fn pool_ref(&self) -> &rayon::ThreadPool {
         &self.pool
+    }
+}
+
+/// Ids are unique counters: hashing them again would be wasted work.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) | u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+const SHARDS: usize = 16;
+
+/// Tasks not yet done, sharded by id so that submitters and workers seldom
+/// contend on one lock.
+#[derive(Default)]
+struct Outstanding {
+    shards: [Mutex<HashMap<TaskId, Completion, BuildHasherDefault<IdHasher>>>; SHARDS],
+}
+
+impl Outstanding {
+    fn shard(
+        &self,
+        id: TaskId,
+    ) -> &Mutex<HashMap<TaskId, Completion, BuildHasherDefault<IdHasher>>> {
+        &self.shards[(id.0 as usize) % SHARDS]
+    }
+
+    fn insert(&self, c: &Completion) {
+        lock(self.shard(c.id())).insert(c.id(), c.clone());
+    }
+
+    fn remove(&self, id: TaskId) {
+        lock(self.shard(id)).remove(&id);
+    }
+
+    fn drain(&self) -> Vec<Completion> {
+        self.shards
+            .iter()
+            .flat_map(|s| lock(s).drain().map(|(_, c)| c).collect::<Vec<_>>())
+            .collect()
     }
 }

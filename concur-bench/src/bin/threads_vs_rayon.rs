@@ -1,0 +1,119 @@
+//! concur-threads against raw rayon, in one process and one run:
+//! `cargo run --release -p concur-bench --bin threads_vs_rayon`.
+
+use std::sync::mpsc;
+
+use concur_bench::{header, interleaved, Comparison};
+use concur_core::prelude::*;
+use concur_core::MapOptions;
+use concur_threads::ThreadPool;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// The no-op task.
+#[derive(Serialize, Deserialize)]
+struct Noop(u64);
+impl Task for Noop {
+    type Output = u64;
+    type ToCaller = ();
+    type FromCaller = ();
+    const NAME: &'static str = "bench::Noop";
+    fn run(self, _cx: &mut TaskContext<'_, Self>) -> u64 {
+        self.0
+    }
+}
+
+/// A trivial map item: a little arithmetic.
+#[derive(Serialize, Deserialize)]
+struct Mix(u64);
+impl Task for Mix {
+    type Output = u64;
+    type ToCaller = ();
+    type FromCaller = ();
+    const NAME: &'static str = "bench::Mix";
+    fn run(self, _cx: &mut TaskContext<'_, Self>) -> u64 {
+        mix(self.0)
+    }
+}
+
+fn mix(x: u64) -> u64 {
+    x.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17) ^ x
+}
+
+fn main() {
+    let workers = concur_core::default_workers();
+    let rounds: usize = std::env::var("ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(9);
+    let pool = ThreadPool::new(workers).expect("thread pool");
+    let rayon_pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(workers)
+        .build()
+        .expect("rayon pool");
+    println!("concur-threads vs rayon, {workers} workers, median of {rounds} interleaved rounds");
+    header();
+
+    const N: u64 = 100_000;
+    let (peer, ours) = interleaved(
+        rounds,
+        || {
+            let (tx, rx) = mpsc::channel();
+            for i in 0..N {
+                let tx = tx.clone();
+                rayon_pool.spawn(move || {
+                    let _ = tx.send(i);
+                });
+            }
+            drop(tx);
+            let sum: u64 = rx.iter().sum();
+            assert_eq!(sum, N * (N - 1) / 2);
+        },
+        || {
+            let handles: Vec<_> = (0..N).map(|i| pool.submit(Noop(i)).unwrap()).collect();
+            let sum: u64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
+            assert_eq!(sum, N * (N - 1) / 2);
+        },
+    );
+    Comparison::new(
+        "100k no-op submit+join",
+        "rayon spawn+channel",
+        peer,
+        ours,
+        1.2,
+    )
+    .print(N, "us/task");
+
+    const M: u64 = 1_000_000;
+    let (peer, ours) = interleaved(
+        rounds,
+        || {
+            let v: Vec<u64> = rayon_pool.install(|| (0..M).into_par_iter().map(mix).collect());
+            assert_eq!(v.len(), M as usize);
+        },
+        || {
+            let v: Vec<u64> = pool.map((0..M).map(Mix)).collect::<Result<_, _>>().unwrap();
+            assert_eq!(v.len(), M as usize);
+        },
+    );
+    Comparison::new("map 1M trivial items", "rayon par_iter", peer, ours, 1.1).print(M, "us/item");
+
+    let (peer, ours) = interleaved(
+        rounds,
+        || {
+            let v: Vec<u64> = rayon_pool.install(|| (0..M).into_par_iter().map(mix).collect());
+            assert_eq!(v.len(), M as usize);
+        },
+        || {
+            let v: Vec<u64> = pool
+                .map_with(
+                    (0..M).map(Mix),
+                    MapOptions::default().batch(4096).in_flight(16384),
+                )
+                .collect::<Result<_, _>>()
+                .unwrap();
+            assert_eq!(v.len(), M as usize);
+        },
+    );
+    Comparison::new("map 1M, batch 4096", "rayon par_iter", peer, ours, 1.1).print(M, "us/item");
+}

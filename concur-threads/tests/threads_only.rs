@@ -1,0 +1,132 @@
+//! What only the thread backend offers (plain closures, scoped borrowing)
+//! and what it documents it cannot do (stop a running thread).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use concur_core::conformance::{Block, DEADLINE};
+use concur_core::prelude::*;
+use concur_core::{ErrorKind, TaskHandle};
+use concur_threads::ThreadPool;
+
+#[test]
+fn closures_return_any_send_value() {
+    let pool = ThreadPool::new(2).unwrap();
+    let shared = Arc::new(AtomicUsize::new(0));
+    let handles: Vec<_> = (0..10)
+        .map(|i| {
+            let shared = shared.clone();
+            pool.spawn_fn(move || {
+                shared.fetch_add(1, Ordering::SeqCst);
+                // Not serializable: an Rc-free but non-serde value is fine.
+                std::sync::Mutex::new(i * 2)
+            })
+            .unwrap()
+        })
+        .collect();
+    let values: Vec<usize> = handles
+        .into_iter()
+        .map(|h| {
+            h.join_timeout(DEADLINE)
+                .unwrap()
+                .unwrap()
+                .into_inner()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(values, (0..10).map(|i| i * 2).collect::<Vec<_>>());
+    assert_eq!(shared.load(Ordering::SeqCst), 10);
+}
+
+#[test]
+fn closure_panic_becomes_error() {
+    let pool = ThreadPool::new(1).unwrap();
+    let h = pool
+        .spawn_fn(|| -> u8 { panic!("closure went wrong") })
+        .unwrap();
+    match h.join_timeout(DEADLINE).unwrap().unwrap_err().kind() {
+        ErrorKind::Panicked { message, .. } => assert_eq!(message, "closure went wrong"),
+        other => panic!("expected Panicked, got {other:?}"),
+    }
+    assert_eq!(pool.spawn_fn(|| 5).unwrap().join().unwrap(), 5);
+}
+
+#[test]
+fn closure_after_shutdown_fails() {
+    let pool = ThreadPool::new(1).unwrap();
+    pool.shutdown().unwrap();
+    assert!(pool.spawn_fn(|| 1).unwrap_err().is_shut_down());
+}
+
+#[test]
+fn scope_borrows_stack_data() {
+    let pool = ThreadPool::new(2).unwrap();
+    let data: Vec<u64> = (1..=1000).collect();
+    let (left, right) = data.split_at(500);
+    let mut sums = [0u64; 2];
+    let (a, b) = sums.split_at_mut(1);
+    pool.scope(|s| {
+        s.spawn(|| a[0] = left.iter().sum());
+        s.spawn(|| b[0] = right.iter().sum());
+    });
+    assert_eq!(sums[0] + sums[1], 500_500);
+}
+
+#[test]
+fn scope_runs_on_pool_threads() {
+    let pool = ThreadPool::new(2).unwrap();
+    let caller = std::thread::current().id();
+    let mut seen = None;
+    pool.scope(|s| s.spawn(|| seen = Some(std::thread::current().id())));
+    assert_ne!(seen.unwrap(), caller);
+}
+
+/// A thread cannot be killed: after a timeout the handle fails at once and
+/// the task is told (it sees `is_cancelled`), but it is the task that stops.
+#[test]
+fn timeout_fails_handle_and_tells_task() {
+    let pool = ThreadPool::builder()
+        .workers(1)
+        .task_timeout(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let h: TaskHandle<Block> = pool.submit(Block).unwrap();
+    let worker = h.recv_timeout(DEADLINE).expect("block starts");
+    assert!(h.join_timeout(DEADLINE).unwrap().unwrap_err().is_timeout());
+    // The worker thread is still the same one: nothing was killed.
+    let again = pool.submit(Block).unwrap();
+    let w2 = again.recv_timeout(DEADLINE).expect("next task starts");
+    assert_eq!(w2.incarnation, worker.incarnation);
+    again.send(()).unwrap();
+}
+
+#[test]
+fn pools_and_handles_are_send_sync() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+    send_sync::<ThreadPool>();
+    send_sync::<TaskHandle<Block>>();
+    send_sync::<concur_core::BatchHandle<Block>>();
+    send::<concur_threads::FnHandle<String>>();
+    send_sync::<concur_core::TaskError>();
+}
+
+#[test]
+fn pool_is_usable_behind_arc_from_many_threads() {
+    let pool = Arc::new(ThreadPool::new(2).unwrap());
+    let joins: Vec<_> = (0..4u64)
+        .map(|t| {
+            let pool = pool.clone();
+            std::thread::spawn(move || {
+                pool.submit(concur_core::conformance::Add(t, 1))
+                    .unwrap()
+                    .join()
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut got: Vec<u64> = joins.into_iter().map(|j| j.join().unwrap()).collect();
+    got.sort_unstable();
+    assert_eq!(got, vec![1, 2, 3, 4]);
+}
