@@ -1,7 +1,6 @@
 //! The one error type of concur: [`TaskError`] with its matchable [`ErrorKind`].
 
 use std::error::Error as StdError;
-use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,18 +11,21 @@ use serde::{Deserialize, Serialize};
 /// The kind is matchable ([`TaskError::kind`]); the underlying cause, when
 /// there is one, is in [`std::error::Error::source`]. A `TaskError` crosses
 /// process boundaries (its kind is serializable; the source is not carried).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, thiserror::Error)]
+#[error("{kind}")]
 pub struct TaskError {
     kind: ErrorKind,
     #[serde(skip)]
+    #[source]
     source: Option<Arc<dyn StdError + Send + Sync>>,
 }
 
 /// What went wrong, with the detail that kind keeps.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[non_exhaustive]
 pub enum ErrorKind {
     /// The task panicked; its message and source location are kept.
+    #[error("task panicked{}: {message}", location.as_ref().map(|l| format!(" at {l}")).unwrap_or_default())]
     Panicked {
         /// The panic message (`"<non-string panic payload>"` when it was not a string).
         message: String,
@@ -31,34 +33,43 @@ pub enum ErrorKind {
         location: Option<String>,
     },
     /// The worker running the task died (crash, abort, signal, memory limit).
+    #[error("worker lost: {0}")]
     WorkerLost(WorkerExit),
     /// The task ran longer than the configured per-task timeout.
+    #[error("task timed out after {after:?}")]
     TimedOut {
         /// The timeout that was exceeded.
         after: Duration,
     },
     /// The task was cancelled through its handle or by `shutdown_now`.
+    #[error("task cancelled")]
     Cancelled,
     /// A value could not be encoded or decoded.
+    #[error("could not encode or decode the {what}")]
     Codec {
         /// Which value: "task", "output", "message" and so on.
         what: String,
     },
     /// The task type is not registered for process workers.
+    #[error("task `{task}` is not registered for process workers (add `concur_core::register!` for it)")]
     NotRegistered {
         /// The task's stable name.
         task: String,
     },
     /// The pool is shut down (or shutting down) and takes no more work.
+    #[error("pool is shut down")]
     ShutDown,
     /// The pool has given up on a failing task or workers (restart limit hit).
+    #[error("pool stopped taking work: {reason}")]
     PoolFailed {
         /// Why the pool stopped taking work.
         reason: String,
     },
     /// A worker could not be started.
+    #[error("could not start a worker")]
     Spawn,
     /// A configuration value is invalid.
+    #[error("invalid `{field}`: {reason}")]
     Config {
         /// The field that is wrong, as named by the builder method.
         field: String,
@@ -66,20 +77,25 @@ pub enum ErrorKind {
         reason: String,
     },
     /// An operating-system I/O failure.
+    #[error("i/o failure")]
     Io,
 }
 
 /// How a worker ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[non_exhaustive]
 pub enum WorkerExit {
     /// The worker exited with this exit code.
+    #[error("exited with code {0}")]
     Code(i32),
     /// The worker was ended by this signal number (for example 6 for `SIGABRT`).
+    #[error("killed by signal {0}")]
     Signal(i32),
     /// The worker exceeded its memory limit (it was then ended by signal or code).
+    #[error("exceeded its memory limit")]
     MemoryLimit,
     /// The worker vanished in a way that could not be determined.
+    #[error("ended for an unknown reason")]
     Unknown,
 }
 
@@ -149,55 +165,6 @@ impl TaskError {
 impl From<ErrorKind> for TaskError {
     fn from(kind: ErrorKind) -> Self {
         Self::new(kind)
-    }
-}
-
-impl fmt::Display for TaskError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.kind, f)
-    }
-}
-
-impl StdError for TaskError {
-    fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        self.source
-            .as_deref()
-            .map(|e| e as &(dyn StdError + 'static))
-    }
-}
-
-impl fmt::Display for ErrorKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ErrorKind::Panicked { message, location } => match location {
-                Some(at) => write!(f, "task panicked at {at}: {message}"),
-                None => write!(f, "task panicked: {message}"),
-            },
-            ErrorKind::WorkerLost(exit) => write!(f, "worker lost: {exit}"),
-            ErrorKind::TimedOut { after } => write!(f, "task timed out after {after:?}"),
-            ErrorKind::Cancelled => f.write_str("task cancelled"),
-            ErrorKind::Codec { what } => write!(f, "could not encode or decode the {what}"),
-            ErrorKind::NotRegistered { task } => write!(
-                f,
-                "task `{task}` is not registered for process workers (add `concur_core::register!` for it)"
-            ),
-            ErrorKind::ShutDown => f.write_str("pool is shut down"),
-            ErrorKind::PoolFailed { reason } => write!(f, "pool stopped taking work: {reason}"),
-            ErrorKind::Spawn => f.write_str("could not start a worker"),
-            ErrorKind::Config { field, reason } => write!(f, "invalid `{field}`: {reason}"),
-            ErrorKind::Io => f.write_str("i/o failure"),
-        }
-    }
-}
-
-impl fmt::Display for WorkerExit {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            WorkerExit::Code(code) => write!(f, "exited with code {code}"),
-            WorkerExit::Signal(sig) => write!(f, "killed by signal {sig}"),
-            WorkerExit::MemoryLimit => f.write_str("exceeded its memory limit"),
-            WorkerExit::Unknown => f.write_str("ended for an unknown reason"),
-        }
     }
 }
 
