@@ -11,12 +11,31 @@ use serde::{Deserialize, Serialize};
 /// The kind is matchable ([`TaskError::kind`]); the underlying cause, when
 /// there is one, is in [`std::error::Error::source`]. A `TaskError` crosses
 /// process boundaries (its kind is serializable; the source is not carried).
-#[derive(Debug, Clone, Serialize, Deserialize, thiserror::Error)]
-#[error("{kind}")]
-pub struct TaskError {
+///
+/// It is one pointer wide, so `Result<T, TaskError>` stays small in the
+/// result vectors of `map` and batches.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskError(Box<Repr>);
+
+impl std::fmt::Display for TaskError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.0.kind, f)
+    }
+}
+
+impl StdError for TaskError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.0
+            .source
+            .as_deref()
+            .map(|e| e as &(dyn StdError + 'static))
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Repr {
     kind: ErrorKind,
     #[serde(skip)]
-    #[source]
     source: Option<Arc<dyn StdError + Send + Sync>>,
 }
 
@@ -51,7 +70,9 @@ pub enum ErrorKind {
         what: String,
     },
     /// The task type is not registered for process workers.
-    #[error("task `{task}` is not registered for process workers (add `concur_core::register!` for it)")]
+    #[error(
+        "task `{task}` is not registered for process workers (add `concur_core::register!` for it)"
+    )]
     NotRegistered {
         /// The task's stable name.
         task: String,
@@ -102,25 +123,25 @@ pub enum WorkerExit {
 impl TaskError {
     /// An error of `kind` with no further cause.
     pub fn new(kind: ErrorKind) -> Self {
-        Self { kind, source: None }
+        Self(Box::new(Repr { kind, source: None }))
     }
 
     /// An error of `kind` caused by `source`.
     pub fn with_source(kind: ErrorKind, source: impl StdError + Send + Sync + 'static) -> Self {
-        Self {
+        Self(Box::new(Repr {
             kind,
             source: Some(Arc::new(source)),
-        }
+        }))
     }
 
     /// The matchable kind.
     pub fn kind(&self) -> &ErrorKind {
-        &self.kind
+        &self.0.kind
     }
 
     /// Consumes the error and returns its kind.
     pub fn into_kind(self) -> ErrorKind {
-        self.kind
+        self.0.kind
     }
 
     /// A [`ErrorKind::Config`] error for `field`.
@@ -148,17 +169,17 @@ impl TaskError {
 
     /// True for [`ErrorKind::Cancelled`].
     pub fn is_cancelled(&self) -> bool {
-        self.kind == ErrorKind::Cancelled
+        self.0.kind == ErrorKind::Cancelled
     }
 
     /// True for [`ErrorKind::TimedOut`].
     pub fn is_timeout(&self) -> bool {
-        matches!(self.kind, ErrorKind::TimedOut { .. })
+        matches!(self.0.kind, ErrorKind::TimedOut { .. })
     }
 
     /// True for [`ErrorKind::ShutDown`].
     pub fn is_shut_down(&self) -> bool {
-        self.kind == ErrorKind::ShutDown
+        self.0.kind == ErrorKind::ShutDown
     }
 }
 
@@ -171,6 +192,14 @@ impl From<ErrorKind> for TaskError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_is_one_pointer_wide() {
+        assert_eq!(
+            std::mem::size_of::<TaskError>(),
+            std::mem::size_of::<usize>()
+        );
+    }
 
     #[test]
     fn display_is_one_lowercase_clause() {
