@@ -1,1 +1,149 @@
-//! concur worker-process backend (built in its own issue).
+//! concur's worker-process backend: tasks run in worker processes that are
+//! this same executable re-run in worker mode. Each task gets isolated
+//! memory, a crash or abort fails only that task, a timeout or cancel really
+//! stops the work (the worker is killed and replaced), and workers can be
+//! given a memory limit. Depend on it when tasks must not share memory with
+//! the caller or may crash; for cheap in-memory parallelism use
+//! `concur-threads`.
+//!
+//! # Entering worker mode (read this first)
+//!
+//! A worker is started by running the current executable again. The first
+//! line of `main` must give it the chance to become a worker:
+//!
+//! ```no_run
+//! fn main() {
+//!     concur_procs::init(); // returns at once in the parent; never returns in a worker
+//!     // ... the program, which may build a ProcessPool ...
+//! }
+//! ```
+//!
+//! Test binaries have no `main` of their own: put
+//! `concur_procs::enable_test_support!();` once at the crate root of each
+//! test target that builds a pool (it runs [`init`] before the test harness
+//! starts).
+//!
+//! **If you forget**, the worker process starts the program's normal `main`
+//! with an unknown argument (`--concur-procs-worker`), which most programs
+//! reject at once. Building a pool then fails with
+//! [`ErrorKind::Spawn`](concur_core::ErrorKind::Spawn) whose
+//! [`source`](std::error::Error::source) tells you to add
+//! `concur_procs::init()`. A program that ignores its arguments instead runs
+//! on, but any pool it tries to build fails at once (it knows it was started
+//! as a worker), and the parent gives up at its start deadline. Never a hang,
+//! never a fork bomb.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use concur_procs::{Configure, Executor, ExecutorExt, ProcessPool, Task, TaskContext};
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Serialize, Deserialize)]
+//! struct Square(u64);
+//!
+//! impl Task for Square {
+//!     type Output = u64;
+//!     type ToCaller = ();
+//!     type FromCaller = ();
+//!     const NAME: &'static str = "example::Square";
+//!     fn run(self, _cx: &mut TaskContext<'_, Self>) -> u64 {
+//!         self.0 * self.0
+//!     }
+//! }
+//! concur_procs::register!(Square);
+//!
+//! fn main() -> Result<(), concur_procs::TaskError> {
+//!     concur_procs::init();
+//!     let pool = ProcessPool::builder().workers(2).build()?;
+//!     assert_eq!(pool.submit(Square(7))?.join()?, 49);
+//!     let squares: Vec<u64> = pool.map((0..100).map(Square)).collect::<Result<_, _>>()?;
+//!     assert_eq!(squares[9], 81);
+//!     Ok(())
+//! }
+//! ```
+//!
+//! # How it works
+//!
+//! Tasks and results are encoded with core's codec (bincode) and carried by
+//! `ipc-channel`; payloads above [`ProcessPoolBuilder::shm_threshold`] go
+//! through shared memory. Several tasks are kept in flight per worker and
+//! all results come back to one router thread, so a small task costs about
+//! one socket round trip; `map` sends small tasks in batches.
+//!
+//! # Features and requirements
+//!
+//! No cargo features. Linux only: it relies on `prctl(PR_SET_PDEATHSIG)`,
+//! `/proc` and `RLIMIT_AS`. Worker stdout and stderr are the parent's.
+
+#![cfg(target_os = "linux")]
+
+mod builder;
+mod error;
+mod outbox;
+mod pool;
+mod router;
+mod shm;
+mod spawn;
+mod supervisor;
+mod sys;
+mod wire;
+mod worker;
+
+pub use builder::{
+    ProcessPoolBuilder, DEFAULT_CRASH_WINDOW, DEFAULT_IN_FLIGHT_PER_WORKER, DEFAULT_MAX_CRASHES,
+    DEFAULT_START_TIMEOUT,
+};
+pub use concur_core::{
+    register, Configure, ErrorKind, Executor, ExecutorExt, PoolConfig, Task, TaskContext, TaskError, TaskHandle,
+    WorkerExit,
+};
+pub use pool::ProcessPool;
+pub use shm::DEFAULT_SHM_THRESHOLD;
+
+/// Enters worker mode when this process was started as a worker; returns
+/// at once otherwise. Call it first thing in `main`.
+///
+/// In a worker it connects to the parent, runs tasks until told to stop or
+/// until the parent is gone, then ends the process: it never returns there.
+pub fn init() {
+    if worker::is_worker() {
+        worker::main();
+    }
+}
+
+/// The test-harness equivalent of [`init`]: put it once at the crate root of
+/// a test target (a binary whose `main` is libtest's) that builds a
+/// [`ProcessPool`].
+///
+/// ```ignore
+/// concur_procs::enable_test_support!();
+/// ```
+///
+/// In a worker process it cannot enter worker mode from a constructor
+/// (task registrations are constructors too, and may not have run yet).
+/// Instead the constructor arranges for worker mode to start when the
+/// harness exits: the harness rejects the worker argument and exits at
+/// once (its message is silenced), and worker mode then runs with every
+/// registration in place. In the parent it does nothing.
+#[macro_export]
+macro_rules! enable_test_support {
+    () => {
+        #[$crate::__private::ctor::ctor]
+        fn __concur_procs_enter_worker_mode() {
+            $crate::__private::enter_worker_mode_at_exit();
+        }
+    };
+}
+
+#[doc(hidden)]
+pub mod __private {
+    pub use ctor;
+
+    /// See [`enable_test_support!`](crate::enable_test_support).
+    pub fn enter_worker_mode_at_exit() {
+        if crate::worker::is_worker() {
+            crate::sys::run_at_exit(crate::worker::main);
+        }
+    }
+}

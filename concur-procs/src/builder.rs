@@ -1,0 +1,138 @@
+//! [`ProcessPoolBuilder`]: the common settings (through [`Configure`]) plus
+//! the ones only processes have.
+
+use std::time::Duration;
+
+use concur_core::{Configure, PoolConfig, TaskError};
+
+use crate::pool::ProcessPool;
+use crate::shm::DEFAULT_SHM_THRESHOLD;
+
+/// The default pipelining depth: tasks sent ahead to each worker.
+pub const DEFAULT_IN_FLIGHT_PER_WORKER: usize = 4;
+/// The default deadline for a worker to start.
+pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(10);
+/// The default restart intensity: more than this many crashes ...
+pub const DEFAULT_MAX_CRASHES: u32 = 16;
+/// ... within this window make the pool fail.
+pub const DEFAULT_CRASH_WINDOW: Duration = Duration::from_secs(10);
+
+/// Builds a [`ProcessPool`].
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use concur_procs::{Configure, ProcessPoolBuilder};
+///
+/// let pool = ProcessPoolBuilder::new()
+///     .workers(4)
+///     .task_timeout(Duration::from_secs(30))
+///     .memory_limit(512 << 20)
+///     .build()?;
+/// # Ok::<(), concur_procs::TaskError>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct ProcessPoolBuilder {
+    pub(crate) config: PoolConfig,
+    pub(crate) memory_limit: Option<u64>,
+    pub(crate) max_crashes: u32,
+    pub(crate) crash_window: Duration,
+    pub(crate) start_timeout: Duration,
+    pub(crate) shm_threshold: usize,
+    pub(crate) in_flight_per_worker: usize,
+}
+
+impl Default for ProcessPoolBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Configure for ProcessPoolBuilder {
+    fn config_mut(&mut self) -> &mut PoolConfig {
+        &mut self.config
+    }
+}
+
+impl ProcessPoolBuilder {
+    /// All defaults.
+    pub fn new() -> Self {
+        Self::from_config(PoolConfig::new())
+    }
+
+    /// Starts from common settings built elsewhere.
+    pub fn from_config(config: PoolConfig) -> Self {
+        Self {
+            config,
+            memory_limit: None,
+            max_crashes: DEFAULT_MAX_CRASHES,
+            crash_window: DEFAULT_CRASH_WINDOW,
+            start_timeout: DEFAULT_START_TIMEOUT,
+            shm_threshold: DEFAULT_SHM_THRESHOLD,
+            in_flight_per_worker: DEFAULT_IN_FLIGHT_PER_WORKER,
+        }
+    }
+
+    /// Address space each worker may use beyond what it uses when it starts
+    /// (`RLIMIT_AS`). A task whose allocation fails under it ends its worker
+    /// and fails with `WorkerLost(WorkerExit::MemoryLimit)`.
+    pub fn memory_limit(mut self, bytes: u64) -> Self {
+        self.memory_limit = Some(bytes);
+        self
+    }
+
+    /// Restart intensity: when more than `max_crashes` workers crash within
+    /// `window`, the pool stops respawning and fails further work with
+    /// `PoolFailed`. Default: 16 in 10 s. Workers the pool ends itself
+    /// (timeout, cancel, recycling) do not count.
+    pub fn restart_limit(mut self, max_crashes: u32, window: Duration) -> Self {
+        self.max_crashes = max_crashes;
+        self.crash_window = window;
+        self
+    }
+
+    /// How long a worker may take to start and run its initializer
+    /// (default 10 s); past it, starting fails with `Spawn`.
+    pub fn start_timeout(mut self, timeout: Duration) -> Self {
+        self.start_timeout = timeout;
+        self
+    }
+
+    /// Payloads (task inputs, outputs, messages) longer than this travel
+    /// through shared memory instead of the socket (default 64 KiB).
+    pub fn shm_threshold(mut self, bytes: usize) -> Self {
+        self.shm_threshold = bytes;
+        self
+    }
+
+    /// Tasks sent ahead to each worker, so that it never waits for the next
+    /// one (default 4). 1 disables pipelining.
+    pub fn in_flight_per_worker(mut self, n: usize) -> Self {
+        self.in_flight_per_worker = n;
+        self
+    }
+
+    /// Starts the workers and waits until each is ready.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Config`](concur_core::ErrorKind::Config) for an invalid
+    /// setting; [`ErrorKind::Spawn`](concur_core::ErrorKind::Spawn) when a
+    /// worker could not be started (its cause says why, for example a
+    /// program that does not call [`init`](crate::init)); the initializer's
+    /// error when it failed in a worker.
+    pub fn build(self) -> Result<ProcessPool, TaskError> {
+        self.config.validate()?;
+        if self.in_flight_per_worker == 0 {
+            return Err(TaskError::config("in_flight_per_worker", "must be at least 1"));
+        }
+        if self.start_timeout.is_zero() {
+            return Err(TaskError::config("start_timeout", "must be longer than zero"));
+        }
+        if self.crash_window.is_zero() {
+            return Err(TaskError::config("restart_limit", "the window must be longer than zero"));
+        }
+        if self.memory_limit == Some(0) {
+            return Err(TaskError::config("memory_limit", "must be at least 1 byte"));
+        }
+        ProcessPool::start(self)
+    }
+}

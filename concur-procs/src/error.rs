@@ -1,0 +1,44 @@
+//! The backend's private errors, mapped into core's [`TaskError`] at the
+//! boundary (no ipc-channel type ever reaches the public API).
+
+use std::time::Duration;
+
+use concur_core::{ErrorKind, TaskError, WorkerExit};
+
+/// Why a worker could not be started.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SpawnError {
+    /// The process could not be created or the bootstrap channel failed.
+    #[error("could not start the worker process")]
+    Os(#[source] std::io::Error),
+    /// The child ended before it connected.
+    #[error(
+        "the worker process ended before it connected ({0}); does the program call \
+         `concur_procs::init()` at the top of `main` (tests: `concur_procs::enable_test_support!()`)?"
+    )]
+    Exited(WorkerExit),
+    /// The child did not connect or initialise within the start timeout.
+    #[error(
+        "the worker process did not start within {0:?}; does the program call \
+         `concur_procs::init()` at the top of `main` (tests: `concur_procs::enable_test_support!()`)?"
+    )]
+    Deadline(Duration),
+    /// Something connected without the worker token.
+    #[error("a process connected to the worker bootstrap without the worker token")]
+    BadToken,
+    /// The child broke the bootstrap protocol.
+    #[error("the worker broke the bootstrap protocol: {0}")]
+    Protocol(&'static str),
+    /// This process is itself a worker that did not enter worker mode.
+    #[error(
+        "this process was started as a concur worker but did not enter worker mode: call \
+         `concur_procs::init()` at the top of `main` (tests: `concur_procs::enable_test_support!()`)"
+    )]
+    NestedWorker,
+}
+
+impl From<SpawnError> for TaskError {
+    fn from(e: SpawnError) -> Self {
+        TaskError::with_source(ErrorKind::Spawn, e)
+    }
+}

@@ -1,0 +1,110 @@
+//! The parent's sending side of one worker's channel.
+//!
+//! An ipc-channel send blocks while the socket is full. The thread that
+//! submits a task sends it itself (no thread hop on the fast path); the
+//! router thread, which must never block, only queues frames and wakes the
+//! worker's sender thread. One drainer at a time keeps frames in order.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use crate::wire::{Frame, Tx};
+
+#[derive(Default)]
+struct Queue {
+    frames: VecDeque<Frame>,
+    busy: bool,
+    closed: bool,
+}
+
+pub(crate) struct Outbox {
+    queue: Mutex<Queue>,
+    cond: Condvar,
+    tx: Mutex<Tx>,
+}
+
+impl Outbox {
+    /// An outbox over `tx` with its sender thread started.
+    pub(crate) fn start(tx: Tx, name: String) -> std::io::Result<Arc<Outbox>> {
+        let out = Arc::new(Outbox { queue: Mutex::default(), cond: Condvar::new(), tx: Mutex::new(tx) });
+        let o = out.clone();
+        std::thread::Builder::new().name(name).spawn(move || o.run())?;
+        Ok(out)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues a frame (callers hold the pool lock: order is the pool's order).
+    pub(crate) fn push(&self, frame: Frame) {
+        let mut q = self.lock();
+        if !q.closed {
+            q.frames.push_back(frame);
+        }
+    }
+
+    /// Sends what is queued from this thread, unless another thread already does.
+    pub(crate) fn flush_here(&self) {
+        {
+            let mut q = self.lock();
+            if q.busy || q.frames.is_empty() {
+                return;
+            }
+            q.busy = true;
+        }
+        self.drain();
+    }
+
+    /// Lets the sender thread send what is queued (never blocks).
+    pub(crate) fn kick(&self) {
+        self.cond.notify_all();
+    }
+
+    /// Drops what is queued and ends the sender thread.
+    pub(crate) fn close(&self) {
+        let mut q = self.lock();
+        q.closed = true;
+        q.frames.clear();
+        self.cond.notify_all();
+    }
+
+    fn drain(&self) {
+        loop {
+            let batch = {
+                let mut q = self.lock();
+                if q.frames.is_empty() || q.closed {
+                    q.busy = false;
+                    self.cond.notify_all();
+                    return;
+                }
+                std::mem::take(&mut q.frames)
+            };
+            let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
+            for frame in batch {
+                // A failed send means the worker is gone; the router sees
+                // its channel close and the supervisor handles the rest.
+                let _ = tx.send(frame);
+            }
+        }
+    }
+
+    fn run(&self) {
+        loop {
+            {
+                let mut q = self.lock();
+                loop {
+                    if q.closed {
+                        return;
+                    }
+                    if !q.busy && !q.frames.is_empty() {
+                        q.busy = true;
+                        break;
+                    }
+                    q = self.cond.wait(q).unwrap_or_else(|e| e.into_inner());
+                }
+            }
+            self.drain();
+        }
+    }
+}

@@ -1,0 +1,204 @@
+//! Starting a worker process: re-run this executable in worker mode and
+//! accept its connection through a one-shot server, checking its token.
+//!
+//! Every step has a deadline: a child that dies or stalls while starting is
+//! a [`SpawnError`], never a hang.
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use ipc_channel::ipc::{IpcOneShotServer, IpcSender};
+
+use crate::error::SpawnError;
+use crate::sys;
+use crate::wire::{Frame, Rx, Tx, Up};
+
+/// Names the bootstrap server a worker connects to.
+pub(crate) const ENV_SERVER: &str = "CONCUR_PROCS_SERVER";
+/// The token a worker proves itself with.
+pub(crate) const ENV_TOKEN: &str = "CONCUR_PROCS_TOKEN";
+/// The parent's pid (a worker exits if its parent is already gone).
+pub(crate) const ENV_PARENT: &str = "CONCUR_PROCS_PARENT";
+/// The argument a worker is started with. A program that forgot
+/// `concur_procs::init()` sees it as an unknown argument and usually exits
+/// at once, which the parent reports.
+pub(crate) const WORKER_ARG: &str = "--concur-procs-worker";
+
+/// A started, authenticated worker: its pid and both ends of its channel.
+pub(crate) struct Started {
+    pub(crate) pid: u32,
+    /// Parent to worker.
+    pub(crate) tx: Tx,
+    /// Worker to parent.
+    pub(crate) rx: Rx,
+}
+
+/// A child launched and not yet connected.
+pub(crate) struct Pending {
+    pid: u32,
+    name: String,
+    token: String,
+    accepted: mpsc::Receiver<Result<(Rx, Frame), String>>,
+}
+
+fn token() -> Result<String, SpawnError> {
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(SpawnError::Os)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// A bootstrap server accepting in a helper thread (accept blocks).
+fn serve() -> Result<(String, mpsc::Receiver<Result<(Rx, Frame), String>>), SpawnError> {
+    let (server, name) = IpcOneShotServer::<Frame>::new().map_err(SpawnError::Os)?;
+    let (tx, rx) = mpsc::channel();
+    std::thread::Builder::new()
+        .name("concur-procs-accept".into())
+        .spawn(move || {
+            let _ = tx.send(server.accept().map_err(|e| e.to_string()));
+        })
+        .map_err(SpawnError::Os)?;
+    Ok((name, rx))
+}
+
+/// Launches one worker process. Call it from a thread that lives as long as
+/// the worker: the worker's parent-death signal fires when that thread ends.
+pub(crate) fn launch() -> Result<Pending, SpawnError> {
+    if std::env::var_os(ENV_SERVER).is_some() {
+        return Err(SpawnError::NestedWorker);
+    }
+    let exe = std::env::current_exe().map_err(SpawnError::Os)?;
+    let (name, accepted) = serve()?;
+    let token = token()?;
+    let child = Command::new(exe)
+        .arg(WORKER_ARG)
+        .env(ENV_SERVER, &name)
+        .env(ENV_TOKEN, &token)
+        .env(ENV_PARENT, std::process::id().to_string())
+        .stdin(Stdio::null())
+        .spawn()
+        .map_err(SpawnError::Os)?;
+    // The child is reaped with waitpid by pid, not through `Child`.
+    let pid = child.id();
+    Ok(Pending { pid, name, token, accepted })
+}
+
+impl Pending {
+    /// Waits until `deadline` for the child to connect and prove its token.
+    /// On failure the child is killed and reaped.
+    pub(crate) fn connect(self, deadline: Instant, budget: Duration) -> Result<Started, SpawnError> {
+        let pid = self.pid;
+        match accept(&self.accepted, &self.name, &self.token, Some(pid), deadline, budget) {
+            Ok((tx, rx)) => Ok(Started { pid, tx, rx }),
+            Err(e) => {
+                sys::kill(pid);
+                let _ = sys::wait(pid);
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Waits for the hello on `accepted` and checks it. While waiting, watches
+/// `child` (when given) so that a child that died is reported at once.
+fn accept(
+    accepted: &mpsc::Receiver<Result<(Rx, Frame), String>>,
+    name: &str,
+    token: &str,
+    child: Option<u32>,
+    deadline: Instant,
+    budget: Duration,
+) -> Result<(Tx, Rx), SpawnError> {
+    let poll = Duration::from_millis(10);
+    let got = loop {
+        let now = Instant::now();
+        if now >= deadline {
+            unblock(name);
+            return Err(SpawnError::Deadline(budget));
+        }
+        match accepted.recv_timeout(poll.min(deadline - now)) {
+            Ok(r) => break r,
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => return Err(SpawnError::Protocol("bootstrap thread ended")),
+        }
+        if let Some(pid) = child {
+            if let Ok(Some(exit)) = sys::try_wait(pid) {
+                unblock(name);
+                return Err(SpawnError::Exited(exit));
+            }
+        }
+    };
+    let (rx, mut hello) = got.map_err(|_| SpawnError::Protocol("no hello"))?;
+    let chan = hello.chan.take();
+    let (up, _) = hello.open::<Up>().map_err(|_| SpawnError::Protocol("bad hello"))?;
+    match up {
+        Up::Hello { token: t, pid } if t == token && child.is_none_or(|c| c == pid) => {
+            let tx = chan.ok_or(SpawnError::Protocol("hello without a channel"))?;
+            Ok((tx, rx))
+        }
+        Up::Hello { .. } => Err(SpawnError::BadToken),
+        _ => Err(SpawnError::Protocol("first message is not a hello")),
+    }
+}
+
+/// Lets a helper thread blocked in `accept` finish (a child that never
+/// connected). The connection is dropped at once.
+fn unblock(name: &str) {
+    let _ = IpcSender::<Frame>::connect(name.to_owned());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shm::Body;
+
+    fn hello(name: String, token: &str) -> ipc_channel::ipc::IpcReceiver<Frame> {
+        let up = IpcSender::<Frame>::connect(name).unwrap();
+        let (down_tx, down_rx) = ipc_channel::ipc::channel::<Frame>().unwrap();
+        let mut f = Frame::new(&Up::Hello { token: token.into(), pid: 1 }, Body::Empty).unwrap();
+        f.chan = Some(down_tx);
+        up.send(f).unwrap();
+        down_rx
+    }
+
+    #[test]
+    fn impostor_without_token_is_dropped() {
+        let (name, accepted) = serve().unwrap();
+        let impostor = std::thread::spawn({
+            let name = name.clone();
+            move || hello(name, "not-the-token")
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let r = accept(&accepted, &name, "the-token", None, deadline, Duration::from_secs(10));
+        assert!(matches!(r, Err(SpawnError::BadToken)), "impostor was accepted");
+        // The parent kept nothing of the impostor's: its channel is closed, no work ever comes.
+        let down = impostor.join().unwrap();
+        assert!(down.recv().is_err());
+    }
+
+    #[test]
+    fn right_token_is_accepted() {
+        let (name, accepted) = serve().unwrap();
+        let worker = std::thread::spawn({
+            let name = name.clone();
+            move || hello(name, "tok")
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let (tx, _rx) = accept(&accepted, &name, "tok", None, deadline, Duration::from_secs(10)).unwrap();
+        let down = worker.join().unwrap();
+        tx.send(Frame::new(&crate::wire::Down::Shutdown, Body::Empty).unwrap()).unwrap();
+        let (d, _) = down.recv().unwrap().open::<crate::wire::Down>().unwrap();
+        assert!(matches!(d, crate::wire::Down::Shutdown));
+    }
+
+    #[test]
+    fn silent_child_hits_the_deadline() {
+        let (name, accepted) = serve().unwrap();
+        let deadline = Instant::now() + Duration::from_millis(50);
+        let r = accept(&accepted, &name, "tok", None, deadline, Duration::from_millis(50));
+        assert!(matches!(r, Err(SpawnError::Deadline(_))));
+    }
+}

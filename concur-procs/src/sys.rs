@@ -1,0 +1,168 @@
+//! The few operating-system calls the backend needs, each wrapped once with
+//! its safety argument (Linux).
+
+use std::io;
+
+use concur_core::WorkerExit;
+
+/// Exit code of a worker whose allocation failed under its memory limit.
+pub(crate) const EXIT_MEMORY_LIMIT: i32 = 97;
+/// Exit code of a worker that ended itself because its running task was cancelled.
+pub(crate) const EXIT_CANCELLED: i32 = 98;
+/// Exit code of a worker that lost its parent or its channel.
+pub(crate) const EXIT_ORPHANED: i32 = 99;
+
+/// Sends SIGKILL to `pid`. An already gone process is not an error.
+pub(crate) fn kill(pid: u32) {
+    // SAFETY: kill(2) takes plain integers; a stale pid of our own unreaped
+    // child cannot have been reused, since only we reap it.
+    unsafe {
+        libc::kill(pid as libc::pid_t, libc::SIGKILL);
+    }
+}
+
+/// Waits for child `pid` to end and reaps it.
+pub(crate) fn wait(pid: u32) -> io::Result<WorkerExit> {
+    let mut status: libc::c_int = 0;
+    loop {
+        // SAFETY: `status` is a valid out-pointer for the call's duration.
+        let r = unsafe { libc::waitpid(pid as libc::pid_t, &mut status, 0) };
+        if r >= 0 {
+            return Ok(decode_status(status));
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// Reaps child `pid` if it has ended, without waiting.
+pub(crate) fn try_wait(pid: u32) -> io::Result<Option<WorkerExit>> {
+    let mut status: libc::c_int = 0;
+    // SAFETY: as in `wait`.
+    let r = unsafe { libc::waitpid(pid as libc::pid_t, &mut status, libc::WNOHANG) };
+    match r {
+        0 => Ok(None),
+        r if r > 0 => Ok(Some(decode_status(status))),
+        _ => Err(io::Error::last_os_error()),
+    }
+}
+
+fn decode_status(status: libc::c_int) -> WorkerExit {
+    if libc::WIFSIGNALED(status) {
+        WorkerExit::Signal(libc::WTERMSIG(status))
+    } else if libc::WIFEXITED(status) {
+        match libc::WEXITSTATUS(status) {
+            EXIT_MEMORY_LIMIT => WorkerExit::MemoryLimit,
+            code => WorkerExit::Code(code),
+        }
+    } else {
+        WorkerExit::Unknown
+    }
+}
+
+/// In a worker: asks for SIGKILL when the parent dies, then checks that the
+/// parent (`parent_pid`) did not die before the request took effect.
+pub(crate) fn die_with_parent(parent_pid: u32) {
+    // SAFETY: prctl(PR_SET_PDEATHSIG) takes integers only.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+    }
+    // SAFETY: getppid never fails.
+    if unsafe { libc::getppid() } as u32 != parent_pid {
+        exit_now(EXIT_ORPHANED);
+    }
+}
+
+/// Ends the process at once, running no destructors or exit handlers (a
+/// worker that lost its parent must not flush or wait on anything).
+pub(crate) fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit is always safe to call; it does not return.
+    unsafe { libc::_exit(code) }
+}
+
+/// The calling process's mapped address space, in bytes.
+fn address_space() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().next()?.parse().ok()?;
+    // SAFETY: sysconf takes an integer.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(pages * u64::try_from(page).ok()?)
+}
+
+/// In a worker: limits the address space to what it uses now plus `extra`
+/// bytes, and makes an allocation failure under that limit end the process
+/// with [`EXIT_MEMORY_LIMIT`] instead of a plain abort.
+pub(crate) fn limit_memory(extra: u64) -> io::Result<()> {
+    let now = address_space().ok_or_else(|| io::Error::other("cannot read /proc/self/statm"))?;
+    let limit = libc::rlimit {
+        rlim_cur: now.saturating_add(extra),
+        rlim_max: now.saturating_add(extra),
+    };
+    // SAFETY: `limit` is a valid rlimit for the call's duration.
+    if unsafe { libc::setrlimit(libc::RLIMIT_AS, &limit) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: installs a handler that only reads errno and calls _exit,
+    // both async-signal-safe; the sigaction struct is fully initialised.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = on_abort as *const () as libc::sighandler_t;
+        action.sa_flags = libc::SA_RESETHAND;
+        libc::sigemptyset(&mut action.sa_mask);
+        if libc::sigaction(libc::SIGABRT, &action, std::ptr::null_mut()) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// SIGABRT handler of a memory-limited worker. Rust aborts when an
+/// allocation fails; the failed `malloc`/`mmap` left `ENOMEM` in this
+/// thread's errno (printing the message succeeded and did not reset it). Any
+/// other abort returns here, and `abort` then ends the process by SIGABRT as
+/// usual (the handler was reset by `SA_RESETHAND`).
+extern "C" fn on_abort(_sig: libc::c_int) {
+    // SAFETY: __errno_location returns this thread's errno slot.
+    if unsafe { *libc::__errno_location() } == libc::ENOMEM {
+        exit_now(EXIT_MEMORY_LIMIT);
+    }
+}
+
+static AT_EXIT: std::sync::OnceLock<(fn() -> !, libc::c_int)> = std::sync::OnceLock::new();
+
+/// Runs `f` when the process exits normally (`exit`), with stderr silenced
+/// until then. Used to enter worker mode after every constructor has run.
+pub(crate) fn run_at_exit(f: fn() -> !) {
+    // SAFETY: plain fd calls on valid arguments; `devnull` is closed after
+    // dup2 put it on fd 2; the saved copy of fd 2 is kept for `at_exit`.
+    let saved = unsafe {
+        let saved = libc::dup(2);
+        let devnull = libc::open(c"/dev/null".as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+        if saved >= 0 && devnull >= 0 {
+            libc::dup2(devnull, 2);
+            libc::close(devnull);
+        }
+        saved
+    };
+    if AT_EXIT.set((f, saved)).is_ok() {
+        // SAFETY: `at_exit` is an extern "C" fn with no arguments, as atexit wants.
+        unsafe {
+            libc::atexit(at_exit);
+        }
+    }
+}
+
+extern "C" fn at_exit() {
+    if let Some(&(f, saved)) = AT_EXIT.get() {
+        if saved >= 0 {
+            // SAFETY: `saved` is the copy of the original stderr made above.
+            unsafe {
+                libc::dup2(saved, 2);
+                libc::close(saved);
+            }
+        }
+        f()
+    }
+}

@@ -1,0 +1,140 @@
+//! The private protocol between the parent and its workers.
+//!
+//! Every message is one [`Frame`] on an ipc-channel: a header encoded with
+//! core's codec (bincode), the payload bytes when they are small, and the
+//! payload as a shared-memory region when they are large (see [`crate::shm`]).
+//! Nothing here is public: the protocol can change with the crate.
+
+use std::fmt;
+
+use concur_core::{codec, TaskError, TaskId};
+use ipc_channel::ipc::{IpcReceiver, IpcSender, IpcSharedMemory};
+use serde::de::{self, Deserializer, Visitor};
+use serde::{Deserialize, Serialize, Serializer};
+
+use crate::shm::Body;
+
+/// Bytes serialized as one block (postcard then copies them with memcpy,
+/// not byte by byte as it would a `Vec<u8>`).
+#[derive(Debug, Default)]
+pub(crate) struct Block(pub(crate) Vec<u8>);
+
+impl Serialize for Block {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Block {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Block;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Block, E> {
+                Ok(Block(v.to_vec()))
+            }
+            fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> Result<Block, E> {
+                Ok(Block(v))
+            }
+        }
+        d.deserialize_byte_buf(V)
+    }
+}
+
+/// One message on a channel, either direction.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct Frame {
+    /// The bincode-encoded [`Down`] or [`Up`] header.
+    pub(crate) head: Block,
+    /// A small payload, inline.
+    pub(crate) body: Block,
+    /// A large payload, in shared memory.
+    pub(crate) shm: Option<IpcSharedMemory>,
+    /// The parent's sending end, carried once by the worker's hello.
+    pub(crate) chan: Option<IpcSender<Frame>>,
+}
+
+/// The sending end of a frame channel.
+pub(crate) type Tx = IpcSender<Frame>;
+/// The receiving end of a frame channel.
+pub(crate) type Rx = IpcReceiver<Frame>;
+
+/// What a run message asks the worker to do with its payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum RunKind {
+    /// One task: `TaskEntry::run` with a port to the caller.
+    Single,
+    /// A batch: `TaskEntry::run_batch`.
+    Batch,
+}
+
+/// Parent to worker.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Down {
+    /// The first message after the hello was accepted: who the worker is.
+    Init {
+        index: usize,
+        incarnation: u64,
+        /// Bytes of address space the worker may use beyond its start-up size.
+        memory_limit: Option<u64>,
+        /// Whether to report each task's start (a timeout is configured).
+        report_start: bool,
+        /// Payloads longer than this travel through shared memory.
+        shm_threshold: usize,
+        /// The initializer task's name; its encoding is the frame's payload.
+        initializer: Option<String>,
+    },
+    /// Run a task; its encoding is the frame's payload.
+    Run { id: TaskId, name: String, kind: RunKind },
+    /// A message from the caller to task `id`; the frame's payload.
+    Deliver { id: TaskId },
+    /// The caller cancelled task `id`: drop it if it has not started, and
+    /// end the worker if it is running.
+    Cancel { id: TaskId },
+    /// Finish the tasks already received, then exit.
+    Shutdown,
+}
+
+/// Worker to parent.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Up {
+    /// The first message: proves the worker is ours.
+    Hello { token: String, pid: u32 },
+    /// The initializer ran; the worker takes work.
+    Ready,
+    /// The initializer failed; the worker exits.
+    InitFailed(TaskError),
+    /// Task `id` started (sent only when a timeout is configured).
+    Started { id: TaskId },
+    /// A message from task `id` to its caller; the frame's payload.
+    Message { id: TaskId },
+    /// Task `id` ended; on success its output is the frame's payload.
+    Done { id: TaskId, result: Result<(), TaskError> },
+}
+
+impl Frame {
+    /// A frame with header `head` and payload `body`.
+    pub(crate) fn new<H: Serialize>(head: &H, body: Body) -> Result<Frame, TaskError> {
+        let head = Block(codec::encode(head, "protocol header")?);
+        let (body, shm) = match body {
+            Body::Empty => (Block::default(), None),
+            Body::Inline(v) => (Block(v), None),
+            Body::Shared(s) => (Block::default(), Some(s)),
+        };
+        Ok(Frame { head, body, shm, chan: None })
+    }
+
+    /// The decoded header and the payload.
+    pub(crate) fn open<H: serde::de::DeserializeOwned>(self) -> Result<(H, Body), TaskError> {
+        let head = codec::decode(&self.head.0, "protocol header")?;
+        let body = match self.shm {
+            Some(s) => Body::Shared(s),
+            None if self.body.0.is_empty() => Body::Empty,
+            None => Body::Inline(self.body.0),
+        };
+        Ok((head, body))
+    }
+}

@@ -1,0 +1,265 @@
+//! Worker mode: what a worker process runs instead of the program's `main`.
+//!
+//! Two threads. The reader thread reads the parent's channel without ever
+//! blocking on anything else: it queues tasks, hands caller messages to the
+//! running task and notices cancellation and the parent's end. The main
+//! thread runs tasks one after another and sends their results. So a worker
+//! always reads while it computes or sends, and the parent always reads
+//! (its router thread), which is what keeps large messages in both
+//! directions from deadlocking.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Instant;
+
+use concur_core::registry;
+use concur_core::{ErrorKind, Payload, Port, TaskError, TaskId, WorkerInfo};
+use ipc_channel::ipc::{self, IpcSender};
+
+use crate::shm::Body;
+use crate::spawn::{ENV_PARENT, ENV_SERVER, ENV_TOKEN};
+use crate::sys;
+use crate::wire::{Down, Frame, RunKind, Rx, Tx, Up};
+
+/// True when this process was started as a worker.
+pub(crate) fn is_worker() -> bool {
+    std::env::var_os(ENV_SERVER).is_some() && std::env::var_os(ENV_TOKEN).is_some()
+}
+
+struct Run {
+    id: TaskId,
+    name: String,
+    kind: RunKind,
+    input: Body,
+}
+
+#[derive(Default)]
+struct Inbox {
+    queue: VecDeque<Run>,
+    cancelled: HashSet<TaskId>,
+    running: Option<TaskId>,
+    messages: HashMap<TaskId, VecDeque<Payload>>,
+}
+
+struct Shared {
+    inbox: Mutex<Inbox>,
+    cond: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Inbox> {
+        self.inbox.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Runs the worker and ends the process; never returns.
+pub(crate) fn main() -> ! {
+    let code = match run() {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("concur-procs worker {}: {e}", std::process::id());
+            sys::EXIT_ORPHANED
+        }
+    };
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    // `_exit`: this may run inside an exit handler, where `exit` must not be called again.
+    sys::exit_now(code)
+}
+
+fn run() -> Result<(), String> {
+    let server = std::env::var(ENV_SERVER).map_err(|e| e.to_string())?;
+    let token = std::env::var(ENV_TOKEN).map_err(|e| e.to_string())?;
+    let parent: u32 = std::env::var(ENV_PARENT)
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .ok_or("no parent pid")?;
+    sys::die_with_parent(parent);
+    // Programs this worker's tasks start are not workers.
+    for var in [ENV_SERVER, ENV_TOKEN, ENV_PARENT] {
+        std::env::remove_var(var);
+    }
+
+    let up: Tx = IpcSender::connect(server).map_err(|e| format!("cannot connect to the parent: {e}"))?;
+    let (down_tx, down): (Tx, Rx) = ipc::channel().map_err(|e| e.to_string())?;
+    let mut hello = Frame::new(&Up::Hello { token, pid: std::process::id() }, Body::Empty).map_err(|e| e.to_string())?;
+    hello.chan = Some(down_tx);
+    up.send(hello).map_err(|e| e.to_string())?;
+
+    let first = down.recv().map_err(|_| "parent closed the channel before init")?;
+    let (head, init_body) = first.open::<Down>().map_err(|e| e.to_string())?;
+    let Down::Init { index, incarnation, memory_limit, report_start, initializer, shm_threshold } = head else {
+        return Err("first message is not init".into());
+    };
+    let info = WorkerInfo::current(index, incarnation);
+
+    let shared = Arc::new(Shared { inbox: Mutex::new(Inbox::default()), cond: Condvar::new() });
+    let (started_tx, started_rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("concur-procs-reader".into())
+        .spawn({
+            let shared = shared.clone();
+            move || {
+                // Allocate once before the memory limit applies, so that this
+                // thread's allocator arena exists.
+                drop(std::hint::black_box(vec![0u8; 64]));
+                let _ = started_tx.send(());
+                read(&down, &shared)
+            }
+        })
+        .map_err(|e| e.to_string())?;
+    let _ = started_rx.recv();
+
+    if let Some(limit) = memory_limit {
+        sys::limit_memory(limit).map_err(|e| format!("cannot set the memory limit: {e}"))?;
+    }
+
+    let ready = match initializer {
+        None => Ok(()),
+        Some(name) => registry::lookup(&name)
+            .and_then(|entry| entry.run(init_body.as_slice(), &concur_core::NullPort, info))
+            .map(drop),
+    };
+    let failed = ready.is_err();
+    let msg = match ready {
+        Ok(()) => Up::Ready,
+        Err(e) => Up::InitFailed(e),
+    };
+    send(&up, &msg, Body::Empty);
+    if failed {
+        return Ok(());
+    }
+
+    loop {
+        let job = {
+            let mut g = shared.lock();
+            loop {
+                if let Some(job) = g.queue.pop_front() {
+                    if g.cancelled.remove(&job.id) {
+                        drop(g);
+                        let err = Err(TaskError::new(ErrorKind::Cancelled));
+                        send(&up, &Up::Done { id: job.id, result: err }, Body::Empty);
+                        g = shared.lock();
+                        continue;
+                    }
+                    if job.id == SHUTDOWN {
+                        break None;
+                    }
+                    g.running = Some(job.id);
+                    break Some(job);
+                }
+                g = shared.cond.wait(g).unwrap_or_else(|e| e.into_inner());
+            }
+        };
+        let Some(job) = job else { return Ok(()) };
+        if report_start {
+            send(&up, &Up::Started { id: job.id }, Body::Empty);
+        }
+        let port = WorkerPort { id: job.id, up: up.clone(), shared: shared.clone(), threshold: shm_threshold };
+        let output = registry::lookup(&job.name).and_then(|entry| match job.kind {
+            RunKind::Single => entry.run(job.input.as_slice(), &port, info),
+            RunKind::Batch => entry.run_batch(job.input.as_slice(), info),
+        });
+        drop(job.input);
+        {
+            let mut g = shared.lock();
+            g.running = None;
+            g.messages.remove(&job.id);
+        }
+        let (result, body) = match output {
+            Ok(bytes) => (Ok(()), Body::from_vec(bytes, shm_threshold)),
+            Err(e) => (Err(e), Body::Empty),
+        };
+        send(&up, &Up::Done { id: job.id, result }, body);
+    }
+}
+
+/// A shutdown marker: `running` set with an empty queue tells the main loop to end.
+const SHUTDOWN: TaskId = TaskId(0);
+
+fn send(up: &Tx, head: &Up, body: Body) {
+    let frame = match Frame::new(head, body) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("concur-procs worker: {e}");
+            sys::exit_now(sys::EXIT_ORPHANED)
+        }
+    };
+    if up.send(frame).is_err() {
+        // The parent is gone: nobody wants the result.
+        sys::exit_now(sys::EXIT_ORPHANED);
+    }
+}
+
+/// The reader thread. Never sends, never waits on the task thread.
+fn read(down: &Rx, shared: &Shared) {
+    loop {
+        let Ok(frame) = down.recv() else {
+            // The parent ended or dropped us: stop now, busy or idle.
+            sys::exit_now(sys::EXIT_ORPHANED)
+        };
+        let Ok((head, body)) = frame.open::<Down>() else {
+            sys::exit_now(sys::EXIT_ORPHANED)
+        };
+        let mut g = shared.lock();
+        match head {
+            Down::Run { id, name, kind } => g.queue.push_back(Run { id, name, kind, input: body }),
+            Down::Deliver { id } => g.messages.entry(id).or_default().push_back(body.into_payload()),
+            Down::Cancel { id } => {
+                if g.running == Some(id) {
+                    sys::exit_now(sys::EXIT_CANCELLED);
+                }
+                if g.queue.iter().any(|r| r.id == id) {
+                    g.cancelled.insert(id);
+                }
+            }
+            Down::Shutdown => {
+                // Queue a marker: the main loop ends when it reaches it.
+                g.queue.push_back(Run { id: SHUTDOWN, name: String::new(), kind: RunKind::Batch, input: Body::Empty });
+            }
+            Down::Init { .. } => {}
+        }
+        shared.cond.notify_all();
+    }
+}
+
+/// A running task's link to its caller, through the parent.
+struct WorkerPort {
+    id: TaskId,
+    up: Tx,
+    shared: Arc<Shared>,
+    threshold: usize,
+}
+
+impl Port for WorkerPort {
+    fn send(&self, msg: Payload) -> Result<(), TaskError> {
+        let bytes = msg.to_bytes()?;
+        send(&self.up, &Up::Message { id: self.id }, Body::from_vec(bytes, self.threshold));
+        Ok(())
+    }
+
+    fn recv(&self, deadline: Option<Instant>) -> Option<Payload> {
+        let mut g = self.shared.lock();
+        loop {
+            if let Some(m) = g.messages.get_mut(&self.id).and_then(VecDeque::pop_front) {
+                return Some(m);
+            }
+            g = match deadline {
+                None => self.shared.cond.wait(g).unwrap_or_else(|e| e.into_inner()),
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        return None;
+                    }
+                    self.shared.cond.wait_timeout(g, d - now).unwrap_or_else(|e| e.into_inner()).0
+                }
+            };
+        }
+    }
+
+    fn is_cancelled(&self) -> bool {
+        // A cancelled running task is stopped by ending its worker.
+        false
+    }
+}

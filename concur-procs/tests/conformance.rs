@@ -1,0 +1,25 @@
+//! The core conformance suite, case by case, on the process backend.
+
+concur_procs::enable_test_support!();
+
+use concur_core::conformance::Backend;
+use concur_core::{PoolConfig, TaskError};
+use concur_procs::{ProcessPool, ProcessPoolBuilder};
+
+/// Builds process pools for the suite.
+struct ProcsBackend;
+
+impl Backend for ProcsBackend {
+    type Pool = ProcessPool;
+    fn build(&self, config: PoolConfig) -> Result<ProcessPool, TaskError> {
+        ProcessPoolBuilder::from_config(config).build()
+    }
+}
+
+mod conformance {
+    concur_core::conformance_suite!(
+        backend: crate::ProcsBackend,
+        supported: [timeout_stops_running_task, cancel_running_stops_worker, memory_isolated],
+        unsupported: [shared_memory_visible],
+    );
+}
