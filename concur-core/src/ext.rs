@@ -97,6 +97,7 @@ pub trait ExecutorExt: Executor {
         Map {
             feed: Feed::new(self, tasks.into_iter(), options),
             pending: VecDeque::new(),
+            current: Vec::new().into_iter(),
         }
     }
 
@@ -223,6 +224,8 @@ impl<'a, E: Executor, I: Iterator<Item = T>, T: Task> Feed<'a, E, I, T> {
 pub struct Map<'a, E, I, T: Task> {
     feed: Feed<'a, E, I, T>,
     pending: VecDeque<Unit<T>>,
+    /// The results of the oldest batch, being yielded.
+    current: std::vec::IntoIter<Result<T::Output, TaskError>>,
 }
 
 impl<E: Executor, I: Iterator<Item = T>, T: Task> Iterator for Map<'_, E, I, T> {
@@ -230,19 +233,18 @@ impl<E: Executor, I: Iterator<Item = T>, T: Task> Iterator for Map<'_, E, I, T> 
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            if let Some((_, r)) = self.feed.pop_ready() {
+            if let Some(r) = self.current.next() {
+                self.feed.in_flight -= 1;
                 return Some(r);
             }
             while let Some(unit) = self.feed.start_next() {
                 self.pending.push_back(unit);
             }
-            match self.pending.pop_front()? {
-                Unit::Running { first, handle } => {
-                    let results = handle.join();
-                    self.feed.finished(first, results);
-                }
-                Unit::Failed { first, n, error } => self.feed.failed(first, n, error),
+            self.current = match self.pending.pop_front()? {
+                Unit::Running { handle, .. } => handle.join(),
+                Unit::Failed { n, error, .. } => (0..n).map(|_| Err(error.clone())).collect(),
             }
+            .into_iter();
         }
     }
 }
