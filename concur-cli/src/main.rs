@@ -1,1 +1,110 @@
-fn main() {}
+//! `concur`: compare thread workers and process workers on this machine.
+//!
+//! The binary runs the same tasks on the backends it was built with
+//! (features `threads` and `procs`, both on by default; either alone also
+//! works) and shows what each one costs and what each one survives. It is
+//! thin: it parses, runs workloads through the [`concur_core::Executor`]
+//! contract and renders reports; the backends do the work.
+//!
+//! # Commands
+//! - `concur backends`: the backends compiled in, one per line, with what
+//!   each can do (kill on timeout, memory limit, zero-copy payloads, ...).
+//! - `concur demo [--backend threads|procs|all] [--workers N]`: N workers
+//!   check in (index, process id, thread id), are joined, and the number of
+//!   distinct process ids is shown; then each worker adds 1,000 to one
+//!   static counter: threads share it, processes each have their own copy.
+//! - `concur bench [--backend LIST] [--workload LIST] [--workers N]
+//!   [--quick] [--format table|json|csv] [--out FILE] [--plot FILE.svg]`:
+//!   the workloads `startup`, `dispatch`, `cpu`, `io`, `payload`,
+//!   `messages` and `crash` on each backend, several samples each, medians
+//!   side by side with ratios and a recommendation per workload. A progress
+//!   bar goes to standard error when it is a terminal. The default run takes
+//!   under 2 minutes on 2 cores, `--quick` under 20 seconds.
+//!
+//! `CONCUR_BACKEND` and `CONCUR_WORKERS` are read when `--backend` and
+//! `--workers` are not given. Results go to standard output, diagnostics
+//! and progress to standard error.
+//!
+//! # Exit codes
+//! - `0`: success, also when standard output is closed early (`| head`).
+//! - `1`: runtime failure; one line on standard error with the cause chain.
+//! - `2`: bad usage (unknown value, backend not compiled in, 0 workers,
+//!   unwritable `--out` or `--plot`); one line on standard error; nothing
+//!   was run and nothing written.
+//!
+//! # JSON report
+//! `concur bench --format json` writes one document with schema id
+//! `concur-bench/1`: `machine` (os, arch, cores, cpu, kernel), `settings`
+//! (backends, workloads, workers, quick, samples) and `workloads`, each with
+//! its `metrics` (name, label, unit, better: lower|higher, and per backend
+//! every sample and the median), `notes` and its `recommendation`. The full
+//! schema is documented in the `bench::report` module.
+//!
+//! # Process workers
+//! With the `procs` feature, worker processes are this binary re-run:
+//! `concur_procs::init()` is the first line of `main`. The crash experiment
+//! of backends that share the caller's process runs in a child process of
+//! this binary (`concur __internal crash-child`, hidden).
+
+#![cfg_attr(
+    not(any(feature = "threads", feature = "procs")),
+    allow(dead_code, unused_imports)
+)]
+
+mod backend;
+mod bench;
+mod cli;
+mod config;
+mod crash;
+mod demo;
+mod exit;
+mod list;
+mod output;
+mod tasks;
+
+use std::process::ExitCode;
+
+use clap::error::ErrorKind as ClapErrorKind;
+use clap::Parser;
+
+use cli::{Cli, Command};
+use config::{BenchConfig, DemoConfig};
+use exit::CliResult;
+
+fn main() -> ExitCode {
+    #[cfg(feature = "procs")]
+    concur_procs::init();
+    match run() {
+        Ok(()) => ExitCode::from(exit::OK),
+        Err(e) => e.report(),
+    }
+}
+
+/// Parse, validate into a config, act.
+fn run() -> CliResult<()> {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return clap_outcome(&e),
+    };
+    match cli.command {
+        Command::Backends(_) => list::run(),
+        Command::Demo(args) => demo::run(DemoConfig::new(args)?),
+        Command::Bench(args) => bench::run(BenchConfig::new(args)?),
+        Command::Internal(args) => crash::internal(args.job),
+    }
+}
+
+/// Help and version are printed as clap renders them; everything else is a
+/// one-line usage error.
+fn clap_outcome(e: &clap::Error) -> CliResult<()> {
+    match e.kind() {
+        ClapErrorKind::DisplayHelp | ClapErrorKind::DisplayVersion => e
+            .print()
+            .map_err(|err| exit::CliError::io("writing help", err)),
+        ClapErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            eprint!("{}", e.render());
+            Err(exit::CliError::usage("a command is required"))
+        }
+        _ => Err(exit::from_clap(e)),
+    }
+}

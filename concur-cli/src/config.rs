@@ -1,0 +1,159 @@
+//! Validation: raw arguments ([`crate::cli`]) become checked configurations.
+//!
+//! Everything that can be refused is refused here, before any pool starts
+//! or any file is written: each refusal is one [`CliError::Usage`] line.
+
+use concur_core::{Configure, ErrorKind, PoolConfig};
+
+use crate::backend::Backend;
+use crate::bench::Workload;
+use crate::cli::{BackendChoice, BenchArgs, DemoArgs, Format, PoolArgs, WorkloadChoice};
+use crate::exit::{CliError, CliResult};
+use crate::output::OutFile;
+
+/// A checked `concur demo`.
+#[derive(Debug)]
+pub struct DemoConfig {
+    /// Backends to run, in order.
+    pub backends: Vec<Backend>,
+    /// Workers per pool.
+    pub workers: usize,
+}
+
+/// A checked `concur bench`.
+#[derive(Debug)]
+pub struct BenchConfig {
+    /// Backends to compare, in order.
+    pub backends: Vec<Backend>,
+    /// Workloads to run, in order.
+    pub workloads: Vec<Workload>,
+    /// Workers per pool.
+    pub workers: usize,
+    /// Fewer, shorter samples.
+    pub quick: bool,
+    /// Report format.
+    pub format: Format,
+    /// Where the report goes (`None`: standard output).
+    pub out: Option<OutFile>,
+    /// Where the chart goes, if anywhere.
+    pub plot: Option<OutFile>,
+}
+
+impl DemoConfig {
+    /// Checks `args`.
+    ///
+    /// # Errors
+    /// [`CliError::Usage`] naming the first problem.
+    pub fn new(args: DemoArgs) -> CliResult<Self> {
+        Ok(Self {
+            backends: backends(&[args.backend])?,
+            workers: workers(&args.pool)?,
+        })
+    }
+}
+
+impl BenchConfig {
+    /// Checks `args`; opens the output files (without changing them) to
+    /// prove they are writable.
+    ///
+    /// # Errors
+    /// [`CliError::Usage`] naming the first problem.
+    pub fn new(args: BenchArgs) -> CliResult<Self> {
+        let backends = backends(&args.backend)?;
+        let workers = workers(&args.pool)?;
+        let workloads = workloads(&args.workload);
+        if let (Some(out), Some(plot)) = (&args.out, &args.plot) {
+            if out == plot {
+                return Err(CliError::usage(format!(
+                    "--out and --plot both name {}; give them different files",
+                    out.display()
+                )));
+            }
+        }
+        if let Some(plot) = &args.plot {
+            let is_svg = plot
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("svg"));
+            if !is_svg {
+                return Err(CliError::usage(format!(
+                    "--plot {} must name an .svg file",
+                    plot.display()
+                )));
+            }
+        }
+        let out = args
+            .out
+            .as_deref()
+            .map(|p| OutFile::prepare(p, "--out"))
+            .transpose()?;
+        let plot = args
+            .plot
+            .as_deref()
+            .map(|p| OutFile::prepare(p, "--plot"))
+            .transpose()?;
+        Ok(Self {
+            backends,
+            workloads,
+            workers,
+            quick: args.quick,
+            format: args.format,
+            out,
+            plot,
+        })
+    }
+}
+
+/// The backends named by `choices`, deduplicated, in order.
+fn backends(choices: &[BackendChoice]) -> CliResult<Vec<Backend>> {
+    let mut picked: Vec<Backend> = Vec::new();
+    for choice in choices {
+        let add: Vec<Backend> = match choice.name() {
+            None => Backend::ALL.to_vec(),
+            Some(name) => vec![Backend::compiled(name).ok_or_else(|| {
+                CliError::usage(format!(
+                    "backend '{name}' is not compiled into this binary (compiled in: {}); \
+                     rebuild with `--features {}`",
+                    Backend::compiled_names(),
+                    name.feature()
+                ))
+            })?],
+        };
+        for b in add {
+            if !picked.contains(&b) {
+                picked.push(b);
+            }
+        }
+    }
+    if picked.is_empty() {
+        return Err(CliError::usage(
+            "no backend is compiled into this binary; rebuild with `--features threads` or `--features procs`",
+        ));
+    }
+    Ok(picked)
+}
+
+/// The worker count: given, or the cores available; at least 1.
+fn workers(args: &PoolArgs) -> CliResult<usize> {
+    let n = args.workers.unwrap_or_else(concur_core::default_workers);
+    match PoolConfig::new().workers(n).validate() {
+        Ok(()) => Ok(n),
+        Err(e) => Err(CliError::usage(match e.kind() {
+            ErrorKind::Config { reason, .. } => {
+                format!("invalid value '{n}' for '--workers <N>': {reason}")
+            }
+            _ => format!("invalid value '{n}' for '--workers <N>': {e}"),
+        })),
+    }
+}
+
+/// The workloads named by `choices`, deduplicated, in the canonical order.
+fn workloads(choices: &[WorkloadChoice]) -> Vec<Workload> {
+    if choices.contains(&WorkloadChoice::All) {
+        return Workload::ALL.to_vec();
+    }
+    Workload::ALL
+        .iter()
+        .copied()
+        .filter(|w| choices.iter().any(|c| w.choice() == *c))
+        .collect()
+}
