@@ -23,7 +23,15 @@ struct Inner {
     bound: usize,
     available: AtomicUsize,
     closed: AtomicBool,
+    /// Blocked acquirers and idle-waiters (any kind).
     waiters: AtomicUsize,
+    /// Async acquirers among them: they cannot re-check on their own.
+    async_waiters: AtomicUsize,
+    /// Room at which blocked threads are woken. Waking a thread per
+    /// finished task would cost a system call and a context switch per
+    /// task; blocked threads also re-check every [`RECHECK`] so none is
+    /// stranded below the mark.
+    low_water: usize,
     lock: Mutex<VecDeque<Waker>>,
     cond: Condvar,
 }
@@ -43,11 +51,16 @@ impl Permit {
     }
 }
 
+/// How often a blocked acquirer re-checks for room on its own.
+const RECHECK: std::time::Duration = std::time::Duration::from_millis(1);
+
 impl Drop for Permit {
     fn drop(&mut self) {
         if let Some(inner) = self.inner.take() {
-            inner.available.fetch_add(self.n, SeqCst);
-            inner.notify();
+            let now = inner.available.fetch_add(self.n, SeqCst) + self.n;
+            if now >= inner.low_water || inner.async_waiters.load(SeqCst) > 0 {
+                inner.notify();
+            }
         }
     }
 }
@@ -95,6 +108,8 @@ impl Admission {
                 available: AtomicUsize::new(bound),
                 closed: AtomicBool::new(false),
                 waiters: AtomicUsize::new(0),
+                async_waiters: AtomicUsize::new(0),
+                low_water: (bound / 8).max(1),
                 lock: Mutex::new(VecDeque::new()),
                 cond: Condvar::new(),
             }),
@@ -149,7 +164,13 @@ impl Admission {
             match inner.try_take(n) {
                 Ok(Some(p)) => break Ok(p),
                 Err(e) => break Err(e),
-                Ok(None) => guard = inner.cond.wait(guard).unwrap_or_else(|e| e.into_inner()),
+                Ok(None) => {
+                    guard = inner
+                        .cond
+                        .wait_timeout(guard, RECHECK)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
             }
         };
         inner.waiters.fetch_sub(1, SeqCst);
@@ -199,20 +220,21 @@ impl Admission {
             if idle() {
                 break true;
             }
-            match deadline {
-                None => guard = inner.cond.wait(guard).unwrap_or_else(|e| e.into_inner()),
+            let wait = match deadline {
+                None => RECHECK,
                 Some(d) => {
                     let now = Instant::now();
                     if now >= d {
                         break false;
                     }
-                    guard = inner
-                        .cond
-                        .wait_timeout(guard, d - now)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0;
+                    (d - now).min(RECHECK)
                 }
-            }
+            };
+            guard = inner
+                .cond
+                .wait_timeout(guard, wait)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         };
         inner.waiters.fetch_sub(1, SeqCst);
         result
@@ -239,6 +261,7 @@ impl Future for AcquireFuture {
         let mut wakers = inner.lock.lock().unwrap_or_else(|e| e.into_inner());
         if !self.registered {
             inner.waiters.fetch_add(1, SeqCst);
+            inner.async_waiters.fetch_add(1, SeqCst);
             self.registered = true;
         }
         // Re-check under the lock: a release in between has seen our waiter count.
@@ -254,6 +277,7 @@ impl Drop for AcquireFuture {
     fn drop(&mut self) {
         if self.registered {
             self.admission.inner.waiters.fetch_sub(1, SeqCst);
+            self.admission.inner.async_waiters.fetch_sub(1, SeqCst);
         }
     }
 }

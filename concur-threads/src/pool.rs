@@ -4,9 +4,9 @@
 //! old one drains and exits.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -66,7 +66,14 @@ pub(crate) struct Inner {
     stopping: AtomicBool,
     /// Tasks submitted and not done, so `shutdown_now` can cancel them all.
     outstanding: Outstanding,
+    /// Jobs waiting for a worker, in submission order.
+    queue: Mutex<VecDeque<Job>>,
+    /// Drain loops running or about to run on rayon threads (at most `workers`).
+    drainers: AtomicUsize,
 }
+
+/// A unit of work for a drain loop: runs one task, batch or closure.
+type Job = Box<dyn FnOnce(&Arc<Inner>) + Send>;
 
 pub(crate) struct Generation {
     id: u64,
@@ -121,6 +128,8 @@ impl ThreadPool {
                 incarnations,
                 stopping: AtomicBool::new(false),
                 outstanding: Outstanding::default(),
+                queue: Mutex::new(VecDeque::new()),
+                drainers: AtomicUsize::new(0),
                 config,
             }),
         })
@@ -178,14 +187,90 @@ impl Generation {
 }
 
 impl Inner {
-    /// Spawns `job` on the current generation. False when the pool has stopped.
+    /// Queues `job` for the workers. False when the pool has stopped.
+    ///
+    /// Jobs go through our own queue rather than one rayon spawn each: a
+    /// few drain loops (one per busy worker) run them back to back, so a
+    /// burst of submissions wakes at most `workers` threads instead of
+    /// paying rayon's injection and wake-up for every task.
     fn spawn(self: &Arc<Self>, job: impl FnOnce(&Arc<Inner>) + Send + 'static) -> bool {
-        let Some(generation) = lock(&self.current).clone() else {
+        if self.stopping.load(Ordering::SeqCst) && lock(&self.current).is_none() {
+            return false;
+        }
+        lock(&self.queue).push_back(Box::new(job));
+        self.ensure_drainer();
+        true
+    }
+
+    /// Starts a drain loop if fewer than `workers` run.
+    fn ensure_drainer(self: &Arc<Self>) {
+        let mut n = self.drainers.load(Ordering::SeqCst);
+        while n < self.workers {
+            match self
+                .drainers
+                .compare_exchange_weak(n, n + 1, Ordering::SeqCst, Ordering::SeqCst)
+            {
+                Ok(_) => {
+                    let Some(generation) = lock(&self.current).clone() else {
+                        self.drainers.fetch_sub(1, Ordering::SeqCst);
+                        return;
+                    };
+                    let inner = self.clone();
+                    generation.pool.spawn(move || inner.drain());
+                    return;
+                }
+                Err(now) => n = now,
+            }
+        }
+    }
+
+    /// Runs queued jobs on this worker until the queue is empty or the
+    /// worker has reached its task limit.
+    fn drain(self: &Arc<Self>) {
+        loop {
+            if self.must_retire() {
+                self.drainers.fetch_sub(1, Ordering::SeqCst);
+                if !lock(&self.queue).is_empty() {
+                    self.ensure_drainer();
+                }
+                return;
+            }
+            let job = lock(&self.queue).pop_front();
+            match job {
+                Some(job) => job(self),
+                None => {
+                    self.drainers.fetch_sub(1, Ordering::SeqCst);
+                    // A job pushed after our pop but before the decrement saw
+                    // a full set of drainers: make sure someone runs it.
+                    if lock(&self.queue).is_empty() {
+                        return;
+                    }
+                    let n = self.drainers.fetch_add(1, Ordering::SeqCst);
+                    if n >= self.workers {
+                        self.drainers.fetch_sub(1, Ordering::SeqCst);
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// True when this worker has run its task limit (its generation is
+    /// being replaced) and must take no more jobs.
+    fn must_retire(&self) -> bool {
+        let Some(limit) = self.config.max_tasks_per_worker_value() else {
             return false;
         };
-        let inner = self.clone();
-        generation.pool.spawn(move || job(&inner));
-        true
+        let (generation, runs) = WORKER.with(|w| {
+            let w = w.borrow();
+            let w = w.as_ref().expect("drain loop outside a concur worker");
+            (w.generation, w.runs)
+        });
+        if runs >= limit && !self.stopping.load(Ordering::SeqCst) {
+            self.rotate(generation);
+            return true;
+        }
+        false
     }
 
     /// Replaces generation `old` by a fresh one (once, however many of its
@@ -212,20 +297,14 @@ impl Inner {
         }
     }
 
-    /// This worker's identity, or `None` when it has reached its task limit
-    /// (then a fresh generation is started and the caller forwards its job).
-    fn claim(&self) -> Option<WorkerInfo> {
-        let (info, generation, runs) = WORKER.with(|w| {
-            let w = w.borrow();
-            let w = w.as_ref().expect("concur task outside a concur worker");
-            (w.info, w.generation, w.runs)
-        });
-        let limit = self.config.max_tasks_per_worker_value();
-        if limit.is_some_and(|l| runs >= l) && !self.stopping.load(Ordering::SeqCst) {
-            self.rotate(generation);
-            return None;
-        }
-        Some(info)
+    /// This worker's identity.
+    fn worker_info(&self) -> WorkerInfo {
+        WORKER.with(|w| {
+            w.borrow()
+                .as_ref()
+                .expect("concur task outside a concur worker")
+                .info
+        })
     }
 
     /// Counts `count` tasks run by this worker; retires its generation at the limit.
@@ -285,10 +364,7 @@ impl Inner {
 }
 
 fn run_task<T: Task>(inner: &Arc<Inner>, task: T, c: Completion) {
-    let Some(info) = inner.claim() else {
-        let fail = c.clone();
-        return inner.forward(&fail, move |inner| run_task(inner, task, c));
-    };
+    let info = inner.worker_info();
     if inner.begin(&c) {
         inner.arm_timeout(&c, 1);
         let result = panic::catch(|| task.run(&mut TaskContext::new(c.port(), info)));
@@ -298,10 +374,7 @@ fn run_task<T: Task>(inner: &Arc<Inner>, task: T, c: Completion) {
 }
 
 fn run_batch_job<T: Task>(inner: &Arc<Inner>, tasks: Vec<T>, c: Completion) {
-    let Some(info) = inner.claim() else {
-        let fail = c.clone();
-        return inner.forward(&fail, move |inner| run_batch_job(inner, tasks, c));
-    };
+    let info = inner.worker_info();
     let n = tasks.len();
     if inner.begin(&c) {
         inner.arm_timeout(&c, u32::try_from(n).unwrap_or(u32::MAX));
