@@ -112,6 +112,11 @@ fn run() -> Result<(), String> {
     let _ = started_rx.recv();
 
     if let Some(limit) = memory_limit {
+        // An allocation failure is recognised by the errno it leaves; a
+        // backtrace printed on the way to the abort would overwrite it.
+        for var in ["RUST_BACKTRACE", "RUST_LIB_BACKTRACE"] {
+            std::env::remove_var(var);
+        }
         sys::limit_memory(limit).map_err(|e| format!("cannot set the memory limit: {e}"))?;
     }
 

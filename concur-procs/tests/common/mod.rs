@@ -1,0 +1,178 @@
+//! Tasks and helpers shared by the process-backend tests.
+#![allow(dead_code)]
+
+use std::time::{Duration, Instant};
+
+use concur_procs::{Task, TaskContext, WorkerExit};
+use serde::{Deserialize, Serialize};
+
+/// Every wait in these tests gives up after this long.
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+/// Waits until `cond` holds, failing the test after `limit`.
+pub fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let end = Instant::now() + limit;
+    let mut pause = Duration::from_millis(1);
+    while !cond() {
+        assert!(Instant::now() < end, "{what} did not happen within {limit:?}");
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// True while `pid` exists and is not a zombie.
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|s| s != "Z" && s != "X"),
+        Err(_) => false,
+    }
+}
+
+/// Bytes encoded as one block (fast in debug builds, unlike `Vec<u8>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Blob(pub Vec<u8>);
+
+impl Serialize for Blob {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Blob {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Blob;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_bytes<E>(self, v: &[u8]) -> Result<Blob, E> {
+                Ok(Blob(v.to_vec()))
+            }
+            fn visit_byte_buf<E>(self, v: Vec<u8>) -> Result<Blob, E> {
+                Ok(Blob(v))
+            }
+        }
+        d.deserialize_byte_buf(V)
+    }
+}
+
+/// How a [`Crash`] task ends its worker.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub enum How {
+    Abort,
+    Segfault,
+    Sigkill,
+    Panic,
+    /// Allocates this many bytes and touches them.
+    Allocate(u64),
+}
+
+/// Crashes its worker, after waiting for a go-ahead message when `wait` is set.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Crash {
+    pub how: How,
+    pub wait: bool,
+}
+
+impl Task for Crash {
+    type Output = u32;
+    type ToCaller = u32;
+    type FromCaller = ();
+    const NAME: &'static str = "procs-tests::Crash";
+    fn run(self, cx: &mut TaskContext<'_, Self>) -> u32 {
+        cx.send(std::process::id()).unwrap();
+        if self.wait {
+            cx.recv().expect("go-ahead");
+        }
+        match self.how {
+            How::Abort => std::process::abort(),
+            How::Segfault => {
+                // SAFETY: none; this write faults on purpose to end the worker.
+                unsafe { std::ptr::null_mut::<u8>().write_volatile(1) };
+                0
+            }
+            How::Sigkill => {
+                // SAFETY: raise takes a plain signal number.
+                unsafe { libc::raise(libc::SIGKILL) };
+                0
+            }
+            How::Panic => panic!("crash test panic {}", 42),
+            How::Allocate(n) => {
+                let v = vec![1u8; usize::try_from(n).unwrap()];
+                let v = std::hint::black_box(v);
+                u32::from(v[v.len() / 2])
+            }
+        }
+    }
+}
+
+/// Returns its worker's identity.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Who;
+
+impl Task for Who {
+    type Output = concur_core::WorkerInfo;
+    type ToCaller = ();
+    type FromCaller = ();
+    const NAME: &'static str = "procs-tests::Who";
+    fn run(self, cx: &mut TaskContext<'_, Self>) -> concur_core::WorkerInfo {
+        cx.worker()
+    }
+}
+
+/// Sleeps, after telling the caller its pid.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Sleep {
+    pub ms: u64,
+}
+
+impl Task for Sleep {
+    type Output = u32;
+    type ToCaller = u32;
+    type FromCaller = ();
+    const NAME: &'static str = "procs-tests::Sleep";
+    fn run(self, cx: &mut TaskContext<'_, Self>) -> u32 {
+        let _ = cx.send(std::process::id());
+        std::thread::sleep(Duration::from_millis(self.ms));
+        std::process::id()
+    }
+}
+
+/// Sums its input and returns `out_len` bytes: `i % 251` at `i` when
+/// `patterned`, else all 5 (cheap to make).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Echo {
+    pub input: Blob,
+    pub out_len: usize,
+    pub patterned: bool,
+}
+
+impl Task for Echo {
+    type Output = (u64, Blob);
+    type ToCaller = ();
+    type FromCaller = ();
+    const NAME: &'static str = "procs-tests::Echo";
+    fn run(self, _cx: &mut TaskContext<'_, Self>) -> (u64, Blob) {
+        let sum = self.input.0.iter().map(|&b| u64::from(b)).sum();
+        if !self.patterned {
+            return (sum, Blob(vec![5; self.out_len]));
+        }
+        (sum, Blob((0..self.out_len).map(|i| (i % 251) as u8).collect()))
+    }
+}
+
+concur_procs::register!(Crash, Who, Sleep, Echo);
+
+/// The expected exit of each crash kind.
+pub fn signal_of(how: How) -> WorkerExit {
+    match how {
+        How::Abort => WorkerExit::Signal(libc::SIGABRT),
+        How::Segfault => WorkerExit::Signal(libc::SIGSEGV),
+        How::Sigkill => WorkerExit::Signal(libc::SIGKILL),
+        How::Panic | How::Allocate(_) => WorkerExit::Unknown,
+    }
+}
