@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::backend::BackendName;
-use crate::exit;
+use crate::exit::{self, exit_codes_help};
 
 /// The `--version` text: the version and the backends compiled in.
 fn long_version() -> &'static str {
@@ -57,32 +57,53 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// List the backends compiled into this binary and what each can do.
-    #[command(after_help = "Example:\n  concur backends")]
+    #[command(after_help = BACKENDS_HELP)]
     Backends(BackendsArgs),
     /// Start workers, show who runs where, and show how memory is shared.
-    #[command(after_help = DEMO_EXAMPLES)]
+    #[command(after_help = DEMO_HELP)]
     Demo(DemoArgs),
     /// Measure real workloads on each backend and compare them side by side.
-    #[command(after_help = BENCH_EXAMPLES, after_long_help = BENCH_EXAMPLES)]
+    #[command(after_help = BENCH_HELP)]
     Bench(BenchArgs),
     /// Internal: the binary re-runs itself with this (not for users).
     #[command(hide = true, name = "__internal")]
     Internal(InternalArgs),
 }
 
-const DEMO_EXAMPLES: &str = "\
-Examples:
+const BACKENDS_HELP: &str = concat!(
+    "Example:
+  concur backends
+  concur --version                    the version and the backends compiled in
+
+",
+    exit_codes_help!()
+);
+
+const DEMO_HELP: &str = concat!(
+    "Examples:
   concur demo                         every backend compiled in, one worker per core
   concur demo --backend procs -w 4    four worker processes
-  CONCUR_BACKEND=threads concur demo";
+  CONCUR_BACKEND=threads concur demo
 
-const BENCH_EXAMPLES: &str = "\
-Examples:
+",
+    exit_codes_help!()
+);
+
+const BENCH_HELP: &str = concat!(
+    "Examples:
   concur bench                                   every workload on every backend (under 2 minutes)
   concur bench --quick                           fewer, shorter samples (under 20 seconds)
   concur bench --workload cpu,io --backend threads
   concur bench --format json --out results.json  machine-readable report in a file
-  concur bench --plot bench.svg                  also draw a bar chart";
+  concur bench --plot bench.svg                  also draw a bar chart
+
+The JSON report (schema concur-bench/1) holds the machine (os, arch, cores),
+the settings, and per workload every metric with its unit, every sample and
+the median per backend, and the recommendation.
+
+",
+    exit_codes_help!()
+);
 
 /// Arguments of `concur backends`.
 #[derive(Debug, Args)]
@@ -204,7 +225,7 @@ pub enum WorkloadChoice {
 pub enum Format {
     /// A table for people, with a recommendation per workload.
     Table,
-    /// One JSON document (schema in `concur --help` and the crate docs).
+    /// One JSON document (schema concur-bench/1, see below).
     Json,
     /// One row per workload, metric and backend.
     Csv,

@@ -13,12 +13,20 @@ pub const FAILURE: u8 = 1;
 /// unwritable output path. Nothing was run and nothing was written.
 pub const USAGE: u8 = 2;
 
-/// The exit codes, as shown at the end of `--help`.
-pub const HELP: &str = "\
-Exit codes:
+/// The exit codes as help text (a macro, so that each command's help can
+/// `concat!` it after its examples).
+macro_rules! exit_codes_help {
+    () => {
+        "Exit codes:
   0  success (also when standard output is closed early, as by `| head`)
   1  runtime failure: one line on standard error says what failed and why
-  2  bad usage: one line on standard error names the problem or the valid choices";
+  2  bad usage: one line on standard error names the problem or the valid choices"
+    };
+}
+pub(crate) use exit_codes_help;
+
+/// The exit codes, as shown at the end of `--help`.
+pub const HELP: &str = exit_codes_help!();
 
 /// Why the binary stops early.
 #[derive(Debug)]

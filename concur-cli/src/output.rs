@@ -69,11 +69,18 @@ impl OutFile {
     pub fn write(mut self, bytes: &[u8]) -> CliResult<()> {
         let mut file = self.file.take().expect("an OutFile is written once");
         let doing = format!("writing {}", self.path.display());
-        file.set_len(0)
-            .and_then(|()| file.rewind())
-            .and_then(|()| file.write_all(bytes))
-            .and_then(|()| file.sync_all())
-            .map_err(|e| CliError::runtime(doing, e))
+        // Only a regular file is truncated (and synced): `/dev/stdout` or a
+        // named pipe is written as it is.
+        let regular = file.metadata().is_ok_and(|m| m.is_file());
+        let result = if regular {
+            file.set_len(0)
+                .and_then(|()| file.rewind())
+                .and_then(|()| file.write_all(bytes))
+                .and_then(|()| file.sync_all())
+        } else {
+            file.write_all(bytes).and_then(|()| file.flush())
+        };
+        result.map_err(|e| CliError::io(doing, e))
     }
 }
 
