@@ -2,8 +2,9 @@
 //! (threads) or encoded (processes). Backends carry payloads; the typed API
 //! in core turns them back into values.
 
-use std::any::Any;
+use std::any::{Any, TypeId};
 use std::fmt;
+use std::mem::{self, MaybeUninit};
 
 use crate::codec;
 use crate::error::TaskError;
@@ -32,13 +33,106 @@ impl<M: Message> Erased for M {
 pub struct Payload(Inner);
 
 enum Inner {
+    /// A value small enough to live inline: most outputs (numbers, small
+    /// structs) then cost no allocation on the thread backend's hot path.
+    Small(Small),
     Value(Box<dyn Erased>),
     Bytes(Box<dyn AsRef<[u8]> + Send>),
+}
+
+/// Room for an inline value, in words.
+const SMALL_WORDS: usize = 3;
+
+/// A value of some `Message` type stored inline, with the functions that
+/// know its type.
+struct Small {
+    data: MaybeUninit<[usize; SMALL_WORDS]>,
+    vt: &'static SmallVt,
+}
+
+struct SmallVt {
+    type_id: fn() -> TypeId,
+    /// Encodes the value at the pointer (which must hold a live value of the type).
+    encode: unsafe fn(*const u8) -> Result<Vec<u8>, TaskError>,
+    /// Drops the value at the pointer in place.
+    drop: unsafe fn(*mut u8),
+}
+
+trait HasSmallVt {
+    const VT: SmallVt;
+}
+
+impl<M: Message> HasSmallVt for M {
+    const VT: SmallVt = SmallVt {
+        type_id: TypeId::of::<M>,
+        encode: encode_small::<M>,
+        drop: drop_small::<M>,
+    };
+}
+
+/// # Safety
+/// `p` points to a live, properly aligned `M`.
+unsafe fn encode_small<M: Message>(p: *const u8) -> Result<Vec<u8>, TaskError> {
+    // SAFETY: the caller guarantees `p` holds a live `M`.
+    let value = unsafe { &*p.cast::<M>() };
+    codec::encode(value, std::any::type_name::<M>())
+}
+
+/// # Safety
+/// `p` points to a live, properly aligned `M` that is not used afterwards.
+unsafe fn drop_small<M: Message>(p: *mut u8) {
+    // SAFETY: the caller guarantees `p` holds a live `M` it gives up.
+    unsafe { std::ptr::drop_in_place(p.cast::<M>()) }
+}
+
+impl Small {
+    fn fits<M>() -> bool {
+        mem::size_of::<M>() <= mem::size_of::<[usize; SMALL_WORDS]>()
+            && mem::align_of::<M>() <= mem::align_of::<[usize; SMALL_WORDS]>()
+    }
+
+    /// Stores `value` inline. Only called when [`Small::fits`] holds for `M`.
+    fn new<M: Message>(value: M) -> Self {
+        debug_assert!(Self::fits::<M>());
+        let mut data = MaybeUninit::<[usize; SMALL_WORDS]>::uninit();
+        // SAFETY: `fits` checked that `M`'s size and alignment fit the buffer.
+        unsafe { data.as_mut_ptr().cast::<M>().write(value) };
+        Small {
+            data,
+            vt: &<M as HasSmallVt>::VT,
+        }
+    }
+
+    fn ptr(&self) -> *const u8 {
+        self.data.as_ptr().cast()
+    }
+
+    /// Moves the value out if it is an `M`.
+    fn take<M: Message>(self) -> Result<M, Self> {
+        if (self.vt.type_id)() != TypeId::of::<M>() {
+            return Err(self);
+        }
+        let this = mem::ManuallyDrop::new(self);
+        // SAFETY: the type ids match, so the buffer holds a live `M`; `this`
+        // is never dropped, so the value is moved out exactly once.
+        Ok(unsafe { this.ptr().cast::<M>().read() })
+    }
+}
+
+impl Drop for Small {
+    fn drop(&mut self) {
+        // SAFETY: a `Small` always holds a live value of its vtable's type
+        // (`take` forgets the `Small` it moves out of).
+        unsafe { (self.vt.drop)(self.data.as_mut_ptr().cast()) }
+    }
 }
 
 impl Payload {
     /// Wraps a value to be moved.
     pub fn value<M: Message>(value: M) -> Self {
+        if Small::fits::<M>() {
+            return Payload(Inner::Small(Small::new(value)));
+        }
         Payload(Inner::Value(Box::new(value)))
     }
 
@@ -58,6 +152,8 @@ impl Payload {
     /// [`ErrorKind::Codec`](crate::ErrorKind::Codec) when the value cannot be encoded.
     pub fn to_bytes(&self) -> Result<Vec<u8>, TaskError> {
         match &self.0 {
+            // SAFETY: a `Small` holds a live value of its vtable's type.
+            Inner::Small(s) => unsafe { (s.vt.encode)(s.ptr()) },
             Inner::Value(v) => v.encode(),
             Inner::Bytes(b) => Ok(b.as_ref().as_ref().to_vec()),
         }
@@ -69,16 +165,19 @@ impl Payload {
     /// [`ErrorKind::Codec`](crate::ErrorKind::Codec) when the bytes do not decode
     /// or the value is of another type.
     pub fn into_value<M: Message>(self, what: &str) -> Result<M, TaskError> {
+        let wrong_type = || {
+            TaskError::codec(
+                what,
+                std::io::Error::other(format!("payload is not a {}", std::any::type_name::<M>())),
+            )
+        };
         match self.0 {
-            Inner::Value(v) => v.into_any().downcast::<M>().map(|b| *b).map_err(|_| {
-                TaskError::codec(
-                    what,
-                    std::io::Error::other(format!(
-                        "payload is not a {}",
-                        std::any::type_name::<M>()
-                    )),
-                )
-            }),
+            Inner::Small(s) => s.take::<M>().map_err(|_| wrong_type()),
+            Inner::Value(v) => v
+                .into_any()
+                .downcast::<M>()
+                .map(|b| *b)
+                .map_err(|_| wrong_type()),
             Inner::Bytes(b) => codec::decode((*b).as_ref(), what),
         }
     }
@@ -87,7 +186,7 @@ impl Payload {
 impl fmt::Debug for Payload {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.0 {
-            Inner::Value(_) => f.write_str("Payload::Value(..)"),
+            Inner::Small(_) | Inner::Value(_) => f.write_str("Payload::Value(..)"),
             Inner::Bytes(b) => write!(f, "Payload::Bytes({} bytes)", (**b).as_ref().len()),
         }
     }
@@ -107,6 +206,58 @@ mod tests {
             "hi"
         );
         assert_eq!(Payload::value(5u64).into_value::<u64>("m").unwrap(), 5);
+    }
+
+    #[test]
+    fn small_and_large_values_move_and_drop_once() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        // An Arc counts drops: it is small (one word), a Vec of them is not.
+        let counter = Arc::new(AtomicUsize::new(0));
+        #[derive(serde::Serialize, serde::Deserialize)]
+        struct Tracked {
+            #[serde(skip)]
+            drops: Option<Arc<AtomicUsize>>,
+        }
+        impl Drop for Tracked {
+            fn drop(&mut self) {
+                if let Some(c) = &self.drops {
+                    c.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        }
+        drop(Payload::value(Tracked {
+            drops: Some(counter.clone()),
+        }));
+        assert_eq!(
+            counter.load(Ordering::SeqCst),
+            1,
+            "inline value dropped once"
+        );
+        let back: Tracked = Payload::value(Tracked {
+            drops: Some(counter.clone()),
+        })
+        .into_value("m")
+        .unwrap();
+        assert_eq!(counter.load(Ordering::SeqCst), 1, "moved out, not dropped");
+        drop(back);
+        assert_eq!(counter.load(Ordering::SeqCst), 2);
+        let p = Payload::value(Tracked {
+            drops: Some(counter.clone()),
+        });
+        assert!(p.into_value::<u64>("m").is_err());
+        assert_eq!(
+            counter.load(Ordering::SeqCst),
+            3,
+            "a failed take still drops"
+        );
+        let big = vec![7u64; 3];
+        let p = Payload::value((big.clone(), [0u64; 8]));
+        assert_eq!(
+            p.to_bytes().unwrap(),
+            crate::codec::encode(&(big.clone(), [0u64; 8]), "x").unwrap()
+        );
+        assert_eq!(p.into_value::<(Vec<u64>, [u64; 8])>("m").unwrap().0, big);
     }
 
     #[test]
