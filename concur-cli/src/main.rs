@@ -34,7 +34,7 @@
 //!
 //! # JSON report
 //! `concur bench --format json` writes one document with schema id
-//! `concur-bench/1`: `machine` (os, arch, cores, cpu, kernel), `settings`
+//! `concur-bench/1`: `machine` (os, arch, cores, cpu, kernel, load_average), `settings`
 //! (backends, workloads, workers, quick, samples) and `workloads`, each with
 //! its `metrics` (name, label, unit, better: lower|higher, and per backend
 //! every sample and the median), `notes` and its `recommendation`. The full

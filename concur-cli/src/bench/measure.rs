@@ -57,9 +57,9 @@ impl Plan {
         let (spin_rounds, spin_ms) = calibrate_spin(spin_target);
         Self {
             workers,
-            samples: if quick { 3 } else { 5 },
-            round_trips: if quick { 50 } else { 200 },
-            burst: if quick { 2_000 } else { 20_000 },
+            samples: if quick { 3 } else { 7 },
+            round_trips: if quick { 50 } else { 500 },
+            burst: if quick { 2_000 } else { 50_000 },
             spin_rounds,
             spin_ms,
             block_ms: if quick { 10 } else { 20 },
@@ -342,7 +342,14 @@ fn crash<K: PoolKind>(
     }
     let mut m = Measured::default();
     let mut lost = None;
+    let mut first = Some(pool);
     for _ in 0..plan.samples {
+        // A fresh pool per sample: samples stay independent, and no pool
+        // nears its restart limit (crashes per time window).
+        let pool = match first.take() {
+            Some(pool) => pool,
+            None => ready_pool::<K>(plan.workers, plan)?,
+        };
         // Time from the crash being reported to every worker answering again.
         let err = match pool.submit(Abort)?.join() {
             Ok(()) => return Err(Box::new(Problem("the aborting task returned".into()))),

@@ -41,6 +41,7 @@ pub fn run(config: BenchConfig) -> CliResult<()> {
         out,
         plot,
     } = config;
+    let machine = Machine::here();
     let plan = Plan::new(workers, quick);
     let total = (backends.len() * workloads.len() * plan.samples) as u64;
     let progress = if std::io::stderr().is_terminal() {
@@ -75,7 +76,7 @@ pub fn run(config: BenchConfig) -> CliResult<()> {
     let report = Report {
         schema: report::SCHEMA,
         concur_version: env!("CARGO_PKG_VERSION"),
-        machine: Machine::here(),
+        machine,
         settings: Settings::new(&backends, &workloads, &plan, quick),
         workloads: reports,
     };

@@ -75,9 +75,9 @@ fn chart<'a, 'b>(
 ) -> Result<Chart<'a, 'b>, BoxError> {
     Ok(ChartBuilder::on(area)
         .margin(10)
-        .x_label_area_size(40)
+        .x_label_area_size(50)
         .y_label_area_size(60)
-        .build_cartesian_2d(0.0..workloads.max(1) as f64, 0.0..1.15)?)
+        .build_cartesian_2d(0.0..workloads.max(1) as f64, 0.0..1.3)?)
 }
 
 fn err(e: impl std::fmt::Display) -> BoxError {
@@ -112,6 +112,8 @@ pub fn svg(report: &Report) -> Result<String, BoxError> {
             .disable_x_mesh()
             .disable_x_axis()
             .x_labels(0)
+            .light_line_style(WHITE)
+            .y_labels(7)
             .y_desc("relative to best (1 = best)")
             .y_label_formatter(&|v| format!("{v:.1}"))
             .draw()
@@ -135,10 +137,24 @@ pub fn svg(report: &Report) -> Result<String, BoxError> {
             .map_err(err)?;
         for (i, w) in report.workloads.iter().enumerate() {
             let (x, y) = chart.backend_coord(&(i as f64 + 0.5, 0.0));
+            let centered =
+                |text: &str, size: i32| (x - size * text.chars().count() as i32 * 7 / 24, size);
+            let (x0, _) = centered(w.name, 14);
             root.draw(&Text::new(
                 w.name.to_owned(),
-                (x - 4 * w.name.len() as i32, y + 12),
+                (x0, y + 10),
                 ("sans-serif", 14),
+            ))
+            .map_err(err)?;
+            let m = w.headline_metric();
+            let sub = format!("{} ({})", m.label, m.unit);
+            let (x1, _) = centered(&sub, 11);
+            root.draw(&Text::new(
+                sub,
+                (x1, y + 28),
+                ("sans-serif", 11)
+                    .into_font()
+                    .color(&RGBColor(0x55, 0x55, 0x55)),
             ))
             .map_err(err)?;
         }
@@ -167,7 +183,11 @@ pub fn svg(report: &Report) -> Result<String, BoxError> {
                     .map_err(err)?;
                 chart
                     .draw_series(std::iter::once(Text::new(
-                        number(r),
+                        if r > 0.0 && r < 0.01 {
+                            "<0.01".to_owned()
+                        } else {
+                            number(r)
+                        },
                         (x0 + width / 2.0 - 0.04, r + 0.05),
                         ("sans-serif", 12),
                     )))

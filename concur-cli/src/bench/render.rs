@@ -49,6 +49,13 @@ pub fn table(report: &Report) -> String {
             .map(|c| format!(", {c}"))
             .unwrap_or_default()
     );
+    if let Some(load) = m.load_average.filter(|l| *l >= m.cores as f64 * 0.5) {
+        let _ = writeln!(
+            out,
+            "note: the machine was busy (load average {load:.1} on {} cores): figures, speedups above all, may be pessimistic",
+            m.cores
+        );
+    }
     let _ = writeln!(out);
 
     let backends = &s.backends;

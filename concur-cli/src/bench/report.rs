@@ -10,7 +10,8 @@
 //!     "os": "linux", "arch": "x86_64",
 //!     "cores": 2,                      // cores available to the process
 //!     "cpu": "…" | null,               // CPU model, when known
-//!     "kernel": "6.1.0" | null         // OS release, when known
+//!     "kernel": "6.1.0" | null,        // OS release, when known
+//!     "load_average": 0.4 | null       // 1-minute load when the run started
 //!   },
 //!   "settings": {
 //!     "backends": ["threads", "procs"],
@@ -85,6 +86,10 @@ pub struct Machine {
     pub cpu: Option<String>,
     /// Operating-system release, when known.
     pub kernel: Option<String>,
+    /// The one-minute load average when the run started, when known: above
+    /// the core count, other programs competed for the CPU and the figures
+    /// (speedups above all) are pessimistic.
+    pub load_average: Option<f64>,
 }
 
 impl Machine {
@@ -99,12 +104,16 @@ impl Machine {
         let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
             .ok()
             .map(|s| s.trim().to_owned());
+        let load_average = std::fs::read_to_string("/proc/loadavg")
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse().ok());
         Self {
             os: std::env::consts::OS,
             arch: std::env::consts::ARCH,
             cores: concur_core::default_workers(),
             cpu,
             kernel,
+            load_average,
         }
     }
 }
