@@ -142,7 +142,7 @@ pub fn from_clap(err: &clap::Error) -> CliError {
         .to_owned();
     let mut line = first;
     if let Some(ContextValue::Strings(valid)) = err.get(ContextKind::ValidValue) {
-        if !line.contains("possible values") {
+        if !valid.is_empty() && !line.contains("possible values") {
             line.push_str(&format!(" (valid: {})", valid.join(", ")));
         }
     }

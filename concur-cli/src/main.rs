@@ -101,10 +101,9 @@ fn clap_outcome(e: &clap::Error) -> CliResult<()> {
         ClapErrorKind::DisplayHelp | ClapErrorKind::DisplayVersion => e
             .print()
             .map_err(|err| exit::CliError::io("writing help", err)),
-        ClapErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
-            eprint!("{}", e.render());
-            Err(exit::CliError::usage("a command is required"))
-        }
+        ClapErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => Err(exit::CliError::usage(
+            "a command is required: backends, demo or bench; see `concur --help`",
+        )),
         _ => Err(exit::from_clap(e)),
     }
 }

@@ -774,9 +774,12 @@ fn unwritable_outputs_are_refused_and_nothing_is_written() {
 
 #[test]
 fn no_command_is_bad_usage() {
-    let run = concur_run(&[]);
-    assert_eq!(run.code, Some(2));
-    assert!(run.stdout.is_empty());
+    assert_usage_error(
+        &[],
+        &[],
+        &["a command is required: backends, demo or bench"],
+    );
+    assert_usage_error(&["bench", "--fast"], &[], &["--fast"]);
 }
 
 #[test]
