@@ -12,7 +12,7 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use concur_core::Executor;
+use concur_core::{Executor, WorkerExit};
 
 use crate::backend::{Backend, PoolKind, Visit};
 use crate::cli::InternalJob;
@@ -128,7 +128,8 @@ pub fn run_child(
     })
 }
 
-/// How a process ended, in words.
+/// How a process ended, in core's words ([`WorkerExit`]'s), with the
+/// signal's name: `killed by signal 6 (SIGABRT)`.
 pub fn describe(status: ExitStatus) -> String {
     #[cfg(unix)]
     {
@@ -142,13 +143,13 @@ pub fn describe(status: ExitStatus) -> String {
                 libc::SIGTERM => " (SIGTERM)",
                 _ => "",
             };
-            return format!("killed by signal {sig}{name}");
+            return format!("{}{name}", WorkerExit::Signal(sig));
         }
     }
-    match status.code() {
-        Some(code) => format!("exited with code {code}"),
-        None => "ended for an unknown reason".to_owned(),
-    }
+    status
+        .code()
+        .map_or(WorkerExit::Unknown, WorkerExit::Code)
+        .to_string()
 }
 
 /// Runs an internal job (the child side).

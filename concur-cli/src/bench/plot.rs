@@ -240,6 +240,46 @@ fn escape(s: &str) -> String {
 mod tests {
     use super::*;
 
+    use crate::bench::report::{BackendResult, MetricReport};
+
+    fn workload(better: Better, threads: Option<f64>, procs: Option<f64>) -> WorkloadReport {
+        let result = |backend, v: Option<f64>| BackendResult {
+            backend,
+            samples: v.into_iter().collect(),
+            median: v,
+        };
+        WorkloadReport {
+            name: "w",
+            description: "",
+            headline: "m",
+            metrics: vec![MetricReport {
+                name: "m",
+                label: "m",
+                unit: "ms",
+                better,
+                results: vec![
+                    result(BackendName::Threads, threads),
+                    result(BackendName::Procs, procs),
+                ],
+            }],
+            notes: vec![],
+            recommendation: String::new(),
+        }
+    }
+
+    #[test]
+    fn relative_puts_the_best_backend_at_one() {
+        let both = [BackendName::Threads, BackendName::Procs];
+        let w = workload(Better::Lower, Some(2.0), Some(8.0));
+        assert_eq!(relative(&w, &both), [Some(1.0), Some(0.25)]);
+        let w = workload(Better::Higher, Some(2.0), Some(8.0));
+        assert_eq!(relative(&w, &both), [Some(0.25), Some(1.0)]);
+        let w = workload(Better::Higher, Some(0.0), Some(1.0));
+        assert_eq!(relative(&w, &both), [Some(0.0), Some(1.0)]);
+        let w = workload(Better::Lower, None, Some(3.0));
+        assert_eq!(relative(&w, &both), [None, Some(1.0)]);
+    }
+
     #[test]
     fn inner_strips_the_svg_element() {
         let doc = "<svg width=\"1\" xmlns=\"x\">\n<rect/>\n</svg>\n";
