@@ -188,7 +188,6 @@ impl Visit for Child {
     fn visit<K: PoolKind>(self, backend: Backend) -> CliResult<()> {
         let doing = || format!("crash experiment on {backend}");
         let pool = K::build(self.workers).map_err(|e| CliError::runtime(doing(), e))?;
-        no_core_dump();
         output::stdout("ready\n")?;
         let abort = pool
             .submit(Abort)

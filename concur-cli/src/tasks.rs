@@ -216,8 +216,8 @@ pub fn rendezvous<E: Executor>(
 }
 
 /// Waits until `pool` has `n` workers running at once again (after a crash,
-/// say), trying [`try_rendezvous`] rounds with a short patience until
-/// `within` has passed.
+/// say), trying [`try_rendezvous`] rounds with a short, growing patience
+/// until `within` has passed.
 ///
 /// # Errors
 /// When a task fails, or the pool is not whole within `within`.
@@ -227,9 +227,10 @@ pub fn until_whole<E: Executor>(
     within: Duration,
 ) -> Result<(), Box<dyn StdError + Send + Sync>> {
     let end = Instant::now() + within;
-    // Short enough not to blur a recovery of a few milliseconds, long
-    // enough for a round trip on a busy machine.
-    let patience = Duration::from_millis(2);
+    // A failed round costs its patience, so it starts short (a healthy
+    // round is a couple of round trips) to keep the measured time close to
+    // the real one, and grows so that a busy machine still gets through.
+    let mut patience = Duration::from_micros(500);
     loop {
         let left = end.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -240,6 +241,7 @@ pub fn until_whole<E: Executor>(
         if try_rendezvous(pool, n, 0, patience.min(left), left, |_| {})?.is_ok() {
             return Ok(());
         }
+        patience = (patience * 3 / 2).min(Duration::from_millis(100));
     }
 }
 

@@ -93,8 +93,8 @@ fn calibrate_spin(target: Duration) -> (u64, f64) {
     }
 }
 
-/// The samples of one workload on one backend: per metric name, in the
-/// order of [`Workload::metrics`], and a note on what happened.
+/// The samples of one workload on one backend, per metric name (the report
+/// orders them as [`Workload::metrics`] declares), and a note on what happened.
 #[derive(Debug, Default)]
 pub struct Measured {
     /// Samples per metric (a metric that does not apply has none).
@@ -286,8 +286,6 @@ fn payload<K: PoolKind>(plan: &Plan, tick: &dyn Fn()) -> Result<Measured, BoxErr
         }
         tick();
     }
-    // Report in the order the workload declares (64 MiB first).
-    m.samples.reverse();
     Ok(m)
 }
 
@@ -384,12 +382,6 @@ fn crash<K: PoolKind>(
         m.push("survived", if whole { 1.0 } else { 0.0 });
         tick();
     }
-    m.samples.sort_by_key(|(name, _)| {
-        Workload::Crash
-            .metrics()
-            .iter()
-            .position(|s| s.name == *name)
-    });
     let cause = lost.map_or_else(String::new, |e| match e.kind() {
         ErrorKind::WorkerLost(exit) => format!(" (worker {exit})"),
         _ => format!(" ({e})"),
