@@ -118,14 +118,14 @@ fn counter_sentence(n: usize, before: u64, after: u64, checkins: &[Checkin]) -> 
     let n64 = n as u64;
     if after == before + n64 * ADD {
         format!(
-            "one shared memory: each of the {n} workers added {} to the counter, and the caller's counter went from {} to {}",
+            "one shared memory: each of the {n} workers added {} to the same counter, and the caller's counter went from {} to {}",
             thousands(ADD),
             thousands(before),
             thousands(after)
         )
     } else if after == before && seen.iter().all(|&s| s == ADD) {
         format!(
-            "copied memory: each of the {n} workers saw only its own {}, and the caller's counter stayed at {}",
+            "copied memory: every worker process has its own copy of the counter, so each of the {n} workers saw only its own {}, and the caller's counter stayed at {}",
             thousands(ADD),
             thousands(after)
         )
