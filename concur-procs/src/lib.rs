@@ -14,8 +14,9 @@
 //! ```no_run
 //! fn main() {
 //!     concur_procs::init(); // returns at once in the parent; never returns in a worker
-//!     // ... the program, which may build a ProcessPool ...
+//!     run_the_program();
 //! }
+//! # fn run_the_program() {} // the program, which may build a ProcessPool
 //! ```
 //!
 //! Test binaries have no `main` of their own: put
@@ -135,6 +136,9 @@ macro_rules! enable_test_support {
         }
     };
 }
+
+#[cfg(test)]
+enable_test_support!();
 
 #[doc(hidden)]
 pub mod __private {

@@ -607,3 +607,33 @@ pub(crate) fn fail_pool(shared: &Shared, st: &mut State, fail: &mut Vec<(Complet
     }
     st.failed = Some(reason);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use concur_core::{Configure, TaskContext};
+
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Unknown;
+
+    impl Task for Unknown {
+        type Output = ();
+        type ToCaller = ();
+        type FromCaller = ();
+        const NAME: &'static str = "pool::tests::Unknown";
+        fn run(self, _cx: &mut TaskContext<'_, Self>) {}
+    }
+
+    #[test]
+    fn worker_answers_not_registered_for_a_name_it_lacks() {
+        let p = ProcessPool::builder().workers(1).build().unwrap();
+        // Past the parent's check: as if the worker's registry differed.
+        let job = p.job::<Unknown>(codec::encode(&Unknown, "task").unwrap(), RunKind::Single, 1, Permit::none());
+        let h = TaskHandle::<Unknown>::new(&job.completion);
+        p.shared.submit_job(job).unwrap();
+        let err = h.join_timeout(Duration::from_secs(60)).unwrap().unwrap_err();
+        assert_eq!(err.kind(), &ErrorKind::NotRegistered { task: Unknown::NAME.into() });
+        // The worker survives it.
+        assert!(p.worker_pids()[0].is_some());
+    }
+}

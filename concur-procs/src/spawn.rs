@@ -26,6 +26,9 @@ pub(crate) const ENV_PARENT: &str = "CONCUR_PROCS_PARENT";
 /// at once, which the parent reports.
 pub(crate) const WORKER_ARG: &str = "--concur-procs-worker";
 
+/// Where the accepting thread reports the connection and its hello.
+type Accepted = mpsc::Receiver<Result<(Rx, Frame), String>>;
+
 /// A started, authenticated worker: its pid and both ends of its channel.
 pub(crate) struct Started {
     pub(crate) pid: u32,
@@ -40,7 +43,7 @@ pub(crate) struct Pending {
     pid: u32,
     name: String,
     token: String,
-    accepted: mpsc::Receiver<Result<(Rx, Frame), String>>,
+    accepted: Accepted,
 }
 
 fn token() -> Result<String, SpawnError> {
@@ -52,7 +55,7 @@ fn token() -> Result<String, SpawnError> {
 }
 
 /// A bootstrap server accepting in a helper thread (accept blocks).
-fn serve() -> Result<(String, mpsc::Receiver<Result<(Rx, Frame), String>>), SpawnError> {
+fn serve() -> Result<(String, Accepted), SpawnError> {
     let (server, name) = IpcOneShotServer::<Frame>::new().map_err(SpawnError::Os)?;
     let (tx, rx) = mpsc::channel();
     std::thread::Builder::new()
@@ -105,7 +108,7 @@ impl Pending {
 /// Waits for the hello on `accepted` and checks it. While waiting, watches
 /// `child` (when given) so that a child that died is reported at once.
 fn accept(
-    accepted: &mpsc::Receiver<Result<(Rx, Frame), String>>,
+    accepted: &Accepted,
     name: &str,
     token: &str,
     child: Option<u32>,
