@@ -1,4 +1,8 @@
-//! Cross-backend scenarios and end-to-end tests of the `concur` binary
-//! (publish = false). The crate's own documentation is the project README,
-//! so its example is compiled and run as a doctest.
+//! Cross-backend scenarios (`tests/cross_backend.rs`): the same task types
+//! and calls on every backend, side by side (publish = false). The
+//! end-to-end tests of the `concur` binary live in `concur-cli/tests`, where
+//! cargo provides `CARGO_BIN_EXE_concur`.
+//!
+//! The crate's documentation below is the project README, so its example is
+//! compiled and run as a doctest.
 #![doc = include_str!("../../README.md")]

@@ -1,9 +1,8 @@
 //! End-to-end tests of the `concur` binary, run as a user runs it.
 //!
-//! The binary lives in another package (`concur-cli`), and cargo gives
-//! `CARGO_BIN_EXE_*` only to a binary's own package, so the first test that
-//! needs it builds it once with `cargo build -p concur-cli`, forwarding this
-//! package's `threads` / `procs` features: `cargo test -p concur-tests
+//! They live in the binary's own package because cargo gives
+//! `CARGO_BIN_EXE_concur` only there; the package's features decide which
+//! backends the binary has and which cases run: `cargo test -p concur-cli
 //! --no-default-features --features threads` tests a threads-only binary.
 //!
 //! Every child process has a deadline and is killed when it passes it.
@@ -19,8 +18,6 @@ use serde_json::Value;
 
 /// How long one run of the binary may take.
 const RUN_DEADLINE: Duration = Duration::from_secs(90);
-/// How long building the binary may take.
-const BUILD_DEADLINE: Duration = Duration::from_secs(600);
 
 const WORKLOADS: [&str; 7] = [
     "startup", "dispatch", "cpu", "io", "payload", "messages", "crash",
@@ -38,49 +35,9 @@ fn backends() -> Vec<&'static str> {
     v
 }
 
-/// The `concur` binary, built once with this package's features.
+/// The `concur` binary cargo built for these tests, with this package's features.
 fn concur() -> &'static Path {
-    static EXE: OnceLock<PathBuf> = OnceLock::new();
-    EXE.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .expect("workspace root");
-        let mut cmd = Command::new(env!("CARGO"));
-        cmd.current_dir(root)
-            .args([
-                "build",
-                "-p",
-                "concur-cli",
-                "--bin",
-                "concur",
-                "--message-format=json",
-            ])
-            .arg("--no-default-features")
-            .arg(format!("--features={}", backends().join(",")));
-        if !cfg!(debug_assertions) {
-            cmd.arg("--release");
-        }
-        let out = finish(
-            cmd.stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("cargo runs"),
-            BUILD_DEADLINE,
-            "cargo build -p concur-cli",
-        );
-        assert!(
-            out.status.success(),
-            "building concur failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "concur")
-            .find_map(|m| m["executable"].as_str().map(PathBuf::from))
-            .expect("cargo reported the concur executable")
-    })
+    Path::new(env!("CARGO_BIN_EXE_concur"))
 }
 
 /// Waits for `child` (stdout and stderr piped, or stdout already closed)
