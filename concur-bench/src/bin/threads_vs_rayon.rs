@@ -54,6 +54,26 @@ fn main() {
     println!("concur-threads vs rayon, {workers} workers, median of {rounds} interleaved rounds");
     header();
 
+    const R: u64 = 2_000;
+    let (peer, ours) = interleaved(
+        rounds,
+        || {
+            for i in 0..R {
+                let (tx, rx) = mpsc::sync_channel(1);
+                rayon_pool.spawn(move || {
+                    let _ = tx.send(i);
+                });
+                assert_eq!(rx.recv().unwrap(), i);
+            }
+        },
+        || {
+            for i in 0..R {
+                assert_eq!(pool.submit(Noop(i)).unwrap().join().unwrap(), i);
+            }
+        },
+    );
+    Comparison::new("1 in flight no-op round trip", "rayon spawn+channel", peer, ours, 1.2).print(R, "us/task");
+
     const N: u64 = 100_000;
     let (peer, ours) = interleaved(
         rounds,
