@@ -96,6 +96,19 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl ThreadPool {
+    /// What thread pools can do, known without building one: tasks share
+    /// the caller's memory and values are moved (zero-copy); a running
+    /// thread cannot be killed, so timeouts and cancels only fail the
+    /// handle, and a crash takes the whole process.
+    pub const CAPABILITIES: Capabilities = Capabilities {
+        shared_memory: true,
+        kills_on_timeout: false,
+        kills_on_cancel: false,
+        isolates_crashes: false,
+        memory_limit: false,
+        zero_copy_payloads: true,
+    };
+
     /// A pool of `workers` threads with default settings.
     ///
     /// # Errors
@@ -390,14 +403,7 @@ impl Executor for ThreadPool {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            shared_memory: true,
-            kills_on_timeout: false,
-            kills_on_cancel: false,
-            isolates_crashes: false,
-            memory_limit: false,
-            zero_copy_payloads: true,
-        }
+        Self::CAPABILITIES
     }
 
     fn workers(&self) -> usize {
