@@ -8,8 +8,8 @@ use concur_core::{Configure, PoolConfig, TaskError};
 use crate::pool::ProcessPool;
 use crate::shm::DEFAULT_SHM_THRESHOLD;
 
-/// The default pipelining depth: tasks sent ahead to each worker.
-pub const DEFAULT_IN_FLIGHT_PER_WORKER: usize = 4;
+/// The most tasks sent ahead to each worker when the depth is adaptive (the default).
+pub const DEFAULT_IN_FLIGHT_PER_WORKER: usize = 16;
 /// The default deadline for a worker to start.
 pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(10);
 /// The default restart intensity: more than this many crashes ...
@@ -38,7 +38,7 @@ pub struct ProcessPoolBuilder {
     pub(crate) crash_window: Duration,
     pub(crate) start_timeout: Duration,
     pub(crate) shm_threshold: usize,
-    pub(crate) in_flight_per_worker: usize,
+    pub(crate) in_flight_per_worker: Option<usize>,
 }
 
 impl Default for ProcessPoolBuilder {
@@ -68,7 +68,7 @@ impl ProcessPoolBuilder {
             crash_window: DEFAULT_CRASH_WINDOW,
             start_timeout: DEFAULT_START_TIMEOUT,
             shm_threshold: DEFAULT_SHM_THRESHOLD,
-            in_flight_per_worker: DEFAULT_IN_FLIGHT_PER_WORKER,
+            in_flight_per_worker: None,
         }
     }
 
@@ -104,10 +104,16 @@ impl ProcessPoolBuilder {
         self
     }
 
-    /// Tasks sent ahead to each worker, so that it never waits for the next
-    /// one (default 4). 1 disables pipelining.
+    /// Tasks sent ahead to each worker, so that it never waits for the
+    /// next one; 1 disables pipelining.
+    ///
+    /// Default: adaptive, up to [`DEFAULT_IN_FLIGHT_PER_WORKER`]. The full
+    /// depth is used while a worker's tasks take under a millisecond on
+    /// average; longer (or not yet measured) tasks are sent two at a time,
+    /// so that they do not queue behind each other while another worker
+    /// idles. Setting a value fixes the depth.
     pub fn in_flight_per_worker(mut self, n: usize) -> Self {
-        self.in_flight_per_worker = n;
+        self.in_flight_per_worker = Some(n);
         self
     }
 
@@ -121,14 +127,23 @@ impl ProcessPoolBuilder {
     /// error when it failed in a worker.
     pub fn build(self) -> Result<ProcessPool, TaskError> {
         self.config.validate()?;
-        if self.in_flight_per_worker == 0 {
-            return Err(TaskError::config("in_flight_per_worker", "must be at least 1"));
+        if self.in_flight_per_worker == Some(0) {
+            return Err(TaskError::config(
+                "in_flight_per_worker",
+                "must be at least 1",
+            ));
         }
         if self.start_timeout.is_zero() {
-            return Err(TaskError::config("start_timeout", "must be longer than zero"));
+            return Err(TaskError::config(
+                "start_timeout",
+                "must be longer than zero",
+            ));
         }
         if self.crash_window.is_zero() {
-            return Err(TaskError::config("restart_limit", "the window must be longer than zero"));
+            return Err(TaskError::config(
+                "restart_limit",
+                "the window must be longer than zero",
+            ));
         }
         if self.memory_limit == Some(0) {
             return Err(TaskError::config("memory_limit", "must be at least 1 byte"));

@@ -96,8 +96,8 @@ pub use builder::{
     DEFAULT_START_TIMEOUT,
 };
 pub use concur_core::{
-    register, Configure, ErrorKind, Executor, ExecutorExt, PoolConfig, Task, TaskContext, TaskError, TaskHandle,
-    WorkerExit,
+    register, Configure, ErrorKind, Executor, ExecutorExt, PoolConfig, Task, TaskContext,
+    TaskError, TaskHandle, WorkerExit,
 };
 pub use pool::ProcessPool;
 pub use shm::DEFAULT_SHM_THRESHOLD;

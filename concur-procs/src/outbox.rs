@@ -10,6 +10,15 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use crate::wire::{Frame, Tx};
 
+/// Frames are packed together up to about this many bytes per message.
+const PACKET_BYTES: usize = 64 * 1024;
+
+fn send(tx: &Tx, packet: Vec<Frame>) {
+    // A failed send means the worker is gone; the router sees its channel
+    // close and the supervisor handles the rest.
+    let _ = tx.send(packet);
+}
+
 #[derive(Default)]
 struct Queue {
     frames: VecDeque<Frame>,
@@ -26,9 +35,15 @@ pub(crate) struct Outbox {
 impl Outbox {
     /// An outbox over `tx` with its sender thread started.
     pub(crate) fn start(tx: Tx, name: String) -> std::io::Result<Arc<Outbox>> {
-        let out = Arc::new(Outbox { queue: Mutex::default(), cond: Condvar::new(), tx: Mutex::new(tx) });
+        let out = Arc::new(Outbox {
+            queue: Mutex::default(),
+            cond: Condvar::new(),
+            tx: Mutex::new(tx),
+        });
         let o = out.clone();
-        std::thread::Builder::new().name(name).spawn(move || o.run())?;
+        std::thread::Builder::new()
+            .name(name)
+            .spawn(move || o.run())?;
         Ok(out)
     }
 
@@ -81,10 +96,18 @@ impl Outbox {
                 std::mem::take(&mut q.frames)
             };
             let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
+            let mut packet = Vec::new();
+            let mut bytes = 0;
             for frame in batch {
-                // A failed send means the worker is gone; the router sees
-                // its channel close and the supervisor handles the rest.
-                let _ = tx.send(frame);
+                bytes += frame.head.0.len() + frame.body.0.len();
+                packet.push(frame);
+                if bytes >= PACKET_BYTES {
+                    send(&tx, std::mem::take(&mut packet));
+                    bytes = 0;
+                }
+            }
+            if !packet.is_empty() {
+                send(&tx, packet);
             }
         }
     }

@@ -11,8 +11,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use concur_core::{
-    codec, registry, timer, Admission, BatchHandle, Capabilities, Completion, ErrorKind, Executor, Initializer, Link,
-    Payload, Permit, Task, TaskError, TaskHandle, TaskId,
+    codec, registry, timer, Admission, BatchHandle, Capabilities, Completion, ErrorKind, Executor,
+    Initializer, Link, Payload, Permit, Task, TaskError, TaskHandle, TaskId,
 };
 
 use crate::builder::ProcessPoolBuilder;
@@ -34,7 +34,9 @@ pub struct ProcessPool {
 
 impl std::fmt::Debug for ProcessPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ProcessPool").field("workers", &self.shared.settings.workers).finish()
+        f.debug_struct("ProcessPool")
+            .field("workers", &self.shared.settings.workers)
+            .finish()
     }
 }
 
@@ -49,6 +51,8 @@ pub(crate) struct Settings {
     pub(crate) start_timeout: Duration,
     pub(crate) shm_threshold: usize,
     pub(crate) depth: usize,
+    /// The depth adapts to task length (not set by the user).
+    pub(crate) adaptive: bool,
     pub(crate) initializer: Option<Initializer>,
 }
 
@@ -78,15 +82,50 @@ pub(crate) struct Worker {
     sent: u64,
     pub(crate) retiring: bool,
     pub(crate) killed: Option<Kill>,
+    /// When the task now at the front of `in_flight` started being served.
+    serving_since: Instant,
+    /// Recent time per task (moving average), once known.
+    per_task: Option<Duration>,
 }
+
+/// Tasks shorter than this on average are pipelined to the full depth;
+/// longer ones are sent two at a time, so that a long task does not hold
+/// others back that an idle worker could run.
+const PIPELINE_BELOW: Duration = Duration::from_millis(1);
 
 impl Worker {
     pub(crate) fn new(slot: usize, pid: u32, out: Arc<Outbox>) -> Self {
-        Worker { slot, pid, out, in_flight: VecDeque::new(), sent: 0, retiring: false, killed: None }
+        Worker {
+            slot,
+            pid,
+            out,
+            in_flight: VecDeque::new(),
+            sent: 0,
+            retiring: false,
+            killed: None,
+            serving_since: Instant::now(),
+            per_task: None,
+        }
     }
 
-    fn takes_work(&self, depth: usize) -> bool {
+    fn takes_work(&self, depth: usize, adaptive: bool) -> bool {
+        let depth = match self.per_task {
+            _ if !adaptive => depth,
+            Some(t) if t < PIPELINE_BELOW => depth,
+            _ => depth.min(2),
+        };
         !self.retiring && self.killed.is_none() && self.in_flight.len() < depth
+    }
+
+    /// Notes that the front task ended now.
+    fn served(&mut self) {
+        let now = Instant::now();
+        let took = now.saturating_duration_since(self.serving_since);
+        self.per_task = Some(match self.per_task {
+            Some(avg) => (avg * 3 + took) / 4,
+            None => took,
+        });
+        self.serving_since = now;
     }
 
     fn holds(&self, id: TaskId) -> Option<usize> {
@@ -107,9 +146,19 @@ pub(crate) struct State {
 
 /// Frames queued for workers while the lock was held, sent after it is released.
 #[must_use]
+#[derive(Default)]
 pub(crate) struct Touched(Vec<Arc<Outbox>>);
 
 impl Touched {
+    /// Adds `other`'s outboxes to these.
+    pub(crate) fn merge(&mut self, other: Touched) {
+        for o in other.0 {
+            if !self.0.iter().any(|x| Arc::ptr_eq(x, &o)) {
+                self.0.push(o);
+            }
+        }
+    }
+
     /// Sends from this thread (callers).
     pub(crate) fn flush_here(self) {
         for o in self.0 {
@@ -140,7 +189,9 @@ struct PoolLink(Weak<Shared>);
 
 impl Link for PoolLink {
     fn deliver(&self, id: TaskId, msg: Payload) -> Result<(), TaskError> {
-        let Some(shared) = self.0.upgrade() else { return Ok(()) };
+        let Some(shared) = self.0.upgrade() else {
+            return Ok(());
+        };
         let bytes = msg.to_bytes()?;
         shared.deliver(id, bytes)
     }
@@ -165,7 +216,7 @@ impl Shared {
 
     /// Sends queued jobs to workers with room, least loaded first.
     pub(crate) fn dispatch(&self, st: &mut State) -> Touched {
-        let depth = self.settings.depth;
+        let (depth, adaptive) = (self.settings.depth, self.settings.adaptive);
         let mut touched: Vec<Arc<Outbox>> = Vec::new();
         while !st.queue.is_empty() {
             let best = st
@@ -173,7 +224,7 @@ impl Shared {
                 .iter()
                 .flatten()
                 .filter_map(|inc| st.workers.get(inc).map(|w| (*inc, w)))
-                .filter(|(_, w)| w.takes_work(depth))
+                .filter(|(_, w)| w.takes_work(depth, adaptive))
                 .min_by_key(|(_, w)| w.in_flight.len())
                 .map(|(inc, _)| inc);
             let Some(inc) = best else { break };
@@ -181,7 +232,11 @@ impl Shared {
             if !job.completion.begin() {
                 continue; // cancelled while queued
             }
-            let head = Down::Run { id: job.completion.id(), name: job.name.to_owned(), kind: job.kind };
+            let head = Down::Run {
+                id: job.completion.id(),
+                name: job.name.to_owned(),
+                kind: job.kind,
+            };
             let frame = match Frame::new(&head, job.input.clone()) {
                 Ok(f) => f,
                 Err(e) => {
@@ -190,9 +245,17 @@ impl Shared {
                 }
             };
             let w = st.workers.get_mut(&inc).expect("chosen worker exists");
+            if w.in_flight.is_empty() {
+                w.serving_since = Instant::now();
+            }
             w.out.push(frame);
             for msg in job.down.drain(..) {
-                if let Ok(f) = Frame::new(&Down::Deliver { id: job.completion.id() }, Body::from_vec(msg, self.settings.shm_threshold)) {
+                if let Ok(f) = Frame::new(
+                    &Down::Deliver {
+                        id: job.completion.id(),
+                    },
+                    Body::from_vec(msg, self.settings.shm_threshold),
+                ) {
                     w.out.push(f);
                 }
             }
@@ -225,7 +288,10 @@ impl Shared {
                 return Err(ErrorKind::ShutDown.into());
             }
             if let Some(reason) = &st.failed {
-                return Err(ErrorKind::PoolFailed { reason: reason.clone() }.into());
+                return Err(ErrorKind::PoolFailed {
+                    reason: reason.clone(),
+                }
+                .into());
             }
             st.queue.push_back(job);
             self.dispatch(&mut st)
@@ -234,8 +300,9 @@ impl Shared {
         Ok(())
     }
 
-    /// A frame from worker `inc` (router thread).
-    pub(crate) fn on_up(self: &Arc<Self>, inc: u64, up: Up, body: Body) {
+    /// A frame from worker `inc` (router thread). Frames it queues for
+    /// workers are added to `touched`, for the router to send after its batch.
+    pub(crate) fn on_up(self: &Arc<Self>, inc: u64, up: Up, body: Body, touched: &mut Touched) {
         match up {
             Up::Started { id } => {
                 let st = self.lock();
@@ -257,23 +324,27 @@ impl Shared {
             Up::Message { id } => {
                 let c = {
                     let st = self.lock();
-                    st.workers.get(&inc).and_then(|w| w.holds(id).map(|i| w.in_flight[i].completion.clone()))
+                    st.workers
+                        .get(&inc)
+                        .and_then(|w| w.holds(id).map(|i| w.in_flight[i].completion.clone()))
                 };
                 if let Some(c) = c {
                     c.push_message(body.into_payload());
                 }
             }
             Up::Done { id, result } => {
-                let (job, touched) = {
+                let job = {
                     let mut st = self.lock();
                     let job = st.workers.get_mut(&inc).and_then(|w| {
                         let i = w.holds(id)?;
+                        if i == 0 {
+                            w.served();
+                        }
                         w.in_flight.remove(i)
                     });
-                    let touched = self.dispatch(&mut st);
-                    (job, touched)
+                    touched.merge(self.dispatch(&mut st));
+                    job
                 };
-                touched.kick();
                 if let Some(job) = job {
                     job.completion.finish(result.map(|()| body.into_payload()));
                 }
@@ -285,7 +356,9 @@ impl Shared {
     fn on_timeout(&self, inc: u64, id: TaskId, after: Duration) {
         let c = {
             let mut st = self.lock();
-            let Some(w) = st.workers.get_mut(&inc) else { return };
+            let Some(w) = st.workers.get_mut(&inc) else {
+                return;
+            };
             match w.in_flight.front() {
                 Some(j) if j.completion.id() == id && w.killed.is_none() => {
                     w.killed = Some(Kill::Timeout);
@@ -308,7 +381,10 @@ impl Shared {
             let Some(w) = st.workers.values().find(|w| w.holds(id).is_some()) else {
                 return Ok(()); // already done: the message has nobody to read it
             };
-            w.out.push(Frame::new(&Down::Deliver { id }, Body::from_vec(bytes, self.settings.shm_threshold))?);
+            w.out.push(Frame::new(
+                &Down::Deliver { id },
+                Body::from_vec(bytes, self.settings.shm_threshold),
+            )?);
             Touched(vec![w.out.clone()])
         };
         touched.flush_here();
@@ -318,7 +394,9 @@ impl Shared {
     fn cancel_running(&self, id: TaskId) {
         let touched = {
             let mut st = self.lock();
-            let Some(w) = st.workers.values_mut().find(|w| w.holds(id).is_some()) else { return };
+            let Some(w) = st.workers.values_mut().find(|w| w.holds(id).is_some()) else {
+                return;
+            };
             if w.holds(id) == Some(0) {
                 // Running (or about to run: the worker takes tasks in order).
                 if w.killed.is_none() {
@@ -418,7 +496,10 @@ impl ProcessPool {
             crash_window: b.crash_window,
             start_timeout: b.start_timeout,
             shm_threshold: b.shm_threshold,
-            depth: b.in_flight_per_worker,
+            depth: b
+                .in_flight_per_worker
+                .unwrap_or(crate::builder::DEFAULT_IN_FLIGHT_PER_WORKER),
+            adaptive: b.in_flight_per_worker.is_none(),
             initializer: config.initializer_value().cloned(),
         };
         if crate::worker::is_worker() {
@@ -429,7 +510,10 @@ impl ProcessPool {
         let shared = Arc::new_cyclic(|weak: &Weak<Shared>| Shared {
             settings,
             admission: Admission::new(config.queue_bound_value()),
-            state: Mutex::new(State { slots: vec![None; workers], ..State::default() }),
+            state: Mutex::new(State {
+                slots: vec![None; workers],
+                ..State::default()
+            }),
             changed: Condvar::new(),
             link: Arc::new(PoolLink(weak.clone())),
             router,
@@ -438,19 +522,36 @@ impl ProcessPool {
             stopped: Mutex::new(false),
         });
         let spawn_thread = |name: &str, f: Box<dyn FnOnce() + Send>| {
-            std::thread::Builder::new().name(name.into()).spawn(f).map_err(TaskError::io)
+            std::thread::Builder::new()
+                .name(name.into())
+                .spawn(f)
+                .map_err(TaskError::io)
         };
         let (ready_tx, ready_rx) = mpsc::channel();
         let sup = {
             let s = shared.clone();
-            spawn_thread("concur-procs-supervisor", Box::new(move || supervisor::run(s, sup_rx, ready_tx)))?
+            spawn_thread(
+                "concur-procs-supervisor",
+                Box::new(move || supervisor::run(s, sup_rx, ready_tx)),
+            )?
         };
-        shared.threads.lock().unwrap_or_else(|e| e.into_inner()).push(sup);
+        shared
+            .threads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(sup);
         let router = {
             let s = shared.clone();
-            spawn_thread("concur-procs-router", Box::new(move || crate::router::run(s, router_rx)))?
+            spawn_thread(
+                "concur-procs-router",
+                Box::new(move || crate::router::run(s, router_rx)),
+            )?
         };
-        shared.threads.lock().unwrap_or_else(|e| e.into_inner()).push(router);
+        shared
+            .threads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(router);
         let pool = ProcessPool { shared };
         match ready_rx.recv() {
             Ok(Ok(())) => Ok(pool),
@@ -469,7 +570,10 @@ impl ProcessPool {
     /// worker is being replaced).
     pub fn worker_pids(&self) -> Vec<Option<u32>> {
         let st = self.shared.lock();
-        st.slots.iter().map(|s| s.and_then(|inc| st.workers.get(&inc)).map(|w| w.pid)).collect()
+        st.slots
+            .iter()
+            .map(|s| s.and_then(|inc| st.workers.get(&inc)).map(|w| w.pid))
+            .collect()
     }
 
     fn job<T: Task>(&self, input: Vec<u8>, kind: RunKind, len: usize, permit: Permit) -> Job {
@@ -478,7 +582,11 @@ impl ProcessPool {
             name: T::NAME,
             kind,
             input: Body::from_vec(input, self.shared.settings.shm_threshold),
-            timeout: self.shared.settings.timeout.map(|t| t * u32::try_from(len).unwrap_or(u32::MAX)),
+            timeout: self
+                .shared
+                .settings
+                .timeout
+                .map(|t| t * u32::try_from(len).unwrap_or(u32::MAX)),
             tries: 0,
             down: Vec::new(),
         }
@@ -518,7 +626,11 @@ impl Executor for ProcessPool {
         Ok(handle)
     }
 
-    fn start_batch<T: Task>(&self, tasks: Vec<T>, permit: Permit) -> Result<BatchHandle<T>, TaskError> {
+    fn start_batch<T: Task>(
+        &self,
+        tasks: Vec<T>,
+        permit: Permit,
+    ) -> Result<BatchHandle<T>, TaskError> {
         registry::ensure_registered::<T>()?;
         let len = tasks.len();
         let input = codec::encode(&tasks, "task batch")?;
@@ -526,7 +638,11 @@ impl Executor for ProcessPool {
         let handle = BatchHandle::new(&job.completion, len);
         if len == 0 {
             job.completion.begin();
-            job.completion.finish(Payload::value(Vec::<Result<T::Output, TaskError>>::new()).to_bytes().map(Payload::bytes));
+            job.completion.finish(
+                Payload::value(Vec::<Result<T::Output, TaskError>>::new())
+                    .to_bytes()
+                    .map(Payload::bytes),
+            );
             return Ok(handle);
         }
         self.shared.submit_job(job)?;
@@ -550,7 +666,12 @@ impl Drop for ProcessPool {
 }
 
 /// Finishes the jobs of a worker that ended (supervisor thread).
-pub(crate) fn settle(shared: &Shared, st: &mut State, w: Worker, exit: concur_core::WorkerExit) -> Vec<(Completion, TaskError)> {
+pub(crate) fn settle(
+    shared: &Shared,
+    st: &mut State,
+    w: Worker,
+    exit: concur_core::WorkerExit,
+) -> Vec<(Completion, TaskError)> {
     use concur_core::WorkerExit;
     let lost = || TaskError::new(ErrorKind::WorkerLost(exit));
     let ours = w.killed.is_some() || exit == WorkerExit::Code(sys::EXIT_CANCELLED);
@@ -586,7 +707,11 @@ pub(crate) fn settle(shared: &Shared, st: &mut State, w: Worker, exit: concur_co
     if !ours && !clean {
         let now = Instant::now();
         st.crashes.push_back(now);
-        while st.crashes.front().is_some_and(|t| now.duration_since(*t) > shared.settings.crash_window) {
+        while st
+            .crashes
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > shared.settings.crash_window)
+        {
             st.crashes.pop_front();
         }
         if st.crashes.len() > shared.settings.max_crashes as usize && st.failed.is_none() {
@@ -603,7 +728,13 @@ pub(crate) fn fail_pool(shared: &Shared, st: &mut State, fail: &mut Vec<(Complet
         shared.settings.max_crashes, shared.settings.crash_window
     );
     for j in st.queue.drain(..) {
-        fail.push((j.completion, ErrorKind::PoolFailed { reason: reason.clone() }.into()));
+        fail.push((
+            j.completion,
+            ErrorKind::PoolFailed {
+                reason: reason.clone(),
+            }
+            .into(),
+        ));
     }
     st.failed = Some(reason);
 }
@@ -628,11 +759,24 @@ mod tests {
     fn worker_answers_not_registered_for_a_name_it_lacks() {
         let p = ProcessPool::builder().workers(1).build().unwrap();
         // Past the parent's check: as if the worker's registry differed.
-        let job = p.job::<Unknown>(codec::encode(&Unknown, "task").unwrap(), RunKind::Single, 1, Permit::none());
+        let job = p.job::<Unknown>(
+            codec::encode(&Unknown, "task").unwrap(),
+            RunKind::Single,
+            1,
+            Permit::none(),
+        );
         let h = TaskHandle::<Unknown>::new(&job.completion);
         p.shared.submit_job(job).unwrap();
-        let err = h.join_timeout(Duration::from_secs(60)).unwrap().unwrap_err();
-        assert_eq!(err.kind(), &ErrorKind::NotRegistered { task: Unknown::NAME.into() });
+        let err = h
+            .join_timeout(Duration::from_secs(60))
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(
+            err.kind(),
+            &ErrorKind::NotRegistered {
+                task: Unknown::NAME.into()
+            }
+        );
         // The worker survives it.
         assert!(p.worker_pids()[0].is_some());
     }

@@ -73,7 +73,11 @@ mod tests {
         let big = Body::from_vec(vec![7; 5], 4);
         assert!(matches!(big, Body::Shared(_)));
         assert_eq!(big.as_slice(), &[7; 5]);
-        let p = Body::from_vec(concur_core::codec::encode(&vec![3u8; 100], "t").unwrap(), 10).into_payload();
+        let p = Body::from_vec(
+            concur_core::codec::encode(&vec![3u8; 100], "t").unwrap(),
+            10,
+        )
+        .into_payload();
         assert_eq!(p.into_value::<Vec<u8>>("t").unwrap(), vec![3u8; 100]);
     }
 }

@@ -13,7 +13,7 @@ use ipc_channel::ipc::{IpcOneShotServer, IpcSender};
 
 use crate::error::SpawnError;
 use crate::sys;
-use crate::wire::{Frame, Rx, Tx, Up};
+use crate::wire::{Packet, Rx, Tx, Up};
 
 /// Names the bootstrap server a worker connects to.
 pub(crate) const ENV_SERVER: &str = "CONCUR_PROCS_SERVER";
@@ -27,7 +27,7 @@ pub(crate) const ENV_PARENT: &str = "CONCUR_PROCS_PARENT";
 pub(crate) const WORKER_ARG: &str = "--concur-procs-worker";
 
 /// Where the accepting thread reports the connection and its hello.
-type Accepted = mpsc::Receiver<Result<(Rx, Frame), String>>;
+type Accepted = mpsc::Receiver<Result<(Rx, Packet), String>>;
 
 /// A started, authenticated worker: its pid and both ends of its channel.
 pub(crate) struct Started {
@@ -56,7 +56,7 @@ fn token() -> Result<String, SpawnError> {
 
 /// A bootstrap server accepting in a helper thread (accept blocks).
 fn serve() -> Result<(String, Accepted), SpawnError> {
-    let (server, name) = IpcOneShotServer::<Frame>::new().map_err(SpawnError::Os)?;
+    let (server, name) = IpcOneShotServer::<Packet>::new().map_err(SpawnError::Os)?;
     let (tx, rx) = mpsc::channel();
     std::thread::Builder::new()
         .name("concur-procs-accept".into())
@@ -86,15 +86,31 @@ pub(crate) fn launch() -> Result<Pending, SpawnError> {
         .map_err(SpawnError::Os)?;
     // The child is reaped with waitpid by pid, not through `Child`.
     let pid = child.id();
-    Ok(Pending { pid, name, token, accepted })
+    Ok(Pending {
+        pid,
+        name,
+        token,
+        accepted,
+    })
 }
 
 impl Pending {
     /// Waits until `deadline` for the child to connect and prove its token.
     /// On failure the child is killed and reaped.
-    pub(crate) fn connect(self, deadline: Instant, budget: Duration) -> Result<Started, SpawnError> {
+    pub(crate) fn connect(
+        self,
+        deadline: Instant,
+        budget: Duration,
+    ) -> Result<Started, SpawnError> {
         let pid = self.pid;
-        match accept(&self.accepted, &self.name, &self.token, Some(pid), deadline, budget) {
+        match accept(
+            &self.accepted,
+            &self.name,
+            &self.token,
+            Some(pid),
+            deadline,
+            budget,
+        ) {
             Ok((tx, rx)) => Ok(Started { pid, tx, rx }),
             Err(e) => {
                 sys::kill(pid);
@@ -125,7 +141,9 @@ fn accept(
         match accepted.recv_timeout(poll.min(deadline - now)) {
             Ok(r) => break r,
             Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => return Err(SpawnError::Protocol("bootstrap thread ended")),
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(SpawnError::Protocol("bootstrap thread ended"))
+            }
         }
         if let Some(pid) = child {
             if let Ok(Some(exit)) = sys::try_wait(pid) {
@@ -134,9 +152,15 @@ fn accept(
             }
         }
     };
-    let (rx, mut hello) = got.map_err(|_| SpawnError::Protocol("no hello"))?;
+    let (rx, packet) = got.map_err(|_| SpawnError::Protocol("no hello"))?;
+    let mut hello = packet
+        .into_iter()
+        .next()
+        .ok_or(SpawnError::Protocol("empty hello"))?;
     let chan = hello.chan.take();
-    let (up, _) = hello.open::<Up>().map_err(|_| SpawnError::Protocol("bad hello"))?;
+    let (up, _) = hello
+        .open::<Up>()
+        .map_err(|_| SpawnError::Protocol("bad hello"))?;
     match up {
         Up::Hello { token: t, pid } if t == token && child.is_none_or(|c| c == pid) => {
             let tx = chan.ok_or(SpawnError::Protocol("hello without a channel"))?;
@@ -150,7 +174,7 @@ fn accept(
 /// Lets a helper thread blocked in `accept` finish (a child that never
 /// connected). The connection is dropped at once.
 fn unblock(name: &str) {
-    let _ = IpcSender::<Frame>::connect(name.to_owned());
+    let _ = IpcSender::<Packet>::connect(name.to_owned());
 }
 
 #[cfg(test)]
@@ -158,12 +182,21 @@ mod tests {
     use super::*;
     use crate::shm::Body;
 
-    fn hello(name: String, token: &str) -> ipc_channel::ipc::IpcReceiver<Frame> {
-        let up = IpcSender::<Frame>::connect(name).unwrap();
-        let (down_tx, down_rx) = ipc_channel::ipc::channel::<Frame>().unwrap();
-        let mut f = Frame::new(&Up::Hello { token: token.into(), pid: 1 }, Body::Empty).unwrap();
+    use crate::wire::Frame;
+
+    fn hello(name: String, token: &str) -> Rx {
+        let up = IpcSender::<Packet>::connect(name).unwrap();
+        let (down_tx, down_rx) = ipc_channel::ipc::channel::<Packet>().unwrap();
+        let mut f = Frame::new(
+            &Up::Hello {
+                token: token.into(),
+                pid: 1,
+            },
+            Body::Empty,
+        )
+        .unwrap();
         f.chan = Some(down_tx);
-        up.send(f).unwrap();
+        up.send(vec![f]).unwrap();
         down_rx
     }
 
@@ -175,8 +208,18 @@ mod tests {
             move || hello(name, "not-the-token")
         });
         let deadline = Instant::now() + Duration::from_secs(10);
-        let r = accept(&accepted, &name, "the-token", None, deadline, Duration::from_secs(10));
-        assert!(matches!(r, Err(SpawnError::BadToken)), "impostor was accepted");
+        let r = accept(
+            &accepted,
+            &name,
+            "the-token",
+            None,
+            deadline,
+            Duration::from_secs(10),
+        );
+        assert!(
+            matches!(r, Err(SpawnError::BadToken)),
+            "impostor was accepted"
+        );
         // The parent kept nothing of the impostor's: its channel is closed, no work ever comes.
         let down = impostor.join().unwrap();
         assert!(down.recv().is_err());
@@ -190,10 +233,22 @@ mod tests {
             move || hello(name, "tok")
         });
         let deadline = Instant::now() + Duration::from_secs(10);
-        let (tx, _rx) = accept(&accepted, &name, "tok", None, deadline, Duration::from_secs(10)).unwrap();
+        let (tx, _rx) = accept(
+            &accepted,
+            &name,
+            "tok",
+            None,
+            deadline,
+            Duration::from_secs(10),
+        )
+        .unwrap();
         let down = worker.join().unwrap();
-        tx.send(Frame::new(&crate::wire::Down::Shutdown, Body::Empty).unwrap()).unwrap();
-        let (d, _) = down.recv().unwrap().open::<crate::wire::Down>().unwrap();
+        tx.send(vec![
+            Frame::new(&crate::wire::Down::Shutdown, Body::Empty).unwrap()
+        ])
+        .unwrap();
+        let frame = down.recv().unwrap().into_iter().next().unwrap();
+        let (d, _) = frame.open::<crate::wire::Down>().unwrap();
         assert!(matches!(d, crate::wire::Down::Shutdown));
     }
 
@@ -201,7 +256,14 @@ mod tests {
     fn silent_child_hits_the_deadline() {
         let (name, accepted) = serve().unwrap();
         let deadline = Instant::now() + Duration::from_millis(50);
-        let r = accept(&accepted, &name, "tok", None, deadline, Duration::from_millis(50));
+        let r = accept(
+            &accepted,
+            &name,
+            "tok",
+            None,
+            deadline,
+            Duration::from_millis(50),
+        );
         assert!(matches!(r, Err(SpawnError::Deadline(_))));
     }
 }

@@ -33,7 +33,11 @@ pub(crate) enum Event {
 /// How long a stopping pool waits for workers to exit before killing them.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
-pub(crate) fn run(shared: Arc<Shared>, events: Receiver<Event>, ready: Sender<Result<(), TaskError>>) {
+pub(crate) fn run(
+    shared: Arc<Shared>,
+    events: Receiver<Event>,
+    ready: Sender<Result<(), TaskError>>,
+) {
     let slots: Vec<usize> = (0..shared.settings.workers).collect();
     let _ = ready.send(start(&shared, &slots));
     let mut stopping = false;
@@ -72,12 +76,16 @@ pub(crate) fn run(shared: Arc<Shared>, events: Receiver<Event>, ready: Sender<Re
 }
 
 fn exited(shared: &Arc<Shared>, inc: u64) {
-    let Some(pid) = shared.lock().workers.get(&inc).map(|w| w.pid) else { return };
+    let Some(pid) = shared.lock().workers.get(&inc).map(|w| w.pid) else {
+        return;
+    };
     // The channel closed: the process is exiting, so this wait is short.
     let exit = sys::wait(pid).unwrap_or(WorkerExit::Unknown);
     let (fail, touched, respawn_slot) = {
         let mut st = shared.lock();
-        let Some(w) = st.workers.remove(&inc) else { return };
+        let Some(w) = st.workers.remove(&inc) else {
+            return;
+        };
         w.out.close();
         let slot = w.slot;
         let current = st.slots[slot] == Some(inc);
@@ -109,14 +117,20 @@ fn respawn(shared: &Arc<Shared>, slot: usize) {
                 return;
             }
         }
-        let Err(e) = start(shared, &[slot]) else { return };
+        let Err(e) = start(shared, &[slot]) else {
+            return;
+        };
         eprintln!("concur-procs: could not replace worker {slot}: {e}");
         let mut fail = Vec::new();
         {
             let mut st = shared.lock();
             let now = Instant::now();
             st.crashes.push_back(now);
-            while st.crashes.front().is_some_and(|t| now.duration_since(*t) > shared.settings.crash_window) {
+            while st
+                .crashes
+                .front()
+                .is_some_and(|t| now.duration_since(*t) > shared.settings.crash_window)
+            {
                 st.crashes.pop_front();
             }
             if st.crashes.len() > shared.settings.max_crashes as usize && st.failed.is_none() {
@@ -156,7 +170,13 @@ fn start(shared: &Arc<Shared>, slots: &[usize]) -> Result<(), TaskError> {
 }
 
 /// Connects a launched worker, initialises it and hands it to the pool.
-fn init(shared: &Arc<Shared>, slot: usize, inc: u64, p: Pending, deadline: Instant) -> Result<(), TaskError> {
+fn init(
+    shared: &Arc<Shared>,
+    slot: usize,
+    inc: u64,
+    p: Pending,
+    deadline: Instant,
+) -> Result<(), TaskError> {
     let s = &shared.settings;
     let started = p.connect(deadline, s.start_timeout)?;
     let pid = started.pid;
@@ -166,7 +186,10 @@ fn init(shared: &Arc<Shared>, slot: usize, inc: u64, p: Pending, deadline: Insta
         e
     };
     let (initializer, body) = match &s.initializer {
-        Some(i) => (Some(i.name().to_owned()), Body::from_vec(i.encode().map_err(give_up)?, s.shm_threshold)),
+        Some(i) => (
+            Some(i.name().to_owned()),
+            Body::from_vec(i.encode().map_err(give_up)?, s.shm_threshold),
+        ),
         None => (None, Body::Empty),
     };
     let head = Down::Init {
@@ -178,24 +201,36 @@ fn init(shared: &Arc<Shared>, slot: usize, inc: u64, p: Pending, deadline: Insta
         shm_threshold: s.shm_threshold,
     };
     let frame = Frame::new(&head, body).map_err(give_up)?;
-    if started.tx.send(frame).is_err() {
-        return Err(give_up(SpawnError::Protocol("worker closed its channel").into()));
+    if started.tx.send(vec![frame]).is_err() {
+        return Err(give_up(
+            SpawnError::Protocol("worker closed its channel").into(),
+        ));
     }
+    // Without an initializer the worker is ready once it has its init: its
+    // `Ready` reaches the router, which ignores it. A worker that fails to
+    // set itself up exits, and that is handled as any worker exit.
     let wait = deadline.saturating_duration_since(Instant::now());
-    match started.rx.try_recv_timeout(wait) {
-        Ok(f) => match f.open::<Up>() {
-            Ok((Up::Ready, _)) => {}
-            Ok((Up::InitFailed(e), _)) => return Err(give_up(e)),
+    let answer = match s.initializer {
+        Some(_) => started.rx.try_recv_timeout(wait),
+        None => Ok(vec![Frame::new(&Up::Ready, Body::Empty)?]),
+    };
+    match answer {
+        Ok(packet) => match packet.into_iter().next().map(Frame::open::<Up>) {
+            Some(Ok((Up::Ready, _))) => {}
+            Some(Ok((Up::InitFailed(e), _))) => return Err(give_up(e)),
             _ => return Err(give_up(SpawnError::Protocol("expected ready").into())),
         },
-        Err(TryRecvError::Empty) => return Err(give_up(SpawnError::Deadline(s.start_timeout).into())),
+        Err(TryRecvError::Empty) => {
+            return Err(give_up(SpawnError::Deadline(s.start_timeout).into()))
+        }
         Err(TryRecvError::IpcError(IpcError::Disconnected)) => {
             let exit = sys::wait(pid).unwrap_or(WorkerExit::Unknown);
             return Err(SpawnError::Exited(exit).into());
         }
         Err(_) => return Err(give_up(SpawnError::Protocol("bad ready").into())),
     }
-    let out = Outbox::start(started.tx, format!("concur-procs-send-{inc}")).map_err(|e| give_up(TaskError::io(e)))?;
+    let out = Outbox::start(started.tx, format!("concur-procs-send-{inc}"))
+        .map_err(|e| give_up(TaskError::io(e)))?;
     shared.router.add(inc, started.rx);
     let touched = {
         let mut st = shared.lock();

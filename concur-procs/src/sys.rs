@@ -67,7 +67,13 @@ fn decode_status(status: libc::c_int) -> WorkerExit {
 pub(crate) fn die_with_parent(parent_pid: u32) {
     // SAFETY: prctl(PR_SET_PDEATHSIG) takes integers only.
     unsafe {
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        );
     }
     // SAFETY: getppid never fails.
     if unsafe { libc::getppid() } as u32 != parent_pid {

@@ -54,13 +54,16 @@ pub(crate) struct Frame {
     /// A large payload, in shared memory.
     pub(crate) shm: Option<IpcSharedMemory>,
     /// The parent's sending end, carried once by the worker's hello.
-    pub(crate) chan: Option<IpcSender<Frame>>,
+    pub(crate) chan: Option<Tx>,
 }
 
-/// The sending end of a frame channel.
-pub(crate) type Tx = IpcSender<Frame>;
-/// The receiving end of a frame channel.
-pub(crate) type Rx = IpcReceiver<Frame>;
+/// What one socket message carries: frames queued together go together
+/// (one system call and one wake-up for many small tasks).
+pub(crate) type Packet = Vec<Frame>;
+/// The sending end of a channel.
+pub(crate) type Tx = IpcSender<Packet>;
+/// The receiving end of a channel.
+pub(crate) type Rx = IpcReceiver<Packet>;
 
 /// What a run message asks the worker to do with its payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,7 +91,11 @@ pub(crate) enum Down {
         initializer: Option<String>,
     },
     /// Run a task; its encoding is the frame's payload.
-    Run { id: TaskId, name: String, kind: RunKind },
+    Run {
+        id: TaskId,
+        name: String,
+        kind: RunKind,
+    },
     /// A message from the caller to task `id`; the frame's payload.
     Deliver { id: TaskId },
     /// The caller cancelled task `id`: drop it if it has not started, and
@@ -112,7 +119,10 @@ pub(crate) enum Up {
     /// A message from task `id` to its caller; the frame's payload.
     Message { id: TaskId },
     /// Task `id` ended; on success its output is the frame's payload.
-    Done { id: TaskId, result: Result<(), TaskError> },
+    Done {
+        id: TaskId,
+        result: Result<(), TaskError>,
+    },
 }
 
 impl Frame {
@@ -124,7 +134,12 @@ impl Frame {
             Body::Inline(v) => (Block(v), None),
             Body::Shared(s) => (Block::default(), Some(s)),
         };
-        Ok(Frame { head, body, shm, chan: None })
+        Ok(Frame {
+            head,
+            body,
+            shm,
+            chan: None,
+        })
     }
 
     /// The decoded header and the payload.

@@ -81,20 +81,43 @@ fn run() -> Result<(), String> {
         std::env::remove_var(var);
     }
 
-    let up: Tx = IpcSender::connect(server).map_err(|e| format!("cannot connect to the parent: {e}"))?;
+    let up: Tx =
+        IpcSender::connect(server).map_err(|e| format!("cannot connect to the parent: {e}"))?;
     let (down_tx, down): (Tx, Rx) = ipc::channel().map_err(|e| e.to_string())?;
-    let mut hello = Frame::new(&Up::Hello { token, pid: std::process::id() }, Body::Empty).map_err(|e| e.to_string())?;
+    let mut hello = Frame::new(
+        &Up::Hello {
+            token,
+            pid: std::process::id(),
+        },
+        Body::Empty,
+    )
+    .map_err(|e| e.to_string())?;
     hello.chan = Some(down_tx);
-    up.send(hello).map_err(|e| e.to_string())?;
+    up.send(vec![hello]).map_err(|e| e.to_string())?;
 
-    let first = down.recv().map_err(|_| "parent closed the channel before init")?;
+    let first = down
+        .recv()
+        .ok()
+        .and_then(|p| p.into_iter().next())
+        .ok_or("parent closed the channel before init")?;
     let (head, init_body) = first.open::<Down>().map_err(|e| e.to_string())?;
-    let Down::Init { index, incarnation, memory_limit, report_start, initializer, shm_threshold } = head else {
+    let Down::Init {
+        index,
+        incarnation,
+        memory_limit,
+        report_start,
+        initializer,
+        shm_threshold,
+    } = head
+    else {
         return Err("first message is not init".into());
     };
     let info = WorkerInfo::current(index, incarnation);
 
-    let shared = Arc::new(Shared { inbox: Mutex::new(Inbox::default()), cond: Condvar::new() });
+    let shared = Arc::new(Shared {
+        inbox: Mutex::new(Inbox::default()),
+        cond: Condvar::new(),
+    });
     let (started_tx, started_rx) = std::sync::mpsc::channel();
     std::thread::Builder::new()
         .name("concur-procs-reader".into())
@@ -144,7 +167,14 @@ fn run() -> Result<(), String> {
                     if g.cancelled.remove(&job.id) {
                         drop(g);
                         let err = Err(TaskError::new(ErrorKind::Cancelled));
-                        send(&up, &Up::Done { id: job.id, result: err }, Body::Empty);
+                        send(
+                            &up,
+                            &Up::Done {
+                                id: job.id,
+                                result: err,
+                            },
+                            Body::Empty,
+                        );
                         g = shared.lock();
                         continue;
                     }
@@ -161,7 +191,12 @@ fn run() -> Result<(), String> {
         if report_start {
             send(&up, &Up::Started { id: job.id }, Body::Empty);
         }
-        let port = WorkerPort { id: job.id, up: up.clone(), shared: shared.clone(), threshold: shm_threshold };
+        let port = WorkerPort {
+            id: job.id,
+            up: up.clone(),
+            shared: shared.clone(),
+            threshold: shm_threshold,
+        };
         let output = registry::lookup(&job.name).and_then(|entry| match job.kind {
             RunKind::Single => entry.run(job.input.as_slice(), &port, info),
             RunKind::Batch => entry.run_batch(job.input.as_slice(), info),
@@ -191,7 +226,7 @@ fn send(up: &Tx, head: &Up, body: Body) {
             sys::exit_now(sys::EXIT_ORPHANED)
         }
     };
-    if up.send(frame).is_err() {
+    if up.send(vec![frame]).is_err() {
         // The parent is gone: nobody wants the result.
         sys::exit_now(sys::EXIT_ORPHANED);
     }
@@ -200,17 +235,36 @@ fn send(up: &Tx, head: &Up, body: Body) {
 /// The reader thread. Never sends, never waits on the task thread.
 fn read(down: &Rx, shared: &Shared) {
     loop {
-        let Ok(frame) = down.recv() else {
+        let Ok(packet) = down.recv() else {
             // The parent ended or dropped us: stop now, busy or idle.
             sys::exit_now(sys::EXIT_ORPHANED)
         };
-        let Ok((head, body)) = frame.open::<Down>() else {
-            sys::exit_now(sys::EXIT_ORPHANED)
-        };
         let mut g = shared.lock();
+        for frame in packet {
+            let Ok((head, body)) = frame.open::<Down>() else {
+                sys::exit_now(sys::EXIT_ORPHANED)
+            };
+            take(&mut g, head, body);
+        }
+        shared.cond.notify_all();
+    }
+}
+
+/// Files one frame from the parent.
+fn take(g: &mut Inbox, head: Down, body: Body) {
+    {
         match head {
-            Down::Run { id, name, kind } => g.queue.push_back(Run { id, name, kind, input: body }),
-            Down::Deliver { id } => g.messages.entry(id).or_default().push_back(body.into_payload()),
+            Down::Run { id, name, kind } => g.queue.push_back(Run {
+                id,
+                name,
+                kind,
+                input: body,
+            }),
+            Down::Deliver { id } => g
+                .messages
+                .entry(id)
+                .or_default()
+                .push_back(body.into_payload()),
             Down::Cancel { id } => {
                 if g.running == Some(id) {
                     sys::exit_now(sys::EXIT_CANCELLED);
@@ -221,11 +275,15 @@ fn read(down: &Rx, shared: &Shared) {
             }
             Down::Shutdown => {
                 // Queue a marker: the main loop ends when it reaches it.
-                g.queue.push_back(Run { id: SHUTDOWN, name: String::new(), kind: RunKind::Batch, input: Body::Empty });
+                g.queue.push_back(Run {
+                    id: SHUTDOWN,
+                    name: String::new(),
+                    kind: RunKind::Batch,
+                    input: Body::Empty,
+                });
             }
             Down::Init { .. } => {}
         }
-        shared.cond.notify_all();
     }
 }
 
@@ -240,7 +298,11 @@ struct WorkerPort {
 impl Port for WorkerPort {
     fn send(&self, msg: Payload) -> Result<(), TaskError> {
         let bytes = msg.to_bytes()?;
-        send(&self.up, &Up::Message { id: self.id }, Body::from_vec(bytes, self.threshold));
+        send(
+            &self.up,
+            &Up::Message { id: self.id },
+            Body::from_vec(bytes, self.threshold),
+        );
         Ok(())
     }
 
@@ -257,7 +319,11 @@ impl Port for WorkerPort {
                     if now >= d {
                         return None;
                     }
-                    self.shared.cond.wait_timeout(g, d - now).unwrap_or_else(|e| e.into_inner()).0
+                    self.shared
+                        .cond
+                        .wait_timeout(g, d - now)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
                 }
             };
         }

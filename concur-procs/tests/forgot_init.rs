@@ -11,13 +11,21 @@ use concur_procs::{Configure, ErrorKind, ProcessPool};
 #[test]
 fn forgotten_init_is_a_spawn_error_naming_the_fix() {
     let started = Instant::now();
-    let err = ProcessPool::builder().workers(2).start_timeout(Duration::from_secs(30)).build().unwrap_err();
+    let err = ProcessPool::builder()
+        .workers(2)
+        .start_timeout(Duration::from_secs(30))
+        .build()
+        .unwrap_err();
     assert_eq!(err.kind(), &ErrorKind::Spawn, "{err}");
     let cause = err.source().expect("the cause says why").to_string();
     assert!(cause.contains("concur_procs::init()"), "{cause}");
     assert!(cause.contains("ended before it connected"), "{cause}");
     // The worker rejected the unknown argument and exited: no need to wait for the deadline.
-    assert!(started.elapsed() < Duration::from_secs(20), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
+    );
 }
 
 const ROLE: &str = "CONCUR_PROCS_TEST_NESTED_ROLE";
@@ -27,7 +35,10 @@ const ROLE: &str = "CONCUR_PROCS_TEST_NESTED_ROLE";
 #[test]
 #[ignore = "a role played by a child process of marked_child_cannot_build_a_pool"]
 fn nested_role() {
-    assert!(std::env::var_os(ROLE).is_some(), "run by marked_child_cannot_build_a_pool only");
+    assert!(
+        std::env::var_os(ROLE).is_some(),
+        "run by marked_child_cannot_build_a_pool only"
+    );
     let err = ProcessPool::builder().workers(1).build().unwrap_err();
     assert_eq!(err.kind(), &ErrorKind::Spawn);
     let cause = err.source().unwrap().to_string();
@@ -38,7 +49,13 @@ fn nested_role() {
 #[test]
 fn marked_child_cannot_build_a_pool() {
     let out = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "nested_role", "--ignored", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "nested_role",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(ROLE, "1")
         .env("CONCUR_PROCS_SERVER", "/nonexistent/socket")
         .env("CONCUR_PROCS_TOKEN", "0")
@@ -46,6 +63,10 @@ fn marked_child_cannot_build_a_pool() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "child failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "child failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("NESTED-REFUSED"), "{stdout}");
 }

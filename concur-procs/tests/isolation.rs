@@ -9,14 +9,17 @@ mod common;
 use std::time::Duration;
 
 use common::{alive, wait_until, Crash, How, Sleep, Who, DEADLINE};
-use concur_procs::{Configure, ErrorKind, Executor, ProcessPool, TaskError, TaskHandle, WorkerExit};
+use concur_procs::{
+    Configure, ErrorKind, Executor, ProcessPool, TaskError, TaskHandle, WorkerExit,
+};
 
 fn pool(workers: usize) -> concur_procs::ProcessPoolBuilder {
     ProcessPool::builder().workers(workers)
 }
 
 fn join<T: concur_procs::Task>(h: TaskHandle<T>) -> Result<T::Output, TaskError> {
-    h.join_timeout(DEADLINE).unwrap_or_else(|h| panic!("{h:?} did not finish within {DEADLINE:?}"))
+    h.join_timeout(DEADLINE)
+        .unwrap_or_else(|h| panic!("{h:?} did not finish within {DEADLINE:?}"))
 }
 
 /// Crashes one task on a 2-worker pool and checks the error, the
@@ -27,7 +30,11 @@ fn crash_fails_alone(how: How) {
     let h = p.submit(Crash { how, wait: false }).unwrap();
     let pid = h.recv_timeout(DEADLINE).expect("crash task started");
     let err = join(h).unwrap_err();
-    assert_eq!(err.kind(), &ErrorKind::WorkerLost(common::signal_of(how)), "{err}");
+    assert_eq!(
+        err.kind(),
+        &ErrorKind::WorkerLost(common::signal_of(how)),
+        "{err}"
+    );
     wait_until("the crashed worker is replaced", DEADLINE, || {
         let now = p.worker_pids();
         now.iter().all(Option::is_some) && !now.contains(&Some(pid))
@@ -35,7 +42,11 @@ fn crash_fails_alone(how: How) {
     assert!(!alive(pid));
     let after = p.worker_pids();
     assert_eq!(after.len(), 2);
-    assert_eq!(before.iter().filter(|x| after.contains(x)).count(), 1, "only the crashed worker changed");
+    assert_eq!(
+        before.iter().filter(|x| after.contains(x)).count(),
+        1,
+        "only the crashed worker changed"
+    );
     for _ in 0..4 {
         join(p.submit(Who).unwrap()).unwrap();
     }
@@ -60,40 +71,100 @@ fn sigkill_is_worker_lost_sigkill() {
 fn panic_keeps_message_and_worker() {
     let p = pool(1).build().unwrap();
     let pid = p.worker_pids()[0].unwrap();
-    let err = join(p.submit(Crash { how: How::Panic, wait: false }).unwrap()).unwrap_err();
+    let err = join(
+        p.submit(Crash {
+            how: How::Panic,
+            wait: false,
+        })
+        .unwrap(),
+    )
+    .unwrap_err();
     match err.kind() {
         ErrorKind::Panicked { message, location } => {
             assert_eq!(message, "crash test panic 42");
-            assert!(location.as_deref().is_some_and(|l| l.contains("common/mod.rs")), "{location:?}");
+            assert!(
+                location
+                    .as_deref()
+                    .is_some_and(|l| l.contains("common/mod.rs")),
+                "{location:?}"
+            );
         }
         other => panic!("expected Panicked, got {other:?}"),
     }
-    assert_eq!(join(p.submit(Who).unwrap()).unwrap().pid, pid, "a panic does not cost the worker");
+    assert_eq!(
+        join(p.submit(Who).unwrap()).unwrap().pid,
+        pid,
+        "a panic does not cost the worker"
+    );
 }
 
 #[test]
 fn memory_limit_is_worker_lost_memory_limit() {
     let p = pool(1).memory_limit(256 << 20).build().unwrap();
     // Well within the limit: fine.
-    assert_eq!(join(p.submit(Crash { how: How::Allocate(16 << 20), wait: false }).unwrap()).unwrap(), 1);
-    let err = join(p.submit(Crash { how: How::Allocate(1 << 30), wait: false }).unwrap()).unwrap_err();
-    assert_eq!(err.kind(), &ErrorKind::WorkerLost(WorkerExit::MemoryLimit), "{err}");
+    assert_eq!(
+        join(
+            p.submit(Crash {
+                how: How::Allocate(16 << 20),
+                wait: false
+            })
+            .unwrap()
+        )
+        .unwrap(),
+        1
+    );
+    let err = join(
+        p.submit(Crash {
+            how: How::Allocate(1 << 30),
+            wait: false,
+        })
+        .unwrap(),
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.kind(),
+        &ErrorKind::WorkerLost(WorkerExit::MemoryLimit),
+        "{err}"
+    );
     // An abort under a memory limit is still an abort.
-    let err = join(p.submit(Crash { how: How::Abort, wait: false }).unwrap()).unwrap_err();
-    assert_eq!(err.kind(), &ErrorKind::WorkerLost(WorkerExit::Signal(libc::SIGABRT)), "{err}");
+    let err = join(
+        p.submit(Crash {
+            how: How::Abort,
+            wait: false,
+        })
+        .unwrap(),
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.kind(),
+        &ErrorKind::WorkerLost(WorkerExit::Signal(libc::SIGABRT)),
+        "{err}"
+    );
     join(p.submit(Who).unwrap()).unwrap();
 }
 
 /// One worker holding a crashing task and three innocent ones sent ahead.
 fn crash_with_innocents(retries: u32) -> Vec<Result<u32, TaskError>> {
-    let p = pool(1).in_flight_per_worker(4).retries(retries).build().unwrap();
-    let crash = p.submit(Crash { how: How::Abort, wait: true }).unwrap();
+    let p = pool(1)
+        .in_flight_per_worker(4)
+        .retries(retries)
+        .build()
+        .unwrap();
+    let crash = p
+        .submit(Crash {
+            how: How::Abort,
+            wait: true,
+        })
+        .unwrap();
     crash.recv_timeout(DEADLINE).expect("crash task started");
     let innocents: Vec<_> = (0..3).map(|_| p.submit(Sleep { ms: 0 }).unwrap()).collect();
     // The go-ahead travels behind the innocents: they are on the worker when it dies.
     crash.send(()).unwrap();
     let err = join(crash).unwrap_err();
-    assert_eq!(err.kind(), &ErrorKind::WorkerLost(WorkerExit::Signal(libc::SIGABRT)));
+    assert_eq!(
+        err.kind(),
+        &ErrorKind::WorkerLost(WorkerExit::Signal(libc::SIGABRT))
+    );
     innocents.into_iter().map(join).collect()
 }
 
@@ -108,15 +179,28 @@ fn innocent_tasks_are_retried_after_a_crash() {
 fn innocent_tasks_fail_with_retries_zero() {
     for r in crash_with_innocents(0) {
         let err = r.unwrap_err();
-        assert_eq!(err.kind(), &ErrorKind::WorkerLost(WorkerExit::Signal(libc::SIGABRT)));
+        assert_eq!(
+            err.kind(),
+            &ErrorKind::WorkerLost(WorkerExit::Signal(libc::SIGABRT))
+        );
     }
 }
 
 #[test]
 fn restart_limit_fails_the_pool() {
-    let p = pool(1).restart_limit(2, Duration::from_secs(600)).build().unwrap();
+    let p = pool(1)
+        .restart_limit(2, Duration::from_secs(600))
+        .build()
+        .unwrap();
     for _ in 0..3 {
-        let err = join(p.submit(Crash { how: How::Abort, wait: false }).unwrap()).unwrap_err();
+        let err = join(
+            p.submit(Crash {
+                how: How::Abort,
+                wait: false,
+            })
+            .unwrap(),
+        )
+        .unwrap_err();
         assert!(matches!(err.kind(), ErrorKind::WorkerLost(_)), "{err}");
     }
     match p.submit(Who) {
@@ -127,9 +211,19 @@ fn restart_limit_fails_the_pool() {
 
 #[test]
 fn crashes_under_the_limit_keep_the_pool() {
-    let p = pool(1).restart_limit(3, Duration::from_secs(600)).build().unwrap();
+    let p = pool(1)
+        .restart_limit(3, Duration::from_secs(600))
+        .build()
+        .unwrap();
     for _ in 0..3 {
-        join(p.submit(Crash { how: How::Sigkill, wait: false }).unwrap()).unwrap_err();
+        join(
+            p.submit(Crash {
+                how: How::Sigkill,
+                wait: false,
+            })
+            .unwrap(),
+        )
+        .unwrap_err();
     }
     join(p.submit(Who).unwrap()).unwrap();
 }

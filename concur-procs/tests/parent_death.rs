@@ -21,11 +21,18 @@ const ROLE: &str = "CONCUR_PROCS_TEST_PARENT_ROLE";
 #[test]
 #[ignore = "a role played by a child process of killed_parent_leaves_no_worker"]
 fn parent_role() {
-    assert!(std::env::var_os(ROLE).is_some(), "run by killed_parent_leaves_no_worker only");
+    assert!(
+        std::env::var_os(ROLE).is_some(),
+        "run by killed_parent_leaves_no_worker only"
+    );
     let p = ProcessPool::builder().workers(2).build().unwrap();
     let busy = p.submit(Sleep { ms: 600_000 }).unwrap();
     let busy_pid = busy.recv_timeout(DEADLINE).expect("busy task started");
-    let pids: Vec<String> = p.worker_pids().into_iter().map(|p| p.unwrap().to_string()).collect();
+    let pids: Vec<String> = p
+        .worker_pids()
+        .into_iter()
+        .map(|p| p.unwrap().to_string())
+        .collect();
     println!("WORKERS {} BUSY {busy_pid}", pids.join(" "));
     std::thread::sleep(DEADLINE);
     // Not killed: the outer test failed. Leave at once (a graceful drop
@@ -37,7 +44,13 @@ fn parent_role() {
 #[test]
 fn killed_parent_leaves_no_worker() {
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "parent_role", "--ignored", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "parent_role",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(ROLE, "1")
         .stdout(Stdio::piped())
         .spawn()
@@ -61,7 +74,10 @@ fn killed_parent_leaves_no_worker() {
         }
     };
     let (workers, busy) = line.split_once(" BUSY ").unwrap();
-    let pids: Vec<u32> = workers.split_whitespace().map(|p| p.parse().unwrap()).collect();
+    let pids: Vec<u32> = workers
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
     let busy: u32 = busy.parse().unwrap();
     assert_eq!(pids.len(), 2);
     assert!(pids.contains(&busy));
@@ -71,8 +87,15 @@ fn killed_parent_leaves_no_worker() {
     let killed_at = Instant::now();
     child.wait().unwrap();
     for &pid in &pids {
-        wait_until(&format!("worker {pid} exits"), Duration::from_secs(5), || !alive(pid));
+        wait_until(
+            &format!("worker {pid} exits"),
+            Duration::from_secs(5),
+            || !alive(pid),
+        );
     }
     let took = killed_at.elapsed();
-    assert!(took < Duration::from_secs(1), "workers outlived their parent by {took:?}");
+    assert!(
+        took < Duration::from_secs(1),
+        "workers outlived their parent by {took:?}"
+    );
 }

@@ -8,11 +8,14 @@ mod common;
 use std::time::Duration;
 
 use common::{Blob, Echo, DEADLINE};
-use concur_procs::{Configure, Executor, ExecutorExt, ProcessPool, Task, TaskContext, TaskError, TaskHandle};
+use concur_procs::{
+    Configure, Executor, ExecutorExt, ProcessPool, Task, TaskContext, TaskError, TaskHandle,
+};
 use serde::{Deserialize, Serialize};
 
 fn join<T: Task>(h: TaskHandle<T>) -> Result<T::Output, TaskError> {
-    h.join_timeout(DEADLINE).unwrap_or_else(|h| panic!("{h:?} did not finish within {DEADLINE:?}"))
+    h.join_timeout(DEADLINE)
+        .unwrap_or_else(|h| panic!("{h:?} did not finish within {DEADLINE:?}"))
 }
 
 fn pattern(len: usize) -> Vec<u8> {
@@ -28,7 +31,15 @@ fn input_and_output_of_64_mib() {
     let p = ProcessPool::builder().workers(1).build().unwrap();
     let input = pattern(64 << 20);
     let expect = sum(&input);
-    let (got, out) = join(p.submit(Echo { input: Blob(input), out_len: 64 << 20, patterned: true }).unwrap()).unwrap();
+    let (got, out) = join(
+        p.submit(Echo {
+            input: Blob(input),
+            out_len: 64 << 20,
+            patterned: true,
+        })
+        .unwrap(),
+    )
+    .unwrap();
     assert_eq!(got, expect);
     assert_eq!(out.0.len(), 64 << 20);
     assert_eq!(out.0, pattern(64 << 20));
@@ -37,9 +48,21 @@ fn input_and_output_of_64_mib() {
 #[test]
 fn large_payloads_through_the_socket_too() {
     // Shared memory off: 8 MiB each way through the socket, several in flight.
-    let p = ProcessPool::builder().workers(2).shm_threshold(usize::MAX).in_flight_per_worker(4).build().unwrap();
+    let p = ProcessPool::builder()
+        .workers(2)
+        .shm_threshold(usize::MAX)
+        .in_flight_per_worker(4)
+        .build()
+        .unwrap();
     let hs: Vec<_> = (0..8)
-        .map(|_| p.submit(Echo { input: Blob(pattern(8 << 20)), out_len: 8 << 20, patterned: false }).unwrap())
+        .map(|_| {
+            p.submit(Echo {
+                input: Blob(pattern(8 << 20)),
+                out_len: 8 << 20,
+                patterned: false,
+            })
+            .unwrap()
+        })
         .collect();
     for h in hs {
         let (s, out) = join(h).unwrap();
@@ -51,9 +74,22 @@ fn large_payloads_through_the_socket_too() {
 #[test]
 fn ten_thousand_in_flight_with_1_mib_outputs() {
     let n = 10_000;
-    let p = ProcessPool::builder().workers(2).queue_bound(n).build().unwrap();
+    let p = ProcessPool::builder()
+        .workers(2)
+        .queue_bound(n)
+        .build()
+        .unwrap();
     // Submit everything before reading anything: the parent must keep draining.
-    let hs: Vec<_> = (0..n).map(|_| p.submit(Echo { input: Blob(vec![1]), out_len: 1 << 20, patterned: false }).unwrap()).collect();
+    let hs: Vec<_> = (0..n)
+        .map(|_| {
+            p.submit(Echo {
+                input: Blob(vec![1]),
+                out_len: 1 << 20,
+                patterned: false,
+            })
+            .unwrap()
+        })
+        .collect();
     for h in hs {
         let (s, out) = join(h).unwrap();
         assert_eq!(s, 1);
@@ -73,7 +109,14 @@ fn socket_only_many_in_flight_with_1_mib_both_ways() {
         .build()
         .unwrap();
     let hs: Vec<_> = (0..n)
-        .map(|_| p.submit(Echo { input: Blob(vec![2; 1 << 20]), out_len: 1 << 20, patterned: false }).unwrap())
+        .map(|_| {
+            p.submit(Echo {
+                input: Blob(vec![2; 1 << 20]),
+                out_len: 1 << 20,
+                patterned: false,
+            })
+            .unwrap()
+        })
         .collect();
     for h in hs {
         let (s, out) = join(h).unwrap();
@@ -101,7 +144,11 @@ impl Task for Chatter {
         }
         let mut total = 0;
         for _ in 0..self.count {
-            total += cx.recv_timeout(Duration::from_secs(60)).expect("caller message").0.len();
+            total += cx
+                .recv_timeout(Duration::from_secs(60))
+                .expect("caller message")
+                .0
+                .len();
         }
         total
     }
@@ -112,7 +159,12 @@ concur_procs::register!(Chatter);
 #[test]
 fn large_messages_both_ways() {
     let p = ProcessPool::builder().workers(1).build().unwrap();
-    let h = p.submit(Chatter { count: 4, len: 4 << 20 }).unwrap();
+    let h = p
+        .submit(Chatter {
+            count: 4,
+            len: 4 << 20,
+        })
+        .unwrap();
     for _ in 0..4 {
         assert_eq!(h.recv_timeout(DEADLINE).expect("message").0.len(), 4 << 20);
         h.send(Blob(vec![1; 3 << 20])).unwrap();
@@ -125,7 +177,11 @@ fn map_over_many_small_tasks() {
     let p = ProcessPool::builder().workers(2).build().unwrap();
     let n = 20_000;
     let total: u64 = p
-        .map((0..n).map(|_| Echo { input: Blob(vec![3]), out_len: 0, patterned: false }))
+        .map((0..n).map(|_| Echo {
+            input: Blob(vec![3]),
+            out_len: 0,
+            patterned: false,
+        }))
         .map(|r| r.unwrap().0)
         .sum();
     assert_eq!(total, 3 * n);

@@ -10,11 +10,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{alive, wait_until, Sleep, Who, DEADLINE};
-use concur_procs::{Configure, ErrorKind, Executor, ProcessPool, Task, TaskContext, TaskError, TaskHandle};
+use concur_procs::{
+    Configure, ErrorKind, Executor, ProcessPool, Task, TaskContext, TaskError, TaskHandle,
+};
 use serde::{Deserialize, Serialize};
 
 fn join<T: Task>(h: TaskHandle<T>) -> Result<T::Output, TaskError> {
-    h.join_timeout(DEADLINE).unwrap_or_else(|h| panic!("{h:?} did not finish within {DEADLINE:?}"))
+    h.join_timeout(DEADLINE)
+        .unwrap_or_else(|h| panic!("{h:?} did not finish within {DEADLINE:?}"))
 }
 
 /// Set by the initializer in each worker process.
@@ -43,7 +46,10 @@ impl Task for Seen {
     type FromCaller = ();
     const NAME: &'static str = "procs-supervision::Seen";
     fn run(self, cx: &mut TaskContext<'_, Self>) -> (u64, u64) {
-        (INITIALIZED_AS.load(Ordering::SeqCst), cx.worker().incarnation)
+        (
+            INITIALIZED_AS.load(Ordering::SeqCst),
+            cx.worker().incarnation,
+        )
     }
 }
 
@@ -64,13 +70,22 @@ concur_procs::register!(Init, Seen, FailingInit);
 
 #[test]
 fn timeout_kills_and_replaces_the_worker() {
-    let p = ProcessPool::builder().workers(2).task_timeout(Duration::from_millis(300)).build().unwrap();
+    let p = ProcessPool::builder()
+        .workers(2)
+        .task_timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
     let slow = p.submit(Sleep { ms: 60_000 }).unwrap();
     let pid = slow.recv_timeout(DEADLINE).expect("slow task started");
     let other = p.submit(Sleep { ms: 10 }).unwrap();
     let started = Instant::now();
     let err = join(slow).unwrap_err();
-    assert_eq!(err.kind(), &ErrorKind::TimedOut { after: Duration::from_millis(300) });
+    assert_eq!(
+        err.kind(),
+        &ErrorKind::TimedOut {
+            after: Duration::from_millis(300)
+        }
+    );
     assert!(started.elapsed() < Duration::from_secs(30));
     wait_until("the timed-out worker is gone", DEADLINE, || !alive(pid));
     join(other).expect("the other task is unaffected");
@@ -84,8 +99,14 @@ fn timeout_kills_and_replaces_the_worker() {
 fn timeout_does_not_count_queue_time() {
     // One worker, three tasks of 150 ms: the last waits 300 ms in the queue,
     // longer than the timeout, and still succeeds.
-    let p = ProcessPool::builder().workers(1).task_timeout(Duration::from_millis(250)).build().unwrap();
-    let hs: Vec<_> = (0..3).map(|_| p.submit(Sleep { ms: 150 }).unwrap()).collect();
+    let p = ProcessPool::builder()
+        .workers(1)
+        .task_timeout(Duration::from_millis(250))
+        .build()
+        .unwrap();
+    let hs: Vec<_> = (0..3)
+        .map(|_| p.submit(Sleep { ms: 150 }).unwrap())
+        .collect();
     for h in hs {
         join(h).expect("queue time is not task time");
     }
@@ -99,27 +120,47 @@ fn cancel_running_kills_and_replaces_the_worker() {
     let queued = p.submit(Sleep { ms: 0 }).unwrap();
     assert!(h.cancel());
     assert!(join(h).unwrap_err().is_cancelled());
-    wait_until("the cancelled task's worker is gone", DEADLINE, || !alive(pid));
+    wait_until("the cancelled task's worker is gone", DEADLINE, || {
+        !alive(pid)
+    });
     let next = join(queued).expect("the task sent ahead runs on the replacement");
     assert_ne!(next, pid);
 }
 
 #[test]
 fn cancel_of_a_task_sent_ahead_keeps_the_worker() {
-    let p = ProcessPool::builder().workers(1).in_flight_per_worker(4).build().unwrap();
+    let p = ProcessPool::builder()
+        .workers(1)
+        .in_flight_per_worker(4)
+        .build()
+        .unwrap();
     let first = p.submit(Sleep { ms: 300 }).unwrap();
     let pid = first.recv_timeout(DEADLINE).expect("first task started");
     let ahead = p.submit(Sleep { ms: 60_000 }).unwrap();
     assert!(ahead.cancel());
     assert!(join(ahead).unwrap_err().is_cancelled());
-    assert_eq!(join(first).unwrap(), pid, "the running task was not disturbed");
-    assert_eq!(join(p.submit(Sleep { ms: 0 }).unwrap()).unwrap(), pid, "the worker was kept");
+    assert_eq!(
+        join(first).unwrap(),
+        pid,
+        "the running task was not disturbed"
+    );
+    assert_eq!(
+        join(p.submit(Sleep { ms: 0 }).unwrap()).unwrap(),
+        pid,
+        "the worker was kept"
+    );
 }
 
 #[test]
 fn max_tasks_recycles_workers_with_fresh_processes() {
-    let p = ProcessPool::builder().workers(1).max_tasks_per_worker(2).build().unwrap();
-    let seen: Vec<_> = (0..6).map(|_| join(p.submit(Who).unwrap()).unwrap()).collect();
+    let p = ProcessPool::builder()
+        .workers(1)
+        .max_tasks_per_worker(2)
+        .build()
+        .unwrap();
+    let seen: Vec<_> = (0..6)
+        .map(|_| join(p.submit(Who).unwrap()).unwrap())
+        .collect();
     let mut pids: Vec<u32> = seen.iter().map(|w| w.pid).collect();
     let mut incs: Vec<u64> = seen.iter().map(|w| w.incarnation).collect();
     pids.dedup();
@@ -127,19 +168,34 @@ fn max_tasks_recycles_workers_with_fresh_processes() {
     assert_eq!(pids.len(), 3, "{seen:?}");
     assert_eq!(incs.len(), 3, "{seen:?}");
     for w in &seen {
-        wait_until("recycled workers exit", DEADLINE, || w.pid == seen[5].pid || !alive(w.pid));
+        wait_until("recycled workers exit", DEADLINE, || {
+            w.pid == seen[5].pid || !alive(w.pid)
+        });
     }
 }
 
 #[test]
 fn initializer_runs_in_every_new_worker() {
-    let p = ProcessPool::builder().workers(2).max_tasks_per_worker(1).initializer(Init).build().unwrap();
+    let p = ProcessPool::builder()
+        .workers(2)
+        .max_tasks_per_worker(1)
+        .initializer(Init)
+        .build()
+        .unwrap();
     for _ in 0..6 {
         let (init, own) = join(p.submit(Seen).unwrap()).unwrap();
-        assert_eq!(init, own, "the initializer ran in this worker before its task");
+        assert_eq!(
+            init, own,
+            "the initializer ran in this worker before its task"
+        );
     }
     // Also in a worker that replaces a crashed one.
-    let h = p.submit(common::Crash { how: common::How::Sigkill, wait: false }).unwrap();
+    let h = p
+        .submit(common::Crash {
+            how: common::How::Sigkill,
+            wait: false,
+        })
+        .unwrap();
     join(h).unwrap_err();
     let (init, own) = join(p.submit(Seen).unwrap()).unwrap();
     assert_eq!(init, own);
@@ -147,7 +203,11 @@ fn initializer_runs_in_every_new_worker() {
 
 #[test]
 fn failing_initializer_fails_the_build() {
-    let err = ProcessPool::builder().workers(1).initializer(FailingInit).build().unwrap_err();
+    let err = ProcessPool::builder()
+        .workers(1)
+        .initializer(FailingInit)
+        .build()
+        .unwrap_err();
     match err.kind() {
         ErrorKind::Panicked { message, .. } => assert_eq!(message, "initializer refuses"),
         other => panic!("expected the initializer's panic, got {other:?}"),
@@ -163,7 +223,10 @@ fn drop_reaps_every_worker() {
     drop(p);
     for pid in pids {
         // Reaped: not even a zombie entry is left.
-        assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "worker {pid} left behind");
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "worker {pid} left behind"
+        );
     }
 }
 
@@ -171,7 +234,9 @@ fn drop_reaps_every_worker() {
 fn shutdown_now_kills_busy_workers() {
     let p = ProcessPool::builder().workers(2).build().unwrap();
     let pids: Vec<u32> = p.worker_pids().into_iter().map(Option::unwrap).collect();
-    let hs: Vec<_> = (0..2).map(|_| p.submit(Sleep { ms: 60_000 }).unwrap()).collect();
+    let hs: Vec<_> = (0..2)
+        .map(|_| p.submit(Sleep { ms: 60_000 }).unwrap())
+        .collect();
     for h in &hs {
         h.recv_timeout(DEADLINE).expect("task started");
     }
@@ -182,7 +247,10 @@ fn shutdown_now_kills_busy_workers() {
         assert!(join(h).unwrap_err().is_cancelled());
     }
     for pid in pids {
-        assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "worker {pid} left behind");
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "worker {pid} left behind"
+        );
     }
     assert!(p.submit(Who).unwrap_err().is_shut_down());
 }
@@ -204,7 +272,9 @@ fn unregistered_task_fails_at_once_naming_it() {
     let err = p.submit(NotRegistered).unwrap_err();
     assert_eq!(
         err.kind(),
-        &ErrorKind::NotRegistered { task: "procs-supervision::NotRegistered".into() }
+        &ErrorKind::NotRegistered {
+            task: "procs-supervision::NotRegistered".into()
+        }
     );
     assert_eq!(p.shared_admission_in_use(), 0);
 }

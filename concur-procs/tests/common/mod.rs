@@ -14,7 +14,10 @@ pub fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
     let end = Instant::now() + limit;
     let mut pause = Duration::from_millis(1);
     while !cond() {
-        assert!(Instant::now() < end, "{what} did not happen within {limit:?}");
+        assert!(
+            Instant::now() < end,
+            "{what} did not happen within {limit:?}"
+        );
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(50));
     }
@@ -161,7 +164,10 @@ impl Task for Echo {
         if !self.patterned {
             return (sum, Blob(vec![5; self.out_len]));
         }
-        (sum, Blob((0..self.out_len).map(|i| (i % 251) as u8).collect()))
+        (
+            sum,
+            Blob((0..self.out_len).map(|i| (i % 251) as u8).collect()),
+        )
     }
 }
 

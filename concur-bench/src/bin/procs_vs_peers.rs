@@ -1,0 +1,259 @@
+//! concur-procs against its peers, in one process and one run:
+//! `cargo run --release -p concur-bench --bin procs_vs_peers`
+//! (`ROUNDS=n` sets the rounds per figure, default 5).
+//!
+//! 1. one task in flight, no-op round trip vs a raw ipc-channel 64-byte
+//!    ping-pong between two processes (target: concur <= 1.3x raw);
+//! 2. a burst of 10k no-op tasks vs procspawn's `Pool` (target: >= 5x
+//!    procspawn's throughput, i.e. time <= 0.2x);
+//! 3. `map` over 1M tiny tasks: us per task, amortized (target <= 0.5 us);
+//! 4. a pool of 2 workers ready vs procspawn `Pool::new(2)` (target <= 0.5x);
+//! 5. a CPU-bound job in 16 chunks: speedup of 2 workers over 1 (target >= 1.8x).
+
+use concur_bench::{header, interleaved, median, time, Comparison};
+use concur_core::prelude::*;
+use concur_procs::ProcessPool;
+use ipc_channel::ipc::{self, IpcBytesReceiver, IpcBytesSender, IpcOneShotServer, IpcSender};
+use serde::{Deserialize, Serialize};
+
+/// The no-op task.
+#[derive(Serialize, Deserialize)]
+struct Noop(u64);
+impl Task for Noop {
+    type Output = u64;
+    type ToCaller = ();
+    type FromCaller = ();
+    const NAME: &'static str = "procs-bench::Noop";
+    fn run(self, _cx: &mut TaskContext<'_, Self>) -> u64 {
+        self.0
+    }
+}
+
+/// A CPU-bound chunk: `rounds` of a cheap mixing function.
+#[derive(Serialize, Deserialize)]
+struct Spin(u64);
+impl Task for Spin {
+    type Output = u64;
+    type ToCaller = ();
+    type FromCaller = ();
+    const NAME: &'static str = "procs-bench::Spin";
+    fn run(self, _cx: &mut TaskContext<'_, Self>) -> u64 {
+        spin(self.0)
+    }
+}
+
+concur_core::register!(Noop, Spin);
+
+fn spin(rounds: u64) -> u64 {
+    let mut x = rounds;
+    for i in 0..rounds {
+        x = std::hint::black_box(x.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17) ^ i);
+    }
+    x
+}
+
+fn procspawn_noop(x: u64) -> u64 {
+    x
+}
+
+const ECHO_ROLE: &str = "CONCUR_BENCH_ECHO_SERVER";
+
+/// The raw peer's other process: echoes every message back.
+fn echo_role(name: String) -> ! {
+    let (c_tx, c_rx) = ipc::bytes_channel().expect("channel");
+    let (reply_tx, reply_rx) = ipc::channel::<IpcBytesSender>().expect("channel");
+    let hello: IpcSender<(IpcBytesSender, IpcSender<IpcBytesSender>)> =
+        IpcSender::connect(name).expect("connect");
+    hello.send((c_tx, reply_tx)).expect("hello");
+    let p_tx = reply_rx.recv().expect("parent sender");
+    while let Ok(msg) = c_rx.recv() {
+        if p_tx.send(&msg).is_err() {
+            break;
+        }
+    }
+    std::process::exit(0)
+}
+
+/// A raw ipc-channel ping-pong partner process.
+struct Echo {
+    child: std::process::Child,
+    to: IpcBytesSender,
+    from: IpcBytesReceiver,
+}
+
+impl Echo {
+    fn start() -> Echo {
+        let (server, name) =
+            IpcOneShotServer::<(IpcBytesSender, IpcSender<IpcBytesSender>)>::new().expect("server");
+        let child = std::process::Command::new(std::env::current_exe().expect("exe"))
+            .env(ECHO_ROLE, name)
+            .spawn()
+            .expect("echo process");
+        let (_, (to, reply)) = server.accept().expect("accept");
+        let (p_tx, from) = ipc::bytes_channel().expect("channel");
+        reply.send(p_tx).expect("send");
+        Echo { child, to, from }
+    }
+
+    fn ping(&self, msg: &[u8]) {
+        self.to.send(msg).expect("ping");
+        let back = self.from.recv().expect("pong");
+        assert_eq!(back.len(), msg.len());
+    }
+}
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn rounds() -> usize {
+    std::env::var("ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5)
+}
+
+fn main() {
+    // Each peer's workers run the other's init first; both are a cheap
+    // check of the environment outside their own workers.
+    concur_procs::init();
+    procspawn::init();
+    if let Ok(name) = std::env::var(ECHO_ROLE) {
+        echo_role(name);
+    }
+    let rounds = rounds();
+    println!(
+        "concur-procs vs peers ({} cores, {rounds} rounds, medians)",
+        concur_core::default_workers()
+    );
+    header();
+
+    // 1. Round trip, one task in flight.
+    {
+        const N: u64 = 20_000;
+        let echo = Echo::start();
+        let pool = ProcessPool::builder().workers(1).build().expect("pool");
+        let msg = [7u8; 64];
+        let (raw, ours) = interleaved(
+            rounds,
+            || (0..N).for_each(|_| echo.ping(&msg)),
+            || {
+                for i in 0..N {
+                    assert_eq!(pool.submit(Noop(i)).unwrap().join().unwrap(), i);
+                }
+            },
+        );
+        Comparison::new("round trip, 1 in flight", "raw ipc", raw, ours, 1.3).print(N, "us");
+    }
+
+    // 2. Burst of 10k no-op tasks.
+    {
+        const N: u64 = 10_000;
+        const PEER_WAVE: u64 = 2_000;
+        let workers = 2;
+        let pool = ProcessPool::builder()
+            .workers(workers)
+            .queue_bound(N as usize)
+            .build()
+            .expect("pool");
+        let peer = procspawn::Pool::new(workers).expect("procspawn pool");
+        let (theirs, ours) = interleaved(
+            rounds.min(3),
+            || {
+                // procspawn holds 4 descriptors per queued task: 10k at once
+                // exceed the descriptor limit here, so it gets waves of 2k.
+                for wave in 0..N / PEER_WAVE {
+                    let hs: Vec<_> = (0..PEER_WAVE)
+                        .map(|i| peer.spawn(wave * PEER_WAVE + i, procspawn_noop))
+                        .collect();
+                    for h in hs {
+                        h.join().unwrap();
+                    }
+                }
+            },
+            || {
+                let hs: Vec<_> = (0..N).map(|i| pool.submit(Noop(i)).unwrap()).collect();
+                for h in hs {
+                    h.join().unwrap();
+                }
+            },
+        );
+        Comparison::new("burst of 10k no-ops", "procspawn", theirs, ours, 0.2).print(N, "us");
+        println!(
+            "{:<34} {:>10.0} tasks/s vs {:.0} tasks/s: {:.1}x procspawn's throughput (target >= 5x)",
+            "  throughput",
+            N as f64 / ours.as_secs_f64(),
+            N as f64 / theirs.as_secs_f64(),
+            theirs.as_secs_f64() / ours.as_secs_f64()
+        );
+    }
+
+    // 3. map over 1M tiny tasks.
+    {
+        const N: u64 = 1_000_000;
+        let pool = ProcessPool::builder().workers(2).build().expect("pool");
+        let mut samples = Vec::new();
+        for _ in 0..rounds {
+            let d = time(|| {
+                let sum: u64 = pool.map((0..N).map(Noop)).map(|r| r.unwrap()).sum();
+                assert_eq!(sum, N * (N - 1) / 2);
+            });
+            samples.push(d.as_secs_f64());
+        }
+        let per = median(&mut samples) * 1e6 / N as f64;
+        println!(
+            "{:<34} {:>10.3} us/task  target <= 0.50 us  {}",
+            "map over 1M tiny tasks",
+            per,
+            if per <= 0.5 { "met" } else { "MISSED" }
+        );
+    }
+
+    // 4. Pool of 2 workers ready (their shutdown is not timed: they are
+    // kept until the figure is measured).
+    {
+        let keep_theirs = std::cell::RefCell::new(Vec::new());
+        let keep_ours = std::cell::RefCell::new(Vec::new());
+        let (theirs, ours) = interleaved(
+            rounds,
+            || {
+                keep_theirs
+                    .borrow_mut()
+                    .push(procspawn::Pool::new(2).expect("procspawn pool"))
+            },
+            || {
+                keep_ours
+                    .borrow_mut()
+                    .push(ProcessPool::builder().workers(2).build().expect("pool"))
+            },
+        );
+        drop((keep_theirs, keep_ours));
+        Comparison::new("pool of 2 ready", "procspawn", theirs, ours, 0.5).print(1, "us");
+    }
+
+    // 5. CPU-bound job in 16 chunks: 2 workers over 1.
+    {
+        let chunk = 40_000_000u64;
+        let one = ProcessPool::builder().workers(1).build().expect("pool");
+        let two = ProcessPool::builder().workers(2).build().expect("pool");
+        let job = |p: &ProcessPool| {
+            let hs: Vec<_> = (0..16).map(|_| p.submit(Spin(chunk)).unwrap()).collect();
+            for h in hs {
+                std::hint::black_box(h.join().unwrap());
+            }
+        };
+        let (t1, t2) = interleaved(rounds.min(3), || job(&one), || job(&two));
+        let speedup = t1.as_secs_f64() / t2.as_secs_f64();
+        println!(
+            "{:<34} {:>10.1} ms  vs {:.1} ms on 1 worker: speedup {:.2}x  target >= 1.80x  {}",
+            "cpu job, 16 chunks, 2 workers",
+            t2.as_secs_f64() * 1e3,
+            t1.as_secs_f64() * 1e3,
+            speedup,
+            if speedup >= 1.8 { "met" } else { "MISSED" }
+        );
+    }
+}
