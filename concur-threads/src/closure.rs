@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use concur_core::{panic, ErrorKind, Executor, TaskError};
 
+use crate::dispatch::Job;
 use crate::ThreadPool;
 
 /// The caller's side of a closure run with [`ThreadPool::spawn_fn`].
@@ -54,14 +55,14 @@ impl ThreadPool {
     {
         let permit = self.admission().acquire(1)?;
         let (tx, rx) = mpsc::sync_channel(1);
-        let ok = self.inner().spawn_plain(move || {
+        let job = Job::Plain(Box::new(move || {
             let r = panic::catch(f);
             drop(permit);
             let _ = tx.send(r);
-        });
-        if !ok {
-            return Err(ErrorKind::ShutDown.into());
+        }));
+        match self.inner().push(job) {
+            Ok(()) => Ok(FnHandle { rx }),
+            Err(_) => Err(ErrorKind::ShutDown.into()),
         }
-        Ok(FnHandle { rx })
     }
 }

@@ -52,6 +52,8 @@
 //! No features; requires only `std` threads.
 
 mod closure;
+mod dispatch;
+mod generation;
 mod pool;
 mod scope;
 

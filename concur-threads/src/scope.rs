@@ -30,8 +30,8 @@ impl ThreadPool {
         F: for<'a> FnOnce(&Scope<'a, 'scope>) -> R + Send,
         R: Send,
     {
-        match self.inner().current_rayon() {
-            Some(g) => g.pool_ref().scope(|s| f(&Scope { inner: s })),
+        match self.inner().current_generation() {
+            Some(g) => g.pool.scope(|s| f(&Scope { inner: s })),
             // A stopped pool still honours the scope, on the caller's thread.
             None => rayon::scope(|s| f(&Scope { inner: s })),
         }
