@@ -57,8 +57,12 @@ const RECHECK: std::time::Duration = std::time::Duration::from_millis(1);
 impl Drop for Permit {
     fn drop(&mut self) {
         if let Some(inner) = self.inner.take() {
-            let now = inner.available.fetch_add(self.n, SeqCst) + self.n;
-            if now >= inner.low_water || inner.async_waiters.load(SeqCst) > 0 {
+            let before = inner.available.fetch_add(self.n, SeqCst);
+            let now = before + self.n;
+            // Wake blocked threads when room crosses the mark (not on every
+            // release above it) or when the pool falls idle.
+            let crossed = before < inner.low_water && now >= inner.low_water;
+            if crossed || now == inner.bound || inner.async_waiters.load(SeqCst) > 0 {
                 inner.notify();
             }
         }
