@@ -73,8 +73,13 @@ impl ProcessPoolBuilder {
     }
 
     /// Address space each worker may use beyond what it uses when it starts
-    /// (`RLIMIT_AS`). A task whose allocation fails under it ends its worker
-    /// and fails with `WorkerLost(WorkerExit::MemoryLimit)`.
+    /// (`RLIMIT_AS`, so virtual memory: thread stacks and allocator arenas
+    /// count). A task whose allocation fails under it ends its worker and
+    /// fails with `WorkerLost(WorkerExit::MemoryLimit)`; the worker is
+    /// replaced. The failure is recognised in the worker's abort handler by
+    /// the `ENOMEM` the failed allocation left, which is why memory-limited
+    /// workers print no backtrace on that abort (`RUST_BACKTRACE` is unset
+    /// in them).
     pub fn memory_limit(mut self, bytes: u64) -> Self {
         self.memory_limit = Some(bytes);
         self

@@ -12,8 +12,9 @@ use std::sync::{Arc, Mutex};
 use concur_core::TaskError;
 use ipc_channel::ipc::{self, IpcReceiverSet, IpcSelectionResult};
 
-use crate::pool::{Shared, Touched};
+use crate::shared::Shared;
 use crate::shm::Body;
+use crate::state::Touched;
 use crate::supervisor::Event;
 use crate::wire::{Frame, Packet, Rx, Tx, Up};
 

@@ -14,9 +14,10 @@ use ipc_channel::TryRecvError;
 
 use crate::error::SpawnError;
 use crate::outbox::Outbox;
-use crate::pool::{fail_pool, settle, Shared, Worker};
+use crate::shared::Shared;
 use crate::shm::Body;
 use crate::spawn::{self, Pending};
+use crate::state::{fail_pool, settle, Worker};
 use crate::sys;
 use crate::wire::{Down, Frame, Up};
 
@@ -89,7 +90,7 @@ fn exited(shared: &Arc<Shared>, inc: u64) {
         w.out.close();
         let slot = w.slot;
         let current = st.slots[slot] == Some(inc);
-        let fail = settle(shared, &mut st, w, exit);
+        let fail = settle(&shared.settings, &mut st, w, exit);
         if current {
             st.slots[slot] = None;
         }
@@ -134,7 +135,7 @@ fn respawn(shared: &Arc<Shared>, slot: usize) {
                 st.crashes.pop_front();
             }
             if st.crashes.len() > shared.settings.max_crashes as usize && st.failed.is_none() {
-                fail_pool(shared, &mut st, &mut fail);
+                fail_pool(&shared.settings, &mut st, &mut fail);
             }
         }
         for (c, e) in fail {
