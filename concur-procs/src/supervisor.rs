@@ -31,6 +31,9 @@ pub(crate) enum Event {
     Stop,
 }
 
+/// How long a worker whose channel closed may take to exit.
+const EXIT_GRACE: Duration = Duration::from_secs(2);
+
 /// How long a stopping pool waits for workers to exit before killing them.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
@@ -80,8 +83,9 @@ fn exited(shared: &Arc<Shared>, inc: u64) {
     let Some(pid) = shared.lock().workers.get(&inc).map(|w| w.pid) else {
         return;
     };
-    // The channel closed: the process is exiting, so this wait is short.
-    let exit = sys::wait(pid).unwrap_or(WorkerExit::Unknown);
+    // The channel closed: the process is exiting, so this wait is short (a
+    // worker that closed its channel and lives on is killed).
+    let exit = sys::wait_or_kill(pid, EXIT_GRACE).unwrap_or(WorkerExit::Unknown);
     let (fail, touched, respawn_slot) = {
         let mut st = shared.lock();
         let Some(w) = st.workers.remove(&inc) else {

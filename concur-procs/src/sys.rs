@@ -37,6 +37,24 @@ pub(crate) fn wait(pid: u32) -> io::Result<WorkerExit> {
     }
 }
 
+/// Waits for child `pid` to end; kills it when it has not ended within
+/// `grace` (a worker whose channel closed is normally already exiting).
+pub(crate) fn wait_or_kill(pid: u32, grace: std::time::Duration) -> io::Result<WorkerExit> {
+    let end = std::time::Instant::now() + grace;
+    let mut pause = std::time::Duration::from_micros(50);
+    loop {
+        if let Some(exit) = try_wait(pid)? {
+            return Ok(exit);
+        }
+        if std::time::Instant::now() >= end {
+            kill(pid);
+            return wait(pid);
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(std::time::Duration::from_millis(20));
+    }
+}
+
 /// Reaps child `pid` if it has ended, without waiting.
 pub(crate) fn try_wait(pid: u32) -> io::Result<Option<WorkerExit>> {
     let mut status: libc::c_int = 0;

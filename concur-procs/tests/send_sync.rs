@@ -1,5 +1,7 @@
 //! Pools, builders and handles can move between threads (checked at compile time).
 
+concur_procs::enable_test_support!();
+
 use concur_procs::{ProcessPool, ProcessPoolBuilder, Task, TaskContext, TaskHandle};
 use serde::{Deserialize, Serialize};
 
@@ -25,11 +27,24 @@ const _: () = {
     send::<ProcessPoolBuilder>();
 };
 
+concur_procs::register!(Nop);
+
 #[test]
-fn pool_can_be_shared_across_threads() {
-    fn takes<T: Send + Sync + 'static>(_: &T) {}
-    let b = ProcessPool::builder();
-    send_sync::<ProcessPool>();
-    takes(&std::sync::Arc::new(0u8));
-    drop(b);
+fn pool_and_handles_cross_threads() {
+    use concur_procs::{Configure, Executor};
+    let pool = ProcessPool::builder().workers(1).build().unwrap();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| s.spawn(|| pool.submit(Nop).unwrap()))
+            .map(|t| t.join().unwrap())
+            .collect();
+        // Handles made on other threads are joined on yet another.
+        s.spawn(move || {
+            for h in handles {
+                h.join_timeout(std::time::Duration::from_secs(60))
+                    .unwrap()
+                    .unwrap();
+            }
+        });
+    });
 }
