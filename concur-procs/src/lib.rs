@@ -27,7 +27,7 @@
 //! **If you forget**, the worker process starts the program's normal `main`
 //! with an unknown argument (`--concur-procs-worker`), which most programs
 //! reject at once. Building a pool then fails with
-//! [`ErrorKind::Spawn`](concur_core::ErrorKind::Spawn) whose
+//! [`ErrorKind::Spawn`] whose
 //! [`source`](std::error::Error::source) tells you to add
 //! `concur_procs::init()`. A program that ignores its arguments instead runs
 //! on, but any pool it tries to build fails at once (it knows it was started

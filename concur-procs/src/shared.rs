@@ -17,7 +17,6 @@ use crate::router::Router;
 use crate::shm::Body;
 use crate::state::{Job, Kill, Settings, State, Touched};
 use crate::supervisor::Event;
-use crate::sys;
 use crate::wire::{Down, Frame, Up};
 
 pub(crate) struct Shared {
@@ -209,7 +208,7 @@ impl Shared {
             match w.in_flight.front() {
                 Some(j) if j.completion.id() == id && w.killed.is_none() => {
                     w.killed = Some(Kill::Timeout);
-                    sys::kill(w.pid);
+                    w.kill();
                     j.completion.clone()
                 }
                 _ => return,
@@ -248,7 +247,7 @@ impl Shared {
                 // Running (or about to run: the worker takes tasks in order).
                 if w.killed.is_none() {
                     w.killed = Some(Kill::Cancel);
-                    sys::kill(w.pid);
+                    w.kill();
                 }
                 return;
             }
@@ -284,7 +283,7 @@ impl Shared {
                     finish.extend(w.in_flight.iter().map(|j| j.completion.clone()));
                     if w.killed.is_none() {
                         w.killed = Some(Kill::Shutdown);
-                        sys::kill(w.pid);
+                        w.kill();
                     }
                 } else if !w.retiring {
                     w.retiring = true;

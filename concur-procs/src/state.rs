@@ -55,6 +55,9 @@ pub(crate) struct Worker {
     pub(crate) sent: u64,
     pub(crate) retiring: bool,
     pub(crate) killed: Option<Kill>,
+    /// The supervisor is reaping it: its pid must not be signalled any more
+    /// (once reaped, the number may belong to another process).
+    pub(crate) reaping: bool,
     /// When the task now at the front of `in_flight` started being served.
     pub(crate) serving_since: Instant,
     /// Recent time per task (moving average), once known.
@@ -76,6 +79,7 @@ impl Worker {
             sent: 0,
             retiring: false,
             killed: None,
+            reaping: false,
             serving_since: Instant::now(),
             per_task: None,
         }
@@ -88,6 +92,13 @@ impl Worker {
             _ => depth.min(2),
         };
         !self.retiring && self.killed.is_none() && self.in_flight.len() < depth
+    }
+
+    /// Kills the worker unless it is being reaped (callers hold the pool lock).
+    pub(crate) fn kill(&self) {
+        if !self.reaping {
+            sys::kill(self.pid);
+        }
     }
 
     /// Notes that the front task ended now.

@@ -57,7 +57,7 @@ pub(crate) fn run(
                 Err(RecvTimeoutError::Timeout) => {
                     // Workers that do not exit when told are killed.
                     for w in shared.lock().workers.values() {
-                        sys::kill(w.pid);
+                        w.kill();
                     }
                     stop_deadline = Some(Instant::now() + STOP_GRACE);
                     continue;
@@ -80,7 +80,10 @@ pub(crate) fn run(
 }
 
 fn exited(shared: &Arc<Shared>, inc: u64) {
-    let Some(pid) = shared.lock().workers.get(&inc).map(|w| w.pid) else {
+    let Some(pid) = shared.lock().workers.get_mut(&inc).map(|w| {
+        w.reaping = true;
+        w.pid
+    }) else {
         return;
     };
     // The channel closed: the process is exiting, so this wait is short (a

@@ -14,8 +14,9 @@ pub(crate) const EXIT_ORPHANED: i32 = 99;
 
 /// Sends SIGKILL to `pid`. An already gone process is not an error.
 pub(crate) fn kill(pid: u32) {
-    // SAFETY: kill(2) takes plain integers; a stale pid of our own unreaped
-    // child cannot have been reused, since only we reap it.
+    // SAFETY: kill(2) takes plain integers. Callers only signal children
+    // they have not reaped yet (the pool marks a worker before reaping it),
+    // so the pid cannot belong to another process.
     unsafe {
         libc::kill(pid as libc::pid_t, libc::SIGKILL);
     }
