@@ -68,9 +68,27 @@
 //!
 //! Tasks and results are encoded with core's codec (bincode) and carried by
 //! `ipc-channel`; payloads above [`ProcessPoolBuilder::shm_threshold`] go
-//! through shared memory. Several tasks are kept in flight per worker and
-//! all results come back to one router thread, so a small task costs about
-//! one socket round trip; `map` sends small tasks in batches.
+//! through shared memory, written once by the sender and decoded in place
+//! by the receiver. Several tasks are kept in flight per worker (see
+//! [`ProcessPoolBuilder::in_flight_per_worker`]), frames queued together
+//! leave as one socket message, and all results come back to one router
+//! thread, so a small task costs about one socket round trip; `map` sends
+//! small tasks in batches.
+//!
+//! In the parent, a router thread reads every worker's results and never
+//! sends; a supervisor thread starts workers, reaps them and replaces the
+//! ones that end; callers send their own tasks, and a sender thread per
+//! worker sends what the router queues. In a worker, a reader thread always
+//! reads while the main thread runs tasks one after another. Each side
+//! always reads while it computes or sends, so no mix of large inputs,
+//! large outputs and slow callers can deadlock them.
+//!
+//! A worker that dies (signal, abort, memory limit, `exit`) fails the task
+//! it was running with `WorkerLost` and the exit it had; the tasks sent
+//! ahead to it are retried on other workers (up to the `retries` setting)
+//! or fail with the same error. A timeout or a cancel of a running task
+//! kills its worker. Workers exit when the parent dies (parent-death signal
+//! and end of channel), and every worker is reaped.
 //!
 //! # Features and requirements
 //!
