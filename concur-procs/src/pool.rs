@@ -1,6 +1,6 @@
 //! [`ProcessPool`]: the executor users hold.
 
-use std::sync::{mpsc, Arc, Condvar, Mutex, Weak};
+use std::sync::{mpsc, Arc, Mutex, Weak};
 
 use concur_core::{
     codec, registry, Admission, BatchHandle, Capabilities, Completion, Executor, Payload, Permit,
@@ -77,7 +77,6 @@ impl ProcessPool {
                 slots: vec![None; workers],
                 ..State::default()
             }),
-            changed: Condvar::new(),
             link: Arc::new(PoolLink(weak.clone())),
             router,
             supervisor: Mutex::new(Some(sup_tx)),

@@ -6,7 +6,7 @@
 //! [`crate::router`]) and the supervisor (worker exits and starts, see
 //! [`crate::supervisor`]). Completions are finished outside the lock.
 
-use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -23,7 +23,6 @@ pub(crate) struct Shared {
     pub(crate) settings: Settings,
     pub(crate) admission: Admission,
     pub(crate) state: Mutex<State>,
-    pub(crate) changed: Condvar,
     pub(crate) link: Arc<dyn Link>,
     pub(crate) router: Router,
     pub(crate) supervisor: Mutex<Option<mpsc::Sender<Event>>>,

@@ -103,7 +103,6 @@ fn exited(shared: &Arc<Shared>, inc: u64) {
         }
         let respawn = current && !st.closing && st.failed.is_none();
         let touched = shared.dispatch(&mut st);
-        shared.changed.notify_all();
         (fail, touched, respawn.then_some(slot))
     };
     touched.kick();
