@@ -288,3 +288,30 @@ impl InUse for ProcessPool {
         self.admission().in_use()
     }
 }
+
+#[test]
+fn batch_timeout_is_per_task_timeout_times_len() {
+    use concur_procs::ExecutorExt;
+    let p = ProcessPool::builder()
+        .workers(1)
+        .task_timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    // Three quick tasks fit in 3 × 200 ms.
+    let quick = p.submit_batch(vec![Sleep { ms: 50 }; 3]).unwrap().join();
+    assert!(quick.iter().all(Result::is_ok), "{quick:?}");
+    // One that never ends is stopped after 2 × 200 ms, and so is its batch.
+    let slow = p
+        .submit_batch(vec![Sleep { ms: 0 }, Sleep { ms: 60_000 }])
+        .unwrap()
+        .join();
+    for r in slow {
+        assert_eq!(
+            r.unwrap_err().kind(),
+            &ErrorKind::TimedOut {
+                after: Duration::from_millis(400)
+            }
+        );
+    }
+    join(p.submit(Who).unwrap()).expect("the pool goes on");
+}
