@@ -72,7 +72,14 @@ fn main() {
             }
         },
     );
-    Comparison::new("1 in flight no-op round trip", "rayon spawn+channel", peer, ours, 1.2).print(R, "us/task");
+    Comparison::new(
+        "1 in flight no-op round trip",
+        "rayon spawn+channel",
+        peer,
+        ours,
+        1.2,
+    )
+    .print(R, "us/task");
 
     const N: u64 = 100_000;
     let (peer, ours) = interleaved(
