@@ -51,6 +51,8 @@ pub struct Backend(BackendName);
 pub trait PoolKind {
     /// The backend's executor.
     type Pool: Executor;
+    /// What the backend can do (no pool needed to know).
+    const CAPABILITIES: Capabilities;
     /// Builds a pool of `workers` workers.
     ///
     /// # Errors
@@ -73,6 +75,7 @@ pub struct Threads;
 #[cfg(feature = "threads")]
 impl PoolKind for Threads {
     type Pool = concur_threads::ThreadPool;
+    const CAPABILITIES: Capabilities = concur_threads::ThreadPool::CAPABILITIES;
     fn build(workers: usize) -> Result<Self::Pool, Box<dyn StdError + Send + Sync>> {
         use concur_core::Configure;
         Ok(concur_threads::ThreadPool::builder()
@@ -88,6 +91,7 @@ pub struct Procs;
 #[cfg(feature = "procs")]
 impl PoolKind for Procs {
     type Pool = concur_procs::ProcessPool;
+    const CAPABILITIES: Capabilities = concur_procs::ProcessPool::CAPABILITIES;
     fn build(workers: usize) -> Result<Self::Pool, Box<dyn StdError + Send + Sync>> {
         use concur_core::Configure;
         Ok(concur_procs::ProcessPool::builder()
@@ -143,19 +147,13 @@ impl Backend {
         }
     }
 
-    /// Builds a one-worker pool and asks it what it can do.
-    ///
-    /// # Errors
-    /// When the pool cannot start.
-    pub fn capabilities(self) -> Result<Capabilities, Box<dyn StdError + Send + Sync>> {
+    /// What the backend can do, without starting any worker.
+    pub fn capabilities(self) -> Capabilities {
         struct Ask;
         impl Visit for Ask {
-            type Output = Result<Capabilities, Box<dyn StdError + Send + Sync>>;
-            fn visit<K: PoolKind>(self, _: Backend) -> Self::Output {
-                let pool = K::build(1)?;
-                let caps = pool.capabilities();
-                pool.shutdown()?;
-                Ok(caps)
+            type Output = Capabilities;
+            fn visit<K: PoolKind>(self, _: Backend) -> Capabilities {
+                K::CAPABILITIES
             }
         }
         self.visit(Ask)

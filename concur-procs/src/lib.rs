@@ -115,6 +115,7 @@ pub use builder::{
     ProcessPoolBuilder, DEFAULT_CRASH_WINDOW, DEFAULT_IN_FLIGHT_PER_WORKER, DEFAULT_MAX_CRASHES,
     DEFAULT_START_TIMEOUT,
 };
+pub use concur_core as core;
 pub use concur_core::{
     register, Configure, ErrorKind, Executor, ExecutorExt, PoolConfig, Task, TaskContext,
     TaskError, TaskHandle, WorkerExit,

@@ -33,6 +33,19 @@ impl std::fmt::Debug for ProcessPool {
 }
 
 impl ProcessPool {
+    /// What process pools can do, known without building one: each worker
+    /// has its own memory (values are encoded, large ones through shared
+    /// memory), a timed-out or cancelled task's worker is killed, a crash
+    /// or a memory limit fails one task and the pool goes on.
+    pub const CAPABILITIES: Capabilities = Capabilities {
+        shared_memory: false,
+        kills_on_timeout: true,
+        kills_on_cancel: true,
+        isolates_crashes: true,
+        memory_limit: true,
+        zero_copy_payloads: true,
+    };
+
     /// A builder with every default.
     pub fn builder() -> ProcessPoolBuilder {
         ProcessPoolBuilder::new()
@@ -161,14 +174,7 @@ impl Executor for ProcessPool {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            shared_memory: false,
-            kills_on_timeout: true,
-            kills_on_cancel: true,
-            isolates_crashes: true,
-            memory_limit: true,
-            zero_copy_payloads: true,
-        }
+        Self::CAPABILITIES
     }
 
     fn workers(&self) -> usize {

@@ -59,5 +59,9 @@ mod scope;
 
 pub use closure::FnHandle;
 pub use concur_core as core;
+pub use concur_core::{
+    register, Configure, ErrorKind, Executor, ExecutorExt, PoolConfig, Task, TaskContext,
+    TaskError, TaskHandle, WorkerExit,
+};
 pub use pool::{ThreadPool, ThreadPoolBuilder};
 pub use scope::Scope;
