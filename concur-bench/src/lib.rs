@@ -12,6 +12,16 @@
 
 use std::time::{Duration, Instant};
 
+pub mod tasks;
+
+/// Rounds per figure: `ROUNDS` from the environment, else `default`.
+pub fn rounds(default: usize) -> usize {
+    std::env::var("ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
 /// The median of `samples` (sorts them).
 pub fn median(samples: &mut [f64]) -> f64 {
     samples.sort_by(f64::total_cmp);

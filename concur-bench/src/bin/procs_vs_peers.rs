@@ -10,47 +10,11 @@
 //! 4. a pool of 2 workers ready vs procspawn `Pool::new(2)` (target <= 0.5x);
 //! 5. a CPU-bound job in 16 chunks: speedup of 2 workers over 1 (target >= 1.8x).
 
-use concur_bench::{header, interleaved, median, time, Comparison};
+use concur_bench::tasks::{Noop, Spin};
+use concur_bench::{header, interleaved, median, rounds, time, Comparison};
 use concur_core::prelude::*;
 use concur_procs::ProcessPool;
 use ipc_channel::ipc::{self, IpcBytesReceiver, IpcBytesSender, IpcOneShotServer, IpcSender};
-use serde::{Deserialize, Serialize};
-
-/// The no-op task.
-#[derive(Serialize, Deserialize)]
-struct Noop(u64);
-impl Task for Noop {
-    type Output = u64;
-    type ToCaller = ();
-    type FromCaller = ();
-    const NAME: &'static str = "procs-bench::Noop";
-    fn run(self, _cx: &mut TaskContext<'_, Self>) -> u64 {
-        self.0
-    }
-}
-
-/// A CPU-bound chunk: `rounds` of a cheap mixing function.
-#[derive(Serialize, Deserialize)]
-struct Spin(u64);
-impl Task for Spin {
-    type Output = u64;
-    type ToCaller = ();
-    type FromCaller = ();
-    const NAME: &'static str = "procs-bench::Spin";
-    fn run(self, _cx: &mut TaskContext<'_, Self>) -> u64 {
-        spin(self.0)
-    }
-}
-
-concur_core::register!(Noop, Spin);
-
-fn spin(rounds: u64) -> u64 {
-    let mut x = rounds;
-    for i in 0..rounds {
-        x = std::hint::black_box(x.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17) ^ i);
-    }
-    x
-}
 
 fn procspawn_noop(x: u64) -> u64 {
     x
@@ -109,13 +73,6 @@ impl Drop for Echo {
     }
 }
 
-fn rounds() -> usize {
-    std::env::var("ROUNDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(5)
-}
-
 fn main() {
     // Each peer's workers run the other's init first; both are a cheap
     // check of the environment outside their own workers.
@@ -124,7 +81,7 @@ fn main() {
     if let Ok(name) = std::env::var(ECHO_ROLE) {
         echo_role(name);
     }
-    let rounds = rounds();
+    let rounds = rounds(5);
     println!(
         "concur-procs vs peers ({} cores, {rounds} rounds, medians)",
         concur_core::default_workers()

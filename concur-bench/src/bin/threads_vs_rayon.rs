@@ -3,49 +3,16 @@
 
 use std::sync::mpsc;
 
-use concur_bench::{header, interleaved, Comparison};
+use concur_bench::tasks::{mix, Mix, Noop};
+use concur_bench::{header, interleaved, rounds, Comparison};
 use concur_core::prelude::*;
 use concur_core::MapOptions;
 use concur_threads::ThreadPool;
 use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
-
-/// The no-op task.
-#[derive(Serialize, Deserialize)]
-struct Noop(u64);
-impl Task for Noop {
-    type Output = u64;
-    type ToCaller = ();
-    type FromCaller = ();
-    const NAME: &'static str = "bench::Noop";
-    fn run(self, _cx: &mut TaskContext<'_, Self>) -> u64 {
-        self.0
-    }
-}
-
-/// A trivial map item: a little arithmetic.
-#[derive(Serialize, Deserialize)]
-struct Mix(u64);
-impl Task for Mix {
-    type Output = u64;
-    type ToCaller = ();
-    type FromCaller = ();
-    const NAME: &'static str = "bench::Mix";
-    fn run(self, _cx: &mut TaskContext<'_, Self>) -> u64 {
-        mix(self.0)
-    }
-}
-
-fn mix(x: u64) -> u64 {
-    x.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17) ^ x
-}
 
 fn main() {
     let workers = concur_core::default_workers();
-    let rounds: usize = std::env::var("ROUNDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(9);
+    let rounds = rounds(9);
     let pool = ThreadPool::new(workers).expect("thread pool");
     let rayon_pool = rayon::ThreadPoolBuilder::new()
         .num_threads(workers)

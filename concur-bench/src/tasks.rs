@@ -1,0 +1,62 @@
+//! The tasks the benchmarks run, registered once for every bench binary.
+
+use concur_core::{Task, TaskContext};
+use serde::{Deserialize, Serialize};
+
+/// The no-op task: returns its number.
+#[derive(Serialize, Deserialize)]
+pub struct Noop(pub u64);
+
+impl Task for Noop {
+    type Output = u64;
+    type ToCaller = ();
+    type FromCaller = ();
+    const NAME: &'static str = "concur-bench::Noop";
+    fn run(self, _cx: &mut TaskContext<'_, Self>) -> u64 {
+        self.0
+    }
+}
+
+/// A trivial map item: one round of [`mix`].
+#[derive(Serialize, Deserialize)]
+pub struct Mix(pub u64);
+
+impl Task for Mix {
+    type Output = u64;
+    type ToCaller = ();
+    type FromCaller = ();
+    const NAME: &'static str = "concur-bench::Mix";
+    fn run(self, _cx: &mut TaskContext<'_, Self>) -> u64 {
+        mix(self.0)
+    }
+}
+
+/// A CPU-bound chunk: `rounds` of [`mix`].
+#[derive(Serialize, Deserialize)]
+pub struct Spin(pub u64);
+
+impl Task for Spin {
+    type Output = u64;
+    type ToCaller = ();
+    type FromCaller = ();
+    const NAME: &'static str = "concur-bench::Spin";
+    fn run(self, _cx: &mut TaskContext<'_, Self>) -> u64 {
+        spin(self.0)
+    }
+}
+
+concur_core::register!(Noop, Mix, Spin);
+
+/// A cheap mixing function (a multiply, a rotate, a xor).
+pub fn mix(x: u64) -> u64 {
+    x.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17) ^ x
+}
+
+/// `rounds` of [`mix`], not optimised away.
+pub fn spin(rounds: u64) -> u64 {
+    let mut x = rounds;
+    for i in 0..rounds {
+        x = std::hint::black_box(mix(x) ^ i);
+    }
+    x
+}
