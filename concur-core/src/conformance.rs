@@ -250,6 +250,24 @@ impl Task for Doubler {
     }
 }
 
+/// Reads messages from the caller with a blocking `recv` until there are
+/// no more; returns how many it read.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Drain;
+impl Task for Drain {
+    type Output = u32;
+    type ToCaller = ();
+    type FromCaller = ();
+    const NAME: &'static str = "concur::conformance::Drain";
+    fn run(self, cx: &mut TaskContext<'_, Self>) -> u32 {
+        let mut n = 0;
+        while cx.recv().is_some() {
+            n += 1;
+        }
+        n
+    }
+}
+
 static SHARED: Mutex<Option<HashMap<u64, u64>>> = Mutex::new(None);
 
 /// Adds `add` to the process-global counter `key` and returns its new value.
@@ -283,13 +301,34 @@ fn fresh_key() -> u64 {
 }
 
 crate::register!(
-    Add, Fallible, MaybePanic, Block, Mark, CountMarks, CountInit, WhoAmI, Stream, Doubler, Bump
+    Add, Fallible, MaybePanic, Block, Mark, CountMarks, CountInit, WhoAmI, Stream, Doubler, Drain,
+    Bump
 );
 
 // -------------------------------------------------------------- helpers --
 
-fn pool<B: Backend>(b: &B, config: PoolConfig) -> B::Pool {
-    b.build(config).expect("the backend builds a valid pool")
+fn pool<B: Backend>(b: &B, config: PoolConfig) -> Guard<B::Pool> {
+    Guard(b.build(config).expect("the backend builds a valid pool"))
+}
+
+/// A pool that, when a case fails, is stopped with `shutdown_now` rather
+/// than the graceful shutdown of its drop, which would wait for the very
+/// task that made the case fail.
+struct Guard<P: Executor>(P);
+
+impl<P: Executor> std::ops::Deref for Guard<P> {
+    type Target = P;
+    fn deref(&self) -> &P {
+        &self.0
+    }
+}
+
+impl<P: Executor> Drop for Guard<P> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.shutdown_now();
+        }
+    }
 }
 
 fn join<T: Task>(h: TaskHandle<T>) -> Result<T::Output, TaskError> {
@@ -525,7 +564,7 @@ pub fn map_lazy_endless_input<B: Backend>(b: &B) {
 /// Cancellation: a task cancelled before it starts never runs and resolves `Cancelled`.
 pub fn cancel_before_start<B: Backend>(b: &B) {
     let p = pool(b, PoolConfig::new().workers(1));
-    let (blocker, _) = started_block(&p);
+    let (blocker, _) = started_block(&*p);
     let queued = p.submit(Mark).unwrap();
     assert!(queued.cancel());
     assert!(!queued.cancel(), "a second cancel is a no-op");
@@ -543,7 +582,7 @@ pub fn cancel_before_start<B: Backend>(b: &B) {
 /// the pool keeps working.
 pub fn cancel_running_resolves<B: Backend>(b: &B) {
     let p = pool(b, PoolConfig::new().workers(1));
-    let (h, _) = started_block(&p);
+    let (h, _) = started_block(&*p);
     assert!(h.cancel());
     assert!(join(h).unwrap_err().is_cancelled());
     assert_eq!(ok(p.submit(Add(3, 4)).unwrap()), 7);
@@ -566,7 +605,7 @@ pub fn shutdown_finishes_queued<B: Backend>(b: &B) {
 /// Shutdown: `shutdown_now` cancels queued and running work.
 pub fn shutdown_now_cancels<B: Backend>(b: &B) {
     let p = pool(b, PoolConfig::new().workers(1));
-    let (running, _) = started_block(&p);
+    let (running, _) = started_block(&*p);
     let queued: Vec<_> = (0..10).map(|_| p.submit(Mark).unwrap()).collect();
     p.shutdown_now();
     assert!(join(running).unwrap_err().is_cancelled());
@@ -589,8 +628,8 @@ pub fn submit_after_shutdown_fails<B: Backend>(b: &B) {
 /// Shutdown: dropping the pool finishes its work and joins every worker.
 pub fn drop_joins_workers<B: Backend>(b: &B) {
     let p = pool(b, PoolConfig::new().workers(2));
-    let (h1, w1) = started_block(&p);
-    let (h2, w2) = started_block(&p);
+    let (h1, w1) = started_block(&*p);
+    let (h2, w2) = started_block(&*p);
     assert_ne!(w1.incarnation, w2.incarnation);
     let tail: Vec<_> = (0..10).map(|i| p.submit(Add(i, 0)).unwrap()).collect();
     h1.send(()).unwrap();
@@ -628,6 +667,19 @@ pub fn messages_both_ways<B: Backend>(b: &B) {
     }
     h.send(0).unwrap();
     assert_eq!(ok(h), 50);
+}
+
+/// Messages: when the caller drops its handle, the task's `recv` returns
+/// `None` after the messages already sent, so a task waiting for more ends.
+pub fn dropped_handle_ends_recv<B: Backend>(b: &B) {
+    let p = pool(b, PoolConfig::new().workers(1));
+    let h = p.submit(Drain).unwrap();
+    for _ in 0..3 {
+        h.send(()).unwrap();
+    }
+    drop(h);
+    // One worker: this runs only once `Drain` has seen the end of its messages.
+    assert_eq!(ok(p.submit(Add(1, 2)).unwrap()), 3);
 }
 
 /// Async: handles are futures and `submit_async` works inside a tokio runtime.
@@ -720,7 +772,7 @@ pub fn batch_results_in_order<B: Backend>(b: &B) {
 pub fn worker_count_honoured<B: Backend>(b: &B) {
     let p = pool(b, PoolConfig::new().workers(3));
     assert_eq!(p.workers(), 3);
-    let blocks: Vec<_> = (0..3).map(|_| started_block(&p)).collect();
+    let blocks: Vec<_> = (0..3).map(|_| started_block(&*p)).collect();
     let indices: HashSet<_> = blocks.iter().map(|(_, w)| w.index).collect();
     assert_eq!(indices, HashSet::from([0, 1, 2]));
     let fourth = p.submit(Block).unwrap();
@@ -817,7 +869,7 @@ pub fn invalid_config_rejected<B: Backend>(b: &B) {
 /// comes back as tasks finish.
 pub fn queue_bound_applies_backpressure<B: Backend>(b: &B) {
     let p = pool(b, PoolConfig::new().workers(1).queue_bound(2));
-    let (blocker, _) = started_block(&p);
+    let (blocker, _) = started_block(&*p);
     let queued = p.submit(Add(1, 1)).unwrap();
     assert!(
         p.admission().try_acquire(1).unwrap().is_none(),
@@ -855,7 +907,7 @@ pub fn timeout_stops_running_task<B: Backend>(b: &B) {
             .workers(1)
             .task_timeout(Duration::from_millis(300)),
     );
-    let (h, w) = started_block(&p);
+    let (h, w) = started_block(&*p);
     assert!(join(h).unwrap_err().is_timeout());
     wait_until("the timed-out worker is gone", || !worker_alive(&w));
     let after = ok(p.submit(WhoAmI).unwrap());
@@ -870,7 +922,7 @@ pub fn timeout_stops_running_task<B: Backend>(b: &B) {
 /// its worker, which is replaced.
 pub fn cancel_running_stops_worker<B: Backend>(b: &B) {
     let p = pool(b, PoolConfig::new().workers(1));
-    let (h, w) = started_block(&p);
+    let (h, w) = started_block(&*p);
     assert!(h.cancel());
     wait_until("the cancelled worker is gone", || !worker_alive(&w));
     let after = ok(p.submit(WhoAmI).unwrap());
@@ -960,7 +1012,7 @@ macro_rules! conformance_suite {
             map_in_flight_bound_holds, map_unordered_in_flight_bound_holds, map_lazy_endless_input,
             cancel_before_start, cancel_running_resolves, shutdown_finishes_queued,
             shutdown_now_cancels, submit_after_shutdown_fails, drop_joins_workers,
-            messages_task_to_caller, messages_both_ways, await_in_tokio, many_tasks_complete,
+            messages_task_to_caller, messages_both_ways, dropped_handle_ends_recv, await_in_tokio, many_tasks_complete,
             submit_from_many_threads, task_ids_unique, batch_results_in_order,
             worker_count_honoured, default_worker_count, initializer_runs_once_per_worker,
             max_tasks_recycles_worker, invalid_config_rejected, queue_bound_applies_backpressure,

@@ -52,6 +52,12 @@ pub trait Link: Send + Sync {
     fn deliver(&self, id: TaskId, msg: Payload) -> Result<(), TaskError>;
     /// The caller cancelled task `id` while it was running.
     fn cancel_running(&self, id: TaskId);
+    /// The caller dropped its handle to task `id` before the task was done:
+    /// no more messages will come, so the task's `recv` must return `None`
+    /// once it has read the ones already sent.
+    fn caller_gone(&self, id: TaskId) {
+        let _ = id;
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -542,6 +548,13 @@ impl<T: Task> Drop for TaskHandle<T> {
         g.caller_gone = true;
         g.up.clear();
         self.shared.notify(&g, Side::Task);
+        let tell = g.state != State::Done;
+        drop(g);
+        if tell {
+            if let Some(link) = &self.shared.link {
+                link.caller_gone(self.shared.id);
+            }
+        }
     }
 }
 

@@ -164,6 +164,7 @@ impl ProcessPool {
                 .map(|t| t * u32::try_from(len).unwrap_or(u32::MAX)),
             tries: 0,
             down: Vec::new(),
+            caller_gone: false,
         }
     }
 }

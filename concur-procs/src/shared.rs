@@ -46,6 +46,12 @@ impl Link for PoolLink {
             shared.cancel_running(id);
         }
     }
+
+    fn caller_gone(&self, id: TaskId) {
+        if let Some(shared) = self.0.upgrade() {
+            shared.caller_gone(id);
+        }
+    }
 }
 
 impl Shared {
@@ -73,7 +79,7 @@ impl Shared {
                 .min_by_key(|(_, w)| w.in_flight.len())
                 .map(|(inc, _)| inc);
             let Some(inc) = best else { break };
-            let mut job = st.queue.pop_front().expect("queue is not empty");
+            let job = st.queue.pop_front().expect("queue is not empty");
             if !job.completion.begin() {
                 continue; // cancelled while queued
             }
@@ -94,13 +100,17 @@ impl Shared {
                 w.serving_since = Instant::now();
             }
             w.out.push(frame);
-            for msg in job.down.drain(..) {
+            let id = job.completion.id();
+            for msg in &job.down {
                 if let Ok(f) = Frame::new(
-                    &Down::Deliver {
-                        id: job.completion.id(),
-                    },
-                    Body::from_vec(msg, self.settings.shm_threshold),
+                    &Down::Deliver { id },
+                    Body::from_vec(msg.clone(), self.settings.shm_threshold),
                 ) {
+                    w.out.push(f);
+                }
+            }
+            if job.caller_gone {
+                if let Ok(f) = Frame::new(&Down::CallerGone { id }, Body::Empty) {
                     w.out.push(f);
                 }
             }
@@ -223,17 +233,45 @@ impl Shared {
                 job.down.push(bytes);
                 return Ok(());
             }
-            let Some(w) = st.workers.values().find(|w| w.holds(id).is_some()) else {
+            let Some(w) = st.workers.values_mut().find(|w| w.holds(id).is_some()) else {
                 return Ok(()); // already done: the message has nobody to read it
             };
-            w.out.push(Frame::new(
+            let frame = Frame::new(
                 &Down::Deliver { id },
-                Body::from_vec(bytes, self.settings.shm_threshold),
-            )?);
+                Body::from_vec(bytes.clone(), self.settings.shm_threshold),
+            )?;
+            if let Some(job) = w.in_flight.iter_mut().find(|j| j.completion.id() == id) {
+                job.down.push(bytes); // for a retry on another worker
+            }
+            w.out.push(frame);
             Touched(vec![w.out.clone()])
         };
         touched.flush_here();
         Ok(())
+    }
+
+    /// The caller of task `id` dropped its handle: tell the task, now or
+    /// when it is sent (and again if it is retried).
+    fn caller_gone(&self, id: TaskId) {
+        let touched = {
+            let mut st = self.lock();
+            if let Some(job) = st.queue.iter_mut().find(|j| j.completion.id() == id) {
+                job.caller_gone = true;
+                return;
+            }
+            let Some(w) = st.workers.values_mut().find(|w| w.holds(id).is_some()) else {
+                return; // already done
+            };
+            if let Some(job) = w.in_flight.iter_mut().find(|j| j.completion.id() == id) {
+                job.caller_gone = true;
+            }
+            match Frame::new(&Down::CallerGone { id }, Body::Empty) {
+                Ok(f) => w.out.push(f),
+                Err(_) => return,
+            }
+            Touched(vec![w.out.clone()])
+        };
+        touched.flush_here();
     }
 
     fn cancel_running(&self, id: TaskId) {

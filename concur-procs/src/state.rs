@@ -44,7 +44,11 @@ pub(crate) struct Job {
     pub(crate) input: Body,
     pub(crate) timeout: Option<Duration>,
     pub(crate) tries: u32,
+    /// Every message the caller sent the task, kept so that a retried task
+    /// gets them all again.
     pub(crate) down: Vec<Vec<u8>>,
+    /// The caller dropped its handle: after `down`, the task gets no more.
+    pub(crate) caller_gone: bool,
 }
 
 pub(crate) struct Worker {

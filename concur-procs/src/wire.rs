@@ -101,6 +101,8 @@ pub(crate) enum Down {
     /// The caller cancelled task `id`: drop it if it has not started, and
     /// end the worker if it is running.
     Cancel { id: TaskId },
+    /// The caller dropped its handle to task `id`: no more messages for it.
+    CallerGone { id: TaskId },
     /// Finish the tasks already received, then exit.
     Shutdown,
 }

@@ -39,6 +39,8 @@ struct Inbox {
     cancelled: HashSet<TaskId>,
     running: Option<TaskId>,
     messages: HashMap<TaskId, VecDeque<Payload>>,
+    /// Tasks whose caller dropped its handle: `recv` ends once drained.
+    gone: HashSet<TaskId>,
 }
 
 struct Shared {
@@ -206,6 +208,7 @@ fn run() -> Result<(), String> {
             let mut g = shared.lock();
             g.running = None;
             g.messages.remove(&job.id);
+            g.gone.remove(&job.id);
         }
         let (result, body) = match output {
             Ok(bytes) => (Ok(()), Body::from_vec(bytes, shm_threshold)),
@@ -273,6 +276,9 @@ fn take(g: &mut Inbox, head: Down, body: Body) {
                     g.cancelled.insert(id);
                 }
             }
+            Down::CallerGone { id } => {
+                g.gone.insert(id);
+            }
             Down::Shutdown => {
                 // Queue a marker: the main loop ends when it reaches it.
                 g.queue.push_back(Run {
@@ -311,6 +317,9 @@ impl Port for WorkerPort {
         loop {
             if let Some(m) = g.messages.get_mut(&self.id).and_then(VecDeque::pop_front) {
                 return Some(m);
+            }
+            if g.gone.contains(&self.id) {
+                return None;
             }
             g = match deadline {
                 None => self.shared.cond.wait(g).unwrap_or_else(|e| e.into_inner()),
