@@ -125,7 +125,7 @@ fn counter_sentence(n: usize, before: u64, after: u64, checkins: &[Checkin]) -> 
         )
     } else if after == before && seen.iter().all(|&s| s == ADD) {
         format!(
-            "copied memory: every worker process has its own copy of the counter, so each of the {n} workers saw only its own {}, and the caller's counter stayed at {}",
+            "copied memory: every worker process has its own copy of the counter, so each of the {n} workers saw only its own {}, and the caller's counter did not move ({} before and after)",
             thousands(ADD),
             thousands(after)
         )

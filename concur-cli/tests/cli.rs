@@ -230,7 +230,7 @@ fn demo_procs_runs_each_worker_in_its_own_process() {
         .contains("3 distinct process ids: none of them this process"));
     let counter = line_starting(&d, "procs: copied memory");
     assert!(
-        counter.contains("its own 1,000") && counter.contains("stayed at 0"),
+        counter.contains("its own 1,000") && counter.contains("did not move (0 before and after)"),
         "{counter}"
     );
 }
@@ -255,7 +255,9 @@ fn demo_all_runs_both_backends_in_turn() {
     line_starting(&d, "threads: one shared memory");
     // The threads already added 2,000 to the caller's counter; the process
     // workers do not see it and do not change it.
-    assert!(line_starting(&d, "procs: copied memory").contains("stayed at 2,000"));
+    assert!(
+        line_starting(&d, "procs: copied memory").contains("did not move (2,000 before and after)")
+    );
 }
 
 // ---------------------------------------------------------------- backends, help, version
