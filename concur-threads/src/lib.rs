@@ -3,7 +3,7 @@
 //!
 //! Depend on this crate when your tasks trust each other and want the
 //! cheapest dispatch: a [`ThreadPool`] implements the
-//! [`Executor`](concur_core::Executor) contract of `concur-core` (re-exported
+//! [`Executor`] contract of `concur-core` (re-exported
 //! here as [`core`]), so the same task types also run unchanged on the
 //! process backend (`concur-procs`). Threads also offer what processes
 //! cannot: plain closures ([`ThreadPool::spawn_fn`]) and scoped borrowing of
