@@ -73,7 +73,11 @@
 //! [`ProcessPoolBuilder::in_flight_per_worker`]), frames queued together
 //! leave as one socket message, and all results come back to one router
 //! thread, so a small task costs about one socket round trip; `map` sends
-//! small tasks in batches.
+//! small tasks in batches. A worker whose task runs much longer than its
+//! tasks usually do is sent no more work while another worker can take
+//! it, and when a worker falls idle, tasks already waiting behind such a
+//! long task are asked back (if they have not started) and run elsewhere:
+//! one slow task does not hold back the others.
 //!
 //! In the parent, a router thread reads every worker's results and never
 //! sends; a supervisor thread starts workers, reaps them and replaces the

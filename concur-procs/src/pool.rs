@@ -165,6 +165,7 @@ impl ProcessPool {
             tries: 0,
             down: Vec::new(),
             caller_gone: false,
+            recalled: false,
         }
     }
 }

@@ -68,6 +68,7 @@ impl Shared {
     /// Sends queued jobs to workers with room, least loaded first.
     pub(crate) fn dispatch(&self, st: &mut State) -> Touched {
         let (depth, adaptive) = (self.settings.depth, self.settings.adaptive);
+        let now = Instant::now();
         let mut touched: Vec<Arc<Outbox>> = Vec::new();
         while !st.queue.is_empty() {
             let best = st
@@ -76,7 +77,9 @@ impl Shared {
                 .flatten()
                 .filter_map(|inc| st.workers.get(inc).map(|w| (*inc, w)))
                 .filter(|(_, w)| w.takes_work(depth, adaptive))
-                .min_by_key(|(_, w)| w.in_flight.len())
+                // A worker whose task runs long comes last: work sent ahead
+                // to it would wait (it can be recalled, but better not sent).
+                .min_by_key(|(_, w)| (w.stalled(now), w.in_flight.len()))
                 .map(|(inc, _)| inc);
             let Some(inc) = best else { break };
             let job = st.queue.pop_front().expect("queue is not empty");
@@ -133,7 +136,44 @@ impl Shared {
                 }
             }
         }
+        self.recall_from_stalled(st, now, depth, adaptive, &mut touched);
         Touched(touched)
+    }
+
+    /// With nothing queued and a worker idle, asks stalled workers to give
+    /// back the tasks waiting behind their long task, so that one slow task
+    /// does not hold back others sent ahead to the same worker.
+    fn recall_from_stalled(
+        &self,
+        st: &mut State,
+        now: Instant,
+        depth: usize,
+        adaptive: bool,
+        touched: &mut Vec<Arc<Outbox>>,
+    ) {
+        if !st.queue.is_empty()
+            || !st
+                .workers
+                .values()
+                .any(|w| w.in_flight.is_empty() && w.takes_work(depth, adaptive))
+        {
+            return;
+        }
+        for w in st.workers.values_mut() {
+            if w.killed.is_some() || w.in_flight.len() < 2 || !w.stalled(now) {
+                continue;
+            }
+            let ids = w.recall_waiting();
+            if ids.is_empty() {
+                continue;
+            }
+            if let Ok(f) = Frame::new(&Down::Recall { ids }, Body::Empty) {
+                w.out.push(f);
+                if !touched.iter().any(|o| Arc::ptr_eq(o, &w.out)) {
+                    touched.push(w.out.clone());
+                }
+            }
+        }
     }
 
     pub(crate) fn submit_job(&self, job: Job) -> Result<(), TaskError> {
@@ -203,6 +243,26 @@ impl Shared {
                 if let Some(job) = job {
                     job.completion.finish(result.map(|()| body.into_payload()));
                 }
+            }
+            Up::Recalled { ids } => {
+                let mut st = self.lock();
+                let mut back = Vec::new();
+                if let Some(w) = st.workers.get_mut(&inc) {
+                    for id in ids {
+                        if let Some(mut job) = w.holds(id).and_then(|i| w.in_flight.remove(i)) {
+                            job.recalled = false;
+                            w.sent = w.sent.saturating_sub(1);
+                            // Done already (cancelled): its handle has its answer.
+                            if job.completion.requeue() {
+                                back.push(job);
+                            }
+                        }
+                    }
+                }
+                for job in back.into_iter().rev() {
+                    st.queue.push_front(job);
+                }
+                touched.merge(self.dispatch(&mut st));
             }
             Up::Hello { .. } | Up::Ready | Up::InitFailed(_) => {}
         }

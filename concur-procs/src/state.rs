@@ -49,6 +49,8 @@ pub(crate) struct Job {
     pub(crate) down: Vec<Vec<u8>>,
     /// The caller dropped its handle: after `down`, the task gets no more.
     pub(crate) caller_gone: bool,
+    /// Asked back from the worker it waits on (see [`Worker::stalled`]).
+    pub(crate) recalled: bool,
 }
 
 pub(crate) struct Worker {
@@ -67,6 +69,10 @@ pub(crate) struct Worker {
     /// Recent time per task (moving average), once known.
     pub(crate) per_task: Option<Duration>,
 }
+
+/// A front task running longer than this (or four times the worker's
+/// average, if longer) counts as stalled: see [`Worker::stalled`].
+const STALL_AFTER: Duration = Duration::from_micros(500);
 
 /// Tasks shorter than this on average are pipelined to the full depth;
 /// longer ones are sent two at a time, so that a long task does not hold
@@ -96,6 +102,29 @@ impl Worker {
             _ => depth.min(2),
         };
         !self.retiring && self.killed.is_none() && self.in_flight.len() < depth
+    }
+
+    /// True when the task it runs has taken much longer than its tasks
+    /// usually do: nothing more should wait behind it.
+    pub(crate) fn stalled(&self, now: Instant) -> bool {
+        let usual = self
+            .per_task
+            .map_or(STALL_AFTER, |t| (t * 4).max(STALL_AFTER));
+        !self.in_flight.is_empty() && now.saturating_duration_since(self.serving_since) > usual
+    }
+
+    /// Asks back the tasks waiting behind a stalled front task; returns
+    /// their ids (none when nothing waits or all were asked already).
+    pub(crate) fn recall_waiting(&mut self) -> Vec<TaskId> {
+        self.in_flight
+            .iter_mut()
+            .skip(1)
+            .filter(|j| !j.recalled)
+            .map(|j| {
+                j.recalled = true;
+                j.completion.id()
+            })
+            .collect()
     }
 
     /// Kills the worker unless it is being reaped (callers hold the pool lock).
@@ -193,6 +222,7 @@ pub(crate) fn settle(
             }
             j.tries += 1;
         }
+        j.recalled = false;
         if j.completion.requeue() {
             again.push(j);
         }

@@ -103,6 +103,9 @@ pub(crate) enum Down {
     Cancel { id: TaskId },
     /// The caller dropped its handle to task `id`: no more messages for it.
     CallerGone { id: TaskId },
+    /// Give back those of tasks `ids` that have not started: another worker
+    /// is idle while they wait behind a long task here.
+    Recall { ids: Vec<TaskId> },
     /// Finish the tasks already received, then exit.
     Shutdown,
 }
@@ -120,6 +123,9 @@ pub(crate) enum Up {
     Started { id: TaskId },
     /// A message from task `id` to its caller; the frame's payload.
     Message { id: TaskId },
+    /// Tasks given back unstarted after a [`Down::Recall`] (sent by the
+    /// worker's reader thread, which never waits on the task thread).
+    Recalled { ids: Vec<TaskId> },
     /// Task `id` ended; on success its output is the frame's payload.
     Done {
         id: TaskId,

@@ -125,12 +125,13 @@ fn run() -> Result<(), String> {
         .name("concur-procs-reader".into())
         .spawn({
             let shared = shared.clone();
+            let up = up.clone();
             move || {
                 // Allocate once before the memory limit applies, so that this
                 // thread's allocator arena exists.
                 drop(std::hint::black_box(vec![0u8; 64]));
                 let _ = started_tx.send(());
-                read(&down, &shared)
+                read(&down, &up, &shared)
             }
         })
         .map_err(|e| e.to_string())?;
@@ -235,28 +236,49 @@ fn send(up: &Tx, head: &Up, body: Body) {
     }
 }
 
-/// The reader thread. Never sends, never waits on the task thread.
-fn read(down: &Rx, shared: &Shared) {
+/// The reader thread. Never waits on the task thread; its only send is the
+/// answer to a recall (the parent's router always reads, so it cannot block
+/// for long).
+fn read(down: &Rx, up: &Tx, shared: &Shared) {
     loop {
         let Ok(packet) = down.recv() else {
             // The parent ended or dropped us: stop now, busy or idle.
             sys::exit_now(sys::EXIT_ORPHANED)
         };
+        let mut given_back = Vec::new();
         let mut g = shared.lock();
         for frame in packet {
             let Ok((head, body)) = frame.open::<Down>() else {
                 sys::exit_now(sys::EXIT_ORPHANED)
             };
-            take(&mut g, head, body);
+            take(&mut g, head, body, &mut given_back);
         }
         shared.cond.notify_all();
+        drop(g);
+        if !given_back.is_empty() {
+            send(up, &Up::Recalled { ids: given_back }, Body::Empty);
+        }
     }
 }
 
-/// Files one frame from the parent.
-fn take(g: &mut Inbox, head: Down, body: Body) {
+/// Files one frame from the parent; tasks given back go to `given_back`.
+fn take(g: &mut Inbox, head: Down, body: Body, given_back: &mut Vec<TaskId>) {
     {
         match head {
+            Down::Recall { ids } => {
+                g.queue.retain(|r| {
+                    let back = ids.contains(&r.id);
+                    if back {
+                        given_back.push(r.id);
+                    }
+                    !back
+                });
+                for id in given_back.iter() {
+                    g.messages.remove(id);
+                    g.gone.remove(id);
+                    g.cancelled.remove(id);
+                }
+            }
             Down::Run { id, name, kind } => g.queue.push_back(Run {
                 id,
                 name,
