@@ -1,46 +1,56 @@
 //! A single shared timer thread for deadlines (per-task timeouts). Started
 //! on first use; callbacks run on the timer thread and must be short.
+//!
+//! A deadline that no longer matters (its task finished) is cancelled with
+//! [`cancel`]: its callback, and whatever the callback holds, is dropped at
+//! once, so a million finished tasks with hour-long timeouts hold no memory
+//! but a few bytes each until the heap is next compacted.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
-use std::sync::{Condvar, Mutex, OnceLock};
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
 type Callback = Box<dyn FnOnce() + Send>;
 
-struct Entry {
-    at: Instant,
-    seq: u64,
-    f: Callback,
+/// Identifies a scheduled callback, for [`cancel`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TimerKey(u64);
+
+#[derive(Default)]
+struct Wheel {
+    /// Deadlines in order; an entry whose key is no longer in `live` was cancelled.
+    heap: BinaryHeap<Reverse<(Instant, u64)>>,
+    live: HashMap<u64, Callback>,
+    next: u64,
 }
 
-impl PartialEq for Entry {
-    fn eq(&self, other: &Self) -> bool {
-        (self.at, self.seq) == (other.at, other.seq)
-    }
-}
-impl Eq for Entry {}
-impl PartialOrd for Entry {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Entry {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.at, self.seq).cmp(&(other.at, other.seq))
+impl Wheel {
+    /// Drops cancelled entries from the heap once they outnumber live ones.
+    fn compact(&mut self) {
+        if self.heap.len() > 2 * self.live.len() + 1024 {
+            let live = &self.live;
+            self.heap.retain(|Reverse((_, k))| live.contains_key(k));
+        }
     }
 }
 
 struct Timer {
-    heap: Mutex<(BinaryHeap<Reverse<Entry>>, u64)>,
+    wheel: Mutex<Wheel>,
     cond: Condvar,
+}
+
+impl Timer {
+    fn lock(&self) -> MutexGuard<'_, Wheel> {
+        self.wheel.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 fn timer() -> &'static Timer {
     static TIMER: OnceLock<&'static Timer> = OnceLock::new();
     TIMER.get_or_init(|| {
         let t: &'static Timer = Box::leak(Box::new(Timer {
-            heap: Mutex::new((BinaryHeap::new(), 0)),
+            wheel: Mutex::new(Wheel::default()),
             cond: Condvar::new(),
         }));
         std::thread::Builder::new()
@@ -52,21 +62,22 @@ fn timer() -> &'static Timer {
 }
 
 fn run(t: &'static Timer) {
-    let mut g = t.heap.lock().unwrap_or_else(|e| e.into_inner());
+    let mut g = t.lock();
     loop {
         let now = Instant::now();
-        match g.0.peek() {
-            Some(Reverse(e)) if e.at <= now => {
-                let Reverse(e) = g.0.pop().expect("peeked");
-                drop(g);
-                (e.f)();
-                g = t.heap.lock().unwrap_or_else(|e| e.into_inner());
+        match g.heap.peek().copied() {
+            Some(Reverse((at, key))) if at <= now => {
+                g.heap.pop();
+                if let Some(f) = g.live.remove(&key) {
+                    drop(g);
+                    f();
+                    g = t.lock();
+                }
             }
-            Some(Reverse(e)) => {
-                let wait = e.at - now;
+            Some(Reverse((at, _))) => {
                 g = t
                     .cond
-                    .wait_timeout(g, wait)
+                    .wait_timeout(g, at - now)
                     .unwrap_or_else(|e| e.into_inner())
                     .0;
             }
@@ -75,18 +86,28 @@ fn run(t: &'static Timer) {
     }
 }
 
-/// Runs `f` on the timer thread at `at` (or soon after).
-pub fn at(at: Instant, f: impl FnOnce() + Send + 'static) {
+/// Runs `f` on the timer thread at `at` (or soon after), unless cancelled.
+pub fn at(at: Instant, f: impl FnOnce() + Send + 'static) -> TimerKey {
     let t = timer();
-    let mut g = t.heap.lock().unwrap_or_else(|e| e.into_inner());
-    g.1 += 1;
-    let seq = g.1;
-    g.0.push(Reverse(Entry {
-        at,
-        seq,
-        f: Box::new(f),
-    }));
+    let mut g = t.lock();
+    g.next += 1;
+    let key = g.next;
+    g.live.insert(key, Box::new(f));
+    g.heap.push(Reverse((at, key)));
     t.cond.notify_one();
+    TimerKey(key)
+}
+
+/// Cancels a callback that has not run yet (a no-op once it ran).
+pub fn cancel(key: TimerKey) {
+    let f = {
+        let mut g = timer().lock();
+        let f = g.live.remove(&key.0);
+        g.compact();
+        f
+    };
+    // Dropped outside the lock: it may hold anything.
+    drop(f);
 }
 
 #[cfg(test)]
@@ -108,5 +129,23 @@ mod tests {
             .map(|_| rx.recv_timeout(Duration::from_secs(10)).unwrap())
             .collect();
         assert_eq!(got, vec![1, 2]);
+    }
+
+    #[test]
+    fn cancelled_callback_never_runs_and_is_dropped_at_once() {
+        let (tx, rx) = mpsc::channel::<i32>();
+        let held = std::sync::Arc::new(());
+        let h = held.clone();
+        let key = at(Instant::now() + Duration::from_millis(30), move || {
+            let _ = &h;
+            tx.send(1).unwrap();
+        });
+        cancel(key);
+        assert_eq!(
+            std::sync::Arc::strong_count(&held),
+            1,
+            "the callback was not dropped"
+        );
+        assert!(rx.recv_timeout(Duration::from_millis(300)).is_err());
     }
 }

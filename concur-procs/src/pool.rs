@@ -166,6 +166,7 @@ impl ProcessPool {
             down: Vec::new(),
             caller_gone: false,
             recalled: false,
+            deadline: None,
         }
     }
 }

@@ -200,20 +200,20 @@ impl Shared {
     pub(crate) fn on_up(self: &Arc<Self>, inc: u64, up: Up, body: Body, touched: &mut Touched) {
         match up {
             Up::Started { id } => {
-                let st = self.lock();
-                let timeout = st
+                let mut st = self.lock();
+                let job = st
                     .workers
-                    .get(&inc)
-                    .and_then(|w| w.holds(id).map(|i| &w.in_flight[i]))
-                    .and_then(|j| j.timeout);
-                drop(st);
-                if let Some(after) = timeout {
-                    let weak = Arc::downgrade(self);
-                    timer::at(Instant::now() + after, move || {
-                        if let Some(shared) = weak.upgrade() {
-                            shared.on_timeout(inc, id, after);
-                        }
-                    });
+                    .get_mut(&inc)
+                    .and_then(|w| w.holds(id).map(|i| &mut w.in_flight[i]));
+                if let Some(job) = job {
+                    if let Some(after) = job.timeout {
+                        let weak = Arc::downgrade(self);
+                        job.deadline = Some(timer::at(Instant::now() + after, move || {
+                            if let Some(shared) = weak.upgrade() {
+                                shared.on_timeout(inc, id, after);
+                            }
+                        }));
+                    }
                 }
             }
             Up::Message { id } => {
@@ -241,6 +241,9 @@ impl Shared {
                     job
                 };
                 if let Some(job) = job {
+                    if let Some(key) = job.deadline {
+                        timer::cancel(key);
+                    }
                     job.completion.finish(result.map(|()| body.into_payload()));
                 }
             }

@@ -6,6 +6,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use concur_core::timer::{self, TimerKey};
 use concur_core::{Completion, ErrorKind, Initializer, TaskError, TaskId};
 
 use crate::outbox::Outbox;
@@ -51,6 +52,8 @@ pub(crate) struct Job {
     pub(crate) caller_gone: bool,
     /// Asked back from the worker it waits on (see [`Worker::stalled`]).
     pub(crate) recalled: bool,
+    /// Its running deadline, cancelled when it ends.
+    pub(crate) deadline: Option<TimerKey>,
 }
 
 pub(crate) struct Worker {
@@ -202,6 +205,11 @@ pub(crate) fn settle(
     let ours = w.killed.is_some() || exit == WorkerExit::Code(sys::EXIT_CANCELLED);
     let clean = w.retiring && exit == WorkerExit::Code(0);
     let mut jobs = w.in_flight;
+    for j in jobs.iter_mut() {
+        if let Some(key) = j.deadline.take() {
+            timer::cancel(key);
+        }
+    }
     let mut fail = Vec::new();
     if !clean {
         if let Some(culprit) = jobs.pop_front() {

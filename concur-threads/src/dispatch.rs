@@ -155,14 +155,17 @@ impl Inner {
         // sets its flag before it scans the slots: one of the two sees the other.
         *lock(&slot) = Some(completion.clone());
         if !self.stopping.load(Ordering::SeqCst) && completion.begin() {
-            if let Some(t) = self.shared.config.task_timeout_value() {
+            let deadline = self.shared.config.task_timeout_value().map(|t| {
                 let c = completion.clone();
                 let scaled = t * u32::try_from(count).unwrap_or(u32::MAX);
                 timer::at(Instant::now() + scaled, move || {
                     c.finish(Err(ErrorKind::TimedOut { after: t }.into()));
-                });
-            }
+                })
+            });
             run(&completion, input, info);
+            if let Some(key) = deadline {
+                timer::cancel(key);
+            }
         } else {
             completion.finish(Err(ErrorKind::Cancelled.into()));
         }
