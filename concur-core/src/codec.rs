@@ -37,6 +37,31 @@ pub fn encode_into<V: Serialize + ?Sized>(
         .map_err(|e| TaskError::codec(what, e))
 }
 
+/// The number of bytes [`encode`] produces for `value`, without producing
+/// them (lets a caller allocate the destination, shared memory say, first).
+///
+/// # Errors
+/// As [`encode`].
+pub fn encoded_len<V: Serialize + ?Sized>(value: &V, what: &str) -> Result<usize, TaskError> {
+    let mut size = bincode::enc::write::SizeWriter::default();
+    bincode::serde::encode_into_writer(value, &mut size, config())
+        .map_err(|e| TaskError::codec(what, e))?;
+    Ok(size.bytes_written)
+}
+
+/// Encodes `value` into the start of `dst` (sized with [`encoded_len`]);
+/// returns the bytes written.
+///
+/// # Errors
+/// As [`encode`], and when `dst` is too small.
+pub fn encode_into_slice<V: Serialize + ?Sized>(
+    value: &V,
+    dst: &mut [u8],
+    what: &str,
+) -> Result<usize, TaskError> {
+    bincode::serde::encode_into_slice(value, dst, config()).map_err(|e| TaskError::codec(what, e))
+}
+
 /// Decodes a value from the start of `bytes`; trailing bytes are an error.
 ///
 /// # Errors
@@ -64,6 +89,17 @@ mod tests {
         let bytes = encode(&v, "test").unwrap();
         let back: (u32, String, Vec<u8>) = decode(&bytes, "test").unwrap();
         assert_eq!(v, back);
+    }
+
+    #[test]
+    fn sized_encoding_matches() {
+        let v = (vec![1u32; 1000], String::from("hello"), Some(3u8));
+        let bytes = encode(&v, "t").unwrap();
+        assert_eq!(encoded_len(&v, "t").unwrap(), bytes.len());
+        let mut dst = vec![0u8; bytes.len()];
+        assert_eq!(encode_into_slice(&v, &mut dst, "t").unwrap(), bytes.len());
+        assert_eq!(dst, bytes);
+        assert!(encode_into_slice(&v, &mut [0u8; 3], "t").is_err());
     }
 
     #[test]

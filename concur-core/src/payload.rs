@@ -13,12 +13,20 @@ use crate::task::Message;
 /// A type-erased message that can be moved as a value or encoded as bytes.
 trait Erased: Send {
     fn encode(&self) -> Result<Vec<u8>, TaskError>;
+    fn encoded_len(&self) -> Result<usize, TaskError>;
+    fn encode_into(&self, dst: &mut [u8]) -> Result<usize, TaskError>;
     fn into_any(self: Box<Self>) -> Box<dyn Any + Send>;
 }
 
 impl<M: Message> Erased for M {
     fn encode(&self) -> Result<Vec<u8>, TaskError> {
         codec::encode(self, std::any::type_name::<M>())
+    }
+    fn encoded_len(&self) -> Result<usize, TaskError> {
+        codec::encoded_len(self, std::any::type_name::<M>())
+    }
+    fn encode_into(&self, dst: &mut [u8]) -> Result<usize, TaskError> {
+        codec::encode_into_slice(self, dst, std::any::type_name::<M>())
     }
     fn into_any(self: Box<Self>) -> Box<dyn Any + Send> {
         self
@@ -52,8 +60,9 @@ struct Small {
 
 struct SmallVt {
     type_id: fn() -> TypeId,
-    /// Encodes the value at the pointer (which must hold a live value of the type).
-    encode: unsafe fn(*const u8) -> Result<Vec<u8>, TaskError>,
+    /// Views the value at the pointer (which must hold a live value of the
+    /// type) as an [`Erased`], for encoding.
+    erased: fn(*const u8) -> *const dyn Erased,
     /// Drops the value at the pointer in place.
     drop: unsafe fn(*mut u8),
 }
@@ -65,17 +74,15 @@ trait HasSmallVt {
 impl<M: Message> HasSmallVt for M {
     const VT: SmallVt = SmallVt {
         type_id: TypeId::of::<M>,
-        encode: encode_small::<M>,
+        erased: erased_small::<M>,
         drop: drop_small::<M>,
     };
 }
 
-/// # Safety
-/// `p` points to a live, properly aligned `M`.
-unsafe fn encode_small<M: Message>(p: *const u8) -> Result<Vec<u8>, TaskError> {
-    // SAFETY: the caller guarantees `p` holds a live `M`.
-    let value = unsafe { &*p.cast::<M>() };
-    codec::encode(value, std::any::type_name::<M>())
+/// Only attaches `M`'s vtable to the pointer; using the result requires
+/// `p` to point to a live, properly aligned `M`.
+fn erased_small<M: Message>(p: *const u8) -> *const dyn Erased {
+    p.cast::<M>() as *const dyn Erased
 }
 
 /// # Safety
@@ -105,6 +112,12 @@ impl Small {
 
     fn ptr(&self) -> *const u8 {
         self.data.as_ptr().cast()
+    }
+
+    fn erased(&self) -> &dyn Erased {
+        // SAFETY: a `Small` always holds a live value of its vtable's type,
+        // and the reference does not outlive `self`.
+        unsafe { &*(self.vt.erased)(self.ptr()) }
     }
 
     /// Moves the value out if it is an `M`.
@@ -152,10 +165,42 @@ impl Payload {
     /// [`ErrorKind::Codec`](crate::ErrorKind::Codec) when the value cannot be encoded.
     pub fn to_bytes(&self) -> Result<Vec<u8>, TaskError> {
         match &self.0 {
-            // SAFETY: a `Small` holds a live value of its vtable's type.
-            Inner::Small(s) => unsafe { (s.vt.encode)(s.ptr()) },
+            Inner::Small(s) => s.erased().encode(),
             Inner::Value(v) => v.encode(),
             Inner::Bytes(b) => Ok(b.as_ref().as_ref().to_vec()),
+        }
+    }
+
+    /// The length of [`to_bytes`](Self::to_bytes)'s result, without encoding.
+    ///
+    /// # Errors
+    /// As [`to_bytes`](Self::to_bytes).
+    pub fn encoded_len(&self) -> Result<usize, TaskError> {
+        match &self.0 {
+            Inner::Small(s) => s.erased().encoded_len(),
+            Inner::Value(v) => v.encoded_len(),
+            Inner::Bytes(b) => Ok(b.as_ref().as_ref().len()),
+        }
+    }
+
+    /// Writes the encoded form into the start of `dst` (sized with
+    /// [`encoded_len`](Self::encoded_len)), so a process backend can encode
+    /// straight into shared memory. Returns the bytes written.
+    ///
+    /// # Errors
+    /// As [`to_bytes`](Self::to_bytes), and when `dst` is too small.
+    pub fn encode_into(&self, dst: &mut [u8]) -> Result<usize, TaskError> {
+        match &self.0 {
+            Inner::Small(s) => s.erased().encode_into(dst),
+            Inner::Value(v) => v.encode_into(dst),
+            Inner::Bytes(b) => {
+                let b = b.as_ref().as_ref();
+                let to = dst.get_mut(..b.len()).ok_or_else(|| {
+                    TaskError::codec("payload", std::io::Error::other("destination too small"))
+                })?;
+                to.copy_from_slice(b);
+                Ok(b.len())
+            }
         }
     }
 
@@ -258,6 +303,22 @@ mod tests {
             crate::codec::encode(&(big.clone(), [0u64; 8]), "x").unwrap()
         );
         assert_eq!(p.into_value::<(Vec<u64>, [u64; 8])>("m").unwrap().0, big);
+    }
+
+    #[test]
+    fn sized_encoding_of_every_kind() {
+        let big = (vec![9u64; 50], String::from("x"));
+        for p in [
+            Payload::value(7u32),
+            Payload::value(big.clone()),
+            Payload::bytes(crate::codec::encode(&big, "b").unwrap()),
+        ] {
+            let bytes = p.to_bytes().unwrap();
+            assert_eq!(p.encoded_len().unwrap(), bytes.len());
+            let mut dst = vec![0u8; bytes.len()];
+            assert_eq!(p.encode_into(&mut dst).unwrap(), bytes.len());
+            assert_eq!(dst, bytes);
+        }
     }
 
     #[test]

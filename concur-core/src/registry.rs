@@ -15,9 +15,9 @@ use crate::payload::Payload;
 use crate::task::{NullPort, Port, Task, TaskContext, WorkerInfo};
 
 /// Runs one encoded task: input bytes, the port to its caller, its worker.
-type RunFn = fn(&[u8], &dyn Port, WorkerInfo) -> Result<Vec<u8>, TaskError>;
+type RunFn = fn(&[u8], &dyn Port, WorkerInfo) -> Result<Payload, TaskError>;
 /// Runs an encoded batch of tasks.
-type RunBatchFn = fn(&[u8], WorkerInfo) -> Result<Vec<u8>, TaskError>;
+type RunBatchFn = fn(&[u8], WorkerInfo) -> Result<Payload, TaskError>;
 
 /// One registered task type. Built by [`register!`](crate::register).
 #[derive(Debug)]
@@ -46,25 +46,27 @@ impl TaskEntry {
         self.name
     }
 
-    /// Decodes a task from `input`, runs it (panics caught) and encodes its output.
+    /// Decodes a task from `input` and runs it (panics caught). The output
+    /// comes back as a value; the caller encodes it where it wants it
+    /// ([`Payload::to_bytes`], or [`Payload::encode_into`] shared memory).
     ///
     /// # Errors
-    /// Codec errors for input or output, or the task's panic.
+    /// Codec errors for the input, or the task's panic.
     pub fn run(
         &self,
         input: &[u8],
         port: &dyn Port,
         worker: WorkerInfo,
-    ) -> Result<Vec<u8>, TaskError> {
+    ) -> Result<Payload, TaskError> {
         (self.run)(input, port, worker)
     }
 
-    /// Runs an encoded `Vec<T>` and returns the encoded
+    /// Runs an encoded `Vec<T>`; the result holds the
     /// `Vec<Result<T::Output, TaskError>>` (see [`crate::BatchHandle`]).
     ///
     /// # Errors
     /// Codec errors for the batch as a whole; each task's own failure is in its slot.
-    pub fn run_batch(&self, input: &[u8], worker: WorkerInfo) -> Result<Vec<u8>, TaskError> {
+    pub fn run_batch(&self, input: &[u8], worker: WorkerInfo) -> Result<Payload, TaskError> {
         (self.run_batch)(input, worker)
     }
 }
@@ -73,16 +75,15 @@ fn run_encoded<T: Task>(
     input: &[u8],
     port: &dyn Port,
     worker: WorkerInfo,
-) -> Result<Vec<u8>, TaskError> {
+) -> Result<Payload, TaskError> {
     let task: T = codec::decode(input, "task")?;
     let output = panic::catch(|| task.run(&mut TaskContext::new(port, worker)))?;
-    Payload::value(output).to_bytes()
+    Ok(Payload::value(output))
 }
 
-fn run_batch_encoded<T: Task>(input: &[u8], worker: WorkerInfo) -> Result<Vec<u8>, TaskError> {
+fn run_batch_encoded<T: Task>(input: &[u8], worker: WorkerInfo) -> Result<Payload, TaskError> {
     let tasks: Vec<T> = codec::decode(input, "task batch")?;
-    let results = run_batch(tasks, worker);
-    codec::encode(&results, "batch output")
+    Ok(Payload::value(run_batch(tasks, worker)))
 }
 
 /// Runs tasks one after another, each with its own panic catch. The in-process

@@ -3,8 +3,8 @@
 use std::sync::{mpsc, Arc, Mutex, Weak};
 
 use concur_core::{
-    codec, registry, Admission, BatchHandle, Capabilities, Completion, Executor, Payload, Permit,
-    Task, TaskError, TaskHandle,
+    registry, Admission, BatchHandle, Capabilities, Completion, Executor, Payload, Permit, Task,
+    TaskError, TaskHandle,
 };
 
 use crate::builder::ProcessPoolBuilder;
@@ -151,12 +151,12 @@ impl ProcessPool {
             .collect()
     }
 
-    fn job<T: Task>(&self, input: Vec<u8>, kind: RunKind, len: usize, permit: Permit) -> Job {
+    fn job<T: Task>(&self, input: Body, kind: RunKind, len: usize, permit: Permit) -> Job {
         Job {
             completion: Completion::new(permit, Some(self.shared.link.clone())),
             name: T::NAME,
             kind,
-            input: Body::from_vec(input, self.shared.settings.shm_threshold),
+            input,
             timeout: self
                 .shared
                 .settings
@@ -190,7 +190,7 @@ impl Executor for ProcessPool {
 
     fn start<T: Task>(&self, task: T, permit: Permit) -> Result<TaskHandle<T>, TaskError> {
         registry::ensure_registered::<T>()?;
-        let input = codec::encode(&task, "task")?;
+        let input = Body::encode(&Payload::value(task), self.shared.settings.shm_threshold)?;
         let job = self.job::<T>(input, RunKind::Single, 1, permit);
         let handle = TaskHandle::new(&job.completion);
         self.shared.submit_job(job)?;
@@ -204,7 +204,7 @@ impl Executor for ProcessPool {
     ) -> Result<BatchHandle<T>, TaskError> {
         registry::ensure_registered::<T>()?;
         let len = tasks.len();
-        let input = codec::encode(&tasks, "task batch")?;
+        let input = Body::encode(&Payload::value(tasks), self.shared.settings.shm_threshold)?;
         let job = self.job::<T>(input, RunKind::Batch, len, permit);
         let handle = BatchHandle::new(&job.completion, len);
         if len == 0 {
@@ -258,7 +258,7 @@ mod tests {
         let p = ProcessPool::builder().workers(1).build().unwrap();
         // Past the parent's check: as if the worker's registry differed.
         let job = p.job::<Unknown>(
-            codec::encode(&Unknown, "task").unwrap(),
+            Body::encode(&Payload::value(Unknown), 1024).unwrap(),
             RunKind::Single,
             1,
             Permit::none(),

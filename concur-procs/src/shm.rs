@@ -5,7 +5,7 @@
 //! sender; the receiver decodes straight from the mapping (no copy back into
 //! a `Vec`), so a payload above the threshold is written once and read once.
 
-use concur_core::Payload;
+use concur_core::{Payload, TaskError};
 use ipc_channel::ipc::IpcSharedMemory;
 
 /// The default size above which a payload travels through shared memory.
@@ -43,6 +43,26 @@ impl Body {
         }
     }
 
+    /// The encoding of `value`: inline when short, else encoded straight
+    /// into a fresh shared-memory region (no intermediate buffer: on this
+    /// kind of machine every fresh page costs a fault, and a large payload
+    /// would otherwise be written twice).
+    pub(crate) fn encode(value: &Payload, threshold: usize) -> Result<Body, TaskError> {
+        let len = value.encoded_len()?;
+        if len == 0 {
+            return Ok(Body::Empty);
+        }
+        if len <= threshold {
+            return Ok(Body::Inline(value.to_bytes()?));
+        }
+        let mut region = IpcSharedMemory::from_byte(0, len);
+        // SAFETY: the region was just created and is not shared yet: this is
+        // its only reference, so nothing else reads or writes it meanwhile.
+        let dst = unsafe { region.deref_mut() };
+        value.encode_into(dst)?;
+        Ok(Body::Shared(region))
+    }
+
     /// The bytes, wherever they are.
     pub(crate) fn as_slice(&self) -> &[u8] {
         match self {
@@ -65,6 +85,19 @@ impl Body {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn encode_goes_inline_or_to_shared_memory() {
+        let small = Body::encode(&Payload::value(vec![1u8; 10]), 64).unwrap();
+        assert!(matches!(small, Body::Inline(_)));
+        let big_value = vec![7u8; 1000];
+        let big = Body::encode(&Payload::value(big_value.clone()), 64).unwrap();
+        assert!(matches!(big, Body::Shared(_)));
+        assert_eq!(
+            big.into_payload().into_value::<Vec<u8>>("t").unwrap(),
+            big_value
+        );
+    }
 
     #[test]
     fn threshold_picks_the_road() {

@@ -211,8 +211,8 @@ fn run() -> Result<(), String> {
             g.messages.remove(&job.id);
             g.gone.remove(&job.id);
         }
-        let (result, body) = match output {
-            Ok(bytes) => (Ok(()), Body::from_vec(bytes, shm_threshold)),
+        let (result, body) = match output.and_then(|value| Body::encode(&value, shm_threshold)) {
+            Ok(body) => (Ok(()), body),
             Err(e) => (Err(e), Body::Empty),
         };
         send(&up, &Up::Done { id: job.id, result }, body);
@@ -325,12 +325,8 @@ struct WorkerPort {
 
 impl Port for WorkerPort {
     fn send(&self, msg: Payload) -> Result<(), TaskError> {
-        let bytes = msg.to_bytes()?;
-        send(
-            &self.up,
-            &Up::Message { id: self.id },
-            Body::from_vec(bytes, self.threshold),
-        );
+        let body = Body::encode(&msg, self.threshold)?;
+        send(&self.up, &Up::Message { id: self.id }, body);
         Ok(())
     }
 
