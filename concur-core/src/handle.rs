@@ -465,8 +465,9 @@ impl<T: Task> TaskHandle<T> {
     /// [`TaskContext::recv`](crate::TaskContext::recv)).
     ///
     /// # Errors
-    /// [`ErrorKind::Cancelled`]-free: fails only when the task is done
-    /// ([`ErrorKind::ShutDown`]) or the message cannot be carried.
+    /// [`ErrorKind::ShutDown`] when the task is already done (nobody will
+    /// read the message); a codec or I/O error when a process backend
+    /// cannot carry it.
     pub fn send(&self, msg: T::FromCaller) -> Result<(), TaskError> {
         if self.is_finished() {
             return Err(ErrorKind::ShutDown.into());
