@@ -97,15 +97,16 @@ fn timeout_kills_and_replaces_the_worker() {
 
 #[test]
 fn timeout_does_not_count_queue_time() {
-    // One worker, three tasks of 150 ms: the last waits 300 ms in the queue,
-    // longer than the timeout, and still succeeds.
+    // One worker, four tasks of 100 ms: the last waits 300 ms in the queue,
+    // longer than the timeout, and still succeeds (each task stays well
+    // inside the timeout even on a loaded machine).
     let p = ProcessPool::builder()
         .workers(1)
         .task_timeout(Duration::from_millis(250))
         .build()
         .unwrap();
-    let hs: Vec<_> = (0..3)
-        .map(|_| p.submit(Sleep { ms: 150 }).unwrap())
+    let hs: Vec<_> = (0..4)
+        .map(|_| p.submit(Sleep { ms: 100 }).unwrap())
         .collect();
     for h in hs {
         join(h).expect("queue time is not task time");
