@@ -62,6 +62,45 @@ pub fn encode_into_slice<V: Serialize + ?Sized>(
     bincode::serde::encode_into_slice(value, dst, config()).map_err(|e| TaskError::codec(what, e))
 }
 
+/// Encodes `value` if its encoding is at most `limit` bytes; `None` (after
+/// at most `limit` bytes of work) when it is longer. Lets a caller encode
+/// small values in one pass and send large ones elsewhere (shared memory,
+/// sized with [`encoded_len`]).
+///
+/// # Errors
+/// As [`encode`].
+pub fn encode_bounded<V: Serialize + ?Sized>(
+    value: &V,
+    limit: usize,
+    what: &str,
+) -> Result<Option<Vec<u8>>, TaskError> {
+    struct Bounded {
+        buf: Vec<u8>,
+        limit: usize,
+        over: bool,
+    }
+    impl bincode::enc::write::Writer for Bounded {
+        fn write(&mut self, bytes: &[u8]) -> Result<(), bincode::error::EncodeError> {
+            if self.buf.len() + bytes.len() > self.limit {
+                self.over = true;
+                return Err(bincode::error::EncodeError::Other("over the limit"));
+            }
+            self.buf.extend_from_slice(bytes);
+            Ok(())
+        }
+    }
+    let mut w = Bounded {
+        buf: Vec::new(),
+        limit,
+        over: false,
+    };
+    match bincode::serde::encode_into_writer(value, &mut w, config()) {
+        Ok(()) => Ok(Some(w.buf)),
+        Err(_) if w.over => Ok(None),
+        Err(e) => Err(TaskError::codec(what, e)),
+    }
+}
+
 /// Decodes a value from the start of `bytes`; trailing bytes are an error.
 ///
 /// # Errors
@@ -100,6 +139,16 @@ mod tests {
         assert_eq!(encode_into_slice(&v, &mut dst, "t").unwrap(), bytes.len());
         assert_eq!(dst, bytes);
         assert!(encode_into_slice(&v, &mut [0u8; 3], "t").is_err());
+    }
+
+    #[test]
+    fn bounded_encoding_stops_at_the_limit() {
+        let small = vec![1u8; 10];
+        assert_eq!(
+            encode_bounded(&small, 64, "t").unwrap(),
+            Some(encode(&small, "t").unwrap())
+        );
+        assert_eq!(encode_bounded(&vec![1u8; 100], 64, "t").unwrap(), None);
     }
 
     #[test]

@@ -15,6 +15,7 @@ trait Erased: Send {
     fn encode(&self) -> Result<Vec<u8>, TaskError>;
     fn encoded_len(&self) -> Result<usize, TaskError>;
     fn encode_into(&self, dst: &mut [u8]) -> Result<usize, TaskError>;
+    fn encode_bounded(&self, limit: usize) -> Result<Option<Vec<u8>>, TaskError>;
     fn into_any(self: Box<Self>) -> Box<dyn Any + Send>;
 }
 
@@ -27,6 +28,9 @@ impl<M: Message> Erased for M {
     }
     fn encode_into(&self, dst: &mut [u8]) -> Result<usize, TaskError> {
         codec::encode_into_slice(self, dst, std::any::type_name::<M>())
+    }
+    fn encode_bounded(&self, limit: usize) -> Result<Option<Vec<u8>>, TaskError> {
+        codec::encode_bounded(self, limit, std::any::type_name::<M>())
     }
     fn into_any(self: Box<Self>) -> Box<dyn Any + Send> {
         self
@@ -168,6 +172,22 @@ impl Payload {
             Inner::Small(s) => s.erased().encode(),
             Inner::Value(v) => v.encode(),
             Inner::Bytes(b) => Ok(b.as_ref().as_ref().to_vec()),
+        }
+    }
+
+    /// The encoded form if it is at most `limit` bytes long, else `None`
+    /// (found after at most `limit` bytes of work).
+    ///
+    /// # Errors
+    /// As [`to_bytes`](Self::to_bytes).
+    pub fn to_bytes_bounded(&self, limit: usize) -> Result<Option<Vec<u8>>, TaskError> {
+        match &self.0 {
+            Inner::Small(s) => s.erased().encode_bounded(limit),
+            Inner::Value(v) => v.encode_bounded(limit),
+            Inner::Bytes(b) => {
+                let b = b.as_ref().as_ref();
+                Ok((b.len() <= limit).then(|| b.to_vec()))
+            }
         }
     }
 

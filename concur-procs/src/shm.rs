@@ -48,13 +48,15 @@ impl Body {
     /// kind of machine every fresh page costs a fault, and a large payload
     /// would otherwise be written twice).
     pub(crate) fn encode(value: &Payload, threshold: usize) -> Result<Body, TaskError> {
+        // One pass for small values; a large one is measured, then written once.
+        if let Some(bytes) = value.to_bytes_bounded(threshold)? {
+            return Ok(if bytes.is_empty() {
+                Body::Empty
+            } else {
+                Body::Inline(bytes)
+            });
+        }
         let len = value.encoded_len()?;
-        if len == 0 {
-            return Ok(Body::Empty);
-        }
-        if len <= threshold {
-            return Ok(Body::Inline(value.to_bytes()?));
-        }
         let mut region = IpcSharedMemory::from_byte(0, len);
         // SAFETY: the region was just created and is not shared yet: this is
         // its only reference, so nothing else reads or writes it meanwhile.
