@@ -70,13 +70,18 @@ impl Drop for Permit {
 }
 
 impl Inner {
+    /// Wakes waiters, if there are any.
     fn notify(&self) {
         if self.waiters.load(SeqCst) > 0 {
-            let mut wakers = self.lock.lock().unwrap_or_else(|e| e.into_inner());
-            self.cond.notify_all();
-            for w in wakers.drain(..) {
-                w.wake();
-            }
+            self.wake_all();
+        }
+    }
+
+    fn wake_all(&self) {
+        let mut wakers = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.cond.notify_all();
+        for w in wakers.drain(..) {
+            w.wake();
         }
     }
 
@@ -200,9 +205,7 @@ impl Admission {
     /// [`ErrorKind::ShutDown`]. Permits already out stay valid.
     pub fn close(&self) {
         self.inner.closed.store(true, SeqCst);
-        self.inner.waiters.fetch_add(1, SeqCst);
-        self.inner.notify();
-        self.inner.waiters.fetch_sub(1, SeqCst);
+        self.inner.wake_all();
     }
 
     /// True once [`close`](Self::close) was called.

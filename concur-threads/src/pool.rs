@@ -59,6 +59,9 @@ pub(crate) struct Inner {
     next_generation: AtomicU64,
     /// Set by `shutdown_now`: queued jobs are cancelled, not run.
     pub(crate) stopping: AtomicBool,
+    /// Set once the workers are stopped for good (read on every submit, so
+    /// it is a flag rather than a look at `current` under its lock).
+    stopped: AtomicBool,
     /// Jobs waiting for a worker, in submission order.
     pub(crate) queue: Mutex<VecDeque<Job>>,
     /// Drain loops running or about to run on rayon threads (at most `workers`).
@@ -114,6 +117,7 @@ impl ThreadPool {
                 retired: Mutex::new(Vec::new()),
                 next_generation: AtomicU64::new(1),
                 stopping: AtomicBool::new(false),
+                stopped: AtomicBool::new(false),
                 queue: Mutex::new(VecDeque::new()),
                 drainers: AtomicUsize::new(0),
             }),
@@ -137,6 +141,7 @@ impl ThreadPool {
     /// tasks are waited for (a thread cannot be stopped).
     fn stop_and_join(&self) {
         let inner = &self.inner;
+        inner.stopped.store(true, Ordering::SeqCst);
         let mut gens: Vec<Arc<Generation>> = lock(&inner.retired).drain(..).collect();
         gens.extend(lock(&inner.current).take());
         // Dropping the generations lets rayon end each pool once it is
@@ -163,7 +168,7 @@ impl Inner {
 
     /// True once the pool has stopped its workers for good.
     pub(crate) fn has_stopped(&self) -> bool {
-        lock(&self.current).is_none()
+        self.stopped.load(Ordering::SeqCst)
     }
 
     /// Replaces generation `old` by a fresh one (once, however many of its
