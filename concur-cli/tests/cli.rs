@@ -443,14 +443,19 @@ fn bench_json_has_every_workload_on_every_backend() {
     }
 }
 
-/// The crash experiment's medians on `backend`.
-fn crash_figure(j: &Value, backend: &str, metric: &str) -> Option<f64> {
-    let crash = j["workloads"]
+/// The report's entry for workload `name`.
+fn workload<'a>(j: &'a Value, name: &str) -> &'a Value {
+    j["workloads"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|w| w["name"] == "crash")
-        .unwrap();
+        .find(|w| w["name"] == name)
+        .unwrap_or_else(|| panic!("no workload {name} in the report"))
+}
+
+/// The crash experiment's medians on `backend`.
+fn crash_figure(j: &Value, backend: &str, metric: &str) -> Option<f64> {
+    let crash = workload(j, "crash");
     let m = crash["metrics"]
         .as_array()
         .unwrap()
@@ -472,13 +477,7 @@ fn bench_crash_on_threads_kills_the_whole_process() {
     let j = &quick_bench().json;
     assert_eq!(crash_figure(j, "threads", "survived"), Some(0.0));
     assert_eq!(crash_figure(j, "threads", "recovery_ms"), None);
-    let crash = j["workloads"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|w| w["name"] == "crash")
-        .unwrap();
-    let note = crash["notes"]
+    let note = workload(j, "crash")["notes"]
         .as_array()
         .unwrap()
         .iter()

@@ -79,35 +79,25 @@ fn main() {
     .print(N, "us/task");
 
     const M: u64 = 1_000_000;
-    let (peer, ours) = interleaved(
-        rounds,
-        || {
-            let v: Vec<u64> = rayon_pool.install(|| (0..M).into_par_iter().map(mix).collect());
-            assert_eq!(v.len(), M as usize);
-        },
-        || {
-            let v: Vec<u64> = pool.map((0..M).map(Mix)).collect::<Result<_, _>>().unwrap();
-            assert_eq!(v.len(), M as usize);
-        },
-    );
-    Comparison::new("map 1M trivial items", "rayon par_iter", peer, ours, 1.1).print(M, "us/item");
-
-    let (peer, ours) = interleaved(
-        rounds,
-        || {
-            let v: Vec<u64> = rayon_pool.install(|| (0..M).into_par_iter().map(mix).collect());
-            assert_eq!(v.len(), M as usize);
-        },
-        || {
-            let v: Vec<u64> = pool
-                .map_with(
-                    (0..M).map(Mix),
-                    MapOptions::default().batch(4096).in_flight(16384),
-                )
-                .collect::<Result<_, _>>()
-                .unwrap();
-            assert_eq!(v.len(), M as usize);
-        },
-    );
-    Comparison::new("map 1M, batch 4096", "rayon par_iter", peer, ours, 1.1).print(M, "us/item");
+    let par_iter = || {
+        let v: Vec<u64> = rayon_pool.install(|| (0..M).into_par_iter().map(mix).collect());
+        assert_eq!(v.len(), M as usize);
+    };
+    let map_with = |options: MapOptions| {
+        let v: Vec<u64> = pool
+            .map_with((0..M).map(Mix), options)
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(v.len(), M as usize);
+    };
+    for (what, options) in [
+        ("map 1M trivial items", MapOptions::default()),
+        (
+            "map 1M, batch 4096",
+            MapOptions::default().batch(4096).in_flight(16384),
+        ),
+    ] {
+        let (peer, ours) = interleaved(rounds, par_iter, || map_with(options));
+        Comparison::new(what, "rayon par_iter", peer, ours, 1.1).print(M, "us/item");
+    }
 }
