@@ -3,6 +3,7 @@
 //! Everything that can be refused is refused here, before any pool starts
 //! or any file is written: each refusal is one [`CliError::Usage`] line.
 
+use clap::ValueEnum;
 use concur_core::{Configure, ErrorKind, PoolConfig};
 
 use crate::backend::Backend;
@@ -154,6 +155,29 @@ fn workloads(choices: &[WorkloadChoice]) -> Vec<Workload> {
     Workload::ALL
         .iter()
         .copied()
-        .filter(|w| choices.iter().any(|c| w.choice() == *c))
+        // A choice selects the workload of the same name.
+        .filter(|w| {
+            choices.iter().any(|c| {
+                c.to_possible_value()
+                    .is_some_and(|v| v.get_name() == w.name())
+            })
+        })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_workload_choice_selects_its_workload() {
+        for c in WorkloadChoice::value_variants() {
+            let picked = workloads(std::slice::from_ref(c));
+            if *c == WorkloadChoice::All {
+                assert_eq!(picked, Workload::ALL.to_vec());
+            } else {
+                assert_eq!(picked.len(), 1, "{c:?} selects no workload");
+            }
+        }
+    }
 }

@@ -2,8 +2,6 @@
 
 use serde::Serialize;
 
-use crate::cli::WorkloadChoice;
-
 /// One workload of `concur bench`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Workload {
@@ -115,19 +113,6 @@ impl Workload {
             Workload::Payload => "payload",
             Workload::Messages => "messages",
             Workload::Crash => "crash",
-        }
-    }
-
-    /// The command-line value that selects this workload.
-    pub fn choice(self) -> WorkloadChoice {
-        match self {
-            Workload::Startup => WorkloadChoice::Startup,
-            Workload::Dispatch => WorkloadChoice::Dispatch,
-            Workload::Cpu => WorkloadChoice::Cpu,
-            Workload::Io => WorkloadChoice::Io,
-            Workload::Payload => WorkloadChoice::Payload,
-            Workload::Messages => WorkloadChoice::Messages,
-            Workload::Crash => WorkloadChoice::Crash,
         }
     }
 
