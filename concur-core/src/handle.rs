@@ -83,6 +83,15 @@ struct Inner {
     task_waiting: u32,
 }
 
+impl Inner {
+    fn waiting(&mut self, side: Side) -> &mut u32 {
+        match side {
+            Side::Caller => &mut self.caller_waiting,
+            Side::Task => &mut self.task_waiting,
+        }
+    }
+}
+
 struct Shared {
     id: TaskId,
     /// Set (after the result is stored) when the cell is done; read without
@@ -124,36 +133,20 @@ impl Shared {
         side: Side,
         deadline: Option<Instant>,
     ) -> Option<MutexGuard<'a, Inner>> {
+        let wait_for = match deadline {
+            None => None,
+            Some(d) => Some(d.checked_duration_since(Instant::now())?),
+        };
         let cond = match side {
             Side::Caller => &self.to_caller,
             Side::Task => &self.to_task,
         };
-        let bump = |g: &mut Inner, up: bool| {
-            let c = match side {
-                Side::Caller => &mut g.caller_waiting,
-                Side::Task => &mut g.task_waiting,
-            };
-            if up {
-                *c += 1;
-            } else {
-                *c -= 1;
-            }
-        };
-        bump(&mut g, true);
-        let mut g = match deadline {
+        *g.waiting(side) += 1;
+        let mut g = match wait_for {
             None => cond.wait(g).unwrap_or_else(|e| e.into_inner()),
-            Some(d) => {
-                let now = Instant::now();
-                if now >= d {
-                    bump(&mut g, false);
-                    return None;
-                }
-                cond.wait_timeout(g, d - now)
-                    .unwrap_or_else(|e| e.into_inner())
-                    .0
-            }
+            Some(t) => cond.wait_timeout(g, t).unwrap_or_else(|e| e.into_inner()).0,
         };
-        bump(&mut g, false);
+        *g.waiting(side) -= 1;
         Some(g)
     }
 
