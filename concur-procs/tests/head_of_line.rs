@@ -17,7 +17,9 @@ fn fast_tasks_do_not_wait_behind_a_slow_one() {
     // Teach the pool that tasks are short (it then pipelines deeply).
     let warm: Vec<_> = (0..200).map(|i| pool.submit(Add(i, 1)).unwrap()).collect();
     for h in warm {
-        h.join().unwrap();
+        h.join_timeout(DEADLINE)
+            .expect("a warm-up task finishes")
+            .unwrap();
     }
     let blocker = pool.submit(Block).unwrap();
     blocker
@@ -33,6 +35,9 @@ fn fast_tasks_do_not_wait_behind_a_slow_one() {
         }
     }
     blocker.send(()).unwrap();
-    blocker.join().unwrap();
+    blocker
+        .join_timeout(DEADLINE)
+        .expect("the slow task ends once told")
+        .unwrap();
     assert_eq!(stuck, 0, "{stuck} fast tasks waited behind the slow one");
 }

@@ -49,7 +49,8 @@ fn closure_panic_becomes_error() {
         ErrorKind::Panicked { message, .. } => assert_eq!(message, "closure went wrong"),
         other => panic!("expected Panicked, got {other:?}"),
     }
-    assert_eq!(pool.spawn_fn(|| 5).unwrap().join().unwrap(), 5);
+    let h = pool.spawn_fn(|| 5).unwrap();
+    assert_eq!(h.join_timeout(DEADLINE).unwrap().unwrap(), 5);
 }
 
 #[test]
@@ -121,7 +122,8 @@ fn pool_is_usable_behind_arc_from_many_threads() {
             std::thread::spawn(move || {
                 pool.submit(concur_core::conformance::Add(t, 1))
                     .unwrap()
-                    .join()
+                    .join_timeout(DEADLINE)
+                    .expect("finishes within the deadline")
                     .unwrap()
             })
         })

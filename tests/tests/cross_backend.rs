@@ -16,6 +16,12 @@ concur_procs::enable_test_support!();
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
+/// Joins `h`, failing the test instead of hanging past [`DEADLINE`].
+fn join<T: Task>(h: TaskHandle<T>) -> Result<T::Output, TaskError> {
+    h.join_timeout(DEADLINE)
+        .unwrap_or_else(|h| panic!("{h:?} did not finish within {DEADLINE:?}"))
+}
+
 /// Word statistics of one text, with progress messages to the caller.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Stats {
@@ -106,7 +112,7 @@ fn scenario<P: Executor>(pool: &P) -> Outcome {
     while let Some(p) = h.recv_timeout(DEADLINE) {
         progress.push(p);
     }
-    let single = h.join().unwrap();
+    let single = join(h).unwrap();
 
     // Ordered and unordered map over the same input.
     let mapped: Vec<Summary> = pool.map(texts()).collect::<Result<_, _>>().unwrap();
@@ -122,24 +128,24 @@ fn scenario<P: Executor>(pool: &P) -> Outcome {
             explode: true,
         })
         .unwrap();
-    let panic_message = match bad.join().unwrap_err().into_kind() {
+    let panic_message = match join(bad).unwrap_err().into_kind() {
         ErrorKind::Panicked { message, .. } => message,
         other => panic!("expected a panic, got {other:?}"),
     };
-    let after_panic = pool
-        .submit(texts().remove(1))
-        .unwrap()
-        .join()
-        .unwrap()
-        .words;
+    let after_panic = join(pool.submit(texts().remove(1)).unwrap()).unwrap().words;
 
     // The same handle type is a future.
     let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
         .build()
         .unwrap();
     let async_words = rt.block_on(async {
-        let h = pool.submit_async(texts().remove(0)).await.unwrap();
-        h.await.unwrap().words
+        tokio::time::timeout(DEADLINE, async {
+            let h = pool.submit_async(texts().remove(0)).await.unwrap();
+            h.await.unwrap().words
+        })
+        .await
+        .expect("the awaited task finishes within the deadline")
     });
 
     Outcome {
@@ -224,5 +230,5 @@ fn where_tasks_run_differs_as_declared() {
 
 fn run_where<P: Executor>(pool: &P) -> HashSet<u32> {
     let hs: Vec<_> = (0..8).map(|_| pool.submit(Where).unwrap()).collect();
-    hs.into_iter().map(|h| h.join().unwrap().pid).collect()
+    hs.into_iter().map(|h| join(h).unwrap().pid).collect()
 }
