@@ -5,12 +5,12 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::atomic::Ordering::SeqCst;
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use crate::error::{ErrorKind, TaskError};
+use crate::loom::{Arc, AtomicBool, AtomicUsize, Condvar, Mutex};
 
 /// The queue bound of a pool. Closing it is how a pool stops taking work.
 #[derive(Debug, Clone)]
@@ -289,7 +289,7 @@ impl Drop for AcquireFuture {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
     use std::time::Duration;

@@ -56,6 +56,7 @@ mod error;
 mod executor;
 mod ext;
 mod handle;
+mod loom;
 pub mod panic;
 mod payload;
 pub mod registry;
