@@ -18,11 +18,11 @@
 
 #[cfg(loom)]
 pub(crate) use ::loom::sync::{
-    atomic::{AtomicBool, AtomicUsize},
+    atomic::{fence, AtomicBool, AtomicUsize},
     Arc, Condvar, Mutex, MutexGuard,
 };
 #[cfg(not(loom))]
 pub(crate) use std::sync::{
-    atomic::{AtomicBool, AtomicUsize},
+    atomic::{fence, AtomicBool, AtomicUsize},
     Arc, Condvar, Mutex, MutexGuard,
 };
