@@ -5,11 +5,20 @@
 //! [`cancel`]: its callback, and whatever the callback holds, is dropped at
 //! once, so a million finished tasks with hour-long timeouts hold no memory
 //! but a few bytes each until the heap is next compacted.
+//!
+//! The thread is shared by every pool in the process, so nothing a callback
+//! does may stop it: a callback that panics is caught (the first such panic
+//! is reported on stderr) and the thread goes on with the next deadline.
+//! When the thread cannot be started, [`at`] fails with
+//! [`ErrorKind::Spawn`] and the next call tries again.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
+
+use crate::error::{ErrorKind, TaskError};
 
 type Callback = Box<dyn FnOnce() + Send>;
 
@@ -23,6 +32,8 @@ struct Wheel {
     heap: BinaryHeap<Reverse<(Instant, u64)>>,
     live: HashMap<u64, Callback>,
     next: u64,
+    /// The thread runs (set once it was started).
+    started: bool,
 }
 
 impl Wheel {
@@ -35,84 +46,128 @@ impl Wheel {
     }
 }
 
+/// Starts the thread that runs a timer's deadlines.
+type Spawner = fn(&'static Timer) -> std::io::Result<()>;
+
 struct Timer {
     wheel: Mutex<Wheel>,
     cond: Condvar,
+    spawn: Spawner,
+    /// A callback has panicked (so later panics are not reported again).
+    panicked: AtomicBool,
 }
 
-impl Timer {
-    fn lock(&self) -> MutexGuard<'_, Wheel> {
-        self.wheel.lock().unwrap_or_else(|e| e.into_inner())
-    }
+fn spawn_thread(t: &'static Timer) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("concur-timer".into())
+        .spawn(move || t.run())
+        .map(drop)
 }
 
 fn timer() -> &'static Timer {
     static TIMER: OnceLock<&'static Timer> = OnceLock::new();
-    TIMER.get_or_init(|| {
-        let t: &'static Timer = Box::leak(Box::new(Timer {
-            wheel: Mutex::new(Wheel::default()),
-            cond: Condvar::new(),
-        }));
-        std::thread::Builder::new()
-            .name("concur-timer".into())
-            .spawn(move || run(t))
-            .expect("cannot start the concur timer thread");
-        t
-    })
+    TIMER.get_or_init(|| Timer::leaked(spawn_thread))
 }
 
-fn run(t: &'static Timer) {
-    let mut g = t.lock();
-    loop {
-        let now = Instant::now();
-        match g.heap.peek().copied() {
-            Some(Reverse((at, key))) if at <= now => {
-                g.heap.pop();
-                if let Some(f) = g.live.remove(&key) {
-                    drop(g);
-                    f();
-                    g = t.lock();
+impl Timer {
+    /// A timer that lives for the rest of the process (its thread never ends).
+    fn leaked(spawn: Spawner) -> &'static Timer {
+        Box::leak(Box::new(Timer {
+            wheel: Mutex::new(Wheel::default()),
+            cond: Condvar::new(),
+            spawn,
+            panicked: AtomicBool::new(false),
+        }))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Wheel> {
+        self.wheel.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn run(&'static self) {
+        let mut g = self.lock();
+        loop {
+            let now = Instant::now();
+            match g.heap.peek().copied() {
+                Some(Reverse((at, key))) if at <= now => {
+                    g.heap.pop();
+                    if let Some(f) = g.live.remove(&key) {
+                        drop(g);
+                        if let Err(e) = crate::panic::catch(f) {
+                            self.report(&e);
+                        }
+                        g = self.lock();
+                    }
                 }
+                Some(Reverse((at, _))) => {
+                    g = self
+                        .cond
+                        .wait_timeout(g, at - now)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                }
+                None => g = self.cond.wait(g).unwrap_or_else(|e| e.into_inner()),
             }
-            Some(Reverse((at, _))) => {
-                g = t
-                    .cond
-                    .wait_timeout(g, at - now)
-                    .unwrap_or_else(|e| e.into_inner())
-                    .0;
-            }
-            None => g = t.cond.wait(g).unwrap_or_else(|e| e.into_inner()),
         }
+    }
+
+    /// Says once per process that a callback panicked. The panic hook has
+    /// printed the panic itself; this says what became of the timer.
+    fn report(&self, e: &TaskError) {
+        if !self.panicked.swap(true, Ordering::Relaxed) {
+            eprintln!(
+                "concur: a deadline callback panicked ({e}); the timer thread goes on \
+                 (later callback panics are not reported here)"
+            );
+        }
+    }
+
+    fn at(&'static self, at: Instant, f: Callback) -> Result<TimerKey, TaskError> {
+        let mut g = self.lock();
+        if !g.started {
+            // Under the lock, so two first callers never start two threads;
+            // the thread's first act is to take this lock.
+            (self.spawn)(self).map_err(|e| TaskError::with_source(ErrorKind::Spawn, e))?;
+            g.started = true;
+        }
+        g.next += 1;
+        let key = g.next;
+        g.live.insert(key, f);
+        g.heap.push(Reverse((at, key)));
+        self.cond.notify_one();
+        Ok(TimerKey(key))
+    }
+
+    fn cancel(&self, key: TimerKey) {
+        let f = {
+            let mut g = self.lock();
+            let f = g.live.remove(&key.0);
+            g.compact();
+            f
+        };
+        // Dropped outside the lock: it may hold anything.
+        drop(f);
     }
 }
 
 /// Runs `f` on the timer thread at `at` (or soon after), unless cancelled.
-pub fn at(at: Instant, f: impl FnOnce() + Send + 'static) -> TimerKey {
-    let t = timer();
-    let mut g = t.lock();
-    g.next += 1;
-    let key = g.next;
-    g.live.insert(key, Box::new(f));
-    g.heap.push(Reverse((at, key)));
-    t.cond.notify_one();
-    TimerKey(key)
+///
+/// # Errors
+/// [`ErrorKind::Spawn`] (with the I/O error as its source) when the timer
+/// thread is not running and cannot be started; the next call tries again.
+pub fn at(at: Instant, f: impl FnOnce() + Send + 'static) -> Result<TimerKey, TaskError> {
+    timer().at(at, Box::new(f))
 }
 
 /// Cancels a callback that has not run yet (a no-op once it ran).
 pub fn cancel(key: TimerKey) {
-    let f = {
-        let mut g = timer().lock();
-        let f = g.live.remove(&key.0);
-        g.compact();
-        f
-    };
-    // Dropped outside the lock: it may hold anything.
-    drop(f);
+    timer().cancel(key);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::AtomicU32;
     use std::sync::mpsc;
     use std::time::Duration;
 
@@ -123,8 +178,9 @@ mod tests {
         let tx2 = tx.clone();
         at(now + Duration::from_millis(20), move || {
             tx2.send(2).unwrap()
-        });
-        at(now + Duration::from_millis(1), move || tx.send(1).unwrap());
+        })
+        .unwrap();
+        at(now + Duration::from_millis(1), move || tx.send(1).unwrap()).unwrap();
         let got: Vec<i32> = (0..2)
             .map(|_| rx.recv_timeout(Duration::from_secs(10)).unwrap())
             .collect();
@@ -139,7 +195,8 @@ mod tests {
         let key = at(Instant::now() + Duration::from_millis(30), move || {
             let _ = &h;
             tx.send(1).unwrap();
-        });
+        })
+        .unwrap();
         cancel(key);
         assert_eq!(
             std::sync::Arc::strong_count(&held),
@@ -147,5 +204,43 @@ mod tests {
             "the callback was not dropped"
         );
         assert!(rx.recv_timeout(Duration::from_millis(300)).is_err());
+    }
+
+    /// Issue 7.11: one panicking callback used to end the thread, and with
+    /// it every later deadline in the process.
+    #[test]
+    fn a_panicking_callback_does_not_stop_the_timer() {
+        let t = Timer::leaked(spawn_thread);
+        let (tx, rx) = mpsc::channel();
+        let now = Instant::now();
+        t.at(now, Box::new(|| panic!("a callback panics"))).unwrap();
+        t.at(
+            now + Duration::from_millis(1),
+            Box::new(move || tx.send(7).unwrap()),
+        )
+        .unwrap();
+        assert_eq!(rx.recv_timeout(Duration::from_secs(60)), Ok(7));
+        assert!(t.panicked.load(Ordering::Relaxed));
+    }
+
+    /// Issue 7.11: a timer thread that cannot start is an error for the
+    /// caller (not a panic), and the next call tries again.
+    #[test]
+    fn a_failed_start_is_an_error_and_retried() {
+        static TRIES: AtomicU32 = AtomicU32::new(0);
+        fn fail_once(t: &'static Timer) -> std::io::Result<()> {
+            if TRIES.fetch_add(1, Ordering::SeqCst) == 0 {
+                return Err(std::io::Error::from(std::io::ErrorKind::WouldBlock));
+            }
+            spawn_thread(t)
+        }
+        let t = Timer::leaked(fail_once);
+        let e = t.at(Instant::now(), Box::new(|| {})).unwrap_err();
+        assert!(matches!(e.kind(), ErrorKind::Spawn), "{e:?}");
+        let (tx, rx) = mpsc::channel();
+        t.at(Instant::now(), Box::new(move || tx.send(1).unwrap()))
+            .unwrap();
+        assert_eq!(rx.recv_timeout(Duration::from_secs(60)), Ok(1));
+        assert_eq!(TRIES.load(Ordering::SeqCst), 2);
     }
 }

@@ -162,9 +162,18 @@ impl Inner {
                     c.finish(Err(ErrorKind::TimedOut { after: t }.into()));
                 })
             });
-            run(&completion, input, info);
-            if let Some(key) = deadline {
-                timer::cancel(key);
+            // A deadline that cannot be set (no timer thread) fails the task:
+            // running it unbounded would break its timeout.
+            match deadline.transpose() {
+                Ok(deadline) => {
+                    run(&completion, input, info);
+                    if let Some(key) = deadline {
+                        timer::cancel(key);
+                    }
+                }
+                Err(e) => {
+                    completion.finish(Err(e));
+                }
             }
         } else {
             completion.finish(Err(ErrorKind::Cancelled.into()));
