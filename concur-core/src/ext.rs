@@ -221,6 +221,11 @@ impl<'a, E: Executor, I: Iterator<Item = T>, T: Task> Feed<'a, E, I, T> {
 }
 
 /// Results of [`ExecutorExt::map`], in input order.
+///
+/// Dropping it before the end cancels every task it submitted and did not
+/// yield (as Python's `Executor.map` does when its iterator is closed):
+/// queued ones never run and running ones are stopped where the backend
+/// can, or told through [`TaskContext::is_cancelled`](crate::TaskContext::is_cancelled).
 pub struct Map<'a, E, I, T: Task> {
     feed: Feed<'a, E, I, T>,
     pending: VecDeque<Unit<T>>,
@@ -249,6 +254,16 @@ impl<E: Executor, I: Iterator<Item = T>, T: Task> Iterator for Map<'_, E, I, T> 
     }
 }
 
+impl<E, I, T: Task> Drop for Map<'_, E, I, T> {
+    fn drop(&mut self) {
+        for unit in &self.pending {
+            if let Unit::Running { handle, .. } = unit {
+                handle.cancel();
+            }
+        }
+    }
+}
+
 #[derive(Default)]
 struct Woken {
     slots: Mutex<Vec<usize>>,
@@ -273,6 +288,9 @@ impl Wake for SlotWaker {
 
 /// Results of [`ExecutorExt::map_unordered`]: `(input index, result)` as
 /// tasks finish.
+///
+/// Dropping it before the end cancels every task it submitted that has not
+/// finished, as [`Map`] does.
 pub struct MapUnordered<'a, E, I, T: Task> {
     feed: Feed<'a, E, I, T>,
     slots: Vec<Option<(usize, BatchHandle<T>)>>,
@@ -294,6 +312,14 @@ impl<E: Executor, I: Iterator<Item = T>, T: Task> MapUnordered<'_, E, I, T> {
             self.slots[slot] = None;
             self.free.push(slot);
             self.feed.finished(first, results);
+        }
+    }
+}
+
+impl<E, I, T: Task> Drop for MapUnordered<'_, E, I, T> {
+    fn drop(&mut self) {
+        for (_, handle) in self.slots.iter().flatten() {
+            handle.cancel();
         }
     }
 }
