@@ -15,7 +15,12 @@
 //!     concur_core::conformance_suite!(
 //!         backend: super::Threads,
 //!         supported: [shared_memory_visible],
-//!         unsupported: [timeout_stops_running_task, cancel_running_stops_worker, memory_isolated],
+//!         unsupported: [
+//!             timeout_stops_running_task,
+//!             cancel_running_stops_worker,
+//!             memory_isolated,
+//!             pool_failure_fails_work_in_flight,
+//!         ],
 //!     );
 //! }
 //! ```
@@ -32,7 +37,7 @@
 use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -300,9 +305,89 @@ fn fresh_key() -> u64 {
     (u64::from(std::process::id()) << 32) | NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
+/// How many [`Hold`]s with each key are running in this process (a task
+/// that ran in another process leaves the count here unchanged).
+static RUNNING: Mutex<Option<HashMap<u64, i64>>> = Mutex::new(None);
+
+fn running(key: u64, add: i64) -> i64 {
+    let mut g = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
+    let v = g.get_or_insert_with(HashMap::new).entry(key).or_insert(0);
+    *v += add;
+    *v
+}
+
+/// A task that only ends when cancelled: it tells the caller it started
+/// (with its worker), then waits until `cx.is_cancelled()` (or ten times
+/// [`DEADLINE`], so a backend that never tells it fails the case instead
+/// of passing late). With `quick` it returns at once. While it runs it
+/// counts itself under `key` in this process.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Hold {
+    /// Its counter (each case picks its own).
+    pub key: u64,
+    /// Return at once instead.
+    pub quick: bool,
+}
+impl Task for Hold {
+    type Output = bool;
+    type ToCaller = WorkerInfo;
+    type FromCaller = ();
+    const NAME: &'static str = "concur::conformance::Hold";
+    fn run(self, cx: &mut TaskContext<'_, Self>) -> bool {
+        if self.quick {
+            return false;
+        }
+        running(self.key, 1);
+        let _ = cx.send(cx.worker());
+        let give_up = Instant::now() + 10 * DEADLINE;
+        while !cx.is_cancelled() && Instant::now() < give_up {
+            // A poll, not a synchronisation: the task has no other signal.
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        running(self.key, -1);
+        true
+    }
+}
+
+/// Sleeps `ms` milliseconds (ending early once cancelled), then returns `n`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Nap {
+    /// The value to return.
+    pub n: u64,
+    /// How long to sleep.
+    pub ms: u64,
+}
+impl Task for Nap {
+    type Output = u64;
+    type ToCaller = ();
+    type FromCaller = ();
+    const NAME: &'static str = "concur::conformance::Nap";
+    fn run(self, cx: &mut TaskContext<'_, Self>) -> u64 {
+        let end = Instant::now() + Duration::from_millis(self.ms);
+        while !cx.is_cancelled() && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(5).min(end - Instant::now()));
+        }
+        self.n
+    }
+}
+
+/// Ends its worker's process at once (`std::process::abort`). Only for
+/// backends that isolate crashes: on threads it would end the test.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Abort;
+impl Task for Abort {
+    type Output = ();
+    type ToCaller = ();
+    type FromCaller = ();
+    const NAME: &'static str = "concur::conformance::Abort";
+    fn run(self, _cx: &mut TaskContext<'_, Self>) {
+        std::process::abort();
+    }
+}
+
 crate::register!(
     Add, Fallible, MaybePanic, Block, Mark, CountMarks, CountInit, WhoAmI, Stream, Doubler, Drain,
-    Bump
+    Bump, Hold, Nap, Abort
 );
 
 // -------------------------------------------------------------- helpers --
@@ -329,6 +414,54 @@ impl<P: Executor> Drop for Guard<P> {
             self.0.shutdown_now();
         }
     }
+}
+
+/// A pool shared with helper threads, for cases whose calls may hang on a
+/// broken backend: each such call runs on a thread of its own, bounded by
+/// [`DEADLINE`].
+fn shared_pool<B: Backend>(b: &B, config: PoolConfig) -> Arc<B::Pool> {
+    Arc::new(b.build(config).expect("the backend builds a valid pool"))
+}
+
+/// Runs `f` on the pool from a thread of its own and waits at most
+/// [`DEADLINE`] for it (a panic in `f` fails the case as usual). If it
+/// does not return, stops the pool with `shutdown_now` and fails the case
+/// (the stuck thread is left behind rather than hanging the test).
+fn within_deadline<P: Executor + 'static>(
+    p: &Arc<P>,
+    what: &str,
+    f: impl FnOnce(&P) + Send + 'static,
+) {
+    let (tx, rx) = mpsc::channel();
+    let p2 = p.clone();
+    std::thread::spawn(move || {
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&p2)));
+        drop(p2);
+        let _ = tx.send(r);
+    });
+    match rx.recv_timeout(DEADLINE) {
+        Ok(Ok(())) => {}
+        Ok(Err(panic)) => std::panic::resume_unwind(panic),
+        Err(_) => {
+            p.shutdown_now();
+            panic!("{what} did not return within {DEADLINE:?}");
+        }
+    }
+}
+
+/// Drops the last reference to the pool on a thread of its own; fails the
+/// case if the drop does not return within [`DEADLINE`].
+fn drop_within_deadline<P: Executor + 'static>(p: Arc<P>) {
+    assert_eq!(Arc::strong_count(&p), 1, "the pool is still shared");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        drop(p);
+        let _ = tx.send(());
+    });
+    assert!(
+        rx.recv_timeout(DEADLINE).is_ok(),
+        "dropping the pool did not return within {DEADLINE:?}"
+    );
 }
 
 fn join<T: Task>(h: TaskHandle<T>) -> Result<T::Output, TaskError> {
@@ -956,6 +1089,152 @@ pub fn memory_isolated<B: Backend>(b: &B) {
     assert!(seen.iter().all(|v| v % 1000 == 0 && *v >= 1000));
 }
 
+/// Delivery (`TaskHandle::join_timeout`): a result that arrives while a
+/// zero-timeout wait gives up stays in the handle; polling until done
+/// always yields the task's real result, never a spurious `Cancelled`.
+pub fn join_timeout_never_loses_a_result<B: Backend>(b: &B) {
+    let p = pool(b, PoolConfig::new().workers(2));
+    let deadline = Instant::now() + DEADLINE;
+    for i in 0..5_000u64 {
+        let mut h = p.submit(Add(i, 1)).unwrap();
+        let r = loop {
+            match h.join_timeout(Duration::ZERO) {
+                Ok(r) => break r,
+                Err(back) => h = back,
+            }
+            assert!(Instant::now() < deadline, "task {i} not done in time");
+        };
+        assert_eq!(r.unwrap_or_else(|e| panic!("task {i}: {e}")), i + 1);
+    }
+}
+
+/// Map: dropping a `Map` (or `MapUnordered`) before its end cancels every
+/// task it submitted and did not yield, as Python's `Executor.map` does;
+/// so a pool whose map was abandoned still shuts down, with none of those
+/// tasks left running.
+pub fn dropping_a_map_cancels_what_it_did_not_yield<B: Backend>(b: &B) {
+    let p = shared_pool(b, PoolConfig::new().workers(2));
+    let key = fresh_key();
+    let opts = MapOptions::default().in_flight(8).batch(1);
+    within_deadline(&p, "a map's first result", move |p| {
+        let mut m = p.map_with((0..50).map(|i| Hold { key, quick: i == 0 }), opts);
+        assert!(!m.next().expect("a first result").unwrap());
+    });
+    // Both workers are free again only if the dropped map's tasks were cancelled.
+    within_deadline(&p, "an unordered map's first result", move |p| {
+        let mut m = p.map_unordered_with((0..50).map(|i| Hold { key, quick: i == 0 }), opts);
+        let (i, r) = m.next().expect("a first result");
+        assert_eq!((i, r.unwrap()), (0, false));
+    });
+    within_deadline(&p, "shutdown after dropping a map", |p| {
+        let _ = p.shutdown();
+    });
+    assert_eq!(
+        running(key, 0),
+        0,
+        "a task of a dropped map is still running"
+    );
+    drop_within_deadline(p);
+}
+
+/// Timeout (batches): the per-task timeout bounds each task of a batch, not
+/// the batch: `[quick, sleeps well past T, quick]` gives
+/// `[Ok, TimedOut { after: T }, Ok]`.
+pub fn batch_timeout_is_per_task<B: Backend>(b: &B) {
+    let t = Duration::from_millis(500);
+    let p = pool(b, PoolConfig::new().workers(1).task_timeout(t));
+    let slow = u64::try_from(t.as_millis() * 20).unwrap();
+    let h = p
+        .submit_batch(vec![
+            Nap { n: 1, ms: 0 },
+            Nap { n: 2, ms: slow },
+            Nap { n: 3, ms: 0 },
+        ])
+        .unwrap();
+    let results = h
+        .join_timeout(DEADLINE)
+        .unwrap_or_else(|h| panic!("{h:?} did not finish within {DEADLINE:?}"));
+    assert_eq!(results.len(), 3);
+    assert_eq!(*results[0].as_ref().expect("the first task succeeds"), 1);
+    match results[1].as_ref().map_err(TaskError::kind) {
+        Err(ErrorKind::TimedOut { after }) => assert_eq!(*after, t),
+        other => panic!("expected TimedOut {{ after: {t:?} }}, got {other:?}"),
+    }
+    assert_eq!(*results[2].as_ref().expect("the third task succeeds"), 3);
+}
+
+/// Shutdown: `shutdown_now` from another thread interrupts a `shutdown`
+/// that is waiting for a running task: the `shutdown` returns and the
+/// task's handle is `Cancelled`.
+pub fn shutdown_now_interrupts_shutdown<B: Backend>(b: &B) {
+    let p = shared_pool(b, PoolConfig::new().workers(1));
+    let h = p
+        .submit(Hold {
+            key: fresh_key(),
+            quick: false,
+        })
+        .unwrap();
+    h.recv_timeout(DEADLINE).expect("the task starts");
+    let (tx, rx) = mpsc::channel();
+    let p2 = p.clone();
+    std::thread::spawn(move || {
+        let _ = p2.shutdown();
+        drop(p2);
+        let _ = tx.send(());
+    });
+    wait_until("shutdown has begun (the queue is closed)", || {
+        p.admission().is_closed()
+    });
+    p.shutdown_now();
+    assert!(
+        rx.recv_timeout(DEADLINE).is_ok(),
+        "shutdown did not return within {DEADLINE:?} after shutdown_now"
+    );
+    let e = join(h).unwrap_err();
+    assert!(e.is_cancelled(), "expected Cancelled, got {e:?}");
+    drop_within_deadline(p);
+}
+
+/// Delivery (gated: `isolates_crashes`): when workers keep dying until the
+/// pool gives up, every task in flight still ends, in `WorkerLost` or
+/// `PoolFailed`, and dropping the pool returns.
+pub fn pool_failure_fails_work_in_flight<B: Backend>(b: &B) {
+    let p = shared_pool(b, PoolConfig::new().workers(2).retries(2));
+    let deadline = Instant::now() + DEADLINE;
+    let mut handles = Vec::new();
+    for i in 0..100 {
+        match p.submit(Abort) {
+            Ok(h) => handles.push(h),
+            // A pool that has already failed may refuse new work at once.
+            Err(e) => assert!(
+                matches!(e.kind(), ErrorKind::PoolFailed { .. } | ErrorKind::ShutDown),
+                "submission {i}: {e:?}"
+            ),
+        }
+    }
+    for (i, mut h) in handles.into_iter().enumerate() {
+        let r = loop {
+            match h.join_timeout(Duration::from_millis(50)) {
+                Ok(r) => break r,
+                Err(back) => h = back,
+            }
+            if Instant::now() >= deadline {
+                p.shutdown_now();
+                panic!("task {i} of a failing pool did not end within {DEADLINE:?}");
+            }
+        };
+        let e = r.expect_err("a task that aborts cannot succeed");
+        assert!(
+            matches!(
+                e.kind(),
+                ErrorKind::WorkerLost(_) | ErrorKind::PoolFailed { .. }
+            ),
+            "task {i}: expected WorkerLost or PoolFailed, got {e:?}"
+        );
+    }
+    drop_within_deadline(p);
+}
+
 /// Gated cases and the capability each needs (`true`: the flag must be set;
 /// `false`: it must be clear).
 pub const GATED: &[(&str, &str, bool)] = &[
@@ -963,6 +1242,11 @@ pub const GATED: &[(&str, &str, bool)] = &[
     ("cancel_running_stops_worker", "kills_on_cancel", true),
     ("shared_memory_visible", "shared_memory", true),
     ("memory_isolated", "shared_memory", false),
+    (
+        "pool_failure_fails_work_in_flight",
+        "isolates_crashes",
+        true,
+    ),
 ];
 
 fn flag(c: &Capabilities, name: &str) -> bool {
@@ -1018,7 +1302,9 @@ macro_rules! conformance_suite {
             submit_from_many_threads, task_ids_unique, batch_results_in_order,
             worker_count_honoured, default_worker_count, initializer_runs_once_per_worker,
             max_tasks_recycles_worker, invalid_config_rejected, queue_bound_applies_backpressure,
-            timeout_fails_handle
+            timeout_fails_handle, join_timeout_never_loses_a_result,
+            dropping_a_map_cancels_what_it_did_not_yield, batch_timeout_is_per_task,
+            shutdown_now_interrupts_shutdown
             $(, $yes)*
         );
         $(

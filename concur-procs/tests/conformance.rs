@@ -19,7 +19,12 @@ impl Backend for ProcsBackend {
 mod conformance {
     concur_core::conformance_suite!(
         backend: crate::ProcsBackend,
-        supported: [timeout_stops_running_task, cancel_running_stops_worker, memory_isolated],
+        supported: [
+            timeout_stops_running_task,
+            cancel_running_stops_worker,
+            memory_isolated,
+            pool_failure_fails_work_in_flight,
+        ],
         unsupported: [shared_memory_visible],
     );
 }

@@ -11,8 +11,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use concur_core::registry::run_batch;
-use concur_core::{panic, timer, Completion, ErrorKind, Payload, Task, TaskContext, WorkerInfo};
+use concur_core::{
+    panic, timer, Completion, ErrorKind, Payload, Port, Task, TaskContext, TaskError, WorkerInfo,
+};
 
 use crate::generation::{lock, with_worker};
 use crate::pool::Inner;
@@ -69,11 +70,33 @@ fn run_task<T: Task>(c: &Completion, input: Payload, info: WorkerInfo) {
     c.finish(result.map(Payload::value));
 }
 
+/// What a task of a batch sees: no messages, and "cancelled" once its batch
+/// is done (cancelled, timed out, pool stopped), so a long task can stop
+/// (a dropped `map` cancels its batches).
+struct BatchPort<'a>(&'a Completion);
+
+impl Port for BatchPort<'_> {
+    fn send(&self, _msg: Payload) -> Result<(), TaskError> {
+        Ok(())
+    }
+    fn recv(&self, _deadline: Option<Instant>) -> Option<Payload> {
+        None
+    }
+    fn is_cancelled(&self) -> bool {
+        self.0.is_done()
+    }
+}
+
 fn run_batch_job<T: Task>(c: &Completion, input: Payload, info: WorkerInfo) {
     let tasks: Vec<T> = input
         .into_value("task batch")
         .expect("a batch job holds its tasks");
-    c.finish(Ok(Payload::value(run_batch(tasks, info))));
+    let port = BatchPort(c);
+    let results: Vec<Result<T::Output, TaskError>> = tasks
+        .into_iter()
+        .map(|t| panic::catch(|| t.run(&mut TaskContext::new(&port, info))))
+        .collect();
+    c.finish(Ok(Payload::value(results)));
 }
 
 impl Inner {

@@ -19,6 +19,11 @@ mod conformance {
     concur_core::conformance_suite!(
         backend: super::Threads,
         supported: [shared_memory_visible],
-        unsupported: [timeout_stops_running_task, cancel_running_stops_worker, memory_isolated],
+        unsupported: [
+            timeout_stops_running_task,
+            cancel_running_stops_worker,
+            memory_isolated,
+            pool_failure_fails_work_in_flight,
+        ],
     );
 }
