@@ -425,8 +425,8 @@ fn shared_pool<B: Backend>(b: &B, config: PoolConfig) -> Arc<B::Pool> {
 
 /// Runs `f` on the pool from a thread of its own and waits at most
 /// [`DEADLINE`] for it (a panic in `f` fails the case as usual). If it
-/// does not return, stops the pool with `shutdown_now` and fails the case
-/// (the stuck thread is left behind rather than hanging the test).
+/// does not return, [abandons](abandon) the pool and fails the case (the
+/// stuck thread is left behind rather than hanging the test).
 fn within_deadline<P: Executor + 'static>(
     p: &Arc<P>,
     what: &str,
@@ -443,10 +443,21 @@ fn within_deadline<P: Executor + 'static>(
         Ok(Ok(())) => {}
         Ok(Err(panic)) => std::panic::resume_unwind(panic),
         Err(_) => {
-            p.shutdown_now();
+            abandon(p);
             panic!("{what} did not return within {DEADLINE:?}");
         }
     }
+}
+
+/// Gives up on a pool whose case failed: `shutdown_now` from a thread of
+/// its own, and the pool is never dropped (leaked), so neither call can
+/// hang the test on a broken backend.
+fn abandon<P: Executor + 'static>(p: &Arc<P>) {
+    let p = p.clone();
+    std::thread::spawn(move || {
+        p.shutdown_now();
+        std::mem::forget(p);
+    });
 }
 
 /// Drops the last reference to the pool on a thread of its own; fails the
@@ -1185,11 +1196,11 @@ pub fn shutdown_now_interrupts_shutdown<B: Backend>(b: &B) {
     wait_until("shutdown has begun (the queue is closed)", || {
         p.admission().is_closed()
     });
-    p.shutdown_now();
-    assert!(
-        rx.recv_timeout(DEADLINE).is_ok(),
-        "shutdown did not return within {DEADLINE:?} after shutdown_now"
-    );
+    within_deadline(&p, "shutdown_now during shutdown", |p| p.shutdown_now());
+    if rx.recv_timeout(DEADLINE).is_err() {
+        abandon(&p);
+        panic!("shutdown did not return within {DEADLINE:?} after shutdown_now");
+    }
     let e = join(h).unwrap_err();
     assert!(e.is_cancelled(), "expected Cancelled, got {e:?}");
     drop_within_deadline(p);
@@ -1219,7 +1230,7 @@ pub fn pool_failure_fails_work_in_flight<B: Backend>(b: &B) {
                 Err(back) => h = back,
             }
             if Instant::now() >= deadline {
-                p.shutdown_now();
+                abandon(&p);
                 panic!("task {i} of a failing pool did not end within {DEADLINE:?}");
             }
         };
