@@ -101,30 +101,25 @@
 
 #![cfg(target_os = "linux")]
 
-mod builder;
 mod error;
-mod outbox;
-mod pool;
-mod router;
-mod shared;
+mod parent;
+mod progress;
 mod shm;
 mod spawn;
-mod state;
-mod supervisor;
 mod sys;
 mod wire;
 mod worker;
 
-pub use builder::{
-    ProcessPoolBuilder, DEFAULT_CRASH_WINDOW, DEFAULT_IN_FLIGHT_PER_WORKER, DEFAULT_MAX_CRASHES,
-    DEFAULT_START_TIMEOUT,
-};
 pub use concur_core as core;
 pub use concur_core::{
     register, Configure, ErrorKind, Executor, ExecutorExt, PoolConfig, Task, TaskContext,
     TaskError, TaskHandle, WorkerExit,
 };
-pub use pool::ProcessPool;
+pub use parent::builder::{
+    ProcessPoolBuilder, DEFAULT_CRASH_WINDOW, DEFAULT_IN_FLIGHT_PER_WORKER, DEFAULT_MAX_CRASHES,
+    DEFAULT_START_TIMEOUT,
+};
+pub use parent::pool::ProcessPool;
 pub use shm::DEFAULT_SHM_THRESHOLD;
 
 /// Enters worker mode when this process was started as a worker; returns

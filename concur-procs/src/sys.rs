@@ -5,6 +5,9 @@ use std::io;
 
 use concur_core::WorkerExit;
 
+/// Exit code of a worker that could not receive a task (its input could
+/// not be mapped or read).
+pub(crate) const EXIT_UNREADABLE_INPUT: i32 = 96;
 /// Exit code of a worker whose allocation failed under its memory limit.
 pub(crate) const EXIT_MEMORY_LIMIT: i32 = 97;
 /// Exit code of a worker that ended itself because its running task was cancelled.
@@ -35,24 +38,6 @@ pub(crate) fn wait(pid: u32) -> io::Result<WorkerExit> {
         if e.kind() != io::ErrorKind::Interrupted {
             return Err(e);
         }
-    }
-}
-
-/// Waits for child `pid` to end; kills it when it has not ended within
-/// `grace` (a worker whose channel closed is normally already exiting).
-pub(crate) fn wait_or_kill(pid: u32, grace: std::time::Duration) -> io::Result<WorkerExit> {
-    let end = std::time::Instant::now() + grace;
-    let mut pause = std::time::Duration::from_micros(50);
-    loop {
-        if let Some(exit) = try_wait(pid)? {
-            return Ok(exit);
-        }
-        if std::time::Instant::now() >= end {
-            kill(pid);
-            return wait(pid);
-        }
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(std::time::Duration::from_millis(20));
     }
 }
 

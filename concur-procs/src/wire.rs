@@ -65,37 +65,25 @@ pub(crate) type Tx = IpcSender<Packet>;
 /// The receiving end of a channel.
 pub(crate) type Rx = IpcReceiver<Packet>;
 
-/// What a run message asks the worker to do with its payload.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) enum RunKind {
-    /// One task: `TaskEntry::run` with a port to the caller.
-    Single,
-    /// A batch: `TaskEntry::run_batch`.
-    Batch,
-}
-
 /// Parent to worker.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Down {
     /// The first message after the hello was accepted: who the worker is.
+    /// The frame's shared memory is the worker's progress word
+    /// ([`crate::progress`]); its payload is the initializer's encoding.
     Init {
         index: usize,
         incarnation: u64,
         /// Bytes of address space the worker may use beyond its start-up size.
         memory_limit: Option<u64>,
-        /// Whether to report each task's start (a timeout is configured).
-        report_start: bool,
         /// Payloads longer than this travel through shared memory.
         shm_threshold: usize,
         /// The initializer task's name; its encoding is the frame's payload.
         initializer: Option<String>,
     },
-    /// Run a task; its encoding is the frame's payload.
-    Run {
-        id: TaskId,
-        name: String,
-        kind: RunKind,
-    },
+    /// Run a task (alone, or one task of a batch); its encoding is the
+    /// frame's payload.
+    Run { id: TaskId, name: String },
     /// A message from the caller to task `id`; the frame's payload.
     Deliver { id: TaskId },
     /// The caller cancelled task `id`: drop it if it has not started, and
@@ -119,8 +107,6 @@ pub(crate) enum Up {
     Ready,
     /// The initializer failed; the worker exits.
     InitFailed(TaskError),
-    /// Task `id` started (sent only when a timeout is configured).
-    Started { id: TaskId },
     /// A message from task `id` to its caller; the frame's payload.
     Message { id: TaskId },
     /// Tasks given back unstarted after a [`Down::Recall`] (sent by the
@@ -134,6 +120,11 @@ pub(crate) enum Up {
 }
 
 impl Frame {
+    /// Descriptors this frame carries (ipc-channel limits them per message).
+    pub(crate) fn descriptors(&self) -> usize {
+        usize::from(self.shm.is_some()) + usize::from(self.chan.is_some())
+    }
+
     /// A frame with header `head` and payload `body`.
     pub(crate) fn new<H: Serialize>(head: &H, body: Body) -> Result<Frame, TaskError> {
         let head = Block(codec::encode(head, "protocol header")?);

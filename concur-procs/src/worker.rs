@@ -16,10 +16,11 @@ use concur_core::registry;
 use concur_core::{ErrorKind, Payload, Port, TaskError, TaskId, WorkerInfo};
 use ipc_channel::ipc::{self, IpcSender};
 
+use crate::progress::ProgressWord;
 use crate::shm::Body;
 use crate::spawn::{ENV_PARENT, ENV_SERVER, ENV_TOKEN};
 use crate::sys;
-use crate::wire::{Down, Frame, RunKind, Rx, Tx, Up};
+use crate::wire::{Down, Frame, Rx, Tx, Up};
 
 /// True when this process was started as a worker.
 pub(crate) fn is_worker() -> bool {
@@ -29,7 +30,6 @@ pub(crate) fn is_worker() -> bool {
 struct Run {
     id: TaskId,
     name: String,
-    kind: RunKind,
     input: Body,
 }
 
@@ -46,6 +46,8 @@ struct Inbox {
 struct Shared {
     inbox: Mutex<Inbox>,
     cond: Condvar,
+    progress: ProgressWord,
+    memory_limited: bool,
 }
 
 impl Shared {
@@ -102,12 +104,17 @@ fn run() -> Result<(), String> {
         .ok()
         .and_then(|p| p.into_iter().next())
         .ok_or("parent closed the channel before init")?;
+    let mut first = first;
+    let progress = first
+        .shm
+        .take()
+        .map(ProgressWord::from_region)
+        .ok_or("init without a progress word")?;
     let (head, init_body) = first.open::<Down>().map_err(|e| e.to_string())?;
     let Down::Init {
         index,
         incarnation,
         memory_limit,
-        report_start,
         initializer,
         shm_threshold,
     } = head
@@ -119,6 +126,8 @@ fn run() -> Result<(), String> {
     let shared = Arc::new(Shared {
         inbox: Mutex::new(Inbox::default()),
         cond: Condvar::new(),
+        progress,
+        memory_limited: memory_limit.is_some(),
     });
     let (started_tx, started_rx) = std::sync::mpsc::channel();
     std::thread::Builder::new()
@@ -162,6 +171,7 @@ fn run() -> Result<(), String> {
         return Ok(());
     }
 
+    let results = Results::new(up.clone());
     loop {
         let job = {
             let mut g = shared.lock();
@@ -170,9 +180,8 @@ fn run() -> Result<(), String> {
                     if g.cancelled.remove(&job.id) {
                         drop(g);
                         let err = Err(TaskError::new(ErrorKind::Cancelled));
-                        send(
-                            &up,
-                            &Up::Done {
+                        results.push(
+                            Up::Done {
                                 id: job.id,
                                 result: err,
                             },
@@ -187,23 +196,31 @@ fn run() -> Result<(), String> {
                     g.running = Some(job.id);
                     break Some(job);
                 }
+                // Nothing ready: what is held back goes out before waiting.
+                if !results.is_empty() {
+                    drop(g);
+                    results.flush();
+                    g = shared.lock();
+                    continue;
+                }
                 g = shared.cond.wait(g).unwrap_or_else(|e| e.into_inner());
             }
         };
-        let Some(job) = job else { return Ok(()) };
-        if report_start {
-            send(&up, &Up::Started { id: job.id }, Body::Empty);
-        }
+        let Some(job) = job else {
+            results.flush();
+            return Ok(());
+        };
+        // Before decoding: decoding runs the task type's own code.
+        shared.progress.begin(job.id.0);
         let port = WorkerPort {
             id: job.id,
-            up: up.clone(),
+            results: &results,
             shared: shared.clone(),
             threshold: shm_threshold,
         };
-        let output = registry::lookup(&job.name).and_then(|entry| match job.kind {
-            RunKind::Single => entry.run(job.input.as_slice(), &port, info),
-            RunKind::Batch => entry.run_batch(job.input.as_slice(), info),
-        });
+        let output = registry::lookup(&job.name)
+            .and_then(|entry| entry.run(job.input.as_slice(), &port, info));
+        drop(port);
         drop(job.input);
         {
             let mut g = shared.lock();
@@ -211,11 +228,79 @@ fn run() -> Result<(), String> {
             g.messages.remove(&job.id);
             g.gone.remove(&job.id);
         }
-        let (result, body) = match output.and_then(|value| Body::encode(&value, shm_threshold)) {
+        // A panic in the output's `Serialize` is the task's panic.
+        let encoded = output
+            .and_then(|value| concur_core::panic::catch(|| Body::encode(&value, shm_threshold))?);
+        let (result, body) = match encoded {
             Ok(body) => (Ok(()), body),
             Err(e) => (Err(e), Body::Empty),
         };
-        send(&up, &Up::Done { id: job.id, result }, body);
+        results.push(Up::Done { id: job.id, result }, body);
+        shared.progress.end();
+        if results.due() {
+            results.flush();
+        }
+    }
+}
+
+/// Results held back to leave together: while more tasks are ready to
+/// run, a finished task's result waits (up to a packet's size, a few
+/// descriptors and [`HOLD_AT_MOST`]), so a burst of small tasks costs one
+/// send per packet rather than one per task. The parent learns which task
+/// runs from the progress word, not from these messages, so holding them
+/// back never blurs blame or timeouts.
+struct Results {
+    up: Tx,
+    frames: std::cell::RefCell<(Vec<Frame>, usize, usize, Option<Instant>)>,
+}
+
+/// The longest a finished task's result is held back.
+const HOLD_AT_MOST: std::time::Duration = std::time::Duration::from_millis(1);
+
+impl Results {
+    fn new(up: Tx) -> Self {
+        Results {
+            up,
+            frames: std::cell::RefCell::new((Vec::new(), 0, 0, None)),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.frames.borrow().0.is_empty()
+    }
+
+    fn push(&self, head: Up, body: Body) {
+        let frame = match Frame::new(&head, body) {
+            Ok(f) => f,
+            Err(e) => {
+                eprintln!("concur-procs worker: {e}");
+                sys::exit_now(sys::EXIT_ORPHANED)
+            }
+        };
+        let mut f = self.frames.borrow_mut();
+        f.1 += frame.head.0.len() + frame.body.0.len();
+        f.2 += frame.descriptors();
+        f.3.get_or_insert_with(Instant::now);
+        f.0.push(frame);
+    }
+
+    /// True when what is held back must go now.
+    fn due(&self) -> bool {
+        let f = self.frames.borrow();
+        f.1 >= 64 * 1024 || f.2 >= 60 || f.3.is_some_and(|t| t.elapsed() >= HOLD_AT_MOST)
+    }
+
+    fn flush(&self) {
+        let frames = {
+            let mut f = self.frames.borrow_mut();
+            let frames = std::mem::take(&mut f.0);
+            *f = (Vec::new(), 0, 0, None);
+            frames
+        };
+        if !frames.is_empty() && self.up.send(frames).is_err() {
+            // The parent is gone: nobody wants the result.
+            sys::exit_now(sys::EXIT_ORPHANED);
+        }
     }
 }
 
@@ -241,9 +326,15 @@ fn send(up: &Tx, head: &Up, body: Body) {
 /// for long).
 fn read(down: &Rx, up: &Tx, shared: &Shared) {
     loop {
-        let Ok(packet) = down.recv() else {
+        // Receiving maps large inputs' shared memory; under a memory limit
+        // that can fail (and ipc-channel panics): the worker cannot take
+        // the task, so it ends and the parent blames that task.
+        let packet = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| down.recv())) {
+            Ok(Ok(p)) => p,
             // The parent ended or dropped us: stop now, busy or idle.
-            sys::exit_now(sys::EXIT_ORPHANED)
+            Ok(Err(_)) => sys::exit_now(sys::EXIT_ORPHANED),
+            Err(_) if shared.memory_limited => sys::exit_now(sys::EXIT_MEMORY_LIMIT),
+            Err(_) => sys::exit_now(sys::EXIT_UNREADABLE_INPUT),
         };
         let mut given_back = Vec::new();
         let mut g = shared.lock();
@@ -251,6 +342,9 @@ fn read(down: &Rx, up: &Tx, shared: &Shared) {
             let Ok((head, body)) = frame.open::<Down>() else {
                 sys::exit_now(sys::EXIT_ORPHANED)
             };
+            if matches!(head, Down::Run { .. }) {
+                shared.progress.received();
+            }
             take(&mut g, head, body, &mut given_back);
         }
         shared.cond.notify_all();
@@ -279,10 +373,9 @@ fn take(g: &mut Inbox, head: Down, body: Body, given_back: &mut Vec<TaskId>) {
                     g.cancelled.remove(id);
                 }
             }
-            Down::Run { id, name, kind } => g.queue.push_back(Run {
+            Down::Run { id, name } => g.queue.push_back(Run {
                 id,
                 name,
-                kind,
                 input: body,
             }),
             Down::Deliver { id } => g
@@ -306,7 +399,6 @@ fn take(g: &mut Inbox, head: Down, body: Body, given_back: &mut Vec<TaskId>) {
                 g.queue.push_back(Run {
                     id: SHUTDOWN,
                     name: String::new(),
-                    kind: RunKind::Batch,
                     input: Body::Empty,
                 });
             }
@@ -316,17 +408,20 @@ fn take(g: &mut Inbox, head: Down, body: Body, given_back: &mut Vec<TaskId>) {
 }
 
 /// A running task's link to its caller, through the parent.
-struct WorkerPort {
+struct WorkerPort<'a> {
     id: TaskId,
-    up: Tx,
+    results: &'a Results,
     shared: Arc<Shared>,
     threshold: usize,
 }
 
-impl Port for WorkerPort {
+impl Port for WorkerPort<'_> {
     fn send(&self, msg: Payload) -> Result<(), TaskError> {
-        let body = Body::encode(&msg, self.threshold)?;
-        send(&self.up, &Up::Message { id: self.id }, body);
+        let body = concur_core::panic::catch(|| Body::encode(&msg, self.threshold))??;
+        // In order after the results held back, and at once: the caller
+        // may be waiting for it.
+        self.results.push(Up::Message { id: self.id }, body);
+        self.results.flush();
         Ok(())
     }
 

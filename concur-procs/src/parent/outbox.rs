@@ -11,7 +11,12 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use crate::wire::{Frame, Tx};
 
 /// Frames are packed together up to about this many bytes per message.
-const PACKET_BYTES: usize = 64 * 1024;
+pub(crate) const PACKET_BYTES: usize = 64 * 1024;
+
+/// Most descriptors (shared-memory regions, channels) in one message:
+/// ipc-channel asserts at most 64 per message (the kernel's SCM_RIGHTS
+/// limit is 253); a few are kept spare.
+pub(crate) const PACKET_FDS: usize = 60;
 
 fn send(tx: &Tx, packet: Vec<Frame>) {
     // A failed send means the worker is gone; the router sees its channel
@@ -97,13 +102,19 @@ impl Outbox {
             };
             let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
             let mut packet = Vec::new();
-            let mut bytes = 0;
+            let (mut bytes, mut fds) = (0, 0);
             for frame in batch {
+                let frame_fds = frame.descriptors();
+                if !packet.is_empty() && fds + frame_fds > PACKET_FDS {
+                    send(&tx, std::mem::take(&mut packet));
+                    (bytes, fds) = (0, 0);
+                }
                 bytes += frame.head.0.len() + frame.body.0.len();
+                fds += frame_fds;
                 packet.push(frame);
                 if bytes >= PACKET_BYTES {
                     send(&tx, std::mem::take(&mut packet));
-                    bytes = 0;
+                    (bytes, fds) = (0, 0);
                 }
             }
             if !packet.is_empty() {
