@@ -205,6 +205,9 @@ impl<'de> Deserialize<'de> for Buf {
 #[derive(Debug)]
 struct OnlyOwned(String);
 
+// Deliberately only the owned form (`visit_string`): the guard, which reads
+// a borrowed string, must still hand this visitor an owned one.
+#[allow(clippy::serde_api_misuse)]
 impl<'de> Deserialize<'de> for OnlyOwned {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
