@@ -214,11 +214,24 @@ impl<'de, V: Deserialize<'de>> Deserialize<'de> for Bounded<V> {
 
 /// Decodes a value from the start of `bytes`; trailing bytes are an error.
 ///
-/// Safe on bytes from anywhere: a claimed length the input cannot hold
-/// fails before anything is allocated, preallocation is bounded by the
-/// input's length, and nesting by [`MAX_DEPTH`] (see the `de` module's
-/// notes for the exact bounds). Whatever the bytes, this returns an error
-/// rather than aborting, overflowing the stack or looping for long.
+/// Safe on bytes from anywhere; whatever they hold, this returns a value or
+/// an error, never aborts, overflows the stack or loops for long:
+/// - a string or byte buffer is read as a slice of the input before it is
+///   copied, so a claimed length the input cannot hold fails before
+///   anything is allocated;
+/// - the lengths of all sequences and maps together may claim at most one
+///   element per input byte, plus [`ZERO_SIZE_SLACK`] for elements that
+///   encode to nothing (`()`); a longer claim fails before its first element;
+/// - size hints (what collections preallocate from) add up to at most one
+///   element per input byte, so preallocation is a small multiple of the
+///   input;
+/// - nesting deeper than [`MAX_DEPTH`] fails.
+///
+/// bincode's own `with_limit` is not used: it is a compile-time constant
+/// counted over the in-memory size of every value decoded, so any one
+/// value either refuses large legitimate payloads or lets a tiny frame
+/// allocate a lot; the input's own length is the bound that fits every
+/// frame. How large a frame may be is the transport's to bound.
 ///
 /// # Errors
 /// [`ErrorKind::Codec`](crate::ErrorKind::Codec) naming `what` when the bytes

@@ -24,12 +24,7 @@
 //! - **Nesting** (sequences, tuples, structs, maps, enums, options, newtypes)
 //!   deeper than [`MAX_DEPTH`] fails instead of recursing on.
 //!
-//! bincode's `with_limit` is not used: its limit is a compile-time constant
-//! counted over the in-memory size of every value decoded (16 bytes for a
-//! one-byte `u128`), so any one constant either refuses large legitimate
-//! payloads (the process backend moves hundreds of MiB) or admits huge
-//! transient allocations from tiny frames; the input's own length is the
-//! bound that fits every frame.
+//! Why not bincode's `with_limit`: see [`super::decode`].
 
 use std::cell::Cell;
 use std::fmt;
