@@ -17,22 +17,16 @@ use super::MAX_DEPTH;
 /// The nesting of one encode.
 pub(super) struct Depth {
     now: Cell<usize>,
-    /// Set when the limit was hit, so the caller can name the cause.
-    pub(super) exceeded: Cell<bool>,
 }
 
 impl Depth {
     pub(super) fn new() -> Self {
-        Depth {
-            now: Cell::new(0),
-            exceeded: Cell::new(false),
-        }
+        Depth { now: Cell::new(0) }
     }
 
     fn enter<E: ser::Error>(&self) -> Result<(), E> {
         let d = self.now.get() + 1;
         if d > MAX_DEPTH {
-            self.exceeded.set(true);
             return Err(E::custom(format_args!(
                 "value nested deeper than {MAX_DEPTH} levels"
             )));
