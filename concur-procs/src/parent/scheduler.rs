@@ -373,6 +373,9 @@ pub(crate) struct Scheduler {
     pub(crate) slots: Vec<Option<WorkerId>>,
     next_worker: WorkerId,
     crashes: VecDeque<Instant>,
+    /// Starts that failed since a worker last became ready: slow failures
+    /// (each up to the start timeout) would never fill the crash window.
+    failed_starts: u32,
     failed: Option<String>,
     closing: bool,
 }
@@ -386,6 +389,7 @@ impl Scheduler {
             workers: HashMap::new(),
             next_worker: 0,
             crashes: VecDeque::new(),
+            failed_starts: 0,
             failed: None,
             closing: false,
         }
@@ -431,6 +435,7 @@ impl Scheduler {
 
     /// Worker `w` (started for `slot`) is ready for work.
     pub(crate) fn on_ready(&mut self, w: WorkerId, slot: usize, now: Instant) -> Effects {
+        self.failed_starts = 0;
         let mut worker = Worker::new(slot, now);
         let mut fx = Effects::default();
         if self.closing || self.failed.is_some() || self.slots[slot].is_some() {
@@ -455,6 +460,16 @@ impl Scheduler {
         now: Instant,
     ) -> Effects {
         let mut fx = Effects::default();
+        self.failed_starts += 1;
+        if self.failed_starts > self.rules.max_crashes {
+            self.fail(
+                format!(
+                    "{} worker starts failed in a row ({why})",
+                    self.failed_starts
+                ),
+                &mut fx,
+            );
+        }
         self.count_crash(now, &mut fx, || {
             format!("workers could not be started ({why})")
         });

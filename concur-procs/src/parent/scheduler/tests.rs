@@ -444,3 +444,30 @@ impl concur_core::Task for Dummy {
         0
     }
 }
+
+/// Starts that keep failing slowly (each up to the start timeout) fail
+/// the pool even though they never fill the crash window.
+#[test]
+fn slow_start_failures_in_a_row_fail_the_pool() {
+    let t0 = Instant::now();
+    let mut r = rules();
+    r.max_crashes = 2;
+    r.crash_window = Duration::from_secs(1);
+    let mut s = Scheduler::new(r);
+    let (u, c) = single();
+    let _ = s.submit(vec![u], t0).unwrap();
+    let why = TaskError::new(ErrorKind::Spawn);
+    for i in 0..3u32 {
+        let at = t0 + Duration::from_secs(10) * i;
+        let fx = s.on_start_failed(0, &why, at);
+        if i < 2 {
+            assert_eq!(fx.start, vec![0], "attempt {i}");
+        } else {
+            assert!(fx.start.is_empty());
+            assert!(matches!(
+                finished(&fx)[&c.id()],
+                Err(ErrorKind::PoolFailed { .. })
+            ));
+        }
+    }
+}
