@@ -656,6 +656,18 @@ impl IpcSharedMemory {
         }
     }
 
+    /// Closes the operating-system handle behind this region (on Unix, its
+    /// file descriptor) and keeps only the mapping, so that holding many
+    /// received regions does not hold as many descriptors. The bytes stay
+    /// readable until the region is dropped. After this the region can no
+    /// longer be shared as it is: sending or cloning it copies its bytes into
+    /// a new region. A no-op on platforms without such a handle.
+    pub fn release_descriptor(&mut self) {
+        if let Some(os_shared_memory) = &mut self.os_shared_memory {
+            os_shared_memory.release_descriptor();
+        }
+    }
+
     /// Takes the bytes from the IpcSharedMemory consuming the IpcSharedMemory.
     /// This does not make any guarantees what happens to the other IpcSharedMemory that share the same resources.
     /// Depending on the implementation this might clone the data.

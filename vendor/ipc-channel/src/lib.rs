@@ -43,3 +43,13 @@ mod test;
 pub use error::{IpcError, SerDeError, TryRecvError, TrySelectError};
 #[cfg(all(not(feature = "force-inprocess"), target_os = "macos"))]
 pub use platform::set_bootstrap_prefix;
+#[cfg(all(
+    not(feature = "force-inprocess"),
+    any(
+        target_os = "linux",
+        target_os = "openbsd",
+        target_os = "freebsd",
+        target_os = "illumos",
+    )
+))]
+pub use platform::{set_max_message_size, DEFAULT_MAX_MESSAGE_SIZE};

@@ -38,6 +38,16 @@ mod os {
 }
 #[cfg(all(not(feature = "force-inprocess"), target_os = "macos"))]
 pub use macos::set_bootstrap_prefix;
+#[cfg(all(
+    not(feature = "force-inprocess"),
+    any(
+        target_os = "linux",
+        target_os = "openbsd",
+        target_os = "freebsd",
+        target_os = "illumos",
+    )
+))]
+pub use unix::{set_max_message_size, DEFAULT_MAX_MESSAGE_SIZE};
 
 #[cfg(all(not(feature = "force-inprocess"), target_os = "windows"))]
 mod windows;

@@ -1114,6 +1114,10 @@ impl OsIpcSharedMemory {
         unsafe { slice::from_raw_parts_mut(self.ptr, self.length) }
     }
 
+    /// Keeps the region as it is: this platform holds no descriptor that
+    /// could be released separately from the mapping.
+    pub fn release_descriptor(&mut self) {}
+
     pub fn take(self) -> Option<Vec<u8>> {
         Some((*self).to_vec())
     }

@@ -29,6 +29,7 @@ use std::hash::BuildHasherDefault;
 use std::io;
 use std::mem;
 use std::ops::{Deref, RangeFrom};
+use std::os::unix::fs::PermissionsExt;
 use std::os::fd::RawFd;
 use std::ptr;
 use std::slice;
@@ -97,6 +98,33 @@ static SYSTEM_SENDBUF_SIZE: LazyLock<usize> = LazyLock::new(|| {
     tx.get_system_sendbuf_size()
         .expect("Failed to obtain maximum send size for socket")
 });
+
+/// The largest total message a receiver accepts by default (1 GiB).
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 1 << 30;
+
+// The total size in a message's header comes from the peer: it is checked
+// against this bound before anything is allocated for it.
+static MAX_MESSAGE_SIZE: AtomicUsize = AtomicUsize::new(DEFAULT_MAX_MESSAGE_SIZE);
+
+/// Sets the largest total message (in bytes, not counting shared memory
+/// regions) that this process sends or accepts on any channel. A message
+/// whose header claims more is refused with an error (`InvalidData`) before
+/// any allocation; sending one fails with `EMSGSIZE`. The default is
+/// [`DEFAULT_MAX_MESSAGE_SIZE`].
+pub fn set_max_message_size(bytes: usize) {
+    MAX_MESSAGE_SIZE.store(bytes, Ordering::Relaxed);
+}
+
+fn max_message_size() -> usize {
+    MAX_MESSAGE_SIZE.load(Ordering::Relaxed)
+}
+
+/// The error for bytes on a socket that cannot be a message sent by this
+/// crate (a forged or corrupt header). Whatever descriptors came with them
+/// are closed.
+fn malformed(what: &'static str) -> UnixError {
+    UnixError::IoError(io::Error::new(io::ErrorKind::InvalidData, what))
+}
 
 // The pid of the current process which is used to create unique IDs
 static PID: LazyLock<u32> = LazyLock::new(std::process::id);
@@ -267,6 +295,9 @@ impl OsIpcSender {
         channels: Vec<OsIpcChannel>,
         shared_memory_regions: Vec<OsIpcSharedMemory>,
     ) -> Result<(), UnixError> {
+        if data.len() > max_message_size() {
+            return Err(UnixError::Errno(libc::EMSGSIZE));
+        }
         let mut fds = Vec::new();
         for channel in channels.iter() {
             fds.push(channel.fd());
@@ -625,7 +656,23 @@ impl OsIpcReceiverSet {
                         // pending to read.
                         break;
                     },
-                    Err(e) => return Err(OsTrySelectError::IoError(e)),
+                    Err(UnixError::Errno(libc::EINTR)) => continue,
+                    Err(_) => {
+                        // A malformed message (or a failed read) on one
+                        // channel says nothing about the others: that channel
+                        // is closed and reported closed, and `select` goes on
+                        // serving the rest. Its peer sees its end closed.
+                        self.pollfds.remove(&event_token).unwrap();
+                        let _ = self
+                            .poll
+                            .registry()
+                            .deregister(&mut SourceFd(&poll_entry.fd));
+                        unsafe {
+                            libc::close(poll_entry.fd);
+                        }
+                        selection_results.push(OsIpcSelectionResult::ChannelClosed(poll_entry.id));
+                        break;
+                    },
                 }
             }
         }
@@ -657,12 +704,16 @@ pub struct OsOpaqueIpcChannel {
 
 impl Drop for OsOpaqueIpcChannel {
     fn drop(&mut self) {
-        // Make sure we don't leak!
-        //
-        // The `OsOpaqueIpcChannel` objects should always be used,
-        // i.e. converted with `to_sender()` or `to_receiver()` --
-        // so the value should already be unset before the object gets dropped.
-        debug_assert!(self.fd == -1);
+        // Make sure we don't leak! A channel that was never converted with
+        // `to_sender()` or `to_receiver()` came with a message that carried
+        // more descriptors than it used, or one that was refused as
+        // malformed: the peer decides that, so it is closed here rather than
+        // asserted against.
+        if self.fd >= 0 {
+            unsafe {
+                libc::close(self.fd);
+            }
+        }
     }
 }
 
@@ -702,7 +753,13 @@ impl OsIpcOneShotServer {
     pub fn new() -> Result<(OsIpcOneShotServer, String), UnixError> {
         unsafe {
             let fd = libc::socket(libc::AF_UNIX, SOCK_SEQPACKET | SOCK_FLAGS, 0);
-            let temp_dir = Builder::new().tempdir()?;
+            // Only this user may reach the socket, whatever the umask: the
+            // directory is created 0700 (the umask can only remove bits) and
+            // set again explicitly in case a platform applies modes otherwise.
+            let temp_dir = Builder::new()
+                .permissions(std::fs::Permissions::from_mode(0o700))
+                .tempdir()?;
+            std::fs::set_permissions(temp_dir.path(), std::fs::Permissions::from_mode(0o700))?;
             let socket_path = temp_dir.path().join("socket");
             let path_string = socket_path.to_str().unwrap();
 
@@ -736,6 +793,9 @@ impl OsIpcOneShotServer {
         unsafe {
             let sockaddr: *mut sockaddr = ptr::null_mut();
             let sockaddr_len: *mut socklen_t = ptr::null_mut();
+            #[cfg(any(target_os = "linux", target_os = "illumos", target_os = "freebsd"))]
+            let client_fd = libc::accept4(self.fd, sockaddr, sockaddr_len, libc::SOCK_CLOEXEC);
+            #[cfg(not(any(target_os = "linux", target_os = "illumos", target_os = "freebsd")))]
             let client_fd = libc::accept(self.fd, sockaddr, sockaddr_len);
             if client_fd < 0 {
                 return Err(UnixError::last());
@@ -828,16 +888,30 @@ impl BackingStore {
     }
 
     pub unsafe fn map_file(&self, length: Option<size_t>) -> (*mut u8, size_t) {
-        let length = length.unwrap_or_else(|| {
-            let mut st = mem::MaybeUninit::uninit();
-            if libc::fstat(self.fd, st.as_mut_ptr()) != 0 {
-                panic!("error stating fd {}: {}", self.fd, UnixError::last());
-            }
-            st.assume_init().st_size as size_t
-        });
+        match self.try_map_file(length) {
+            Ok(mapped) => mapped,
+            Err(e) => panic!("error mapping fd {}: {}", self.fd, e),
+        }
+    }
+
+    unsafe fn try_map_file(&self, length: Option<size_t>) -> Result<(*mut u8, size_t), UnixError> {
+        let length = match length {
+            Some(length) => length,
+            None => {
+                let mut st = mem::MaybeUninit::uninit();
+                if libc::fstat(self.fd, st.as_mut_ptr()) != 0 {
+                    return Err(UnixError::last());
+                }
+                let st = st.assume_init();
+                if (st.st_mode & S_IFMT) != libc::S_IFREG {
+                    return Err(malformed("a received descriptor is neither a channel nor shared memory"));
+                }
+                st.st_size as size_t
+            },
+        };
         if length == 0 {
             // This will cause `mmap` to fail, so handle it explicitly.
-            return (ptr::null_mut(), length);
+            return Ok((ptr::null_mut(), length));
         }
         let address = libc::mmap(
             ptr::null_mut(),
@@ -847,14 +921,19 @@ impl BackingStore {
             self.fd,
             0,
         );
-        assert!(!address.is_null());
-        assert!(address != MAP_FAILED);
-        (address as *mut u8, length)
+        if address == MAP_FAILED || address.is_null() {
+            return Err(UnixError::last());
+        }
+        Ok((address as *mut u8, length))
     }
 }
 
 impl Drop for BackingStore {
     fn drop(&mut self) {
+        if self.fd < 0 {
+            // Released with `OsIpcSharedMemory::release_descriptor`.
+            return;
+        }
         unsafe {
             let result = libc::close(self.fd);
             assert!(thread::panicking() || result == 0);
@@ -884,8 +963,14 @@ impl Drop for OsIpcSharedMemory {
 
 impl Clone for OsIpcSharedMemory {
     fn clone(&self) -> OsIpcSharedMemory {
+        if self.store.fd() < 0 {
+            // The descriptor was released: a copy gets a region of its own.
+            return OsIpcSharedMemory::from_bytes(self);
+        }
         unsafe {
-            let store = BackingStore::from_fd(libc::dup(self.store.fd()));
+            let fd = libc::fcntl(self.store.fd(), libc::F_DUPFD_CLOEXEC, 0);
+            assert!(fd >= 0, "cannot duplicate a shared memory descriptor: {}", UnixError::last());
+            let store = BackingStore::from_fd(fd);
             let (address, _) = store.map_file(Some(self.length));
             OsIpcSharedMemory::from_raw_parts(address, self.length, store)
         }
@@ -927,6 +1012,18 @@ impl OsIpcSharedMemory {
     pub fn take(self) -> Option<Vec<u8>> {
         Some((*self).to_vec())
     }
+
+    /// Closes the region's descriptor and keeps only its mapping: a receiver
+    /// that holds many regions does not hold as many descriptors. After
+    /// this, sending (or cloning) the region copies its bytes into a new one.
+    pub fn release_descriptor(&mut self) {
+        let fd = mem::replace(&mut self.store.fd, -1);
+        if fd >= 0 {
+            unsafe {
+                libc::close(fd);
+            }
+        }
+    }
 }
 
 impl OsIpcSharedMemory {
@@ -938,10 +1035,12 @@ impl OsIpcSharedMemory {
         OsIpcSharedMemory { ptr, length, store }
     }
 
-    unsafe fn from_fd(fd: c_int) -> OsIpcSharedMemory {
+    /// Maps a region received from a peer. The peer chose the descriptor:
+    /// one that cannot be mapped is an error (and is closed), not a panic.
+    unsafe fn from_received_fd(fd: c_int) -> Result<OsIpcSharedMemory, UnixError> {
         let store = BackingStore::from_fd(fd);
-        let (ptr, length) = store.map_file(None);
-        OsIpcSharedMemory::from_raw_parts(ptr, length, store)
+        let (ptr, length) = store.try_map_file(None)?;
+        Ok(OsIpcSharedMemory::from_raw_parts(ptr, length, store))
     }
 
     pub fn from_byte(byte: u8, length: usize) -> OsIpcSharedMemory {
@@ -1099,9 +1198,10 @@ fn recv(fd: c_int, blocking_mode: BlockingMode) -> Result<IpcMessage, UnixError>
 
             let mut cmsg = UnixCmsg::new(iovec)?;
 
-            bytes_read += cmsg.recv(fd, blocking_mode).inspect_err(|_| {
-                assert_eq!(bytes_read, 0);
-            })?;
+            // An error after part of a fragment was read (only a peer that
+            // breaks the framing can cause one) is returned like any other;
+            // the descriptors received so far are closed when dropped.
+            bytes_read += cmsg.recv(fd, blocking_mode)?;
 
             let cmsg_fds = CMSG_DATA(cmsg.cmsg_buffer) as *const c_int;
             let cmsg_length = cmsg.msghdr.msg_controllen;
@@ -1113,16 +1213,44 @@ fn recv(fd: c_int, blocking_mode: BlockingMode) -> Result<IpcMessage, UnixError>
                 // exposed by libc. CMSG_SPACE(0) is the portable version of that.)
                 (cmsg.cmsg_len() - CMSG_SPACE(0) as size_t) / mem::size_of::<c_int>()
             };
+            let mut unmappable = None;
             for index in 0..channel_length {
                 let fd = *cmsg_fds.add(index);
                 if is_socket(fd) {
                     channels.push(OsOpaqueIpcChannel::from_fd(fd));
                     continue;
                 }
-                shared_memory_regions.push(OsIpcSharedMemory::from_fd(fd));
+                match OsIpcSharedMemory::from_received_fd(fd) {
+                    Ok(region) => shared_memory_regions.push(region),
+                    // Keep going: every other descriptor must be taken (and closed) too.
+                    Err(e) => unmappable = Some(e),
+                }
+            }
+            if let Some(e) = unmappable {
+                return Err(e);
+            }
+            if cmsg.msghdr.msg_flags & libc::MSG_CTRUNC != 0 {
+                // Descriptors were dropped by the kernel (the receiver is out
+                // of descriptors, or the peer sent more than a message can
+                // carry): the message cannot be rebuilt.
+                return Err(malformed("descriptors of a message were lost (MSG_CTRUNC)"));
             }
 
-            if bytes_read >= mem::size_of_val(&fragment_size) && bytes_read == fragment_size {
+            // The header is the peer's word. A SOCK_SEQPACKET socket hands
+            // over one whole record per `recvmsg` (or truncates it, with
+            // MSG_TRUNC), and this crate's sender writes each first fragment
+            // as one record: so a record shorter than the header, one whose
+            // size disagrees with its header, or one larger than the buffer
+            // cannot come from it. Waiting for "the rest" of such a record
+            // would let the peer stall this receiver at will.
+            let header_size = mem::size_of_val(&fragment_size) + mem::size_of_val(&total_size);
+            if bytes_read < header_size
+                || fragment_size != bytes_read
+                || cmsg.msghdr.msg_flags & libc::MSG_TRUNC != 0
+            {
+                return Err(malformed("bad fragment size in a message header"));
+            }
+            if bytes_read == fragment_size {
                 break;
             }
 
@@ -1143,15 +1271,28 @@ fn recv(fd: c_int, blocking_mode: BlockingMode) -> Result<IpcMessage, UnixError>
         ));
     }
 
+    // The total size is the peer's word too: check it before allocating.
+    if total_size < main_data_buffer.len() {
+        return Err(malformed("message header claims less than its first fragment"));
+    }
+    if total_size > max_message_size() {
+        return Err(malformed("message header claims more than the maximum message size"));
+    }
+
     // Reassemble fragments.
     //
     // The initial fragment carries the receive end of a dedicated channel
     // through which all the remaining fragments will be coming in.
-    let dedicated_rx = channels.pop().unwrap().to_receiver();
+    let Some(mut dedicated) = channels.pop() else {
+        return Err(malformed("fragmented message without its fragment channel"));
+    };
+    let dedicated_rx = dedicated.to_receiver();
 
     // Extend the buffer to hold the entire message, without initialising the memory.
     let len = main_data_buffer.len();
-    main_data_buffer.reserve_exact(total_size - len);
+    if main_data_buffer.try_reserve_exact(total_size - len).is_err() {
+        return Err(UnixError::Errno(libc::ENOMEM));
+    }
 
     // Receive followup fragments directly into the main buffer.
     while main_data_buffer.len() < total_size {
