@@ -132,7 +132,15 @@ pub use shm::DEFAULT_SHM_THRESHOLD;
 ///
 /// In a worker it connects to the parent, runs tasks until told to stop or
 /// until the parent is gone, then ends the process: it never returns there.
+///
+/// In every process it first raises the soft limit on open file
+/// descriptors (`RLIMIT_NOFILE`) to the hard limit, as Go's runtime does at
+/// start: a pool holds descriptors for its workers' channels and for shared
+/// memory in flight, and the usual soft default of 1024 only exists for
+/// `select(2)`, which nothing here uses. Child processes inherit the raised
+/// limit; a program that needs the old one can lower it again after `init`.
 pub fn init() {
+    sys::raise_fd_limit();
     if worker::is_worker() {
         worker::main();
     }
@@ -168,6 +176,14 @@ enable_test_support!();
 #[doc(hidden)]
 pub mod __private {
     pub use ctor;
+
+    /// Test support only: makes this process expect workers of another
+    /// build (`identity` replaces the protocol version and build id it
+    /// checks workers against), so a test can watch a mismatch be refused.
+    /// Takes effect once per process.
+    pub fn pretend_other_build(identity: &[u8]) {
+        let _ = crate::spawn::PRETEND.set(identity.to_vec());
+    }
 
     /// See [`enable_test_support!`](crate::enable_test_support).
     pub fn enter_worker_mode_at_exit() {
