@@ -69,7 +69,8 @@ pub(crate) static PRETEND: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::n
 /// Checks a worker's identity against ours: `Ok` when it runs the same
 /// protocol version and the same build.
 pub(crate) fn check_identity(ours: &[u8], theirs: &[u8]) -> Result<(), SpawnError> {
-    let version = |b: &[u8]| -> Option<u32> { Some(u32::from_le_bytes(b.get(..4)?.try_into().ok()?)) };
+    let version =
+        |b: &[u8]| -> Option<u32> { Some(u32::from_le_bytes(b.get(..4)?.try_into().ok()?)) };
     if ours == theirs {
         return Ok(());
     }
@@ -330,6 +331,73 @@ mod tests {
         let frame = down.recv().unwrap().into_iter().next().unwrap();
         let (d, _) = frame.open::<crate::wire::Down>().unwrap();
         assert!(matches!(d, crate::wire::Down::Shutdown));
+    }
+
+    #[test]
+    fn identity_check_refuses_another_build_or_version() {
+        let ours = identity();
+        assert!(check_identity(&ours, &ours).is_ok());
+        // Same protocol version, another executable.
+        let mut other_build = PROTOCOL_VERSION.to_le_bytes().to_vec();
+        other_build.extend_from_slice(b"gnu:0123");
+        let e = check_identity(&ours, &other_build).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                SpawnError::OtherBuild {
+                    ours: PROTOCOL_VERSION,
+                    theirs: Some(PROTOCOL_VERSION)
+                }
+            ),
+            "{e:?}"
+        );
+        // Another protocol version, same build id.
+        let mut other_version = (PROTOCOL_VERSION + 1).to_le_bytes().to_vec();
+        other_version.extend_from_slice(&ours[4..]);
+        let e = check_identity(&ours, &other_version).unwrap_err();
+        assert!(
+            matches!(e, SpawnError::OtherBuild { theirs: Some(v), .. } if v == PROTOCOL_VERSION + 1),
+            "{e:?}"
+        );
+        // A hello without any identity (an older build) is refused too.
+        let e = check_identity(&ours, &[]).unwrap_err();
+        assert!(
+            matches!(e, SpawnError::OtherBuild { theirs: None, .. }),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("different build"), "{e}");
+    }
+
+    #[test]
+    fn our_identity_names_this_build() {
+        let id = identity();
+        assert_eq!(id[..4], PROTOCOL_VERSION.to_le_bytes());
+        // Stable within a process, and more than the version alone.
+        assert_eq!(id, identity());
+        assert!(id.len() > 8, "{id:?}");
+    }
+
+    #[test]
+    fn a_child_reaped_while_connecting_is_never_signalled() {
+        // A child that ends at once without connecting.
+        let child = Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        let (name, accepted) = serve().unwrap();
+        let pending = Pending {
+            pid,
+            name,
+            token: "tok".into(),
+            accepted,
+        };
+        let r = pending.connect(
+            Instant::now() + Duration::from_secs(60),
+            Duration::from_secs(60),
+        );
+        assert!(matches!(r, Err(SpawnError::Exited(_))), "{:?}", r.err());
+        // It was reaped by `accept`: its pid may be another process's now.
+        let killed = sys::KILLED.with(|k| k.borrow().clone());
+        assert!(!killed.contains(&pid), "signalled reaped pid {pid}");
+        assert!(sys::try_wait(pid).is_err(), "reaped exactly once");
     }
 
     #[test]

@@ -256,7 +256,10 @@ pub(crate) fn inherit_only(keep: RawFd) -> io::Result<()> {
 /// child's standard streams cannot overwrite it).
 pub(crate) fn secret_pipe(secret: &[u8]) -> io::Result<OwnedFd> {
     // A pipe's buffer holds at least a page: the write below never blocks.
-    assert!(secret.len() <= 4096, "a bootstrap secret fits a pipe buffer");
+    assert!(
+        secret.len() <= 4096,
+        "a bootstrap secret fits a pipe buffer"
+    );
     let mut fds = [0 as libc::c_int; 2];
     // SAFETY: `fds` is a valid array of two ints for pipe2 to fill.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -410,4 +413,45 @@ fn find_note<'a>(mut notes: &'a [u8], align: usize, name: &[u8], kind: u32) -> O
         notes = notes.get(next..)?;
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn note(name: &[u8], kind: u32, desc: &[u8]) -> Vec<u8> {
+        let mut v = Vec::new();
+        v.extend_from_slice(&(name.len() as u32).to_ne_bytes());
+        v.extend_from_slice(&(desc.len() as u32).to_ne_bytes());
+        v.extend_from_slice(&kind.to_ne_bytes());
+        v.extend_from_slice(name);
+        v.resize(v.len().next_multiple_of(4), 0);
+        v.extend_from_slice(desc);
+        v.resize(v.len().next_multiple_of(4), 0);
+        v
+    }
+
+    #[test]
+    fn finds_the_build_id_note_among_others() {
+        let mut notes = note(b"GNU\0", 5, &[1, 2, 3, 4, 5, 6, 7, 8]);
+        notes.extend(note(b"GNU\0", 3, &[0xab; 20]));
+        assert_eq!(find_note(&notes, 4, b"GNU\0", 3), Some(&[0xab; 20][..]));
+        assert_eq!(find_note(&notes, 4, b"Go\0\0", 3), None);
+        // Truncated or lying sizes end the search, never panic.
+        assert_eq!(find_note(&notes[..notes.len() - 3], 4, b"GNU\0", 3), None);
+        let mut lying = note(b"GNU\0", 3, &[1; 4]);
+        lying[4..8].copy_from_slice(&u32::MAX.to_ne_bytes());
+        assert_eq!(find_note(&lying, 4, b"GNU\0", 3), None);
+    }
+
+    #[test]
+    fn this_executable_has_a_build_id() {
+        let id = build_id();
+        assert!(
+            id.starts_with(b"gnu:") || id.starts_with(b"stat:"),
+            "{id:?}"
+        );
+        assert!(id.len() > 8);
+        assert_eq!(id, build_id());
+    }
 }
