@@ -98,6 +98,22 @@
 //!
 //! No cargo features. Linux only: it relies on `prctl(PR_SET_PDEATHSIG)`,
 //! `/proc` and `RLIMIT_AS`. Worker stdout and stderr are the parent's.
+//!
+//! [`init`] raises the soft limit on open file descriptors
+//! (`RLIMIT_NOFILE`) to the hard limit in the parent and in workers, as Go's
+//! runtime does: a pool holds descriptors for its workers and for shared
+//! memory in flight. Children the program starts inherit the raised limit.
+//!
+//! # Trust
+//!
+//! The parent survives whatever a task does in its worker: bytes from a
+//! worker are read with bounded framing (a patched ipc-channel, see
+//! `vendor/ipc-channel/PATCHES.md`), a worker inherits only the standard
+//! streams and its own channel, its token never appears in its environment,
+//! the bootstrap socket is reachable by this user only, and a worker of
+//! another build is refused. Not covered: malicious code running as the same
+//! user. The threat model and the tests of each protection are in the
+//! repository's `SECURITY.md`.
 
 #![cfg(target_os = "linux")]
 

@@ -146,23 +146,37 @@ fn a_socket() -> RawFd {
     fds[0]
 }
 
+/// A shared memory region without seals: its sender could shrink it under
+/// the receiver's mapping (reads of the lost pages then fault).
+fn unsealed_memfd() -> RawFd {
+    // SAFETY: memfd_create and ftruncate on a fresh descriptor.
+    unsafe {
+        let fd = libc::memfd_create(c"unsealed".as_ptr(), libc::MFD_CLOEXEC);
+        assert!(fd >= 0);
+        assert_eq!(libc::ftruncate(fd, 4096), 0);
+        fd
+    }
+}
+
 const HEADER: usize = 2 * std::mem::size_of::<usize>();
 const TIB: usize = 1 << 40;
 
 /// The forged headers: 2^40 bytes with and without a descriptor, a
 /// fragment size smaller than the header and one larger than the record,
-/// and a total smaller than the first fragment.
+/// a total smaller than the first fragment, and a well-formed message
+/// carrying shared memory that is not sealed against shrinking.
 fn forge(fd: RawFd, variant: usize) {
     match variant {
         0 => send_record(fd, HEADER, TIB, &[], None),
         1 => send_record(fd, HEADER, TIB, &[], Some(a_socket())),
         2 => send_record(fd, 4, 0, &[], None),
         3 => send_record(fd, HEADER + 1000, 1000, &[1; 8], None),
-        _ => send_record(fd, HEADER + 8, 2, &[1; 8], None),
+        4 => send_record(fd, HEADER + 8, 2, &[1; 8], None),
+        _ => send_record(fd, HEADER + 1, 1, &[7], Some(unsealed_memfd())),
     }
 }
 
-const VARIANTS: usize = 5;
+const VARIANTS: usize = 6;
 
 #[test]
 #[ignore = "a role played by a child process of forged_headers_on_the_bootstrap_socket_are_errors"]

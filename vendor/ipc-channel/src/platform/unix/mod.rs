@@ -906,6 +906,16 @@ impl BackingStore {
                 if (st.st_mode & S_IFMT) != libc::S_IFREG {
                     return Err(malformed("a received descriptor is neither a channel nor shared memory"));
                 }
+                // Only a region whose size the sender can no longer change
+                // may be mapped: shrinking it later would make every read
+                // of the lost pages fault (SIGBUS) in this process.
+                #[cfg(target_os = "linux")]
+                {
+                    let seals = libc::fcntl(self.fd, libc::F_GET_SEALS);
+                    if seals < 0 || seals & libc::F_SEAL_SHRINK == 0 {
+                        return Err(malformed("received shared memory is not sealed against shrinking"));
+                    }
+                }
                 st.st_size as size_t
             },
         };
@@ -1350,9 +1360,24 @@ fn new_msghdr(iovec: &mut [iovec], cmsg_buffer: *mut cmsghdr, cmsg_space: MsgCon
 
 fn create_shmem(name: CString, length: usize) -> c_int {
     unsafe {
-        let fd = libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC);
+        #[cfg(target_os = "linux")]
+        let flags = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING;
+        #[cfg(not(target_os = "linux"))]
+        let flags = libc::MFD_CLOEXEC;
+        let fd = libc::memfd_create(name.as_ptr(), flags);
         assert!(fd >= 0);
         assert_eq!(libc::ftruncate(fd, length as off_t), 0);
+        // The size is final: a receiver that maps the region can rely on
+        // every page of it (a region shrunk under a mapping faults with SIGBUS).
+        #[cfg(target_os = "linux")]
+        assert_eq!(
+            libc::fcntl(
+                fd,
+                libc::F_ADD_SEALS,
+                libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL
+            ),
+            0
+        );
         fd
     }
 }
