@@ -18,13 +18,25 @@ use ipc_channel::ipc::{self, IpcSender};
 
 use crate::progress::ProgressWord;
 use crate::shm::Body;
-use crate::spawn::{ENV_PARENT, ENV_SERVER, ENV_TOKEN};
+use crate::spawn::{ENV_PARENT, ENV_SERVER, WORKER_ARG};
 use crate::sys;
 use crate::wire::{Down, Frame, Rx, Tx, Up};
 
 /// True when this process was started as a worker.
 pub(crate) fn is_worker() -> bool {
-    std::env::var_os(ENV_SERVER).is_some() && std::env::var_os(ENV_TOKEN).is_some()
+    std::env::var_os(ENV_SERVER).is_some()
+}
+
+/// The token the parent left in the pipe named by the argument after
+/// [`WORKER_ARG`]; the pipe is closed once read.
+fn read_token() -> Result<String, String> {
+    let fd = std::env::args_os()
+        .skip_while(|a| a != WORKER_ARG)
+        .nth(1)
+        .and_then(|a| a.to_str()?.parse().ok())
+        .ok_or("no bootstrap descriptor argument")?;
+    let secret = sys::read_secret(fd).map_err(|e| format!("cannot read the token: {e}"))?;
+    String::from_utf8(secret).map_err(|_| "the token is not text".to_owned())
 }
 
 struct Run {
@@ -74,14 +86,15 @@ pub(crate) fn main() -> ! {
 
 fn run() -> Result<(), String> {
     let server = std::env::var(ENV_SERVER).map_err(|e| e.to_string())?;
-    let token = std::env::var(ENV_TOKEN).map_err(|e| e.to_string())?;
     let parent: u32 = std::env::var(ENV_PARENT)
         .ok()
         .and_then(|p| p.parse().ok())
         .ok_or("no parent pid")?;
     sys::die_with_parent(parent);
+    // Read (and close) the token pipe before anything else opens a descriptor.
+    let token = read_token()?;
     // Programs this worker's tasks start are not workers.
-    for var in [ENV_SERVER, ENV_TOKEN, ENV_PARENT] {
+    for var in [ENV_SERVER, ENV_PARENT] {
         std::env::remove_var(var);
     }
 
@@ -93,7 +106,8 @@ fn run() -> Result<(), String> {
             token,
             pid: std::process::id(),
         },
-        Body::Empty,
+        // Read by the parent before it decodes the header.
+        Body::Inline(crate::spawn::identity()),
     )
     .map_err(|e| e.to_string())?;
     hello.chan = Some(down_tx);
