@@ -67,6 +67,13 @@ impl ProgressWord {
         ProgressWord { region, words }
     }
 
+    /// The word over a region received from the parent, holding no
+    /// descriptor (a worker keeps only its channel and the standard streams).
+    pub(crate) fn received(mut region: IpcSharedMemory) -> ProgressWord {
+        region.release_descriptor();
+        Self::from_region(region)
+    }
+
     /// The region, to send to the worker.
     pub(crate) fn region(&self) -> IpcSharedMemory {
         self.region.clone()
@@ -79,7 +86,7 @@ impl ProgressWord {
     }
 
     /// Worker: a task was received (before it is queued).
-    pub(crate) fn received(&self) {
+    pub(crate) fn count_received(&self) {
         self.word(RECEIVED).fetch_add(1, Ordering::Release);
     }
 
@@ -125,7 +132,7 @@ mod tests {
         let worker = ProgressWord::from_region(parent.region());
         let now = Instant::now();
         assert_eq!(parent.read(now).running, 0);
-        worker.received();
+        worker.count_received();
         worker.begin(42);
         let p = parent.read(Instant::now());
         assert_eq!((p.running, p.received, p.seq), (42, 1, 1));

@@ -68,7 +68,9 @@ impl Body {
     /// Keeps a received region's mapping but closes its descriptor, so a
     /// result that waits unjoined holds no descriptor.
     pub(crate) fn release_descriptor(&mut self) {
-        // Wired to the patched ipc-channel's `release_descriptor`.
+        if let Body::Shared(s) = self {
+            s.release_descriptor();
+        }
     }
 
     /// The bytes, wherever they are.

@@ -122,7 +122,7 @@ fn run() -> Result<(), String> {
     let progress = first
         .shm
         .take()
-        .map(ProgressWord::from_region)
+        .map(ProgressWord::received)
         .ok_or("init without a progress word")?;
     let (head, init_body) = first.open::<Down>().map_err(|e| e.to_string())?;
     let Down::Init {
@@ -357,7 +357,7 @@ fn read(down: &Rx, up: &Tx, shared: &Shared) {
                 sys::exit_now(sys::EXIT_ORPHANED)
             };
             if matches!(head, Down::Run { .. }) {
-                shared.progress.received();
+                shared.progress.count_received();
             }
             take(&mut g, head, body, &mut given_back);
         }
