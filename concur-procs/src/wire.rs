@@ -84,6 +84,13 @@ pub(crate) enum Down {
     /// Run a task (alone, or one task of a batch); its encoding is the
     /// frame's payload.
     Run { id: TaskId, name: String },
+    /// Several small tasks of one batch: task `i`'s encoding is the
+    /// payload's bytes from `ends[i - 1]` (or 0) to `ends[i]`.
+    RunGroup {
+        name: String,
+        ids: Vec<TaskId>,
+        ends: Vec<u32>,
+    },
     /// A message from the caller to task `id`; the frame's payload.
     Deliver { id: TaskId },
     /// The caller cancelled task `id`: drop it if it has not started, and
@@ -117,6 +124,40 @@ pub(crate) enum Up {
         id: TaskId,
         result: Result<(), TaskError>,
     },
+    /// Several tasks ended; task `i`'s output (on success) is the
+    /// payload's bytes from `ends[i - 1]` (or 0) to `ends[i]`.
+    DoneGroup {
+        ids: Vec<TaskId>,
+        results: Vec<Result<(), TaskError>>,
+        ends: Vec<u32>,
+    },
+}
+
+/// Splits `bytes` at `ends` (see [`Down::RunGroup`]); `None` when the
+/// ends do not fit the bytes.
+pub(crate) fn split<'a>(bytes: &'a [u8], ends: &[u32]) -> Option<Vec<&'a [u8]>> {
+    let mut start = 0usize;
+    let mut parts = Vec::with_capacity(ends.len());
+    for &end in ends {
+        let end = end as usize;
+        if end < start || end > bytes.len() {
+            return None;
+        }
+        parts.push(&bytes[start..end]);
+        start = end;
+    }
+    (start == bytes.len()).then_some(parts)
+}
+
+/// Joins `parts` into one buffer and the ends [`split`] needs.
+pub(crate) fn join<'a>(parts: impl Iterator<Item = &'a [u8]>) -> (Vec<u8>, Vec<u32>) {
+    let mut bytes = Vec::new();
+    let mut ends = Vec::new();
+    for p in parts {
+        bytes.extend_from_slice(p);
+        ends.push(u32::try_from(bytes.len()).unwrap_or(u32::MAX));
+    }
+    (bytes, ends)
 }
 
 impl Frame {

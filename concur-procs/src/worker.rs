@@ -41,7 +41,7 @@ fn read_token() -> Result<String, String> {
 
 struct Run {
     id: TaskId,
-    name: String,
+    name: Arc<str>,
     input: Body,
 }
 
@@ -260,55 +260,117 @@ fn run() -> Result<(), String> {
 /// Results held back to leave together: while more tasks are ready to
 /// run, a finished task's result waits (up to a packet's size, a few
 /// descriptors and [`HOLD_AT_MOST`]), so a burst of small tasks costs one
-/// send per packet rather than one per task. The parent learns which task
+/// send per packet rather than one per task, and consecutive small
+/// results share one frame (`Up::DoneGroup`). The parent learns which task
 /// runs from the progress word, not from these messages, so holding them
 /// back never blurs blame or timeouts.
 struct Results {
     up: Tx,
-    frames: std::cell::RefCell<(Vec<Frame>, usize, usize, Option<Instant>)>,
+    held: std::cell::RefCell<Held>,
+}
+
+#[derive(Default)]
+struct Held {
+    frames: Vec<Frame>,
+    bytes: usize,
+    fds: usize,
+    since: Option<Instant>,
+    /// Consecutive small results not yet made a frame.
+    ids: Vec<TaskId>,
+    results: Vec<Result<(), TaskError>>,
+    outputs: Vec<u8>,
+    ends: Vec<u32>,
+}
+
+impl Held {
+    /// Makes the consecutive small results one frame.
+    fn close_group(&mut self) {
+        if self.ids.is_empty() {
+            return;
+        }
+        let head = Up::DoneGroup {
+            ids: std::mem::take(&mut self.ids),
+            results: std::mem::take(&mut self.results),
+            ends: std::mem::take(&mut self.ends),
+        };
+        let body = Body::from_vec(std::mem::take(&mut self.outputs), usize::MAX);
+        self.frames.push(frame(&head, body));
+    }
+}
+
+fn frame(head: &Up, body: Body) -> Frame {
+    match Frame::new(head, body) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("concur-procs worker: {e}");
+            sys::exit_now(sys::EXIT_ORPHANED)
+        }
+    }
 }
 
 /// The longest a finished task's result is held back.
 const HOLD_AT_MOST: std::time::Duration = std::time::Duration::from_millis(1);
 
+/// Results smaller than this join their neighbours in one frame.
+const SMALL_RESULT: usize = 4096;
+
 impl Results {
     fn new(up: Tx) -> Self {
         Results {
             up,
-            frames: std::cell::RefCell::new((Vec::new(), 0, 0, None)),
+            held: std::cell::RefCell::new(Held::default()),
         }
     }
 
     fn is_empty(&self) -> bool {
-        self.frames.borrow().0.is_empty()
+        let h = self.held.borrow();
+        h.frames.is_empty() && h.ids.is_empty()
     }
 
     fn push(&self, head: Up, body: Body) {
-        let frame = match Frame::new(&head, body) {
-            Ok(f) => f,
-            Err(e) => {
-                eprintln!("concur-procs worker: {e}");
-                sys::exit_now(sys::EXIT_ORPHANED)
+        let mut h = self.held.borrow_mut();
+        h.since.get_or_insert_with(Instant::now);
+        if let Up::Done { id, result } = head {
+            let small = match &body {
+                Body::Empty => Some(&[][..]),
+                Body::Inline(v) if v.len() < SMALL_RESULT => Some(&v[..]),
+                _ => None,
+            };
+            if let Some(bytes) = small {
+                h.bytes += bytes.len() + 16;
+                h.outputs.extend_from_slice(bytes);
+                let end = u32::try_from(h.outputs.len()).unwrap_or(u32::MAX);
+                h.ends.push(end);
+                h.ids.push(id);
+                h.results.push(result);
+                return;
             }
-        };
-        let mut f = self.frames.borrow_mut();
-        f.1 += frame.head.0.len() + frame.body.0.len();
-        f.2 += frame.descriptors();
-        f.3.get_or_insert_with(Instant::now);
-        f.0.push(frame);
+            h.close_group();
+            let f = frame(&Up::Done { id, result }, body);
+            h.bytes += f.head.0.len() + f.body.0.len();
+            h.fds += f.descriptors();
+            h.frames.push(f);
+            return;
+        }
+        h.close_group();
+        let f = frame(&head, body);
+        h.bytes += f.head.0.len() + f.body.0.len();
+        h.fds += f.descriptors();
+        h.frames.push(f);
     }
 
     /// True when what is held back must go now.
     fn due(&self) -> bool {
-        let f = self.frames.borrow();
-        f.1 >= 64 * 1024 || f.2 >= 60 || f.3.is_some_and(|t| t.elapsed() >= HOLD_AT_MOST)
+        let h = self.held.borrow();
+        h.bytes >= 64 * 1024 || h.fds >= 60 || h.since.is_some_and(|t| t.elapsed() >= HOLD_AT_MOST)
     }
 
     fn flush(&self) {
         let frames = {
-            let mut f = self.frames.borrow_mut();
-            let frames = std::mem::take(&mut f.0);
-            *f = (Vec::new(), 0, 0, None);
+            let mut h = self.held.borrow_mut();
+            h.close_group();
+            let frames = std::mem::take(&mut h.frames);
+            *h = Held::default();
             frames
         };
         if !frames.is_empty() && self.up.send(frames).is_err() {
@@ -356,7 +418,7 @@ fn read(down: &Rx, up: &Tx, shared: &Shared) {
             let Ok((head, body)) = frame.open::<Down>() else {
                 sys::exit_now(sys::EXIT_ORPHANED)
             };
-            if matches!(head, Down::Run { .. }) {
+            if matches!(head, Down::Run { .. } | Down::RunGroup { .. }) {
                 shared.progress.count_received();
             }
             take(&mut g, head, body, &mut given_back);
@@ -389,9 +451,26 @@ fn take(g: &mut Inbox, head: Down, body: Body, given_back: &mut Vec<TaskId>) {
             }
             Down::Run { id, name } => g.queue.push_back(Run {
                 id,
-                name,
+                name: name.into(),
                 input: body,
             }),
+            Down::RunGroup { name, ids, ends } => {
+                let name: Arc<str> = name.into();
+                // The parent built the group; a group that does not add up
+                // is a broken parent: nothing sensible to run.
+                let Some(parts) =
+                    crate::wire::split(body.as_slice(), &ends).filter(|p| p.len() == ids.len())
+                else {
+                    sys::exit_now(sys::EXIT_ORPHANED)
+                };
+                for (id, part) in ids.into_iter().zip(parts) {
+                    g.queue.push_back(Run {
+                        id,
+                        name: name.clone(),
+                        input: Body::from_vec(part.to_vec(), usize::MAX),
+                    });
+                }
+            }
             Down::Deliver { id } => g
                 .messages
                 .entry(id)
@@ -412,7 +491,7 @@ fn take(g: &mut Inbox, head: Down, body: Body, given_back: &mut Vec<TaskId>) {
                 // Queue a marker: the main loop ends when it reaches it.
                 g.queue.push_back(Run {
                     id: SHUTDOWN,
-                    name: String::new(),
+                    name: "".into(),
                     input: Body::Empty,
                 });
             }

@@ -141,6 +141,7 @@ fn on_packet(shared: &Shared, w: WorkerId, packet: Packet) {
     let now = std::time::Instant::now();
     let mut fx = super::scheduler::Effects::default();
     let mut messages = Vec::new();
+    let mut done = Vec::new();
     for frame in packet {
         let (up, mut body) = match frame.open::<Up>() {
             Ok(x) => x,
@@ -153,9 +154,33 @@ fn on_packet(shared: &Shared, w: WorkerId, packet: Packet) {
         body.release_descriptor();
         match up {
             Up::Done { id, result } => {
-                fx.merge(core.sched.on_done(w, id, result.map(|()| body), now));
+                done.push((id, result.map(|()| body)));
+            }
+            Up::DoneGroup { ids, results, ends } => {
+                let bytes = body.as_slice();
+                let Some(parts) = crate::wire::split(bytes, &ends)
+                    .filter(|p| p.len() == ids.len() && results.len() == ids.len())
+                else {
+                    let c = &mut *core;
+                    let e = TaskError::codec(
+                        "results from a worker",
+                        std::io::Error::other("a result group that does not add up"),
+                    );
+                    fx.merge(c.sched.on_bad_frame(w, e, &IoProbe(&c.io, now)));
+                    break;
+                };
+                for ((id, result), part) in ids.into_iter().zip(results).zip(parts) {
+                    done.push((
+                        id,
+                        result.map(|()| Body::from_vec(part.to_vec(), usize::MAX)),
+                    ));
+                }
             }
             Up::Message { id } => {
+                // Results before this message stay ahead of it.
+                if !done.is_empty() {
+                    fx.merge(core.sched.on_results(w, std::mem::take(&mut done), now));
+                }
                 if let Some(c) = core.sched.message_sink(w, id) {
                     messages.push((c, body));
                 }
@@ -163,6 +188,9 @@ fn on_packet(shared: &Shared, w: WorkerId, packet: Packet) {
             Up::Recalled { ids } => fx.merge(core.sched.on_recalled(w, &ids, now)),
             Up::Hello { .. } | Up::Ready | Up::InitFailed(_) => {}
         }
+    }
+    if !done.is_empty() {
+        fx.merge(core.sched.on_results(w, done, now));
     }
     // Messages go to their handles before the results that follow them
     // (a handle drops messages that arrive after it is done).

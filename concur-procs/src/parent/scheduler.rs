@@ -54,6 +54,46 @@ pub(crate) struct Rules {
     pub(crate) adaptive: bool,
 }
 
+/// Most units in one group frame, and most inline bytes.
+const GROUP_UNITS: usize = 256;
+const GROUP_BYTES: usize = 64 * 1024;
+
+impl Rules {
+    /// Takes from the front of `queue` the units that can travel with
+    /// `first` in one frame: tasks of the same batch, small, with no
+    /// messages. Units found cancelled on the way are dropped.
+    fn group_with(&self, first: &Unit, queue: &mut VecDeque<Unit>) -> Vec<Unit> {
+        let Sink::Item(batch, _) = &first.sink else {
+            return Vec::new();
+        };
+        let small = |u: &Unit| matches!(u.input, Body::Empty | Body::Inline(_));
+        if !small(first) {
+            return Vec::new();
+        }
+        let mut bytes = first.input.as_slice().len();
+        let mut group = Vec::new();
+        while group.len() + 1 < GROUP_UNITS {
+            let Some(next) = queue.front() else { break };
+            let same = matches!(&next.sink, Sink::Item(b, _) if Arc::ptr_eq(b, batch));
+            if !same
+                || next.name != first.name
+                || !small(next)
+                || !next.down.is_empty()
+                || bytes + next.input.as_slice().len() > GROUP_BYTES
+            {
+                break;
+            }
+            let u = queue.pop_front().expect("front exists");
+            if !u.sink.begin() {
+                continue;
+            }
+            bytes += u.input.as_slice().len();
+            group.push(u);
+        }
+        group
+    }
+}
+
 /// Where a unit's result goes.
 #[derive(Clone)]
 pub(crate) enum Sink {
@@ -181,8 +221,10 @@ pub(crate) struct Unit {
     pub(crate) deaths: u32,
     /// Asked back from the worker it waits on.
     recalled: bool,
-    /// Its place in the order its worker received tasks (1-based).
+    /// Its place in the order its worker received run frames (1-based).
     seq: u64,
+    /// The run frame it travelled in (units of a batch travel together).
+    group: u64,
 }
 
 impl Unit {
@@ -197,6 +239,7 @@ impl Unit {
             deaths: 0,
             recalled: false,
             seq: 0,
+            group: 0,
         }
     }
 }
@@ -208,6 +251,11 @@ pub(crate) enum Out {
         id: TaskId,
         name: &'static str,
         input: Body,
+    },
+    /// Several small tasks of one batch in one frame.
+    RunGroup {
+        name: &'static str,
+        units: Vec<(TaskId, Body)>,
     },
     Deliver {
         id: TaskId,
@@ -298,6 +346,9 @@ pub(crate) struct Worker {
     sent: u64,
     /// Run frames sent (numbering [`Unit::seq`]).
     runs: u64,
+    /// Run frames with a unit still in flight: the pipelining depth counts
+    /// these, so a group of small tasks takes one place.
+    open_groups: usize,
     retiring: bool,
     pub(crate) killed: Option<Kill>,
     /// When the unit now at the front of `in_flight` started being served.
@@ -325,6 +376,7 @@ impl Worker {
             outgoing: Vec::new(),
             sent: 0,
             runs: 0,
+            open_groups: 0,
             retiring: false,
             killed: None,
             serving_since: now,
@@ -340,7 +392,23 @@ impl Worker {
             Some(t) if t < PIPELINE_BELOW => rules.depth,
             _ => rules.depth.min(2),
         };
-        !self.retiring && self.killed.is_none() && self.in_flight.len() < depth
+        !self.retiring && self.killed.is_none() && self.open_groups < depth
+    }
+
+    /// Takes unit `i` out of flight (units of a group are contiguous).
+    fn take(&mut self, i: usize) -> Option<Unit> {
+        let u = self.in_flight.remove(i)?;
+        let same = |j: usize| self.in_flight.get(j).is_some_and(|o| o.group == u.group);
+        if !(i > 0 && same(i - 1)) && !same(i) {
+            self.open_groups -= 1;
+        }
+        Some(u)
+    }
+
+    /// Takes every unit out of flight.
+    fn take_all(&mut self) -> std::collections::vec_deque::Drain<'_, Unit> {
+        self.open_groups = 0;
+        self.in_flight.drain(..)
     }
 
     fn stalled(&self, now: Instant) -> bool {
@@ -503,22 +571,42 @@ impl Scheduler {
                 fx.arm |= self.rules.timeout.is_some();
             }
             w.runs += 1;
+            w.open_groups += 1;
             unit.seq = w.runs;
-            w.outgoing.push(Out::Run {
-                id: unit.id,
-                name: unit.name,
-                input: unit.input.clone(),
-            });
-            for bytes in &unit.down {
-                w.outgoing.push(Out::Deliver {
+            unit.group = w.runs;
+            let group = self.rules.group_with(&unit, &mut self.queue);
+            if group.is_empty() {
+                w.outgoing.push(Out::Run {
                     id: unit.id,
-                    bytes: bytes.clone(),
+                    name: unit.name,
+                    input: unit.input.clone(),
                 });
+                for bytes in &unit.down {
+                    w.outgoing.push(Out::Deliver {
+                        id: unit.id,
+                        bytes: bytes.clone(),
+                    });
+                }
+                if unit.caller_gone {
+                    w.outgoing.push(Out::CallerGone { id: unit.id });
+                }
+                w.in_flight.push_back(unit);
+            } else {
+                let mut units = Vec::with_capacity(group.len() + 1);
+                units.push((unit.id, unit.input.clone()));
+                units.extend(group.iter().map(|u| (u.id, u.input.clone())));
+                w.outgoing.push(Out::RunGroup {
+                    name: unit.name,
+                    units,
+                });
+                w.in_flight.push_back(unit);
+                for mut u in group {
+                    u.seq = w.runs;
+                    u.group = w.runs;
+                    w.sent += 1;
+                    w.in_flight.push_back(u);
+                }
             }
-            if unit.caller_gone {
-                w.outgoing.push(Out::CallerGone { id: unit.id });
-            }
-            w.in_flight.push_back(unit);
             w.sent += 1;
             fx.touch(wid);
             if self.rules.max_tasks.is_some_and(|m| w.sent >= m) {
@@ -571,6 +659,7 @@ impl Scheduler {
     }
 
     /// Worker `w` finished unit `id` (`result` carries the output body).
+    #[cfg(test)]
     pub(crate) fn on_done(
         &mut self,
         w: WorkerId,
@@ -578,13 +667,27 @@ impl Scheduler {
         result: Result<Body, TaskError>,
         now: Instant,
     ) -> Effects {
+        self.on_results(w, vec![(id, result)], now)
+    }
+
+    /// Worker `w` finished these units (each result carries its output
+    /// body); what was queued then goes out, once for them all.
+    pub(crate) fn on_results(
+        &mut self,
+        w: WorkerId,
+        results: Vec<(TaskId, Result<Body, TaskError>)>,
+        now: Instant,
+    ) -> Effects {
         let mut fx = Effects::default();
         if let Some(worker) = self.workers.get_mut(&w) {
-            if let Some(i) = worker.position(id) {
+            for (id, result) in results {
+                let Some(i) = worker.position(id) else {
+                    continue;
+                };
                 if i == 0 {
                     worker.served(now);
                 }
-                let unit = worker.in_flight.remove(i).expect("position is valid");
+                let unit = worker.take(i).expect("position is valid");
                 fx.finish.push((unit.sink, result));
             }
         }
@@ -607,10 +710,7 @@ impl Scheduler {
         let mut back = Vec::new();
         if let Some(worker) = self.workers.get_mut(&w) {
             for id in ids {
-                if let Some(mut unit) = worker
-                    .position(*id)
-                    .and_then(|i| worker.in_flight.remove(i))
-                {
+                if let Some(mut unit) = worker.position(*id).and_then(|i| worker.take(i)) {
                     unit.recalled = false;
                     worker.sent = worker.sent.saturating_sub(1);
                     if unit.sink.requeue() {
@@ -646,7 +746,7 @@ impl Scheduler {
             .iter()
             .position(|u| u.id.0 == running)
             .unwrap_or(0);
-        if let Some(unit) = worker.in_flight.remove(target) {
+        if let Some(unit) = worker.take(target) {
             fx.finish.push((unit.sink, Err(error)));
         }
         worker.killed = Some(Kill::BadFrame);
@@ -793,7 +893,7 @@ impl Scheduler {
         self.fail(reason.clone(), &mut fx);
         let e: TaskError = ErrorKind::PoolFailed { reason }.into();
         for (id, w) in self.workers.iter_mut() {
-            for u in w.in_flight.drain(..) {
+            for u in w.take_all() {
                 fx.finish.push((u.sink, Err(e.clone())));
             }
             if w.killed.is_none() {
@@ -856,7 +956,7 @@ impl Scheduler {
                     i += 1;
                     continue;
                 }
-                let unit = w.in_flight.remove(i).expect("index is valid");
+                let unit = w.take(i).expect("index is valid");
                 if unit.id.0 == running {
                     w.killed = Some(Kill::Cancel);
                     fx.kill.push(*wid);
@@ -903,7 +1003,7 @@ impl Scheduler {
                 _ => (0, w.last_change + timeout),
             };
             if now >= deadline {
-                let unit = w.in_flight.remove(target).expect("index is valid");
+                let unit = w.take(target).expect("index is valid");
                 fx.finish.push((
                     unit.sink,
                     Err(ErrorKind::TimedOut { after: timeout }.into()),
@@ -929,7 +1029,7 @@ impl Scheduler {
         }
         for (id, w) in self.workers.iter_mut() {
             if now {
-                for u in w.in_flight.drain(..) {
+                for u in w.take_all() {
                     fx.finish.push((u.sink, Err(ErrorKind::Cancelled.into())));
                 }
                 if w.killed.is_none() {

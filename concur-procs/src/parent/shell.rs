@@ -263,6 +263,17 @@ pub(crate) fn frame(out: Out, threshold: usize) -> Result<Frame, TaskError> {
             },
             input,
         ),
+        Out::RunGroup { name, units } => {
+            let (bytes, ends) = crate::wire::join(units.iter().map(|(_, b)| b.as_slice()));
+            Frame::new(
+                &Down::RunGroup {
+                    name: name.to_owned(),
+                    ids: units.into_iter().map(|(id, _)| id).collect(),
+                    ends,
+                },
+                Body::from_vec(bytes, usize::MAX),
+            )
+        }
         Out::Deliver { id, bytes } => {
             Frame::new(&Down::Deliver { id }, Body::from_vec(bytes, threshold))
         }
