@@ -487,7 +487,7 @@ fn map_item_whose_output_does_not_decode_fails_alone() {
 }
 
 /// Issue 7.6: one item's task fails to encode in the parent: only that
-/// item fails, with a codec error that keeps serde's message.
+/// item fails, with a codec error.
 #[test]
 fn map_item_whose_task_does_not_encode_fails_alone() {
     let item = Item {
@@ -496,8 +496,29 @@ fn map_item_whose_task_does_not_encode_fails_alone() {
     };
     map_with_one_bad_item(item, |e| {
         assert!(matches!(e.kind(), ErrorKind::Codec { .. }), "{e:?}");
-        assert!(chain(e).contains("touchy refuses"), "{}", chain(e));
     });
+}
+
+/// Issue 7.8 ("the codec error text must keep the underlying serde
+/// error's message"): a task that fails to encode keeps serde's message,
+/// submitted alone or as an item of a batch.
+#[test]
+fn task_encode_error_keeps_serde_message() {
+    let p = ProcessPool::builder().workers(1).build().unwrap();
+    let bad = || Item {
+        x: Touchy(BAD_INPUT),
+        abort: false,
+    };
+    let e = p.submit(bad()).unwrap_err();
+    assert!(chain(&e).contains("touchy refuses"), "alone: {}", chain(&e));
+    let got = p.submit_batch(vec![bad(), bad()]).unwrap().join();
+    let e = got[0].as_ref().unwrap_err();
+    assert!(matches!(e.kind(), ErrorKind::Codec { .. }), "{e:?}");
+    assert!(
+        chain(e).contains("touchy refuses"),
+        "in a batch: {}",
+        chain(e)
+    );
 }
 
 /// An error and its sources, as one line.
