@@ -503,7 +503,6 @@ fn map_item_whose_task_does_not_encode_fails_alone() {
 /// error's message"): a task that fails to encode keeps serde's message,
 /// submitted alone or as an item of a batch.
 #[test]
-#[ignore = "BUG: a batch item's error is serialized into the batch result (concur_core::encode_batch_items) and loses its source"]
 fn task_encode_error_keeps_serde_message() {
     let p = ProcessPool::builder().workers(1).build().unwrap();
     let bad = || Item {
@@ -547,7 +546,6 @@ fn expect_panicked(e: &TaskError, text: &str) {
 /// output's `Serialize` panics there are the task's `Panicked` (message
 /// kept); the worker survives and the pool goes on.
 #[test]
-#[ignore = "BUG: the worker decodes a task outside the panic catch (concur-core registry.rs run_encoded): the panic aborts the worker"]
 fn serde_panics_in_the_worker_are_the_tasks_panic() {
     let p = ProcessPool::builder().workers(1).build().unwrap();
     let before = join(p.submit(Who).unwrap()).unwrap();
@@ -584,7 +582,6 @@ fn serde_panics_in_the_worker_are_the_tasks_panic() {
 
 /// Issue 7.8, in a batch: only the panicking item fails.
 #[test]
-#[ignore = "BUG: the worker decodes a task outside the panic catch (concur-core registry.rs run_encoded): the panic aborts the worker"]
 fn serde_panics_in_a_batch_fail_only_their_item() {
     let p = ProcessPool::builder().workers(1).build().unwrap();
     let before = join(p.submit(Who).unwrap()).unwrap();

@@ -24,7 +24,6 @@ fn threads() -> Vec<String> {
 /// was before. The outbox's sender threads (`concur-procs-send-*`) are
 /// detached, so they were seen alive, holding a socket, after `drop`.
 #[test]
-#[ignore = "BUG: drop(pool) does not join the per-worker sender threads (parent/outbox.rs Outbox::start drops the JoinHandle)"]
 fn drop_returns_after_every_pool_thread_ended() {
     let before = threads();
     for round in 0..50 {

@@ -71,6 +71,9 @@ pub(crate) enum Sender {
     Threads,
 }
 
+/// How long a stopping pool waits for its sender threads.
+const SENDER_GRACE: Duration = Duration::from_secs(2);
+
 #[derive(Default)]
 struct StopState {
     /// The threads have been joined.
@@ -87,6 +90,8 @@ pub(crate) struct Shared {
     pub(crate) router: Router,
     pub(crate) supervisor: Supervisor,
     pub(crate) threads: Mutex<Vec<JoinHandle<()>>>,
+    /// Every worker's outbox whose sender thread may still run.
+    pub(crate) senders: Mutex<Vec<Arc<Outbox>>>,
     stop: Mutex<StopState>,
     stopped: Condvar,
 }
@@ -138,6 +143,7 @@ impl Shared {
             router,
             supervisor,
             threads: Mutex::new(Vec::new()),
+            senders: Mutex::new(Vec::new()),
             stop: Mutex::new(StopState::default()),
             stopped: Condvar::new(),
         }
@@ -236,6 +242,14 @@ impl Shared {
         self.router.stop();
         for t in threads {
             let _ = t.join();
+        }
+        // Every worker is reaped, so each sender's send has returned or
+        // fails now; the bound only covers a socket a worker's descendant
+        // keeps open and full.
+        let senders = std::mem::take(&mut *self.senders.lock().unwrap_or_else(|e| e.into_inner()));
+        let deadline = Instant::now() + SENDER_GRACE;
+        for o in senders {
+            o.close_and_join(deadline);
         }
         // Whatever is still unfinished has no worker left to finish it.
         self.event(Sender::Threads, |c, _| {

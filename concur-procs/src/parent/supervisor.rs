@@ -408,6 +408,11 @@ fn register(shared: &Arc<Shared>, c: Connected) {
             return;
         }
     };
+    {
+        let mut senders = shared.senders.lock().unwrap_or_else(|e| e.into_inner());
+        senders.retain(|o| !o.ended());
+        senders.push(out.clone());
+    }
     shared.router.add(c.w, c.rx);
     shared.event(Sender::Threads, |core, now| {
         core.io.insert(
