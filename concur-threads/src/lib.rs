@@ -51,6 +51,7 @@
 //!
 //! No features; requires only `std` threads.
 
+mod batch;
 mod closure;
 mod dispatch;
 mod generation;
