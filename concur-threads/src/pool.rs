@@ -18,12 +18,25 @@ use crate::generation::{lock, Generation, Shared, WorkerThread};
 /// every worker thread is joined.
 ///
 /// [`Executor::shutdown_now`] cancels queued and running work and stops
-/// every worker: when it returns, the idle workers have exited and been
-/// joined. A thread cannot be killed, so a worker still inside a running
-/// task (a cancelled task that has not yet noticed, or a
-/// [`spawn_fn`](Self::spawn_fn) closure) exits as soon as that task
-/// returns; it is joined by a later `shutdown` or by the drop, which wait
-/// for it.
+/// every worker. A thread cannot be killed, so a worker still inside a
+/// running task (a cancelled task that has not yet noticed, or a
+/// [`spawn_fn`](Self::spawn_fn) closure, which is never told) exits as
+/// soon as that task returns, without waiting for the pool's drop. Workers
+/// are rayon threads, and rayon ends a pool's threads together: the idle
+/// workers of a generation in which such a task still runs exit with it.
+/// The other workers have exited and been joined when `shutdown_now`
+/// returns; the rest are joined by a later `shutdown` or the drop, which
+/// wait for them.
+///
+/// With [`max_tasks_per_worker`](concur_core::Configure::max_tasks_per_worker),
+/// a worker that reaches the limit starts a fresh generation of workers;
+/// the old generation's threads exit once their tasks return. When no
+/// thread can be created, the old workers keep running tasks and the
+/// replacement is tried again after another `limit` tasks.
+///
+/// A per-task timeout bounds each task of a batch: an item over it fails
+/// alone with `TimedOut` (its thread runs on until the task returns), and
+/// the items after it run on the next free worker.
 pub struct ThreadPool {
     inner: Arc<Inner>,
 }
