@@ -180,8 +180,19 @@ pub trait Configure: Sized {
         self
     }
 
-    /// Retries for a task whose worker died while the task waited on it (the
-    /// task that was running when the worker died is not retried).
+    /// Runs of a task again after its worker died while running it
+    /// (default 1).
+    ///
+    /// A task whose worker dies under it (a crash, the OOM killer, an
+    /// operator's `kill`) is run again on another worker up to `n` times,
+    /// so with retries a task may run more than once: tasks are
+    /// *at-least-once* and should be idempotent. A task that was running in
+    /// `n + 1` worker deaths is quarantined: it fails with
+    /// [`ErrorKind::WorkerLost`](crate::ErrorKind::WorkerLost), whose
+    /// `source()` says how many workers it ended, and is never run again.
+    /// Tasks that were only waiting on a worker that died never started:
+    /// they are sent again whatever `n` is, and never count as a run.
+    /// Backends whose workers cannot die alone (threads) ignore it.
     fn retries(mut self, n: u32) -> Self {
         self.config_mut().retries = Some(n);
         self

@@ -10,11 +10,14 @@ use serde::{Deserialize, Serialize};
 ///
 /// The kind is matchable ([`TaskError::kind`]); the underlying cause, when
 /// there is one, is in [`std::error::Error::source`]. A `TaskError` crosses
-/// process boundaries (its kind is serializable; the source is not carried).
+/// process boundaries: its kind is serialized as it is, and its cause chain
+/// as text, so on the other side `source()` (and each cause's own
+/// `source()`) still gives the same messages, though no longer the original
+/// error types.
 ///
 /// It is one pointer wide, so `Result<T, TaskError>` stays small in the
 /// result vectors of `map` and batches.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct TaskError(Box<Repr>);
 
 impl std::fmt::Display for TaskError {
@@ -32,11 +35,79 @@ impl StdError for TaskError {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 struct Repr {
     kind: ErrorKind,
-    #[serde(skip)]
     source: Option<Arc<dyn StdError + Send + Sync>>,
+}
+
+/// How a `TaskError` travels: its kind and the `Display` text of each cause
+/// in its source chain, outermost first.
+#[derive(Serialize)]
+struct WireRef<'a> {
+    kind: &'a ErrorKind,
+    causes: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct Wire {
+    kind: ErrorKind,
+    causes: Vec<String>,
+}
+
+/// At most this many causes are carried: a cyclic or absurdly long chain
+/// must not make serializing an error loop or grow without bound.
+const MAX_CAUSES: usize = 32;
+
+impl Serialize for TaskError {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut causes = Vec::new();
+        let mut next = self.source();
+        while let Some(cause) = next {
+            if causes.len() == MAX_CAUSES {
+                break;
+            }
+            causes.push(cause.to_string());
+            next = cause.source();
+        }
+        WireRef {
+            kind: &self.0.kind,
+            causes,
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for TaskError {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let Wire { kind, causes } = Wire::deserialize(d)?;
+        // Rebuilt innermost first, so each cause's source is the next one.
+        let source = causes.into_iter().rev().fold(None, |inner, text| {
+            Some(Arc::new(RemoteCause { text, inner }) as Arc<dyn StdError + Send + Sync>)
+        });
+        Ok(Self(Box::new(Repr { kind, source })))
+    }
+}
+
+/// A cause that crossed a process boundary: its text, and the cause under it.
+#[derive(Debug)]
+struct RemoteCause {
+    text: String,
+    inner: Option<Arc<dyn StdError + Send + Sync>>,
+}
+
+impl std::fmt::Display for RemoteCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl StdError for RemoteCause {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.inner
+            .as_deref()
+            .map(|e| e as &(dyn StdError + 'static))
+    }
 }
 
 /// What went wrong, with the detail that kind keeps.
@@ -207,6 +278,32 @@ mod tests {
         assert_eq!(e.to_string(), "worker lost: killed by signal 6");
         let e = TaskError::config("workers", "must be at least 1");
         assert_eq!(e.to_string(), "invalid `workers`: must be at least 1");
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer cause")]
+    struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn cause_chain_text_survives_serialization() {
+        let e = TaskError::with_source(ErrorKind::Io, Outer(std::io::Error::other("inner cause")));
+        let bytes = crate::codec::encode(&e, "error").unwrap();
+        let back: TaskError = crate::codec::decode(&bytes, "error").unwrap();
+        assert_eq!(back.kind(), &ErrorKind::Io);
+        assert_eq!(back.to_string(), "i/o failure");
+        let first = back.source().expect("first cause carried");
+        assert_eq!(first.to_string(), "outer cause");
+        assert_eq!(
+            first.source().expect("second cause").to_string(),
+            "inner cause"
+        );
+        assert!(first.source().unwrap().source().is_none());
+        let plain: TaskError = crate::codec::decode(
+            &crate::codec::encode(&TaskError::new(ErrorKind::Cancelled), "e").unwrap(),
+            "e",
+        )
+        .unwrap();
+        assert!(plain.source().is_none());
     }
 
     #[test]

@@ -29,7 +29,18 @@ pub struct Capabilities {
 ///
 /// # Contract (checked for every backend by the conformance suite)
 /// - **Delivery.** Every task accepted by `submit` (or `start`) ends in
-///   exactly one result or one [`TaskError`], delivered through its handle.
+///   exactly one result or one [`TaskError`], delivered through its handle:
+///   never a hang, never a silent loss. Every wait inside a pool has a
+///   bound or a documented reason (`join` and `shutdown` wait for the task
+///   itself: bound them with a task timeout, `join_timeout` or
+///   `shutdown_now`). With [`retries`](crate::Configure::retries), a task
+///   whose worker died under it is run again, so tasks are at-least-once
+///   (make them idempotent); a task that ended `retries + 1` workers is
+///   quarantined and fails with `WorkerLost`. In a batch or `map`, only
+///   the failing task fails. Every kill the pool decides itself (timeout,
+///   cancel, `shutdown_now`, recycling) is reported as that cause, never as
+///   a lost worker. If the pool gives up (restart limit), everything queued
+///   or waiting fails with `PoolFailed` at once.
 /// - **Panics.** A task that panics fails alone with
 ///   [`ErrorKind::Panicked`](crate::ErrorKind::Panicked) (message and
 ///   location kept); the pool keeps its size and keeps running other tasks.
@@ -70,11 +81,11 @@ pub trait Executor: Send + Sync {
     /// process backend does not know the task type.
     fn start<T: Task>(&self, task: T, permit: Permit) -> Result<TaskHandle<T>, TaskError>;
 
-    /// Starts `tasks` as one unit run by one worker, one after another;
-    /// results come back together, in order. Tasks in a batch take no
-    /// messages; a per-task timeout applies to the batch as `timeout × len`;
-    /// a batch is never split, so a worker may pass its task limit by at
-    /// most one batch.
+    /// Starts `tasks` as one unit; results come back together, in input
+    /// order. Each task of a batch is still a task of its own: the per-task
+    /// timeout bounds each one, a failure (panic, crash, timeout, a value
+    /// that cannot be encoded or decoded) fails only that task's slot, and
+    /// retries apply to each task. Tasks in a batch take no messages.
     /// `map` uses batches to amortize dispatch for small tasks.
     ///
     /// # Errors

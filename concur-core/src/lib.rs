@@ -50,6 +50,7 @@
 //! ```
 
 mod admission;
+mod batch;
 pub mod codec;
 mod config;
 mod error;
@@ -67,6 +68,7 @@ pub mod timer;
 pub mod conformance;
 
 pub use admission::{Admission, Permit};
+pub use batch::{decode_batch_items, encode_batch_items};
 pub use config::{
     default_workers, Configure, Initializer, PoolConfig, DEFAULT_QUEUE_PER_WORKER, DEFAULT_RETRIES,
 };

@@ -8,6 +8,7 @@ use std::mem::{self, MaybeUninit};
 
 use crate::codec;
 use crate::error::TaskError;
+use crate::panic;
 use crate::task::Message;
 
 /// A type-erased message that can be moved as a value or encoded as bytes.
@@ -42,7 +43,17 @@ impl<M: Message> Erased for M {
 /// In-process backends keep it as a [`Payload::value`] (moved, never
 /// serialized); process backends turn it into bytes with
 /// [`Payload::to_bytes`] and hand received bytes back as [`Payload::bytes`].
+///
+/// Encoding and decoding run the value type's own `Serialize` and
+/// `Deserialize`, which are user code: a panic in them is caught and
+/// returned as [`ErrorKind::Panicked`](crate::ErrorKind::Panicked) (message
+/// and location kept), the task's error, never the worker's death.
 pub struct Payload(Inner);
+
+/// Runs user serde code, a panic in it becoming the `Panicked` error.
+fn caught<R>(f: impl FnOnce() -> Result<R, TaskError>) -> Result<R, TaskError> {
+    panic::catch(f)?
+}
 
 enum Inner {
     /// A value small enough to live inline: most outputs (numbers, small
@@ -166,11 +177,13 @@ impl Payload {
     /// The encoded form of the payload (encodes a value; copies bytes).
     ///
     /// # Errors
-    /// [`ErrorKind::Codec`](crate::ErrorKind::Codec) when the value cannot be encoded.
+    /// [`ErrorKind::Codec`](crate::ErrorKind::Codec) when the value cannot be
+    /// encoded; [`ErrorKind::Panicked`](crate::ErrorKind::Panicked) when its
+    /// `Serialize` panics.
     pub fn to_bytes(&self) -> Result<Vec<u8>, TaskError> {
         match &self.0 {
-            Inner::Small(s) => s.erased().encode(),
-            Inner::Value(v) => v.encode(),
+            Inner::Small(s) => caught(|| s.erased().encode()),
+            Inner::Value(v) => caught(|| v.encode()),
             Inner::Bytes(b) => Ok(b.as_ref().as_ref().to_vec()),
         }
     }
@@ -182,8 +195,8 @@ impl Payload {
     /// As [`to_bytes`](Self::to_bytes).
     pub fn to_bytes_bounded(&self, limit: usize) -> Result<Option<Vec<u8>>, TaskError> {
         match &self.0 {
-            Inner::Small(s) => s.erased().encode_bounded(limit),
-            Inner::Value(v) => v.encode_bounded(limit),
+            Inner::Small(s) => caught(|| s.erased().encode_bounded(limit)),
+            Inner::Value(v) => caught(|| v.encode_bounded(limit)),
             Inner::Bytes(b) => {
                 let b = b.as_ref().as_ref();
                 Ok((b.len() <= limit).then(|| b.to_vec()))
@@ -197,8 +210,8 @@ impl Payload {
     /// As [`to_bytes`](Self::to_bytes).
     pub fn encoded_len(&self) -> Result<usize, TaskError> {
         match &self.0 {
-            Inner::Small(s) => s.erased().encoded_len(),
-            Inner::Value(v) => v.encoded_len(),
+            Inner::Small(s) => caught(|| s.erased().encoded_len()),
+            Inner::Value(v) => caught(|| v.encoded_len()),
             Inner::Bytes(b) => Ok(b.as_ref().as_ref().len()),
         }
     }
@@ -211,8 +224,8 @@ impl Payload {
     /// As [`to_bytes`](Self::to_bytes), and when `dst` is too small.
     pub fn encode_into(&self, dst: &mut [u8]) -> Result<usize, TaskError> {
         match &self.0 {
-            Inner::Small(s) => s.erased().encode_into(dst),
-            Inner::Value(v) => v.encode_into(dst),
+            Inner::Small(s) => caught(|| s.erased().encode_into(dst)),
+            Inner::Value(v) => caught(|| v.encode_into(dst)),
             Inner::Bytes(b) => {
                 let b = b.as_ref().as_ref();
                 let to = dst.get_mut(..b.len()).ok_or_else(|| {
@@ -228,7 +241,8 @@ impl Payload {
     ///
     /// # Errors
     /// [`ErrorKind::Codec`](crate::ErrorKind::Codec) when the bytes do not decode
-    /// or the value is of another type.
+    /// or the value is of another type; [`ErrorKind::Panicked`](crate::ErrorKind::Panicked)
+    /// when `M`'s `Deserialize` panics.
     pub fn into_value<M: Message>(self, what: &str) -> Result<M, TaskError> {
         let wrong_type = || {
             TaskError::codec(
@@ -243,7 +257,7 @@ impl Payload {
                 .downcast::<M>()
                 .map(|b| *b)
                 .map_err(|_| wrong_type()),
-            Inner::Bytes(b) => codec::decode((*b).as_ref(), what),
+            Inner::Bytes(b) => caught(|| codec::decode((*b).as_ref(), what)),
         }
     }
 }

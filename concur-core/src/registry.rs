@@ -46,9 +46,13 @@ impl TaskEntry {
         self.name
     }
 
-    /// Decodes a task from `input` and runs it (panics caught). The output
-    /// comes back as a value; the caller encodes it where it wants it
-    /// ([`Payload::to_bytes`], or [`Payload::encode_into`] shared memory).
+    /// Decodes a task from `input` and runs it, with panics caught in both
+    /// (a panicking `Deserialize` is the task's panic). The output comes back
+    /// as a value; the caller encodes it where it wants it
+    /// ([`Payload::to_bytes`], or [`Payload::encode_into`] shared memory),
+    /// whose encoders catch a panicking `Serialize` too. Also runs one item
+    /// of a batch on its own (with [`NullPort`]: batch items have no
+    /// caller port), so one item's failure stays that item's.
     ///
     /// # Errors
     /// Codec errors for the input, or the task's panic.
@@ -65,7 +69,9 @@ impl TaskEntry {
     /// `Vec<Result<T::Output, TaskError>>` (see [`crate::BatchHandle`]).
     ///
     /// # Errors
-    /// Codec errors for the batch as a whole; each task's own failure is in its slot.
+    /// Codec errors for the batch as a whole (and a panic in the task type's
+    /// `Deserialize`, as [`ErrorKind::Panicked`]); each task's own failure is
+    /// in its slot.
     pub fn run_batch(&self, input: &[u8], worker: WorkerInfo) -> Result<Payload, TaskError> {
         (self.run_batch)(input, worker)
     }
@@ -76,13 +82,17 @@ fn run_encoded<T: Task>(
     port: &dyn Port,
     worker: WorkerInfo,
 ) -> Result<Payload, TaskError> {
-    let task: T = codec::decode(input, "task")?;
-    let output = panic::catch(|| task.run(&mut TaskContext::new(port, worker)))?;
+    // Decoding runs the task type's `Deserialize` (user code): inside the
+    // catch, so its panic is this task's `Panicked`, not the worker's death.
+    let output = panic::catch(|| {
+        let task: T = codec::decode(input, "task")?;
+        Ok::<_, TaskError>(task.run(&mut TaskContext::new(port, worker)))
+    })??;
     Ok(Payload::value(output))
 }
 
 fn run_batch_encoded<T: Task>(input: &[u8], worker: WorkerInfo) -> Result<Payload, TaskError> {
-    let tasks: Vec<T> = codec::decode(input, "task batch")?;
+    let tasks: Vec<T> = panic::catch(|| codec::decode(input, "task batch"))??;
     Ok(Payload::value(run_batch(tasks, worker)))
 }
 

@@ -29,6 +29,19 @@ pub(crate) enum SpawnError {
     /// The child broke the bootstrap protocol.
     #[error("the worker broke the bootstrap protocol: {0}")]
     Protocol(&'static str),
+    /// The worker runs another build of the program, or speaks another
+    /// version of the protocol: its frames would decode wrongly.
+    #[error(
+        "the worker process runs a different build of this program (protocol version {ours} \
+         here, {theirs:?} there, or another executable build id); it was refused before any \
+         of its frames was decoded"
+    )]
+    OtherBuild {
+        /// This process's protocol version.
+        ours: u32,
+        /// The worker's protocol version, when its hello had one.
+        theirs: Option<u32>,
+    },
     /// This process is itself a worker that did not enter worker mode.
     #[error(
         "this process was started as a concur worker but did not enter worker mode: call \

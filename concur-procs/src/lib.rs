@@ -98,33 +98,44 @@
 //!
 //! No cargo features. Linux only: it relies on `prctl(PR_SET_PDEATHSIG)`,
 //! `/proc` and `RLIMIT_AS`. Worker stdout and stderr are the parent's.
+//!
+//! [`init`] raises the soft limit on open file descriptors
+//! (`RLIMIT_NOFILE`) to the hard limit in the parent and in workers, as Go's
+//! runtime does: a pool holds descriptors for its workers and for shared
+//! memory in flight. Children the program starts inherit the raised limit.
+//!
+//! # Trust
+//!
+//! The parent survives whatever a task does in its worker: bytes from a
+//! worker are read with bounded framing (a patched ipc-channel, see
+//! `vendor/ipc-channel/PATCHES.md`), a worker inherits only the standard
+//! streams and its own channel, its token never appears in its environment,
+//! the bootstrap socket is reachable by this user only, and a worker of
+//! another build is refused. Not covered: malicious code running as the same
+//! user. The threat model and the tests of each protection are in the
+//! repository's `SECURITY.md`.
 
 #![cfg(target_os = "linux")]
 
-mod builder;
 mod error;
-mod outbox;
-mod pool;
-mod router;
-mod shared;
+mod parent;
+mod progress;
 mod shm;
 mod spawn;
-mod state;
-mod supervisor;
 mod sys;
 mod wire;
 mod worker;
 
-pub use builder::{
-    ProcessPoolBuilder, DEFAULT_CRASH_WINDOW, DEFAULT_IN_FLIGHT_PER_WORKER, DEFAULT_MAX_CRASHES,
-    DEFAULT_START_TIMEOUT,
-};
 pub use concur_core as core;
 pub use concur_core::{
     register, Configure, ErrorKind, Executor, ExecutorExt, PoolConfig, Task, TaskContext,
     TaskError, TaskHandle, WorkerExit,
 };
-pub use pool::ProcessPool;
+pub use parent::builder::{
+    ProcessPoolBuilder, DEFAULT_CRASH_WINDOW, DEFAULT_IN_FLIGHT_PER_WORKER, DEFAULT_MAX_CRASHES,
+    DEFAULT_START_TIMEOUT,
+};
+pub use parent::pool::ProcessPool;
 pub use shm::DEFAULT_SHM_THRESHOLD;
 
 /// Enters worker mode when this process was started as a worker; returns
@@ -132,7 +143,15 @@ pub use shm::DEFAULT_SHM_THRESHOLD;
 ///
 /// In a worker it connects to the parent, runs tasks until told to stop or
 /// until the parent is gone, then ends the process: it never returns there.
+///
+/// In every process it first raises the soft limit on open file
+/// descriptors (`RLIMIT_NOFILE`) to the hard limit, as Go's runtime does at
+/// start: a pool holds descriptors for its workers' channels and for shared
+/// memory in flight, and the usual soft default of 1024 only exists for
+/// `select(2)`, which nothing here uses. Child processes inherit the raised
+/// limit; a program that needs the old one can lower it again after `init`.
 pub fn init() {
+    sys::raise_fd_limit();
     if worker::is_worker() {
         worker::main();
     }
@@ -168,6 +187,14 @@ enable_test_support!();
 #[doc(hidden)]
 pub mod __private {
     pub use ctor;
+
+    /// Test support only: makes this process expect workers of another
+    /// build (`identity` replaces the protocol version and build id it
+    /// checks workers against), so a test can watch a mismatch be refused.
+    /// Takes effect once per process.
+    pub fn pretend_other_build(identity: &[u8]) {
+        let _ = crate::spawn::PRETEND.set(identity.to_vec());
+    }
 
     /// See [`enable_test_support!`](crate::enable_test_support).
     pub fn enter_worker_mode_at_exit() {

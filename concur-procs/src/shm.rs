@@ -65,6 +65,14 @@ impl Body {
         Ok(Body::Shared(region))
     }
 
+    /// Keeps a received region's mapping but closes its descriptor, so a
+    /// result that waits unjoined holds no descriptor.
+    pub(crate) fn release_descriptor(&mut self) {
+        if let Body::Shared(s) = self {
+            s.release_descriptor();
+        }
+    }
+
     /// The bytes, wherever they are.
     pub(crate) fn as_slice(&self) -> &[u8] {
         match self {

@@ -1,10 +1,23 @@
 //! Starting a worker process: re-run this executable in worker mode and
-//! accept its connection through a one-shot server, checking its token.
+//! accept its connection through a one-shot server, checking its token and
+//! its build.
+//!
+//! The child is this very executable, exec'd through `/proc/self/exe` (a
+//! binary replaced on disk since the parent started is never run). It
+//! inherits only the standard streams and one pipe holding its token (the
+//! pipe's descriptor number is its argument; the token never appears in its
+//! environment, which `/proc/<pid>/environ` shows to the same user for the
+//! process's whole life). The bootstrap socket lives in a 0700 directory
+//! (see the patched ipc-channel). The hello carries the protocol version and
+//! the executable's build id, and a worker of another build is refused
+//! before any of its frames is decoded.
 //!
 //! Every step has a deadline: a child that dies or stalls while starting is
 //! a [`SpawnError`], never a hang.
 
 use std::io::Read;
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -15,16 +28,60 @@ use crate::error::SpawnError;
 use crate::sys;
 use crate::wire::{Packet, Rx, Tx, Up};
 
-/// Names the bootstrap server a worker connects to.
+/// Names the bootstrap server a worker connects to (not a secret: only
+/// this user can reach it, and the token is still needed). Its presence
+/// marks a process started as a worker.
 pub(crate) const ENV_SERVER: &str = "CONCUR_PROCS_SERVER";
-/// The token a worker proves itself with.
-pub(crate) const ENV_TOKEN: &str = "CONCUR_PROCS_TOKEN";
 /// The parent's pid (a worker exits if its parent is already gone).
 pub(crate) const ENV_PARENT: &str = "CONCUR_PROCS_PARENT";
-/// The argument a worker is started with. A program that forgot
+/// The argument a worker is started with, followed by the number of the
+/// descriptor its token can be read from. A program that forgot
 /// `concur_procs::init()` sees it as an unknown argument and usually exits
 /// at once, which the parent reports.
 pub(crate) const WORKER_ARG: &str = "--concur-procs-worker";
+
+/// The version of the private protocol (wire.rs) and of its encoding. Bump
+/// it when either changes. A worker must report the same, and the same
+/// build id: only then do both sides encode and decode frames alike.
+pub(crate) const PROTOCOL_VERSION: u32 = 1;
+
+/// What a worker's hello says about its code, in a layout that never
+/// changes (the frame's payload, read before the header is decoded):
+/// the protocol version (4 bytes, little endian), then the build id.
+pub(crate) fn identity() -> Vec<u8> {
+    let mut v = PROTOCOL_VERSION.to_le_bytes().to_vec();
+    v.extend_from_slice(&sys::build_id());
+    v
+}
+
+/// The identity the parent expects: its own, unless a test pretends
+/// otherwise (see `__private::pretend_other_build`).
+fn expected_identity() -> Vec<u8> {
+    match PRETEND.get() {
+        Some(other) => other.clone(),
+        None => identity(),
+    }
+}
+
+/// Set only by tests, through `__private::pretend_other_build`.
+pub(crate) static PRETEND: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+
+/// Checks a worker's identity against ours: `Ok` when it runs the same
+/// protocol version and the same build.
+pub(crate) fn check_identity(ours: &[u8], theirs: &[u8]) -> Result<(), SpawnError> {
+    let version =
+        |b: &[u8]| -> Option<u32> { Some(u32::from_le_bytes(b.get(..4)?.try_into().ok()?)) };
+    if ours == theirs {
+        return Ok(());
+    }
+    let (Some(v_ours), v_theirs) = (version(ours), version(theirs)) else {
+        return Err(SpawnError::Protocol("no build identity"));
+    };
+    Err(SpawnError::OtherBuild {
+        ours: v_ours,
+        theirs: v_theirs,
+    })
+}
 
 /// Where the accepting thread reports the connection and its hello.
 type Accepted = mpsc::Receiver<Result<(Rx, Packet), String>>;
@@ -73,17 +130,30 @@ pub(crate) fn launch() -> Result<Pending, SpawnError> {
     if std::env::var_os(ENV_SERVER).is_some() {
         return Err(SpawnError::NestedWorker);
     }
-    let exe = std::env::current_exe().map_err(SpawnError::Os)?;
     let (name, accepted) = serve()?;
     let token = token()?;
-    let child = Command::new(exe)
+    let secret = sys::secret_pipe(token.as_bytes()).map_err(SpawnError::Os)?;
+    let fd = secret.as_raw_fd();
+    let mut command = Command::new("/proc/self/exe");
+    // The real path as argv[0], for `ps` and for messages (the worker's own
+    // `current_exe` reads /proc/self/exe and is right either way).
+    if let Ok(exe) = std::env::current_exe() {
+        command.arg0(exe);
+    }
+    command
         .arg(WORKER_ARG)
+        .arg(fd.to_string())
         .env(ENV_SERVER, &name)
-        .env(ENV_TOKEN, &token)
         .env(ENV_PARENT, std::process::id().to_string())
-        .stdin(Stdio::null())
-        .spawn()
-        .map_err(SpawnError::Os)?;
+        .stdin(Stdio::null());
+    // SAFETY: `inherit_only` makes async-signal-safe system calls only, as
+    // code between fork and exec must.
+    unsafe {
+        command.pre_exec(move || sys::inherit_only(fd));
+    }
+    let child = command.spawn().map_err(SpawnError::Os)?;
+    // The child has its copy; ours must not reach later children.
+    drop(secret);
     // The child is reaped with waitpid by pid, not through `Child`.
     let pid = child.id();
     Ok(Pending {
@@ -112,6 +182,9 @@ impl Pending {
             budget,
         ) {
             Ok((tx, rx)) => Ok(Started { pid, tx, rx }),
+            // `accept` reaped the child: its pid may already be another
+            // process's, so it is neither signalled nor waited for again.
+            Err(e @ SpawnError::Exited(_)) => Err(e),
             Err(e) => {
                 sys::kill(pid);
                 let _ = sys::wait(pid);
@@ -122,7 +195,9 @@ impl Pending {
 }
 
 /// Waits for the hello on `accepted` and checks it. While waiting, watches
-/// `child` (when given) so that a child that died is reported at once.
+/// `child` (when given) so that a child that died is reported at once; it
+/// is then reaped, and the error is [`SpawnError::Exited`] (the only error
+/// after which the child is reaped).
 fn accept(
     accepted: &Accepted,
     name: &str,
@@ -158,9 +233,15 @@ fn accept(
         .next()
         .ok_or(SpawnError::Protocol("empty hello"))?;
     let chan = hello.chan.take();
-    let (up, _) = hello
-        .open::<Up>()
-        .map_err(|_| SpawnError::Protocol("bad hello"))?;
+    // The identity first, from the payload, whose layout never changes: a
+    // header from another build is never decoded.
+    let ours = expected_identity();
+    let (up, _) = match check_identity(&ours, &hello.body.0) {
+        Ok(()) => hello
+            .open::<Up>()
+            .map_err(|_| SpawnError::Protocol("bad hello"))?,
+        Err(e) => return Err(e),
+    };
     match up {
         Up::Hello { token: t, pid } if t == token && child.is_none_or(|c| c == pid) => {
             let tx = chan.ok_or(SpawnError::Protocol("hello without a channel"))?;
@@ -192,7 +273,7 @@ mod tests {
                 token: token.into(),
                 pid: 1,
             },
-            Body::Empty,
+            Body::Inline(identity()),
         )
         .unwrap();
         f.chan = Some(down_tx);
@@ -250,6 +331,74 @@ mod tests {
         let frame = down.recv().unwrap().into_iter().next().unwrap();
         let (d, _) = frame.open::<crate::wire::Down>().unwrap();
         assert!(matches!(d, crate::wire::Down::Shutdown));
+    }
+
+    #[test]
+    fn identity_check_refuses_another_build_or_version() {
+        let ours = identity();
+        assert!(check_identity(&ours, &ours).is_ok());
+        // Same protocol version, another executable.
+        let mut other_build = PROTOCOL_VERSION.to_le_bytes().to_vec();
+        other_build.extend_from_slice(b"gnu:0123");
+        let e = check_identity(&ours, &other_build).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                SpawnError::OtherBuild {
+                    ours: PROTOCOL_VERSION,
+                    theirs: Some(PROTOCOL_VERSION)
+                }
+            ),
+            "{e:?}"
+        );
+        // Another protocol version, same build id.
+        let mut other_version = (PROTOCOL_VERSION + 1).to_le_bytes().to_vec();
+        other_version.extend_from_slice(&ours[4..]);
+        let e = check_identity(&ours, &other_version).unwrap_err();
+        assert!(
+            matches!(e, SpawnError::OtherBuild { theirs: Some(v), .. } if v == PROTOCOL_VERSION + 1),
+            "{e:?}"
+        );
+        // A hello without any identity (an older build) is refused too.
+        let e = check_identity(&ours, &[]).unwrap_err();
+        assert!(
+            matches!(e, SpawnError::OtherBuild { theirs: None, .. }),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("different build"), "{e}");
+    }
+
+    #[test]
+    fn our_identity_names_this_build() {
+        let id = identity();
+        assert_eq!(id[..4], PROTOCOL_VERSION.to_le_bytes());
+        // Stable within a process, and more than the version alone.
+        assert_eq!(id, identity());
+        assert!(id.len() > 8, "{id:?}");
+    }
+
+    #[test]
+    fn a_child_reaped_while_connecting_is_never_signalled() {
+        // A child that ends at once without connecting; `connect` reaps it by pid.
+        #[allow(clippy::zombie_processes)]
+        let child = Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        let (name, accepted) = serve().unwrap();
+        let pending = Pending {
+            pid,
+            name,
+            token: "tok".into(),
+            accepted,
+        };
+        let r = pending.connect(
+            Instant::now() + Duration::from_secs(60),
+            Duration::from_secs(60),
+        );
+        assert!(matches!(r, Err(SpawnError::Exited(_))), "{:?}", r.err());
+        // It was reaped by `accept`: its pid may be another process's now.
+        let killed = sys::KILLED.with(|k| k.borrow().clone());
+        assert!(!killed.contains(&pid), "signalled reaped pid {pid}");
+        assert!(sys::try_wait(pid).is_err(), "reaped exactly once");
     }
 
     #[test]

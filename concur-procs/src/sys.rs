@@ -1,10 +1,14 @@
 //! The few operating-system calls the backend needs, each wrapped once with
 //! its safety argument (Linux).
 
-use std::io;
+use std::io::{self, Read};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use concur_core::WorkerExit;
 
+/// Exit code of a worker that could not receive a task (its input could
+/// not be mapped or read).
+pub(crate) const EXIT_UNREADABLE_INPUT: i32 = 96;
 /// Exit code of a worker whose allocation failed under its memory limit.
 pub(crate) const EXIT_MEMORY_LIMIT: i32 = 97;
 /// Exit code of a worker that ended itself because its running task was cancelled.
@@ -13,7 +17,13 @@ pub(crate) const EXIT_CANCELLED: i32 = 98;
 pub(crate) const EXIT_ORPHANED: i32 = 99;
 
 /// Sends SIGKILL to `pid`. An already gone process is not an error.
+///
+/// Never call it for a pid that was already reaped (by [`wait`],
+/// [`try_wait`] or [`wait_or_kill`]): the number may belong to another
+/// process by then.
 pub(crate) fn kill(pid: u32) {
+    #[cfg(test)]
+    KILLED.with(|k| k.borrow_mut().push(pid));
     // SAFETY: kill(2) takes plain integers. Callers only signal children
     // they have not reaped yet (the pool marks a worker before reaping it),
     // so the pid cannot belong to another process.
@@ -35,24 +45,6 @@ pub(crate) fn wait(pid: u32) -> io::Result<WorkerExit> {
         if e.kind() != io::ErrorKind::Interrupted {
             return Err(e);
         }
-    }
-}
-
-/// Waits for child `pid` to end; kills it when it has not ended within
-/// `grace` (a worker whose channel closed is normally already exiting).
-pub(crate) fn wait_or_kill(pid: u32, grace: std::time::Duration) -> io::Result<WorkerExit> {
-    let end = std::time::Instant::now() + grace;
-    let mut pause = std::time::Duration::from_micros(50);
-    loop {
-        if let Some(exit) = try_wait(pid)? {
-            return Ok(exit);
-        }
-        if std::time::Instant::now() >= end {
-            kill(pid);
-            return wait(pid);
-        }
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(std::time::Duration::from_millis(20));
     }
 }
 
@@ -189,5 +181,262 @@ extern "C" fn at_exit() {
             }
         }
         f()
+    }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// The pids this thread sent SIGKILL to (unit tests check that a reaped
+    /// child is never signalled).
+    pub(crate) static KILLED: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `close_range`'s flag that marks the descriptors close-on-exec instead of
+/// closing them (Linux 5.11; not in the libc crate for every target).
+const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+
+/// In a forked child, before exec: marks every descriptor from 3 up
+/// close-on-exec, then clears the flag on `keep` alone, so the exec'd
+/// program holds only the standard streams and `keep`.
+///
+/// Marking instead of closing leaves the standard library's own exec-error
+/// pipe working (it is close-on-exec already), so a failed exec is still
+/// reported to the parent. Only async-signal-safe system calls are made.
+pub(crate) fn inherit_only(keep: RawFd) -> io::Result<()> {
+    // SAFETY: close_range takes integers and touches only the descriptor table.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3 as libc::c_uint,
+            libc::c_uint::MAX,
+            CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if r != 0 {
+        // Kernels before 5.11: mark each possible descriptor.
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: `limit` is a valid out-pointer; fcntl on a closed fd only fails with EBADF.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let end = limit.rlim_cur.min(1 << 20) as RawFd;
+            for fd in 3..end {
+                libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+            }
+        }
+    }
+    // SAFETY: plain fcntl on an fd this process owns.
+    if unsafe { libc::fcntl(keep, libc::F_SETFD, 0) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// A pipe already holding `secret`, its writing end closed: returns the
+/// reading end (close-on-exec, numbered 3 or above so that setting up a
+/// child's standard streams cannot overwrite it).
+pub(crate) fn secret_pipe(secret: &[u8]) -> io::Result<OwnedFd> {
+    // A pipe's buffer holds at least a page: the write below never blocks.
+    assert!(
+        secret.len() <= 4096,
+        "a bootstrap secret fits a pipe buffer"
+    );
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: `fds` is a valid array of two ints for pipe2 to fill.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 succeeded: both are fresh descriptors owned by nobody else.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let read = if read.as_raw_fd() < 3 {
+        // SAFETY: duplicating an owned descriptor; the result is owned below.
+        let fd = unsafe { libc::fcntl(read.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fcntl returned a fresh descriptor.
+        unsafe { OwnedFd::from_raw_fd(fd) }
+    } else {
+        read
+    };
+    let mut write = std::fs::File::from(write);
+    io::Write::write_all(&mut write, secret)?;
+    Ok(read)
+}
+
+/// In a worker: reads the secret its parent left in the pipe at `fd` (given
+/// on the command line) and closes the pipe.
+pub(crate) fn read_secret(fd: RawFd) -> io::Result<Vec<u8>> {
+    // Standard streams are never the secret pipe; and the descriptor must be a pipe,
+    // so that a bad argument cannot make this take over some other file.
+    if fd < 3 {
+        return Err(io::Error::other("bad bootstrap descriptor"));
+    }
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat fills `st` when it returns 0.
+    if unsafe { libc::fstat(fd, st.as_mut_ptr()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fstat succeeded.
+    if unsafe { st.assume_init() }.st_mode & libc::S_IFMT != libc::S_IFIFO {
+        return Err(io::Error::other("the bootstrap descriptor is not a pipe"));
+    }
+    // SAFETY: the parent made `fd` for this process alone and nothing else uses it;
+    // the `File` owns and closes it.
+    let mut pipe = unsafe { std::fs::File::from_raw_fd(fd) };
+    let mut secret = Vec::new();
+    pipe.by_ref().take(4096).read_to_end(&mut secret)?;
+    Ok(secret)
+}
+
+/// Raises the soft limit on open descriptors to the hard limit (as Go's
+/// runtime does at start): a pool holds descriptors for its workers and
+/// their shared memory, and the common soft default of 1024 is a
+/// historical leftover of `select(2)`, which nothing here uses.
+pub(crate) fn raise_fd_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid rlimit for both calls.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            // Failure leaves the soft limit as it was, which is no worse.
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
+/// An identity of the running executable: its GNU build-id note when it has
+/// one, else its file's device, inode, size and modification time. Two
+/// processes with the same identity run the same code (so they encode and
+/// decode the protocol alike).
+pub(crate) fn build_id() -> Vec<u8> {
+    if let Some(id) = gnu_build_id() {
+        let mut v = b"gnu:".to_vec();
+        v.extend_from_slice(&id);
+        return v;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let mut v = b"stat:".to_vec();
+    if let Ok(m) = std::fs::metadata("/proc/self/exe") {
+        for n in [
+            m.dev(),
+            m.ino(),
+            m.size(),
+            m.mtime() as u64,
+            m.mtime_nsec() as u64,
+        ] {
+            v.extend_from_slice(&n.to_le_bytes());
+        }
+    }
+    v
+}
+
+/// The main program's `NT_GNU_BUILD_ID` note, read from its loaded image.
+fn gnu_build_id() -> Option<Vec<u8>> {
+    const NT_GNU_BUILD_ID: u32 = 3;
+    unsafe extern "C" fn first(
+        info: *mut libc::dl_phdr_info,
+        _size: libc::size_t,
+        out: *mut libc::c_void,
+    ) -> libc::c_int {
+        // SAFETY: the loader passes a valid `info` for the duration of the
+        // call; `out` is the `Option<Vec<u8>>` given to dl_iterate_phdr
+        // below. The first object reported is the main program. The note
+        // segments are mapped (PT_NOTE lies in a PT_LOAD segment) and their
+        // bounds come from the program header.
+        unsafe {
+            let info = &*info;
+            let out = &mut *(out as *mut Option<Vec<u8>>);
+            let headers = std::slice::from_raw_parts(info.dlpi_phdr, usize::from(info.dlpi_phnum));
+            for ph in headers.iter().filter(|ph| ph.p_type == libc::PT_NOTE) {
+                let start = (info.dlpi_addr as usize + ph.p_vaddr as usize) as *const u8;
+                let notes = std::slice::from_raw_parts(start, ph.p_memsz as usize);
+                let align = (ph.p_align as usize).max(4);
+                if let Some(id) = find_note(notes, align, b"GNU\0", NT_GNU_BUILD_ID) {
+                    *out = Some(id.to_vec());
+                    break;
+                }
+            }
+        }
+        1 // stop after the main program
+    }
+    let mut out: Option<Vec<u8>> = None;
+    // SAFETY: `first` matches the callback type and only writes to `out`,
+    // which outlives the call.
+    unsafe {
+        libc::dl_iterate_phdr(Some(first), &mut out as *mut _ as *mut libc::c_void);
+    }
+    out.filter(|id| !id.is_empty())
+}
+
+/// The descriptor of the first note named `name` of type `kind` in an ELF
+/// note segment whose entries are padded to `align` bytes.
+fn find_note<'a>(mut notes: &'a [u8], align: usize, name: &[u8], kind: u32) -> Option<&'a [u8]> {
+    let pad = |n: usize| n.checked_add(align - 1).map(|n| n & !(align - 1));
+    let word = |b: &[u8], at: usize| -> Option<u32> {
+        Some(u32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?))
+    };
+    while notes.len() >= 12 {
+        let namesz = word(notes, 0)? as usize;
+        let descsz = word(notes, 4)? as usize;
+        let ty = word(notes, 8)?;
+        let name_end = 12usize.checked_add(namesz)?;
+        let desc_start = pad(name_end)?;
+        let desc_end = desc_start.checked_add(descsz)?;
+        let next = pad(desc_end)?;
+        if ty == kind && notes.get(12..name_end)? == name {
+            return notes.get(desc_start..desc_end);
+        }
+        notes = notes.get(next..)?;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn note(name: &[u8], kind: u32, desc: &[u8]) -> Vec<u8> {
+        let mut v = Vec::new();
+        v.extend_from_slice(&(name.len() as u32).to_ne_bytes());
+        v.extend_from_slice(&(desc.len() as u32).to_ne_bytes());
+        v.extend_from_slice(&kind.to_ne_bytes());
+        v.extend_from_slice(name);
+        v.resize(v.len().next_multiple_of(4), 0);
+        v.extend_from_slice(desc);
+        v.resize(v.len().next_multiple_of(4), 0);
+        v
+    }
+
+    #[test]
+    fn finds_the_build_id_note_among_others() {
+        let mut notes = note(b"GNU\0", 5, &[1, 2, 3, 4, 5, 6, 7, 8]);
+        notes.extend(note(b"GNU\0", 3, &[0xab; 20]));
+        assert_eq!(find_note(&notes, 4, b"GNU\0", 3), Some(&[0xab; 20][..]));
+        assert_eq!(find_note(&notes, 4, b"Go\0\0", 3), None);
+        // Truncated or lying sizes end the search, never panic.
+        assert_eq!(find_note(&notes[..notes.len() - 3], 4, b"GNU\0", 3), None);
+        let mut lying = note(b"GNU\0", 3, &[1; 4]);
+        lying[4..8].copy_from_slice(&u32::MAX.to_ne_bytes());
+        assert_eq!(find_note(&lying, 4, b"GNU\0", 3), None);
+    }
+
+    #[test]
+    fn this_executable_has_a_build_id() {
+        let id = build_id();
+        assert!(
+            id.starts_with(b"gnu:") || id.starts_with(b"stat:"),
+            "{id:?}"
+        );
+        assert!(id.len() > 8);
+        assert_eq!(id, build_id());
     }
 }

@@ -65,36 +65,31 @@ pub(crate) type Tx = IpcSender<Packet>;
 /// The receiving end of a channel.
 pub(crate) type Rx = IpcReceiver<Packet>;
 
-/// What a run message asks the worker to do with its payload.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) enum RunKind {
-    /// One task: `TaskEntry::run` with a port to the caller.
-    Single,
-    /// A batch: `TaskEntry::run_batch`.
-    Batch,
-}
-
 /// Parent to worker.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Down {
     /// The first message after the hello was accepted: who the worker is.
+    /// The frame's shared memory is the worker's progress word
+    /// ([`crate::progress`]); its payload is the initializer's encoding.
     Init {
         index: usize,
         incarnation: u64,
         /// Bytes of address space the worker may use beyond its start-up size.
         memory_limit: Option<u64>,
-        /// Whether to report each task's start (a timeout is configured).
-        report_start: bool,
         /// Payloads longer than this travel through shared memory.
         shm_threshold: usize,
         /// The initializer task's name; its encoding is the frame's payload.
         initializer: Option<String>,
     },
-    /// Run a task; its encoding is the frame's payload.
-    Run {
-        id: TaskId,
+    /// Run a task (alone, or one task of a batch); its encoding is the
+    /// frame's payload.
+    Run { id: TaskId, name: String },
+    /// Several small tasks of one batch: task `i`'s encoding is the
+    /// payload's bytes from `ends[i - 1]` (or 0) to `ends[i]`.
+    RunGroup {
         name: String,
-        kind: RunKind,
+        ids: Vec<TaskId>,
+        ends: Vec<u32>,
     },
     /// A message from the caller to task `id`; the frame's payload.
     Deliver { id: TaskId },
@@ -119,8 +114,6 @@ pub(crate) enum Up {
     Ready,
     /// The initializer failed; the worker exits.
     InitFailed(TaskError),
-    /// Task `id` started (sent only when a timeout is configured).
-    Started { id: TaskId },
     /// A message from task `id` to its caller; the frame's payload.
     Message { id: TaskId },
     /// Tasks given back unstarted after a [`Down::Recall`] (sent by the
@@ -131,9 +124,48 @@ pub(crate) enum Up {
         id: TaskId,
         result: Result<(), TaskError>,
     },
+    /// Several tasks ended; task `i`'s output (on success) is the
+    /// payload's bytes from `ends[i - 1]` (or 0) to `ends[i]`.
+    DoneGroup {
+        ids: Vec<TaskId>,
+        results: Vec<Result<(), TaskError>>,
+        ends: Vec<u32>,
+    },
+}
+
+/// Splits `bytes` at `ends` (see [`Down::RunGroup`]); `None` when the
+/// ends do not fit the bytes.
+pub(crate) fn split<'a>(bytes: &'a [u8], ends: &[u32]) -> Option<Vec<&'a [u8]>> {
+    let mut start = 0usize;
+    let mut parts = Vec::with_capacity(ends.len());
+    for &end in ends {
+        let end = end as usize;
+        if end < start || end > bytes.len() {
+            return None;
+        }
+        parts.push(&bytes[start..end]);
+        start = end;
+    }
+    (start == bytes.len()).then_some(parts)
+}
+
+/// Joins `parts` into one buffer and the ends [`split`] needs.
+pub(crate) fn join<'a>(parts: impl Iterator<Item = &'a [u8]>) -> (Vec<u8>, Vec<u32>) {
+    let mut bytes = Vec::new();
+    let mut ends = Vec::new();
+    for p in parts {
+        bytes.extend_from_slice(p);
+        ends.push(u32::try_from(bytes.len()).unwrap_or(u32::MAX));
+    }
+    (bytes, ends)
 }
 
 impl Frame {
+    /// Descriptors this frame carries (ipc-channel limits them per message).
+    pub(crate) fn descriptors(&self) -> usize {
+        usize::from(self.shm.is_some()) + usize::from(self.chan.is_some())
+    }
+
     /// A frame with header `head` and payload `body`.
     pub(crate) fn new<H: Serialize>(head: &H, body: Body) -> Result<Frame, TaskError> {
         let head = Block(codec::encode(head, "protocol header")?);

@@ -16,20 +16,32 @@ use concur_core::registry;
 use concur_core::{ErrorKind, Payload, Port, TaskError, TaskId, WorkerInfo};
 use ipc_channel::ipc::{self, IpcSender};
 
+use crate::progress::ProgressWord;
 use crate::shm::Body;
-use crate::spawn::{ENV_PARENT, ENV_SERVER, ENV_TOKEN};
+use crate::spawn::{ENV_PARENT, ENV_SERVER, WORKER_ARG};
 use crate::sys;
-use crate::wire::{Down, Frame, RunKind, Rx, Tx, Up};
+use crate::wire::{Down, Frame, Rx, Tx, Up};
 
 /// True when this process was started as a worker.
 pub(crate) fn is_worker() -> bool {
-    std::env::var_os(ENV_SERVER).is_some() && std::env::var_os(ENV_TOKEN).is_some()
+    std::env::var_os(ENV_SERVER).is_some()
+}
+
+/// The token the parent left in the pipe named by the argument after
+/// [`WORKER_ARG`]; the pipe is closed once read.
+fn read_token() -> Result<String, String> {
+    let fd = std::env::args_os()
+        .skip_while(|a| a != WORKER_ARG)
+        .nth(1)
+        .and_then(|a| a.to_str()?.parse().ok())
+        .ok_or("no bootstrap descriptor argument")?;
+    let secret = sys::read_secret(fd).map_err(|e| format!("cannot read the token: {e}"))?;
+    String::from_utf8(secret).map_err(|_| "the token is not text".to_owned())
 }
 
 struct Run {
     id: TaskId,
-    name: String,
-    kind: RunKind,
+    name: Arc<str>,
     input: Body,
 }
 
@@ -46,6 +58,8 @@ struct Inbox {
 struct Shared {
     inbox: Mutex<Inbox>,
     cond: Condvar,
+    progress: ProgressWord,
+    memory_limited: bool,
 }
 
 impl Shared {
@@ -72,14 +86,15 @@ pub(crate) fn main() -> ! {
 
 fn run() -> Result<(), String> {
     let server = std::env::var(ENV_SERVER).map_err(|e| e.to_string())?;
-    let token = std::env::var(ENV_TOKEN).map_err(|e| e.to_string())?;
     let parent: u32 = std::env::var(ENV_PARENT)
         .ok()
         .and_then(|p| p.parse().ok())
         .ok_or("no parent pid")?;
     sys::die_with_parent(parent);
+    // Read (and close) the token pipe before anything else opens a descriptor.
+    let token = read_token()?;
     // Programs this worker's tasks start are not workers.
-    for var in [ENV_SERVER, ENV_TOKEN, ENV_PARENT] {
+    for var in [ENV_SERVER, ENV_PARENT] {
         std::env::remove_var(var);
     }
 
@@ -91,7 +106,8 @@ fn run() -> Result<(), String> {
             token,
             pid: std::process::id(),
         },
-        Body::Empty,
+        // Read by the parent before it decodes the header.
+        Body::Inline(crate::spawn::identity()),
     )
     .map_err(|e| e.to_string())?;
     hello.chan = Some(down_tx);
@@ -102,12 +118,17 @@ fn run() -> Result<(), String> {
         .ok()
         .and_then(|p| p.into_iter().next())
         .ok_or("parent closed the channel before init")?;
+    let mut first = first;
+    let progress = first
+        .shm
+        .take()
+        .map(ProgressWord::received)
+        .ok_or("init without a progress word")?;
     let (head, init_body) = first.open::<Down>().map_err(|e| e.to_string())?;
     let Down::Init {
         index,
         incarnation,
         memory_limit,
-        report_start,
         initializer,
         shm_threshold,
     } = head
@@ -119,6 +140,8 @@ fn run() -> Result<(), String> {
     let shared = Arc::new(Shared {
         inbox: Mutex::new(Inbox::default()),
         cond: Condvar::new(),
+        progress,
+        memory_limited: memory_limit.is_some(),
     });
     let (started_tx, started_rx) = std::sync::mpsc::channel();
     std::thread::Builder::new()
@@ -162,6 +185,7 @@ fn run() -> Result<(), String> {
         return Ok(());
     }
 
+    let results = Results::new(up.clone());
     loop {
         let job = {
             let mut g = shared.lock();
@@ -170,9 +194,8 @@ fn run() -> Result<(), String> {
                     if g.cancelled.remove(&job.id) {
                         drop(g);
                         let err = Err(TaskError::new(ErrorKind::Cancelled));
-                        send(
-                            &up,
-                            &Up::Done {
+                        results.push(
+                            Up::Done {
                                 id: job.id,
                                 result: err,
                             },
@@ -187,23 +210,31 @@ fn run() -> Result<(), String> {
                     g.running = Some(job.id);
                     break Some(job);
                 }
+                // Nothing ready: what is held back goes out before waiting.
+                if !results.is_empty() {
+                    drop(g);
+                    results.flush();
+                    g = shared.lock();
+                    continue;
+                }
                 g = shared.cond.wait(g).unwrap_or_else(|e| e.into_inner());
             }
         };
-        let Some(job) = job else { return Ok(()) };
-        if report_start {
-            send(&up, &Up::Started { id: job.id }, Body::Empty);
-        }
+        let Some(job) = job else {
+            results.flush();
+            return Ok(());
+        };
+        // Before decoding: decoding runs the task type's own code.
+        shared.progress.begin(job.id.0);
         let port = WorkerPort {
             id: job.id,
-            up: up.clone(),
+            results: &results,
             shared: shared.clone(),
             threshold: shm_threshold,
         };
-        let output = registry::lookup(&job.name).and_then(|entry| match job.kind {
-            RunKind::Single => entry.run(job.input.as_slice(), &port, info),
-            RunKind::Batch => entry.run_batch(job.input.as_slice(), info),
-        });
+        let output = registry::lookup(&job.name)
+            .and_then(|entry| entry.run(job.input.as_slice(), &port, info));
+        drop(port);
         drop(job.input);
         {
             let mut g = shared.lock();
@@ -211,11 +242,141 @@ fn run() -> Result<(), String> {
             g.messages.remove(&job.id);
             g.gone.remove(&job.id);
         }
-        let (result, body) = match output.and_then(|value| Body::encode(&value, shm_threshold)) {
+        // A panic in the output's `Serialize` is the task's panic.
+        let encoded = output
+            .and_then(|value| concur_core::panic::catch(|| Body::encode(&value, shm_threshold))?);
+        let (result, body) = match encoded {
             Ok(body) => (Ok(()), body),
             Err(e) => (Err(e), Body::Empty),
         };
-        send(&up, &Up::Done { id: job.id, result }, body);
+        results.push(Up::Done { id: job.id, result }, body);
+        shared.progress.end();
+        if results.due() {
+            results.flush();
+        }
+    }
+}
+
+/// Results held back to leave together: while more tasks are ready to
+/// run, a finished task's result waits (up to a packet's size, a few
+/// descriptors and [`HOLD_AT_MOST`]), so a burst of small tasks costs one
+/// send per packet rather than one per task, and consecutive small
+/// results share one frame (`Up::DoneGroup`). The parent learns which task
+/// runs from the progress word, not from these messages, so holding them
+/// back never blurs blame or timeouts.
+struct Results {
+    up: Tx,
+    held: std::cell::RefCell<Held>,
+}
+
+#[derive(Default)]
+struct Held {
+    frames: Vec<Frame>,
+    bytes: usize,
+    fds: usize,
+    since: Option<Instant>,
+    /// Consecutive small results not yet made a frame.
+    ids: Vec<TaskId>,
+    results: Vec<Result<(), TaskError>>,
+    outputs: Vec<u8>,
+    ends: Vec<u32>,
+}
+
+impl Held {
+    /// Makes the consecutive small results one frame.
+    fn close_group(&mut self) {
+        if self.ids.is_empty() {
+            return;
+        }
+        let head = Up::DoneGroup {
+            ids: std::mem::take(&mut self.ids),
+            results: std::mem::take(&mut self.results),
+            ends: std::mem::take(&mut self.ends),
+        };
+        let body = Body::from_vec(std::mem::take(&mut self.outputs), usize::MAX);
+        self.frames.push(frame(&head, body));
+    }
+}
+
+fn frame(head: &Up, body: Body) -> Frame {
+    match Frame::new(head, body) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("concur-procs worker: {e}");
+            sys::exit_now(sys::EXIT_ORPHANED)
+        }
+    }
+}
+
+/// The longest a finished task's result is held back.
+const HOLD_AT_MOST: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// Results smaller than this join their neighbours in one frame.
+const SMALL_RESULT: usize = 4096;
+
+impl Results {
+    fn new(up: Tx) -> Self {
+        Results {
+            up,
+            held: std::cell::RefCell::new(Held::default()),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        let h = self.held.borrow();
+        h.frames.is_empty() && h.ids.is_empty()
+    }
+
+    fn push(&self, head: Up, body: Body) {
+        let mut h = self.held.borrow_mut();
+        h.since.get_or_insert_with(Instant::now);
+        if let Up::Done { id, result } = head {
+            let small = match &body {
+                Body::Empty => Some(&[][..]),
+                Body::Inline(v) if v.len() < SMALL_RESULT => Some(&v[..]),
+                _ => None,
+            };
+            if let Some(bytes) = small {
+                h.bytes += bytes.len() + 16;
+                h.outputs.extend_from_slice(bytes);
+                let end = u32::try_from(h.outputs.len()).unwrap_or(u32::MAX);
+                h.ends.push(end);
+                h.ids.push(id);
+                h.results.push(result);
+                return;
+            }
+            h.close_group();
+            let f = frame(&Up::Done { id, result }, body);
+            h.bytes += f.head.0.len() + f.body.0.len();
+            h.fds += f.descriptors();
+            h.frames.push(f);
+            return;
+        }
+        h.close_group();
+        let f = frame(&head, body);
+        h.bytes += f.head.0.len() + f.body.0.len();
+        h.fds += f.descriptors();
+        h.frames.push(f);
+    }
+
+    /// True when what is held back must go now.
+    fn due(&self) -> bool {
+        let h = self.held.borrow();
+        h.bytes >= 64 * 1024 || h.fds >= 60 || h.since.is_some_and(|t| t.elapsed() >= HOLD_AT_MOST)
+    }
+
+    fn flush(&self) {
+        let frames = {
+            let mut h = self.held.borrow_mut();
+            h.close_group();
+            let frames = std::mem::take(&mut h.frames);
+            *h = Held::default();
+            frames
+        };
+        if !frames.is_empty() && self.up.send(frames).is_err() {
+            // The parent is gone: nobody wants the result.
+            sys::exit_now(sys::EXIT_ORPHANED);
+        }
     }
 }
 
@@ -241,9 +402,15 @@ fn send(up: &Tx, head: &Up, body: Body) {
 /// for long).
 fn read(down: &Rx, up: &Tx, shared: &Shared) {
     loop {
-        let Ok(packet) = down.recv() else {
+        // Receiving maps large inputs' shared memory; under a memory limit
+        // that can fail (and ipc-channel panics): the worker cannot take
+        // the task, so it ends and the parent blames that task.
+        let packet = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| down.recv())) {
+            Ok(Ok(p)) => p,
             // The parent ended or dropped us: stop now, busy or idle.
-            sys::exit_now(sys::EXIT_ORPHANED)
+            Ok(Err(_)) => sys::exit_now(sys::EXIT_ORPHANED),
+            Err(_) if shared.memory_limited => sys::exit_now(sys::EXIT_MEMORY_LIMIT),
+            Err(_) => sys::exit_now(sys::EXIT_UNREADABLE_INPUT),
         };
         let mut given_back = Vec::new();
         let mut g = shared.lock();
@@ -251,6 +418,9 @@ fn read(down: &Rx, up: &Tx, shared: &Shared) {
             let Ok((head, body)) = frame.open::<Down>() else {
                 sys::exit_now(sys::EXIT_ORPHANED)
             };
+            if matches!(head, Down::Run { .. } | Down::RunGroup { .. }) {
+                shared.progress.count_received();
+            }
             take(&mut g, head, body, &mut given_back);
         }
         shared.cond.notify_all();
@@ -279,12 +449,28 @@ fn take(g: &mut Inbox, head: Down, body: Body, given_back: &mut Vec<TaskId>) {
                     g.cancelled.remove(id);
                 }
             }
-            Down::Run { id, name, kind } => g.queue.push_back(Run {
+            Down::Run { id, name } => g.queue.push_back(Run {
                 id,
-                name,
-                kind,
+                name: name.into(),
                 input: body,
             }),
+            Down::RunGroup { name, ids, ends } => {
+                let name: Arc<str> = name.into();
+                // The parent built the group; a group that does not add up
+                // is a broken parent: nothing sensible to run.
+                let Some(parts) =
+                    crate::wire::split(body.as_slice(), &ends).filter(|p| p.len() == ids.len())
+                else {
+                    sys::exit_now(sys::EXIT_ORPHANED)
+                };
+                for (id, part) in ids.into_iter().zip(parts) {
+                    g.queue.push_back(Run {
+                        id,
+                        name: name.clone(),
+                        input: Body::from_vec(part.to_vec(), usize::MAX),
+                    });
+                }
+            }
             Down::Deliver { id } => g
                 .messages
                 .entry(id)
@@ -305,8 +491,7 @@ fn take(g: &mut Inbox, head: Down, body: Body, given_back: &mut Vec<TaskId>) {
                 // Queue a marker: the main loop ends when it reaches it.
                 g.queue.push_back(Run {
                     id: SHUTDOWN,
-                    name: String::new(),
-                    kind: RunKind::Batch,
+                    name: "".into(),
                     input: Body::Empty,
                 });
             }
@@ -316,17 +501,20 @@ fn take(g: &mut Inbox, head: Down, body: Body, given_back: &mut Vec<TaskId>) {
 }
 
 /// A running task's link to its caller, through the parent.
-struct WorkerPort {
+struct WorkerPort<'a> {
     id: TaskId,
-    up: Tx,
+    results: &'a Results,
     shared: Arc<Shared>,
     threshold: usize,
 }
 
-impl Port for WorkerPort {
+impl Port for WorkerPort<'_> {
     fn send(&self, msg: Payload) -> Result<(), TaskError> {
-        let body = Body::encode(&msg, self.threshold)?;
-        send(&self.up, &Up::Message { id: self.id }, body);
+        let body = concur_core::panic::catch(|| Body::encode(&msg, self.threshold))??;
+        // In order after the results held back, and at once: the caller
+        // may be waiting for it.
+        self.results.push(Up::Message { id: self.id }, body);
+        self.results.flush();
         Ok(())
     }
 

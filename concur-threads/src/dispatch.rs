@@ -9,28 +9,31 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use concur_core::timer::{self, TimerKey};
 use concur_core::{
-    panic, timer, Completion, ErrorKind, Payload, Port, Task, TaskContext, TaskError, WorkerInfo,
+    panic, Completion, ErrorKind, Payload, Task, TaskContext, TaskError, WorkerInfo,
 };
 
+use crate::batch::{BatchRun, BatchWork};
 use crate::generation::{lock, with_worker};
 use crate::pool::Inner;
 
-/// Runs one task or batch: the input payload holds the task (or the `Vec`
-/// of tasks); the result goes into the completion.
+/// Runs one task: the input payload holds the task; the result goes into
+/// the completion.
 type RunFn = fn(&Completion, Payload, WorkerInfo);
 
 /// A unit of work for a drain loop.
 pub(crate) enum Job {
-    /// A task or a batch of `count` tasks.
+    /// One task.
     Task {
         completion: Completion,
         input: Payload,
-        count: u64,
         run: RunFn,
     },
+    /// A batch, from its start or (after an item's timeout) where it is.
+    Batch(Arc<dyn BatchWork>),
     /// A plain closure ([`ThreadPool::spawn_fn`](crate::ThreadPool::spawn_fn)).
     Plain(Box<dyn FnOnce() + Send>),
 }
@@ -41,27 +44,46 @@ impl Job {
         Job::Task {
             completion,
             input: Payload::value(task),
-            count: 1,
             run: run_task::<T>,
         }
     }
 
-    /// A job that runs `tasks` one after another.
+    /// A job that runs `tasks`, each under its own deadline.
     pub(crate) fn batch<T: Task>(completion: Completion, tasks: Vec<T>) -> Self {
-        Job::Task {
-            completion,
-            count: tasks.len().max(1) as u64,
-            input: Payload::value(tasks),
-            run: run_batch_job::<T>,
-        }
+        Job::Batch(Arc::new(BatchRun::new(completion, tasks)))
     }
 
     /// Drops the job, cancelling its task if it has one.
     pub(crate) fn cancel(self) {
-        if let Job::Task { completion, .. } = self {
-            completion.finish(Err(ErrorKind::Cancelled.into()));
+        let cancelled = || Err(ErrorKind::Cancelled.into());
+        match self {
+            Job::Task { completion, .. } => {
+                completion.finish(cancelled());
+            }
+            Job::Batch(batch) => {
+                batch.completion().finish(cancelled());
+            }
+            Job::Plain(_) => {}
         }
     }
+}
+
+/// Calls `f` on the timer thread once `after` has passed, unless disarmed.
+/// The crate's one use of `timer::at`, so a change to that function's
+/// signature is made here only.
+///
+/// # Errors
+/// [`ErrorKind::Spawn`] when the timer thread cannot be started.
+pub(crate) fn arm(
+    after: Duration,
+    f: impl FnOnce() + Send + 'static,
+) -> Result<TimerKey, TaskError> {
+    timer::at(Instant::now() + after, f)
+}
+
+/// Drops a deadline that no longer matters.
+pub(crate) fn disarm(key: TimerKey) {
+    timer::cancel(key);
 }
 
 fn run_task<T: Task>(c: &Completion, input: Payload, info: WorkerInfo) {
@@ -70,42 +92,19 @@ fn run_task<T: Task>(c: &Completion, input: Payload, info: WorkerInfo) {
     c.finish(result.map(Payload::value));
 }
 
-/// What a task of a batch sees: no messages, and "cancelled" once its batch
-/// is done (cancelled, timed out, pool stopped), so a long task can stop
-/// (a dropped `map` cancels its batches).
-struct BatchPort<'a>(&'a Completion);
-
-impl Port for BatchPort<'_> {
-    fn send(&self, _msg: Payload) -> Result<(), TaskError> {
-        Ok(())
-    }
-    fn recv(&self, _deadline: Option<Instant>) -> Option<Payload> {
-        None
-    }
-    fn is_cancelled(&self) -> bool {
-        self.0.is_done()
-    }
-}
-
-fn run_batch_job<T: Task>(c: &Completion, input: Payload, info: WorkerInfo) {
-    let tasks: Vec<T> = input
-        .into_value("task batch")
-        .expect("a batch job holds its tasks");
-    let port = BatchPort(c);
-    let results: Vec<Result<T::Output, TaskError>> = tasks
-        .into_iter()
-        .map(|t| panic::catch(|| t.run(&mut TaskContext::new(&port, info))))
-        .collect();
-    c.finish(Ok(Payload::value(results)));
-}
-
 impl Inner {
-    /// Queues `job` for the workers. Gives it back when the pool has stopped.
+    /// Queues `job` for the workers. Gives it back when the pool has
+    /// stopped; the check is under the queue's lock, which the stopping
+    /// side also holds while it sets the flag and empties the queue, so no
+    /// job is left behind in a stopped pool's queue.
     pub(crate) fn push(self: &Arc<Self>, job: Job) -> Result<(), Job> {
-        if self.has_stopped() {
-            return Err(job);
+        {
+            let mut q = lock(&self.queue);
+            if self.has_stopped() {
+                return Err(job);
+            }
+            q.push_back(job);
         }
-        lock(&self.queue).push_back(job);
         self.ensure_drainer();
         Ok(())
     }
@@ -133,19 +132,33 @@ impl Inner {
     }
 
     /// Runs queued jobs on this worker until the queue is empty or the
-    /// worker has reached its task limit.
+    /// worker has retired (reached its task limit).
     fn drain(self: &Arc<Self>) {
+        let life = with_worker(|w| w.life.clone());
         loop {
-            if self.must_retire() {
+            if with_worker(|w| w.retired) {
+                // Its generation has been replaced: hand the queue over.
                 self.drainers.fetch_sub(1, Ordering::SeqCst);
                 if !lock(&self.queue).is_empty() {
                     self.ensure_drainer();
                 }
                 return;
             }
-            let job = lock(&self.queue).pop_front();
+            // Counted busy under the queue's lock, so `shutdown_now`, which
+            // empties the queue under it, sees every thread that took a job.
+            let job = {
+                let mut q = lock(&self.queue);
+                let job = q.pop_front();
+                if job.is_some() {
+                    life.busy.fetch_add(1, Ordering::SeqCst);
+                }
+                job
+            };
             match job {
-                Some(job) => self.run(job),
+                Some(job) => {
+                    self.run(job);
+                    life.busy.fetch_sub(1, Ordering::SeqCst);
+                }
                 None => {
                     self.drainers.fetch_sub(1, Ordering::SeqCst);
                     // A job pushed after our pop but before the decrement saw
@@ -164,74 +177,82 @@ impl Inner {
     }
 
     fn run(self: &Arc<Self>, job: Job) {
-        let (completion, input, count, run) = match job {
-            Job::Plain(f) => return f(),
+        let (info, slot) = with_worker(|w| (w.info, w.running.clone()));
+        match job {
+            Job::Plain(f) => f(),
             Job::Task {
                 completion,
                 input,
-                count,
                 run,
-            } => (completion, input, count, run),
-        };
-        let (info, slot) = with_worker(|w| (w.info, w.running.clone()));
-        // Publish the running task before checking for `shutdown_now`, which
-        // sets its flag before it scans the slots: one of the two sees the other.
-        *lock(&slot) = Some(completion.clone());
-        if !self.stopping.load(Ordering::SeqCst) && completion.begin() {
-            let deadline = self.shared.config.task_timeout_value().map(|t| {
-                let c = completion.clone();
-                let scaled = t * u32::try_from(count).unwrap_or(u32::MAX);
-                timer::at(Instant::now() + scaled, move || {
-                    c.finish(Err(ErrorKind::TimedOut { after: t }.into()));
-                })
-            });
-            // A deadline that cannot be set (no timer thread) fails the task:
-            // running it unbounded would break its timeout.
-            match deadline.transpose() {
-                Ok(deadline) => {
-                    run(&completion, input, info);
-                    if let Some(key) = deadline {
-                        timer::cancel(key);
+            } => {
+                // Publish the running task before checking for `shutdown_now`,
+                // which sets its flag before it scans the slots: one of the two
+                // sees the other.
+                *lock(&slot) = Some(completion.clone());
+                if !self.stopping.load(Ordering::SeqCst) && completion.begin() {
+                    let deadline = self.shared.config.task_timeout_value().map(|after| {
+                        let c = completion.clone();
+                        arm(after, move || {
+                            c.finish(Err(ErrorKind::TimedOut { after }.into()));
+                        })
+                    });
+                    // A deadline that cannot be set (no timer thread) fails
+                    // the task: running it unbounded would break its timeout.
+                    match deadline.transpose() {
+                        Ok(deadline) => {
+                            run(&completion, input, info);
+                            if let Some(key) = deadline {
+                                disarm(key);
+                            }
+                        }
+                        Err(e) => {
+                            completion.finish(Err(e));
+                        }
                     }
+                } else {
+                    completion.finish(Err(ErrorKind::Cancelled.into()));
                 }
-                Err(e) => {
-                    completion.finish(Err(e));
-                }
+                lock(&slot).take();
+                self.count_runs(1);
             }
-        } else {
-            completion.finish(Err(ErrorKind::Cancelled.into()));
+            Job::Batch(batch) => {
+                let completion = batch.completion().clone();
+                *lock(&slot) = Some(completion.clone());
+                let ran = if !self.stopping.load(Ordering::SeqCst) && batch.claim() {
+                    batch.run_items(self, info)
+                } else {
+                    completion.finish(Err(ErrorKind::Cancelled.into()));
+                    0
+                };
+                lock(&slot).take();
+                self.count_runs(ran);
+            }
         }
-        lock(&slot).take();
-        self.count_runs(count);
     }
 
-    /// True when this worker has run its task limit (its generation is
-    /// being replaced) and must take no more jobs.
-    fn must_retire(&self) -> bool {
-        let Some(limit) = self.shared.config.max_tasks_per_worker_value() else {
-            return false;
-        };
-        let (generation, runs) = with_worker(|w| (w.generation, w.runs));
-        if runs >= limit && !self.stopping.load(Ordering::SeqCst) {
-            self.rotate(generation);
-            return true;
-        }
-        false
-    }
-
-    /// Counts `count` tasks run by this worker; retires its generation at the limit.
+    /// Counts `count` tasks run by this worker. At the task limit the
+    /// worker's generation is replaced and the worker retires; when no
+    /// fresh generation can be started, the worker keeps going and tries
+    /// again after another `limit` tasks (rather than retrying at once,
+    /// which would spin while thread creation keeps failing).
     fn count_runs(&self, count: u64) {
+        let Some(limit) = self.shared.config.max_tasks_per_worker_value() else {
+            return;
+        };
         let (generation, runs) = with_worker(|w| {
             w.runs += count;
             (w.generation, w.runs)
         });
-        if self
-            .shared
-            .config
-            .max_tasks_per_worker_value()
-            .is_some_and(|l| runs >= l)
-        {
-            self.rotate(generation);
+        if runs < limit {
+            return;
         }
+        let retired = self.rotate(generation);
+        with_worker(|w| {
+            if retired {
+                w.retired = true;
+            } else {
+                w.runs = 0;
+            }
+        });
     }
 }

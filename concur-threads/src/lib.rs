@@ -46,11 +46,15 @@
 //! resolves `Cancelled` at once, but the thread runs on until the task
 //! returns (a task may check
 //! [`TaskContext::is_cancelled`](concur_core::TaskContext::is_cancelled)).
+//! The same holds for each task of a batch, which has its own timeout, and
+//! for `shutdown_now`: a worker inside a running task exits when the task
+//! returns (see [`ThreadPool`]).
 //! A task that aborts or segfaults takes the whole process with it: use
 //! `concur-procs` for isolation.
 //!
 //! No features; requires only `std` threads.
 
+mod batch;
 mod closure;
 mod dispatch;
 mod generation;

@@ -10,12 +10,33 @@ use concur_core::{
 };
 
 use crate::dispatch::Job;
-use crate::generation::{lock, Generation, Shared};
+use crate::generation::{lock, Generation, Shared, WorkerThread};
 
 /// A pool of worker threads running [`Task`]s with shared memory.
 ///
 /// Dropping the pool is [`Executor::shutdown`]: queued work finishes and
 /// every worker thread is joined.
+///
+/// [`Executor::shutdown_now`] cancels queued and running work and stops
+/// every worker. A thread cannot be killed, so a worker still inside a
+/// running task (a cancelled task that has not yet noticed, or a
+/// [`spawn_fn`](Self::spawn_fn) closure, which is never told) exits as
+/// soon as that task returns, without waiting for the pool's drop. Workers
+/// are rayon threads, and rayon ends a pool's threads together: the idle
+/// workers of a generation in which such a task still runs exit with it.
+/// The other workers have exited and been joined when `shutdown_now`
+/// returns; the rest are joined by a later `shutdown` or the drop, which
+/// wait for them.
+///
+/// With [`max_tasks_per_worker`](concur_core::Configure::max_tasks_per_worker),
+/// a worker that reaches the limit starts a fresh generation of workers;
+/// the old generation's threads exit once their tasks return. When no
+/// thread can be created, the old workers keep running tasks and the
+/// replacement is tried again after another `limit` tasks.
+///
+/// A per-task timeout bounds each task of a batch: an item over it fails
+/// alone with `TimedOut` (its thread runs on until the task returns), and
+/// the items after it run on the next free worker.
 pub struct ThreadPool {
     inner: Arc<Inner>,
 }
@@ -53,14 +74,15 @@ pub(crate) struct Inner {
     pub(crate) shared: Arc<Shared>,
     admission: Admission,
     /// The generation taking new work; `None` once the pool has stopped.
+    /// Older generations are dropped when replaced: their threads finish
+    /// the work they hold, exit and are reaped (`Shared::threads`).
     current: Mutex<Option<Arc<Generation>>>,
-    /// Older generations, draining; joined at shutdown.
-    retired: Mutex<Vec<Arc<Generation>>>,
     next_generation: AtomicU64,
     /// Set by `shutdown_now`: queued jobs are cancelled, not run.
     pub(crate) stopping: AtomicBool,
     /// Set once the workers are stopped for good (read on every submit, so
-    /// it is a flag rather than a look at `current` under its lock).
+    /// it is a flag rather than a look at `current` under its lock). Set
+    /// under the queue's lock (see `Inner::push`).
     stopped: AtomicBool,
     /// Jobs waiting for a worker, in submission order.
     pub(crate) queue: Mutex<VecDeque<Job>>,
@@ -107,6 +129,9 @@ impl ThreadPool {
             config,
             incarnations: AtomicU64::new(0),
             running: Arc::default(),
+            threads: Mutex::new(Vec::new()),
+            #[cfg(test)]
+            failing_spawns: AtomicU64::new(0),
         });
         let first = Generation::start(0, &shared)?;
         Ok(Self {
@@ -114,7 +139,6 @@ impl ThreadPool {
                 shared,
                 admission,
                 current: Mutex::new(Some(Arc::new(first))),
-                retired: Mutex::new(Vec::new()),
                 next_generation: AtomicU64::new(1),
                 stopping: AtomicBool::new(false),
                 stopped: AtomicBool::new(false),
@@ -137,26 +161,13 @@ impl ThreadPool {
         }
     }
 
-    /// Retires every generation and joins every worker thread. Running
+    /// Stops the workers for good and joins every worker thread. Running
     /// tasks are waited for (a thread cannot be stopped).
     fn stop_and_join(&self) {
         let inner = &self.inner;
-        inner.stopped.store(true, Ordering::SeqCst);
-        let mut gens: Vec<Arc<Generation>> = lock(&inner.retired).drain(..).collect();
-        gens.extend(lock(&inner.current).take());
-        // Dropping the generations lets rayon end each pool once it is
-        // drained; the join handles outlive the rayon pool objects.
-        let threads: Vec<_> = gens.iter().map(|g| g.threads.clone()).collect();
-        drop(gens);
-        for t in threads {
-            let handles: Vec<_> = lock(&t).drain(..).collect();
-            for h in handles {
-                let _ = h.join();
-            }
-        }
-        // Jobs nobody will run now (closures queued after `shutdown_now`).
-        let left: Vec<Job> = lock(&inner.queue).drain(..).collect();
-        left.into_iter().for_each(Job::cancel);
+        inner.stop();
+        let threads: Vec<_> = lock(&inner.shared.threads).drain(..).collect();
+        threads.into_iter().for_each(WorkerThread::join);
     }
 }
 
@@ -171,26 +182,49 @@ impl Inner {
         self.stopped.load(Ordering::SeqCst)
     }
 
+    /// Takes no more jobs, cancels the queued ones (closures queued after
+    /// `shutdown_now`, or every job when called by it) and ends the current
+    /// generation, so its threads exit once they have no work.
+    fn stop(&self) {
+        let queued: Vec<Job> = {
+            let mut q = lock(&self.queue);
+            self.stopped.store(true, Ordering::SeqCst);
+            q.drain(..).collect()
+        };
+        queued.into_iter().for_each(Job::cancel);
+        let current = lock(&self.current).take();
+        drop(current);
+    }
+
     /// Replaces generation `old` by a fresh one (once, however many of its
-    /// workers ask).
-    pub(crate) fn rotate(&self, old: u64) {
+    /// workers ask). True when `old` is no longer the current generation:
+    /// a worker of it may retire. False when the pool is stopping or no
+    /// fresh generation could be started: the old one keeps working.
+    pub(crate) fn rotate(&self, old: u64) -> bool {
         let mut guard = lock(&self.current);
-        let Some(cur) = guard.as_mut() else { return };
-        if cur.id != old || self.stopping.load(Ordering::SeqCst) {
-            return;
+        let Some(cur) = guard.as_mut() else {
+            return false;
+        };
+        if cur.id != old {
+            return true;
+        }
+        if self.stopping.load(Ordering::SeqCst) {
+            return false;
         }
         let id = self.next_generation.fetch_add(1, Ordering::Relaxed);
         match Generation::start(id, &self.shared) {
             Ok(fresh) => {
                 let old = std::mem::replace(cur, Arc::new(fresh));
                 drop(guard);
-                let mut retired = lock(&self.retired);
-                // Old generations exit once drained; forget those already gone.
-                retired.retain(|g| !g.finished());
-                retired.push(old);
+                // Ends the old rayon pool: its threads exit once drained.
+                drop(old);
+                self.shared.reap();
+                true
             }
             Err(e) => {
-                eprintln!("concur-threads: cannot start fresh workers, keeping the old ones: {e}")
+                eprintln!("concur-threads: cannot start fresh workers, keeping the old ones: {e}");
+                self.shared.reap();
+                false
             }
         }
     }
@@ -248,8 +282,7 @@ impl Executor for ThreadPool {
         let inner = &self.inner;
         inner.admission.close();
         inner.stopping.store(true, Ordering::SeqCst);
-        let queued: Vec<Job> = lock(&inner.queue).drain(..).collect();
-        queued.into_iter().for_each(Job::cancel);
+        inner.stop();
         let slots: Vec<_> = lock(&inner.shared.running)
             .iter()
             .filter_map(std::sync::Weak::upgrade)
@@ -259,6 +292,16 @@ impl Executor for ThreadPool {
                 c.finish(Err(ErrorKind::Cancelled.into()));
             }
         }
+        // Join the workers that have nothing left to run; the others (inside
+        // a task, or kept by a running `scope`) exit when it returns and are
+        // joined by `shutdown` or the drop.
+        let exiting: Vec<WorkerThread> = {
+            let mut threads = lock(&inner.shared.threads);
+            let (exiting, busy) = threads.drain(..).partition(WorkerThread::is_exiting);
+            *threads = busy;
+            exiting
+        };
+        exiting.into_iter().for_each(WorkerThread::join);
     }
 }
 
@@ -274,5 +317,53 @@ impl std::fmt::Debug for ThreadPool {
             .field("workers", &self.inner.shared.workers)
             .field("in_use", &self.inner.admission.in_use())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use concur_core::conformance::{WhoAmI, DEADLINE};
+
+    fn who(pool: &ThreadPool) -> concur_core::WorkerInfo {
+        let h = pool.submit(WhoAmI).unwrap();
+        h.join_timeout(DEADLINE)
+            .expect("the task finishes within the deadline")
+            .unwrap()
+            .worker
+    }
+
+    /// When no fresh generation can be started, the workers that reached
+    /// their limit keep running tasks on the old one and try again after
+    /// another `limit` tasks, not in a loop; once threads can be created
+    /// again, the next rotation replaces them.
+    #[test]
+    fn failed_rotation_keeps_old_workers_and_retries_later() {
+        let pool = ThreadPool::builder()
+            .workers(1)
+            .max_tasks_per_worker(2)
+            .build()
+            .unwrap();
+        let failing = &pool.inner.shared.failing_spawns;
+        failing.store(u64::MAX, Ordering::SeqCst);
+        let first = who(&pool);
+        for _ in 0..19 {
+            assert_eq!(
+                who(&pool).incarnation,
+                first.incarnation,
+                "a worker was replaced although no thread could start"
+            );
+        }
+        let attempts = u64::MAX - failing.load(Ordering::SeqCst);
+        assert!(
+            (1..=10).contains(&attempts),
+            "20 tasks with a limit of 2 made {attempts} spawn attempts"
+        );
+        failing.store(0, Ordering::SeqCst);
+        let later: Vec<_> = (0..4).map(|_| who(&pool)).collect();
+        assert_ne!(
+            later[3].incarnation, first.incarnation,
+            "the worker was not replaced once threads could start again"
+        );
     }
 }

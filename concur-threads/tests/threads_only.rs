@@ -2,13 +2,14 @@
 //! and what it documents it cannot do (stop a running thread).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use concur_core::conformance::{Block, DEADLINE};
 use concur_core::prelude::*;
 use concur_core::{ErrorKind, TaskHandle};
 use concur_threads::ThreadPool;
+use serde::{Deserialize, Serialize};
 
 #[test]
 fn closures_return_any_send_value() {
@@ -131,4 +132,104 @@ fn pool_is_usable_behind_arc_from_many_threads() {
     let mut got: Vec<u64> = joins.into_iter().map(|j| j.join().unwrap()).collect();
     got.sort_unstable();
     assert_eq!(got, vec![1, 2, 3, 4]);
+}
+
+static RELEASE: (Mutex<bool>, Condvar) = (Mutex::new(false), Condvar::new());
+
+/// A batch item for the per-item timeout tests.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+enum Item {
+    /// Returns its number at once.
+    Quick(u64),
+    /// Returns its number when told it no longer matters (its timeout), or
+    /// after the duration at most.
+    Slow(u64, Duration),
+    /// Holds its thread until the test releases it, whatever it is told.
+    Stuck(u64),
+    /// Panics.
+    Panic,
+}
+impl Task for Item {
+    type Output = u64;
+    type ToCaller = ();
+    type FromCaller = ();
+    const NAME: &'static str = "threads::tests::Item";
+    fn run(self, cx: &mut TaskContext<'_, Self>) -> u64 {
+        match self {
+            Item::Quick(n) => n,
+            Item::Slow(n, d) => {
+                let until = Instant::now() + d;
+                while !cx.is_cancelled() && Instant::now() < until {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                n
+            }
+            Item::Stuck(n) => {
+                let (lock, cond) = &RELEASE;
+                let g = lock.lock().unwrap();
+                let _g = cond
+                    .wait_timeout_while(g, DEADLINE, |released| !*released)
+                    .unwrap();
+                n
+            }
+            Item::Panic => panic!("item panicked"),
+        }
+    }
+}
+
+fn assert_timed_out(r: &Result<u64, TaskError>, t: Duration) {
+    match r.as_ref().unwrap_err().kind() {
+        ErrorKind::TimedOut { after } => assert_eq!(*after, t),
+        other => panic!("expected TimedOut, got {other:?}"),
+    }
+}
+
+/// The per-task timeout bounds each task of a batch: only the slow item
+/// times out (after the task timeout, not the timeout times the batch
+/// length), and the items after it still run and give their own results.
+#[test]
+fn batch_timeout_is_per_item() {
+    let t = Duration::from_millis(300);
+    let pool = ThreadPool::builder()
+        .workers(1)
+        .task_timeout(t)
+        .build()
+        .unwrap();
+    let batch = vec![Item::Quick(0), Item::Slow(1, t * 3), Item::Quick(2)];
+    let results = pool.submit_batch(batch).unwrap().join();
+    assert_eq!(results.len(), 3);
+    assert_eq!(results[0].as_ref().unwrap(), &0);
+    assert_timed_out(&results[1], t);
+    assert_eq!(results[2].as_ref().unwrap(), &2);
+}
+
+/// A batch item stuck past its timeout does not hold back the rest of its
+/// batch: they run on another worker and the batch resolves while the
+/// stuck thread is still inside its task. A panic fails its item only.
+#[test]
+fn batch_items_after_a_stuck_one_run_elsewhere() {
+    let t = Duration::from_millis(200);
+    let pool = ThreadPool::builder()
+        .workers(2)
+        .task_timeout(t)
+        .build()
+        .unwrap();
+    let batch = vec![Item::Quick(0), Item::Stuck(1), Item::Panic, Item::Quick(3)];
+    let results = pool.submit_batch(batch).unwrap().join();
+    assert_eq!(results.len(), 4);
+    assert_eq!(results[0].as_ref().unwrap(), &0);
+    assert_timed_out(&results[1], t);
+    assert!(matches!(
+        results[2].as_ref().unwrap_err().kind(),
+        ErrorKind::Panicked { .. }
+    ));
+    assert_eq!(results[3].as_ref().unwrap(), &3);
+    *RELEASE.0.lock().unwrap() = true;
+    RELEASE.1.notify_all();
+    // The stuck worker is usable again once its task returns.
+    let again: Vec<u64> = pool
+        .map((0..20).map(Item::Quick))
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(again, (0..20).collect::<Vec<_>>());
 }

@@ -65,7 +65,17 @@ impl<T: Task> BatchHandle<T> {
     }
 
     fn spread(&self, r: Result<Payload, TaskError>) -> BatchResults<T> {
-        match r.and_then(|p| p.into_value::<BatchResults<T>>("batch output")) {
+        // Encoded results (process backends) hold each task's output on its
+        // own, so one undecodable output fails only its task.
+        let decoded = r.and_then(|p| {
+            if p.is_encoded() {
+                let bytes = p.to_bytes()?;
+                crate::batch::decode_batch_items::<T::Output>(&bytes)
+            } else {
+                p.into_value::<BatchResults<T>>("batch output")
+            }
+        });
+        match decoded {
             Ok(v) if v.len() == self.len => v,
             Ok(v) => {
                 let e = TaskError::codec(

@@ -1,19 +1,18 @@
 //! [`ProcessPool`]: the executor users hold.
 
-use std::sync::{mpsc, Arc, Mutex, Weak};
+use std::sync::{mpsc, Arc, Weak};
 
 use concur_core::{
-    registry, Admission, BatchHandle, Capabilities, Completion, Executor, Payload, Permit, Task,
-    TaskError, TaskHandle,
+    panic, registry, Admission, BatchHandle, Capabilities, Completion, Executor, Payload, Permit,
+    Task, TaskError, TaskHandle, TaskId,
 };
 
-use crate::builder::ProcessPoolBuilder;
-use crate::router::Router;
-use crate::shared::{PoolLink, Shared};
+use super::builder::ProcessPoolBuilder;
+use super::router::Router;
+use super::scheduler::{Batch, Rules, Scheduler, Sink, Unit};
+use super::shell::{PoolLink, Settings, Shared};
+use super::supervisor::{self, Supervisor};
 use crate::shm::Body;
-use crate::state::{Job, Settings, State};
-use crate::supervisor;
-use crate::wire::RunKind;
 
 /// A pool of worker processes running this same executable.
 ///
@@ -62,39 +61,39 @@ impl ProcessPool {
     pub(crate) fn start(b: ProcessPoolBuilder) -> Result<Self, TaskError> {
         let config = &b.config;
         let workers = config.worker_count();
-        let settings = Settings {
+        let rules = Rules {
             workers,
             timeout: config.task_timeout_value(),
             retries: config.retries_value(),
             max_tasks: config.max_tasks_per_worker_value(),
-            memory_limit: b.memory_limit,
             max_crashes: b.max_crashes,
             crash_window: b.crash_window,
-            start_timeout: b.start_timeout,
-            shm_threshold: b.shm_threshold,
             depth: b
                 .in_flight_per_worker
-                .unwrap_or(crate::builder::DEFAULT_IN_FLIGHT_PER_WORKER),
+                .unwrap_or(super::builder::DEFAULT_IN_FLIGHT_PER_WORKER),
             adaptive: b.in_flight_per_worker.is_none(),
+        };
+        let settings = Settings {
+            workers,
+            memory_limit: b.memory_limit,
+            start_timeout: b.start_timeout,
+            shm_threshold: b.shm_threshold,
             initializer: config.initializer_value().cloned(),
         };
         if crate::worker::is_worker() {
             return Err(crate::error::SpawnError::NestedWorker.into());
         }
         let (router, router_rx) = Router::new()?;
-        let (sup_tx, sup_rx) = mpsc::channel();
-        let shared = Arc::new_cyclic(|weak: &Weak<Shared>| Shared {
-            settings,
-            admission: Admission::new(config.queue_bound_value()),
-            state: Mutex::new(State {
-                slots: vec![None; workers],
-                ..State::default()
-            }),
-            link: Arc::new(PoolLink(weak.clone())),
-            router,
-            supervisor: Mutex::new(Some(sup_tx)),
-            threads: Mutex::new(Vec::new()),
-            stopped: Mutex::new(false),
+        let supervisor = Supervisor::new().map_err(TaskError::io)?;
+        let shared = Arc::new_cyclic(|weak: &Weak<Shared>| {
+            Shared::new(
+                settings,
+                Admission::new(config.queue_bound_value()),
+                Scheduler::new(rules),
+                router,
+                supervisor,
+                Arc::new(PoolLink(weak.clone())),
+            )
         });
         let spawn_thread = |name: &str, f: Box<dyn FnOnce() + Send>| {
             std::thread::Builder::new()
@@ -107,7 +106,7 @@ impl ProcessPool {
             let s = shared.clone();
             spawn_thread(
                 "concur-procs-supervisor",
-                Box::new(move || supervisor::run(s, sup_rx, ready_tx)),
+                Box::new(move || supervisor::run(s, ready_tx)),
             )?
         };
         shared
@@ -117,10 +116,16 @@ impl ProcessPool {
             .push(sup);
         let router = {
             let s = shared.clone();
-            spawn_thread(
+            match spawn_thread(
                 "concur-procs-router",
-                Box::new(move || crate::router::run(s, router_rx)),
-            )?
+                Box::new(move || super::router::run(s, router_rx)),
+            ) {
+                Ok(r) => r,
+                Err(e) => {
+                    shared.stop(true);
+                    return Err(e);
+                }
+            }
         };
         shared
             .threads
@@ -128,6 +133,8 @@ impl ProcessPool {
             .unwrap_or_else(|e| e.into_inner())
             .push(router);
         let pool = ProcessPool { shared };
+        // The supervisor answers once every first worker started or failed
+        // (each start is bounded by the start timeout).
         match ready_rx.recv() {
             Ok(Ok(())) => Ok(pool),
             Ok(Err(e)) => {
@@ -144,31 +151,23 @@ impl ProcessPool {
     /// Process ids of the current workers, by slot (`None` while a slot's
     /// worker is being replaced).
     pub fn worker_pids(&self) -> Vec<Option<u32>> {
-        let st = self.shared.lock();
-        st.slots
+        let core = self.shared.lock();
+        core.sched
+            .slots
             .iter()
-            .map(|s| s.and_then(|inc| st.workers.get(&inc)).map(|w| w.pid))
+            .map(|s| s.and_then(|w| core.io.get(&w)).map(|io| io.pid))
             .collect()
     }
 
-    fn job<T: Task>(&self, input: Body, kind: RunKind, len: usize, permit: Permit) -> Job {
-        Job {
-            completion: Completion::new(permit, Some(self.shared.link.clone())),
-            name: T::NAME,
-            kind,
-            input,
-            timeout: self
-                .shared
-                .settings
-                .timeout
-                .map(|t| t * u32::try_from(len).unwrap_or(u32::MAX)),
-            tries: 0,
-            down: Vec::new(),
-            caller_gone: false,
-            recalled: false,
-            deadline: None,
-        }
+    fn threshold(&self) -> usize {
+        self.shared.settings.shm_threshold
     }
+}
+
+/// Encodes a task's input; a panic in its `Serialize` is the task's error.
+fn encode_input<T: Task>(task: T, threshold: usize) -> Result<Body, TaskError> {
+    let value = Payload::value(task);
+    panic::catch(|| Body::encode(&value, threshold))?
 }
 
 impl Executor for ProcessPool {
@@ -190,10 +189,11 @@ impl Executor for ProcessPool {
 
     fn start<T: Task>(&self, task: T, permit: Permit) -> Result<TaskHandle<T>, TaskError> {
         registry::ensure_registered::<T>()?;
-        let input = Body::encode(&Payload::value(task), self.shared.settings.shm_threshold)?;
-        let job = self.job::<T>(input, RunKind::Single, 1, permit);
-        let handle = TaskHandle::new(&job.completion);
-        self.shared.submit_job(job)?;
+        let input = encode_input(task, self.threshold())?;
+        let completion = Completion::new(permit, Some(self.shared.link.clone()));
+        let handle = TaskHandle::new(&completion);
+        let unit = Unit::new(completion.id(), Sink::Single(completion), T::NAME, input);
+        self.shared.submit(vec![unit])?;
         Ok(handle)
     }
 
@@ -204,19 +204,32 @@ impl Executor for ProcessPool {
     ) -> Result<BatchHandle<T>, TaskError> {
         registry::ensure_registered::<T>()?;
         let len = tasks.len();
-        let input = Body::encode(&Payload::value(tasks), self.shared.settings.shm_threshold)?;
-        let job = self.job::<T>(input, RunKind::Batch, len, permit);
-        let handle = BatchHandle::new(&job.completion, len);
+        let completion = Completion::new(permit, Some(self.shared.link.clone()));
+        let handle = BatchHandle::new(&completion, len);
+        let batch = Batch::new(completion, len);
         if len == 0 {
-            job.completion.begin();
-            job.completion.finish(
-                Payload::value(Vec::<Result<T::Output, TaskError>>::new())
-                    .to_bytes()
-                    .map(Payload::bytes),
-            );
+            batch.completion.begin();
+            batch
+                .completion
+                .finish(concur_core::encode_batch_items(&[]).map(Payload::bytes));
             return Ok(handle);
         }
-        self.shared.submit_job(job)?;
+        // Each task of the batch travels, runs, fails, times out and is
+        // retried on its own: one bad task fails only its own slot.
+        let mut units = Vec::with_capacity(len);
+        for (i, task) in tasks.into_iter().enumerate() {
+            let sink = Sink::Item(batch.clone(), i);
+            match encode_input(task, self.threshold()) {
+                Ok(input) => units.push(Unit::new(TaskId::next(), sink, T::NAME, input)),
+                Err(e) => {
+                    // Not sent: its slot fails now, the others go on.
+                    sink.finish(Err(e));
+                }
+            }
+        }
+        if !units.is_empty() {
+            self.shared.submit(units)?;
+        }
         Ok(handle)
     }
 
@@ -257,14 +270,17 @@ mod tests {
     fn worker_answers_not_registered_for_a_name_it_lacks() {
         let p = ProcessPool::builder().workers(1).build().unwrap();
         // Past the parent's check: as if the worker's registry differed.
-        let job = p.job::<Unknown>(
-            Body::encode(&Payload::value(Unknown), 1024).unwrap(),
-            RunKind::Single,
-            1,
-            Permit::none(),
-        );
-        let h = TaskHandle::<Unknown>::new(&job.completion);
-        p.shared.submit_job(job).unwrap();
+        let completion = Completion::new(Permit::none(), Some(p.shared.link.clone()));
+        let h = TaskHandle::<Unknown>::new(&completion);
+        let input = encode_input(Unknown, 1024).unwrap();
+        p.shared
+            .submit(vec![Unit::new(
+                completion.id(),
+                Sink::Single(completion),
+                Unknown::NAME,
+                input,
+            )])
+            .unwrap();
         let err = h
             .join_timeout(Duration::from_secs(60))
             .unwrap()

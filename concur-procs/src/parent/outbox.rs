@@ -11,7 +11,12 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use crate::wire::{Frame, Tx};
 
 /// Frames are packed together up to about this many bytes per message.
-const PACKET_BYTES: usize = 64 * 1024;
+pub(crate) const PACKET_BYTES: usize = 64 * 1024;
+
+/// Most descriptors (shared-memory regions, channels) in one message:
+/// ipc-channel asserts at most 64 per message (the kernel's SCM_RIGHTS
+/// limit is 253); a few are kept spare.
+pub(crate) const PACKET_FDS: usize = 60;
 
 fn send(tx: &Tx, packet: Vec<Frame>) {
     // A failed send means the worker is gone; the router sees its channel
@@ -24,12 +29,15 @@ struct Queue {
     frames: VecDeque<Frame>,
     busy: bool,
     closed: bool,
+    /// The sender thread has returned (and dropped nothing it still needs).
+    ended: bool,
 }
 
 pub(crate) struct Outbox {
     queue: Mutex<Queue>,
     cond: Condvar,
     tx: Mutex<Tx>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl Outbox {
@@ -39,12 +47,47 @@ impl Outbox {
             queue: Mutex::default(),
             cond: Condvar::new(),
             tx: Mutex::new(tx),
+            thread: Mutex::new(None),
         });
         let o = out.clone();
-        std::thread::Builder::new()
-            .name(name)
-            .spawn(move || o.run())?;
+        let handle = std::thread::Builder::new().name(name).spawn(move || {
+            o.run();
+            let mut q = o.lock();
+            q.ended = true;
+            o.cond.notify_all();
+        })?;
+        *out.thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
         Ok(out)
+    }
+
+    /// True once the sender thread has returned.
+    pub(crate) fn ended(&self) -> bool {
+        self.lock().ended
+    }
+
+    /// Closes the outbox and joins its sender thread, waiting until
+    /// `deadline` at most: a thread blocked sending to a worker whose
+    /// socket a descendant of that worker keeps open and full is left
+    /// behind (it ends when that descendant does). True when joined.
+    pub(crate) fn close_and_join(&self, deadline: std::time::Instant) -> bool {
+        self.close();
+        let mut q = self.lock();
+        while !q.ended {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            q = self
+                .cond
+                .wait_timeout(q, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        drop(q);
+        if let Some(h) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = h.join();
+        }
+        true
     }
 
     fn lock(&self) -> MutexGuard<'_, Queue> {
@@ -97,13 +140,19 @@ impl Outbox {
             };
             let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
             let mut packet = Vec::new();
-            let mut bytes = 0;
+            let (mut bytes, mut fds) = (0, 0);
             for frame in batch {
+                let frame_fds = frame.descriptors();
+                if !packet.is_empty() && fds + frame_fds > PACKET_FDS {
+                    send(&tx, std::mem::take(&mut packet));
+                    (bytes, fds) = (0, 0);
+                }
                 bytes += frame.head.0.len() + frame.body.0.len();
+                fds += frame_fds;
                 packet.push(frame);
                 if bytes >= PACKET_BYTES {
                     send(&tx, std::mem::take(&mut packet));
-                    bytes = 0;
+                    (bytes, fds) = (0, 0);
                 }
             }
             if !packet.is_empty() {

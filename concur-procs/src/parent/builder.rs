@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use concur_core::{Configure, PoolConfig, TaskError};
 
-use crate::pool::ProcessPool;
+use super::pool::ProcessPool;
 use crate::shm::DEFAULT_SHM_THRESHOLD;
 
 /// The most tasks sent ahead to each worker when the depth is adaptive (the default).
@@ -85,10 +85,17 @@ impl ProcessPoolBuilder {
         self
     }
 
-    /// Restart intensity: when more than `max_crashes` workers crash within
-    /// `window`, the pool stops respawning and fails further work with
-    /// `PoolFailed`. Default: 16 in 10 s. Workers the pool ends itself
-    /// (timeout, cancel, recycling) do not count.
+    /// Restart intensity: when more than `max_crashes` worker failures
+    /// happen within `window`, the pool stops respawning and fails further
+    /// work with `PoolFailed` (work queued or waiting on a worker fails at
+    /// once; nothing is left waiting). Default: 16 in 10 s.
+    ///
+    /// A failure is a worker death that failed a task (the task's retries
+    /// were used up, or retries are off) or a worker that died or could not
+    /// be started before it became ready. A death whose task is retried
+    /// does not count, so an external kill storm never fails a pool whose
+    /// tasks all succeed on retry; workers the pool ends itself (timeout,
+    /// cancel, recycling, shutdown) never count.
     pub fn restart_limit(mut self, max_crashes: u32, window: Duration) -> Self {
         self.max_crashes = max_crashes;
         self.crash_window = window;

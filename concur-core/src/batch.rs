@@ -1,0 +1,90 @@
+//! How a batch's results travel when they are encoded: one entry per task,
+//! each task's output encoded on its own, so that a value that cannot be
+//! decoded fails only its own task.
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::{Deserialize, Serialize, Serializer};
+
+use crate::codec;
+use crate::error::TaskError;
+use crate::task::Message;
+
+/// One task's encoded output, serialized as a block of bytes.
+struct Block<'a>(&'a [u8]);
+
+impl Serialize for Block<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(self.0)
+    }
+}
+
+/// An owned block read back.
+struct OwnedBlock(Vec<u8>);
+
+impl<'de> Deserialize<'de> for OwnedBlock {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = OwnedBlock;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<OwnedBlock, E> {
+                Ok(OwnedBlock(v.to_vec()))
+            }
+            fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> Result<OwnedBlock, E> {
+                Ok(OwnedBlock(v))
+            }
+        }
+        d.deserialize_byte_buf(V)
+    }
+}
+
+/// Encodes a batch's results: each `Ok` holds one task's encoded output.
+///
+/// # Errors
+/// A codec error when a task's error cannot be encoded.
+pub fn encode_batch_items(items: &[Result<Vec<u8>, TaskError>]) -> Result<Vec<u8>, TaskError> {
+    let view: Vec<Result<Block<'_>, &TaskError>> =
+        items.iter().map(|r| r.as_ref().map(|b| Block(b))).collect();
+    codec::encode(&view, "batch results")
+}
+
+/// Decodes what [`encode_batch_items`] made into one result per task; an
+/// output that cannot be decoded fails its own task only.
+///
+/// # Errors
+/// A codec error when the batch as a whole cannot be read.
+pub fn decode_batch_items<O: Message>(
+    bytes: &[u8],
+) -> Result<Vec<Result<O, TaskError>>, TaskError> {
+    let items: Vec<Result<OwnedBlock, TaskError>> = codec::decode(bytes, "batch results")?;
+    Ok(items
+        .into_iter()
+        .map(|r| r.and_then(|b| codec::decode(&b.0, "output")))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorKind;
+
+    #[test]
+    fn one_bad_output_fails_only_its_task() {
+        let items = vec![
+            Ok(codec::encode(&7u32, "t").unwrap()),
+            Ok(vec![0xff, 0xff, 0xff, 0xff, 0xff, 0xff]),
+            Err(TaskError::new(ErrorKind::Cancelled)),
+        ];
+        let bytes = encode_batch_items(&items).unwrap();
+        let back = decode_batch_items::<u32>(&bytes).unwrap();
+        assert_eq!(back.len(), 3);
+        assert_eq!(back[0].as_ref().unwrap(), &7);
+        assert!(matches!(
+            back[1].as_ref().unwrap_err().kind(),
+            ErrorKind::Codec { .. }
+        ));
+        assert!(back[2].as_ref().unwrap_err().is_cancelled());
+    }
+}

@@ -1,0 +1,106 @@
+//! Watching and signalling worker processes through pidfds: a pidfd names
+//! one process for good (no pid reuse), becomes readable when the process
+//! exits whether or not its channel closed (a forked child may hold the
+//! channel open), and can be polled together with a wake-up descriptor.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+/// Opens a pidfd for child `pid` (not yet reaped, so the pid is still ours).
+pub(crate) fn open(pid: u32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags; the result is a new fd we own.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel returned a fresh descriptor (close-on-exec by default).
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Sends SIGKILL to the process behind `fd`. A process that already ended
+/// is not an error (nothing else can be hit: the pidfd names only it).
+pub(crate) fn kill(fd: &OwnedFd) {
+    // SAFETY: pidfd_send_signal with a valid pidfd, a signal number, no info.
+    unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            fd.as_raw_fd(),
+            libc::SIGKILL,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        );
+    }
+}
+
+/// An eventfd to wake a thread blocked in [`poll`].
+pub(crate) struct Waker(OwnedFd);
+
+impl Waker {
+    pub(crate) fn new() -> io::Result<Waker> {
+        // SAFETY: eventfd takes integers; the result is a new fd we own.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fresh descriptor from the kernel.
+        Ok(Waker(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    pub(crate) fn wake(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a valid u64 to our eventfd.
+        unsafe {
+            libc::write(self.0.as_raw_fd(), (&one as *const u64).cast(), 8);
+        }
+    }
+
+    fn drain(&self) {
+        let mut n: u64 = 0;
+        // SAFETY: reads 8 bytes into a valid u64 (non-blocking eventfd).
+        unsafe {
+            libc::read(self.0.as_raw_fd(), (&mut n as *mut u64).cast(), 8);
+        }
+    }
+}
+
+/// Waits until the waker fires, one of `fds` becomes readable, or
+/// `timeout` passes (`None`: no limit). Returns the indices of readable fds.
+pub(crate) fn poll(
+    waker: &Waker,
+    fds: &[RawFd],
+    timeout: Option<std::time::Duration>,
+) -> io::Result<Vec<usize>> {
+    let mut set: Vec<libc::pollfd> = Vec::with_capacity(fds.len() + 1);
+    set.push(libc::pollfd {
+        fd: waker.0.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    });
+    set.extend(fds.iter().map(|&fd| libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    }));
+    let ms = timeout.map_or(-1, |t| {
+        // Round up, so a deadline is never checked early and spun on.
+        i32::try_from(t.as_micros().div_ceil(1000)).unwrap_or(i32::MAX)
+    });
+    // SAFETY: `set` is a valid array of pollfd for the call's duration.
+    let r = unsafe { libc::poll(set.as_mut_ptr(), set.len() as libc::nfds_t, ms) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() == io::ErrorKind::Interrupted {
+            return Ok(Vec::new());
+        }
+        return Err(e);
+    }
+    if set[0].revents != 0 {
+        waker.drain();
+    }
+    Ok(set[1..]
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.revents != 0)
+        .map(|(i, _)| i)
+        .collect())
+}

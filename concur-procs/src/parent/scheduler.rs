@@ -1,0 +1,1090 @@
+//! The parent's decisions, in one place and without I/O: which worker
+//! gets which task, what happens when a worker dies, when a task has run
+//! too long, when the pool gives up, how it stops.
+//!
+//! Events come in as method calls with the time passed in (`now`); what
+//! must be done comes out as [`Effects`] (frames queued per worker in
+//! [`Worker::outgoing`], handles to finish, workers to kill or start). The
+//! I/O threads around it ([`super::shell`]) only feed it events and carry
+//! the effects out, so every decision here is tested without processes
+//! (see the tests at the end of this file).
+//!
+//! # Delivery rules (the contract this module keeps)
+//! - Every unit (a task, or one task of a batch) ends exactly once: its
+//!   [`Sink`] is finished by one of done, timeout, cancel, quarantine,
+//!   pool failure, shutdown.
+//! - A worker that dies blames only the unit it was running (read from its
+//!   progress word, see [`Progress`]); units waiting on it are sent again
+//!   at no cost: they never started.
+//! - The running unit is run again while it has been running in at most
+//!   `retries` deaths; past that it is quarantined: it fails with
+//!   `WorkerLost` and a note of how many workers it ended.
+//! - A kill the pool decides (timeout, cancel, shutdown, a bad frame)
+//!   finishes the unit it targets with that cause *before* the kill, so the
+//!   death that follows never reads as a lost worker.
+//! - Restart intensity counts only deaths that failed work and workers
+//!   that died before they became ready; an external kill storm whose
+//!   tasks all succeed on retry never fails the pool.
+//! - A failed pool fails everything queued and everything it would have
+//!   sent again; nothing is left waiting for a worker that will never come.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use concur_core::{Completion, ErrorKind, Payload, TaskError, TaskId, WorkerExit};
+
+use crate::shm::Body;
+use crate::sys;
+
+/// Identifies one worker process (its incarnation number; never reused).
+pub(crate) type WorkerId = u64;
+
+/// The pool's settings that decisions depend on.
+#[derive(Debug, Clone)]
+pub(crate) struct Rules {
+    pub(crate) workers: usize,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) retries: u32,
+    pub(crate) max_tasks: Option<u64>,
+    pub(crate) max_crashes: u32,
+    pub(crate) crash_window: Duration,
+    pub(crate) depth: usize,
+    /// The depth adapts to task length (not set by the user).
+    pub(crate) adaptive: bool,
+}
+
+/// Most units in one group frame, and most inline bytes.
+const GROUP_UNITS: usize = 256;
+const GROUP_BYTES: usize = 64 * 1024;
+
+impl Rules {
+    /// Takes from the front of `queue` the units that can travel with
+    /// `first` in one frame: tasks of the same batch, small, with no
+    /// messages. Units found cancelled on the way are dropped.
+    fn group_with(&self, first: &Unit, queue: &mut VecDeque<Unit>) -> Vec<Unit> {
+        let Sink::Item(batch, _) = &first.sink else {
+            return Vec::new();
+        };
+        let small = |u: &Unit| matches!(u.input, Body::Empty | Body::Inline(_));
+        if !small(first) {
+            return Vec::new();
+        }
+        let mut bytes = first.input.as_slice().len();
+        let mut group = Vec::new();
+        while group.len() + 1 < GROUP_UNITS {
+            let Some(next) = queue.front() else { break };
+            let same = matches!(&next.sink, Sink::Item(b, _) if Arc::ptr_eq(b, batch));
+            if !same
+                || next.name != first.name
+                || !small(next)
+                || !next.down.is_empty()
+                || bytes + next.input.as_slice().len() > GROUP_BYTES
+            {
+                break;
+            }
+            let u = queue.pop_front().expect("front exists");
+            if !u.sink.begin() {
+                continue;
+            }
+            bytes += u.input.as_slice().len();
+            group.push(u);
+        }
+        group
+    }
+}
+
+/// Where a unit's result goes.
+#[derive(Clone)]
+pub(crate) enum Sink {
+    /// A task submitted alone: its own handle.
+    Single(Completion),
+    /// Task `index` of a batch.
+    Item(Arc<Batch>, usize),
+}
+
+/// A batch's handle and the results of its tasks so far.
+pub(crate) struct Batch {
+    pub(crate) completion: Completion,
+    slots: Mutex<BatchSlots>,
+}
+
+struct BatchSlots {
+    started: bool,
+    results: Vec<Option<Result<Vec<u8>, TaskError>>>,
+    left: usize,
+}
+
+impl Batch {
+    pub(crate) fn new(completion: Completion, len: usize) -> Arc<Batch> {
+        Arc::new(Batch {
+            completion,
+            slots: Mutex::new(BatchSlots {
+                started: false,
+                results: (0..len).map(|_| None).collect(),
+                left: len,
+            }),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BatchSlots> {
+        self.slots.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Sink {
+    /// The id of the handle the caller holds.
+    pub(crate) fn handle_id(&self) -> TaskId {
+        match self {
+            Sink::Single(c) => c.id(),
+            Sink::Item(b, _) => b.completion.id(),
+        }
+    }
+
+    /// True once nobody waits for this unit any more (done, cancelled).
+    pub(crate) fn is_done(&self) -> bool {
+        match self {
+            Sink::Single(c) => c.is_done(),
+            Sink::Item(b, i) => b.completion.is_done() || b.lock().results[*i].is_some(),
+        }
+    }
+
+    /// Marks the unit running; false when it must not run (cancelled).
+    fn begin(&self) -> bool {
+        match self {
+            Sink::Single(c) => c.begin(),
+            Sink::Item(b, _) => {
+                let mut s = b.lock();
+                if !s.started {
+                    s.started = true;
+                    drop(s);
+                    return b.completion.begin();
+                }
+                drop(s);
+                !b.completion.is_done()
+            }
+        }
+    }
+
+    /// Puts the unit back to queued (it will be sent again).
+    fn requeue(&self) -> bool {
+        match self {
+            Sink::Single(c) => c.requeue(),
+            Sink::Item(..) => !self.is_done(),
+        }
+    }
+
+    /// Delivers the unit's result; finishing the last task of a batch
+    /// finishes the batch.
+    pub(crate) fn finish(&self, result: Result<Body, TaskError>) {
+        match self {
+            Sink::Single(c) => {
+                c.finish(result.map(Body::into_payload));
+            }
+            Sink::Item(b, i) => {
+                let all = {
+                    let mut s = b.lock();
+                    if s.results[*i].is_some() {
+                        return;
+                    }
+                    s.results[*i] = Some(result.map(|body| body.as_slice().to_vec()));
+                    s.left -= 1;
+                    if s.left > 0 {
+                        return;
+                    }
+                    std::mem::take(&mut s.results)
+                };
+                let items: Vec<Result<Vec<u8>, TaskError>> = all
+                    .into_iter()
+                    .map(|r| r.unwrap_or_else(|| Err(ErrorKind::Cancelled.into())))
+                    .collect();
+                let out = concur_core::encode_batch_items(&items);
+                b.completion.finish(out.map(Payload::bytes));
+            }
+        }
+    }
+}
+
+/// One task on its way to a worker: a task submitted alone, or one task of
+/// a batch.
+pub(crate) struct Unit {
+    /// Its id on the wire (a single task's is its handle's id).
+    pub(crate) id: TaskId,
+    pub(crate) sink: Sink,
+    pub(crate) name: &'static str,
+    pub(crate) input: Body,
+    /// Every message the caller sent it, kept for a retry.
+    pub(crate) down: Vec<Vec<u8>>,
+    /// The caller dropped its handle.
+    pub(crate) caller_gone: bool,
+    /// Worker deaths it was running in.
+    pub(crate) deaths: u32,
+    /// Asked back from the worker it waits on.
+    recalled: bool,
+    /// Its place in the order its worker received run frames (1-based).
+    seq: u64,
+    /// The run frame it travelled in (units of a batch travel together).
+    group: u64,
+}
+
+impl Unit {
+    pub(crate) fn new(id: TaskId, sink: Sink, name: &'static str, input: Body) -> Unit {
+        Unit {
+            id,
+            sink,
+            name,
+            input,
+            down: Vec::new(),
+            caller_gone: false,
+            deaths: 0,
+            recalled: false,
+            seq: 0,
+            group: 0,
+        }
+    }
+}
+
+/// A frame for a worker, before encoding.
+#[derive(Debug)]
+pub(crate) enum Out {
+    Run {
+        id: TaskId,
+        name: &'static str,
+        input: Body,
+    },
+    /// Several small tasks of one batch in one frame.
+    RunGroup {
+        name: &'static str,
+        units: Vec<(TaskId, Body)>,
+    },
+    Deliver {
+        id: TaskId,
+        bytes: Vec<u8>,
+    },
+    CallerGone {
+        id: TaskId,
+    },
+    Cancel {
+        id: TaskId,
+    },
+    Recall {
+        ids: Vec<TaskId>,
+    },
+    Shutdown,
+}
+
+/// What a worker's progress word says (written by the worker, read by
+/// the parent through shared memory).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Progress {
+    /// The unit it runs now (0: none).
+    pub(crate) running: u64,
+    /// When that unit started.
+    pub(crate) started: Option<Instant>,
+    /// How many tasks it has received.
+    pub(crate) received: u64,
+    /// Moves at every start and end of a task.
+    pub(crate) seq: u64,
+}
+
+/// Reads workers' progress words.
+pub(crate) trait Probe {
+    fn progress(&self, w: WorkerId) -> Progress;
+}
+
+/// Why the pool ended a worker itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Kill {
+    Timeout,
+    Cancel,
+    Shutdown,
+    /// It sent a frame the parent could not read.
+    BadFrame,
+}
+
+/// What the shell must do after an event.
+#[must_use]
+#[derive(Default)]
+pub(crate) struct Effects {
+    /// Workers with new frames in [`Worker::outgoing`].
+    pub(crate) touched: Vec<WorkerId>,
+    /// Handles to finish (outside the lock).
+    pub(crate) finish: Vec<(Sink, Result<Body, TaskError>)>,
+    /// Workers to kill now.
+    pub(crate) kill: Vec<WorkerId>,
+    /// Slots that need a new worker.
+    pub(crate) start: Vec<usize>,
+    /// A worker with a timeout to watch went busy: the deadline checker
+    /// must look again.
+    pub(crate) arm: bool,
+}
+
+impl Effects {
+    fn touch(&mut self, w: WorkerId) {
+        if !self.touched.contains(&w) {
+            self.touched.push(w);
+        }
+    }
+    pub(crate) fn merge(&mut self, other: Effects) {
+        for w in other.touched {
+            self.touch(w);
+        }
+        self.finish.extend(other.finish);
+        self.kill.extend(other.kill);
+        self.start.extend(other.start);
+        self.arm |= other.arm;
+    }
+}
+
+/// A live worker, as the scheduler sees it.
+pub(crate) struct Worker {
+    pub(crate) slot: usize,
+    pub(crate) in_flight: VecDeque<Unit>,
+    /// Frames decided and not yet handed to the worker's outbox.
+    pub(crate) outgoing: Vec<Out>,
+    /// Tasks sent (for recycling after `max_tasks`).
+    sent: u64,
+    /// Run frames sent (numbering [`Unit::seq`]).
+    runs: u64,
+    /// Run frames with a unit still in flight: the pipelining depth counts
+    /// these, so a group of small tasks takes one place.
+    open_groups: usize,
+    retiring: bool,
+    pub(crate) killed: Option<Kill>,
+    /// When the unit now at the front of `in_flight` started being served.
+    serving_since: Instant,
+    /// Recent time per task (moving average), once known.
+    per_task: Option<Duration>,
+    /// The progress sequence last seen and when it last moved.
+    last_seq: u64,
+    last_change: Instant,
+}
+
+/// A front task running longer than this (or four times the worker's
+/// average, if longer) counts as stalled.
+const STALL_AFTER: Duration = Duration::from_micros(500);
+
+/// Tasks shorter than this on average are pipelined to the full depth;
+/// longer ones are sent two at a time.
+const PIPELINE_BELOW: Duration = Duration::from_millis(1);
+
+impl Worker {
+    fn new(slot: usize, now: Instant) -> Self {
+        Worker {
+            slot,
+            in_flight: VecDeque::new(),
+            outgoing: Vec::new(),
+            sent: 0,
+            runs: 0,
+            open_groups: 0,
+            retiring: false,
+            killed: None,
+            serving_since: now,
+            per_task: None,
+            last_seq: 0,
+            last_change: now,
+        }
+    }
+
+    fn takes_work(&self, rules: &Rules) -> bool {
+        let depth = match self.per_task {
+            _ if !rules.adaptive => rules.depth,
+            Some(t) if t < PIPELINE_BELOW => rules.depth,
+            _ => rules.depth.min(2),
+        };
+        !self.retiring && self.killed.is_none() && self.open_groups < depth
+    }
+
+    /// Takes unit `i` out of flight (units of a group are contiguous).
+    fn take(&mut self, i: usize) -> Option<Unit> {
+        let u = self.in_flight.remove(i)?;
+        let same = |j: usize| self.in_flight.get(j).is_some_and(|o| o.group == u.group);
+        if !(i > 0 && same(i - 1)) && !same(i) {
+            self.open_groups -= 1;
+        }
+        Some(u)
+    }
+
+    /// Takes every unit out of flight.
+    fn take_all(&mut self) -> std::collections::vec_deque::Drain<'_, Unit> {
+        self.open_groups = 0;
+        self.in_flight.drain(..)
+    }
+
+    fn stalled(&self, now: Instant) -> bool {
+        let usual = self
+            .per_task
+            .map_or(STALL_AFTER, |t| (t * 4).max(STALL_AFTER));
+        !self.in_flight.is_empty() && now.saturating_duration_since(self.serving_since) > usual
+    }
+
+    fn served(&mut self, now: Instant) {
+        let took = now.saturating_duration_since(self.serving_since);
+        self.per_task = Some(match self.per_task {
+            Some(avg) => (avg * 3 + took) / 4,
+            None => took,
+        });
+        self.serving_since = now;
+    }
+
+    fn position(&self, id: TaskId) -> Option<usize> {
+        self.in_flight.iter().position(|u| u.id == id)
+    }
+}
+
+/// The whole state of a process pool's parent.
+pub(crate) struct Scheduler {
+    pub(crate) rules: Rules,
+    queue: VecDeque<Unit>,
+    pub(crate) workers: HashMap<WorkerId, Worker>,
+    /// The current worker of each slot; `None` while one is being started.
+    pub(crate) slots: Vec<Option<WorkerId>>,
+    next_worker: WorkerId,
+    crashes: VecDeque<Instant>,
+    /// Starts that failed since a worker last became ready: slow failures
+    /// (each up to the start timeout) would never fill the crash window.
+    failed_starts: u32,
+    failed: Option<String>,
+    closing: bool,
+}
+
+impl Scheduler {
+    pub(crate) fn new(rules: Rules) -> Self {
+        Scheduler {
+            slots: vec![None; rules.workers],
+            rules,
+            queue: VecDeque::new(),
+            workers: HashMap::new(),
+            next_worker: 0,
+            crashes: VecDeque::new(),
+            failed_starts: 0,
+            failed: None,
+            closing: false,
+        }
+    }
+
+    /// A fresh worker id for a process about to be started.
+    pub(crate) fn next_worker_id(&mut self) -> WorkerId {
+        self.next_worker += 1;
+        self.next_worker
+    }
+
+    /// True when nothing is queued or in flight.
+    #[cfg(test)]
+    pub(crate) fn is_idle(&self) -> bool {
+        self.queue.is_empty() && self.workers.values().all(|w| w.in_flight.is_empty())
+    }
+
+    /// Why new work is refused, if it is.
+    fn refusal(&self) -> Option<TaskError> {
+        if self.closing {
+            return Some(ErrorKind::ShutDown.into());
+        }
+        self.failed.as_ref().map(|reason| {
+            ErrorKind::PoolFailed {
+                reason: reason.clone(),
+            }
+            .into()
+        })
+    }
+
+    /// New units from a caller.
+    ///
+    /// # Errors
+    /// `ShutDown` or `PoolFailed` when the pool takes no more work (then no
+    /// unit was accepted).
+    pub(crate) fn submit(&mut self, units: Vec<Unit>, now: Instant) -> Result<Effects, TaskError> {
+        if let Some(e) = self.refusal() {
+            return Err(e);
+        }
+        self.queue.extend(units);
+        Ok(self.dispatch(now))
+    }
+
+    /// Worker `w` (started for `slot`) is ready for work.
+    pub(crate) fn on_ready(&mut self, w: WorkerId, slot: usize, now: Instant) -> Effects {
+        self.failed_starts = 0;
+        let mut worker = Worker::new(slot, now);
+        let mut fx = Effects::default();
+        if self.closing || self.failed.is_some() || self.slots[slot].is_some() {
+            worker.retiring = true;
+            worker.outgoing.push(Out::Shutdown);
+            fx.touch(w);
+        } else {
+            self.slots[slot] = Some(w);
+        }
+        self.workers.insert(w, worker);
+        fx.merge(self.dispatch(now));
+        fx
+    }
+
+    /// A worker for `slot` could not be started (or died before it was
+    /// ready): counts toward the restart limit; starts another unless the
+    /// pool gave up.
+    pub(crate) fn on_start_failed(
+        &mut self,
+        slot: usize,
+        why: &TaskError,
+        now: Instant,
+    ) -> Effects {
+        let mut fx = Effects::default();
+        self.failed_starts += 1;
+        if self.failed_starts > self.rules.max_crashes {
+            self.fail(
+                format!(
+                    "{} worker starts failed in a row ({why})",
+                    self.failed_starts
+                ),
+                &mut fx,
+            );
+        }
+        self.count_crash(now, &mut fx, || {
+            format!("workers could not be started ({why})")
+        });
+        if !self.closing && self.failed.is_none() && self.slots[slot].is_none() {
+            fx.start.push(slot);
+        }
+        fx
+    }
+
+    /// Sends queued units to workers with room, least loaded first.
+    pub(crate) fn dispatch(&mut self, now: Instant) -> Effects {
+        let mut fx = Effects::default();
+        while !self.queue.is_empty() {
+            let best = self
+                .slots
+                .iter()
+                .flatten()
+                .filter_map(|id| self.workers.get(id).map(|w| (*id, w)))
+                .filter(|(_, w)| w.takes_work(&self.rules))
+                .min_by_key(|(id, w)| (w.stalled(now), w.in_flight.len(), *id))
+                .map(|(id, _)| id);
+            let Some(wid) = best else { break };
+            let mut unit = self.queue.pop_front().expect("queue is not empty");
+            if !unit.sink.begin() {
+                continue; // cancelled while queued
+            }
+            let w = self.workers.get_mut(&wid).expect("chosen worker exists");
+            if w.in_flight.is_empty() {
+                w.serving_since = now;
+                w.last_change = now;
+                fx.arm |= self.rules.timeout.is_some();
+            }
+            w.runs += 1;
+            w.open_groups += 1;
+            unit.seq = w.runs;
+            unit.group = w.runs;
+            let group = self.rules.group_with(&unit, &mut self.queue);
+            if group.is_empty() {
+                w.outgoing.push(Out::Run {
+                    id: unit.id,
+                    name: unit.name,
+                    input: unit.input.clone(),
+                });
+                for bytes in &unit.down {
+                    w.outgoing.push(Out::Deliver {
+                        id: unit.id,
+                        bytes: bytes.clone(),
+                    });
+                }
+                if unit.caller_gone {
+                    w.outgoing.push(Out::CallerGone { id: unit.id });
+                }
+                w.in_flight.push_back(unit);
+            } else {
+                let mut units = Vec::with_capacity(group.len() + 1);
+                units.push((unit.id, unit.input.clone()));
+                units.extend(group.iter().map(|u| (u.id, u.input.clone())));
+                w.outgoing.push(Out::RunGroup {
+                    name: unit.name,
+                    units,
+                });
+                w.in_flight.push_back(unit);
+                for mut u in group {
+                    u.seq = w.runs;
+                    u.group = w.runs;
+                    w.sent += 1;
+                    w.in_flight.push_back(u);
+                }
+            }
+            w.sent += 1;
+            fx.touch(wid);
+            if self.rules.max_tasks.is_some_and(|m| w.sent >= m) {
+                // Recycle: the worker finishes what it holds, then exits;
+                // its replacement starts now.
+                w.retiring = true;
+                w.outgoing.push(Out::Shutdown);
+                let slot = w.slot;
+                self.slots[slot] = None;
+                if !self.closing {
+                    fx.start.push(slot);
+                }
+            }
+        }
+        self.recall_from_stalled(now, &mut fx);
+        fx
+    }
+
+    /// With nothing queued and a worker idle, asks stalled workers to give
+    /// back the units waiting behind their long task.
+    fn recall_from_stalled(&mut self, now: Instant, fx: &mut Effects) {
+        let rules = &self.rules;
+        if !self.queue.is_empty()
+            || !self
+                .workers
+                .values()
+                .any(|w| w.in_flight.is_empty() && w.takes_work(rules))
+        {
+            return;
+        }
+        for (id, w) in self.workers.iter_mut() {
+            if w.killed.is_some() || w.in_flight.len() < 2 || !w.stalled(now) {
+                continue;
+            }
+            let ids: Vec<TaskId> = w
+                .in_flight
+                .iter_mut()
+                .skip(1)
+                .filter(|u| !u.recalled)
+                .map(|u| {
+                    u.recalled = true;
+                    u.id
+                })
+                .collect();
+            if !ids.is_empty() {
+                w.outgoing.push(Out::Recall { ids });
+                fx.touched.push(*id);
+            }
+        }
+    }
+
+    /// Worker `w` finished unit `id` (`result` carries the output body).
+    #[cfg(test)]
+    pub(crate) fn on_done(
+        &mut self,
+        w: WorkerId,
+        id: TaskId,
+        result: Result<Body, TaskError>,
+        now: Instant,
+    ) -> Effects {
+        self.on_results(w, vec![(id, result)], now)
+    }
+
+    /// Worker `w` finished these units (each result carries its output
+    /// body); what was queued then goes out, once for them all.
+    pub(crate) fn on_results(
+        &mut self,
+        w: WorkerId,
+        results: Vec<(TaskId, Result<Body, TaskError>)>,
+        now: Instant,
+    ) -> Effects {
+        let mut fx = Effects::default();
+        if let Some(worker) = self.workers.get_mut(&w) {
+            for (id, result) in results {
+                let Some(i) = worker.position(id) else {
+                    continue;
+                };
+                if i == 0 {
+                    worker.served(now);
+                }
+                let unit = worker.take(i).expect("position is valid");
+                fx.finish.push((unit.sink, result));
+            }
+        }
+        fx.merge(self.dispatch(now));
+        fx
+    }
+
+    /// A message from unit `id` on worker `w` for its caller.
+    pub(crate) fn message_sink(&self, w: WorkerId, id: TaskId) -> Option<Completion> {
+        let worker = self.workers.get(&w)?;
+        let unit = &worker.in_flight[worker.position(id)?];
+        match &unit.sink {
+            Sink::Single(c) => Some(c.clone()),
+            Sink::Item(..) => None,
+        }
+    }
+
+    /// Worker `w` gave back units it had not started.
+    pub(crate) fn on_recalled(&mut self, w: WorkerId, ids: &[TaskId], now: Instant) -> Effects {
+        let mut back = Vec::new();
+        if let Some(worker) = self.workers.get_mut(&w) {
+            for id in ids {
+                if let Some(mut unit) = worker.position(*id).and_then(|i| worker.take(i)) {
+                    unit.recalled = false;
+                    worker.sent = worker.sent.saturating_sub(1);
+                    if unit.sink.requeue() {
+                        back.push(unit);
+                    }
+                }
+            }
+        }
+        let mut fx = Effects::default();
+        self.put_back(back, &mut fx);
+        fx.merge(self.dispatch(now));
+        fx
+    }
+
+    /// Worker `w` sent something the parent cannot read: it is ended, and
+    /// the unit it was running fails with `error`.
+    pub(crate) fn on_bad_frame(
+        &mut self,
+        w: WorkerId,
+        error: TaskError,
+        probe: &dyn Probe,
+    ) -> Effects {
+        let mut fx = Effects::default();
+        let Some(worker) = self.workers.get_mut(&w) else {
+            return fx;
+        };
+        if worker.killed.is_some() {
+            return fx;
+        }
+        let running = probe.progress(w).running;
+        let target = worker
+            .in_flight
+            .iter()
+            .position(|u| u.id.0 == running)
+            .unwrap_or(0);
+        if let Some(unit) = worker.take(target) {
+            fx.finish.push((unit.sink, Err(error)));
+        }
+        worker.killed = Some(Kill::BadFrame);
+        fx.kill.push(w);
+        fx
+    }
+
+    /// Worker `w`'s process ended with `exit`; `progress` is its progress
+    /// word as it died.
+    pub(crate) fn on_exit(
+        &mut self,
+        w: WorkerId,
+        exit: WorkerExit,
+        progress: Progress,
+        now: Instant,
+    ) -> Effects {
+        let mut fx = Effects::default();
+        let Some(worker) = self.workers.remove(&w) else {
+            return fx;
+        };
+        let slot = worker.slot;
+        let current = self.slots[slot] == Some(w);
+        if current {
+            self.slots[slot] = None;
+        }
+        let ours = worker.killed.is_some() || exit == WorkerExit::Code(sys::EXIT_CANCELLED);
+        let clean = worker.retiring && exit == WorkerExit::Code(0);
+        let blame = if ours || clean {
+            None
+        } else if progress.running != 0 {
+            Some(progress.running)
+        } else if exit == WorkerExit::MemoryLimit
+            || exit == WorkerExit::Code(sys::EXIT_UNREADABLE_INPUT)
+        {
+            // It died receiving a task (mapping its input, say): the first
+            // task it had not received yet is the one.
+            worker
+                .in_flight
+                .iter()
+                .find(|u| u.seq == progress.received + 1)
+                .map(|u| u.id.0)
+        } else {
+            None
+        };
+        let mut back = Vec::new();
+        let mut failed_work = false;
+        for mut unit in worker.in_flight {
+            if unit.sink.is_done() {
+                continue;
+            }
+            unit.recalled = false;
+            if Some(unit.id.0) == blame {
+                unit.deaths += 1;
+                if unit.deaths > self.rules.retries {
+                    failed_work = true;
+                    fx.finish
+                        .push((unit.sink, Err(lost(exit, unit.deaths, self.rules.retries))));
+                    continue;
+                }
+            }
+            if unit.sink.requeue() {
+                back.push(unit);
+            }
+        }
+        if failed_work {
+            self.count_crash(now, &mut fx, || {
+                "too many tasks ended their workers".to_owned()
+            });
+        }
+        self.put_back(back, &mut fx);
+        if current && !self.closing && self.failed.is_none() {
+            fx.start.push(slot);
+        }
+        fx.merge(self.dispatch(now));
+        fx
+    }
+
+    /// Puts units back at the front of the queue, in order; fails them
+    /// instead when the pool gave up.
+    fn put_back(&mut self, units: Vec<Unit>, fx: &mut Effects) {
+        // A closing pool starts no worker: nothing queued now would run.
+        if let Some(e) = self.refusal() {
+            for u in units {
+                fx.finish.push((u.sink, Err(e.clone())));
+            }
+            return;
+        }
+        for u in units.into_iter().rev() {
+            self.queue.push_front(u);
+        }
+    }
+
+    /// Counts a crash; past the restart limit the pool fails.
+    fn count_crash(&mut self, now: Instant, fx: &mut Effects, why: impl FnOnce() -> String) {
+        self.crashes.push_back(now);
+        while self
+            .crashes
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > self.rules.crash_window)
+        {
+            self.crashes.pop_front();
+        }
+        if self.crashes.len() > self.rules.max_crashes as usize && self.failed.is_none() {
+            let reason = format!(
+                "more than {} worker failures within {:?}: {}",
+                self.rules.max_crashes,
+                self.rules.crash_window,
+                why()
+            );
+            self.fail(reason, fx);
+        }
+    }
+
+    /// The pool gives up: everything queued fails now, and everything in
+    /// flight fails when its worker ends (see [`Self::put_back`]). Live
+    /// workers finish what they hold, then exit.
+    pub(crate) fn fail(&mut self, reason: String, fx: &mut Effects) {
+        if self.failed.is_some() {
+            return;
+        }
+        let e: TaskError = ErrorKind::PoolFailed {
+            reason: reason.clone(),
+        }
+        .into();
+        for u in self.queue.drain(..) {
+            fx.finish.push((u.sink, Err(e.clone())));
+        }
+        self.failed = Some(reason);
+        for (id, w) in self.workers.iter_mut() {
+            if !w.retiring {
+                w.retiring = true;
+                w.outgoing.push(Out::Shutdown);
+                fx.touch(*id);
+            }
+        }
+        self.slots.iter_mut().for_each(|s| *s = None);
+    }
+
+    /// The pool failed in a way that leaves nothing to wait for (its
+    /// result router ended): everything fails now and every worker is
+    /// killed.
+    pub(crate) fn fail_now(&mut self, reason: String) -> Effects {
+        let mut fx = Effects::default();
+        self.fail(reason.clone(), &mut fx);
+        let e: TaskError = ErrorKind::PoolFailed { reason }.into();
+        for (id, w) in self.workers.iter_mut() {
+            for u in w.take_all() {
+                fx.finish.push((u.sink, Err(e.clone())));
+            }
+            if w.killed.is_none() {
+                w.killed = Some(Kill::Shutdown);
+                fx.kill.push(*id);
+            }
+        }
+        fx
+    }
+
+    /// The caller sent task `id` a message.
+    pub(crate) fn deliver(&mut self, id: TaskId, bytes: Vec<u8>) -> Effects {
+        let mut fx = Effects::default();
+        if let Some(u) = self.queue.iter_mut().find(|u| u.id == id) {
+            u.down.push(bytes);
+            return fx;
+        }
+        for (wid, w) in self.workers.iter_mut() {
+            if let Some(i) = w.position(id) {
+                w.in_flight[i].down.push(bytes.clone());
+                w.outgoing.push(Out::Deliver { id, bytes });
+                fx.touch(*wid);
+                break;
+            }
+        }
+        fx
+    }
+
+    /// The caller of task `id` dropped its handle.
+    pub(crate) fn caller_gone(&mut self, id: TaskId) -> Effects {
+        let mut fx = Effects::default();
+        if let Some(u) = self.queue.iter_mut().find(|u| u.id == id) {
+            u.caller_gone = true;
+            return fx;
+        }
+        for (wid, w) in self.workers.iter_mut() {
+            if let Some(i) = w.position(id) {
+                w.in_flight[i].caller_gone = true;
+                w.outgoing.push(Out::CallerGone { id });
+                fx.touch(*wid);
+                break;
+            }
+        }
+        fx
+    }
+
+    /// The caller cancelled handle `handle` (its cell is already done):
+    /// a running unit's worker is killed, units sent ahead are dropped by
+    /// their worker, queued ones are dropped at dispatch.
+    pub(crate) fn cancel(&mut self, handle: TaskId, probe: &dyn Probe, now: Instant) -> Effects {
+        let mut fx = Effects::default();
+        for (wid, w) in self.workers.iter_mut() {
+            if w.killed.is_some() {
+                continue;
+            }
+            let running = probe.progress(*wid).running;
+            let mut i = 0;
+            while i < w.in_flight.len() {
+                if w.in_flight[i].sink.handle_id() != handle {
+                    i += 1;
+                    continue;
+                }
+                let unit = w.take(i).expect("index is valid");
+                if unit.id.0 == running {
+                    w.killed = Some(Kill::Cancel);
+                    fx.kill.push(*wid);
+                } else {
+                    // If it starts before this arrives, the worker ends
+                    // itself (EXIT_CANCELLED), which counts as ours.
+                    w.outgoing.push(Out::Cancel { id: unit.id });
+                    fx.touch(*wid);
+                }
+                w.sent = w.sent.saturating_sub(1);
+            }
+        }
+        fx.merge(self.dispatch(now));
+        fx
+    }
+
+    /// Checks running units against the timeout. Returns the effects and
+    /// when to check again (`None`: no timeout pending).
+    pub(crate) fn on_tick(
+        &mut self,
+        now: Instant,
+        probe: &dyn Probe,
+    ) -> (Effects, Option<Instant>) {
+        let mut fx = Effects::default();
+        let Some(timeout) = self.rules.timeout else {
+            return (fx, None);
+        };
+        let mut next: Option<Instant> = None;
+        for (wid, w) in self.workers.iter_mut() {
+            if w.killed.is_some() || w.in_flight.is_empty() {
+                continue;
+            }
+            let p = probe.progress(*wid);
+            if p.seq != w.last_seq {
+                w.last_seq = p.seq;
+                w.last_change = now;
+            }
+            let running = w.in_flight.iter().position(|u| u.id.0 == p.running);
+            let (target, deadline) = match (running, p.started) {
+                (Some(i), Some(started)) => (i, started + timeout),
+                // Nothing of ours runs, yet work waits and the worker has
+                // not moved (stopped, wedged): the front unit has waited
+                // on it for the whole timeout.
+                _ => (0, w.last_change + timeout),
+            };
+            if now >= deadline {
+                let unit = w.take(target).expect("index is valid");
+                fx.finish.push((
+                    unit.sink,
+                    Err(ErrorKind::TimedOut { after: timeout }.into()),
+                ));
+                w.killed = Some(Kill::Timeout);
+                fx.kill.push(*wid);
+            } else {
+                next = Some(next.map_or(deadline, |n| n.min(deadline)));
+            }
+        }
+        (fx, next)
+    }
+
+    /// Stops taking work. `now`: cancel everything queued and in flight and
+    /// kill every worker; otherwise workers finish what they hold, then exit.
+    pub(crate) fn close(&mut self, now: bool) -> Effects {
+        let mut fx = Effects::default();
+        self.closing = true;
+        if now {
+            for u in self.queue.drain(..) {
+                fx.finish.push((u.sink, Err(ErrorKind::Cancelled.into())));
+            }
+        }
+        for (id, w) in self.workers.iter_mut() {
+            if now {
+                for u in w.take_all() {
+                    fx.finish.push((u.sink, Err(ErrorKind::Cancelled.into())));
+                }
+                if w.killed.is_none() {
+                    w.killed = Some(Kill::Shutdown);
+                    fx.kill.push(*id);
+                }
+            } else if !w.retiring {
+                w.retiring = true;
+                w.outgoing.push(Out::Shutdown);
+                fx.touch(*id);
+            }
+        }
+        self.slots.iter_mut().for_each(|s| *s = None);
+        fx
+    }
+
+    /// Marks worker `w` killed by the pool for `why` (a stop that waited too long).
+    pub(crate) fn mark_killed(&mut self, w: WorkerId, why: Kill) -> bool {
+        match self.workers.get_mut(&w) {
+            Some(worker) if worker.killed.is_none() => {
+                worker.killed = Some(why);
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The error of a unit that was running when its worker died for the last
+/// time it may.
+fn lost(exit: WorkerExit, deaths: u32, retries: u32) -> TaskError {
+    let kind = ErrorKind::WorkerLost(exit);
+    if retries == 0 {
+        return TaskError::new(kind);
+    }
+    TaskError::with_source(kind, Quarantined { deaths })
+}
+
+/// The note on a quarantined task's error.
+#[derive(Debug)]
+struct Quarantined {
+    deaths: u32,
+}
+
+impl std::fmt::Display for Quarantined {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the task was running in {} worker deaths and is quarantined (never run again)",
+            self.deaths
+        )
+    }
+}
+
+impl std::error::Error for Quarantined {}
+
+#[cfg(test)]
+mod tests;

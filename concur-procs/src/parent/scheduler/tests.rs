@@ -1,0 +1,473 @@
+//! The scheduler's decisions, driven by hand with a fake clock and fake
+//! progress words: no process, no thread, no sleep.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use concur_core::{Completion, ErrorKind, Permit, TaskError, TaskId, WorkerExit};
+
+use super::*;
+
+#[derive(Default)]
+struct FakeProbe(HashMap<WorkerId, Progress>);
+
+impl Probe for FakeProbe {
+    fn progress(&self, w: WorkerId) -> Progress {
+        self.0.get(&w).copied().unwrap_or_default()
+    }
+}
+
+fn rules() -> Rules {
+    Rules {
+        workers: 1,
+        timeout: None,
+        retries: 0,
+        max_tasks: None,
+        max_crashes: 100,
+        crash_window: Duration::from_secs(10),
+        depth: 16,
+        adaptive: false,
+    }
+}
+
+fn single() -> (Unit, Completion) {
+    let c = Completion::new(Permit::none(), None);
+    let u = Unit::new(c.id(), Sink::Single(c.clone()), "t", Body::Empty);
+    (u, c)
+}
+
+fn singles(n: usize) -> (Vec<Unit>, Vec<Completion>) {
+    (0..n).map(|_| single()).unzip()
+}
+
+/// A scheduler with one ready worker (id returned).
+fn with_worker(rules: Rules, now: Instant) -> (Scheduler, WorkerId) {
+    let mut s = Scheduler::new(rules);
+    let w = s.next_worker_id();
+    let _ = s.on_ready(w, 0, now);
+    (s, w)
+}
+
+fn running(id: TaskId, started: Instant) -> Progress {
+    Progress {
+        running: id.0,
+        started: Some(started),
+        received: 0,
+        seq: 1,
+    }
+}
+
+/// The finished results of `fx`, by handle id.
+fn finished(fx: &Effects) -> HashMap<TaskId, Result<(), ErrorKind>> {
+    fx.finish
+        .iter()
+        .map(|(sink, r)| {
+            (
+                sink.handle_id(),
+                r.as_ref().map(|_| ()).map_err(|e| e.kind().clone()),
+            )
+        })
+        .collect()
+}
+
+fn apply(fx: Effects) {
+    for (sink, r) in fx.finish {
+        sink.finish(r);
+    }
+}
+
+#[test]
+fn units_go_to_the_ready_worker_in_order() {
+    let now = Instant::now();
+    let (mut s, w) = with_worker(rules(), now);
+    let (units, cs) = singles(3);
+    let fx = s.submit(units, now).unwrap();
+    assert_eq!(fx.touched, vec![w]);
+    let ids: Vec<TaskId> = s.workers[&w]
+        .outgoing
+        .iter()
+        .map(|o| match o {
+            Out::Run { id, .. } => *id,
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(ids, cs.iter().map(Completion::id).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_unit_cancelled_while_queued_is_never_sent() {
+    let now = Instant::now();
+    let mut s = Scheduler::new(rules());
+    let (u, c) = single();
+    let _ = s.submit(vec![u], now).unwrap();
+    c.finish(Err(ErrorKind::Cancelled.into()));
+    let w = s.next_worker_id();
+    let _ = s.on_ready(w, 0, now);
+    assert!(s.workers[&w].outgoing.is_empty());
+    assert!(s.is_idle());
+}
+
+/// 7.7: tasks sent to a worker that died before running them are not blamed.
+#[test]
+fn waiting_units_of_a_dead_worker_are_sent_again_at_no_cost() {
+    let now = Instant::now();
+    let (mut s, w) = with_worker(rules(), now);
+    let (units, cs) = singles(3);
+    let _ = s.submit(units, now).unwrap();
+    let fx = s.on_exit(w, WorkerExit::Signal(9), Progress::default(), now);
+    assert!(fx.finish.is_empty(), "an innocent task was failed");
+    assert_eq!(fx.start, vec![0]);
+    assert!(cs.iter().all(|c| !c.is_done()));
+    // The replacement gets all three.
+    let w2 = s.next_worker_id();
+    let _ = s.on_ready(w2, 0, now);
+    assert_eq!(s.workers[&w2].in_flight.len(), 3);
+}
+
+/// Only the unit the progress word names is blamed.
+#[test]
+fn only_the_running_unit_is_blamed() {
+    let now = Instant::now();
+    let (mut s, w) = with_worker(rules(), now);
+    let (units, cs) = singles(3);
+    let _ = s.submit(units, now).unwrap();
+    let fx = s.on_exit(w, WorkerExit::Signal(6), running(cs[1].id(), now), now);
+    let done = finished(&fx);
+    assert_eq!(done.len(), 1);
+    assert_eq!(
+        done[&cs[1].id()],
+        Err(ErrorKind::WorkerLost(WorkerExit::Signal(6)))
+    );
+}
+
+/// Retry semantics: run again up to `retries` times, then quarantine.
+#[test]
+fn the_running_unit_is_retried_then_quarantined() {
+    let now = Instant::now();
+    let mut r = rules();
+    r.retries = 2;
+    let (mut s, mut w) = with_worker(r, now);
+    let (u, c) = single();
+    let _ = s.submit(vec![u], now).unwrap();
+    for death in 1..=3u32 {
+        let fx = s.on_exit(w, WorkerExit::Signal(9), running(c.id(), now), now);
+        if death <= 2 {
+            assert!(fx.finish.is_empty(), "death {death}: failed too early");
+            w = s.next_worker_id();
+            let _ = s.on_ready(w, 0, now);
+            assert_eq!(
+                s.workers[&w].in_flight.len(),
+                1,
+                "death {death}: not resent"
+            );
+        } else {
+            let (_, r) = fx.finish.into_iter().next().expect("quarantined");
+            let e = r.unwrap_err();
+            assert_eq!(e.kind(), &ErrorKind::WorkerLost(WorkerExit::Signal(9)));
+            let note = std::error::Error::source(&e).expect("a note").to_string();
+            assert!(note.contains("3 worker deaths"), "{note}");
+        }
+    }
+}
+
+/// The restart limit counts only deaths that failed work.
+#[test]
+fn a_kill_storm_whose_tasks_succeed_on_retry_does_not_fail_the_pool() {
+    let now = Instant::now();
+    let mut r = rules();
+    r.retries = 1;
+    r.max_crashes = 1;
+    let (mut s, mut w) = with_worker(r, now);
+    for _ in 0..20 {
+        let (u, c) = single();
+        let _ = s.submit(vec![u], now).unwrap();
+        // Killed once while running it; the retry succeeds.
+        let fx = s.on_exit(w, WorkerExit::Signal(9), running(c.id(), now), now);
+        assert!(fx.finish.is_empty());
+        w = s.next_worker_id();
+        let _ = s.on_ready(w, 0, now);
+        let fx = s.on_done(w, c.id(), Ok(Body::Empty), now);
+        apply(fx);
+        assert!(c.is_done());
+    }
+    assert!(s.refusal().is_none(), "the pool failed");
+}
+
+/// 7.1: once the pool fails, nothing waits for a worker that never comes.
+#[test]
+fn pool_failure_fails_queued_and_requeued_work() {
+    let now = Instant::now();
+    let mut r = rules();
+    r.retries = 3;
+    r.max_crashes = 0;
+    r.depth = 2;
+    let (mut s, w) = with_worker(r, now);
+    let (units, cs) = singles(5);
+    let _ = s.submit(units, now).unwrap();
+    // Two sent, three queued. The running one is killed for the 4th time.
+    for _ in 0..3 {
+        s.workers.get_mut(&w).unwrap().in_flight[0].deaths += 1;
+    }
+    let fx = s.on_exit(w, WorkerExit::Signal(6), running(cs[0].id(), now), now);
+    assert!(fx.start.is_empty(), "a failed pool starts no worker");
+    let done = finished(&fx);
+    assert_eq!(done.len(), 5, "every task ends: {done:?}");
+    assert!(matches!(done[&cs[0].id()], Err(ErrorKind::WorkerLost(_))));
+    for c in &cs[1..] {
+        assert!(matches!(done[&c.id()], Err(ErrorKind::PoolFailed { .. })));
+    }
+    assert!(s.is_idle());
+    assert!(s.submit(singles(1).0, now).is_err());
+}
+
+/// 7.4: a worker that stops (SIGSTOP) before it starts its task still
+/// times the task out.
+#[test]
+fn a_stopped_worker_times_out_the_task_waiting_on_it() {
+    let t0 = Instant::now();
+    let mut r = rules();
+    r.timeout = Some(Duration::from_secs(1));
+    let (mut s, w) = with_worker(r, t0);
+    let (u, c) = single();
+    let fx = s.submit(vec![u], t0).unwrap();
+    assert!(fx.arm);
+    let probe = FakeProbe::default(); // it never starts anything
+    let (fx, next) = s.on_tick(t0 + Duration::from_millis(500), &probe);
+    assert!(fx.kill.is_empty());
+    assert_eq!(next, Some(t0 + Duration::from_secs(1)));
+    let (fx, _) = s.on_tick(t0 + Duration::from_secs(1), &probe);
+    assert_eq!(fx.kill, vec![w]);
+    assert_eq!(
+        finished(&fx)[&c.id()],
+        Err(ErrorKind::TimedOut {
+            after: Duration::from_secs(1)
+        })
+    );
+}
+
+/// 7.4: each task of a batch has the whole timeout from its own start.
+#[test]
+fn each_unit_is_timed_from_its_own_start() {
+    let t0 = Instant::now();
+    let mut r = rules();
+    r.timeout = Some(Duration::from_secs(1));
+    let (mut s, w) = with_worker(r, t0);
+    let (units, cs) = singles(3);
+    let _ = s.submit(units, t0).unwrap();
+    // The first finished after 0.9 s; the second started then.
+    apply(s.on_done(
+        w,
+        cs[0].id(),
+        Ok(Body::Empty),
+        t0 + Duration::from_millis(900),
+    ));
+    let mut probe = FakeProbe::default();
+    probe
+        .0
+        .insert(w, running(cs[1].id(), t0 + Duration::from_millis(900)));
+    let (fx, next) = s.on_tick(t0 + Duration::from_millis(1200), &probe);
+    assert!(fx.kill.is_empty(), "timed from the batch start");
+    assert_eq!(next, Some(t0 + Duration::from_millis(1900)));
+    let (fx, _) = s.on_tick(t0 + Duration::from_millis(1900), &probe);
+    let done = finished(&fx);
+    assert_eq!(done.len(), 1);
+    assert!(matches!(done[&cs[1].id()], Err(ErrorKind::TimedOut { .. })));
+}
+
+/// 7.9: a kill the pool decided is reported as its cause, and the death
+/// that follows blames nobody and counts nothing.
+#[test]
+fn a_timeout_kill_is_never_a_lost_worker() {
+    let t0 = Instant::now();
+    let mut r = rules();
+    r.timeout = Some(Duration::from_secs(1));
+    r.max_crashes = 0;
+    let (mut s, w) = with_worker(r, t0);
+    let (units, cs) = singles(2);
+    let _ = s.submit(units, t0).unwrap();
+    let mut probe = FakeProbe::default();
+    probe.0.insert(w, running(cs[0].id(), t0));
+    let (fx, _) = s.on_tick(t0 + Duration::from_secs(2), &probe);
+    apply(fx);
+    let fx = s.on_exit(
+        w,
+        WorkerExit::Signal(9),
+        running(cs[0].id(), t0),
+        t0 + Duration::from_secs(2),
+    );
+    assert!(fx.finish.is_empty(), "the waiting task must be resent");
+    assert_eq!(fx.start, vec![0]);
+    assert!(s.refusal().is_none());
+    assert!(cs[0].is_done() && !cs[1].is_done());
+}
+
+/// 7.9: `shutdown_now` cancels; the kills that follow are not losses.
+#[test]
+fn shutdown_now_cancels_everything_then_kills() {
+    let now = Instant::now();
+    let mut r = rules();
+    r.depth = 1;
+    let (mut s, w) = with_worker(r, now);
+    let (units, cs) = singles(3);
+    let _ = s.submit(units, now).unwrap();
+    let fx = s.close(true);
+    assert_eq!(fx.kill, vec![w]);
+    let done = finished(&fx);
+    assert_eq!(done.len(), 3);
+    assert!(done.values().all(|r| r == &Err(ErrorKind::Cancelled)));
+    apply(fx);
+    let fx = s.on_exit(w, WorkerExit::Signal(9), running(cs[0].id(), now), now);
+    assert!(fx.finish.is_empty() && fx.start.is_empty());
+}
+
+#[test]
+fn cancel_kills_a_running_unit_and_recalls_a_waiting_one() {
+    let now = Instant::now();
+    let (mut s, w) = with_worker(rules(), now);
+    let (units, cs) = singles(2);
+    let _ = s.submit(units, now).unwrap();
+    s.workers.get_mut(&w).unwrap().outgoing.clear();
+    let mut probe = FakeProbe::default();
+    probe.0.insert(w, running(cs[0].id(), now));
+    let fx = s.cancel(cs[1].id(), &probe, now);
+    assert!(fx.kill.is_empty());
+    assert!(matches!(s.workers[&w].outgoing[..], [Out::Cancel { .. }]));
+    let fx = s.cancel(cs[0].id(), &probe, now);
+    assert_eq!(fx.kill, vec![w]);
+}
+
+/// 8.5: a worker that could not receive a task's input blames that task.
+#[test]
+fn a_worker_that_cannot_receive_an_input_blames_that_task() {
+    let now = Instant::now();
+    let (mut s, w) = with_worker(rules(), now);
+    let (units, cs) = singles(3);
+    let _ = s.submit(units, now).unwrap();
+    apply(s.on_done(w, cs[0].id(), Ok(Body::Empty), now));
+    let p = Progress {
+        running: 0,
+        started: None,
+        received: 1,
+        seq: 2,
+    };
+    let fx = s.on_exit(w, WorkerExit::MemoryLimit, p, now);
+    let done = finished(&fx);
+    assert_eq!(done.len(), 1);
+    assert_eq!(
+        done[&cs[1].id()],
+        Err(ErrorKind::WorkerLost(WorkerExit::MemoryLimit))
+    );
+}
+
+/// 8.1: an unreadable frame ends its worker and fails the task it ran.
+#[test]
+fn a_bad_frame_fails_the_running_task_and_kills_the_worker() {
+    let now = Instant::now();
+    let (mut s, w) = with_worker(rules(), now);
+    let (units, cs) = singles(2);
+    let _ = s.submit(units, now).unwrap();
+    let mut probe = FakeProbe::default();
+    probe.0.insert(w, running(cs[0].id(), now));
+    let e = TaskError::codec("frame", std::io::Error::other("garbage"));
+    let fx = s.on_bad_frame(w, e, &probe);
+    assert_eq!(fx.kill, vec![w]);
+    assert!(matches!(
+        finished(&fx)[&cs[0].id()],
+        Err(ErrorKind::Codec { .. })
+    ));
+    let fx = s.on_exit(w, WorkerExit::Signal(9), Progress::default(), now);
+    assert!(fx.finish.is_empty(), "the other task is resent");
+}
+
+/// 7.6: in a batch only the failing task fails; the batch still resolves.
+#[test]
+fn one_failing_task_of_a_batch_fails_alone() {
+    let now = Instant::now();
+    let mut r = rules();
+    r.retries = 0;
+    let (mut s, w) = with_worker(r, now);
+    let c = Completion::new(Permit::none(), None);
+    let batch = Batch::new(c.clone(), 3);
+    let units: Vec<Unit> = (0..3)
+        .map(|i| {
+            Unit::new(
+                TaskId::next(),
+                Sink::Item(batch.clone(), i),
+                "t",
+                Body::Empty,
+            )
+        })
+        .collect();
+    let ids: Vec<TaskId> = units.iter().map(|u| u.id).collect();
+    let _ = s.submit(units, now).unwrap();
+    let ok = |v: u32| Ok(Body::Inline(concur_core::codec::encode(&v, "t").unwrap()));
+    apply(s.on_done(w, ids[0], ok(10), now));
+    let fx = s.on_exit(w, WorkerExit::Signal(11), running(ids[1], now), now);
+    apply(fx);
+    let w2 = s.next_worker_id();
+    let _ = s.on_ready(w2, 0, now);
+    apply(s.on_done(w2, ids[2], ok(30), now));
+    assert!(c.is_done());
+    let h = concur_core::BatchHandle::<Dummy>::new(&c, 3);
+    let got = h.join();
+    assert_eq!(got[0].as_ref().unwrap(), &10);
+    assert!(matches!(
+        got[1].as_ref().unwrap_err().kind(),
+        ErrorKind::WorkerLost(_)
+    ));
+    assert_eq!(got[2].as_ref().unwrap(), &30);
+}
+
+#[test]
+fn recycling_starts_a_replacement_and_retires_the_worker() {
+    let now = Instant::now();
+    let mut r = rules();
+    r.max_tasks = Some(2);
+    let (mut s, w) = with_worker(r, now);
+    let fx = s.submit(singles(2).0, now).unwrap();
+    assert_eq!(fx.start, vec![0]);
+    assert!(matches!(s.workers[&w].outgoing.last(), Some(Out::Shutdown)));
+    // A clean exit after retiring blames nobody and starts nothing more.
+    let fx = s.on_exit(w, WorkerExit::Code(0), Progress::default(), now);
+    assert!(fx.start.is_empty());
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Dummy;
+
+impl concur_core::Task for Dummy {
+    type Output = u32;
+    type ToCaller = ();
+    type FromCaller = ();
+    const NAME: &'static str = "scheduler::tests::Dummy";
+    fn run(self, _cx: &mut concur_core::TaskContext<'_, Self>) -> u32 {
+        0
+    }
+}
+
+/// Starts that keep failing slowly (each up to the start timeout) fail
+/// the pool even though they never fill the crash window.
+#[test]
+fn slow_start_failures_in_a_row_fail_the_pool() {
+    let t0 = Instant::now();
+    let mut r = rules();
+    r.max_crashes = 2;
+    r.crash_window = Duration::from_secs(1);
+    let mut s = Scheduler::new(r);
+    let (u, c) = single();
+    let _ = s.submit(vec![u], t0).unwrap();
+    let why = TaskError::new(ErrorKind::Spawn);
+    for i in 0..3u32 {
+        let at = t0 + Duration::from_secs(10) * i;
+        let fx = s.on_start_failed(0, &why, at);
+        if i < 2 {
+            assert_eq!(fx.start, vec![0], "attempt {i}");
+        } else {
+            assert!(fx.start.is_empty());
+            assert!(matches!(
+                finished(&fx)[&c.id()],
+                Err(ErrorKind::PoolFailed { .. })
+            ));
+        }
+    }
+}

@@ -1,0 +1,299 @@
+//! The I/O shell around the [`Scheduler`]: the pool's shared state, how an
+//! event reaches the scheduler (callers, the router thread, the supervisor
+//! thread) and how its effects are carried out.
+//!
+//! Every event runs as: lock, feed the scheduler, move the frames it
+//! decided into the workers' outboxes and signal the kills it decided
+//! (still under the lock, so frames keep the scheduler's order), unlock,
+//! then send and finish handles (never under the lock).
+
+use std::collections::HashMap;
+use std::os::fd::OwnedFd;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use concur_core::{Admission, Initializer, Link, Payload, TaskError, TaskId};
+
+use super::outbox::Outbox;
+use super::pidfd;
+use super::router::Router;
+use super::scheduler::{Effects, Out, Probe, Progress, Scheduler, WorkerId};
+use super::supervisor::Supervisor;
+use crate::progress::ProgressWord;
+use crate::shm::Body;
+use crate::wire::{Down, Frame};
+
+/// Settings the shell needs beyond the scheduler's rules.
+pub(crate) struct Settings {
+    pub(crate) workers: usize,
+    pub(crate) memory_limit: Option<u64>,
+    pub(crate) start_timeout: Duration,
+    pub(crate) shm_threshold: usize,
+    pub(crate) initializer: Option<Initializer>,
+}
+
+/// The I/O side of one live worker.
+pub(crate) struct WorkerIo {
+    pub(crate) pid: u32,
+    pub(crate) pidfd: Arc<OwnedFd>,
+    pub(crate) out: Arc<Outbox>,
+    pub(crate) progress: Arc<ProgressWord>,
+}
+
+/// Everything behind the pool lock.
+pub(crate) struct Core {
+    pub(crate) sched: Scheduler,
+    pub(crate) io: HashMap<WorkerId, WorkerIo>,
+}
+
+/// Reads progress words of the workers in `io`.
+pub(crate) struct IoProbe<'a>(
+    pub(crate) &'a HashMap<WorkerId, WorkerIo>,
+    pub(crate) Instant,
+);
+
+impl Probe for IoProbe<'_> {
+    fn progress(&self, w: WorkerId) -> Progress {
+        self.0
+            .get(&w)
+            .map(|io| io.progress.read(self.1))
+            .unwrap_or_default()
+    }
+}
+
+/// Who carries out the sending after an event.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sender {
+    /// The calling thread sends itself (callers: no thread hop).
+    Here,
+    /// The workers' sender threads (router and supervisor must not block).
+    Threads,
+}
+
+/// How long a stopping pool waits for its sender threads.
+const SENDER_GRACE: Duration = Duration::from_secs(2);
+
+#[derive(Default)]
+struct StopState {
+    /// The threads have been joined.
+    done: bool,
+    /// Someone is joining them.
+    joining: bool,
+}
+
+pub(crate) struct Shared {
+    pub(crate) settings: Settings,
+    pub(crate) admission: Admission,
+    pub(crate) core: Mutex<Core>,
+    pub(crate) link: Arc<dyn Link>,
+    pub(crate) router: Router,
+    pub(crate) supervisor: Supervisor,
+    pub(crate) threads: Mutex<Vec<JoinHandle<()>>>,
+    /// Every worker's outbox whose sender thread may still run.
+    pub(crate) senders: Mutex<Vec<Arc<Outbox>>>,
+    stop: Mutex<StopState>,
+    stopped: Condvar,
+}
+
+pub(crate) struct PoolLink(pub(crate) Weak<Shared>);
+
+impl Link for PoolLink {
+    fn deliver(&self, id: TaskId, msg: Payload) -> Result<(), TaskError> {
+        let Some(shared) = self.0.upgrade() else {
+            return Ok(());
+        };
+        let bytes = msg.to_bytes()?;
+        shared.event(Sender::Here, |c, _| c.sched.deliver(id, bytes));
+        Ok(())
+    }
+
+    fn cancel_running(&self, id: TaskId) {
+        if let Some(shared) = self.0.upgrade() {
+            shared.event(Sender::Here, |c, now| {
+                c.sched.cancel(id, &IoProbe(&c.io, now), now)
+            });
+        }
+    }
+
+    fn caller_gone(&self, id: TaskId) {
+        if let Some(shared) = self.0.upgrade() {
+            shared.event(Sender::Here, |c, _| c.sched.caller_gone(id));
+        }
+    }
+}
+
+impl Shared {
+    pub(crate) fn new(
+        settings: Settings,
+        admission: Admission,
+        sched: Scheduler,
+        router: Router,
+        supervisor: Supervisor,
+        link: Arc<dyn Link>,
+    ) -> Shared {
+        Shared {
+            settings,
+            admission,
+            core: Mutex::new(Core {
+                sched,
+                io: HashMap::new(),
+            }),
+            link,
+            router,
+            supervisor,
+            threads: Mutex::new(Vec::new()),
+            senders: Mutex::new(Vec::new()),
+            stop: Mutex::new(StopState::default()),
+            stopped: Condvar::new(),
+        }
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Core> {
+        self.core.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs one event through the scheduler and carries out its effects.
+    pub(crate) fn event(&self, sender: Sender, f: impl FnOnce(&mut Core, Instant) -> Effects) {
+        let mut core = self.lock();
+        let fx = f(&mut core, Instant::now());
+        self.carry_out(core, fx, sender);
+    }
+
+    /// Carries out `fx`: frames and kills under the lock `core`, then sends
+    /// and finishes after releasing it.
+    pub(crate) fn carry_out(&self, mut core: MutexGuard<'_, Core>, fx: Effects, sender: Sender) {
+        let mut outs = Vec::with_capacity(fx.touched.len());
+        {
+            let Core { sched, io } = &mut *core;
+            for w in &fx.touched {
+                let (Some(worker), Some(wio)) = (sched.workers.get_mut(w), io.get(w)) else {
+                    continue;
+                };
+                for out in worker.outgoing.drain(..) {
+                    match frame(out, self.settings.shm_threshold) {
+                        Ok(f) => wio.out.push(f),
+                        Err(e) => eprintln!("concur-procs: cannot encode a frame: {e}"),
+                    }
+                }
+                outs.push(wio.out.clone());
+            }
+            for w in &fx.kill {
+                if let Some(wio) = io.get(w) {
+                    pidfd::kill(&wio.pidfd);
+                }
+            }
+        }
+        drop(core);
+        if !fx.start.is_empty() || fx.arm {
+            self.supervisor.start(&fx.start);
+        }
+        for o in outs {
+            match sender {
+                Sender::Here => o.flush_here(),
+                Sender::Threads => o.kick(),
+            }
+        }
+        for (sink, result) in fx.finish {
+            sink.finish(result);
+        }
+    }
+
+    /// New units from a caller.
+    pub(crate) fn submit(&self, units: Vec<super::scheduler::Unit>) -> Result<(), TaskError> {
+        let mut core = self.lock();
+        let fx = core.sched.submit(units, Instant::now())?;
+        self.carry_out(core, fx, Sender::Here);
+        Ok(())
+    }
+
+    /// Stops the pool: `now` cancels everything; otherwise queued and
+    /// running work is finished first. Safe to call from several threads at
+    /// once: a `shutdown_now` during a `shutdown` cancels what that
+    /// `shutdown` waits for, and both return once every worker is reaped.
+    pub(crate) fn stop(&self, now: bool) {
+        self.admission.close();
+        if now {
+            self.event(Sender::Threads, |c, _| c.sched.close(true));
+        } else {
+            // Waits for the work the caller asked to finish: bounded by the
+            // tasks themselves (their timeout, or a `shutdown_now`, which
+            // cancels them and so ends this wait).
+            self.admission.wait_idle(None);
+            self.event(Sender::Threads, |c, _| c.sched.close(false));
+        }
+        self.supervisor.stop();
+        let threads = {
+            let mut st = self.stop.lock().unwrap_or_else(|e| e.into_inner());
+            if st.joining {
+                while !st.done {
+                    st = self.stopped.wait(st).unwrap_or_else(|e| e.into_inner());
+                }
+                return;
+            }
+            st.joining = true;
+            std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()))
+        };
+        // The supervisor ends once every worker is reaped; then the router.
+        let mut threads = threads.into_iter();
+        if let Some(sup) = threads.next() {
+            let _ = sup.join();
+        }
+        self.router.stop();
+        for t in threads {
+            let _ = t.join();
+        }
+        // Every worker is reaped, so each sender's send has returned or
+        // fails now; the bound only covers a socket a worker's descendant
+        // keeps open and full.
+        let senders = std::mem::take(&mut *self.senders.lock().unwrap_or_else(|e| e.into_inner()));
+        let deadline = Instant::now() + SENDER_GRACE;
+        for o in senders {
+            o.close_and_join(deadline);
+        }
+        // Whatever is still unfinished has no worker left to finish it.
+        self.event(Sender::Threads, |c, _| {
+            c.sched.fail_now("the pool stopped".to_owned())
+        });
+        let mut st = self.stop.lock().unwrap_or_else(|e| e.into_inner());
+        st.done = true;
+        self.stopped.notify_all();
+    }
+
+    /// The result router failed: nothing can come back from any worker.
+    pub(crate) fn router_failed(&self, why: String) {
+        eprintln!("concur-procs: {why}");
+        self.event(Sender::Threads, |c, _| c.sched.fail_now(why));
+    }
+}
+
+/// The frame for `out`.
+pub(crate) fn frame(out: Out, threshold: usize) -> Result<Frame, TaskError> {
+    match out {
+        Out::Run { id, name, input } => Frame::new(
+            &Down::Run {
+                id,
+                name: name.to_owned(),
+            },
+            input,
+        ),
+        Out::RunGroup { name, units } => {
+            let (bytes, ends) = crate::wire::join(units.iter().map(|(_, b)| b.as_slice()));
+            Frame::new(
+                &Down::RunGroup {
+                    name: name.to_owned(),
+                    ids: units.into_iter().map(|(id, _)| id).collect(),
+                    ends,
+                },
+                Body::from_vec(bytes, usize::MAX),
+            )
+        }
+        Out::Deliver { id, bytes } => {
+            Frame::new(&Down::Deliver { id }, Body::from_vec(bytes, threshold))
+        }
+        Out::CallerGone { id } => Frame::new(&Down::CallerGone { id }, Body::Empty),
+        Out::Cancel { id } => Frame::new(&Down::Cancel { id }, Body::Empty),
+        Out::Recall { ids } => Frame::new(&Down::Recall { ids }, Body::Empty),
+        Out::Shutdown => Frame::new(&Down::Shutdown, Body::Empty),
+    }
+}

@@ -1,0 +1,429 @@
+//! The supervisor thread: starts workers, watches every live worker
+//! process through its pidfd, reaps the ones that end, and checks task
+//! deadlines.
+//!
+//! It is the only thread that forks workers, and it lives as long as the
+//! pool: a worker's parent-death signal follows the thread that forked it.
+//! A worker's death is seen from the process itself (its pidfd), not from
+//! its channel closing, so a task that forked a child which holds the
+//! channel open cannot hide its worker's death or hold up a stopping pool.
+//! Connecting a started worker (handshake, initializer) runs on a short
+//! helper thread per worker, so a slow start never delays deadlines.
+
+use std::collections::HashMap;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use concur_core::{TaskError, WorkerExit};
+use ipc_channel::{IpcError, TryRecvError};
+
+use super::outbox::Outbox;
+use super::pidfd::{self, Waker};
+use super::scheduler::{Kill, WorkerId};
+use super::shell::{IoProbe, Sender, Shared, WorkerIo};
+use crate::error::SpawnError;
+use crate::progress::ProgressWord;
+use crate::shm::Body;
+use crate::spawn::{self, Pending};
+use crate::sys;
+use crate::wire::{Down, Frame, Rx, Tx, Up};
+
+/// How long a worker whose channel closed may take to exit before it is
+/// killed (it is normally exiting already).
+const EXIT_GRACE: Duration = Duration::from_secs(2);
+
+/// How long a stopping pool waits for workers to exit before killing them.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// A worker that connected and is ready for work.
+struct Connected {
+    w: WorkerId,
+    slot: usize,
+    pid: u32,
+    pidfd: Arc<OwnedFd>,
+    tx: Tx,
+    rx: Rx,
+    progress: Arc<ProgressWord>,
+}
+
+#[derive(Default)]
+struct Commands {
+    start: Vec<usize>,
+    connected: Vec<Connected>,
+    failed: Vec<(usize, TaskError)>,
+    closed: Vec<WorkerId>,
+    stop: bool,
+}
+
+/// The handle other threads use to reach the supervisor thread.
+pub(crate) struct Supervisor {
+    waker: Waker,
+    commands: Mutex<Commands>,
+}
+
+impl Supervisor {
+    pub(crate) fn new() -> std::io::Result<Supervisor> {
+        Ok(Supervisor {
+            waker: Waker::new()?,
+            commands: Mutex::default(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Commands> {
+        self.commands.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts workers for `slots` (none: only look at deadlines again).
+    pub(crate) fn start(&self, slots: &[usize]) {
+        self.lock().start.extend_from_slice(slots);
+        self.waker.wake();
+    }
+
+    /// Worker `w`'s channel closed.
+    pub(crate) fn channel_closed(&self, w: WorkerId) {
+        self.lock().closed.push(w);
+        self.waker.wake();
+    }
+
+    /// The pool is stopping: reap every worker, then end.
+    pub(crate) fn stop(&self) {
+        self.lock().stop = true;
+        self.waker.wake();
+    }
+
+    fn connected(&self, c: Connected) {
+        self.lock().connected.push(c);
+        self.waker.wake();
+    }
+
+    fn failed(&self, slot: usize, e: TaskError) {
+        self.lock().failed.push((slot, e));
+        self.waker.wake();
+    }
+}
+
+/// How long an exited worker's channel may stay open (a child it forked
+/// may hold it) before its tasks are settled anyway. While it is open,
+/// the router may still be reading what the worker sent before it died:
+/// settling after the channel closed keeps a task's last messages and
+/// results ahead of its worker's death.
+const SETTLE_GRACE: Duration = Duration::from_millis(200);
+
+/// A live worker process, as the supervisor watches it.
+struct Live {
+    pid: u32,
+    pidfd: Arc<OwnedFd>,
+    /// Its channel closed; killed if it has not exited by then.
+    grace: Option<Instant>,
+    closed: bool,
+    /// It exited (and was reaped); settled once its channel closed or at
+    /// the deadline.
+    exited: Option<(WorkerExit, Instant)>,
+}
+
+pub(crate) fn run(shared: Arc<Shared>, ready: mpsc::Sender<Result<(), TaskError>>) {
+    let sup = &shared.supervisor;
+    let slots = shared.lock().sched.rules.workers;
+    let mut live: HashMap<WorkerId, Live> = HashMap::new();
+    let mut starting = 0usize;
+    // The first start: `build` waits for every slot.
+    let mut initial = Some((slots, None::<TaskError>, ready));
+    for slot in 0..slots {
+        launch(&shared, slot, &mut starting);
+    }
+    let mut stopping = false;
+    let mut stop_deadline: Option<Instant> = None;
+    loop {
+        let cmds = std::mem::take(&mut *sup.lock());
+        let now = Instant::now();
+        stopping |= cmds.stop;
+        for c in cmds.connected {
+            starting -= 1;
+            live.insert(
+                c.w,
+                Live {
+                    pid: c.pid,
+                    pidfd: c.pidfd.clone(),
+                    grace: None,
+                    closed: false,
+                    exited: None,
+                },
+            );
+            register(&shared, c);
+            if let Some((left, _, _)) = &mut initial {
+                *left -= 1;
+            }
+        }
+        for (slot, e) in cmds.failed {
+            starting -= 1;
+            match &mut initial {
+                Some((left, first, _)) => {
+                    *left -= 1;
+                    first.get_or_insert(e);
+                }
+                None => shared.event(Sender::Threads, |c, now| {
+                    c.sched.on_start_failed(slot, &e, now)
+                }),
+            }
+        }
+        if let Some((0, first, ready)) = &initial {
+            let _ = ready.send(first.clone().map_or(Ok(()), Err));
+            initial = None;
+        }
+        if !stopping {
+            for slot in cmds.start {
+                launch(&shared, slot, &mut starting);
+            }
+        }
+        for w in cmds.closed {
+            if let Some(l) = live.get_mut(&w) {
+                l.closed = true;
+                if l.exited.is_none() {
+                    l.grace.get_or_insert(now + EXIT_GRACE);
+                }
+            }
+        }
+        let settle: Vec<(WorkerId, WorkerExit)> = live
+            .iter()
+            .filter_map(|(w, l)| match l.exited {
+                Some((exit, by)) if l.closed || now >= by => Some((*w, exit)),
+                _ => None,
+            })
+            .collect();
+        for (w, exit) in settle {
+            live.remove(&w);
+            settle_exit(&shared, w, exit);
+        }
+        // Deadlines: checked on every wake-up (cheap), so a worker that
+        // just went busy is watched at once.
+        let mut core = shared.lock();
+        let (fx, next) = {
+            let super::shell::Core { sched, io } = &mut *core;
+            sched.on_tick(now, &IoProbe(io, now))
+        };
+        let next_tick = next;
+        shared.carry_out(core, fx, Sender::Threads);
+
+        if stopping && live.is_empty() && starting == 0 {
+            return;
+        }
+        if stopping {
+            let deadline = *stop_deadline.get_or_insert(now + STOP_GRACE);
+            if now >= deadline {
+                // Workers that do not exit when told are killed.
+                let mut core = shared.lock();
+                for (w, l) in &live {
+                    core.sched.mark_killed(*w, Kill::Shutdown);
+                    pidfd::kill(&l.pidfd);
+                }
+                drop(core);
+                stop_deadline = Some(now + STOP_GRACE);
+            }
+        }
+        for l in live.values_mut() {
+            if l.exited.is_none() && l.grace.is_some_and(|g| now >= g) {
+                // Closed its channel but lives on: wedged.
+                pidfd::kill(&l.pidfd);
+                l.grace = None;
+            }
+        }
+
+        let wake_at = [
+            next_tick,
+            stopping.then_some(stop_deadline).flatten(),
+            live.values().filter_map(|l| l.grace).min(),
+            live.values()
+                .filter_map(|l| l.exited.map(|(_, by)| by))
+                .min(),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        let ids: Vec<WorkerId> = live
+            .iter()
+            .filter(|(_, l)| l.exited.is_none())
+            .map(|(w, _)| *w)
+            .collect();
+        let fds: Vec<_> = ids.iter().map(|w| live[w].pidfd.as_raw_fd()).collect();
+        let timeout = wake_at.map(|t| t.saturating_duration_since(Instant::now()));
+        let readable = match pidfd::poll(&sup.waker, &fds, timeout) {
+            Ok(r) => r,
+            Err(e) => {
+                // Cannot watch the processes any more: fail the pool rather
+                // than wait on deaths that would never be seen.
+                shared.router_failed(format!("cannot watch worker processes: {e}"));
+                std::thread::sleep(Duration::from_millis(10));
+                Vec::new()
+            }
+        };
+        for i in readable {
+            let w = ids[i];
+            let Some(l) = live.get_mut(&w) else { continue };
+            let exit = sys::wait(l.pid).unwrap_or(WorkerExit::Unknown);
+            if l.closed {
+                live.remove(&w);
+                settle_exit(&shared, w, exit);
+            } else {
+                l.exited = Some((exit, Instant::now() + SETTLE_GRACE));
+            }
+        }
+    }
+}
+
+/// Hands a reaped worker's end to the scheduler.
+fn settle_exit(shared: &Shared, w: WorkerId, exit: WorkerExit) {
+    shared.event(Sender::Threads, |c, now| {
+        let progress =
+            c.io.get(&w)
+                .map(|io| io.progress.read(now))
+                .unwrap_or_default();
+        let fx = c.sched.on_exit(w, exit, progress, now);
+        if let Some(io) = c.io.remove(&w) {
+            io.out.close();
+        }
+        fx
+    });
+}
+
+/// Launches a worker process for `slot` and hands its connection to a
+/// helper thread.
+fn launch(shared: &Arc<Shared>, slot: usize, starting: &mut usize) {
+    let w = shared.lock().sched.next_worker_id();
+    let deadline = Instant::now() + shared.settings.start_timeout;
+    let pending = match spawn::launch() {
+        Ok(p) => p,
+        Err(e) => {
+            *starting += 1;
+            shared.supervisor.failed(slot, e.into());
+            return;
+        }
+    };
+    *starting += 1;
+    let s = shared.clone();
+    let spawned = std::thread::Builder::new()
+        .name("concur-procs-connect".into())
+        .spawn(move || match connect(&s, w, slot, pending, deadline) {
+            Ok(c) => s.supervisor.connected(c),
+            Err(e) => s.supervisor.failed(slot, e),
+        });
+    if let Err(e) = spawned {
+        // The pending child is dropped with the closure: its connect never
+        // runs, so it finds no parent on the bootstrap socket and exits
+        // (or dies with this process); report the slot failed.
+        shared.supervisor.failed(slot, TaskError::io(e));
+    }
+}
+
+/// Connects a launched worker and initialises it (helper thread). On
+/// failure the child is killed and reaped here.
+fn connect(
+    shared: &Arc<Shared>,
+    w: WorkerId,
+    slot: usize,
+    p: Pending,
+    deadline: Instant,
+) -> Result<Connected, TaskError> {
+    let s = &shared.settings;
+    let started = p.connect(deadline, s.start_timeout)?;
+    let pid = started.pid;
+    let pidfd = Arc::new(pidfd::open(pid).map_err(|e| {
+        sys::kill(pid);
+        let _ = sys::wait(pid);
+        TaskError::io(e)
+    })?);
+    let give_up = |e: TaskError| {
+        pidfd::kill(&pidfd);
+        let _ = sys::wait(pid);
+        e
+    };
+    let progress = Arc::new(ProgressWord::new());
+    let (initializer, body) = match &s.initializer {
+        Some(i) => (
+            Some(i.name().to_owned()),
+            match i.encode() {
+                Ok(bytes) => Body::from_vec(bytes, usize::MAX),
+                Err(e) => return Err(give_up(e)),
+            },
+        ),
+        None => (None, Body::Empty),
+    };
+    let head = Down::Init {
+        index: slot,
+        incarnation: w,
+        memory_limit: s.memory_limit,
+        initializer,
+        shm_threshold: s.shm_threshold,
+    };
+    let mut frame = Frame::new(&head, body).map_err(give_up)?;
+    frame.shm = Some(progress.region());
+    if started.tx.send(vec![frame]).is_err() {
+        return Err(give_up(
+            SpawnError::Protocol("worker closed its channel").into(),
+        ));
+    }
+    // Without an initializer the worker is ready once it has its init: its
+    // `Ready` reaches the router, which ignores it.
+    if s.initializer.is_some() {
+        let wait = deadline.saturating_duration_since(Instant::now());
+        match started.rx.try_recv_timeout(wait) {
+            Ok(packet) => match packet.into_iter().next().map(Frame::open::<Up>) {
+                Some(Ok((Up::Ready, _))) => {}
+                Some(Ok((Up::InitFailed(e), _))) => return Err(give_up(e)),
+                _ => return Err(give_up(SpawnError::Protocol("expected ready").into())),
+            },
+            Err(TryRecvError::Empty) => {
+                return Err(give_up(SpawnError::Deadline(s.start_timeout).into()))
+            }
+            Err(TryRecvError::IpcError(IpcError::Disconnected)) => {
+                let exit = sys::wait(pid).unwrap_or(WorkerExit::Unknown);
+                return Err(SpawnError::Exited(exit).into());
+            }
+            Err(_) => return Err(give_up(SpawnError::Protocol("bad ready").into())),
+        }
+    }
+    Ok(Connected {
+        w,
+        slot,
+        pid,
+        pidfd,
+        tx: started.tx,
+        rx: started.rx,
+        progress,
+    })
+}
+
+/// Hands a connected worker to the pool (supervisor thread).
+fn register(shared: &Arc<Shared>, c: Connected) {
+    let out = match Outbox::start(c.tx, format!("concur-procs-send-{}", c.w)) {
+        Ok(o) => o,
+        Err(e) => {
+            pidfd::kill(&c.pidfd);
+            // The pidfd reports its exit; it was never a worker of the
+            // scheduler, so nothing is settled but the start failure.
+            shared.event(Sender::Threads, |core, now| {
+                core.sched.on_start_failed(c.slot, &TaskError::io(e), now)
+            });
+            return;
+        }
+    };
+    {
+        let mut senders = shared.senders.lock().unwrap_or_else(|e| e.into_inner());
+        senders.retain(|o| !o.ended());
+        senders.push(out.clone());
+    }
+    shared.router.add(c.w, c.rx);
+    shared.event(Sender::Threads, |core, now| {
+        core.io.insert(
+            c.w,
+            WorkerIo {
+                pid: c.pid,
+                pidfd: c.pidfd,
+                out,
+                progress: c.progress,
+            },
+        );
+        core.sched.on_ready(c.w, c.slot, now)
+    });
+}

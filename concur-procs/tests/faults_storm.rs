@@ -1,0 +1,153 @@
+//! Issue 7, retry semantics: a 5,000-task `map` with retries on while a
+//! killer thread SIGKILLs a random worker every 20-100 ms. Every result is
+//! present exactly once and correct, the pool does not fail, and dropping
+//! it leaves no child process. Alone in its binary: it counts this
+//! process's children.
+
+concur_procs::enable_test_support!();
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use common::{wait_until, DEADLINE};
+use concur_procs::{Configure, Executor, ExecutorExt, ProcessPool, Task, TaskContext};
+use serde::{Deserialize, Serialize};
+
+/// `x * 3 + 1` after spinning `spin_us` microseconds, so that kills land
+/// while tasks run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Calc {
+    x: u64,
+    spin_us: u64,
+}
+
+impl Task for Calc {
+    type Output = u64;
+    type ToCaller = ();
+    type FromCaller = ();
+    const NAME: &'static str = "procs-faults-storm::Calc";
+    fn run(self, _cx: &mut TaskContext<'_, Self>) -> u64 {
+        let end = std::time::Instant::now() + Duration::from_micros(self.spin_us);
+        while std::time::Instant::now() < end {
+            std::hint::spin_loop();
+        }
+        self.x * 3 + 1
+    }
+}
+
+concur_procs::register!(Calc);
+
+/// xorshift64: a seeded, reproducible choice of victims and pauses.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Pids of this process's child processes (threads are not listed in
+/// `/proc`, only processes), zombies included.
+fn children() -> Vec<u32> {
+    let me = std::process::id();
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(me) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+#[test]
+fn every_result_exactly_once_under_a_kill_storm() {
+    const TASKS: u64 = 5_000;
+    let pool = ProcessPool::builder()
+        .workers(2)
+        .retries(50)
+        .build()
+        .unwrap();
+    let stop = AtomicBool::new(false);
+    let kills = AtomicUsize::new(0);
+    let results: Vec<_> = std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+            while !stop.load(Ordering::Relaxed) {
+                // Pacing of the fault injection, not synchronisation.
+                std::thread::sleep(Duration::from_millis(20 + rng.below(81)));
+                let pids: Vec<u32> = pool.worker_pids().into_iter().flatten().collect();
+                if pids.is_empty() {
+                    continue;
+                }
+                let pid = pids[usize::try_from(rng.below(pids.len() as u64)).unwrap()];
+                // SAFETY: a plain signal to a worker of this pool.
+                if unsafe { libc::kill(libc::pid_t::try_from(pid).unwrap(), libc::SIGKILL) } == 0 {
+                    kills.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+        let (tx, rx) = std::sync::mpsc::channel();
+        let pool = &pool;
+        let mapper = s.spawn(move || {
+            let r: Vec<_> = pool
+                .map((0..TASKS).map(|x| Calc { x, spin_us: 1000 }))
+                .collect();
+            let _ = tx.send(());
+            r
+        });
+        let done = rx.recv_timeout(DEADLINE);
+        stop.store(true, Ordering::Relaxed);
+        assert!(done.is_ok(), "the map did not end within {DEADLINE:?}");
+        mapper.join().unwrap()
+    });
+    let kills = kills.into_inner();
+    assert!(kills > 0, "the storm killed nothing");
+    assert_eq!(results.len(), TASKS as usize, "one result per input");
+    let failed: Vec<_> = results
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| r.as_ref().err().map(|e| (i, e.clone())))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {TASKS} failed after {kills} kills, first {:?}",
+        failed.len(),
+        failed.first()
+    );
+    for (x, r) in (0u64..).zip(&results) {
+        assert_eq!(*r.as_ref().unwrap(), x * 3 + 1, "item {x}");
+    }
+    // The pool did not fail: it still takes work.
+    let after = pool
+        .submit(Calc { x: 1, spin_us: 0 })
+        .unwrap()
+        .join_timeout(DEADLINE)
+        .unwrap_or_else(|_| panic!("the pool hangs after the storm"));
+    assert_eq!(after.expect("the pool did not fail"), 4);
+    drop(pool);
+    wait_until("every worker is reaped", DEADLINE, || children().is_empty());
+    eprintln!("{kills} workers killed during the map");
+}

@@ -1,0 +1,146 @@
+//! A worker's bytes cannot crash or wedge the parent (issue 8.1): a task
+//! that forges a frame on its own channel, or returns (or is given) a value
+//! nested far too deep, fails alone with a typed error; the pool goes on.
+
+concur_procs::enable_test_support!();
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Who, DEADLINE};
+use concur_procs::{
+    Configure, ErrorKind, Executor, ProcessPool, Task, TaskContext, TaskError, TaskHandle,
+};
+use serde::{Deserialize, Serialize};
+
+fn join<T: Task>(h: TaskHandle<T>) -> Result<T::Output, TaskError> {
+    h.join_timeout(DEADLINE)
+        .unwrap_or_else(|h| panic!("{h:?} did not finish within {DEADLINE:?}"))
+}
+
+/// An ipc-channel message (one fragment) holding one of our frames whose
+/// header claims a 1 TiB string.
+fn forged_message() -> Vec<u8> {
+    // bincode 2 varint: variant 0 (`Up::Hello`), then a string length of
+    // 2^40 (marker 0xFD, then a little-endian u64), and nothing after it.
+    let head = [0u8, 0xFD, 0, 0, 0, 0, 0, 1, 0, 0];
+    let mut data = Vec::new();
+    data.extend(1u64.to_le_bytes()); // one frame
+    data.extend((head.len() as u64).to_le_bytes());
+    data.extend(head);
+    data.extend(0u64.to_le_bytes()); // empty body
+    data.push(0); // no shared memory
+    data.push(0); // no channel
+    let mut msg = Vec::new();
+    msg.extend(((16 + data.len()) as u64).to_le_bytes());
+    msg.extend((data.len() as u64).to_le_bytes());
+    msg.extend(data);
+    msg
+}
+
+/// Writes a forged frame to every socket it holds (its channel to the
+/// parent among them), then waits to be stopped.
+#[derive(Serialize, Deserialize)]
+struct Forge;
+
+impl Task for Forge {
+    type Output = ();
+    type ToCaller = ();
+    type FromCaller = ();
+    const NAME: &'static str = "hostile::Forge";
+    fn run(self, _cx: &mut TaskContext<'_, Self>) {
+        let msg = forged_message();
+        for entry in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
+            let Ok(fd) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let is_socket = std::fs::read_link(entry.path())
+                .map(|p| p.to_string_lossy().starts_with("socket:"))
+                .unwrap_or(false);
+            if is_socket {
+                // SAFETY: sends a plain buffer on a descriptor of ours.
+                unsafe {
+                    libc::send(fd, msg.as_ptr().cast(), msg.len(), libc::MSG_DONTWAIT);
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_secs(120));
+    }
+}
+concur_procs::register!(Forge);
+
+/// A value nested `depth` levels deep (dropped without recursion).
+#[derive(Serialize, Deserialize)]
+enum Nest {
+    Leaf,
+    Node(Box<Nest>),
+}
+
+impl Nest {
+    fn deep(depth: usize) -> Nest {
+        let mut n = Nest::Leaf;
+        for _ in 0..depth {
+            n = Nest::Node(Box::new(n));
+        }
+        n
+    }
+}
+
+impl Drop for Nest {
+    fn drop(&mut self) {
+        let mut next = match self {
+            Nest::Node(b) => std::mem::replace(&mut **b, Nest::Leaf),
+            Nest::Leaf => return,
+        };
+        while let Nest::Node(b) = &mut next {
+            next = std::mem::replace(&mut **b, Nest::Leaf);
+        }
+    }
+}
+
+/// Returns a value nested `0` levels deep; carries `1` as its own input.
+#[derive(Serialize, Deserialize)]
+struct Deep(usize, Nest);
+
+impl Task for Deep {
+    type Output = Nest;
+    type ToCaller = ();
+    type FromCaller = ();
+    const NAME: &'static str = "hostile::Deep";
+    fn run(self, _cx: &mut TaskContext<'_, Self>) -> Nest {
+        Nest::deep(self.0)
+    }
+}
+concur_procs::register!(Deep);
+
+#[test]
+fn a_forged_frame_fails_its_task_and_spares_the_parent() {
+    let p = ProcessPool::builder().workers(1).build().unwrap();
+    let err = join(p.submit(Forge).unwrap()).unwrap_err();
+    assert!(
+        matches!(err.kind(), ErrorKind::Codec { .. }),
+        "expected a codec error, got {err}"
+    );
+    join(p.submit(Who).unwrap()).expect("the pool goes on");
+}
+
+#[test]
+fn an_output_nested_too_deep_is_a_codec_error() {
+    let p = ProcessPool::builder().workers(1).build().unwrap();
+    let Err(err) = join(p.submit(Deep(100_000, Nest::Leaf)).unwrap()) else {
+        panic!("a 100,000-deep output was accepted")
+    };
+    assert!(matches!(err.kind(), ErrorKind::Codec { .. }), "{err}");
+    join(p.submit(Who).unwrap()).expect("the pool goes on");
+}
+
+#[test]
+fn an_input_nested_too_deep_is_refused_at_submit() {
+    let p = ProcessPool::builder().workers(1).build().unwrap();
+    let Err(err) = p.submit(Deep(0, Nest::deep(1_000_000))) else {
+        panic!("a 1,000,000-deep input was accepted")
+    };
+    assert!(matches!(err.kind(), ErrorKind::Codec { .. }), "{err}");
+    join(p.submit(Who).unwrap()).expect("the pool goes on");
+}
