@@ -51,8 +51,11 @@ pub(crate) fn monotonic_ns() -> u64 {
 
 impl ProgressWord {
     /// A fresh, zeroed region (parent side; sent to the worker in its init).
-    pub(crate) fn new() -> ProgressWord {
-        Self::from_region(IpcSharedMemory::from_byte(0, WORDS * 8))
+    ///
+    /// # Errors
+    /// When no region can be made (out of descriptors or memory).
+    pub(crate) fn new() -> std::io::Result<ProgressWord> {
+        Ok(Self::from_region(IpcSharedMemory::try_zeroed(WORDS * 8)?))
     }
 
     /// The word over a region received from the parent (worker side).
@@ -75,8 +78,11 @@ impl ProgressWord {
     }
 
     /// The region, to send to the worker.
-    pub(crate) fn region(&self) -> IpcSharedMemory {
-        self.region.clone()
+    ///
+    /// # Errors
+    /// When its descriptor cannot be duplicated (none left).
+    pub(crate) fn region(&self) -> std::io::Result<IpcSharedMemory> {
+        self.region.try_clone()
     }
 
     fn word(&self, i: usize) -> &AtomicU64 {
@@ -128,8 +134,8 @@ mod tests {
 
     #[test]
     fn both_sides_see_the_same_words() {
-        let parent = ProgressWord::new();
-        let worker = ProgressWord::from_region(parent.region());
+        let parent = ProgressWord::new().unwrap();
+        let worker = ProgressWord::from_region(parent.region().unwrap());
         let now = Instant::now();
         assert_eq!(parent.read(now).running, 0);
         worker.count_received();

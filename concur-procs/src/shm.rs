@@ -11,8 +11,9 @@ use ipc_channel::ipc::IpcSharedMemory;
 /// The default size above which a payload travels through shared memory.
 pub const DEFAULT_SHM_THRESHOLD: usize = 64 * 1024;
 
-/// A payload body.
-#[derive(Debug, Clone)]
+/// A payload body (not `Clone`: duplicating a region can fail, see
+/// [`Body::try_clone`]).
+#[derive(Debug)]
 pub(crate) enum Body {
     /// No bytes.
     Empty,
@@ -32,15 +33,40 @@ impl AsRef<[u8]> for Region {
 }
 
 impl Body {
-    /// The body for `bytes`: shared memory when longer than `threshold`.
-    pub(crate) fn from_vec(bytes: Vec<u8>, threshold: usize) -> Body {
+    /// The body for `bytes`, carried in the message itself.
+    pub(crate) fn inline(bytes: Vec<u8>) -> Body {
         if bytes.is_empty() {
             Body::Empty
-        } else if bytes.len() > threshold {
-            Body::Shared(IpcSharedMemory::from_bytes(&bytes))
         } else {
             Body::Inline(bytes)
         }
+    }
+
+    /// The body for `bytes`: shared memory when longer than `threshold`.
+    ///
+    /// # Errors
+    /// `Io` when no shared-memory region can be made (out of descriptors).
+    pub(crate) fn from_vec(bytes: Vec<u8>, threshold: usize) -> Result<Body, TaskError> {
+        if bytes.len() <= threshold {
+            return Ok(Body::inline(bytes));
+        }
+        let mut region = IpcSharedMemory::try_zeroed(bytes.len()).map_err(TaskError::io)?;
+        // SAFETY: the region was just created and is not shared yet.
+        unsafe { region.deref_mut() }.copy_from_slice(&bytes);
+        Ok(Body::Shared(region))
+    }
+
+    /// A second body with the same bytes (a shared region is shared, not
+    /// copied).
+    ///
+    /// # Errors
+    /// `Io` when the region's descriptor cannot be duplicated.
+    pub(crate) fn try_clone(&self) -> Result<Body, TaskError> {
+        Ok(match self {
+            Body::Empty => Body::Empty,
+            Body::Inline(v) => Body::Inline(v.clone()),
+            Body::Shared(s) => Body::Shared(s.try_clone().map_err(TaskError::io)?),
+        })
     }
 
     /// The encoding of `value`: inline when short, else encoded straight
@@ -57,7 +83,8 @@ impl Body {
             });
         }
         let len = value.encoded_len()?;
-        let mut region = IpcSharedMemory::from_byte(0, len);
+        // Out of descriptors or memory: this task's error, not a panic.
+        let mut region = IpcSharedMemory::try_zeroed(len).map_err(TaskError::io)?;
         // SAFETY: the region was just created and is not shared yet: this is
         // its only reference, so nothing else reads or writes it meanwhile.
         let dst = unsafe { region.deref_mut() };
@@ -111,15 +138,19 @@ mod tests {
 
     #[test]
     fn threshold_picks_the_road() {
-        assert!(matches!(Body::from_vec(vec![], 4), Body::Empty));
-        assert!(matches!(Body::from_vec(vec![1; 4], 4), Body::Inline(_)));
-        let big = Body::from_vec(vec![7; 5], 4);
+        assert!(matches!(Body::from_vec(vec![], 4).unwrap(), Body::Empty));
+        assert!(matches!(
+            Body::from_vec(vec![1; 4], 4).unwrap(),
+            Body::Inline(_)
+        ));
+        let big = Body::from_vec(vec![7; 5], 4).unwrap();
         assert!(matches!(big, Body::Shared(_)));
         assert_eq!(big.as_slice(), &[7; 5]);
         let p = Body::from_vec(
             concur_core::codec::encode(&vec![3u8; 100], "t").unwrap(),
             10,
         )
+        .unwrap()
         .into_payload();
         assert_eq!(p.into_value::<Vec<u8>>("t").unwrap(), vec![3u8; 100]);
     }

@@ -55,6 +55,10 @@ pub(crate) struct Frame {
     pub(crate) shm: Option<IpcSharedMemory>,
     /// The parent's sending end, carried once by the worker's hello.
     pub(crate) chan: Option<Tx>,
+    /// The units this frame carries or concerns (parent side, never sent):
+    /// if it cannot be sent, they fail.
+    #[serde(skip)]
+    pub(crate) units: Vec<TaskId>,
 }
 
 /// What one socket message carries: frames queued together go together
@@ -179,6 +183,7 @@ impl Frame {
             body,
             shm,
             chan: None,
+            units: Vec::new(),
         })
     }
 

@@ -293,7 +293,7 @@ impl Held {
             results: std::mem::take(&mut self.results),
             ends: std::mem::take(&mut self.ends),
         };
-        let body = Body::from_vec(std::mem::take(&mut self.outputs), usize::MAX);
+        let body = Body::inline(std::mem::take(&mut self.outputs));
         self.frames.push(frame(&head, body));
     }
 }
@@ -467,7 +467,7 @@ fn take(g: &mut Inbox, head: Down, body: Body, given_back: &mut Vec<TaskId>) {
                     g.queue.push_back(Run {
                         id,
                         name: name.clone(),
-                        input: Body::from_vec(part.to_vec(), usize::MAX),
+                        input: Body::inline(part.to_vec()),
                     });
                 }
             }

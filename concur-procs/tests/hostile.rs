@@ -22,16 +22,17 @@ fn join<T: Task>(h: TaskHandle<T>) -> Result<T::Output, TaskError> {
 /// An ipc-channel message (one fragment) holding one of our frames whose
 /// header claims a 1 TiB string.
 fn forged_message() -> Vec<u8> {
-    // bincode 2 varint: variant 0 (`Up::Hello`), then a string length of
-    // 2^40 (marker 0xFD, then a little-endian u64), and nothing after it.
+    // Our header, bincode 2 varint: variant 0 (`Up::Hello`), then a string
+    // length of 2^40 (marker 0xFD, then a little-endian u64), and nothing.
     let head = [0u8, 0xFD, 0, 0, 0, 0, 0, 1, 0, 0];
-    let mut data = Vec::new();
-    data.extend(1u64.to_le_bytes()); // one frame
-    data.extend((head.len() as u64).to_le_bytes());
+    // The packet, as ipc-channel encodes it (postcard: varint lengths).
+    let mut data = vec![1u8]; // one frame
+    data.push(head.len() as u8);
     data.extend(head);
-    data.extend(0u64.to_le_bytes()); // empty body
+    data.push(0); // empty body
     data.push(0); // no shared memory
     data.push(0); // no channel
+                  // ipc-channel's record header: fragment size, then total size.
     let mut msg = Vec::new();
     msg.extend(((16 + data.len()) as u64).to_le_bytes());
     msg.extend((data.len() as u64).to_le_bytes());
@@ -118,9 +119,10 @@ concur_procs::register!(Deep);
 fn a_forged_frame_fails_its_task_and_spares_the_parent() {
     let p = ProcessPool::builder().workers(1).build().unwrap();
     let err = join(p.submit(Forge).unwrap()).unwrap_err();
+    // The claim reached the parent's header decoder, which refused it.
     assert!(
-        matches!(err.kind(), ErrorKind::Codec { .. }),
-        "expected a codec error, got {err}"
+        matches!(err.kind(), ErrorKind::Codec { what } if what == "protocol header"),
+        "expected a codec error on the header, got {err:?}"
     );
     join(p.submit(Who).unwrap()).expect("the pool goes on");
 }

@@ -8,6 +8,9 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
+use concur_core::{TaskError, TaskId};
+use ipc_channel::IpcError;
+
 use crate::wire::{Frame, Tx};
 
 /// Frames are packed together up to about this many bytes per message.
@@ -18,10 +21,37 @@ pub(crate) const PACKET_BYTES: usize = 64 * 1024;
 /// limit is 253); a few are kept spare.
 pub(crate) const PACKET_FDS: usize = 60;
 
-fn send(tx: &Tx, packet: Vec<Frame>) {
-    // A failed send means the worker is gone; the router sees its channel
-    // close and the supervisor handles the rest.
-    let _ = tx.send(packet);
+/// Reports units whose frames could not be sent.
+pub(crate) type Unsent = Box<dyn Fn(Vec<TaskId>, TaskError) + Send + Sync>;
+
+/// Sends one packet. A worker that is gone is not an error here (its
+/// pidfd reports its end and the supervisor settles its units); any other
+/// failure (no descriptor left to duplicate a region, a message too large)
+/// fails the units the packet carried.
+fn send(tx: &Tx, packet: Vec<Frame>, unsent: &Unsent) {
+    let ids: Vec<TaskId> = packet
+        .iter()
+        .flat_map(|f| f.units.iter().copied())
+        .collect();
+    let sent = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| tx.send(packet)));
+    let error = match sent {
+        Ok(Ok(())) => return,
+        Ok(Err(IpcError::Io(e)))
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EPIPE) | Some(libc::ECONNRESET) | Some(libc::ENOTCONN)
+            ) =>
+        {
+            return
+        }
+        Ok(Err(IpcError::Disconnected)) => return,
+        Ok(Err(IpcError::Io(e))) => TaskError::io(e),
+        Ok(Err(e)) => TaskError::io(std::io::Error::other(e.to_string())),
+        Err(_) => TaskError::io(std::io::Error::other("sending to the worker failed")),
+    };
+    if !ids.is_empty() {
+        unsent(ids, error);
+    }
 }
 
 #[derive(Default)]
@@ -37,16 +67,18 @@ pub(crate) struct Outbox {
     queue: Mutex<Queue>,
     cond: Condvar,
     tx: Mutex<Tx>,
+    unsent: Unsent,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl Outbox {
     /// An outbox over `tx` with its sender thread started.
-    pub(crate) fn start(tx: Tx, name: String) -> std::io::Result<Arc<Outbox>> {
+    pub(crate) fn start(tx: Tx, name: String, unsent: Unsent) -> std::io::Result<Arc<Outbox>> {
         let out = Arc::new(Outbox {
             queue: Mutex::default(),
             cond: Condvar::new(),
             tx: Mutex::new(tx),
+            unsent,
             thread: Mutex::new(None),
         });
         let o = out.clone();
@@ -144,19 +176,19 @@ impl Outbox {
             for frame in batch {
                 let frame_fds = frame.descriptors();
                 if !packet.is_empty() && fds + frame_fds > PACKET_FDS {
-                    send(&tx, std::mem::take(&mut packet));
+                    send(&tx, std::mem::take(&mut packet), &self.unsent);
                     (bytes, fds) = (0, 0);
                 }
                 bytes += frame.head.0.len() + frame.body.0.len();
                 fds += frame_fds;
                 packet.push(frame);
                 if bytes >= PACKET_BYTES {
-                    send(&tx, std::mem::take(&mut packet));
+                    send(&tx, std::mem::take(&mut packet), &self.unsent);
                     (bytes, fds) = (0, 0);
                 }
             }
             if !packet.is_empty() {
-                send(&tx, packet);
+                send(&tx, packet, &self.unsent);
             }
         }
     }

@@ -170,10 +170,7 @@ fn on_packet(shared: &Shared, w: WorkerId, packet: Packet) {
                     break;
                 };
                 for ((id, result), part) in ids.into_iter().zip(results).zip(parts) {
-                    done.push((
-                        id,
-                        result.map(|()| Body::from_vec(part.to_vec(), usize::MAX)),
-                    ));
+                    done.push((id, result.map(|()| Body::inline(part.to_vec()))));
                 }
             }
             Up::Message { id } => {

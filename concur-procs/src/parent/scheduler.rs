@@ -66,7 +66,7 @@ impl Rules {
         let Sink::Item(batch, _) = &first.sink else {
             return Vec::new();
         };
-        let small = |u: &Unit| matches!(u.input, Body::Empty | Body::Inline(_));
+        let small = |u: &Unit| matches!(*u.input, Body::Empty | Body::Inline(_));
         if !small(first) {
             return Vec::new();
         }
@@ -212,7 +212,9 @@ pub(crate) struct Unit {
     pub(crate) id: TaskId,
     pub(crate) sink: Sink,
     pub(crate) name: &'static str,
-    pub(crate) input: Body,
+    /// Shared with the frames that carry it (no descriptor is duplicated
+    /// to keep it for a retry).
+    pub(crate) input: Arc<Body>,
     /// Every message the caller sent it, kept for a retry.
     pub(crate) down: Vec<Vec<u8>>,
     /// The caller dropped its handle.
@@ -233,7 +235,7 @@ impl Unit {
             id,
             sink,
             name,
-            input,
+            input: Arc::new(input),
             down: Vec::new(),
             caller_gone: false,
             deaths: 0,
@@ -250,12 +252,12 @@ pub(crate) enum Out {
     Run {
         id: TaskId,
         name: &'static str,
-        input: Body,
+        input: Arc<Body>,
     },
     /// Several small tasks of one batch in one frame.
     RunGroup {
         name: &'static str,
-        units: Vec<(TaskId, Body)>,
+        units: Vec<(TaskId, Arc<Body>)>,
     },
     Deliver {
         id: TaskId,
@@ -399,7 +401,8 @@ impl Worker {
     fn take(&mut self, i: usize) -> Option<Unit> {
         let u = self.in_flight.remove(i)?;
         let same = |j: usize| self.in_flight.get(j).is_some_and(|o| o.group == u.group);
-        if !(i > 0 && same(i - 1)) && !same(i) {
+        let shares_a_group = same(i) || (i > 0 && same(i - 1));
+        if !shares_a_group {
             self.open_groups -= 1;
         }
         Some(u)
@@ -692,6 +695,39 @@ impl Scheduler {
             }
         }
         fx.merge(self.dispatch(now));
+        fx
+    }
+
+    /// Frames for units `ids` on worker `w` could not be made or sent
+    /// (out of descriptors, say): each fails with `error`, and a worker
+    /// that already runs one of them is stopped (its caller has its answer).
+    pub(crate) fn on_unsent(
+        &mut self,
+        w: WorkerId,
+        ids: &[TaskId],
+        error: &TaskError,
+        probe: &dyn Probe,
+    ) -> Effects {
+        let mut fx = Effects::default();
+        let Some(worker) = self.workers.get_mut(&w) else {
+            return fx;
+        };
+        let running = probe.progress(w).running;
+        for id in ids {
+            let Some(i) = worker.position(*id) else {
+                continue;
+            };
+            let unit = worker.take(i).expect("position is valid");
+            worker.sent = worker.sent.saturating_sub(1);
+            if unit.id.0 == running && worker.killed.is_none() {
+                worker.killed = Some(Kill::Cancel);
+                fx.kill.push(w);
+            } else {
+                worker.outgoing.push(Out::Cancel { id: unit.id });
+                fx.touch(w);
+            }
+            fx.finish.push((unit.sink, Err(error.clone())));
+        }
         fx
     }
 

@@ -162,22 +162,48 @@ impl Shared {
 
     /// Carries out `fx`: frames and kills under the lock `core`, then sends
     /// and finishes after releasing it.
-    pub(crate) fn carry_out(&self, mut core: MutexGuard<'_, Core>, fx: Effects, sender: Sender) {
-        let mut outs = Vec::with_capacity(fx.touched.len());
-        {
-            let Core { sched, io } = &mut *core;
-            for w in &fx.touched {
-                let (Some(worker), Some(wio)) = (sched.workers.get_mut(w), io.get(w)) else {
-                    continue;
-                };
-                for out in worker.outgoing.drain(..) {
-                    match frame(out, self.settings.shm_threshold) {
-                        Ok(f) => wio.out.push(f),
-                        Err(e) => eprintln!("concur-procs: cannot encode a frame: {e}"),
+    pub(crate) fn carry_out(
+        &self,
+        mut core: MutexGuard<'_, Core>,
+        mut fx: Effects,
+        sender: Sender,
+    ) {
+        let mut outs: Vec<Arc<Outbox>> = Vec::new();
+        let now = Instant::now();
+        // Frames that cannot be made fail their units, which may queue
+        // more frames (cancels): go round until nothing is left.
+        let mut touched = std::mem::take(&mut fx.touched);
+        while !touched.is_empty() {
+            let mut unsent: Vec<(WorkerId, Vec<TaskId>, TaskError)> = Vec::new();
+            {
+                let Core { sched, io } = &mut *core;
+                for w in &touched {
+                    let (Some(worker), Some(wio)) = (sched.workers.get_mut(w), io.get(w)) else {
+                        continue;
+                    };
+                    for out in worker.outgoing.drain(..) {
+                        match frame(out, self.settings.shm_threshold) {
+                            Ok(f) => wio.out.push(f),
+                            Err((ids, e)) if !ids.is_empty() => unsent.push((*w, ids, e)),
+                            Err((_, e)) => eprintln!("concur-procs: cannot encode a frame: {e}"),
+                        }
+                    }
+                    if !outs.iter().any(|o| Arc::ptr_eq(o, &wio.out)) {
+                        outs.push(wio.out.clone());
                     }
                 }
-                outs.push(wio.out.clone());
             }
+            touched.clear();
+            for (w, ids, e) in unsent {
+                let c = &mut *core;
+                let more = c.sched.on_unsent(w, &ids, &e, &IoProbe(&c.io, now));
+                touched.extend(more.touched);
+                fx.finish.extend(more.finish);
+                fx.kill.extend(more.kill);
+            }
+        }
+        {
+            let io = &core.io;
             for w in &fx.kill {
                 if let Some(wio) = io.get(w) {
                     pidfd::kill(&wio.pidfd);
@@ -197,6 +223,13 @@ impl Shared {
         for (sink, result) in fx.finish {
             sink.finish(result);
         }
+    }
+
+    /// Frames for `ids` on worker `w` could not be sent (outbox thread).
+    pub(crate) fn unsent(&self, w: WorkerId, ids: Vec<TaskId>, e: TaskError) {
+        self.event(Sender::Threads, |c, now| {
+            c.sched.on_unsent(w, &ids, &e, &IoProbe(&c.io, now))
+        });
     }
 
     /// New units from a caller.
@@ -267,33 +300,48 @@ impl Shared {
     }
 }
 
-/// The frame for `out`.
-pub(crate) fn frame(out: Out, threshold: usize) -> Result<Frame, TaskError> {
-    match out {
-        Out::Run { id, name, input } => Frame::new(
-            &Down::Run {
-                id,
-                name: name.to_owned(),
-            },
-            input,
+/// The frame for `out`; on failure, the units it concerns and why.
+pub(crate) fn frame(out: Out, threshold: usize) -> Result<Frame, (Vec<TaskId>, TaskError)> {
+    let (ids, made) = match out {
+        Out::Run { id, name, input } => (
+            vec![id],
+            input.try_clone().and_then(|body| {
+                Frame::new(
+                    &Down::Run {
+                        id,
+                        name: name.to_owned(),
+                    },
+                    body,
+                )
+            }),
         ),
         Out::RunGroup { name, units } => {
             let (bytes, ends) = crate::wire::join(units.iter().map(|(_, b)| b.as_slice()));
-            Frame::new(
+            let ids: Vec<TaskId> = units.into_iter().map(|(id, _)| id).collect();
+            let made = Frame::new(
                 &Down::RunGroup {
                     name: name.to_owned(),
-                    ids: units.into_iter().map(|(id, _)| id).collect(),
+                    ids: ids.clone(),
                     ends,
                 },
-                Body::from_vec(bytes, usize::MAX),
-            )
+                Body::inline(bytes),
+            );
+            (ids, made)
         }
-        Out::Deliver { id, bytes } => {
-            Frame::new(&Down::Deliver { id }, Body::from_vec(bytes, threshold))
+        Out::Deliver { id, bytes } => (
+            vec![id],
+            Body::from_vec(bytes, threshold).and_then(|b| Frame::new(&Down::Deliver { id }, b)),
+        ),
+        Out::CallerGone { id } => (vec![], Frame::new(&Down::CallerGone { id }, Body::Empty)),
+        Out::Cancel { id } => (vec![], Frame::new(&Down::Cancel { id }, Body::Empty)),
+        Out::Recall { ids } => (vec![], Frame::new(&Down::Recall { ids }, Body::Empty)),
+        Out::Shutdown => (vec![], Frame::new(&Down::Shutdown, Body::Empty)),
+    };
+    match made {
+        Ok(mut f) => {
+            f.units = ids;
+            Ok(f)
         }
-        Out::CallerGone { id } => Frame::new(&Down::CallerGone { id }, Body::Empty),
-        Out::Cancel { id } => Frame::new(&Down::Cancel { id }, Body::Empty),
-        Out::Recall { ids } => Frame::new(&Down::Recall { ids }, Body::Empty),
-        Out::Shutdown => Frame::new(&Down::Shutdown, Body::Empty),
+        Err(e) => Err((ids, e)),
     }
 }

@@ -304,9 +304,20 @@ fn launch(shared: &Arc<Shared>, slot: usize, starting: &mut usize) {
     let s = shared.clone();
     let spawned = std::thread::Builder::new()
         .name("concur-procs-connect".into())
-        .spawn(move || match connect(&s, w, slot, pending, deadline) {
-            Ok(c) => s.supervisor.connected(c),
-            Err(e) => s.supervisor.failed(slot, e),
+        .spawn(move || {
+            // Whatever happens here, the supervisor hears of it: a slot
+            // that never reports would keep a stopping pool waiting.
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                connect(&s, w, slot, pending, deadline)
+            }));
+            match r {
+                Ok(Ok(c)) => s.supervisor.connected(c),
+                Ok(Err(e)) => s.supervisor.failed(slot, e),
+                Err(_) => s.supervisor.failed(
+                    slot,
+                    SpawnError::Protocol("connecting the worker panicked").into(),
+                ),
+            }
         });
     if let Err(e) = spawned {
         // The pending child is dropped with the closure: its connect never
@@ -338,12 +349,12 @@ fn connect(
         let _ = sys::wait(pid);
         e
     };
-    let progress = Arc::new(ProgressWord::new());
+    let progress = Arc::new(ProgressWord::new().map_err(|e| give_up(TaskError::io(e)))?);
     let (initializer, body) = match &s.initializer {
         Some(i) => (
             Some(i.name().to_owned()),
             match i.encode() {
-                Ok(bytes) => Body::from_vec(bytes, usize::MAX),
+                Ok(bytes) => Body::inline(bytes),
                 Err(e) => return Err(give_up(e)),
             },
         ),
@@ -357,7 +368,7 @@ fn connect(
         shm_threshold: s.shm_threshold,
     };
     let mut frame = Frame::new(&head, body).map_err(give_up)?;
-    frame.shm = Some(progress.region());
+    frame.shm = Some(progress.region().map_err(|e| give_up(TaskError::io(e)))?);
     if started.tx.send(vec![frame]).is_err() {
         return Err(give_up(
             SpawnError::Protocol("worker closed its channel").into(),
@@ -396,7 +407,14 @@ fn connect(
 
 /// Hands a connected worker to the pool (supervisor thread).
 fn register(shared: &Arc<Shared>, c: Connected) {
-    let out = match Outbox::start(c.tx, format!("concur-procs-send-{}", c.w)) {
+    let weak = Arc::downgrade(shared);
+    let w = c.w;
+    let unsent: super::outbox::Unsent = Box::new(move |ids, e| {
+        if let Some(s) = weak.upgrade() {
+            s.unsent(w, ids, e);
+        }
+    });
+    let out = match Outbox::start(c.tx, format!("concur-procs-send-{}", c.w), unsent) {
         Ok(o) => o,
         Err(e) => {
             pidfd::kill(&c.pidfd);

@@ -320,7 +320,16 @@ where
         OS_IPC_CHANNELS_FOR_SERIALIZATION.with(|os_ipc_channels_for_serialization| {
             OS_IPC_SHARED_MEMORY_REGIONS_FOR_SERIALIZATION.with(
                 |os_ipc_shared_memory_regions_for_serialization| {
-                    let bytes = postcard::to_stdvec(&data).map_err(SerDeError)?;
+                    let bytes = match postcard::to_stdvec(&data) {
+                        Ok(bytes) => bytes,
+                        Err(e) => {
+                            // Drop what the failed serialization gathered, or
+                            // the next message on this thread would carry it.
+                            drop(os_ipc_channels_for_serialization.take());
+                            drop(os_ipc_shared_memory_regions_for_serialization.take());
+                            return Err(SerDeError(e).into());
+                        },
+                    };
                     let os_ipc_channels = os_ipc_channels_for_serialization.take();
                     let os_ipc_shared_memory_regions =
                         os_ipc_shared_memory_regions_for_serialization.take();
@@ -613,10 +622,12 @@ impl Serialize for IpcSharedMemory {
                     let mut os_ipc_shared_memory_regions_for_serialization =
                         os_ipc_shared_memory_regions_for_serialization.borrow_mut();
                     let index = os_ipc_shared_memory_regions_for_serialization.len();
-                    os_ipc_shared_memory_regions_for_serialization.push(os_shared_memory.clone());
-                    index
+                    let copy = try_clone_region(os_shared_memory)?;
+                    os_ipc_shared_memory_regions_for_serialization.push(copy);
+                    Ok::<usize, io::Error>(index)
                 },
-            );
+            )
+            .map_err(<S::Error as serde_core::ser::Error>::custom)?;
             debug_assert!(index < usize::MAX);
             index
         } else {
@@ -626,7 +637,47 @@ impl Serialize for IpcSharedMemory {
     }
 }
 
+/// A second handle on `region` for a message; a failure to make one (no
+/// descriptor left) is a serialization error rather than a panic.
+fn try_clone_region(region: &OsIpcSharedMemory) -> Result<OsIpcSharedMemory, std::io::Error> {
+    #[cfg(all(
+    not(feature = "force-inprocess"),
+    any(
+        target_os = "linux",
+        target_os = "openbsd",
+        target_os = "freebsd",
+        target_os = "illumos",
+    )
+))]
+    {
+        region.try_clone().map_err(std::io::Error::from)
+    }
+    #[cfg(not(all(
+    not(feature = "force-inprocess"),
+    any(
+        target_os = "linux",
+        target_os = "openbsd",
+        target_os = "freebsd",
+        target_os = "illumos",
+    )
+)))]
+    {
+        Ok(region.clone())
+    }
+}
+
 impl IpcSharedMemory {
+    /// A second handle on the same region; a failure (no descriptor left)
+    /// is an error rather than the panic of `clone`.
+    pub fn try_clone(&self) -> std::io::Result<IpcSharedMemory> {
+        match &self.os_shared_memory {
+            Some(m) => Ok(IpcSharedMemory {
+                os_shared_memory: Some(try_clone_region(m)?),
+            }),
+            None => Ok(IpcSharedMemory::empty()),
+        }
+    }
+
     const fn empty() -> Self {
         Self {
             os_shared_memory: None,
@@ -653,6 +704,43 @@ impl IpcSharedMemory {
             IpcSharedMemory {
                 os_shared_memory: Some(OsIpcSharedMemory::from_byte(byte, length)),
             }
+        }
+    }
+
+    /// A zero-filled region of `length` bytes. Unlike [`Self::from_byte`],
+    /// a failure to create it (no descriptor left, no memory) is an error
+    /// rather than a panic (on platforms whose backend reports it).
+    pub fn try_zeroed(length: usize) -> std::io::Result<IpcSharedMemory> {
+        if length == 0 {
+            return Ok(IpcSharedMemory::empty());
+        }
+        #[cfg(all(
+            not(feature = "force-inprocess"),
+            any(
+                target_os = "linux",
+                target_os = "openbsd",
+                target_os = "freebsd",
+                target_os = "illumos",
+            )
+        ))]
+        {
+            OsIpcSharedMemory::try_zeroed(length)
+                .map(|m| IpcSharedMemory {
+                    os_shared_memory: Some(m),
+                })
+                .map_err(std::io::Error::from)
+        }
+        #[cfg(not(all(
+            not(feature = "force-inprocess"),
+            any(
+                target_os = "linux",
+                target_os = "openbsd",
+                target_os = "freebsd",
+                target_os = "illumos",
+            )
+        )))]
+        {
+            Ok(Self::from_byte(0, length))
         }
     }
 

@@ -865,6 +865,11 @@ struct BackingStore {
 
 impl BackingStore {
     pub fn new(length: usize) -> BackingStore {
+        Self::try_new(length).expect("cannot create a shared memory region")
+    }
+
+    /// As `new`, but a failure (no descriptor left, no memory) is an error.
+    pub fn try_new(length: usize) -> Result<BackingStore, UnixError> {
         let count = SHM_COUNT.fetch_add(1, Ordering::Relaxed);
         let timestamp = UNIX_EPOCH.elapsed().unwrap();
         let name = CString::new(format!(
@@ -875,8 +880,8 @@ impl BackingStore {
             timestamp.subsec_nanos()
         ))
         .unwrap();
-        let fd = create_shmem(name, length);
-        Self::from_fd(fd)
+        let fd = create_shmem(name, length)?;
+        Ok(Self::from_fd(fd))
     }
 
     pub fn from_fd(fd: c_int) -> BackingStore {
@@ -973,16 +978,31 @@ impl Drop for OsIpcSharedMemory {
 
 impl Clone for OsIpcSharedMemory {
     fn clone(&self) -> OsIpcSharedMemory {
+        self.try_clone()
+            .expect("cannot duplicate a shared memory descriptor")
+    }
+}
+
+impl OsIpcSharedMemory {
+    /// A second handle on the same region; a failure (no descriptor left)
+    /// is an error rather than a panic.
+    pub fn try_clone(&self) -> Result<OsIpcSharedMemory, UnixError> {
         if self.store.fd() < 0 {
             // The descriptor was released: a copy gets a region of its own.
-            return OsIpcSharedMemory::from_bytes(self);
+            let copy = OsIpcSharedMemory::try_zeroed(self.length)?;
+            unsafe {
+                ptr::copy_nonoverlapping(self.ptr, copy.ptr, self.length);
+            }
+            return Ok(copy);
         }
         unsafe {
             let fd = libc::fcntl(self.store.fd(), libc::F_DUPFD_CLOEXEC, 0);
-            assert!(fd >= 0, "cannot duplicate a shared memory descriptor: {}", UnixError::last());
+            if fd < 0 {
+                return Err(UnixError::last());
+            }
             let store = BackingStore::from_fd(fd);
-            let (address, _) = store.map_file(Some(self.length));
-            OsIpcSharedMemory::from_raw_parts(address, self.length, store)
+            let (address, _) = store.try_map_file(Some(self.length))?;
+            Ok(OsIpcSharedMemory::from_raw_parts(address, self.length, store))
         }
     }
 }
@@ -1061,6 +1081,16 @@ impl OsIpcSharedMemory {
                 *element = byte;
             }
             OsIpcSharedMemory::from_raw_parts(address, length, store)
+        }
+    }
+
+    /// A zero-filled region of `length` bytes; a failure to create it (no
+    /// descriptor left, no memory) is an error.
+    pub fn try_zeroed(length: usize) -> Result<OsIpcSharedMemory, UnixError> {
+        unsafe {
+            let store = BackingStore::try_new(length)?;
+            let (address, length) = store.try_map_file(Some(length))?;
+            Ok(OsIpcSharedMemory::from_raw_parts(address, length, store))
         }
     }
 
@@ -1358,27 +1388,36 @@ fn new_msghdr(iovec: &mut [iovec], cmsg_buffer: *mut cmsghdr, cmsg_space: MsgCon
     msghdr
 }
 
-fn create_shmem(name: CString, length: usize) -> c_int {
+fn create_shmem(name: CString, length: usize) -> Result<c_int, UnixError> {
     unsafe {
         #[cfg(target_os = "linux")]
         let flags = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING;
         #[cfg(not(target_os = "linux"))]
         let flags = libc::MFD_CLOEXEC;
         let fd = libc::memfd_create(name.as_ptr(), flags);
-        assert!(fd >= 0);
-        assert_eq!(libc::ftruncate(fd, length as off_t), 0);
+        if fd < 0 {
+            return Err(UnixError::last());
+        }
+        let fail = |fd: c_int| {
+            let e = UnixError::last();
+            libc::close(fd);
+            Err(e)
+        };
+        if libc::ftruncate(fd, length as off_t) != 0 {
+            return fail(fd);
+        }
         // The size is final: a receiver that maps the region can rely on
         // every page of it (a region shrunk under a mapping faults with SIGBUS).
         #[cfg(target_os = "linux")]
-        assert_eq!(
-            libc::fcntl(
-                fd,
-                libc::F_ADD_SEALS,
-                libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL
-            ),
-            0
-        );
-        fd
+        if libc::fcntl(
+            fd,
+            libc::F_ADD_SEALS,
+            libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL,
+        ) != 0
+        {
+            return fail(fd);
+        }
+        Ok(fd)
     }
 }
 

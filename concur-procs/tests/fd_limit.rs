@@ -1,0 +1,122 @@
+//! Issue 8.4: running out of file descriptors never wedges the pool. Under
+//! a low `RLIMIT_NOFILE` (set for this whole test binary: its tests all
+//! want it), finished results waiting unjoined hold no descriptor, and a
+//! task that cannot get one fails alone with a typed `Io` error.
+
+concur_procs::enable_test_support!();
+
+mod common;
+
+use common::{Blob, Echo, DEADLINE};
+use concur_procs::{
+    Configure, ErrorKind, Executor, ProcessPool, Task, TaskContext, TaskError, TaskHandle,
+};
+use serde::{Deserialize, Serialize};
+
+/// Holds its worker until the caller says go.
+#[derive(Serialize, Deserialize)]
+struct Gate;
+
+impl Task for Gate {
+    type Output = ();
+    type ToCaller = ();
+    type FromCaller = ();
+    const NAME: &'static str = "fd_limit::Gate";
+    fn run(self, cx: &mut TaskContext<'_, Self>) {
+        let _ = cx.recv();
+    }
+}
+concur_procs::register!(Gate);
+
+/// The soft descriptor limit these tests run under.
+const LIMIT: u64 = 256;
+
+fn lower_the_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: valid out-pointer, then a valid in-pointer.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
+        lim.rlim_cur = LIMIT.min(lim.rlim_max);
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
+    }
+}
+
+fn join<T: Task>(h: TaskHandle<T>) -> Result<T::Output, TaskError> {
+    h.join_timeout(DEADLINE)
+        .unwrap_or_else(|h| panic!("{h:?} did not finish within {DEADLINE:?}"))
+}
+
+#[test]
+fn unjoined_large_results_hold_no_descriptor() {
+    lower_the_limit();
+    let n = 1_500;
+    let p = ProcessPool::builder()
+        .workers(2)
+        .queue_bound(n)
+        .build()
+        .unwrap();
+    let hs: Vec<_> = (0..n)
+        .map(|_| {
+            p.submit(Echo {
+                input: Blob(vec![1]),
+                out_len: 100_000,
+                patterned: false,
+            })
+            .unwrap()
+        })
+        .collect();
+    for h in hs {
+        let (_, out) = join(h).expect("every result arrives");
+        assert_eq!(out.0.len(), 100_000);
+    }
+}
+
+#[test]
+fn a_task_that_cannot_get_a_descriptor_fails_alone() {
+    lower_the_limit();
+    let n = 600;
+    let p = ProcessPool::builder()
+        .workers(1)
+        .queue_bound(n + 1)
+        .build()
+        .unwrap();
+    // The worker is held, so the inputs wait in the parent, each in its
+    // own shared-memory region: far more than the descriptor limit.
+    let gate = p.submit(Gate).unwrap();
+    let mut refused = 0;
+    let mut hs = Vec::new();
+    for _ in 0..n {
+        match p.submit(Echo {
+            input: Blob(vec![2; 100 << 10]),
+            out_len: 1,
+            patterned: false,
+        }) {
+            Ok(h) => hs.push(h),
+            Err(e) => {
+                assert!(matches!(e.kind(), ErrorKind::Io), "{e}");
+                refused += 1;
+            }
+        }
+    }
+    assert!(
+        refused > 0,
+        "the limit was never reached: the test proves nothing"
+    );
+    gate.send(()).unwrap();
+    join(gate).unwrap();
+    let mut failed = 0;
+    for h in hs {
+        match join(h) {
+            Ok((sum, _)) => assert_eq!(sum, 2 * (100 << 10)),
+            Err(e) => {
+                assert!(matches!(e.kind(), ErrorKind::Io), "{e}");
+                failed += 1;
+            }
+        }
+    }
+    eprintln!("{refused} refused at submit, {failed} failed later, of {n}");
+    join(p.submit(common::Who).unwrap()).expect("the pool goes on");
+}
