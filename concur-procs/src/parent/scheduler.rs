@@ -707,6 +707,7 @@ impl Scheduler {
         ids: &[TaskId],
         error: &TaskError,
         probe: &dyn Probe,
+        now: Instant,
     ) -> Effects {
         let mut fx = Effects::default();
         let Some(worker) = self.workers.get_mut(&w) else {
@@ -728,6 +729,8 @@ impl Scheduler {
             }
             fx.finish.push((unit.sink, Err(error.clone())));
         }
+        // Their places are free: nothing else would fill them.
+        fx.merge(self.dispatch(now));
         fx
     }
 

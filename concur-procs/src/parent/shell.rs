@@ -196,10 +196,12 @@ impl Shared {
             touched.clear();
             for (w, ids, e) in unsent {
                 let c = &mut *core;
-                let more = c.sched.on_unsent(w, &ids, &e, &IoProbe(&c.io, now));
+                let more = c.sched.on_unsent(w, &ids, &e, &IoProbe(&c.io, now), now);
                 touched.extend(more.touched);
                 fx.finish.extend(more.finish);
                 fx.kill.extend(more.kill);
+                fx.start.extend(more.start);
+                fx.arm |= more.arm;
             }
         }
         {
@@ -228,7 +230,7 @@ impl Shared {
     /// Frames for `ids` on worker `w` could not be sent (outbox thread).
     pub(crate) fn unsent(&self, w: WorkerId, ids: Vec<TaskId>, e: TaskError) {
         self.event(Sender::Threads, |c, now| {
-            c.sched.on_unsent(w, &ids, &e, &IoProbe(&c.io, now))
+            c.sched.on_unsent(w, &ids, &e, &IoProbe(&c.io, now), now)
         });
     }
 

@@ -471,3 +471,27 @@ fn slow_start_failures_in_a_row_fail_the_pool() {
         }
     }
 }
+
+/// 8.4: a unit whose frame cannot be sent fails alone, and the place it
+/// held goes to the next queued unit (nothing else would dispatch it).
+#[test]
+fn an_unsent_unit_fails_alone_and_frees_its_place() {
+    let now = Instant::now();
+    let mut r = rules();
+    r.depth = 1;
+    let (mut s, w) = with_worker(r, now);
+    let (units, cs) = singles(2);
+    let _ = s.submit(units, now).unwrap();
+    s.workers.get_mut(&w).unwrap().outgoing.clear();
+    let e = TaskError::io(std::io::Error::from_raw_os_error(libc::EMFILE));
+    let fx = s.on_unsent(w, &[cs[0].id()], &e, &FakeProbe::default(), now);
+    assert!(fx.kill.is_empty(), "it never ran: nothing to stop");
+    assert_eq!(finished(&fx)[&cs[0].id()], Err(ErrorKind::Io));
+    assert!(
+        s.workers[&w]
+            .outgoing
+            .iter()
+            .any(|o| matches!(o, Out::Run { id, .. } if *id == cs[1].id())),
+        "the next unit was not sent"
+    );
+}
