@@ -198,3 +198,55 @@ impl Frame {
         Ok((head, body))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn frame(head: Vec<u8>, body: Vec<u8>) -> Frame {
+        Frame {
+            head: Block(head),
+            body: Block(body),
+            shm: None,
+            chan: None,
+            units: Vec::new(),
+        }
+    }
+
+    proptest! {
+        /// The parent's frame decoder: whatever a worker puts in a frame's
+        /// header, opening it gives a header or a typed error, never a
+        /// panic or an allocation of what the bytes claim.
+        #[test]
+        fn arbitrary_frames_never_panic(head in proptest::collection::vec(any::<u8>(), 0..64)) {
+            if let Err(e) = frame(head, Vec::new()).open::<Up>() {
+                let is_codec = matches!(e.kind(), concur_core::ErrorKind::Codec { .. });
+                prop_assert!(is_codec, "not a codec error: {}", e);
+            }
+        }
+
+        /// Valid headers cut short are errors, not panics.
+        #[test]
+        fn truncated_headers_are_errors(cut in 0usize..40) {
+            let up = Up::DoneGroup {
+                ids: vec![TaskId(1), TaskId(2)],
+                results: vec![Ok(()), Err(concur_core::TaskError::new(concur_core::ErrorKind::Cancelled))],
+                ends: vec![3, 7],
+            };
+            let bytes = codec::encode(&up, "t").unwrap();
+            let cut = cut.min(bytes.len());
+            let r = frame(bytes[..cut].to_vec(), Vec::new()).open::<Up>();
+            prop_assert!(cut == bytes.len() || r.is_err());
+        }
+
+        /// Group ends that do not fit their bytes are refused.
+        #[test]
+        fn group_ends_are_checked(len in 0usize..64, ends in proptest::collection::vec(any::<u32>(), 0..8)) {
+            let bytes = vec![0u8; len];
+            if let Some(parts) = split(&bytes, &ends) {
+                prop_assert_eq!(parts.iter().map(|p| p.len()).sum::<usize>(), len);
+            }
+        }
+    }
+}

@@ -617,17 +617,16 @@ impl Serialize for IpcSharedMemory {
         S: Serializer,
     {
         if let Some(os_shared_memory) = &self.os_shared_memory {
-            let index = OS_IPC_SHARED_MEMORY_REGIONS_FOR_SERIALIZATION.with(
-                |os_ipc_shared_memory_regions_for_serialization| {
+            let index = OS_IPC_SHARED_MEMORY_REGIONS_FOR_SERIALIZATION
+                .with(|os_ipc_shared_memory_regions_for_serialization| {
                     let mut os_ipc_shared_memory_regions_for_serialization =
                         os_ipc_shared_memory_regions_for_serialization.borrow_mut();
                     let index = os_ipc_shared_memory_regions_for_serialization.len();
                     let copy = try_clone_region(os_shared_memory)?;
                     os_ipc_shared_memory_regions_for_serialization.push(copy);
                     Ok::<usize, io::Error>(index)
-                },
-            )
-            .map_err(<S::Error as serde_core::ser::Error>::custom)?;
+                })
+                .map_err(<S::Error as serde_core::ser::Error>::custom)?;
             debug_assert!(index < usize::MAX);
             index
         } else {
@@ -641,26 +640,26 @@ impl Serialize for IpcSharedMemory {
 /// descriptor left) is a serialization error rather than a panic.
 fn try_clone_region(region: &OsIpcSharedMemory) -> Result<OsIpcSharedMemory, std::io::Error> {
     #[cfg(all(
-    not(feature = "force-inprocess"),
-    any(
-        target_os = "linux",
-        target_os = "openbsd",
-        target_os = "freebsd",
-        target_os = "illumos",
-    )
-))]
+        not(feature = "force-inprocess"),
+        any(
+            target_os = "linux",
+            target_os = "openbsd",
+            target_os = "freebsd",
+            target_os = "illumos",
+        )
+    ))]
     {
         region.try_clone().map_err(std::io::Error::from)
     }
     #[cfg(not(all(
-    not(feature = "force-inprocess"),
-    any(
-        target_os = "linux",
-        target_os = "openbsd",
-        target_os = "freebsd",
-        target_os = "illumos",
-    )
-)))]
+        not(feature = "force-inprocess"),
+        any(
+            target_os = "linux",
+            target_os = "openbsd",
+            target_os = "freebsd",
+            target_os = "illumos",
+        )
+    )))]
     {
         Ok(region.clone())
     }

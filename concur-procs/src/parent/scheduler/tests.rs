@@ -495,3 +495,23 @@ fn an_unsent_unit_fails_alone_and_frees_its_place() {
         "the next unit was not sent"
     );
 }
+
+/// 7.11: when the result router cannot go on, every task fails at once and
+/// every worker is stopped; nothing waits for results that cannot come.
+#[test]
+fn a_failed_router_fails_everything_at_once() {
+    let now = Instant::now();
+    let mut r = rules();
+    r.depth = 1;
+    let (mut s, w) = with_worker(r, now);
+    let (units, cs) = singles(3);
+    let _ = s.submit(units, now).unwrap();
+    let fx = s.fail_now("the result router failed".into());
+    assert_eq!(fx.kill, vec![w]);
+    let done = finished(&fx);
+    assert_eq!(done.len(), 3);
+    for c in &cs {
+        assert!(matches!(done[&c.id()], Err(ErrorKind::PoolFailed { .. })));
+    }
+    assert!(s.is_idle());
+}

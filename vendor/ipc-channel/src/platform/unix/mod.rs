@@ -29,8 +29,8 @@ use std::hash::BuildHasherDefault;
 use std::io;
 use std::mem;
 use std::ops::{Deref, RangeFrom};
-use std::os::unix::fs::PermissionsExt;
 use std::os::fd::RawFd;
+use std::os::unix::fs::PermissionsExt;
 use std::ptr;
 use std::slice;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -909,7 +909,9 @@ impl BackingStore {
                 }
                 let st = st.assume_init();
                 if (st.st_mode & S_IFMT) != libc::S_IFREG {
-                    return Err(malformed("a received descriptor is neither a channel nor shared memory"));
+                    return Err(malformed(
+                        "a received descriptor is neither a channel nor shared memory",
+                    ));
                 }
                 // Only a region whose size the sender can no longer change
                 // may be mapped: shrinking it later would make every read
@@ -918,7 +920,9 @@ impl BackingStore {
                 {
                     let seals = libc::fcntl(self.fd, libc::F_GET_SEALS);
                     if seals < 0 || seals & libc::F_SEAL_SHRINK == 0 {
-                        return Err(malformed("received shared memory is not sealed against shrinking"));
+                        return Err(malformed(
+                            "received shared memory is not sealed against shrinking",
+                        ));
                     }
                 }
                 st.st_size as size_t
@@ -1002,7 +1006,11 @@ impl OsIpcSharedMemory {
             }
             let store = BackingStore::from_fd(fd);
             let (address, _) = store.try_map_file(Some(self.length))?;
-            Ok(OsIpcSharedMemory::from_raw_parts(address, self.length, store))
+            Ok(OsIpcSharedMemory::from_raw_parts(
+                address,
+                self.length,
+                store,
+            ))
         }
     }
 }
@@ -1313,10 +1321,14 @@ fn recv(fd: c_int, blocking_mode: BlockingMode) -> Result<IpcMessage, UnixError>
 
     // The total size is the peer's word too: check it before allocating.
     if total_size < main_data_buffer.len() {
-        return Err(malformed("message header claims less than its first fragment"));
+        return Err(malformed(
+            "message header claims less than its first fragment",
+        ));
     }
     if total_size > max_message_size() {
-        return Err(malformed("message header claims more than the maximum message size"));
+        return Err(malformed(
+            "message header claims more than the maximum message size",
+        ));
     }
 
     // Reassemble fragments.
@@ -1330,7 +1342,10 @@ fn recv(fd: c_int, blocking_mode: BlockingMode) -> Result<IpcMessage, UnixError>
 
     // Extend the buffer to hold the entire message, without initialising the memory.
     let len = main_data_buffer.len();
-    if main_data_buffer.try_reserve_exact(total_size - len).is_err() {
+    if main_data_buffer
+        .try_reserve_exact(total_size - len)
+        .is_err()
+    {
         return Err(UnixError::Errno(libc::ENOMEM));
     }
 
