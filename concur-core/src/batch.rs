@@ -2,51 +2,19 @@
 //! each task's output encoded on its own, so that a value that cannot be
 //! decoded fails only its own task.
 
-use serde::de::{self, Deserializer, Visitor};
-use serde::{Deserialize, Serialize, Serializer};
-
-use crate::codec;
+use crate::codec::{self, Bytes, BytesRef};
 use crate::error::TaskError;
 use crate::task::Message;
-
-/// One task's encoded output, serialized as a block of bytes.
-struct Block<'a>(&'a [u8]);
-
-impl Serialize for Block<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_bytes(self.0)
-    }
-}
-
-/// An owned block read back.
-struct OwnedBlock(Vec<u8>);
-
-impl<'de> Deserialize<'de> for OwnedBlock {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = OwnedBlock;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("bytes")
-            }
-            fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<OwnedBlock, E> {
-                Ok(OwnedBlock(v.to_vec()))
-            }
-            fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> Result<OwnedBlock, E> {
-                Ok(OwnedBlock(v))
-            }
-        }
-        d.deserialize_byte_buf(V)
-    }
-}
 
 /// Encodes a batch's results: each `Ok` holds one task's encoded output.
 ///
 /// # Errors
 /// A codec error when a task's error cannot be encoded.
 pub fn encode_batch_items(items: &[Result<Vec<u8>, TaskError>]) -> Result<Vec<u8>, TaskError> {
-    let view: Vec<Result<Block<'_>, &TaskError>> =
-        items.iter().map(|r| r.as_ref().map(|b| Block(b))).collect();
+    let view: Vec<Result<BytesRef<'_>, &TaskError>> = items
+        .iter()
+        .map(|r| r.as_ref().map(|b| BytesRef(b)))
+        .collect();
     codec::encode(&view, "batch results")
 }
 
@@ -58,7 +26,7 @@ pub fn encode_batch_items(items: &[Result<Vec<u8>, TaskError>]) -> Result<Vec<u8
 pub fn decode_batch_items<O: Message>(
     bytes: &[u8],
 ) -> Result<Vec<Result<O, TaskError>>, TaskError> {
-    let items: Vec<Result<OwnedBlock, TaskError>> = codec::decode(bytes, "batch results")?;
+    let items: Vec<Result<Bytes, TaskError>> = codec::decode(bytes, "batch results")?;
     Ok(items
         .into_iter()
         .map(|r| r.and_then(|b| codec::decode(&b.0, "output")))

@@ -15,8 +15,11 @@ use serde::Serialize;
 
 use crate::error::TaskError;
 
+mod bytes;
 mod de;
 mod ser;
+
+pub use bytes::{Bytes, BytesRef};
 
 pub use de::ZERO_SIZE_SLACK;
 

@@ -5,44 +5,12 @@
 //! payload as a shared-memory region when they are large (see [`crate::shm`]).
 //! Nothing here is public: the protocol can change with the crate.
 
-use std::fmt;
-
-use concur_core::{codec, TaskError, TaskId};
+use concur_core::codec::{self, Bytes as Block};
+use concur_core::{TaskError, TaskId};
 use ipc_channel::ipc::{IpcReceiver, IpcSender, IpcSharedMemory};
-use serde::de::{self, Deserializer, Visitor};
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
 use crate::shm::Body;
-
-/// Bytes serialized as one block (postcard then copies them with memcpy,
-/// not byte by byte as it would a `Vec<u8>`).
-#[derive(Debug, Default)]
-pub(crate) struct Block(pub(crate) Vec<u8>);
-
-impl Serialize for Block {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_bytes(&self.0)
-    }
-}
-
-impl<'de> Deserialize<'de> for Block {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = Block;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("bytes")
-            }
-            fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Block, E> {
-                Ok(Block(v.to_vec()))
-            }
-            fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> Result<Block, E> {
-                Ok(Block(v))
-            }
-        }
-        d.deserialize_byte_buf(V)
-    }
-}
 
 /// One message on a channel, either direction.
 #[derive(Serialize, Deserialize)]

@@ -11,20 +11,15 @@ mod common;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{alive, wait_until, Blob, Crash, Echo, How, Sleep, Who, DEADLINE};
+use common::{alive, join, wait_until, Blob, Calc, Crash, Echo, How, Sleep, Who, DEADLINE};
 use concur_procs::{
     Configure, ErrorKind, Executor, ExecutorExt, ProcessPool, Task, TaskContext, TaskError,
-    TaskHandle, WorkerExit,
+    WorkerExit,
 };
 use serde::{Deserialize, Serialize};
 
 /// Bound for anything that must not wait on a forked child's 60 s sleep.
 const SHORT: Duration = Duration::from_secs(30);
-
-fn join<T: Task>(h: TaskHandle<T>) -> Result<T::Output, TaskError> {
-    h.join_timeout(DEADLINE)
-        .unwrap_or_else(|h| panic!("{h:?} did not finish within {DEADLINE:?}"))
-}
 
 /// Runs `f` on its own thread and fails the test if it takes longer than
 /// `limit` (a deadline that only catches a hang; the thread is left behind).
@@ -105,28 +100,6 @@ impl Task for Fork {
             let _ = cx.recv();
         }
         child
-    }
-}
-
-/// `x * 3 + 1`, after spinning `spin_us` microseconds (so kills land while
-/// tasks run).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Calc {
-    x: u64,
-    spin_us: u64,
-}
-
-impl Task for Calc {
-    type Output = u64;
-    type ToCaller = ();
-    type FromCaller = ();
-    const NAME: &'static str = "procs-faults::Calc";
-    fn run(self, _cx: &mut TaskContext<'_, Self>) -> u64 {
-        let end = std::time::Instant::now() + Duration::from_micros(self.spin_us);
-        while std::time::Instant::now() < end {
-            std::hint::spin_loop();
-        }
-        self.x * 3 + 1
     }
 }
 
@@ -231,7 +204,7 @@ impl Task for SerdePanic {
     }
 }
 
-concur_procs::register!(Fork, Calc, Item, SerdePanic);
+concur_procs::register!(Fork, Item, SerdePanic);
 
 /// Issue 7.3 (a): a child forked by a task holds the worker's sockets for
 /// 60 s; dropping the pool does not wait for it.

@@ -9,18 +9,13 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::{Blob, Echo, DEADLINE};
-use concur_procs::{Configure, Executor, ProcessPool, Task, TaskContext, TaskError, TaskHandle};
+use common::{join, Blob, Echo};
+use concur_procs::{Configure, Executor, ProcessPool, Task, TaskContext};
 use serde::{Deserialize, Serialize};
 
 /// Each caller message: 100 KB, above the 64 KiB shared-memory threshold.
 const MSG: usize = 100_000;
 const MESSAGES: usize = 100;
-
-fn join<T: Task>(h: TaskHandle<T>) -> Result<T::Output, TaskError> {
-    h.join_timeout(DEADLINE)
-        .unwrap_or_else(|h| panic!("{h:?} did not finish within {DEADLINE:?}"))
-}
 
 /// Reads `n` caller messages; the first run (no marker file yet) creates
 /// the marker and aborts its worker after reading them all, so the retry

@@ -12,19 +12,14 @@ mod common;
 use std::collections::BTreeSet;
 use std::os::unix::fs::MetadataExt;
 
-use common::{wait_until, Blob, Crash, Echo, How, DEADLINE};
-use concur_procs::{Configure, Executor, ProcessPool, Task, TaskError, TaskHandle};
+use common::{children, join, wait_until, Blob, Crash, Echo, How, DEADLINE};
+use concur_procs::{Configure, Executor, ProcessPool};
 
 const ROUNDS: usize = 50;
 const TASKS_PER_ROUND: usize = 40;
 const CRASHES_PER_ROUND: usize = 3;
 /// Above the 64 KiB shared-memory threshold, both ways.
 const PAYLOAD: usize = 100 << 10;
-
-fn join<T: Task>(h: TaskHandle<T>) -> Result<T::Output, TaskError> {
-    h.join_timeout(DEADLINE)
-        .unwrap_or_else(|h| panic!("{h:?} did not finish within {DEADLINE:?}"))
-}
 
 /// What one process holds: `(fd, link target, inode)` for each descriptor.
 fn fds_of(pid: &str) -> Vec<(u32, String, u64)> {
@@ -41,32 +36,6 @@ fn fds_of(pid: &str) -> Vec<(u32, String, u64)> {
         };
         let ino = std::fs::metadata(e.path()).map(|m| m.ino()).unwrap_or(0);
         out.push((fd, target.to_string_lossy().into_owned(), ino));
-    }
-    out
-}
-
-/// Pids of this process's children (processes only), zombies included.
-fn children() -> Vec<u32> {
-    let me = std::process::id();
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let ppid = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-            .and_then(|p| p.parse::<u32>().ok());
-        if ppid == Some(me) {
-            out.push(pid);
-        }
     }
     out
 }

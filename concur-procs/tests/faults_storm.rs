@@ -11,33 +11,8 @@ mod common;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::{wait_until, DEADLINE};
-use concur_procs::{Configure, Executor, ExecutorExt, ProcessPool, Task, TaskContext};
-use serde::{Deserialize, Serialize};
-
-/// `x * 3 + 1` after spinning `spin_us` microseconds, so that kills land
-/// while tasks run.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Calc {
-    x: u64,
-    spin_us: u64,
-}
-
-impl Task for Calc {
-    type Output = u64;
-    type ToCaller = ();
-    type FromCaller = ();
-    const NAME: &'static str = "procs-faults-storm::Calc";
-    fn run(self, _cx: &mut TaskContext<'_, Self>) -> u64 {
-        let end = std::time::Instant::now() + Duration::from_micros(self.spin_us);
-        while std::time::Instant::now() < end {
-            std::hint::spin_loop();
-        }
-        self.x * 3 + 1
-    }
-}
-
-concur_procs::register!(Calc);
+use common::{children, wait_until, Calc, DEADLINE};
+use concur_procs::{Configure, Executor, ExecutorExt, ProcessPool};
 
 /// xorshift64: a seeded, reproducible choice of victims and pauses.
 struct Rng(u64);
@@ -53,33 +28,6 @@ impl Rng {
     fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
-}
-
-/// Pids of this process's child processes (threads are not listed in
-/// `/proc`, only processes), zombies included.
-fn children() -> Vec<u32> {
-    let me = std::process::id();
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let ppid = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-            .and_then(|p| p.parse::<u32>().ok());
-        if ppid == Some(me) {
-            out.push(pid);
-        }
-    }
-    out
 }
 
 #[test]

@@ -7,10 +7,8 @@ concur_procs::enable_test_support!();
 
 mod common;
 
-use common::{Blob, Echo, DEADLINE};
-use concur_procs::{
-    Configure, ErrorKind, Executor, ProcessPool, Task, TaskContext, TaskError, TaskHandle,
-};
+use common::{join, Blob, Echo};
+use concur_procs::{Configure, ErrorKind, Executor, ProcessPool, Task, TaskContext};
 use serde::{Deserialize, Serialize};
 
 /// Holds its worker until the caller says go.
@@ -31,27 +29,9 @@ concur_procs::register!(Gate);
 /// The soft descriptor limit these tests run under.
 const LIMIT: u64 = 256;
 
-fn lower_the_limit() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: valid out-pointer, then a valid in-pointer.
-    unsafe {
-        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
-        lim.rlim_cur = LIMIT.min(lim.rlim_max);
-        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
-    }
-}
-
-fn join<T: Task>(h: TaskHandle<T>) -> Result<T::Output, TaskError> {
-    h.join_timeout(DEADLINE)
-        .unwrap_or_else(|h| panic!("{h:?} did not finish within {DEADLINE:?}"))
-}
-
 #[test]
 fn a_task_that_cannot_get_a_descriptor_fails_alone() {
-    lower_the_limit();
+    common::lower_fd_limit(LIMIT);
     let n = 600;
     let p = ProcessPool::builder()
         .workers(1)

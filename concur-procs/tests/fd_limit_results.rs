@@ -7,33 +7,15 @@ concur_procs::enable_test_support!();
 
 mod common;
 
-use common::{Blob, Echo, DEADLINE};
-use concur_procs::{Configure, Executor, ProcessPool, Task, TaskError, TaskHandle};
+use common::{join, Blob, Echo};
+use concur_procs::{Configure, Executor, ProcessPool};
 
 /// The soft descriptor limit this test runs under.
 const LIMIT: u64 = 256;
 
-fn lower_the_limit() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: valid out-pointer, then a valid in-pointer.
-    unsafe {
-        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
-        lim.rlim_cur = LIMIT.min(lim.rlim_max);
-        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
-    }
-}
-
-fn join<T: Task>(h: TaskHandle<T>) -> Result<T::Output, TaskError> {
-    h.join_timeout(DEADLINE)
-        .unwrap_or_else(|h| panic!("{h:?} did not finish within {DEADLINE:?}"))
-}
-
 #[test]
 fn unjoined_large_results_hold_no_descriptor() {
-    lower_the_limit();
+    common::lower_fd_limit(LIMIT);
     let n = 1_500;
     let p = ProcessPool::builder()
         .workers(2)

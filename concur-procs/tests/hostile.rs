@@ -8,16 +8,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Who, DEADLINE};
-use concur_procs::{
-    Configure, ErrorKind, Executor, ProcessPool, Task, TaskContext, TaskError, TaskHandle,
-};
+use common::{join, Who};
+use concur_procs::{Configure, ErrorKind, Executor, ProcessPool, Task, TaskContext};
 use serde::{Deserialize, Serialize};
-
-fn join<T: Task>(h: TaskHandle<T>) -> Result<T::Output, TaskError> {
-    h.join_timeout(DEADLINE)
-        .unwrap_or_else(|h| panic!("{h:?} did not finish within {DEADLINE:?}"))
-}
 
 /// An ipc-channel message (one fragment) holding one of our frames whose
 /// header claims a 1 TiB string.

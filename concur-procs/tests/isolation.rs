@@ -8,18 +8,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::{alive, wait_until, Crash, How, Sleep, Who, DEADLINE};
-use concur_procs::{
-    Configure, ErrorKind, Executor, ProcessPool, TaskError, TaskHandle, WorkerExit,
-};
+use common::{alive, join, wait_until, Crash, How, Sleep, Who, DEADLINE};
+use concur_procs::{Configure, ErrorKind, Executor, ProcessPool, TaskError, WorkerExit};
 
 fn pool(workers: usize) -> concur_procs::ProcessPoolBuilder {
     ProcessPool::builder().workers(workers)
-}
-
-fn join<T: concur_procs::Task>(h: TaskHandle<T>) -> Result<T::Output, TaskError> {
-    h.join_timeout(DEADLINE)
-        .unwrap_or_else(|h| panic!("{h:?} did not finish within {DEADLINE:?}"))
 }
 
 /// Crashes one task on a 2-worker pool and checks the error, the

@@ -7,16 +7,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Blob, Echo, DEADLINE};
-use concur_procs::{
-    Configure, Executor, ExecutorExt, ProcessPool, Task, TaskContext, TaskError, TaskHandle,
-};
+use common::{join, Blob, Echo, DEADLINE};
+use concur_procs::{Configure, Executor, ExecutorExt, ProcessPool, Task, TaskContext};
 use serde::{Deserialize, Serialize};
-
-fn join<T: Task>(h: TaskHandle<T>) -> Result<T::Output, TaskError> {
-    h.join_timeout(DEADLINE)
-        .unwrap_or_else(|h| panic!("{h:?} did not finish within {DEADLINE:?}"))
-}
 
 fn pattern(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i % 251) as u8).collect()

@@ -9,16 +9,9 @@ mod common;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{alive, wait_until, Sleep, Who, DEADLINE};
-use concur_procs::{
-    Configure, ErrorKind, Executor, ProcessPool, Task, TaskContext, TaskError, TaskHandle,
-};
+use common::{alive, join, wait_until, Sleep, Who, DEADLINE};
+use concur_procs::{Configure, ErrorKind, Executor, ProcessPool, Task, TaskContext};
 use serde::{Deserialize, Serialize};
-
-fn join<T: Task>(h: TaskHandle<T>) -> Result<T::Output, TaskError> {
-    h.join_timeout(DEADLINE)
-        .unwrap_or_else(|h| panic!("{h:?} did not finish within {DEADLINE:?}"))
-}
 
 /// Set by the initializer in each worker process.
 static INITIALIZED_AS: AtomicU64 = AtomicU64::new(0);

@@ -3,11 +3,81 @@
 
 use std::time::{Duration, Instant};
 
-use concur_procs::{Task, TaskContext, WorkerExit};
+use concur_procs::{Task, TaskContext, TaskError, TaskHandle, WorkerExit};
 use serde::{Deserialize, Serialize};
 
 /// Every wait in these tests gives up after this long.
 pub const DEADLINE: Duration = Duration::from_secs(60);
+
+/// Joins `h`, failing the test if it does not finish within [`DEADLINE`].
+pub fn join<T: Task>(h: TaskHandle<T>) -> Result<T::Output, TaskError> {
+    h.join_timeout(DEADLINE)
+        .unwrap_or_else(|h| panic!("{h:?} did not finish within {DEADLINE:?}"))
+}
+
+/// Pids of this process's child processes (threads are not listed in
+/// `/proc`, only processes), zombies included.
+pub fn children() -> Vec<u32> {
+    let me = std::process::id();
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(me) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Lowers this whole process's soft descriptor limit to `limit` (a test
+/// binary that calls it should hold only tests that want it).
+pub fn lower_fd_limit(limit: u64) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: valid out-pointer, then a valid in-pointer.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
+        lim.rlim_cur = limit.min(lim.rlim_max);
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
+    }
+}
+
+/// `x * 3 + 1`, after spinning `spin_us` microseconds (so that kills land
+/// while tasks run).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Calc {
+    pub x: u64,
+    pub spin_us: u64,
+}
+
+impl Task for Calc {
+    type Output = u64;
+    type ToCaller = ();
+    type FromCaller = ();
+    const NAME: &'static str = "procs-tests::Calc";
+    fn run(self, _cx: &mut TaskContext<'_, Self>) -> u64 {
+        let end = Instant::now() + Duration::from_micros(self.spin_us);
+        while Instant::now() < end {
+            std::hint::spin_loop();
+        }
+        self.x * 3 + 1
+    }
+}
 
 /// Waits until `cond` holds, failing the test after `limit`.
 pub fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
@@ -171,7 +241,7 @@ impl Task for Echo {
     }
 }
 
-concur_procs::register!(Crash, Who, Sleep, Echo);
+concur_procs::register!(Crash, Who, Sleep, Echo, Calc);
 
 /// The expected exit of each crash kind.
 pub fn signal_of(how: How) -> WorkerExit {
