@@ -18,7 +18,8 @@ const RUNNING: usize = 0;
 const STARTED: usize = 1;
 const RECEIVED: usize = 2;
 const SEQ: usize = 3;
-const WORDS: usize = 4;
+const LAST: usize = 4;
+const WORDS: usize = 5;
 
 /// The shared region and a pointer to its words.
 pub(crate) struct ProgressWord {
@@ -104,8 +105,11 @@ impl ProgressWord {
         self.word(SEQ).fetch_add(1, Ordering::Release);
     }
 
-    /// Worker: the running task ended (its result is encoded).
+    /// Worker: the running task ended (its result is encoded, maybe not
+    /// sent yet: it is remembered as the last to end).
     pub(crate) fn end(&self) {
+        let id = self.word(RUNNING).load(Ordering::Relaxed);
+        self.word(LAST).store(id, Ordering::Release);
         self.word(RUNNING).store(0, Ordering::Release);
         self.word(SEQ).fetch_add(1, Ordering::Release);
     }
@@ -124,6 +128,7 @@ impl ProgressWord {
             started,
             received: self.word(RECEIVED).load(Ordering::Acquire),
             seq: self.word(SEQ).load(Ordering::Acquire),
+            last_ended: self.word(LAST).load(Ordering::Acquire),
         }
     }
 }
@@ -145,7 +150,7 @@ mod tests {
         assert!(p.started.is_some());
         worker.end();
         let p = parent.read(Instant::now());
-        assert_eq!((p.running, p.seq), (0, 2));
+        assert_eq!((p.running, p.seq, p.last_ended), (0, 2, 42));
         assert!(p.started.is_none());
     }
 }

@@ -64,6 +64,78 @@ impl Task for Forge {
 }
 concur_procs::register!(Forge);
 
+/// The sockets this process holds.
+fn sockets() -> Vec<i32> {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            std::fs::read_link(e.path())
+                .map(|p| p.to_string_lossy().starts_with("socket:"))
+                .unwrap_or(false)
+        })
+        .filter_map(|e| e.file_name().to_string_lossy().parse().ok())
+        .collect()
+}
+
+/// Closes the socket its worker sends results on (the one connected to a
+/// named peer: the parent's bootstrap socket) and returns: its worker can
+/// then never send the result, and ends after the task did.
+#[derive(Serialize, Deserialize)]
+struct Mute;
+
+impl Task for Mute {
+    type Output = u32;
+    type ToCaller = ();
+    type FromCaller = ();
+    const NAME: &'static str = "hostile::Mute";
+    fn run(self, _cx: &mut TaskContext<'_, Self>) -> u32 {
+        for fd in sockets() {
+            // SAFETY: getpeername into a zeroed sockaddr_un of the right
+            // size; close on a descriptor of ours.
+            unsafe {
+                let mut addr: libc::sockaddr_un = std::mem::zeroed();
+                let mut len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+                let named =
+                    libc::getpeername(fd, (&mut addr as *mut libc::sockaddr_un).cast(), &mut len)
+                        == 0
+                        && addr.sun_path[0] != 0;
+                if named {
+                    libc::close(fd);
+                }
+            }
+        }
+        7
+    }
+}
+concur_procs::register!(Mute);
+
+/// Writes junk to every socket it holds, then returns.
+#[derive(Serialize, Deserialize)]
+struct Junk;
+
+impl Task for Junk {
+    type Output = u32;
+    type ToCaller = ();
+    type FromCaller = ();
+    const NAME: &'static str = "hostile::Junk";
+    fn run(self, _cx: &mut TaskContext<'_, Self>) -> u32 {
+        let junk: Vec<u8> = (0..4096u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
+        for fd in sockets() {
+            for _ in 0..4 {
+                // SAFETY: sends a plain buffer on a descriptor of ours.
+                unsafe {
+                    libc::send(fd, junk.as_ptr().cast(), junk.len(), libc::MSG_DONTWAIT);
+                }
+            }
+        }
+        7
+    }
+}
+concur_procs::register!(Junk);
+
 /// A value nested `depth` levels deep (dropped without recursion).
 #[derive(Serialize, Deserialize)]
 enum Nest {
@@ -137,5 +209,44 @@ fn an_input_nested_too_deep_is_refused_at_submit() {
         panic!("a 1,000,000-deep input was accepted")
     };
     assert!(matches!(err.kind(), ErrorKind::Codec { .. }), "{err}");
+    join(p.submit(Who).unwrap()).expect("the pool goes on");
+}
+
+/// A task whose worker dies after the task returned, before its result is
+/// sent, is blamed for it: retried, then quarantined. Before, it was sent
+/// again for ever (never blamed: nothing was running when the worker died).
+#[test]
+fn a_task_that_silences_its_worker_is_quarantined() {
+    let p = ProcessPool::builder()
+        .workers(1)
+        .retries(1)
+        .build()
+        .unwrap();
+    let err = join(p.submit(Mute).unwrap()).unwrap_err();
+    eprintln!(
+        "MUTE {err:?} {:?}",
+        std::error::Error::source(&err).map(|s| s.to_string())
+    );
+    assert!(matches!(err.kind(), ErrorKind::WorkerLost(_)), "{err:?}");
+    join(p.submit(Who).unwrap()).expect("the pool goes on");
+}
+
+/// A task that writes junk to every socket it holds ends in one typed
+/// error, and the pool goes on.
+#[test]
+fn a_task_that_writes_junk_to_its_sockets_ends_in_one_error() {
+    let p = ProcessPool::builder()
+        .workers(1)
+        .retries(1)
+        .build()
+        .unwrap();
+    match join(p.submit(Junk).unwrap()) {
+        Ok(7) => {} // the junk went where nobody reads it
+        Ok(other) => panic!("wrong result {other}"),
+        Err(e) => assert!(
+            matches!(e.kind(), ErrorKind::WorkerLost(_) | ErrorKind::Codec { .. }),
+            "{e:?}"
+        ),
+    }
     join(p.submit(Who).unwrap()).expect("the pool goes on");
 }

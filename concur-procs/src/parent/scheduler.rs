@@ -14,8 +14,9 @@
 //!   [`Sink`] is finished by one of done, timeout, cancel, quarantine,
 //!   pool failure, shutdown.
 //! - A worker that dies blames only the unit it was running (read from its
-//!   progress word, see [`Progress`]); units waiting on it are sent again
-//!   at no cost: they never started.
+//!   progress word, see [`Progress`]), or, when it ran none, the unit that
+//!   ended last if that unit's result never arrived; units waiting on it
+//!   are sent again at no cost: they never started.
 //! - The running unit is run again while it has been running in at most
 //!   `retries` deaths; past that it is quarantined: it fails with
 //!   `WorkerLost` and a note of how many workers it ended.
@@ -287,6 +288,8 @@ pub(crate) struct Progress {
     pub(crate) received: u64,
     /// Moves at every start and end of a task.
     pub(crate) seq: u64,
+    /// The unit that ended last (its result may not have been sent).
+    pub(crate) last_ended: u64,
 }
 
 /// Reads workers' progress words.
@@ -779,13 +782,14 @@ impl Scheduler {
         if worker.killed.is_some() {
             return fx;
         }
-        let running = probe.progress(w).running;
-        let target = worker
-            .in_flight
-            .iter()
-            .position(|u| u.id.0 == running)
-            .unwrap_or(0);
-        if let Some(unit) = worker.take(target) {
+        // The unit that runs, or else the one that ended last (the frame
+        // may be its result); none when neither is in flight.
+        let p = probe.progress(w);
+        let target = [p.running, p.last_ended]
+            .into_iter()
+            .filter(|id| *id != 0)
+            .find_map(|id| worker.in_flight.iter().position(|u| u.id.0 == id));
+        if let Some(unit) = target.and_then(|i| worker.take(i)) {
             fx.finish.push((unit.sink, Err(error)));
         }
         worker.killed = Some(Kill::BadFrame);
@@ -827,6 +831,15 @@ impl Scheduler {
                 .iter()
                 .find(|u| u.seq == progress.received + 1)
                 .map(|u| u.id.0)
+        } else if worker
+            .in_flight
+            .iter()
+            .any(|u| u.id.0 == progress.last_ended)
+        {
+            // It died after a unit ended and before that unit's result
+            // reached us (the unit closed the channel, say): that unit.
+            // Without this, such a unit would be sent again for ever.
+            Some(progress.last_ended)
         } else {
             None
         };

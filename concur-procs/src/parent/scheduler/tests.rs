@@ -54,6 +54,7 @@ fn running(id: TaskId, started: Instant) -> Progress {
         started: Some(started),
         received: 0,
         seq: 1,
+        last_ended: 0,
     }
 }
 
@@ -349,6 +350,7 @@ fn a_worker_that_cannot_receive_an_input_blames_that_task() {
         started: None,
         received: 1,
         seq: 2,
+        last_ended: cs[0].id().0,
     };
     let fx = s.on_exit(w, WorkerExit::MemoryLimit, p, now);
     let done = finished(&fx);
@@ -514,4 +516,59 @@ fn a_failed_router_fails_everything_at_once() {
         assert!(matches!(done[&c.id()], Err(ErrorKind::PoolFailed { .. })));
     }
     assert!(s.is_idle());
+}
+
+/// A unit that ends its worker after it ran (it closed the worker's
+/// channel, so its result never arrives) is blamed, retried, then
+/// quarantined: never sent again for ever.
+#[test]
+fn a_unit_whose_result_never_arrives_is_blamed() {
+    let now = Instant::now();
+    let mut r = rules();
+    r.retries = 1;
+    let (mut s, mut w) = with_worker(r, now);
+    let (units, cs) = singles(2);
+    let _ = s.submit(units, now).unwrap();
+    let ended = Progress {
+        last_ended: cs[0].id().0,
+        seq: 2,
+        ..Progress::default()
+    };
+    let fx = s.on_exit(w, WorkerExit::Code(99), ended, now);
+    assert!(fx.finish.is_empty(), "first death: retried");
+    w = s.next_worker_id();
+    let _ = s.on_ready(w, 0, now);
+    let fx = s.on_exit(w, WorkerExit::Code(99), ended, now);
+    let done = finished(&fx);
+    assert_eq!(done.len(), 1, "only that unit: {done:?}");
+    assert!(matches!(done[&cs[0].id()], Err(ErrorKind::WorkerLost(_))));
+}
+
+/// An unreadable frame when nothing runs blames the unit that ended last
+/// (the frame may be its result), not an innocent unit still waiting.
+#[test]
+fn a_bad_frame_between_units_blames_the_last_one_not_a_waiting_one() {
+    let now = Instant::now();
+    let (mut s, w) = with_worker(rules(), now);
+    let (units, cs) = singles(2);
+    let _ = s.submit(units, now).unwrap();
+    let mut probe = FakeProbe::default();
+    probe.0.insert(
+        w,
+        Progress {
+            last_ended: cs[0].id().0,
+            ..Progress::default()
+        },
+    );
+    let e = TaskError::codec("frame", std::io::Error::other("garbage"));
+    let fx = s.on_bad_frame(w, e.clone(), &probe);
+    let done = finished(&fx);
+    assert_eq!(done.len(), 1);
+    assert!(done.contains_key(&cs[0].id()));
+    // Nothing ran or ended here: nobody is failed, the worker is ended.
+    let (mut s, w) = with_worker(rules(), now);
+    let _ = s.submit(singles(1).0, now).unwrap();
+    let fx = s.on_bad_frame(w, e, &FakeProbe::default());
+    assert!(fx.finish.is_empty());
+    assert_eq!(fx.kill, vec![w]);
 }
