@@ -156,7 +156,15 @@ impl Inner {
             };
             match job {
                 Some(job) => {
-                    self.run(job);
+                    // A task's own panic is caught where it runs; this catches
+                    // one from its cleanup (an output whose `Drop` panics,
+                    // dropped here when its handle is gone), which would
+                    // otherwise unwind into rayon and abort the process.
+                    let ran =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run(job)));
+                    if ran.is_err() {
+                        eprintln!("concur-threads: a panic in a task's cleanup (a value's Drop) was caught; the pool goes on");
+                    }
                     life.busy.fetch_sub(1, Ordering::SeqCst);
                 }
                 None => {

@@ -28,6 +28,15 @@ use crate::generation::{lock, Generation, Shared, WorkerThread};
 /// returns; the rest are joined by a later `shutdown` or the drop, which
 /// wait for them.
 ///
+/// **That wait has no bound, and this is its documented reason:** a thread
+/// cannot be stopped from outside, so `shutdown()` and dropping the pool
+/// (even after `shutdown_now`) wait for every running task to return. A
+/// task that never returns (an endless loop that does not check
+/// [`TaskContext::is_cancelled`](concur_core::TaskContext::is_cancelled))
+/// blocks them for ever. Long tasks should check `is_cancelled`; tasks that
+/// may hang for good belong on the process backend, whose timeout and
+/// cancel really stop them.
+///
 /// With [`max_tasks_per_worker`](concur_core::Configure::max_tasks_per_worker),
 /// a worker that reaches the limit starts a fresh generation of workers;
 /// the old generation's threads exit once their tasks return. When no

@@ -235,3 +235,36 @@ fn batch_items_after_a_stuck_one_run_elsewhere() {
         .unwrap();
     assert_eq!(again, (0..20).collect::<Vec<_>>());
 }
+
+/// An output whose `Drop` panics, dropped on the worker because its handle
+/// is gone: the panic is caught and the process goes on (before, it unwound
+/// into rayon, which aborts the process).
+#[test]
+fn a_panicking_drop_of_an_unjoined_output_does_not_abort() {
+    #[derive(Serialize, Deserialize)]
+    struct Loud(u64);
+    impl Drop for Loud {
+        fn drop(&mut self) {
+            panic!("panic in Drop of output {}", self.0);
+        }
+    }
+    #[derive(Serialize, Deserialize)]
+    struct MakeLoud(u64);
+    impl Task for MakeLoud {
+        type Output = Loud;
+        type ToCaller = ();
+        type FromCaller = ();
+        const NAME: &'static str = "threads::tests::MakeLoud";
+        fn run(self, _cx: &mut TaskContext<'_, Self>) -> Loud {
+            std::thread::sleep(Duration::from_millis(2));
+            Loud(self.0)
+        }
+    }
+    let pool = ThreadPool::builder().workers(2).build().unwrap();
+    for i in 0..20 {
+        drop(pool.submit(MakeLoud(i)).unwrap());
+    }
+    let h = pool.submit(Item::Quick(9)).unwrap();
+    assert_eq!(h.join_timeout(DEADLINE).unwrap().unwrap(), 9);
+    pool.shutdown().unwrap();
+}
