@@ -146,6 +146,11 @@ pub(crate) fn launch() -> Result<Pending, SpawnError> {
         .env(ENV_SERVER, &name)
         .env(ENV_PARENT, std::process::id().to_string())
         .stdin(Stdio::null());
+    // Each worker leads a process group of its own, which the processes its
+    // tasks fork join: when the worker ends, the supervisor ends the group,
+    // so nothing a task started outlives its worker (a child that left the
+    // group with `setsid` is its own business).
+    command.process_group(0);
     // SAFETY: `inherit_only` makes async-signal-safe system calls only, as
     // code between fork and exec must.
     unsafe {

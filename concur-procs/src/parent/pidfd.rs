@@ -32,6 +32,16 @@ pub(crate) fn kill(fd: &OwnedFd) {
     }
 }
 
+/// Sends SIGKILL to process group `pgid` (a worker's: what its tasks
+/// forked). Call it only while the worker that leads the group is not yet
+/// reaped: its zombie keeps the group's number from being reused.
+pub(crate) fn kill_group(pgid: u32) {
+    // SAFETY: kill(2) with a negative pid (a process group) and a signal.
+    unsafe {
+        libc::kill(-(pgid as libc::pid_t), libc::SIGKILL);
+    }
+}
+
 /// An eventfd to wake a thread blocked in [`poll`].
 pub(crate) struct Waker(OwnedFd);
 

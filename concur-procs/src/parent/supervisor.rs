@@ -261,6 +261,9 @@ pub(crate) fn run(shared: Arc<Shared>, ready: mpsc::Sender<Result<(), TaskError>
         for i in readable {
             let w = ids[i];
             let Some(l) = live.get_mut(&w) else { continue };
+            // The worker is a zombie now: its group's number is still
+            // ours. End what its tasks forked, then reap it.
+            pidfd::kill_group(l.pid);
             let exit = sys::wait(l.pid).unwrap_or(WorkerExit::Unknown);
             if l.closed {
                 live.remove(&w);
