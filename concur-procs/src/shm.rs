@@ -109,6 +109,15 @@ impl Body {
         }
     }
 
+    /// The bytes as an owned buffer (moved when inline, copied otherwise).
+    pub(crate) fn into_vec(self) -> Vec<u8> {
+        match self {
+            Body::Empty => Vec::new(),
+            Body::Inline(v) => v,
+            Body::Shared(s) => s.to_vec(),
+        }
+    }
+
     /// The body as a payload; shared memory is decoded in place later.
     pub(crate) fn into_payload(self) -> Payload {
         match self {

@@ -105,20 +105,30 @@ pub(crate) enum Up {
     },
 }
 
-/// Splits `bytes` at `ends` (see [`Down::RunGroup`]); `None` when the
-/// ends do not fit the bytes.
-pub(crate) fn split<'a>(bytes: &'a [u8], ends: &[u32]) -> Option<Vec<&'a [u8]>> {
+/// The ranges `ends` cut a buffer of `len` bytes into (see
+/// [`Down::RunGroup`]); `None` when the ends do not fit the bytes.
+pub(crate) fn ranges(len: usize, ends: &[u32]) -> Option<Vec<std::ops::Range<usize>>> {
     let mut start = 0usize;
     let mut parts = Vec::with_capacity(ends.len());
     for &end in ends {
         let end = end as usize;
-        if end < start || end > bytes.len() {
+        if end < start || end > len {
             return None;
         }
-        parts.push(&bytes[start..end]);
+        parts.push(start..end);
         start = end;
     }
-    (start == bytes.len()).then_some(parts)
+    (start == len).then_some(parts)
+}
+
+/// Splits `bytes` at `ends` (see [`ranges`]).
+pub(crate) fn split<'a>(bytes: &'a [u8], ends: &[u32]) -> Option<Vec<&'a [u8]>> {
+    Some(
+        ranges(bytes.len(), ends)?
+            .into_iter()
+            .map(|r| &bytes[r])
+            .collect(),
+    )
 }
 
 /// Joins `parts` into one buffer and the ends [`split`] needs.

@@ -42,7 +42,23 @@ fn read_token() -> Result<String, String> {
 struct Run {
     id: TaskId,
     name: Arc<str>,
-    input: Body,
+    input: Input,
+}
+
+/// A task's input: a body of its own, or its part of a group's body
+/// (shared, so a group of small tasks costs no copy per task).
+enum Input {
+    Own(Body),
+    Part(Arc<Body>, std::ops::Range<usize>),
+}
+
+impl Input {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Input::Own(b) => b.as_slice(),
+            Input::Part(b, r) => &b.as_slice()[r.clone()],
+        }
+    }
 }
 
 #[derive(Default)]
@@ -186,6 +202,7 @@ fn run() -> Result<(), String> {
     }
 
     let results = Results::new(up.clone());
+    let mut last: Option<(Arc<str>, &'static registry::TaskEntry)> = None;
     loop {
         let job = {
             let mut g = shared.lock();
@@ -232,8 +249,15 @@ fn run() -> Result<(), String> {
             shared: shared.clone(),
             threshold: shm_threshold,
         };
-        let output = registry::lookup(&job.name)
-            .and_then(|entry| entry.run(job.input.as_slice(), &port, info));
+        // Tasks of a group share their name: look it up once per name.
+        let entry = match &last {
+            Some((name, entry)) if Arc::ptr_eq(name, &job.name) => Ok(*entry),
+            _ => registry::lookup(&job.name),
+        };
+        if let Ok(e) = entry {
+            last = Some((job.name.clone(), e));
+        }
+        let output = entry.and_then(|entry| entry.run(job.input.as_slice(), &port, info));
         drop(port);
         drop(job.input);
         {
@@ -452,22 +476,23 @@ fn take(g: &mut Inbox, head: Down, body: Body, given_back: &mut Vec<TaskId>) {
             Down::Run { id, name } => g.queue.push_back(Run {
                 id,
                 name: name.into(),
-                input: body,
+                input: Input::Own(body),
             }),
             Down::RunGroup { name, ids, ends } => {
                 let name: Arc<str> = name.into();
                 // The parent built the group; a group that does not add up
                 // is a broken parent: nothing sensible to run.
-                let Some(parts) =
-                    crate::wire::split(body.as_slice(), &ends).filter(|p| p.len() == ids.len())
+                let Some(parts) = crate::wire::ranges(body.as_slice().len(), &ends)
+                    .filter(|p| p.len() == ids.len())
                 else {
                     sys::exit_now(sys::EXIT_ORPHANED)
                 };
+                let body = Arc::new(body);
                 for (id, part) in ids.into_iter().zip(parts) {
                     g.queue.push_back(Run {
                         id,
                         name: name.clone(),
-                        input: Body::inline(part.to_vec()),
+                        input: Input::Part(body.clone(), part),
                     });
                 }
             }
@@ -492,7 +517,7 @@ fn take(g: &mut Inbox, head: Down, body: Body, given_back: &mut Vec<TaskId>) {
                 g.queue.push_back(Run {
                     id: SHUTDOWN,
                     name: "".into(),
-                    input: Body::Empty,
+                    input: Input::Own(Body::Empty),
                 });
             }
             Down::Init { .. } => {}

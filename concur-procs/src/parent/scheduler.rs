@@ -188,7 +188,7 @@ impl Sink {
                     if s.results[*i].is_some() {
                         return;
                     }
-                    s.results[*i] = Some(result.map(|body| body.as_slice().to_vec()));
+                    s.results[*i] = Some(result.map(Body::into_vec));
                     s.left -= 1;
                     if s.left > 0 {
                         return;
