@@ -12,6 +12,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::shm::Body;
 
+/// Most descriptors (shared-memory regions, channels) in one message.
+/// ipc-channel allows 64, but sending duplicates each one for a moment,
+/// and a packet that cannot get its duplicates (out of descriptors) fails
+/// every task it carries: a few per packet keeps that failure to a few
+/// tasks, at the cost of a system call per few large payloads.
+pub(crate) const PACKET_FDS: usize = 8;
+
 /// One message on a channel, either direction.
 #[derive(Serialize, Deserialize)]
 pub(crate) struct Frame {

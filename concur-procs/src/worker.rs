@@ -386,7 +386,9 @@ impl Results {
     /// True when what is held back must go now.
     fn due(&self) -> bool {
         let h = self.held.borrow();
-        h.bytes >= 64 * 1024 || h.fds >= 60 || h.since.is_some_and(|t| t.elapsed() >= HOLD_AT_MOST)
+        h.bytes >= 64 * 1024
+            || h.fds >= crate::wire::PACKET_FDS
+            || h.since.is_some_and(|t| t.elapsed() >= HOLD_AT_MOST)
     }
 
     fn flush(&self) {

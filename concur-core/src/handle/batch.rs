@@ -59,7 +59,14 @@ impl<T: Task> BatchHandle<T> {
         self.shared.is_done()
     }
 
-    /// Cancels every task of the batch that has not finished.
+    /// Cancels the batch as a whole: tasks not yet started never run,
+    /// running ones are stopped where the backend can (a process worker is
+    /// killed) or told where it cannot (threads), and the batch resolves at
+    /// once with `Cancelled` in **every** slot, including the slots of tasks
+    /// that had already finished (their results are dropped: the batch has
+    /// one outcome, like a single task). Returns false when the batch was
+    /// already done. To keep finished results, submit the tasks one by one
+    /// or use `map_unordered`.
     pub fn cancel(&self) -> bool {
         self.shared.cancel()
     }

@@ -11,15 +11,10 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use concur_core::{TaskError, TaskId};
 use ipc_channel::IpcError;
 
-use crate::wire::{Frame, Tx};
+use crate::wire::{Frame, Tx, PACKET_FDS};
 
 /// Frames are packed together up to about this many bytes per message.
 pub(crate) const PACKET_BYTES: usize = 64 * 1024;
-
-/// Most descriptors (shared-memory regions, channels) in one message:
-/// ipc-channel asserts at most 64 per message (the kernel's SCM_RIGHTS
-/// limit is 253); a few are kept spare.
-pub(crate) const PACKET_FDS: usize = 60;
 
 /// Reports units whose frames could not be sent.
 pub(crate) type Unsent = Box<dyn Fn(Vec<TaskId>, TaskError) + Send + Sync>;

@@ -327,6 +327,11 @@ where
                             // the next message on this thread would carry it.
                             drop(os_ipc_channels_for_serialization.take());
                             drop(os_ipc_shared_memory_regions_for_serialization.take());
+                            // A region that could not be duplicated is an I/O
+                            // error (its cause kept), not a serde one.
+                            if let Some(io) = LAST_REGION_ERROR.with(|l| l.borrow_mut().take()) {
+                                return Err(IpcError::Io(io));
+                            }
                             return Err(SerDeError(e).into());
                         },
                     };
@@ -636,9 +641,24 @@ impl Serialize for IpcSharedMemory {
     }
 }
 
+thread_local! {
+    /// Why the last region could not be duplicated for a message on this
+    /// thread (the serializer only carries a message; `send` returns this).
+    static LAST_REGION_ERROR: RefCell<Option<io::Error>> = const { RefCell::new(None) };
+}
+
 /// A second handle on `region` for a message; a failure to make one (no
-/// descriptor left) is a serialization error rather than a panic.
+/// descriptor left) is a serialization error rather than a panic, and its
+/// cause is kept for `send` to return.
 fn try_clone_region(region: &OsIpcSharedMemory) -> Result<OsIpcSharedMemory, std::io::Error> {
+    let r = try_clone_region_inner(region);
+    if let Err(e) = &r {
+        LAST_REGION_ERROR.with(|l| *l.borrow_mut() = Some(io::Error::new(e.kind(), e.to_string())));
+    }
+    r
+}
+
+fn try_clone_region_inner(region: &OsIpcSharedMemory) -> Result<OsIpcSharedMemory, std::io::Error> {
     #[cfg(all(
         not(feature = "force-inprocess"),
         any(
