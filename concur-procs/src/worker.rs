@@ -266,9 +266,9 @@ fn run() -> Result<(), String> {
             g.messages.remove(&job.id);
             g.gone.remove(&job.id);
         }
-        // A panic in the output's `Serialize` is the task's panic.
-        let encoded = output
-            .and_then(|value| concur_core::panic::catch(|| Body::encode(&value, shm_threshold))?);
+        // A panic in the output's `Serialize` is the task's panic (the
+        // payload's encoders catch it).
+        let encoded = output.and_then(|value| Body::encode(&value, shm_threshold));
         let (result, body) = match encoded {
             Ok(body) => (Ok(()), body),
             Err(e) => (Err(e), Body::Empty),
@@ -537,7 +537,7 @@ struct WorkerPort<'a> {
 
 impl Port for WorkerPort<'_> {
     fn send(&self, msg: Payload) -> Result<(), TaskError> {
-        let body = concur_core::panic::catch(|| Body::encode(&msg, self.threshold))??;
+        let body = Body::encode(&msg, self.threshold)?;
         // In order after the results held back, and at once: the caller
         // may be waiting for it.
         self.results.push(Up::Message { id: self.id }, body);

@@ -3,8 +3,8 @@
 use std::sync::{mpsc, Arc, Weak};
 
 use concur_core::{
-    panic, registry, Admission, BatchHandle, Capabilities, Completion, Executor, Payload, Permit,
-    Task, TaskError, TaskHandle, TaskId,
+    registry, Admission, BatchHandle, Capabilities, Completion, Executor, Payload, Permit, Task,
+    TaskError, TaskHandle, TaskId,
 };
 
 use super::builder::ProcessPoolBuilder;
@@ -164,10 +164,10 @@ impl ProcessPool {
     }
 }
 
-/// Encodes a task's input; a panic in its `Serialize` is the task's error.
+/// Encodes a task's input (a panic in its `Serialize` is the task's
+/// `Panicked` error: `Payload`'s encoders catch it).
 fn encode_input<T: Task>(task: T, threshold: usize) -> Result<Body, TaskError> {
-    let value = Payload::value(task);
-    panic::catch(|| Body::encode(&value, threshold))?
+    Body::encode(&Payload::value(task), threshold)
 }
 
 impl Executor for ProcessPool {
