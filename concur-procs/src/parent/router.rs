@@ -189,12 +189,9 @@ fn on_packet(shared: &Shared, w: WorkerId, packet: Packet) {
     if !done.is_empty() {
         fx.merge(core.sched.on_results(w, done, now));
     }
-    // Messages go to their handles before the results that follow them
-    // (a handle drops messages that arrive after it is done).
-    drop(core);
-    for (c, body) in messages {
-        c.push_message(body.into_payload());
-    }
-    let core = shared.lock();
+    // Messages go to their handles before any result is delivered (a handle
+    // drops messages that arrive after it is done): `carry_out` delivers
+    // them first, after releasing the lock, as it does results.
+    fx.messages = messages;
     shared.carry_out(core, fx, Sender::Threads);
 }

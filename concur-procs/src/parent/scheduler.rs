@@ -315,6 +315,8 @@ pub(crate) struct Effects {
     pub(crate) touched: Vec<WorkerId>,
     /// Handles to finish (outside the lock).
     pub(crate) finish: Vec<(Sink, Result<Body, TaskError>)>,
+    /// Messages from tasks to their callers, delivered before any finish.
+    pub(crate) messages: Vec<(Completion, Body)>,
     /// Workers to kill now.
     pub(crate) kill: Vec<WorkerId>,
     /// Slots that need a new worker.
@@ -335,6 +337,7 @@ impl Effects {
             self.touch(w);
         }
         self.finish.extend(other.finish);
+        self.messages.extend(other.messages);
         self.kill.extend(other.kill);
         self.start.extend(other.start);
         self.arm |= other.arm;

@@ -222,6 +222,9 @@ impl Shared {
                 Sender::Threads => o.kick(),
             }
         }
+        for (c, body) in fx.messages {
+            c.push_message(body.into_payload());
+        }
         for (sink, result) in fx.finish {
             sink.finish(result);
         }
