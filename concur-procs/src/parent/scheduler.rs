@@ -297,16 +297,6 @@ pub(crate) trait Probe {
     fn progress(&self, w: WorkerId) -> Progress;
 }
 
-/// Why the pool ended a worker itself.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Kill {
-    Timeout,
-    Cancel,
-    Shutdown,
-    /// It sent a frame the parent could not read.
-    BadFrame,
-}
-
 /// What the shell must do after an event.
 #[must_use]
 #[derive(Default)]
@@ -358,7 +348,10 @@ pub(crate) struct Worker {
     /// these, so a group of small tasks takes one place.
     open_groups: usize,
     retiring: bool,
-    pub(crate) killed: Option<Kill>,
+    /// The pool ended it itself (timeout, cancel, shutdown, a bad frame):
+    /// the unit that caused it was finished with that cause, so its death
+    /// blames nobody and counts nothing.
+    pub(crate) killed: bool,
     /// When the unit now at the front of `in_flight` started being served.
     serving_since: Instant,
     /// Recent time per task (moving average), once known.
@@ -386,7 +379,7 @@ impl Worker {
             runs: 0,
             open_groups: 0,
             retiring: false,
-            killed: None,
+            killed: false,
             serving_since: now,
             per_task: None,
             last_seq: 0,
@@ -400,7 +393,7 @@ impl Worker {
             Some(t) if t < PIPELINE_BELOW => rules.depth,
             _ => rules.depth.min(2),
         };
-        !self.retiring && self.killed.is_none() && self.open_groups < depth
+        !self.retiring && !self.killed && self.open_groups < depth
     }
 
     /// Takes unit `i` out of flight (units of a group are contiguous).
@@ -647,7 +640,7 @@ impl Scheduler {
             return;
         }
         for (id, w) in self.workers.iter_mut() {
-            if w.killed.is_some() || w.in_flight.len() < 2 || !w.stalled(now) {
+            if w.killed || w.in_flight.len() < 2 || !w.stalled(now) {
                 continue;
             }
             let ids: Vec<TaskId> = w
@@ -726,8 +719,8 @@ impl Scheduler {
             };
             let unit = worker.take(i).expect("position is valid");
             worker.sent = worker.sent.saturating_sub(1);
-            if unit.id.0 == running && worker.killed.is_none() {
-                worker.killed = Some(Kill::Cancel);
+            if unit.id.0 == running && !worker.killed {
+                worker.killed = true;
                 fx.kill.push(w);
             } else {
                 worker.outgoing.push(Out::Cancel { id: unit.id });
@@ -782,7 +775,7 @@ impl Scheduler {
         let Some(worker) = self.workers.get_mut(&w) else {
             return fx;
         };
-        if worker.killed.is_some() {
+        if worker.killed {
             return fx;
         }
         // The unit that runs, or else the one that ended last (the frame
@@ -795,7 +788,7 @@ impl Scheduler {
         if let Some(unit) = target.and_then(|i| worker.take(i)) {
             fx.finish.push((unit.sink, Err(error)));
         }
-        worker.killed = Some(Kill::BadFrame);
+        worker.killed = true;
         fx.kill.push(w);
         fx
     }
@@ -818,7 +811,7 @@ impl Scheduler {
         if current {
             self.slots[slot] = None;
         }
-        let ours = worker.killed.is_some() || exit == WorkerExit::Code(sys::EXIT_CANCELLED);
+        let ours = worker.killed || exit == WorkerExit::Code(sys::EXIT_CANCELLED);
         let clean = worker.retiring && exit == WorkerExit::Code(0);
         let blame = if ours || clean {
             None
@@ -951,8 +944,8 @@ impl Scheduler {
             for u in w.take_all() {
                 fx.finish.push((u.sink, Err(e.clone())));
             }
-            if w.killed.is_none() {
-                w.killed = Some(Kill::Shutdown);
+            if !w.killed {
+                w.killed = true;
                 fx.kill.push(*id);
             }
         }
@@ -1001,7 +994,7 @@ impl Scheduler {
     pub(crate) fn cancel(&mut self, handle: TaskId, probe: &dyn Probe, now: Instant) -> Effects {
         let mut fx = Effects::default();
         for (wid, w) in self.workers.iter_mut() {
-            if w.killed.is_some() {
+            if w.killed {
                 continue;
             }
             let running = probe.progress(*wid).running;
@@ -1013,7 +1006,7 @@ impl Scheduler {
                 }
                 let unit = w.take(i).expect("index is valid");
                 if unit.id.0 == running {
-                    w.killed = Some(Kill::Cancel);
+                    w.killed = true;
                     fx.kill.push(*wid);
                 } else {
                     // If it starts before this arrives, the worker ends
@@ -1041,7 +1034,7 @@ impl Scheduler {
         };
         let mut next: Option<Instant> = None;
         for (wid, w) in self.workers.iter_mut() {
-            if w.killed.is_some() || w.in_flight.is_empty() {
+            if w.killed || w.in_flight.is_empty() {
                 continue;
             }
             let p = probe.progress(*wid);
@@ -1063,7 +1056,7 @@ impl Scheduler {
                     unit.sink,
                     Err(ErrorKind::TimedOut { after: timeout }.into()),
                 ));
-                w.killed = Some(Kill::Timeout);
+                w.killed = true;
                 fx.kill.push(*wid);
             } else {
                 next = Some(next.map_or(deadline, |n| n.min(deadline)));
@@ -1087,8 +1080,8 @@ impl Scheduler {
                 for u in w.take_all() {
                     fx.finish.push((u.sink, Err(ErrorKind::Cancelled.into())));
                 }
-                if w.killed.is_none() {
-                    w.killed = Some(Kill::Shutdown);
+                if !w.killed {
+                    w.killed = true;
                     fx.kill.push(*id);
                 }
             } else if !w.retiring {
@@ -1101,11 +1094,12 @@ impl Scheduler {
         fx
     }
 
-    /// Marks worker `w` killed by the pool for `why` (a stop that waited too long).
-    pub(crate) fn mark_killed(&mut self, w: WorkerId, why: Kill) -> bool {
+    /// Marks worker `w` as killed by the pool itself (a stop that waited too
+    /// long for it).
+    pub(crate) fn mark_killed(&mut self, w: WorkerId) -> bool {
         match self.workers.get_mut(&w) {
-            Some(worker) if worker.killed.is_none() => {
-                worker.killed = Some(why);
+            Some(worker) if !worker.killed => {
+                worker.killed = true;
                 true
             }
             _ => false,

@@ -21,7 +21,7 @@ use ipc_channel::{IpcError, TryRecvError};
 
 use super::outbox::Outbox;
 use super::pidfd::{self, Waker};
-use super::scheduler::{Kill, WorkerId};
+use super::scheduler::WorkerId;
 use super::shell::{IoProbe, Sender, Shared, WorkerIo};
 use crate::error::SpawnError;
 use crate::progress::ProgressWord;
@@ -215,7 +215,7 @@ pub(crate) fn run(shared: Arc<Shared>, ready: mpsc::Sender<Result<(), TaskError>
                 // Workers that do not exit when told are killed.
                 let mut core = shared.lock();
                 for (w, l) in &live {
-                    core.sched.mark_killed(*w, Kill::Shutdown);
+                    core.sched.mark_killed(*w);
                     pidfd::kill(&l.pidfd);
                 }
                 drop(core);
