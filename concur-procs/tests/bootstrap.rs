@@ -13,55 +13,21 @@ mod common;
 
 use std::error::Error;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{Blob, Echo, DEADLINE};
 use concur_procs::{Configure, ErrorKind, Executor, ProcessPool};
 
 const ROLE: &str = "CONCUR_PROCS_TEST_BOOTSTRAP_ROLE";
 
-/// Runs ignored test `role` of the binary `exe` in a child process, after
-/// `setup` ran in the child (between fork and exec); kills it if it has not
-/// ended within a minute. Returns its status and standard output.
+/// [`common::run_role`] with this file's role variable.
 fn run_role(
     exe: &Path,
     role: &str,
     setup: impl FnMut() -> std::io::Result<()> + Send + Sync + 'static,
 ) -> (std::process::ExitStatus, String) {
-    let mut command = Command::new(exe);
-    command
-        .args([
-            "--exact",
-            role,
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(ROLE, role)
-        .stdout(Stdio::piped());
-    // SAFETY: the setup closures below only make async-signal-safe calls.
-    unsafe {
-        command.pre_exec(setup);
-    }
-    let mut child = command.spawn().unwrap();
-    let end = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() >= end {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("role {role} hung");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let mut out = String::new();
-    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut out).unwrap();
-    (status, out)
+    common::run_role(exe, ROLE, role, setup)
 }
 
 fn assert_passes((status, out): (std::process::ExitStatus, String), marker: &str) {

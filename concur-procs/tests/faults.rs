@@ -97,7 +97,7 @@ impl Task for Fork {
         let child = u32::try_from(child).unwrap();
         cx.send((std::process::id(), child)).unwrap();
         if self.block {
-            let _ = cx.recv();
+            let _ = cx.recv_timeout(DEADLINE);
         }
         child
     }

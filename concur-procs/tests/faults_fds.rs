@@ -9,7 +9,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::{join, Blob, Echo};
+use common::{join, Blob, Echo, DEADLINE};
 use concur_procs::{Configure, Executor, ProcessPool, Task, TaskContext};
 use serde::{Deserialize, Serialize};
 
@@ -36,7 +36,7 @@ impl Task for Gather {
         let first_run = !self.marker.exists();
         let mut seen = Vec::with_capacity(self.n);
         for _ in 0..self.n {
-            let m = cx.recv().expect("a caller message");
+            let m = cx.recv_timeout(DEADLINE).expect("a caller message");
             let b = m.0.first().copied().unwrap_or(0);
             assert!(m.0.iter().all(|&x| x == b), "message bytes differ");
             seen.push((m.0.len(), b));

@@ -7,7 +7,7 @@ concur_procs::enable_test_support!();
 
 mod common;
 
-use common::{join, Blob, Echo};
+use common::{join, Blob, Echo, DEADLINE};
 use concur_procs::{Configure, ErrorKind, Executor, ProcessPool, Task, TaskContext};
 use serde::{Deserialize, Serialize};
 
@@ -21,7 +21,7 @@ impl Task for Gate {
     type FromCaller = ();
     const NAME: &'static str = "fd_limit::Gate";
     fn run(self, cx: &mut TaskContext<'_, Self>) {
-        let _ = cx.recv();
+        let _ = cx.recv_timeout(DEADLINE);
     }
 }
 concur_procs::register!(Gate);

@@ -212,9 +212,11 @@ fn an_input_nested_too_deep_is_refused_at_submit() {
     join(p.submit(Who).unwrap()).expect("the pool goes on");
 }
 
-/// A task whose worker dies after the task returned, before its result is
-/// sent, is blamed for it: retried, then quarantined. Before, it was sent
-/// again for ever (never blamed: nothing was running when the worker died).
+/// A task that cuts its worker off from the parent ends in one typed error
+/// (retried, then quarantined) and the pool goes on. Which death blames it
+/// depends on timing (the worker may die while the task still runs, or
+/// after it ended with its result unsent); the scheduler test
+/// `a_unit_whose_result_never_arrives_is_blamed` pins the second case.
 #[test]
 fn a_task_that_silences_its_worker_is_quarantined() {
     let p = ProcessPool::builder()

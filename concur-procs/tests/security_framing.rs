@@ -11,46 +11,19 @@
 
 use std::collections::HashSet;
 use std::os::fd::RawFd;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use ipc_channel::ipc::{
     self, IpcOneShotServer, IpcReceiverSet, IpcSelectionResult, IpcSharedMemory,
 };
 
+mod common;
+
 const ROLE: &str = "CONCUR_PROCS_TEST_FRAMING_ROLE";
 
-/// Runs this binary's ignored test `role` in a child process and returns its
-/// exit status and output; kills it if it has not ended within a minute.
+/// Runs this binary's ignored test `role` in a child process (see
+/// [`common::run_role`]).
 fn run_role(role: &str) -> (std::process::ExitStatus, String) {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            role,
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(ROLE, role)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let end = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() >= end {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("role {role} hung");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let mut out = String::new();
-    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut out).unwrap();
-    (status, out)
+    common::run_role(&std::env::current_exe().unwrap(), ROLE, role, || Ok(()))
 }
 
 fn assert_role_passes(role: &str, marker: &str) {

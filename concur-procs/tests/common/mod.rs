@@ -79,6 +79,52 @@ impl Task for Calc {
     }
 }
 
+/// Runs the ignored test `role` of the test binary `exe` in a child process
+/// (the child sees `role` in the environment variable `role_env`), after
+/// `setup` ran in the child between fork and exec; kills the child if it has
+/// not ended within [`DEADLINE`]. Returns its status and standard output.
+/// As rayon-core's `stack_overflow_crash.rs`: a crash or a change of
+/// process-wide state stays in the child.
+pub fn run_role(
+    exe: &std::path::Path,
+    role_env: &str,
+    role: &str,
+    setup: impl FnMut() -> std::io::Result<()> + Send + Sync + 'static,
+) -> (std::process::ExitStatus, String) {
+    use std::os::unix::process::CommandExt;
+    let mut command = std::process::Command::new(exe);
+    command
+        .args([
+            "--exact",
+            role,
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(role_env, role)
+        .stdout(std::process::Stdio::piped());
+    // SAFETY: callers' setup closures only make async-signal-safe calls.
+    unsafe {
+        command.pre_exec(setup);
+    }
+    let mut child = command.spawn().unwrap();
+    let end = Instant::now() + DEADLINE;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() >= end {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("role {role} hung");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut out).unwrap();
+    (status, out)
+}
+
 /// Waits until `cond` holds, failing the test after `limit`.
 pub fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
     let end = Instant::now() + limit;
