@@ -21,6 +21,22 @@ const SEQ: usize = 3;
 const LAST: usize = 4;
 const WORDS: usize = 5;
 
+/// What a worker's progress word says (written by the worker, read by
+/// the parent through shared memory).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Progress {
+    /// The unit it runs now (0: none).
+    pub(crate) running: u64,
+    /// When that unit started.
+    pub(crate) started: Option<Instant>,
+    /// How many tasks it has received.
+    pub(crate) received: u64,
+    /// Moves at every start and end of a task.
+    pub(crate) seq: u64,
+    /// The unit that ended last (its result may not have been sent).
+    pub(crate) last_ended: u64,
+}
+
 /// The shared region and a pointer to its words.
 pub(crate) struct ProgressWord {
     region: IpcSharedMemory,
@@ -116,14 +132,14 @@ impl ProgressWord {
 
     /// Parent: what the worker is doing, with its start converted to this
     /// process's clock (`now` is the caller's idea of the present).
-    pub(crate) fn read(&self, now: Instant) -> crate::parent::Progress {
+    pub(crate) fn read(&self, now: Instant) -> Progress {
         let running = self.word(RUNNING).load(Ordering::Acquire);
         let started_ns = self.word(STARTED).load(Ordering::Relaxed);
         let started = (running != 0).then(|| {
             let ago = monotonic_ns().saturating_sub(started_ns);
             now.checked_sub(Duration::from_nanos(ago)).unwrap_or(now)
         });
-        crate::parent::Progress {
+        Progress {
             running,
             started,
             received: self.word(RECEIVED).load(Ordering::Acquire),

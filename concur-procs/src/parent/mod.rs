@@ -24,5 +24,3 @@ pub(crate) mod router;
 pub(crate) mod scheduler;
 pub(crate) mod shell;
 pub(crate) mod supervisor;
-
-pub(crate) use scheduler::Progress;

@@ -35,6 +35,7 @@ use std::time::{Duration, Instant};
 
 use concur_core::{Completion, ErrorKind, Payload, TaskError, TaskId, WorkerExit};
 
+pub(crate) use crate::progress::Progress;
 use crate::shm::Body;
 use crate::sys;
 
@@ -274,22 +275,6 @@ pub(crate) enum Out {
         ids: Vec<TaskId>,
     },
     Shutdown,
-}
-
-/// What a worker's progress word says (written by the worker, read by
-/// the parent through shared memory).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct Progress {
-    /// The unit it runs now (0: none).
-    pub(crate) running: u64,
-    /// When that unit started.
-    pub(crate) started: Option<Instant>,
-    /// How many tasks it has received.
-    pub(crate) received: u64,
-    /// Moves at every start and end of a task.
-    pub(crate) seq: u64,
-    /// The unit that ended last (its result may not have been sent).
-    pub(crate) last_ended: u64,
 }
 
 /// Reads workers' progress words.
