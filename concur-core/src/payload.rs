@@ -171,7 +171,16 @@ impl Payload {
 
     /// True when the payload holds encoded bytes rather than a value.
     pub fn is_encoded(&self) -> bool {
-        matches!(self.0, Inner::Bytes(_))
+        self.as_encoded().is_some()
+    }
+
+    /// The encoded bytes, when the payload holds bytes rather than a value
+    /// (borrowed: no copy).
+    pub fn as_encoded(&self) -> Option<&[u8]> {
+        match &self.0 {
+            Inner::Bytes(b) => Some(b.as_ref().as_ref()),
+            _ => None,
+        }
     }
 
     /// The encoded form of the payload (encodes a value; copies bytes).

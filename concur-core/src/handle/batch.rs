@@ -75,9 +75,8 @@ impl<T: Task> BatchHandle<T> {
         // Encoded results (process backends) hold each task's output on its
         // own, so one undecodable output fails only its task.
         let decoded = r.and_then(|p| {
-            if p.is_encoded() {
-                let bytes = p.to_bytes()?;
-                crate::batch::decode_batch_items::<T::Output>(&bytes)
+            if let Some(bytes) = p.as_encoded() {
+                crate::batch::decode_batch_items::<T::Output>(bytes)
             } else {
                 p.into_value::<BatchResults<T>>("batch output")
             }
