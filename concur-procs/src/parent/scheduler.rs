@@ -112,7 +112,6 @@ pub(crate) struct Batch {
 }
 
 struct BatchSlots {
-    started: bool,
     results: Vec<Option<Result<Vec<u8>, TaskError>>>,
     left: usize,
 }
@@ -122,7 +121,6 @@ impl Batch {
         Arc::new(Batch {
             completion,
             slots: Mutex::new(BatchSlots {
-                started: false,
                 results: (0..len).map(|_| None).collect(),
                 left: len,
             }),
@@ -155,16 +153,9 @@ impl Sink {
     fn begin(&self) -> bool {
         match self {
             Sink::Single(c) => c.begin(),
-            Sink::Item(b, _) => {
-                let mut s = b.lock();
-                if !s.started {
-                    s.started = true;
-                    drop(s);
-                    return b.completion.begin();
-                }
-                drop(s);
-                !b.completion.is_done()
-            }
+            // The first task to start moves the batch to running; the
+            // others run while it is not done (cancelled).
+            Sink::Item(b, _) => b.completion.begin() || !b.completion.is_done(),
         }
     }
 
