@@ -42,6 +42,22 @@ pub(crate) fn kill_group(pgid: u32) {
     }
 }
 
+/// True when child `pid` has exited; it is left unreaped (`WNOWAIT`), as a
+/// readable pidfd leaves it, so its group can still be ended safely.
+pub(crate) fn has_exited(pid: u32) -> bool {
+    // SAFETY: waitid with a zeroed, valid out-pointer for the call.
+    unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        let r = libc::waitid(
+            libc::P_PID,
+            pid as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        );
+        r == 0 && info.si_pid() != 0
+    }
+}
+
 /// An eventfd to wake a thread blocked in [`poll`].
 pub(crate) struct Waker(OwnedFd);
 
@@ -113,4 +129,29 @@ pub(crate) fn poll(
         .filter(|(_, p)| p.revents != 0)
         .map(|(i, _)| i)
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn has_exited_sees_an_exit_without_reaping() {
+        let mut sleeper = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .unwrap();
+        assert!(!has_exited(sleeper.id()));
+        let done = std::process::Command::new("true").spawn().unwrap();
+        let end = Instant::now() + Duration::from_secs(60);
+        while !has_exited(done.id()) {
+            assert!(Instant::now() < end, "the exit was never seen");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // Still a zombie of ours: reaping it works.
+        assert!(crate::sys::wait(done.id()).is_ok());
+        sleeper.kill().unwrap();
+        sleeper.wait().unwrap();
+    }
 }

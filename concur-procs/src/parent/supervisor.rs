@@ -134,6 +134,7 @@ pub(crate) fn run(shared: Arc<Shared>, ready: mpsc::Sender<Result<(), TaskError>
         launch(&shared, slot, &mut starting);
     }
     let mut stopping = false;
+    let mut poll_failed = false;
     let mut stop_deadline: Option<Instant> = None;
     loop {
         let cmds = std::mem::take(&mut *sup.lock());
@@ -251,11 +252,20 @@ pub(crate) fn run(shared: Arc<Shared>, ready: mpsc::Sender<Result<(), TaskError>
         let readable = match pidfd::poll(&sup.waker, &fds, timeout) {
             Ok(r) => r,
             Err(e) => {
-                // Cannot watch the processes any more: fail the pool rather
-                // than wait on deaths that would never be seen.
-                shared.router_failed(format!("cannot watch worker processes: {e}"));
+                // poll itself failed (no memory, more descriptors than the
+                // limit): look at each worker directly, without reaping it,
+                // and try poll again shortly. Deaths are still seen, so a
+                // stopping pool still ends.
+                if !poll_failed {
+                    eprintln!("concur-procs: cannot poll worker processes ({e}); checking them every 10 ms");
+                    poll_failed = true;
+                }
                 std::thread::sleep(Duration::from_millis(10));
-                Vec::new()
+                ids.iter()
+                    .enumerate()
+                    .filter(|(_, w)| pidfd::has_exited(live[w].pid))
+                    .map(|(i, _)| i)
+                    .collect()
             }
         };
         for i in readable {
