@@ -143,14 +143,14 @@ mod tests {
             .spawn()
             .unwrap();
         assert!(!has_exited(sleeper.id()));
-        let done = std::process::Command::new("true").spawn().unwrap();
+        let mut done = std::process::Command::new("true").spawn().unwrap();
         let end = Instant::now() + Duration::from_secs(60);
         while !has_exited(done.id()) {
             assert!(Instant::now() < end, "the exit was never seen");
             std::thread::sleep(Duration::from_millis(1));
         }
         // Still a zombie of ours: reaping it works.
-        assert!(crate::sys::wait(done.id()).is_ok());
+        assert!(done.wait().unwrap().success());
         sleeper.kill().unwrap();
         sleeper.wait().unwrap();
     }
