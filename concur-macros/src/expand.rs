@@ -32,7 +32,8 @@ pub(crate) fn task(attr: TokenStream, item: TokenStream) -> TokenStream {
     };
     let (imp, errors) = complete(imp, &krate);
     match errors {
-        // Nothing to register: the impl itself is incomplete.
+        // Nothing to register, and an incomplete impl would only add the
+        // compiler's own "not all trait items implemented" to our message.
         Some(Incomplete::Items(err)) => err.to_compile_error(),
         // A full impl of a type that cannot be registered: keep the impl
         // so that only the registration is missing.
@@ -106,8 +107,14 @@ fn complete(mut imp: ItemImpl, krate: &TokenStream) -> (ItemImpl, Option<Incompl
     let mut missing: Option<syn::Error> = None;
     let header = header(&imp);
     for (present, what) in [
-        (present.output, "missing `type Output = ...;`: the type `run` returns"),
-        (present.run, "missing `fn run(self) -> Self::Output { ... }`"),
+        (
+            present.output,
+            "missing `type Output = ...;`: the type `run` returns",
+        ),
+        (
+            present.run,
+            "missing `fn run(self) -> Self::Output { ... }`",
+        ),
     ] {
         if !present {
             push(&mut missing, syn::Error::new_spanned(&header, what));
@@ -136,10 +143,14 @@ fn complete(mut imp: ItemImpl, krate: &TokenStream) -> (ItemImpl, Option<Incompl
         });
     }
     if !present.to_caller {
-        imp.items.push(parse_quote!(type ToCaller = ();));
+        imp.items.push(parse_quote!(
+            type ToCaller = ();
+        ));
     }
     if !present.from_caller {
-        imp.items.push(parse_quote!(type FromCaller = ();));
+        imp.items.push(parse_quote!(
+            type FromCaller = ();
+        ));
     }
     (imp, generic.map(Incomplete::Generic))
 }

@@ -1,0 +1,4 @@
+#[concur_macros::task]
+struct Square(u64);
+
+fn main() {}
