@@ -47,7 +47,7 @@ pub struct ChildOutcome {
     pub survived: bool,
     /// Well-behaved tasks the child saw finish before it ended.
     pub others_finished: usize,
-    /// How the child ended, in words (`killed by signal 6 (SIGABRT)`).
+    /// How the child ended, in words (`killed by SIGABRT (signal 6)`).
     pub exit: String,
 }
 
@@ -128,22 +128,14 @@ pub fn run_child(
     })
 }
 
-/// How a process ended, in core's words ([`WorkerExit`]'s), with the
-/// signal's name: `killed by signal 6 (SIGABRT)`.
+/// How a process ended, in core's words ([`WorkerExit`]'s, which name
+/// the signal): `killed by SIGABRT (signal 6)`.
 pub fn describe(status: ExitStatus) -> String {
     #[cfg(unix)]
     {
         use std::os::unix::process::ExitStatusExt;
         if let Some(sig) = status.signal() {
-            let name = match sig {
-                libc::SIGABRT => " (SIGABRT)",
-                libc::SIGSEGV => " (SIGSEGV)",
-                libc::SIGKILL => " (SIGKILL)",
-                libc::SIGBUS => " (SIGBUS)",
-                libc::SIGTERM => " (SIGTERM)",
-                _ => "",
-            };
-            return format!("{}{name}", WorkerExit::Signal(sig));
+            return WorkerExit::Signal(sig).to_string();
         }
     }
     status

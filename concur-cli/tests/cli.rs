@@ -487,7 +487,7 @@ fn bench_crash_on_threads_kills_the_whole_process() {
         note["note"]
             .as_str()
             .unwrap()
-            .contains("the whole process died, killed by signal 6"),
+            .contains("the whole process died, killed by SIGABRT (signal 6)"),
         "{note}"
     );
 }

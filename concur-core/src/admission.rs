@@ -44,6 +44,16 @@ struct Inner {
 }
 
 /// Room for `n` tasks in a pool's queue, given back when dropped.
+///
+/// Only an [`Admission`] hands out permits (`acquire`, `try_acquire`,
+/// `acquire_async`), and a pool's `start` takes only a permit of its own
+/// queue that holds room for the work it starts (see
+/// [`Admission::admits`]), so the queue bound cannot be skipped. There is
+/// no permit that holds no room:
+///
+/// ```compile_fail
+/// let _ = concur_core::Permit::none();
+/// ```
 #[derive(Debug)]
 #[must_use = "dropping a permit gives its room back at once"]
 pub struct Permit {
@@ -52,8 +62,10 @@ pub struct Permit {
 }
 
 impl Permit {
-    /// A permit that holds no room (for work that is not counted).
-    pub fn none() -> Self {
+    /// A permit that holds no room, for core's own tests of the result
+    /// cell: a public one would let any caller skip a pool's queue bound.
+    #[cfg(test)]
+    pub(crate) fn none() -> Self {
         Self { inner: None, n: 0 }
     }
 }
@@ -154,6 +166,38 @@ impl Admission {
                 &format!(
                     "a batch of {n} tasks does not fit a queue bound of {}",
                     self.inner.bound
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks that `permit` was handed out by this admission and holds room
+    /// for `tasks` tasks. Every backend's `start` and `start_batch` call it
+    /// before they accept work, so a permit of another queue (or one too
+    /// small for a batch) cannot carry work past this pool's bound.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Config`] (field `permit`) when it was not, or holds
+    /// room for fewer tasks.
+    pub fn admits(&self, permit: &Permit, tasks: usize) -> Result<(), TaskError> {
+        let ours = permit
+            .inner
+            .as_ref()
+            .is_some_and(|inner| Arc::ptr_eq(inner, &self.inner));
+        if !ours {
+            return Err(TaskError::config(
+                "permit",
+                "the permit was not handed out by this pool's queue; \
+                 acquire it from the pool's `admission()` (or use `submit`)",
+            ));
+        }
+        if permit.n < tasks {
+            return Err(TaskError::config(
+                "permit",
+                &format!(
+                    "the permit holds room for {} tasks, not the {tasks} started with it",
+                    permit.n
                 ),
             ));
         }
@@ -339,6 +383,28 @@ mod tests {
         a.close();
         assert!(t.join().unwrap().unwrap_err().is_shut_down());
         assert!(!a.wait_idle(Some(Instant::now() + Duration::from_millis(1))));
+    }
+
+    #[test]
+    fn admits_only_its_own_permits_for_enough_tasks() {
+        let a = Admission::new(4);
+        let other = Admission::new(4);
+        let own = a.acquire(2).unwrap();
+        assert_eq!(own.n, 2);
+        a.admits(&own, 2).unwrap();
+        a.admits(&own, 1).unwrap();
+        let short = a.admits(&own, 3).unwrap_err();
+        assert!(
+            matches!(short.kind(), ErrorKind::Config { field, .. } if field == "permit"),
+            "{short:?}"
+        );
+        let foreign = other.acquire(1).unwrap();
+        let e = a.admits(&foreign, 1).unwrap_err();
+        assert!(
+            matches!(e.kind(), ErrorKind::Config { field, .. } if field == "permit"),
+            "{e:?}"
+        );
+        assert!(a.admits(&Permit::none(), 0).is_err());
     }
 
     #[test]

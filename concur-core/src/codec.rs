@@ -18,6 +18,7 @@ use crate::error::TaskError;
 mod bytes;
 mod de;
 mod ser;
+mod words;
 
 pub use bytes::{Bytes, BytesRef};
 
@@ -54,14 +55,14 @@ fn encode_error(what: &str, e: bincode::error::EncodeError) -> TaskError {
     match e {
         // serde's own messages (custom errors, the depth limit) read best alone.
         bincode::error::EncodeError::OtherString(text) => TaskError::codec(what, Cause(text)),
-        e => TaskError::codec(what, e),
+        e => TaskError::codec(what, Cause(words::encode(&e))),
     }
 }
 
 fn decode_error(what: &str, e: bincode::error::DecodeError) -> TaskError {
     match e {
         bincode::error::DecodeError::OtherString(text) => TaskError::codec(what, Cause(text)),
-        e => TaskError::codec(what, e),
+        e => TaskError::codec(what, Cause(words::decode(&e))),
     }
 }
 
@@ -294,6 +295,18 @@ mod tests {
     fn garbage_is_codec_error() {
         let err = decode::<String>(&[0xff, 0xff, 0xff], "output").unwrap_err();
         assert!(matches!(err.kind(), crate::ErrorKind::Codec { what } if what == "output"));
+    }
+
+    #[test]
+    fn codec_causes_read_as_words() {
+        use std::error::Error;
+        let err = decode::<u64>(&[0xfd, 1], "output").unwrap_err();
+        let cause = err.source().expect("a cause").to_string();
+        assert!(
+            !cause.contains('{') && !cause.contains("UnexpectedEnd"),
+            "{cause}"
+        );
+        assert!(cause.contains("end early"), "{cause}");
     }
 
     #[test]

@@ -1028,6 +1028,30 @@ pub fn queue_bound_applies_backpressure<B: Backend>(b: &B) {
     assert_eq!(ok(p.submit(Add(2, 2)).unwrap()), 4);
 }
 
+/// Queue bound: `start` takes only a permit handed out by the pool's own
+/// queue with room for what it starts, so the bound cannot be skipped
+/// through the public API; a refused start holds no room.
+pub fn start_refuses_a_foreign_permit<B: Backend>(b: &B) {
+    let p = pool(b, PoolConfig::new().workers(1).queue_bound(1));
+    let is_permit_error =
+        |e: &TaskError| matches!(e.kind(), ErrorKind::Config { field, .. } if field == "permit");
+    let elsewhere = crate::Admission::new(8);
+    let e = p
+        .start(Add(1, 1), elsewhere.acquire(1).unwrap())
+        .unwrap_err();
+    assert!(is_permit_error(&e), "{e:?}");
+    let e = p
+        .start_batch(vec![Add(1, 1)], elsewhere.acquire(1).unwrap())
+        .unwrap_err();
+    assert!(is_permit_error(&e), "{e:?}");
+    let one = p.admission().acquire(1).unwrap();
+    let e = p.start_batch(vec![Add(1, 1), Add(2, 2)], one).unwrap_err();
+    assert!(is_permit_error(&e), "{e:?}");
+    assert_eq!(p.admission().in_use(), 0, "a refused start kept its room");
+    let own = p.admission().acquire(1).unwrap();
+    assert_eq!(ok(p.start(Add(2, 3), own).unwrap()), 5);
+}
+
 /// Timeout: a task over its time limit fails with `TimedOut`; the pool goes on.
 pub fn timeout_fails_handle<B: Backend>(b: &B) {
     let p = pool(
@@ -1313,6 +1337,7 @@ macro_rules! conformance_suite {
             submit_from_many_threads, task_ids_unique, batch_results_in_order,
             worker_count_honoured, default_worker_count, initializer_runs_once_per_worker,
             max_tasks_recycles_worker, invalid_config_rejected, queue_bound_applies_backpressure,
+            start_refuses_a_foreign_permit,
             timeout_fails_handle, join_timeout_never_loses_a_result,
             dropping_a_map_cancels_what_it_did_not_yield, batch_timeout_is_per_task,
             shutdown_now_interrupts_shutdown

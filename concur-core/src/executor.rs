@@ -45,7 +45,10 @@ pub struct Capabilities {
 ///   [`ErrorKind::Panicked`](crate::ErrorKind::Panicked) (message and
 ///   location kept); the pool keeps its size and keeps running other tasks.
 /// - **Queue bound.** At most the configured queue bound of tasks are queued
-///   or running; `submit` waits for room.
+///   or running; `submit` waits for room. `start` and `start_batch` accept
+///   only a [`Permit`] of the pool's own [`admission`](Self::admission)
+///   with room for what they start (checked with [`Admission::admits`]),
+///   so nothing skips the bound.
 /// - **Cancellation.** A cancelled queued task never runs; its handle
 ///   resolves to `Cancelled` at once.
 /// - **Shutdown.** [`shutdown`](Self::shutdown) takes no new work, finishes
@@ -72,10 +75,14 @@ pub trait Executor: Send + Sync {
     /// The pool's queue bound; closed once the pool shuts down.
     fn admission(&self) -> &Admission;
 
-    /// Starts `task`, which already holds room in the queue (`permit`).
-    /// Most callers use [`submit`](Self::submit) instead.
+    /// Starts `task`, which already holds room in the queue (`permit`,
+    /// from this pool's [`admission`](Self::admission)). Most callers use
+    /// [`submit`](Self::submit) instead. Implementations check the permit
+    /// first with [`Admission::admits`].
     ///
     /// # Errors
+    /// [`ErrorKind::Config`](crate::ErrorKind::Config) (field `permit`)
+    /// for a permit of another queue;
     /// [`ErrorKind::ShutDown`](crate::ErrorKind::ShutDown) after shutdown;
     /// [`ErrorKind::NotRegistered`](crate::ErrorKind::NotRegistered) when a
     /// process backend does not know the task type.
@@ -86,10 +93,13 @@ pub trait Executor: Send + Sync {
     /// timeout bounds each one, a failure (panic, crash, timeout, a value
     /// that cannot be encoded or decoded) fails only that task's slot, and
     /// retries apply to each task. Tasks in a batch take no messages.
-    /// `map` uses batches to amortize dispatch for small tasks.
+    /// `map` uses batches to amortize dispatch for small tasks. `permit`
+    /// must hold room for every task of the batch.
     ///
     /// # Errors
-    /// As [`start`](Self::start).
+    /// As [`start`](Self::start), and
+    /// [`ErrorKind::Config`](crate::ErrorKind::Config) (field `permit`)
+    /// when `permit` holds room for fewer tasks than `tasks`.
     fn start_batch<T: Task>(
         &self,
         tasks: Vec<T>,

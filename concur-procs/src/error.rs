@@ -32,9 +32,9 @@ pub(crate) enum SpawnError {
     /// The worker runs another build of the program, or speaks another
     /// version of the protocol: its frames would decode wrongly.
     #[error(
-        "the worker process runs a different build of this program (protocol version {ours} \
-         here, {theirs:?} there, or another executable build id); it was refused before any \
-         of its frames was decoded"
+        "the worker process runs a different build of this program ({}); it was refused \
+         before any of its frames was decoded",
+        BuildDifference { ours: *ours, theirs: *theirs }
     )]
     OtherBuild {
         /// This process's protocol version.
@@ -50,8 +50,60 @@ pub(crate) enum SpawnError {
     NestedWorker,
 }
 
+/// What differs between this build and a worker's, in words.
+struct BuildDifference {
+    ours: u32,
+    theirs: Option<u32>,
+}
+
+impl std::fmt::Display for BuildDifference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.theirs {
+            Some(theirs) if theirs == self.ours => write!(
+                f,
+                "another executable build id, same protocol version {theirs}"
+            ),
+            Some(theirs) => write!(f, "protocol version {} here, {theirs} there", self.ours),
+            None => write!(
+                f,
+                "protocol version {} here, none sent by the worker",
+                self.ours
+            ),
+        }
+    }
+}
+
 impl From<SpawnError> for TaskError {
     fn from(e: SpawnError) -> Self {
         TaskError::with_source(ErrorKind::Spawn, e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn other_build_reads_as_words() {
+        let text = |theirs| SpawnError::OtherBuild { ours: 3, theirs }.to_string();
+        assert!(text(Some(3)).contains("(another executable build id, same protocol version 3)"));
+        assert!(text(Some(4)).contains("(protocol version 3 here, 4 there)"));
+        assert!(text(None).contains("(protocol version 3 here, none sent by the worker)"));
+        for t in [text(Some(3)), text(Some(4)), text(None)] {
+            assert!(!t.contains("Some(") && !t.contains("None"), "{t}");
+        }
+    }
+
+    #[test]
+    fn spawn_errors_reach_core_as_words() {
+        let e = TaskError::from(SpawnError::Exited(WorkerExit::Signal(9)));
+        assert_eq!(
+            format!("{e:?}").lines().next(),
+            Some("could not start a worker")
+        );
+        assert!(
+            format!("{e:?}").contains("ended before it connected (killed by SIGKILL (signal 9))"),
+            "{e:?}"
+        );
     }
 }

@@ -257,6 +257,7 @@ impl Executor for ThreadPool {
     }
 
     fn start<T: Task>(&self, task: T, permit: Permit) -> Result<TaskHandle<T>, TaskError> {
+        self.inner.admission.admits(&permit, 1)?;
         if self.inner.admission.is_closed() {
             return Err(ErrorKind::ShutDown.into());
         }
@@ -271,6 +272,7 @@ impl Executor for ThreadPool {
         tasks: Vec<T>,
         permit: Permit,
     ) -> Result<BatchHandle<T>, TaskError> {
+        self.inner.admission.admits(&permit, tasks.len())?;
         if self.inner.admission.is_closed() {
             return Err(ErrorKind::ShutDown.into());
         }

@@ -138,6 +138,12 @@ impl ProcessPoolBuilder {
     /// program that does not call [`init`](crate::init)); the initializer's
     /// error when it failed in a worker.
     pub fn build(self) -> Result<ProcessPool, TaskError> {
+        // Users of this crate write `concur_procs::register!`: the
+        // not-registered message should name that, not core's path.
+        concur_core::__private::set_register_advice(
+            concur_core::__private::AdviceLayer::Backend,
+            "add `concur_procs::register!` for it",
+        );
         self.config.validate()?;
         if self.in_flight_per_worker == Some(0) {
             return Err(TaskError::config(

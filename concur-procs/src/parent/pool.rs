@@ -188,6 +188,7 @@ impl Executor for ProcessPool {
     }
 
     fn start<T: Task>(&self, task: T, permit: Permit) -> Result<TaskHandle<T>, TaskError> {
+        self.shared.admission.admits(&permit, 1)?;
         registry::ensure_registered::<T>()?;
         let input = encode_input(task, self.threshold())?;
         let completion = Completion::new(permit, Some(self.shared.link.clone()));
@@ -202,6 +203,7 @@ impl Executor for ProcessPool {
         tasks: Vec<T>,
         permit: Permit,
     ) -> Result<BatchHandle<T>, TaskError> {
+        self.shared.admission.admits(&permit, tasks.len())?;
         registry::ensure_registered::<T>()?;
         let len = tasks.len();
         let completion = Completion::new(permit, Some(self.shared.link.clone()));
@@ -270,7 +272,8 @@ mod tests {
     fn worker_answers_not_registered_for_a_name_it_lacks() {
         let p = ProcessPool::builder().workers(1).build().unwrap();
         // Past the parent's check: as if the worker's registry differed.
-        let completion = Completion::new(Permit::none(), Some(p.shared.link.clone()));
+        let permit = p.admission().acquire(1).unwrap();
+        let completion = Completion::new(permit, Some(p.shared.link.clone()));
         let h = TaskHandle::<Unknown>::new(&completion);
         let input = encode_input(Unknown, 1024).unwrap();
         p.shared
