@@ -6,16 +6,17 @@
 //! Pick the backend in `Cargo.toml`, with one line:
 //!
 //! ```toml
-//! concur = "0.1"                                                                     # threads
-//! concur = { version = "0.1", default-features = false, features = ["procs"] }   # worker processes
+//! concur = "0.1"                                                               # threads
+//! concur = { version = "0.1", default-features = false, features = ["procs"] } # worker processes
 //! ```
 //!
 //! or, with both compiled in (`features = ["threads", "procs"]`), at run
 //! time: `CONCUR_BACKEND=procs ./my-program`, or
 //! `Pool::builder().backend(Backend::Procs)` in code.
 //!
-//! A task is a plain serializable value with a `run` method; the same task
-//! type runs unchanged on every backend:
+//! A task is a plain serializable value (`serde = { version = "1",
+//! features = ["derive"] }`) with a `run` method; the same task type runs
+//! unchanged on every backend:
 //!
 //! ```
 //! use concur::prelude::*;
@@ -49,8 +50,8 @@
 //!
 //! | feature | default | adds |
 //! |---|---|---|
-//! | `threads` | yes | [`threads`] (`concur-threads`): a thread pool on rayon; values are moved, never serialized; cheapest dispatch |
-//! | `procs` | no | [`procs`] (`concur-procs`, Linux): worker processes running this same executable; a crash fails only its task, a timeout or cancel kills the worker, memory limits |
+//! | `threads` | yes | `concur::threads` (`concur-threads`): a thread pool on rayon; values are moved, never serialized; cheapest dispatch |
+//! | `procs` | no | `concur::procs` (`concur-procs`, Linux): worker processes running this same executable; a crash fails only its task, a timeout or cancel kills the worker, memory limits |
 //!
 //! At least one backend feature must be enabled. With several, the pool
 //! runs on the one named by [`PoolBuilder::backend`], else by the
@@ -75,8 +76,9 @@
 //! [`TaskError`], delivered to its handle: never a hang, never a silent
 //! loss; with [`retries`](Configure::retries), a task whose worker died
 //! under it runs again, so tasks are at-least-once and should be idempotent.
-//! The full contract is on [`Executor`] and in the
-//! [README](https://github.com/concur-rs/concur#readme).
+//! The full contract is on [`Executor`], and the
+//! [README](https://docs.rs/crate/concur/latest/source/README.md) (section
+//! *What happens to a task*) tells it with examples.
 //!
 //! # One type for every backend
 //!
@@ -84,7 +86,7 @@
 //! (error E0038). [`Pool`] replaces it: one concrete type over every
 //! compiled-in backend, chosen at run time. Code generic over executors
 //! takes `&impl Executor` (or `E: Executor`) and accepts a `Pool` as well as
-//! a backend's own pool ([`threads::ThreadPool`], `procs::ProcessPool`),
+//! a backend's own pool (`threads::ThreadPool`, `procs::ProcessPool`),
 //! which stay reachable for what only one backend offers.
 
 // Without a backend the one error below is the message; the rest stays quiet.
@@ -106,9 +108,9 @@ pub use pool::{Pool, PoolBuilder};
 
 pub use concur_core as core;
 pub use concur_core::{
-    register, BatchHandle, Capabilities, Configure, ErrorKind, Executor, ExecutorExt, Initializer,
-    MapOptions, PoolConfig, Task, TaskContext, TaskError, TaskHandle, TaskId, WorkerExit,
-    WorkerInfo,
+    register, BatchHandle, BatchResults, Capabilities, Configure, ErrorKind, Executor, ExecutorExt,
+    Initializer, Map, MapOptions, MapUnordered, PoolConfig, Task, TaskContext, TaskError,
+    TaskHandle, TaskId, WorkerExit, WorkerInfo,
 };
 
 /// The thread backend (`concur-threads`), for what only threads offer:
@@ -134,10 +136,10 @@ pub mod prelude {
 /// Enters worker mode when this process was started as a worker process;
 /// returns at once otherwise. Call it first thing in `main`.
 ///
-/// With the `procs` feature this is [`procs::init`]: in a worker it runs
+/// With the `procs` feature this is `concur_procs::init`: in a worker it runs
 /// tasks until the pool stops it, then ends the process, never returning.
 /// It also raises the soft limit on open file descriptors to the hard
-/// limit (see [`procs::init`] for why). Without `procs` it does nothing,
+/// limit (see `concur_procs::init` for why). Without `procs` it does nothing,
 /// so the line can stay when the feature is off. Calling it again is
 /// harmless.
 pub fn init() {
@@ -160,8 +162,9 @@ pub fn is_worker() -> bool {
 /// of each test target (whose `main` is the test harness's) that builds a
 /// process pool.
 ///
-/// ```ignore
+/// ```
 /// concur::enable_test_support!();
+/// # fn main() {}
 /// ```
 ///
 /// With `procs` it is `concur_procs::enable_test_support!()`; without, it
@@ -178,8 +181,9 @@ macro_rules! enable_test_support {
 /// of each test target (whose `main` is the test harness's) that builds a
 /// process pool.
 ///
-/// ```ignore
+/// ```
 /// concur::enable_test_support!();
+/// # fn main() {}
 /// ```
 ///
 /// With `procs` it is `concur_procs::enable_test_support!()`; without, it

@@ -3,13 +3,15 @@
 //! the choice of backend (builder, `CONCUR_BACKEND`, default) and its
 //! errors, `init` and `is_worker`.
 //!
-//! The tests that set `CONCUR_BACKEND` hold [`ENV`] and are the only ones
-//! that read it: every other pool here names its backend in code, so the
-//! variable never changes under a pool being built.
+//! The tests of `CONCUR_BACKEND` never change this process's environment
+//! (other tests run beside them): each runs itself again in a child process
+//! of this test binary with the variable set ([`with_env_backend!`]).
 
 concur::enable_test_support!();
 
-use std::sync::{Mutex, MutexGuard};
+mod common;
+
+use std::process::Command;
 use std::time::Duration;
 
 use concur::core::conformance;
@@ -65,38 +67,43 @@ mod on_procs {
 
 // ------------------------------------------------------------ the choice --
 
-/// Serializes the tests that change `CONCUR_BACKEND`.
-static ENV: Mutex<()> = Mutex::new(());
+/// Set in the child process a [`with_env_backend!`] test runs itself in.
+const CHILD: &str = "CONCUR_TESTS_ENV_CHILD";
 
-/// Holds [`ENV`] with `CONCUR_BACKEND` set to `value` (unset for `None`),
-/// and puts back what it was when dropped.
-struct EnvBackend {
-    before: Option<std::ffi::OsString>,
-    _lock: MutexGuard<'static, ()>,
+/// A test whose body runs with `CONCUR_BACKEND` set to `$value` (unset for
+/// `None`): the test runs only itself again in a child process of this
+/// binary with the variable set there, and passes when the child does.
+macro_rules! with_env_backend {
+    ($(#[$doc:meta])* fn $name:ident() with $value:expr => $body:block) => {
+        $(#[$doc])*
+        #[test]
+        fn $name() {
+            if std::env::var_os(CHILD).is_none() {
+                return rerun_with_env_backend(stringify!($name), $value);
+            }
+            $body
+        }
+    };
 }
 
-impl EnvBackend {
-    fn set(value: Option<&str>) -> Self {
-        let lock = ENV.lock().unwrap_or_else(|e| e.into_inner());
-        let before = std::env::var_os(concur::ENV_BACKEND);
-        match value {
-            Some(v) => std::env::set_var(concur::ENV_BACKEND, v),
-            None => std::env::remove_var(concur::ENV_BACKEND),
-        }
-        Self {
-            before,
-            _lock: lock,
-        }
-    }
-}
-
-impl Drop for EnvBackend {
-    fn drop(&mut self) {
-        match &self.before {
-            Some(v) => std::env::set_var(concur::ENV_BACKEND, v),
-            None => std::env::remove_var(concur::ENV_BACKEND),
-        }
-    }
+fn rerun_with_env_backend(test: &str, value: Option<&str>) {
+    let exe = std::env::current_exe().expect("this test binary's path");
+    let mut command = Command::new(exe);
+    command
+        .args([test, "--exact", "--test-threads=1", "--nocapture"])
+        .env(CHILD, "1");
+    match value {
+        Some(v) => command.env(concur::ENV_BACKEND, v),
+        None => command.env_remove(concur::ENV_BACKEND),
+    };
+    let what = format!("`{test}` with CONCUR_BACKEND={value:?}");
+    let (_, output) = common::run(&what, command, DEADLINE);
+    common::assert_success(&what, &output);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("test result: ok. 1 passed"),
+        "{what} did not run exactly that test:\n{stdout}"
+    );
 }
 
 /// Where a task ran: in a worker process or not, and its pid.
@@ -150,69 +157,69 @@ fn bad_backend_name_is_a_config_error_listing_the_choices() {
     assert!(reason.contains("threads, procs"), "{reason}");
 }
 
-#[test]
-fn without_a_choice_the_default_is_threads() {
-    let _env = EnvBackend::set(None);
-    let pool = Pool::new().unwrap();
-    assert_eq!(pool.backend(), Backend::Threads);
-    assert_eq!(Executor::backend(&pool), "threads");
+with_env_backend! {
+    fn without_a_choice_the_default_is_threads() with None => {
+        let pool = Pool::new().unwrap();
+        assert_eq!(pool.backend(), Backend::Threads);
+        assert_eq!(Executor::backend(&pool), "threads");
+    }
 }
 
-#[test]
-fn empty_env_variable_counts_as_unset() {
-    let _env = EnvBackend::set(Some(""));
-    assert_eq!(Pool::new().unwrap().backend(), Backend::Threads);
+with_env_backend! {
+    fn empty_env_variable_counts_as_unset() with Some("") => {
+        assert_eq!(Pool::new().unwrap().backend(), Backend::Threads);
+    }
 }
 
-#[test]
-fn env_variable_picks_the_backend() {
-    let _env = EnvBackend::set(Some("procs"));
-    let pool = Pool::builder().workers(1).build().unwrap();
-    assert_eq!(pool.backend(), Backend::Procs);
-    assert_eq!(Executor::backend(&pool), "procs");
-    assert!(pool.as_procs().is_some() && pool.as_threads().is_none());
-    let (in_worker, pid) = join(pool.submit(WhereAmI).unwrap()).unwrap();
-    assert!(in_worker);
-    assert_ne!(pid, std::process::id());
+with_env_backend! {
+    fn env_variable_picks_the_backend() with Some("procs") => {
+        let pool = Pool::builder().workers(1).build().unwrap();
+        assert_eq!(pool.backend(), Backend::Procs);
+        assert_eq!(Executor::backend(&pool), "procs");
+        assert!(pool.as_procs().is_some() && pool.as_threads().is_none());
+        let (in_worker, pid) = join(pool.submit(WhereAmI).unwrap()).unwrap();
+        assert!(in_worker);
+        assert_ne!(pid, std::process::id());
+    }
 }
 
-#[test]
-fn env_variable_ignores_case_and_spaces() {
-    let _env = EnvBackend::set(Some(" Threads\n"));
-    assert_eq!(Pool::builder().chosen_backend().unwrap(), Backend::Threads);
+with_env_backend! {
+    fn env_variable_ignores_case_and_spaces() with Some(" Threads\n") => {
+        assert_eq!(Pool::builder().chosen_backend().unwrap(), Backend::Threads);
+    }
 }
 
-#[test]
-fn bad_env_variable_is_a_config_error_naming_the_variable_and_the_choices() {
-    let _env = EnvBackend::set(Some("fibers"));
-    let (field, reason) = config_error(Pool::new());
-    assert_eq!(field, "CONCUR_BACKEND");
-    assert!(reason.contains("`fibers` is not a backend"), "{reason}");
-    assert!(reason.contains("valid choices: threads, procs"), "{reason}");
+with_env_backend! {
+    fn bad_env_variable_is_a_config_error_naming_the_variable_and_the_choices() with Some("fibers") => {
+        let (field, reason) = config_error(Pool::new());
+        assert_eq!(field, "CONCUR_BACKEND");
+        assert!(reason.contains("`fibers` is not a backend"), "{reason}");
+        assert!(reason.contains("valid choices: threads, procs"), "{reason}");
+    }
 }
 
-#[test]
-fn builder_backend_wins_over_the_env_variable() {
-    let _env = EnvBackend::set(Some("procs"));
-    let pool = Pool::builder()
-        .backend(Backend::Threads)
-        .workers(1)
-        .build()
-        .unwrap();
-    assert_eq!(pool.backend(), Backend::Threads);
-    assert!(pool.as_threads().is_some() && pool.as_procs().is_none());
+with_env_backend! {
+    fn builder_backend_wins_over_the_env_variable() with Some("procs") => {
+        let pool = Pool::builder()
+            .backend(Backend::Threads)
+            .workers(1)
+            .build()
+            .unwrap();
+        assert_eq!(pool.backend(), Backend::Threads);
+        assert!(pool.as_threads().is_some() && pool.as_procs().is_none());
+    }
 }
 
-#[test]
-fn builder_backend_makes_a_bad_env_variable_irrelevant() {
-    let _env = EnvBackend::set(Some("fibers"));
-    assert!(Pool::new().is_err());
-    let pool = Pool::builder()
-        .backend(Backend::Procs)
-        .workers(1)
-        .build()
-        .unwrap();
-    assert_eq!(pool.backend(), Backend::Procs);
+with_env_backend! {
+    fn builder_backend_makes_a_bad_env_variable_irrelevant() with Some("fibers") => {
+        assert!(Pool::new().is_err());
+        let pool = Pool::builder()
+            .backend(Backend::Procs)
+            .workers(1)
+            .build()
+            .unwrap();
+        assert_eq!(pool.backend(), Backend::Procs);
+    }
 }
 
 // ------------------------------------------------- settings and workers --
