@@ -157,6 +157,19 @@ pub fn init() {
     }
 }
 
+/// True in a worker process (in its tasks and its initializer, and in the
+/// program's own code if it forgot [`init`]); false in the program that
+/// owns the pool and in programs a task starts.
+pub fn is_worker() -> bool {
+    // Worker mode clears the environment variables that mark a worker once
+    // it has read them (so programs its tasks start are not workers); the
+    // worker argument the parent started it with stays.
+    worker::is_worker()
+        || std::env::args_os()
+            .nth(1)
+            .is_some_and(|a| a == spawn::WORKER_ARG)
+}
+
 /// The test-harness equivalent of [`init`]: put it once at the crate root of
 /// a test target (a binary whose `main` is libtest's) that builds a
 /// [`ProcessPool`].
