@@ -311,6 +311,12 @@ impl PoolBuilder {
     /// [`ErrorKind::Spawn`](concur_core::ErrorKind::Spawn) when worker
     /// processes cannot start).
     pub fn build(self) -> Result<Pool, TaskError> {
+        // An unregistered task's error names the facade's way to register,
+        // not a backend crate's that the user never depends on.
+        concur_core::__private::set_register_advice(
+            concur_core::__private::AdviceLayer::Facade,
+            "add `#[concur::task]` to its `impl Task` or `concur::register!` for it",
+        );
         let backend = self.chosen_backend()?;
         let inner = match backend {
             #[cfg(feature = "threads")]
