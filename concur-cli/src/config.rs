@@ -133,18 +133,44 @@ fn backends(choices: &[BackendChoice]) -> CliResult<Vec<Backend>> {
     Ok(picked)
 }
 
-/// The worker count: given, or the cores available; at least 1.
+/// The most workers per pool `--workers` accepts. A fixed number, so that
+/// it can be stated in `--help`: far beyond any core count concur is run
+/// on, where blocking (`io`) workloads can still use the workers, and well
+/// below the thousands of threads or processes a typo (`100000`) would start.
+pub const MAX_WORKERS: usize = 1024;
+
+/// The worker count: given, or the cores available; 1 to [`MAX_WORKERS`].
 fn workers(args: &PoolArgs) -> CliResult<usize> {
     let n = args.workers.unwrap_or_else(concur_core::default_workers);
+    let invalid = |why: &dyn std::fmt::Display| {
+        CliError::usage(format!("invalid value '{n}' for '--workers <N>': {why}"))
+    };
+    if n > MAX_WORKERS {
+        return Err(invalid(&format_args!(
+            "at most {MAX_WORKERS} (this machine has {} cores)",
+            concur_core::default_workers()
+        )));
+    }
     match PoolConfig::new().workers(n).validate() {
         Ok(()) => Ok(n),
-        Err(e) => Err(CliError::usage(match e.kind() {
-            ErrorKind::Config { reason, .. } => {
-                format!("invalid value '{n}' for '--workers <N>': {reason}")
-            }
-            _ => format!("invalid value '{n}' for '--workers <N>': {e}"),
-        })),
+        Err(e) => Err(match e.kind() {
+            ErrorKind::Config { reason, .. } => invalid(reason),
+            _ => invalid(&e),
+        }),
     }
+}
+
+/// A one-line warning when `workers` is more than the cores available:
+/// the run goes on, but the workers take turns on the cores.
+pub fn oversubscribed(workers: usize) -> Option<String> {
+    let cores = concur_core::default_workers();
+    (workers > cores).then(|| {
+        format!(
+            "{workers} workers on {cores} core{}: workers beyond the cores take turns on them, \
+             so CPU-bound work gets no faster",
+            if cores == 1 { "" } else { "s" }
+        )
+    })
 }
 
 /// The workloads named by `choices`, deduplicated, in the canonical order.
