@@ -1064,6 +1064,7 @@ fn bench_csv_streams_each_workload_and_a_closed_stdout_ends_the_run() {
 // ---------------------------------------------------------------- figures: direction and rounding
 
 /// `"131.8k tasks/s"` as 131800 and its unit; `None` for `-`.
+#[cfg(all(feature = "threads", feature = "procs"))]
 fn parse_figure(cell: &str) -> Option<(f64, &str)> {
     let (n, unit) = cell.split_once(' ').unwrap_or((cell, ""));
     let (digits, scale) = match n.chars().last()? {

@@ -38,6 +38,8 @@ pub fn number(value: f64) -> String {
         format!("{value:.2}")
     } else if a >= 0.001 {
         format!("{value:.3}")
+    } else if a >= 0.0001 {
+        format!("{value:.4}")
     } else {
         format!("{value:.1e}")
     }
@@ -145,6 +147,8 @@ mod tests {
         assert_eq!(number(41.23), "41.2");
         assert_eq!(number(0.5), "0.50");
         assert_eq!(number(0.0271), "0.027");
+        assert_eq!(number(0.000_694), "0.0007");
+        assert_eq!(number(0.000_012), "1.2e-5");
         assert_eq!(number(3.2e9), "3.20G");
         assert_eq!(human(1.0, "0/1"), "yes");
         assert_eq!(human(2.04, "µs"), "2.04 µs");
