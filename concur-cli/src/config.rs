@@ -2,6 +2,8 @@
 //!
 //! Everything that can be refused is refused here, before any pool starts
 //! or any file is written: each refusal is one [`CliError::Usage`] line.
+//! An output that opens but fails a test write (`/dev/full`) is a
+//! [`CliError::Runtime`] failure, found here too, before anything runs.
 
 use clap::ValueEnum;
 use concur_core::{Configure, ErrorKind, PoolConfig};
@@ -54,11 +56,12 @@ impl DemoConfig {
 }
 
 impl BenchConfig {
-    /// Checks `args`; opens the output files (without changing them) to
-    /// prove they are writable.
+    /// Checks `args`; opens the output files (without changing them) and
+    /// writes zero bytes to each to prove they are writable.
     ///
     /// # Errors
-    /// [`CliError::Usage`] naming the first problem.
+    /// [`CliError::Usage`] naming the first problem; [`CliError::Runtime`]
+    /// when an output opens but refuses the test write.
     pub fn new(args: BenchArgs) -> CliResult<Self> {
         let backends = backends(&args.backend)?;
         let workers = workers(&args.pool)?;
@@ -194,6 +197,19 @@ fn workloads(choices: &[WorkloadChoice]) -> Vec<Workload> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn help_states_the_workers_bound() {
+        use clap::CommandFactory;
+        for cmd in ["demo", "bench"] {
+            let help = crate::cli::Cli::command()
+                .find_subcommand_mut(cmd)
+                .expect("a subcommand")
+                .render_help()
+                .to_string();
+            assert!(help.contains(&format!("1 to {MAX_WORKERS}")), "{help}");
+        }
+    }
 
     #[test]
     fn every_workload_choice_selects_its_workload() {
