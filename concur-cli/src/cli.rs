@@ -97,9 +97,15 @@ const BENCH_HELP: &str = concat!(
   concur bench --format json --out results.json  machine-readable report in a file
   concur bench --plot bench.svg                  also draw a bar chart
 
+On standard output, a table or CSV prints each workload's rows as soon as it
+is measured; closing the output (`| head`) ends the run. A column `B vs A
+(>1 = B better)` compares each backend B with the first one A: above 1, B
+took less time or did more per second than A.
+
 The JSON report (schema concur-bench/1) holds the machine (os, arch, cores),
 the settings, and per workload every metric with its unit, every sample and
-the median per backend, and the recommendation.
+the median per backend, and the recommendation. JSON and CSV figures are
+rounded to 4 significant digits.
 
 ",
     exit_codes_help!()
@@ -113,7 +119,8 @@ pub struct BackendsArgs {}
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Pool")]
 pub struct PoolArgs {
-    /// Workers per pool [default: the cores available to this process].
+    /// Workers per pool, 1 to 1024 [default: the cores available to this
+    /// process]. More than the cores runs, with a warning on standard error.
     #[arg(short, long, value_name = "N", env = "CONCUR_WORKERS")]
     pub workers: Option<usize>,
 }
@@ -169,7 +176,9 @@ pub struct BenchArgs {
     /// Report format.
     #[arg(short, long, value_enum, default_value_t = Format::Table, help_heading = "Output")]
     pub format: Format,
-    /// Write the report to FILE instead of standard output.
+    /// Write the report to FILE instead of standard output (whole, when the
+    /// run ends; checked before anything runs, and named on standard error
+    /// once written).
     #[arg(short, long, value_name = "FILE", help_heading = "Output")]
     pub out: Option<PathBuf>,
     /// Also draw an SVG bar chart of the results to FILE.svg.

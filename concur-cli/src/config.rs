@@ -2,6 +2,8 @@
 //!
 //! Everything that can be refused is refused here, before any pool starts
 //! or any file is written: each refusal is one [`CliError::Usage`] line.
+//! An output that opens but fails a test write (`/dev/full`) is a
+//! [`CliError::Runtime`] failure, found here too, before anything runs.
 
 use clap::ValueEnum;
 use concur_core::{Configure, ErrorKind, PoolConfig};
@@ -54,11 +56,12 @@ impl DemoConfig {
 }
 
 impl BenchConfig {
-    /// Checks `args`; opens the output files (without changing them) to
-    /// prove they are writable.
+    /// Checks `args`; opens the output files (without changing them) and
+    /// writes zero bytes to each to prove they are writable.
     ///
     /// # Errors
-    /// [`CliError::Usage`] naming the first problem.
+    /// [`CliError::Usage`] naming the first problem; [`CliError::Runtime`]
+    /// when an output opens but refuses the test write.
     pub fn new(args: BenchArgs) -> CliResult<Self> {
         let backends = backends(&args.backend)?;
         let workers = workers(&args.pool)?;
@@ -133,18 +136,44 @@ fn backends(choices: &[BackendChoice]) -> CliResult<Vec<Backend>> {
     Ok(picked)
 }
 
-/// The worker count: given, or the cores available; at least 1.
+/// The most workers per pool `--workers` accepts. A fixed number, so that
+/// it can be stated in `--help`: far beyond any core count concur is run
+/// on, where blocking (`io`) workloads can still use the workers, and well
+/// below the thousands of threads or processes a typo (`100000`) would start.
+pub const MAX_WORKERS: usize = 1024;
+
+/// The worker count: given, or the cores available; 1 to [`MAX_WORKERS`].
 fn workers(args: &PoolArgs) -> CliResult<usize> {
     let n = args.workers.unwrap_or_else(concur_core::default_workers);
+    let invalid = |why: &dyn std::fmt::Display| {
+        CliError::usage(format!("invalid value '{n}' for '--workers <N>': {why}"))
+    };
+    if n > MAX_WORKERS {
+        return Err(invalid(&format_args!(
+            "at most {MAX_WORKERS} (this machine has {} cores)",
+            concur_core::default_workers()
+        )));
+    }
     match PoolConfig::new().workers(n).validate() {
         Ok(()) => Ok(n),
-        Err(e) => Err(CliError::usage(match e.kind() {
-            ErrorKind::Config { reason, .. } => {
-                format!("invalid value '{n}' for '--workers <N>': {reason}")
-            }
-            _ => format!("invalid value '{n}' for '--workers <N>': {e}"),
-        })),
+        Err(e) => Err(match e.kind() {
+            ErrorKind::Config { reason, .. } => invalid(reason),
+            _ => invalid(&e),
+        }),
     }
+}
+
+/// A one-line warning when `workers` is more than the cores available:
+/// the run goes on, but the workers take turns on the cores.
+pub fn oversubscribed(workers: usize) -> Option<String> {
+    let cores = concur_core::default_workers();
+    (workers > cores).then(|| {
+        format!(
+            "{workers} workers on {cores} core{}: workers beyond the cores take turns on them, \
+             so CPU-bound work gets no faster",
+            if cores == 1 { "" } else { "s" }
+        )
+    })
 }
 
 /// The workloads named by `choices`, deduplicated, in the canonical order.
@@ -168,6 +197,19 @@ fn workloads(choices: &[WorkloadChoice]) -> Vec<Workload> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn help_states_the_workers_bound() {
+        use clap::CommandFactory;
+        for cmd in ["demo", "bench"] {
+            let help = crate::cli::Cli::command()
+                .find_subcommand_mut(cmd)
+                .expect("a subcommand")
+                .render_help()
+                .to_string();
+            assert!(help.contains(&format!("1 to {MAX_WORKERS}")), "{help}");
+        }
+    }
 
     #[test]
     fn every_workload_choice_selects_its_workload() {

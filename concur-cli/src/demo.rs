@@ -57,7 +57,9 @@ impl Visit for Demo {
         }
         output::stdout(&format!("{backend}: {}\n", pid_summary(n, &checkins)))?;
 
-        // Shared counter: each worker adds 1,000 to "the" counter.
+        // Shared counter: each worker adds 1,000 to "the" counter, which
+        // starts from 0 for each backend (not from what the last one left).
+        tasks::fresh_counter();
         let before = tasks::counter();
         let checkins = tasks::rendezvous(&pool, n, ADD, WITHIN, |_| {})
             .map_err(|e| CliError::runtime(doing("the counter experiment"), e))?;

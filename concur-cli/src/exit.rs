@@ -115,6 +115,18 @@ impl fmt::Display for CliError {
     }
 }
 
+/// Prints `msg` as one line on standard error, `concur: MSG` (a write
+/// error is ignored: there is nowhere left to say it).
+pub fn note(msg: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "concur: {msg}");
+}
+
+/// Prints a warning as one line on standard error; the run goes on.
+pub fn warn(msg: &str) {
+    note(&format!("warning: {msg}"));
+}
+
 /// A failure the binary detects itself (not reported by a library), described in words.
 #[derive(Debug)]
 pub struct Problem(pub String);

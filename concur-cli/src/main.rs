@@ -17,9 +17,15 @@
 //!   [--quick] [--format table|json|csv] [--out FILE] [--plot FILE.svg]`:
 //!   the workloads `startup`, `dispatch`, `cpu`, `io`, `payload`,
 //!   `messages` and `crash` on each backend, several samples each, medians
-//!   side by side with ratios and a recommendation per workload. A progress
-//!   bar goes to standard error when it is a terminal. The default run takes
+//!   side by side with ratios and a recommendation per workload. A table or
+//!   CSV on standard output gets each workload's rows as soon as it is
+//!   measured, and a closed standard output ends the run after the sample
+//!   under way; `--out` gets the report whole at the end. A progress bar
+//!   goes to standard error when it is a terminal. The default run takes
 //!   under 2 minutes on 2 cores, `--quick` under 20 seconds.
+//!
+//! `--workers` takes 1 to [`config::MAX_WORKERS`] (1024); more workers than
+//! cores prints a one-line warning on standard error and runs.
 //!
 //! `CONCUR_BACKEND` and `CONCUR_WORKERS` are read when `--backend` and
 //! `--workers` are not given. Results go to standard output, diagnostics
@@ -28,9 +34,12 @@
 //! # Exit codes
 //! - `0`: success, also when standard output is closed early (`| head`).
 //! - `1`: runtime failure; one line on standard error with the cause chain.
-//! - `2`: bad usage (unknown value, backend not compiled in, 0 workers,
-//!   unwritable `--out` or `--plot`); one line on standard error; nothing
-//!   was run and nothing written.
+//! - `2`: bad usage (unknown value, backend not compiled in, 0 workers or
+//!   more than 1024, `--out` or `--plot` that cannot be opened); one line
+//!   on standard error; nothing was run and nothing written.
+//!
+//! An `--out` or `--plot` that opens but refuses a write (`/dev/full`)
+//! fails with `1` before anything is measured.
 //!
 //! # JSON report
 //! `concur bench --format json` writes one document with schema id
@@ -88,9 +97,24 @@ fn run() -> CliResult<()> {
     };
     match cli.command {
         Command::Backends(_) => list::run(),
-        Command::Demo(args) => demo::run(DemoConfig::new(args)?),
-        Command::Bench(args) => bench::run(BenchConfig::new(args)?),
+        Command::Demo(args) => {
+            let config = DemoConfig::new(args)?;
+            warn_oversubscribed(config.workers);
+            demo::run(config)
+        }
+        Command::Bench(args) => {
+            let config = BenchConfig::new(args)?;
+            warn_oversubscribed(config.workers);
+            bench::run(config)
+        }
         Command::Internal(args) => crash::internal(args.job),
+    }
+}
+
+/// Warns (and goes on) when a pool gets more workers than there are cores.
+fn warn_oversubscribed(workers: usize) {
+    if let Some(w) = config::oversubscribed(workers) {
+        exit::warn(&w);
     }
 }
 

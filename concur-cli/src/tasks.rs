@@ -15,9 +15,29 @@ use crate::exit::Problem;
 /// of one process all see this one; every worker process has its own copy.
 pub static COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// The counter experiment [`COUNTER`] belongs to (0: none yet). A worker
+/// that is given a task of another experiment starts its copy from 0, so
+/// every experiment starts fresh, even on workers that outlive one (a
+/// worker on another machine), and however many ran in this process before.
+static ROUND: AtomicU64 = AtomicU64::new(0);
+
 /// Reads [`COUNTER`].
 pub fn counter() -> u64 {
     COUNTER.load(Ordering::SeqCst)
+}
+
+/// Starts a new counter experiment in this process: [`COUNTER`] back to 0,
+/// and the [`Rendezvous`] tasks submitted from now on carry the new round.
+pub fn fresh_counter() {
+    static SEQ: AtomicU64 = AtomicU64::new(1);
+    // Unique across callers, not only within this one: pid, time, sequence.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let round =
+        nanos ^ u64::from(std::process::id()).rotate_left(40) ^ SEQ.fetch_add(1, Ordering::SeqCst);
+    ROUND.store(round.max(1), Ordering::SeqCst);
+    COUNTER.store(0, Ordering::SeqCst);
 }
 
 /// Checks in with the caller (sends its [`WorkerInfo`]), waits for the
@@ -32,6 +52,9 @@ pub struct Rendezvous {
     pub add: u64,
     /// How long to wait for the go before giving up (panicking).
     pub wait_ms: u64,
+    /// The caller's counter experiment (see [`fresh_counter`]); 0 when
+    /// the task adds nothing.
+    pub round: u64,
 }
 
 /// What a [`Rendezvous`] reports.
@@ -51,6 +74,11 @@ impl Task for Rendezvous {
 
     fn run(self, cx: &mut TaskContext<'_, Self>) -> Checkin {
         let worker = cx.worker();
+        // Before the check-in, so before any task of the round gets its go
+        // and adds: a reset here never wipes another task's additions.
+        if self.round != 0 && ROUND.swap(self.round, Ordering::SeqCst) != self.round {
+            COUNTER.store(0, Ordering::SeqCst);
+        }
         cx.send(worker)
             .expect("the caller is waiting for this check-in");
         if cx
@@ -195,7 +223,9 @@ concur_core::register!(Rendezvous, Noop, Spin, Block, Echo, Stream, Abort);
 /// Runs `n` [`Rendezvous`] tasks on `pool`, all at once: each checks in
 /// (`on_checkin` sees it as it arrives, in the order of the handles), and
 /// only when all `n` have checked in are they told to go. So each ran on a
-/// distinct worker, and all `n` workers were up at the same time.
+/// distinct worker, and all `n` workers were up at the same time. After the
+/// go each adds `add` to its [`COUNTER`], in the round of the last
+/// [`fresh_counter`].
 ///
 /// # Errors
 /// When a task cannot be submitted or fails, or when not all `n` checked in
@@ -268,7 +298,17 @@ pub fn try_rendezvous<E: Executor>(
     let started = Instant::now();
     let wait_ms = u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX);
     let handles = (0..n)
-        .map(|_| pool.submit(Rendezvous { add, wait_ms }))
+        .map(|_| {
+            pool.submit(Rendezvous {
+                add,
+                wait_ms,
+                round: if add == 0 {
+                    0
+                } else {
+                    ROUND.load(Ordering::SeqCst)
+                },
+            })
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let end = started + patience;
     let mut arrived = 0;

@@ -248,15 +248,18 @@ fn env_vars_choose_backend_and_workers() {
 
 #[cfg(all(feature = "threads", feature = "procs"))]
 #[test]
-fn demo_all_runs_both_backends_in_turn() {
+fn demo_all_runs_both_backends_in_turn_each_from_a_fresh_counter() {
     let d = demo(&["demo", "--workers", "2"], &[]);
     assert_eq!(d.workers.iter().filter(|w| w.0 == "threads").count(), 2);
     assert_eq!(d.workers.iter().filter(|w| w.0 == "procs").count(), 2);
-    line_starting(&d, "threads: one shared memory");
-    // The threads already added 2,000 to the caller's counter; the process
-    // workers do not see it and do not change it.
+    let threads = line_starting(&d, "threads: one shared memory");
+    assert!(threads.contains("from 0 to 2,000"), "{threads}");
+    // The threads left 2,000 in the caller's counter; the process
+    // experiment starts from its own fresh counter, not from that.
+    let procs = line_starting(&d, "procs: copied memory");
     assert!(
-        line_starting(&d, "procs: copied memory").contains("did not move (2,000 before and after)")
+        procs.contains("its own 1,000") && procs.contains("did not move (0 before and after)"),
+        "{procs}"
     );
 }
 
@@ -346,6 +349,11 @@ fn help_of_every_command_has_examples_and_exit_codes() {
 struct QuickBench {
     json: Value,
     svg: String,
+    /// What the run printed on standard error.
+    stderr: String,
+    /// Where the report and the chart were written.
+    json_path: PathBuf,
+    svg_path: PathBuf,
 }
 
 fn quick_bench() -> &'static QuickBench {
@@ -367,12 +375,23 @@ fn quick_bench() -> &'static QuickBench {
         assert_ok(&run);
         assert!(run.stdout.is_empty(), "--out takes the report off stdout");
         assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+        assert!(
+            !run.stderr.contains("warning"),
+            "default workers never warn: {}",
+            run.stderr
+        );
         let json =
             serde_json::from_str(&std::fs::read_to_string(&json_path).expect("json written"))
                 .expect("the report is JSON");
         let svg = std::fs::read_to_string(&svg_path).expect("svg written");
         let _ = std::fs::remove_dir_all(&dir);
-        QuickBench { json, svg }
+        QuickBench {
+            json,
+            svg,
+            stderr: run.stderr,
+            json_path,
+            svg_path,
+        }
     })
 }
 
@@ -546,7 +565,10 @@ fn bench_table_compares_backends_and_recommends() {
         assert!(header.contains(b), "{header}");
     }
     if backends().len() == 2 {
-        assert!(header.contains("procs/threads"), "a ratio column: {header}");
+        assert!(
+            header.ends_with("procs vs threads (>1 = procs better)"),
+            "a ratio column saying its direction: {header}"
+        );
     }
     let recs = lines
         .iter()
@@ -740,11 +762,14 @@ fn no_command_is_bad_usage() {
     assert_usage_error(&["bench", "--fast"], &[], &["--fast"]);
 }
 
+/// `/dev/full` opens for writing and fails every write: found before the
+/// run, which is the full default one (minutes): a run that measured first
+/// would pass the run deadline and fail this test.
 #[test]
-fn runtime_failure_exits_1_with_its_cause() {
-    // /dev/full opens for writing (so validation passes) and every write fails.
-    let run = concur_run(&["bench", "--quick", "--workload", "io", "--out", "/dev/full"]);
+fn out_that_refuses_writes_fails_at_once_with_its_cause() {
+    let run = concur_run(&["bench", "--out", "/dev/full"]);
     assert_eq!(run.code, Some(1), "stderr:\n{}", run.stderr);
+    assert!(run.stdout.is_empty(), "{}", run.stdout);
     let lines: Vec<&str> = run.stderr.lines().collect();
     assert_eq!(lines.len(), 1, "{}", run.stderr);
     assert!(
@@ -764,7 +789,7 @@ fn closed_stdout_is_not_an_error() {
     for args in [
         &["backends"][..],
         &["--help"][..],
-        &["demo", "--workers", "2"][..],
+        &["demo", "--workers", "1"][..],
         &["bench", "--quick", "--workload", "io"][..],
     ] {
         let run = spawn(args, &[], true);
@@ -772,4 +797,413 @@ fn closed_stdout_is_not_an_error() {
         assert!(!run.stderr.contains("panicked"), "{args:?}: {}", run.stderr);
         assert!(run.stderr.is_empty(), "{args:?} printed: {}", run.stderr);
     }
+}
+
+// ---------------------------------------------------------------- workers bound and warning
+
+/// The cores the binary sees (it inherits this process's CPU affinity).
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+#[test]
+fn too_many_workers_are_refused_naming_the_bound() {
+    assert_usage_error(
+        &["bench", "--workers", "100000"],
+        &[],
+        &["'100000'", "--workers", "at most 1024"],
+    );
+    assert_usage_error(&["demo", "-w", "1025"], &[], &["'1025'", "at most 1024"]);
+    assert_usage_error(
+        &["demo"],
+        &[("CONCUR_WORKERS", "100000")],
+        &["at most 1024"],
+    );
+    for cmd in ["demo", "bench"] {
+        let help = concur_run(&[cmd, "--help"]);
+        assert_ok(&help);
+        assert!(
+            help.stdout.contains("1 to 1024"),
+            "{cmd} --help states the bound:\n{}",
+            help.stdout
+        );
+    }
+}
+
+/// The one warning line `concur` prints for `n` workers.
+fn assert_one_oversubscription_warning(run: &Run, n: usize) {
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "one line on stderr:\n{}", run.stderr);
+    assert!(
+        lines[0].starts_with(&format!("concur: warning: {n} workers on {} core", cores())),
+        "{}",
+        lines[0]
+    );
+}
+
+#[test]
+fn demo_with_more_workers_than_cores_warns_and_runs() {
+    let backend = backends()[0];
+    let n = cores() + 1;
+    let run = concur_run(&["demo", "--backend", backend, "--workers", &n.to_string()]);
+    assert_ok(&run);
+    assert_one_oversubscription_warning(&run, n);
+    assert!(
+        run.stdout
+            .contains(&format!("{backend}: all {n} workers joined")),
+        "{}",
+        run.stdout
+    );
+    // Up to the cores: no warning.
+    let run = concur_run(&[
+        "demo",
+        "--backend",
+        backend,
+        "--workers",
+        &cores().to_string(),
+    ]);
+    assert_ok(&run);
+    assert!(run.stderr.is_empty(), "{}", run.stderr);
+}
+
+#[test]
+fn bench_with_more_workers_than_cores_warns_and_runs() {
+    let backend = backends()[0];
+    let n = cores() + 1;
+    let run = concur_run(&[
+        "bench",
+        "--quick",
+        "--workload",
+        "startup",
+        "--backend",
+        backend,
+        "--workers",
+        &n.to_string(),
+    ]);
+    assert_ok(&run);
+    assert_one_oversubscription_warning(&run, n);
+    assert!(
+        run.stdout
+            .starts_with(&format!("concur bench: {n} workers per pool")),
+        "{}",
+        run.stdout
+    );
+}
+
+// ---------------------------------------------------------------- streaming and a closed stdout
+
+/// Live processes that are worker processes of the `concur` whose process
+/// id is `pid` (the process backend gives each worker its parent's pid in
+/// its environment).
+fn live_workers_of(pid: u32) -> Vec<u32> {
+    let needle = format!("CONCUR_PROCS_PARENT={pid}");
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Some(other) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        // Gone, or not ours to read: not a worker of this run.
+        let Ok(env) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        if env.split(|b| *b == 0).any(|v| v == needle.as_bytes()) {
+            found.push(other);
+        }
+    }
+    found
+}
+
+/// Starts `concur args`, reads its standard output line by line until
+/// `enough` says so, then closes it (as `head` does) and waits for the end.
+/// Returns the run and the lines read.
+fn read_then_close(
+    args: &[&str],
+    enough: impl Fn(&[String]) -> bool + Send + 'static,
+) -> (Run, Vec<String>, u32) {
+    let mut child = Command::new(concur())
+        .args(args)
+        .env_remove("CONCUR_BACKEND")
+        .env_remove("CONCUR_WORKERS")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("concur starts");
+    let pid = child.id();
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut reader = std::io::BufReader::new(stdout);
+        let mut lines = Vec::new();
+        let mut line = String::new();
+        while !enough(&lines) {
+            line.clear();
+            match reader.read_line(&mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => lines.push(line.trim_end_matches('\n').to_owned()),
+            }
+        }
+        // Dropping the reader closes the pipe.
+        drop(reader);
+        let _ = tx.send(lines);
+    });
+    let lines = match rx.recv_timeout(RUN_DEADLINE) {
+        Ok(lines) => lines,
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "concur {} printed too little within {RUN_DEADLINE:?}; killed",
+                args.join(" ")
+            );
+        }
+    };
+    let out = finish(child, RUN_DEADLINE, &format!("concur {}", args.join(" ")));
+    let run = Run {
+        code: out.status.code(),
+        stdout: String::new(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    (run, lines, pid)
+}
+
+/// The run ended quietly before its end (the chart, written last, is not
+/// there) and left no worker behind.
+fn assert_stopped_quietly(run: &Run, pid: u32, chart: &Path) {
+    assert_eq!(run.code, Some(0), "stderr:\n{}", run.stderr);
+    assert!(
+        run.stderr.is_empty(),
+        "quiet, no panic message:\n{}",
+        run.stderr
+    );
+    assert!(
+        !chart.exists(),
+        "the run stopped before its end: no chart was written"
+    );
+    assert_eq!(
+        live_workers_of(pid),
+        Vec::<u32>::new(),
+        "no worker left behind"
+    );
+}
+
+#[test]
+fn bench_table_streams_each_workload_and_a_closed_stdout_ends_the_run() {
+    let dir = scratch("stream-table");
+    let chart = dir.join("chart.svg");
+    // Every workload, quick: the first one's rows arrive long before the end.
+    let (run, lines, pid) = read_then_close(
+        &["bench", "--quick", "--plot", chart.to_str().unwrap()],
+        |lines| {
+            // The header and the two rows of `startup`, the first workload.
+            lines
+                .iter()
+                .position(|l| l.starts_with("workload"))
+                .is_some_and(|h| lines.len() >= h + 3)
+        },
+    );
+    assert_stopped_quietly(&run, pid, &chart);
+    let h = lines
+        .iter()
+        .position(|l| l.starts_with("workload"))
+        .unwrap();
+    let header: Vec<char> = lines[h].chars().collect();
+    let rows: Vec<Vec<char>> = lines[h + 1..h + 3]
+        .iter()
+        .map(|l| l.chars().collect())
+        .collect();
+    assert!(
+        lines[h + 1].starts_with("startup   ready"),
+        "{}",
+        lines[h + 1]
+    );
+    // Figures are right-aligned under their backend's name.
+    for b in backends() {
+        let end = lines[h].find(&format!(" {b}")).unwrap() + 1 + b.len();
+        assert_eq!(header[end - b.len()..end].iter().collect::<String>(), b);
+        for row in &rows {
+            let text: String = row.iter().collect();
+            assert!(
+                row.len() >= end && row[end - 1] != ' ' && row.get(end).is_none_or(|c| *c == ' '),
+                "{b} in {text:?}"
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bench_csv_streams_each_workload_and_a_closed_stdout_ends_the_run() {
+    let dir = scratch("stream-csv");
+    let chart = dir.join("chart.svg");
+    let per_workload = 2 * backends().len();
+    let (run, lines, pid) = read_then_close(
+        &[
+            "bench",
+            "--quick",
+            "--format",
+            "csv",
+            "--plot",
+            chart.to_str().unwrap(),
+        ],
+        move |lines| lines.iter().filter(|l| l.starts_with("startup,")).count() == per_workload,
+    );
+    assert_stopped_quietly(&run, pid, &chart);
+    assert_eq!(
+        lines[0],
+        "workload,metric,unit,better,backend,median,samples"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+// ---------------------------------------------------------------- figures: direction and rounding
+
+/// `"131.8k tasks/s"` as 131800 and its unit; `None` for `-`.
+#[cfg(all(feature = "threads", feature = "procs"))]
+fn parse_figure(cell: &str) -> Option<(f64, &str)> {
+    let (n, unit) = cell.split_once(' ').unwrap_or((cell, ""));
+    let (digits, scale) = match n.chars().last()? {
+        'k' => (&n[..n.len() - 1], 1e3),
+        'M' => (&n[..n.len() - 1], 1e6),
+        'G' => (&n[..n.len() - 1], 1e9),
+        'T' => (&n[..n.len() - 1], 1e12),
+        _ => (n, 1.0),
+    };
+    Some((digits.parse::<f64>().ok()? * scale, unit))
+}
+
+#[cfg(all(feature = "threads", feature = "procs"))]
+#[test]
+fn bench_table_versus_column_is_above_one_when_procs_did_better() {
+    let run = concur_run(&[
+        "bench",
+        "--quick",
+        "--workload",
+        "dispatch,messages",
+        "--backend",
+        "threads,procs",
+    ]);
+    assert_ok(&run);
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    let h = lines
+        .iter()
+        .position(|l| l.starts_with("workload"))
+        .unwrap();
+    assert!(
+        lines[h].ends_with("procs vs threads (>1 = procs better)"),
+        "{}",
+        lines[h]
+    );
+    // Two workloads, two figures each: times (µs, ms) and rates (/s).
+    let mut checked = 0;
+    for row in &lines[h + 1..h + 5] {
+        let cells: Vec<&str> = row
+            .split("  ")
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .collect();
+        let [.., threads, procs, versus] = cells[..] else {
+            panic!("{row}");
+        };
+        let (Some((t, unit)), Some((p, _))) = (parse_figure(threads), parse_figure(procs)) else {
+            continue;
+        };
+        let text = versus.trim_end_matches('×');
+        let (versus, _) = parse_figure(text).expect(row);
+        let expected = if unit.ends_with("/s") { p / t } else { t / p };
+        assert!(
+            ["µs", "ms", "tasks/s", "msg/s"].contains(&unit),
+            "a time or a rate: {row}"
+        );
+        // Within the rounding of the ratio as written (half its last
+        // digit) and of the two figures it comes from (3 digits each).
+        let last_digit = match text.split_once('.') {
+            Some((_, decimals)) if decimals.chars().all(|c| c.is_ascii_digit()) => {
+                10f64.powi(-(decimals.len() as i32))
+            }
+            _ => versus * 0.1,
+        };
+        assert!(
+            (versus - expected).abs() <= last_digit / 2.0 + expected * 0.012,
+            "{row}: expected about {expected}"
+        );
+        checked += 1;
+    }
+    assert_eq!(checked, 4, "{}", run.stdout);
+}
+
+/// Significant digits in a number as written in JSON or CSV.
+fn significant_digits(text: &str) -> usize {
+    let digits: String = text.chars().filter(char::is_ascii_digit).collect();
+    digits.trim_start_matches('0').trim_end_matches('0').len()
+}
+
+#[test]
+fn bench_csv_figures_are_rounded() {
+    let run = concur_run(&[
+        "bench",
+        "--quick",
+        "--workload",
+        "io,messages",
+        "--format",
+        "csv",
+    ]);
+    assert_ok(&run);
+    let mut figures = 0;
+    for row in run.stdout.lines().skip(1) {
+        let cells: Vec<&str> = row.split(',').collect();
+        for v in std::iter::once(cells[5]).chain(cells[6].split(';')) {
+            assert!(v.parse::<f64>().is_ok(), "{row}");
+            assert!(significant_digits(v) <= 4, "{v} in {row}");
+            figures += 1;
+        }
+    }
+    assert!(figures > 0, "{}", run.stdout);
+}
+
+#[test]
+fn bench_json_figures_are_rounded() {
+    let j = &quick_bench().json;
+    for w in j["workloads"].as_array().unwrap() {
+        for m in w["metrics"].as_array().unwrap() {
+            for r in m["results"].as_array().unwrap() {
+                let figures = r["samples"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .chain(Some(&r["median"]).filter(|v| !v.is_null()));
+                for v in figures {
+                    // Written as the shortest text that reads back as the
+                    // same double, as `{}` prints it.
+                    let text = v.as_f64().unwrap().to_string();
+                    assert!(
+                        significant_digits(&text) <= 4,
+                        "{}.{}: {text}",
+                        w["name"],
+                        m["name"]
+                    );
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------- --out
+
+#[test]
+fn bench_out_says_where_it_wrote() {
+    let q = quick_bench();
+    assert_eq!(
+        q.stderr,
+        format!(
+            "concur: wrote the report to {} and the chart to {}\n",
+            q.json_path.display(),
+            q.svg_path.display()
+        )
+    );
 }

@@ -30,6 +30,7 @@ pub struct Plan {
     /// Rounds of [`Spin`] per `cpu` task (calibrated on this machine).
     pub spin_rounds: u64,
     /// How long one `cpu` task is meant to take (what calibration aimed at), in ms.
+    #[serde(serialize_with = "super::format::serialize_rounded")]
     pub spin_ms: f64,
     /// How long each `io` task blocks, in ms.
     pub block_ms: u64,
@@ -112,22 +113,27 @@ impl Measured {
     }
 }
 
+/// What [`measure`] calls after each sample: it counts progress, and an
+/// error from it stops the measurement (with that error) before the next
+/// sample, every pool shut down and every worker reaped on the way out.
+pub type Tick<'a> = dyn Fn() -> Result<(), BoxError> + 'a;
+
 /// Runs `workload` on `backend` according to `plan`, calling `tick` after
 /// each sample.
 ///
 /// # Errors
 /// Whatever stopped the measurement: a pool that did not start, a task that
-/// failed, a wait that passed the plan's deadline.
+/// failed, a wait that passed the plan's deadline, or `tick`'s error.
 pub fn measure(
     workload: Workload,
     backend: Backend,
     plan: &Plan,
-    tick: &dyn Fn(),
+    tick: &Tick<'_>,
 ) -> Result<Measured, BoxError> {
     struct Run<'a> {
         workload: Workload,
         plan: &'a Plan,
-        tick: &'a dyn Fn(),
+        tick: &'a Tick<'a>,
     }
     impl Visit for Run<'_> {
         type Output = Result<Measured, BoxError>;
@@ -167,7 +173,7 @@ fn ready_pool<K: PoolKind>(workers: usize, plan: &Plan) -> Result<K::Pool, BoxEr
     Ok(pool)
 }
 
-fn startup<K: PoolKind>(plan: &Plan, tick: &dyn Fn()) -> Result<Measured, BoxError> {
+fn startup<K: PoolKind>(plan: &Plan, tick: &Tick<'_>) -> Result<Measured, BoxError> {
     let mut m = Measured::default();
     for _ in 0..plan.samples {
         let t = Instant::now();
@@ -178,12 +184,12 @@ fn startup<K: PoolKind>(plan: &Plan, tick: &dyn Fn()) -> Result<Measured, BoxErr
         pool.shutdown()?;
         drop(pool);
         m.push("shutdown_ms", ms(t.elapsed()));
-        tick();
+        tick()?;
     }
     Ok(m)
 }
 
-fn dispatch<K: PoolKind>(plan: &Plan, tick: &dyn Fn()) -> Result<Measured, BoxError> {
+fn dispatch<K: PoolKind>(plan: &Plan, tick: &Tick<'_>) -> Result<Measured, BoxError> {
     let pool = ready_pool::<K>(plan.workers, plan)?;
     for _ in 0..10 {
         pool.submit(Noop)?.join()?;
@@ -205,7 +211,7 @@ fn dispatch<K: PoolKind>(plan: &Plan, tick: &dyn Fn()) -> Result<Measured, BoxEr
             .collect::<Result<Vec<()>, _>>()?
             .len();
         m.push("burst_tasks_per_s", done as f64 / t.elapsed().as_secs_f64());
-        tick();
+        tick()?;
     }
     Ok(m)
 }
@@ -227,7 +233,7 @@ fn spin_all<E: Executor>(pool: &E, n: usize, rounds: u64) -> Result<Duration, Bo
     Ok(took)
 }
 
-fn cpu<K: PoolKind>(plan: &Plan, tick: &dyn Fn()) -> Result<Measured, BoxError> {
+fn cpu<K: PoolKind>(plan: &Plan, tick: &Tick<'_>) -> Result<Measured, BoxError> {
     let one = ready_pool::<K>(1, plan)?;
     let many = ready_pool::<K>(plan.workers, plan)?;
     let mut m = Measured::default();
@@ -237,12 +243,12 @@ fn cpu<K: PoolKind>(plan: &Plan, tick: &dyn Fn()) -> Result<Measured, BoxError> 
         m.push("elapsed_ms", ms(tn));
         m.push("one_worker_ms", ms(t1));
         m.push("speedup", t1.as_secs_f64() / tn.as_secs_f64());
-        tick();
+        tick()?;
     }
     Ok(m)
 }
 
-fn io<K: PoolKind>(plan: &Plan, tick: &dyn Fn()) -> Result<Measured, BoxError> {
+fn io<K: PoolKind>(plan: &Plan, tick: &Tick<'_>) -> Result<Measured, BoxError> {
     let pool = ready_pool::<K>(plan.workers, plan)?;
     let n = plan.tasks();
     let mut m = Measured::default();
@@ -253,12 +259,12 @@ fn io<K: PoolKind>(plan: &Plan, tick: &dyn Fn()) -> Result<Measured, BoxError> {
         let took = t.elapsed();
         m.push("elapsed_ms", ms(took));
         m.push("overlap", (n as f64 * plan.block_ms as f64) / ms(took));
-        tick();
+        tick()?;
     }
     Ok(m)
 }
 
-fn payload<K: PoolKind>(plan: &Plan, tick: &dyn Fn()) -> Result<Measured, BoxError> {
+fn payload<K: PoolKind>(plan: &Plan, tick: &Tick<'_>) -> Result<Measured, BoxError> {
     let pool = ready_pool::<K>(plan.workers, plan)?;
     let metrics = ["round_trip_1mib_ms", "round_trip_64mib_ms"];
     let inputs: Vec<Vec<u8>> = plan
@@ -284,12 +290,12 @@ fn payload<K: PoolKind>(plan: &Plan, tick: &dyn Fn()) -> Result<Measured, BoxErr
             }
             m.push(metric, ms(took));
         }
-        tick();
+        tick()?;
     }
     Ok(m)
 }
 
-fn messages<K: PoolKind>(plan: &Plan, tick: &dyn Fn()) -> Result<Measured, BoxError> {
+fn messages<K: PoolKind>(plan: &Plan, tick: &Tick<'_>) -> Result<Measured, BoxError> {
     let pool = ready_pool::<K>(plan.workers, plan)?;
     let mut m = Measured::default();
     for _ in 0..plan.samples {
@@ -320,7 +326,7 @@ fn messages<K: PoolKind>(plan: &Plan, tick: &dyn Fn()) -> Result<Measured, BoxEr
         }
         m.push("messages_per_s", sent as f64 / took.as_secs_f64());
         m.push("elapsed_ms", ms(took));
-        tick();
+        tick()?;
     }
     Ok(m)
 }
@@ -328,7 +334,7 @@ fn messages<K: PoolKind>(plan: &Plan, tick: &dyn Fn()) -> Result<Measured, BoxEr
 fn crash<K: PoolKind>(
     backend: Backend,
     plan: &Plan,
-    tick: &dyn Fn(),
+    tick: &Tick<'_>,
 ) -> Result<Measured, BoxError> {
     let pool = ready_pool::<K>(plan.workers, plan)?;
     let caps = pool.capabilities();
@@ -380,7 +386,7 @@ fn crash<K: PoolKind>(
         // Still whole after that?
         let whole = tasks::until_whole(&pool, plan.workers, plan.deadline).is_ok();
         m.push("survived", if whole { 1.0 } else { 0.0 });
-        tick();
+        tick()?;
     }
     let cause = lost.map_or_else(String::new, |e| match e.kind() {
         ErrorKind::WorkerLost(exit) => format!(" (worker {exit})"),
@@ -392,7 +398,7 @@ fn crash<K: PoolKind>(
     Ok(m)
 }
 
-fn crash_in_child(backend: Backend, plan: &Plan, tick: &dyn Fn()) -> Result<Measured, BoxError> {
+fn crash_in_child(backend: Backend, plan: &Plan, tick: &Tick<'_>) -> Result<Measured, BoxError> {
     let mut m = Measured::default();
     let mut last = None;
     for _ in 0..plan.samples {
@@ -409,7 +415,7 @@ fn crash_in_child(backend: Backend, plan: &Plan, tick: &dyn Fn()) -> Result<Meas
             100.0 * outcome.others_finished as f64 / plan.crash_others as f64,
         );
         last = Some(outcome);
-        tick();
+        tick()?;
     }
     if let Some(o) = last {
         m.note = Some(if o.survived {

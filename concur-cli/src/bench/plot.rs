@@ -14,7 +14,7 @@
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use super::recommend::{human, number};
+use super::format::{human, number};
 use super::report::{Report, WorkloadReport};
 use super::workload::Better;
 use crate::backend::BackendName;

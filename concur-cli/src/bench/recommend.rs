@@ -4,6 +4,7 @@
 //! from the numbers of the run, so a run on another machine (or a backend
 //! that improves) reads differently.
 
+use super::format::human;
 use super::report::{MetricReport, WorkloadReport};
 use super::workload::{Better, Workload};
 use crate::backend::BackendName;
@@ -54,41 +55,6 @@ pub fn compare(metric: &MetricReport) -> Option<Comparison> {
         worst_value: worst.1,
         factor,
     })
-}
-
-/// A number with a sensible precision and its unit: `41.2 ms`, `1.25M msg/s`.
-pub fn human(value: f64, unit: &str) -> String {
-    let n = number(value);
-    match unit {
-        "×" => format!("{n}×"),
-        "%" => format!("{n}%"),
-        "0/1" => {
-            if value >= 0.5 {
-                "yes".into()
-            } else {
-                "no".into()
-            }
-        }
-        _ => format!("{n} {unit}"),
-    }
-}
-
-/// A number with three significant digits or so, with k/M suffixes.
-pub fn number(value: f64) -> String {
-    let a = value.abs();
-    if a >= 1e6 {
-        format!("{:.2}M", value / 1e6)
-    } else if a >= 1e4 {
-        format!("{:.1}k", value / 1e3)
-    } else if a >= 100.0 {
-        format!("{value:.0}")
-    } else if a >= 10.0 {
-        format!("{value:.1}")
-    } else if a >= 0.1 || a == 0.0 {
-        format!("{value:.2}")
-    } else {
-        format!("{value:.3}")
-    }
 }
 
 fn factor(f: f64) -> String {
@@ -330,14 +296,5 @@ mod tests {
         )
         .unwrap();
         assert!(v.starts_with("threads 3.0× faster"), "{v}");
-    }
-
-    #[test]
-    fn numbers_are_readable() {
-        assert_eq!(number(1_234_567.0), "1.23M");
-        assert_eq!(number(45_600.0), "45.6k");
-        assert_eq!(number(41.23), "41.2");
-        assert_eq!(number(0.5), "0.50");
-        assert_eq!(human(1.0, "0/1"), "yes");
     }
 }

@@ -48,9 +48,15 @@
 //! Every backend of `settings.backends` appears in every metric's
 //! `results`, in that order. Units are the metric's `unit`: `ms`, `µs`,
 //! `tasks/s`, `msg/s`, `×` (a ratio), `%`, `0/1` (a yes/no figure).
+//!
+//! Samples, medians and the load average are rounded to
+//! [`format::SIGNIFICANT`] (4) significant digits: run-to-run noise is far
+//! larger, and a script gets `0.31`, not `0.30999899999999997`. Medians are
+//! taken before rounding.
 
 use serde::Serialize;
 
+use super::format;
 use super::measure::{Measured, Plan};
 use super::workload::{Better, Workload};
 use crate::backend::{Backend, BackendName};
@@ -89,6 +95,7 @@ pub struct Machine {
     /// The one-minute load average when the run started, when known: above
     /// the core count, other programs competed for the CPU and the figures
     /// (speedups above all) are pessimistic.
+    #[serde(serialize_with = "format::serialize_rounded_opt")]
     pub load_average: Option<f64>,
 }
 
@@ -181,9 +188,12 @@ pub struct MetricReport {
 pub struct BackendResult {
     /// The backend.
     pub backend: BackendName,
-    /// Every sample, in run order.
+    /// Every sample, in run order (rounded in JSON).
+    #[serde(serialize_with = "format::serialize_rounded_all")]
     pub samples: Vec<f64>,
-    /// Their median; `None` when the figure does not apply to this backend.
+    /// Their median; `None` when the figure does not apply to this backend
+    /// (rounded in JSON).
+    #[serde(serialize_with = "format::serialize_rounded_opt")]
     pub median: Option<f64>,
 }
 
