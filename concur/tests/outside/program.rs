@@ -22,20 +22,18 @@ impl Task for Square {
 }
 concur::register!(Square);
 
-/// Tells whether it runs in a worker process.
+/// Tells whether it runs in a worker process: a struct task written with
+/// the macro (name, message types, context and registration filled in).
 #[derive(Serialize, Deserialize)]
 struct InWorker;
 
+#[concur::task]
 impl Task for InWorker {
     type Output = bool;
-    type ToCaller = ();
-    type FromCaller = ();
-    const NAME: &'static str = "outside::InWorker";
-    fn run(self, _cx: &mut TaskContext<'_, Self>) -> bool {
+    fn run(self) -> bool {
         concur::is_worker()
     }
 }
-concur::register!(InWorker);
 
 fn run() -> Result<(), TaskError> {
     let pool = Pool::new()?;
@@ -43,7 +41,7 @@ fn run() -> Result<(), TaskError> {
     println!("struct task: {}", pool.submit(Square(7))?.join()?);
     let squares: Vec<u64> = pool.map((1..=3).map(Square)).collect::<Result<_, _>>()?;
     println!("map: {squares:?}");
-    println!("in a worker process: {}", pool.submit(InWorker)?.join()?);
+    println!("macro task in a worker process: {}", pool.submit(InWorker)?.join()?);
     println!("is_worker in main: {}", concur::is_worker());
     // A backend this build lacks is refused with a typed error.
     for &missing in Backend::ALL.iter().filter(|b| !b.is_compiled()) {
