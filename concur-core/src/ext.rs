@@ -188,6 +188,8 @@ pub trait ExecutorExt: Executor {
     ///
     /// For other options or the unordered variant, map the inputs into
     /// [`FnTask`]s: `pool.map_unordered(inputs.map(|i| FnTask::new(f, i)))`.
+    // The type is `map`'s own, with the task type spelled out.
+    #[allow(clippy::type_complexity)]
     fn map_fn<F, I, O, It>(
         &self,
         f: F,

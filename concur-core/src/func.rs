@@ -344,9 +344,9 @@ where
     O: Message,
 {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<F, I, O>(PhantomData<fn() -> (F, I, O)>);
+        struct V<T>(PhantomData<fn() -> T>);
 
-        impl<'de, F, I, O> Visitor<'de> for V<F, I, O>
+        impl<'de, F, I, O> Visitor<'de> for V<FnTask<F, I, O>>
         where
             F: Fn(I) -> O + Copy + Send + Sync + 'static,
             I: Message,
@@ -428,9 +428,8 @@ where
     I: Message,
     O: Message,
 {
-    let tasks: Vec<FnTask<F, I, O>> = panic::catch(|| {
-        codec::decode(input, "task batch").map_err(|e| input_error::<F>(&e))
-    })??;
+    let tasks: Vec<FnTask<F, I, O>> =
+        panic::catch(|| codec::decode(input, "task batch").map_err(|e| input_error::<F>(&e)))??;
     Ok(Payload::value(registry::run_batch(tasks, worker)))
 }
 
@@ -599,10 +598,7 @@ fn resolve_in(image: &Image, offset: u64) -> Result<&'static Descriptor, String>
     // lies in a readable mapping of the executable, which stays mapped for
     // the life of the process; every bit pattern is a valid `RawDescriptor`.
     let raw = unsafe { raw.read() };
-    let code_ok = raw
-        .code
-        .iter()
-        .all(|&f| Image::holds(&image.code, f, 1));
+    let code_ok = raw.code.iter().all(|&f| Image::holds(&image.code, f, 1));
     if raw.magic[0] != MAGIC[0] || raw.magic[1] != MAGIC[1] || !code_ok {
         return Err(bad());
     }
@@ -657,7 +653,10 @@ mod tests {
 
     #[test]
     fn the_entry_runs_encoded_fn_items_and_closures() {
-        assert_eq!(run_bytes::<u64>(&encoded(&FnTask::new(square, 9))).unwrap(), 81);
+        assert_eq!(
+            run_bytes::<u64>(&encoded(&FnTask::new(square, 9))).unwrap(),
+            81
+        );
         let t = FnTask::new(concat, (4, "x".to_owned()));
         assert_eq!(run_bytes::<String>(&encoded(&t)).unwrap(), "x4");
         let t = FnTask::new(|v: Vec<u8>| v.len(), vec![1, 2, 3]);
@@ -755,11 +754,16 @@ mod tests {
         let ErrorKind::Panicked { message, location } = e.kind() else {
             panic!("{e:?}")
         };
-        assert_eq!(message, "in `concur_core::func::tests::fails`: no luck with 5");
+        assert_eq!(
+            message,
+            "in `concur_core::func::tests::fails`: no luck with 5"
+        );
         assert!(location.as_deref().unwrap().contains("func.rs"));
         // The same through the registry entry (the process path).
         let e = run_bytes::<u64>(&encoded(&FnTask::new(fails, 6))).unwrap_err();
-        assert!(e.to_string().contains("in `concur_core::func::tests::fails`: no luck with 6"));
+        assert!(e
+            .to_string()
+            .contains("in `concur_core::func::tests::fails`: no luck with 6"));
     }
 
     #[test]

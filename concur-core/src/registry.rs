@@ -199,7 +199,8 @@ pub fn lookup(name: &str) -> Result<&'static TaskEntry, TaskError> {
 pub fn ensure_registered<T: Task>() -> Result<(), TaskError> {
     let entry = lookup(T::NAME)?;
     // The function-task entry serves every `FnTask<F, I, O>` type.
-    if entry.name != crate::func::FN_TASK_NAME && (entry.type_name)() != std::any::type_name::<T>() {
+    if entry.name != crate::func::FN_TASK_NAME && (entry.type_name)() != std::any::type_name::<T>()
+    {
         return Err(TaskError::config(
             "Task::NAME",
             &format!(
