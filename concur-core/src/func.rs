@@ -155,9 +155,9 @@ where
         &self.input
     }
 
-    /// This task type's descriptor. One call site, so one place decides
-    /// which copy of the constant the program uses.
-    #[inline(never)]
+    /// This task type's descriptor. The compiler may keep more than one
+    /// copy of the constant; any will do, since a worker checks what it
+    /// finds at an offset, not which copy it is.
     fn descriptor() -> &'static Descriptor {
         &<Self as Described>::DESCRIPTOR
     }
@@ -194,8 +194,9 @@ where
     const NAME: &'static str = FN_TASK_NAME;
 
     /// Calls the function. A panic in it is re-raised with the function's
-    /// name before its message (`in `my_crate::square`: ...`; the location
-    /// is kept), so the task's `Panicked` error says which function failed.
+    /// name before its message (``in `my_crate::square`: ...``; the
+    /// location is kept), so the task's `Panicked` error says which
+    /// function failed.
     fn run(self, _cx: &mut TaskContext<'_, Self>) -> O {
         let Self { f, input, .. } = self;
         match std::panic::catch_unwind(AssertUnwindSafe(move || f(input))) {

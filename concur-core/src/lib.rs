@@ -9,6 +9,8 @@
 //!
 //! - [`Task`]: a serializable value with `run`; [`register!`] makes it
 //!   runnable by process workers.
+//! - [`FnTask`]: a `fn` item or a closure that captures nothing, run as a
+//!   task with nothing to write or register (`submit_fn`, `map_fn`).
 //! - [`Executor`]: the minimal contract (submit, batches, shutdown);
 //!   [`ExecutorExt`]: async submit and `map` with bounded in-flight work.
 //! - [`TaskHandle`]: join, await, cancel, and typed messages both ways.
