@@ -19,8 +19,8 @@
 //! image as a whole. Every function task goes through one built-in registry
 //! entry, [`FN_TASK_NAME`]; it reads the offset and, before calling
 //! anything, checks that the descriptor it names:
-//! - lies, aligned, inside a readable and non-executable mapping of the file
-//!   that holds the anchor (the executable; read once from `/proc/self/maps`),
+//! - lies, aligned, inside a readable mapping of the file that holds the
+//!   anchor (the executable; read once from `/proc/self/maps`),
 //! - starts with the magic number, and
 //! - holds entry points that lie inside executable mappings of that file.
 //!
@@ -264,8 +264,9 @@ type RunFn = fn(&[u8], &dyn Port, WorkerInfo) -> Result<Payload, TaskError>;
 /// Runs an encoded batch (the registry's `run_batch`).
 type RunBatchFn = fn(&[u8], WorkerInfo) -> Result<Payload, TaskError>;
 
-/// Marks a descriptor. Only descriptors hold these 16 bytes side by side in
-/// a non-executable mapping (the check compares them one word at a time).
+/// Marks a descriptor. The check compares it one word at a time, so the
+/// only other place it could sit whole is a constant the compiler made
+/// of it, which is not followed by entry points into the code.
 const MAGIC: [u64; 2] = [0x8f3a_61c2_d45e_07b9, 0x2c97_e0d1_5b68_a4f3];
 
 /// Where the code of one function task type starts.
@@ -508,7 +509,8 @@ fn run_batch_entry(input: &[u8], worker: WorkerInfo) -> Result<Payload, TaskErro
 /// The mappings of the file that holds [`ANCHOR`] (the executable).
 #[derive(Debug, Default, PartialEq, Eq)]
 struct Image {
-    /// Readable and not executable: where descriptors are.
+    /// Readable: where descriptors are (usually read-only data; with
+    /// older linkers' layouts, possibly in the code's segment).
     data: Vec<Range<usize>>,
     /// Executable: where the code they point to is.
     code: Vec<Range<usize>>,
@@ -552,15 +554,14 @@ fn parse_maps(maps: &str, anchor: usize) -> Option<Image> {
         return None; // not a file mapping
     }
     let mut image = Image::default();
+    let push = |ranges: &mut Vec<Range<usize>>, r: &Range<usize>| match ranges.last_mut() {
+        Some(last) if last.end == r.start => last.end = r.end,
+        _ => ranges.push(r.clone()),
+    };
     for l in lines.iter().filter(|l| l.file == file && l.readable) {
-        let ranges = if l.executable {
-            &mut image.code
-        } else {
-            &mut image.data
-        };
-        match ranges.last_mut() {
-            Some(last) if last.end == l.range.start => last.end = l.range.end,
-            _ => ranges.push(l.range.clone()),
+        push(&mut image.data, &l.range);
+        if l.executable {
+            push(&mut image.code, &l.range);
         }
     }
     Some(image)
@@ -814,13 +815,7 @@ garbage line
 ";
         let image = parse_maps(maps, 0x55d0_c000_5010).unwrap();
         assert_eq!(image.code, vec![0x55d0_c000_1000..0x55d0_c000_5000]);
-        assert_eq!(
-            image.data,
-            vec![
-                0x55d0_c000_0000..0x55d0_c000_1000,
-                0x55d0_c000_5000..0x55d0_c000_8000
-            ]
-        );
+        assert_eq!(image.data, vec![0x55d0_c000_0000..0x55d0_c000_8000]);
         assert!(parse_maps(maps, 0x55d0_c000_8010).is_none(), "anonymous");
         assert!(parse_maps(maps, 0x1000).is_none(), "unmapped");
     }
