@@ -693,7 +693,10 @@ mod tests {
     fn forged_offsets_are_codec_errors() {
         let good = encoded(&FnTask::new(square, 3));
         let offset = u64::from_le_bytes(good[..8].try_into().unwrap());
-        assert_eq!(offset, offset_of(descriptor_of(&FnTask::new(square, 3))));
+        // Copies of one descriptor may differ in address (release builds
+        // keep one per call site), never in what they describe.
+        let here = resolve(offset_of(descriptor_of(&FnTask::new(square, 3)))).unwrap();
+        assert_eq!((resolve(offset).unwrap().type_id)(), (here.type_id)());
         let forge = |o: u64| {
             let mut b = good.clone();
             b[..8].copy_from_slice(&o.to_le_bytes());
