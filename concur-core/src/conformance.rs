@@ -1270,6 +1270,108 @@ pub fn pool_failure_fails_work_in_flight<B: Backend>(b: &B) {
     drop_within_deadline(p);
 }
 
+// ------------------------------------------------------ function tasks --
+
+/// A `fn` item for the function-task cases.
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+/// Several arguments, as one tuple.
+fn label((name, n, scale): (String, u32, f64)) -> String {
+    format!("{name}={}", f64::from(n) * scale)
+}
+
+/// Panics with its input in the message.
+fn explode(n: u64) -> u64 {
+    panic!("exploded on {n}")
+}
+
+/// Function tasks: a `fn` item runs as a task, unregistered, on every backend.
+pub fn fn_item_runs<B: Backend>(b: &B) {
+    let p = pool(b, PoolConfig::new().workers(2));
+    assert_eq!(ok(p.submit_fn(square, 12).unwrap()), 144);
+}
+
+/// Function tasks: a closure that captures nothing runs as a task.
+pub fn fn_closure_runs<B: Backend>(b: &B) {
+    let p = pool(b, PoolConfig::new().workers(2));
+    let sum = |v: Vec<u32>| v.into_iter().map(u64::from).sum::<u64>();
+    assert_eq!(ok(p.submit_fn(sum, vec![1, 2, 3]).unwrap()), 6);
+    let h = p
+        .submit_fn(|s: String| s.to_uppercase(), "abc".to_owned())
+        .unwrap();
+    assert_eq!(ok(h), "ABC");
+}
+
+/// Function tasks: several arguments travel as one tuple, and the output is
+/// any serializable value (here a `String`, then a `Result` in the
+/// function's own terms).
+pub fn fn_tuple_args<B: Backend>(b: &B) {
+    let p = pool(b, PoolConfig::new().workers(2));
+    let h = p.submit_fn(label, ("x".to_owned(), 3, 0.5)).unwrap();
+    assert_eq!(ok(h), "x=1.5");
+    let div = |(a, b): (i64, i64)| a.checked_div(b).ok_or_else(|| format!("{a}/{b}"));
+    assert_eq!(ok(p.submit_fn(div, (7, 2)).unwrap()), Ok(3));
+    assert_eq!(ok(p.submit_fn(div, (7, 0)).unwrap()), Err("7/0".to_owned()));
+}
+
+/// Function tasks (map): `map_fn` yields `f(input)` for every input, in
+/// input order; 2,000 inputs are enough that `map` sends them in batches.
+pub fn map_fn_keeps_order<B: Backend>(b: &B) {
+    let p = pool(b, PoolConfig::new().workers(2));
+    let out: Vec<u64> = p
+        .map_fn(square, 0..2000u64)
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(out, (0..2000u64).map(|x| x * x).collect::<Vec<_>>());
+    // Explicit batches through `FnTask` and the unordered map.
+    let opts = MapOptions::default().batch(64);
+    let mut seen = vec![false; 500];
+    for (i, r) in p.map_unordered_with((0..500u64).map(|x| crate::FnTask::new(square, x)), opts) {
+        assert_eq!(r.unwrap(), (i as u64) * (i as u64));
+        assert!(!std::mem::replace(&mut seen[i], true), "index {i} twice");
+    }
+    assert!(seen.iter().all(|&s| s));
+}
+
+/// Function tasks (panics): a panicking function fails alone with
+/// `Panicked`, its message naming the function and its location kept; in
+/// `map_fn` only that item fails, and the pool goes on.
+pub fn fn_panic_names_function<B: Backend>(b: &B) {
+    let p = pool(b, PoolConfig::new().workers(1));
+    match join(p.submit_fn(explode, 7).unwrap()).unwrap_err().kind() {
+        ErrorKind::Panicked { message, location } => {
+            assert_eq!(
+                message,
+                "in `concur_core::conformance::explode`: exploded on 7"
+            );
+            let at = location.as_deref().expect("panic location kept");
+            assert!(at.contains("conformance.rs"), "location {at}");
+        }
+        other => panic!("expected Panicked, got {other:?}"),
+    }
+    let three = |n: u64| if n == 3 { panic!("three") } else { n };
+    let results: Vec<_> = p.map_fn(three, 0..10u64).collect();
+    assert_eq!(results.len(), 10);
+    for (n, r) in (0..10u64).zip(results) {
+        match r {
+            Ok(v) => assert_eq!(v, n),
+            Err(e) => match e.kind() {
+                ErrorKind::Panicked { message, .. } => {
+                    assert_eq!(n, 3);
+                    assert!(
+                        message.contains("fn_panic_names_function") && message.ends_with(": three"),
+                        "message {message}"
+                    );
+                }
+                other => panic!("item {n}: expected Panicked, got {other:?}"),
+            },
+        }
+    }
+    assert_eq!(ok(p.submit_fn(square, 3).unwrap()), 9);
+}
+
 /// Gated cases and the capability each needs (`true`: the flag must be set;
 /// `false`: it must be clear).
 pub const GATED: &[(&str, &str, bool)] = &[
@@ -1340,7 +1442,8 @@ macro_rules! conformance_suite {
             start_refuses_a_foreign_permit,
             timeout_fails_handle, join_timeout_never_loses_a_result,
             dropping_a_map_cancels_what_it_did_not_yield, batch_timeout_is_per_task,
-            shutdown_now_interrupts_shutdown
+            shutdown_now_interrupts_shutdown, fn_item_runs, fn_closure_runs, fn_tuple_args,
+            map_fn_keeps_order, fn_panic_names_function
             $(, $yes)*
         );
         $(

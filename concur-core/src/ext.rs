@@ -10,8 +10,9 @@ use async_trait::async_trait;
 
 use crate::error::TaskError;
 use crate::executor::Executor;
+use crate::func::{FnTask, FnTasks};
 use crate::handle::{BatchHandle, TaskHandle};
-use crate::task::Task;
+use crate::task::{Message, Task};
 
 /// How `map` feeds the pool.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -129,6 +130,79 @@ pub trait ExecutorExt: Executor {
             free: Vec::new(),
             woken: Arc::new(Woken::default()),
         }
+    }
+
+    /// Runs `f(input)` as a task: `f` is a `fn` item or a closure that
+    /// captures nothing, taking one serializable argument (a tuple for
+    /// several) and returning a serializable value. No struct, no
+    /// `impl Task`, no registration: on every backend, process workers
+    /// included (see [`FnTask`] for how a worker finds the function).
+    ///
+    /// ```
+    /// use concur_core::{Executor, ExecutorExt, TaskError};
+    ///
+    /// fn hypot((a, b): (f64, f64)) -> f64 {
+    ///     (a * a + b * b).sqrt()
+    /// }
+    ///
+    /// fn on_any_backend(pool: &impl Executor) -> Result<f64, TaskError> {
+    ///     let long_side = pool.submit_fn(hypot, (3.0, 4.0))?;
+    ///     let doubled = pool.submit_fn(|x: f64| x * 2.0, 2.5)?;
+    ///     Ok(long_side.join()? + doubled.join()?)
+    /// }
+    /// ```
+    ///
+    /// A closure that captures a variable does not compile ("submit_fn takes
+    /// a fn item or a closure that captures nothing"): pass the value in the
+    /// input instead.
+    ///
+    /// # Errors
+    /// As [`Executor::submit`]. A panic in `f` is the task's
+    /// [`ErrorKind::Panicked`](crate::ErrorKind::Panicked) error, its message
+    /// prefixed with the function's name (``in `my_crate::hypot`: ...``).
+    fn submit_fn<F, I, O>(&self, f: F, input: I) -> Result<TaskHandle<FnTask<F, I, O>>, TaskError>
+    where
+        F: Fn(I) -> O + Copy + Send + Sync + 'static,
+        I: Message,
+        O: Message,
+    {
+        self.submit(FnTask::new(f, input))
+    }
+
+    /// [`map`](Self::map) for a function: yields `f(input)` for every input,
+    /// in input order, with the same lazy pulling, bounded in-flight work
+    /// and batching. `f` is as for [`submit_fn`](Self::submit_fn).
+    ///
+    /// ```
+    /// use concur_core::{Executor, ExecutorExt, TaskError};
+    ///
+    /// fn is_prime(n: u64) -> bool {
+    ///     n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| n % d != 0)
+    /// }
+    ///
+    /// fn primes_below(pool: &impl Executor, n: u64) -> Result<Vec<u64>, TaskError> {
+    ///     let flags: Vec<bool> = pool.map_fn(is_prime, 0..n).collect::<Result<_, _>>()?;
+    ///     Ok((0..n).filter(|&i| flags[i as usize]).collect())
+    /// }
+    /// ```
+    ///
+    /// For other options or the unordered variant, map the inputs into
+    /// [`FnTask`]s: `pool.map_unordered(inputs.map(|i| FnTask::new(f, i)))`.
+    // The type is `map`'s own, with the task type spelled out.
+    #[allow(clippy::type_complexity)]
+    fn map_fn<F, I, O, It>(
+        &self,
+        f: F,
+        inputs: It,
+    ) -> Map<'_, Self, FnTasks<F, It::IntoIter>, FnTask<F, I, O>>
+    where
+        F: Fn(I) -> O + Copy + Send + Sync + 'static,
+        I: Message,
+        O: Message,
+        It: IntoIterator<Item = I>,
+        Self: Sized,
+    {
+        self.map(FnTasks::new(f, inputs.into_iter()))
     }
 }
 

@@ -9,6 +9,8 @@
 //!
 //! - [`Task`]: a serializable value with `run`; [`register!`] makes it
 //!   runnable by process workers.
+//! - [`FnTask`]: a `fn` item or a closure that captures nothing, run as a
+//!   task with nothing to write or register (`submit_fn`, `map_fn`).
 //! - [`Executor`]: the minimal contract (submit, batches, shutdown);
 //!   [`ExecutorExt`]: async submit and `map` with bounded in-flight work.
 //! - [`TaskHandle`]: join, await, cancel, and typed messages both ways.
@@ -56,6 +58,7 @@ mod config;
 mod error;
 mod executor;
 mod ext;
+mod func;
 mod handle;
 mod loom;
 pub mod panic;
@@ -75,6 +78,7 @@ pub use config::{
 pub use error::{ErrorKind, TaskError, WorkerExit};
 pub use executor::{Capabilities, Executor};
 pub use ext::{ExecutorExt, Map, MapOptions, MapUnordered};
+pub use func::{FnTask, FnTasks, FN_TASK_NAME};
 pub use handle::{BatchHandle, BatchResults, Completion, Link, TaskHandle, TaskId};
 pub use payload::Payload;
 pub use task::{Message, NullPort, Port, Task, TaskContext, WorkerInfo};

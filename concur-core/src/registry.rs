@@ -41,6 +41,22 @@ impl TaskEntry {
         }
     }
 
+    /// An entry from its parts: for built-in entries that serve many types
+    /// under one name (function tasks, see `func.rs`).
+    pub(crate) const fn from_raw(
+        name: &'static str,
+        type_name: fn() -> &'static str,
+        run: RunFn,
+        run_batch: RunBatchFn,
+    ) -> Self {
+        Self {
+            name,
+            type_name,
+            run,
+            run_batch,
+        }
+    }
+
     /// The task's stable name.
     pub fn name(&self) -> &'static str {
         self.name
@@ -182,7 +198,9 @@ pub fn lookup(name: &str) -> Result<&'static TaskEntry, TaskError> {
 /// As [`lookup`].
 pub fn ensure_registered<T: Task>() -> Result<(), TaskError> {
     let entry = lookup(T::NAME)?;
-    if (entry.type_name)() != std::any::type_name::<T>() {
+    // The function-task entry serves every `FnTask<F, I, O>` type.
+    if entry.name != crate::func::FN_TASK_NAME && (entry.type_name)() != std::any::type_name::<T>()
+    {
         return Err(TaskError::config(
             "Task::NAME",
             &format!(
