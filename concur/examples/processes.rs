@@ -1,28 +1,14 @@
 //! Five processes started and joined, each printing a line with its pid.
 use concur::prelude::*;
-use serde::{Deserialize, Serialize};
-
-#[derive(Serialize, Deserialize)]
-struct Worker(usize);
-impl Task for Worker {
-    type Output = ();
-    type ToCaller = ();
-    type FromCaller = ();
-    const NAME: &'static str = "examples::processes::Worker";
-    fn run(self, _cx: &mut TaskContext<'_, Self>) {
-        println!("worker {} in process {}", self.0, std::process::id());
-    }
+fn worker(i: u32) {
+    println!("worker {i} in process {}", std::process::id());
 }
-concur::register!(Worker);
 
 fn main() -> Result<(), TaskError> {
     concur::init();
     let pool = Pool::builder().backend(Backend::Procs).workers(5).build()?;
-    let workers: Vec<_> = (0..5)
-        .map(|i| pool.submit(Worker(i)))
+    let handles: Vec<_> = (0..5)
+        .map(|i| pool.submit_fn(worker, i))
         .collect::<Result<_, _>>()?;
-    for w in workers {
-        w.join()?;
-    }
-    Ok(())
+    handles.into_iter().try_for_each(|h| h.join())
 }

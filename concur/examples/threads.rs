@@ -1,17 +1,7 @@
-//! Five threads started and joined, each printing a line (threads share one process).
+//! Five threads started and joined, each printing a line (one process).
 use concur::prelude::*;
-use serde::{Deserialize, Serialize};
-
-#[derive(Serialize, Deserialize)]
-struct Worker(usize);
-impl Task for Worker {
-    type Output = ();
-    type ToCaller = ();
-    type FromCaller = ();
-    const NAME: &'static str = "examples::threads::Worker";
-    fn run(self, _cx: &mut TaskContext<'_, Self>) {
-        println!("worker {} in process {}", self.0, std::process::id());
-    }
+fn worker(i: u32) {
+    println!("worker {i} in process {}", std::process::id());
 }
 
 fn main() -> Result<(), TaskError> {
@@ -19,11 +9,8 @@ fn main() -> Result<(), TaskError> {
         .backend(Backend::Threads)
         .workers(5)
         .build()?;
-    let workers: Vec<_> = (0..5)
-        .map(|i| pool.submit(Worker(i)))
+    let handles: Vec<_> = (0..5)
+        .map(|i| pool.submit_fn(worker, i))
         .collect::<Result<_, _>>()?;
-    for w in workers {
-        w.join()?;
-    }
-    Ok(())
+    handles.into_iter().try_for_each(|h| h.join())
 }

@@ -107,15 +107,15 @@ pub use backend::{Backend, ENV_BACKEND};
 pub use pool::{Pool, PoolBuilder};
 
 pub use concur_core as core;
-/// Turns an `impl Task for T` into a full task: fills `NAME` (module path
-/// and type), unit message types and the context parameter when absent,
-/// and registers the type for process workers. See [`concur_macros::task`].
-pub use concur_macros::task;
 pub use concur_core::{
     register, BatchHandle, BatchResults, Capabilities, Configure, ErrorKind, Executor, ExecutorExt,
     Initializer, Map, MapOptions, MapUnordered, PoolConfig, Task, TaskContext, TaskError,
     TaskHandle, TaskId, WorkerExit, WorkerInfo,
 };
+/// Turns an `impl Task for T` into a full task: fills `NAME` (module path
+/// and type), unit message types and the context parameter when absent,
+/// and registers the type for process workers. See [`concur_macros::task`].
+pub use concur_macros::task;
 
 /// The thread backend (`concur-threads`), for what only threads offer:
 /// closures ([`ThreadPool::spawn_fn`](threads::ThreadPool::spawn_fn)) and

@@ -113,7 +113,9 @@ fn expected(feature: &str, missing: &str, in_worker: bool) -> Vec<String> {
         format!("backend: {feature}"),
         "struct task: 49".to_owned(),
         "map: [1, 4, 9]".to_owned(),
-        format!("in a worker process: {in_worker}"),
+        format!("macro task in a worker process: {in_worker}"),
+        "function task: 27".to_owned(),
+        "map_fn with a closure: [3, 7]".to_owned(),
         "is_worker in main: false".to_owned(),
         format!(
             "{missing}: invalid `backend`: backend `{missing}` is not compiled in \

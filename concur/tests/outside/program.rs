@@ -35,6 +35,11 @@ impl Task for InWorker {
     }
 }
 
+/// A function task: no struct, no impl, no name, no registration.
+fn cube(x: u64) -> u64 {
+    x * x * x
+}
+
 fn run() -> Result<(), TaskError> {
     let pool = Pool::new()?;
     println!("backend: {}", pool.backend());
@@ -42,6 +47,11 @@ fn run() -> Result<(), TaskError> {
     let squares: Vec<u64> = pool.map((1..=3).map(Square)).collect::<Result<_, _>>()?;
     println!("map: {squares:?}");
     println!("macro task in a worker process: {}", pool.submit(InWorker)?.join()?);
+    println!("function task: {}", pool.submit_fn(cube, 3)?.join()?);
+    let sums: Vec<u64> = pool
+        .map_fn(|(a, b): (u64, u64)| a + b, [(1, 2), (3, 4)])
+        .collect::<Result<_, _>>()?;
+    println!("map_fn with a closure: {sums:?}");
     println!("is_worker in main: {}", concur::is_worker());
     // A backend this build lacks is refused with a typed error.
     for &missing in Backend::ALL.iter().filter(|b| !b.is_compiled()) {
