@@ -197,3 +197,8 @@ macro_rules! enable_test_support {
 macro_rules! enable_test_support {
     () => {};
 }
+
+/// The README's Rust examples compile and run as doctests of this crate.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
