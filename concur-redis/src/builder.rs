@@ -232,9 +232,8 @@ impl RedisPoolBuilder {
             threads: Mutex::new(threads),
         };
         if let Some(local) = &pool.inner.local {
-            let started = local
-                .start(workers)
-                .and_then(|()| local.wait_ready(self.start_timeout));
+            local.start(workers);
+            let started = local.wait_ready(self.start_timeout);
             if let Err(e) = started {
                 pool.shutdown_now();
                 return Err(e);

@@ -56,6 +56,7 @@ struct Slots {
     early_deaths: u32,
     failed: Option<String>,
     stopping: bool,
+    target: usize,
 }
 
 /// The local workers of one pool.
@@ -86,14 +87,12 @@ impl Local {
         self.slots.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Starts `n` workers, slots `0..n`.
-    pub(crate) fn start(&self, n: usize) -> Result<(), TaskError> {
-        let mut s = self.slots();
-        for index in 0..n {
-            let slot = self.launch(&mut s, index)?;
-            s.list.push(slot);
-        }
-        Ok(())
+    /// Asks the supervisor for `n` workers, slots `0..n`. The supervisor
+    /// thread starts them: the parent-death signal of a child follows the
+    /// thread that started it, and the caller's thread may end first.
+    pub(crate) fn start(&self, n: usize) {
+        self.slots().target = n;
+        self.changed.notify_all();
     }
 
     fn launch(&self, s: &mut Slots, index: usize) -> Result<Slot, TaskError> {
@@ -140,7 +139,7 @@ impl Local {
             if let Some(why) = &s.failed {
                 return Err(spawn_error(why));
             }
-            if s.list.iter().all(|w| w.ready) {
+            if s.list.len() >= s.target && s.list.iter().all(|w| w.ready) {
                 return Ok(());
             }
             let left = deadline.saturating_duration_since(Instant::now());
@@ -166,6 +165,16 @@ impl Local {
     pub(crate) fn supervise(&self) {
         let mut s = self.slots();
         while !s.stopping {
+            while s.failed.is_none() && s.list.len() < s.target {
+                let index = s.list.len();
+                match self.launch(&mut s, index) {
+                    Ok(slot) => s.list.push(slot),
+                    Err(e) => {
+                        s.failed = Some(format!("a local worker could not be started: {e}"));
+                        self.changed.notify_all();
+                    }
+                }
+            }
             let mut ended = Vec::new();
             for (i, slot) in s.list.iter_mut().enumerate() {
                 if let Some(child) = slot.child.as_mut() {
