@@ -11,7 +11,7 @@ use concur_core::{Configure, ErrorKind, PoolConfig, TaskError};
 use crate::conn::{ensure_group, Broker};
 use crate::env;
 use crate::keys::Keys;
-use crate::local::{Local, Spawn};
+use crate::local::{Local, Spawn, DEFAULT_CRASH_WINDOW, DEFAULT_MAX_CRASHES};
 use concur_core::Executor;
 use crate::pool::{reader_loop, sender_loop, setup_error, Inner, RedisPool, Settings};
 use crate::worker::{DEFAULT_QUEUE, DEFAULT_RECONNECT_TIMEOUT, DEFAULT_VISIBILITY_TIMEOUT};
@@ -34,6 +34,8 @@ pub struct RedisPoolBuilder {
     program: Option<PathBuf>,
     args: Vec<OsString>,
     start_timeout: Duration,
+    max_crashes: u32,
+    crash_window: Duration,
 }
 
 impl Configure for RedisPoolBuilder {
@@ -55,6 +57,8 @@ impl RedisPoolBuilder {
             program: None,
             args: Vec::new(),
             start_timeout: DEFAULT_START_TIMEOUT,
+            max_crashes: DEFAULT_MAX_CRASHES,
+            crash_window: DEFAULT_CRASH_WINDOW,
         }
     }
 
@@ -122,6 +126,16 @@ impl RedisPoolBuilder {
     /// How long `build` waits for the local workers to be ready (default 30 s).
     pub fn start_timeout(mut self, d: Duration) -> Self {
         self.start_timeout = d;
+        self
+    }
+
+    /// The restart intensity of local workers: more than `max` crashes
+    /// within `window` (default 16 in 10 s) make the pool fail: every
+    /// waiting task fails with [`ErrorKind::PoolFailed`] and new
+    /// submissions are refused.
+    pub fn max_crashes(mut self, max: u32, window: Duration) -> Self {
+        self.max_crashes = max;
+        self.crash_window = window;
         self
     }
 
@@ -222,7 +236,7 @@ impl RedisPoolBuilder {
                 "concur-redis-supervisor",
                 Box::new(move || {
                     if let Some(l) = &i.local {
-                        l.supervise();
+                        l.supervise(&|why| i.fail_pool(why));
                     }
                 }),
             )?);
@@ -270,6 +284,8 @@ impl RedisPoolBuilder {
             args: self.args.clone(),
             envs,
             max_tasks: self.config.max_tasks_per_worker_value(),
+            max_crashes: self.max_crashes,
+            crash_window: self.crash_window,
         })
     }
 }

@@ -127,6 +127,7 @@ pub use concur_core::{
     TaskError, TaskHandle, WorkerExit,
 };
 pub use keys::{Keys, GROUP};
+pub use local::{DEFAULT_CRASH_WINDOW, DEFAULT_MAX_CRASHES};
 pub use pool::RedisPool;
 pub use worker::{
     worker, Stop, Worker, WorkerBuilder, DEFAULT_QUEUE, DEFAULT_RECONNECT_TIMEOUT,

@@ -28,6 +28,11 @@ use crate::wire;
 pub(crate) const EXIT_RECYCLE: i32 = 86;
 /// Deaths before readiness in a row after which the pool gives up.
 const MAX_EARLY_DEATHS: u32 = 3;
+/// The default restart intensity: more than this many crashes of local
+/// workers ...
+pub const DEFAULT_MAX_CRASHES: u32 = 16;
+/// ... within this window make the pool fail (as the process backend's).
+pub const DEFAULT_CRASH_WINDOW: Duration = Duration::from_secs(10);
 /// How often the supervisor looks for ended workers.
 const REAP_EVERY: Duration = Duration::from_millis(10);
 
@@ -39,6 +44,8 @@ pub(crate) struct Spawn {
     /// The settings every local worker of the pool shares (see [`env`]).
     pub(crate) envs: Vec<(&'static str, String)>,
     pub(crate) max_tasks: Option<u64>,
+    pub(crate) max_crashes: u32,
+    pub(crate) crash_window: Duration,
 }
 
 struct Slot {
@@ -57,6 +64,7 @@ struct Slots {
     failed: Option<String>,
     stopping: bool,
     target: usize,
+    crashes: std::collections::VecDeque<Instant>,
 }
 
 /// The local workers of one pool.
@@ -161,16 +169,30 @@ impl Local {
         self.slots().failed.clone()
     }
 
-    /// The supervisor: reaps ended workers and replaces them, until stopping.
-    pub(crate) fn supervise(&self) {
+    /// The supervisor: reaps ended workers and replaces them, until
+    /// stopping. Calls `on_failed` once if it gives up (workers that
+    /// cannot start, or crash more often than the restart intensity).
+    pub(crate) fn supervise(&self, on_failed: &dyn Fn(&str)) {
         let mut s = self.slots();
+        let mut told = false;
         while !s.stopping {
+            if let (Some(why), false) = (&s.failed, told) {
+                told = true;
+                let why = why.clone();
+                drop(s);
+                on_failed(&why);
+                s = self.slots();
+                continue;
+            }
             while s.failed.is_none() && s.list.len() < s.target {
                 let index = s.list.len();
                 match self.launch(&mut s, index) {
                     Ok(slot) => s.list.push(slot),
                     Err(e) => {
-                        s.failed = Some(format!("a local worker could not be started: {e}"));
+                        s.failed = Some(format!(
+                            "a local worker could not be started: {}",
+                            crate::conn::error_chain(&e)
+                        ));
                         self.changed.notify_all();
                     }
                 }
@@ -203,6 +225,27 @@ impl Local {
             let slot = &s.list[i];
             (slot.index, slot.ready, slot.consumer.clone())
         };
+        let crashed = !matches!(status.code(), Some(0 | EXIT_RECYCLE));
+        if was_ready && crashed {
+            let now = Instant::now();
+            s.crashes.push_back(now);
+            while s
+                .crashes
+                .front()
+                .is_some_and(|t| now.duration_since(*t) > self.spawn.crash_window)
+            {
+                s.crashes.pop_front();
+            }
+            if s.crashes.len() > self.spawn.max_crashes as usize {
+                s.failed = Some(format!(
+                    "{} local workers crashed within {:?} (the last: {status})",
+                    s.crashes.len(),
+                    self.spawn.crash_window
+                ));
+                self.changed.notify_all();
+                return;
+            }
+        }
         if !was_ready {
             s.early_deaths += 1;
             if s.early_deaths >= MAX_EARLY_DEATHS {
@@ -223,7 +266,10 @@ impl Local {
                 }
             }
             Err(e) => {
-                s.failed = Some(format!("a local worker could not be started: {e}"));
+                s.failed = Some(format!(
+                    "a local worker could not be started: {}",
+                    crate::conn::error_chain(&e)
+                ));
                 self.changed.notify_all();
             }
         }

@@ -137,6 +137,21 @@ impl Inner {
         self.changed.notify_all();
     }
 
+    /// The local workers cannot be kept running: every waiting task fails
+    /// with `PoolFailed`, its entry is deleted and workers are told.
+    pub(crate) fn fail_pool(&self, why: &str) {
+        let entries: Vec<String> = self
+            .state()
+            .waiting
+            .values()
+            .filter_map(|w| w.entry.clone())
+            .collect();
+        self.fail_all(&TaskError::new(ErrorKind::PoolFailed {
+            reason: why.to_owned(),
+        }));
+        self.cancel_entries(&entries, None);
+    }
+
     fn enqueue(&self, completion: &Completion, name: &'static str, batch: bool, body: Vec<u8>) {
         let id = completion.id().0;
         let mut s = self.state();
