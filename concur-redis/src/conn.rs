@@ -23,8 +23,6 @@ pub(crate) struct BrokerError {
     text: String,
     /// The connection is gone (I/O), as opposed to a command the server refused.
     pub(crate) io: bool,
-    /// The server's error code (`NOGROUP`, `NOAUTH`, ...), if it gave one.
-    pub(crate) code: Option<String>,
 }
 
 impl BrokerError {
@@ -35,7 +33,6 @@ impl BrokerError {
                 || e.is_connection_dropped()
                 || e.is_timeout()
                 || e.is_unrecoverable_error(),
-            code: e.code().map(str::to_owned),
         }
     }
 
@@ -43,7 +40,6 @@ impl BrokerError {
         Self {
             text: text.into(),
             io: false,
-            code: None,
         }
     }
 }
@@ -153,7 +149,7 @@ impl Broker {
         loop {
             match self.connect_once() {
                 Ok(c) => return Ok(c),
-                Err(e) if !e.io && e.code.is_some() => return Err(to_task_error(e)),
+                Err(e) if !e.io => return Err(to_task_error(e)),
                 Err(e) => {
                     let waited = start.elapsed();
                     if waited >= self.reconnect || stop.load(Ordering::Acquire) {
