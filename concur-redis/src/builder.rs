@@ -12,9 +12,9 @@ use crate::conn::{ensure_group, Broker};
 use crate::env;
 use crate::keys::Keys;
 use crate::local::{Local, Spawn, DEFAULT_CRASH_WINDOW, DEFAULT_MAX_CRASHES};
-use concur_core::Executor;
 use crate::pool::{reader_loop, sender_loop, setup_error, Inner, RedisPool, Settings};
 use crate::worker::{DEFAULT_QUEUE, DEFAULT_RECONNECT_TIMEOUT, DEFAULT_VISIBILITY_TIMEOUT};
+use concur_core::Executor;
 
 /// How long a pool waits for its local workers to be ready, by default.
 pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -198,7 +198,12 @@ impl RedisPoolBuilder {
         let id = crate::ids::pool_id();
         let workers = self.config.worker_count();
         let local = if self.local {
-            Some(Local::new(self.spawn(&id)?, &id, keys.clone(), broker.clone()))
+            Some(Local::new(
+                self.spawn(&id)?,
+                &id,
+                keys.clone(),
+                broker.clone(),
+            ))
         } else {
             None
         };
@@ -229,7 +234,10 @@ impl RedisPoolBuilder {
             Box::new(move || reader_loop(&i, run_id)),
         )?);
         let i = inner.clone();
-        threads.push(spawn("concur-redis-sender", Box::new(move || sender_loop(&i)))?);
+        threads.push(spawn(
+            "concur-redis-sender",
+            Box::new(move || sender_loop(&i)),
+        )?);
         if inner.local.is_some() {
             let i = inner.clone();
             threads.push(spawn(

@@ -287,10 +287,7 @@ mod tests {
 
     #[test]
     fn passwords_never_reach_messages() {
-        assert_eq!(
-            redact("redis://:s3cret@h:1/0"),
-            "redis://:***@h:1/0"
-        );
+        assert_eq!(redact("redis://:s3cret@h:1/0"), "redis://:***@h:1/0");
         assert_eq!(redact("rediss://u:p@h"), "rediss://u:***@h");
         assert_eq!(redact("redis://h:1"), "redis://h:1");
     }

@@ -281,10 +281,7 @@ pub(crate) fn sender_loop(inner: &Inner) {
         let batch: Vec<Outgoing> = {
             let mut s = inner.state();
             while s.outbox.is_empty() && !inner.quit.load(Ordering::Acquire) {
-                s = inner
-                    .changed
-                    .wait(s)
-                    .unwrap_or_else(|e| e.into_inner());
+                s = inner.changed.wait(s).unwrap_or_else(|e| e.into_inner());
             }
             if s.outbox.is_empty() {
                 return;
@@ -323,7 +320,8 @@ pub(crate) fn sender_loop(inner: &Inner) {
                 }
                 if !orphans.is_empty() {
                     // Cancelled while on their way: never run them.
-                    let _ = inner.side_call(|c| redis::cmd("XDEL").arg(&tasks).arg(&orphans).exec(c));
+                    let _ =
+                        inner.side_call(|c| redis::cmd("XDEL").arg(&tasks).arg(&orphans).exec(c));
                 }
             }
             Err(e) => {
@@ -570,9 +568,8 @@ impl RedisPool {
     /// Stops the local workers (after `grace`) and the pool's threads, and
     /// deletes the pool's result stream. Idempotent.
     fn stop(&self, grace: Duration) {
-        let threads: Vec<JoinHandle<()>> = std::mem::take(
-            &mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()),
-        );
+        let threads: Vec<JoinHandle<()>> =
+            std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
         if threads.is_empty() {
             return;
         }

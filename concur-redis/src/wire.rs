@@ -343,7 +343,13 @@ mod tests {
             ("body", &[0, 1, 2]),
         ]);
         let t = TaskEntry::parse(&e).unwrap();
-        assert_eq!(t.route, Route { pool: "ab12".into(), task: 7 });
+        assert_eq!(
+            t.route,
+            Route {
+                pool: "ab12".into(),
+                task: 7
+            }
+        );
         assert!(t.batch);
         assert_eq!(t.timeout, Some(Duration::from_millis(250)));
         assert_eq!(t.body, vec![0, 1, 2]);

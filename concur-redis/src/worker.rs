@@ -256,7 +256,9 @@ impl WorkerBuilder {
         main.conn
             .run(&shared.quit, |c| ensure_group(c, &shared.keys.tasks()))?;
         // Follow the control stream from here on, before taking any work.
-        let control_from = main.conn.run(&shared.quit, |c| last_id(c, &shared.keys.control()))?;
+        let control_from = main
+            .conn
+            .run(&shared.quit, |c| last_id(c, &shared.keys.control()))?;
         if let Some(local) = &self.local {
             if let Some((name, body)) = &local.initializer {
                 registry::lookup(name)?.run(body, &concur_core::NullPort, info)?;
@@ -724,7 +726,14 @@ impl Main {
             ErrorKind::WorkerLost(WorkerExit::Unknown),
             Quarantined { deaths },
         );
-        write_result(&mut self.conn, &self.sh, "", &task.route, !task.batch, Err(e))
+        write_result(
+            &mut self.conn,
+            &self.sh,
+            "",
+            &task.route,
+            !task.batch,
+            Err(e),
+        )
     }
 
     /// On a clean stop: leaves the group if nothing is pending here.

@@ -101,11 +101,17 @@ fn join<T: Task>(h: TaskHandle<T>) -> Result<T::Output, TaskError> {
 }
 
 fn xlen(server: &Server, key: &str) -> u64 {
-    redis::cmd("XLEN").arg(key).query(&mut server.con()).unwrap()
+    redis::cmd("XLEN")
+        .arg(key)
+        .query(&mut server.con())
+        .unwrap()
 }
 
-/// The queued entry of task `task` of `pool`: its id and fields.
-fn entry_of(server: &Server, pool: &RedisPool, task: u64) -> (String, Vec<(String, Vec<u8>)>) {
+/// A stream entry as the test reads it: its id and its fields.
+type RawEntry = (String, Vec<(String, Vec<u8>)>);
+
+/// The queued entry of task `task` of `pool`.
+fn entry_of(server: &Server, pool: &RedisPool, task: u64) -> RawEntry {
     let deadline = Instant::now() + DEADLINE;
     loop {
         let v: redis::Value = redis::cmd("XRANGE")
@@ -114,8 +120,7 @@ fn entry_of(server: &Server, pool: &RedisPool, task: u64) -> (String, Vec<(Strin
             .arg("+")
             .query(&mut server.con())
             .unwrap();
-        let entries: Vec<(String, Vec<(String, Vec<u8>)>)> =
-            redis::from_redis_value(v).unwrap();
+        let entries: Vec<RawEntry> = redis::from_redis_value(v).unwrap();
         let id = task.to_string().into_bytes();
         let mine = entries
             .into_iter()
@@ -123,7 +128,10 @@ fn entry_of(server: &Server, pool: &RedisPool, task: u64) -> (String, Vec<(Strin
         if let Some(e) = mine {
             return e;
         }
-        assert!(Instant::now() < deadline, "the task never reached the queue");
+        assert!(
+            Instant::now() < deadline,
+            "the task never reached the queue"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
 }
@@ -139,7 +147,11 @@ fn rewrite_entry(server: &Server, pool: &RedisPool, task: u64, field: &str, valu
     }
     let mut con = server.con();
     let tasks = pool.keys().tasks();
-    let _: () = redis::cmd("XDEL").arg(&tasks).arg(&id).query(&mut con).unwrap();
+    let _: () = redis::cmd("XDEL")
+        .arg(&tasks)
+        .arg(&id)
+        .query(&mut con)
+        .unwrap();
     let mut add = redis::cmd("XADD");
     add.arg(&tasks).arg("*");
     for (k, v) in &fields {
@@ -164,10 +176,11 @@ fn killed_worker_task_runs_on_another_worker() {
     workers.spawn(&server.url(), &queue, opts);
     let pool = support::remote_pool(&server.url(), &queue, support::config().retries(1));
     let marker = std::env::temp_dir().join(format!("concur-redis-stall-{}", pool.id()));
-    let h = pool.submit(StallOnce {
-        marker: marker.clone(),
-    })
-    .unwrap();
+    let h = pool
+        .submit(StallOnce {
+            marker: marker.clone(),
+        })
+        .unwrap();
     let first = h.recv_timeout(DEADLINE).expect("the task starts");
     workers.kill(first);
     let second = join(h).expect("the task is run again elsewhere");
@@ -238,7 +251,10 @@ fn poison_task_is_dead_lettered() {
         "expected WorkerLost, got {e:?}"
     );
     let note = e.source().expect("the quarantine note").to_string();
-    assert!(note.contains("2 worker deaths") && note.contains("quarantined"), "{note}");
+    assert!(
+        note.contains("2 worker deaths") && note.contains("quarantined"),
+        "{note}"
+    );
     assert_eq!(xlen(&server, &pool.keys().dead()), 1);
     assert_eq!(join(pool.submit(Add(2, 3)).unwrap()).unwrap(), 5);
 }
@@ -276,7 +292,10 @@ fn password_url_works() {
         .build()
         .unwrap_err();
     assert_eq!(e.kind(), &ErrorKind::Io, "{e:?}");
-    assert!(!format!("{e:?}").contains("nope"), "the password leaked: {e:?}");
+    assert!(
+        !format!("{e:?}").contains("nope"),
+        "the password leaked: {e:?}"
+    );
 }
 
 /// A broker gone for longer than the reconnect timeout fails every
@@ -296,7 +315,11 @@ fn broker_gone_fails_waiting_handles() {
     server.kill();
     let e = join(h).unwrap_err();
     assert_eq!(e.kind(), &ErrorKind::Io);
-    assert!(e.source().unwrap().to_string().contains("could not be reached"));
+    assert!(e
+        .source()
+        .unwrap()
+        .to_string()
+        .contains("could not be reached"));
 }
 
 /// Garbage in the task stream: an entry naming no task goes to the

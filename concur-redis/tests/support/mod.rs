@@ -92,7 +92,13 @@ impl Server {
         // dies without running its guards.
         unsafe {
             cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+                libc::prctl(
+                    libc::PR_SET_PDEATHSIG,
+                    libc::SIGKILL as libc::c_ulong,
+                    0,
+                    0,
+                    0,
+                );
                 Ok(())
             });
         }
@@ -121,7 +127,10 @@ impl Server {
             if ok {
                 return;
             }
-            assert!(Instant::now() < deadline, "redis-server did not answer PING");
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not answer PING"
+            );
             // A bounded poll: the server has no other way to say it is up.
             std::thread::sleep(Duration::from_millis(20));
         }
