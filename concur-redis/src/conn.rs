@@ -29,10 +29,16 @@ impl BrokerError {
     pub(crate) fn new(e: &RedisError) -> Self {
         Self {
             text: e.to_string(),
+            // A server still loading its data after a restart answers
+            // LOADING: as good as not there yet.
             io: e.is_io_error()
                 || e.is_connection_dropped()
+                || e.is_connection_refusal()
                 || e.is_timeout()
-                || e.is_unrecoverable_error(),
+                || matches!(
+                    e.code(),
+                    Some("LOADING" | "BUSY" | "TRYAGAIN" | "MASTERDOWN")
+                ),
         }
     }
 

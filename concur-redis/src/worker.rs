@@ -252,6 +252,7 @@ impl WorkerBuilder {
             pel: true,
             claim_cursor: "0-0".into(),
             last_claim: Instant::now(),
+            deferred: None,
         };
         main.conn
             .run(&shared.quit, |c| ensure_group(c, &shared.keys.tasks()))?;
@@ -398,6 +399,9 @@ struct Main {
     pel: bool,
     claim_cursor: String,
     last_claim: Instant,
+    /// The last task's result, sent with the next read (one round trip
+    /// per task instead of two).
+    deferred: Option<Deferred>,
 }
 
 /// How an entry reached this worker.
@@ -414,9 +418,11 @@ impl Main {
         let mut ran = 0u64;
         loop {
             if let Some(why) = self.sh.stopping() {
+                self.flush()?;
                 return Ok(why);
             }
             if max_tasks.is_some_and(|m| ran >= m) {
+                self.flush()?;
                 return Ok(Stop::TaskLimit);
             }
             if let Some((entry, via)) = self.next()? {
@@ -431,6 +437,9 @@ impl Main {
     fn next(&mut self) -> Result<Option<(Entry, Via)>, TaskError> {
         let tasks = self.sh.keys.tasks();
         let me = self.sh.consumer.clone();
+        if self.pel || self.last_claim.elapsed() >= self.sh.visibility / 2 {
+            self.flush()?;
+        }
         if self.pel {
             let reply = self.read_group(&tasks, &me, "0", None)?;
             match wire::read_reply(&reply).into_iter().next() {
@@ -484,6 +493,8 @@ impl Main {
         block: Option<Duration>,
     ) -> Result<Value, TaskError> {
         let mut reconnected = false;
+        let deferred = self.deferred.take();
+        let sh = self.sh.clone();
         let read = |c: &mut Connection| -> Result<Value, RedisError> {
             let mut cmd = redis::cmd("XREADGROUP");
             cmd.arg("GROUP").arg(GROUP).arg(me).arg("COUNT").arg(1);
@@ -491,10 +502,21 @@ impl Main {
                 cmd.arg("BLOCK").arg(ms(b));
             }
             cmd.arg("STREAMS").arg(tasks).arg(from);
-            match cmd.query::<Value>(c) {
+            let mut p = redis::pipe();
+            if let Some(d) = &deferred {
+                p.cmd("MULTI").ignore();
+                result_commands(&mut p, &sh, d);
+                p.cmd("EXEC").ignore();
+            }
+            p.add_command(cmd);
+            let reply = p
+                .query::<Vec<Value>>(c)
+                .map(|mut v| v.pop().unwrap_or(Value::Nil));
+            match reply {
                 Err(e) if e.code() == Some("NOGROUP") => {
                     ensure_group(c, tasks)?;
-                    cmd.query(c)
+                    p.query::<Vec<Value>>(c)
+                        .map(|mut v| v.pop().unwrap_or(Value::Nil))
                 }
                 other => other,
             }
@@ -506,7 +528,20 @@ impl Main {
                 reconnected = true;
             }
             read(c)
-        })?;
+        });
+        let v = match (v, deferred) {
+            (Ok(v), _) => v,
+            (Err(e), None) => return Err(e),
+            // The result was refused (too large, say): the read may have
+            // taken an entry, which the next read of this worker's own
+            // pending entries finds; the result goes alone, with its
+            // fallback.
+            (Err(_), Some(d)) => {
+                self.pel = true;
+                self.write_deferred(d)?;
+                return Ok(Value::Nil);
+            }
+        };
         if reconnected && from == ">" {
             self.pel = true;
         }
@@ -574,7 +609,11 @@ impl Main {
             finished: false,
             renewed: now,
         });
-        self.sh.changed.notify_all();
+        if task.timeout.is_some() {
+            // The heartbeat sleeps at most a heartbeat; only a deadline
+            // may need it sooner.
+            self.sh.changed.notify_all();
+        }
         let outcome = if task.batch {
             run_batch(runner, &task, &cancel, self.info)
         } else {
@@ -606,9 +645,44 @@ impl Main {
             mine
         };
         if mine {
-            self.finish(&entry.id, &task.route, !task.batch, outcome)?;
+            let (kind, body) = encode_outcome(outcome)?;
+            self.deferred = Some(Deferred {
+                entry: entry.id.clone(),
+                route: task.route.clone(),
+                single: !task.batch,
+                kind,
+                body,
+            });
         }
         Ok(true)
+    }
+
+    /// Writes the deferred result, if any, now.
+    fn flush(&mut self) -> Result<(), TaskError> {
+        match self.deferred.take() {
+            Some(d) => self.write_deferred(d),
+            None => Ok(()),
+        }
+    }
+
+    fn write_deferred(&mut self, d: Deferred) -> Result<(), TaskError> {
+        let sent = self.conn.run(&self.sh.quit, |c| {
+            let mut p = redis::pipe();
+            p.atomic();
+            result_commands(&mut p, &self.sh, &d);
+            p.exec(c)
+        });
+        match sent {
+            Err(e) if !is_lost(&e) => write_result(
+                &mut self.conn,
+                &self.sh,
+                &d.entry,
+                &d.route,
+                d.single,
+                Err(e),
+            ),
+            other => other,
+        }
     }
 
     /// Why this worker must not run `task`, if it must not.
@@ -790,9 +864,57 @@ fn last_id(c: &mut Connection, key: &str) -> Result<String, RedisError> {
         .map_or_else(|| "0-0".into(), |e| e.id))
 }
 
-/// One transaction: the outcome to the pool's result stream (kept alive
-/// for [`RESULT_TTL`]), `XACK` and `XDEL` of the entry, and the task's
-/// message stream deleted. `entry` empty: only the outcome.
+/// An outcome as a result entry's kind and body.
+fn encode_outcome(outcome: Result<Vec<u8>, TaskError>) -> Result<(ResultKind, Vec<u8>), TaskError> {
+    Ok(match outcome {
+        Ok(b) => (ResultKind::Ok, b),
+        Err(e) => (
+            ResultKind::Err,
+            codec::encode(&e, "error")
+                .or_else(|_| codec::encode(&TaskError::new(e.into_kind()), "error"))?,
+        ),
+    })
+}
+
+/// A result not yet written: it leaves with the next read.
+struct Deferred {
+    entry: String,
+    route: Route,
+    single: bool,
+    kind: ResultKind,
+    body: Vec<u8>,
+}
+
+/// Adds the commands of one result to `p` (inside a `MULTI`): the
+/// outcome to the pool's result stream (kept alive for [`RESULT_TTL`]),
+/// `XACK` and `XDEL` of the entry (`entry` empty: none), and the task's
+/// message stream deleted.
+fn result_commands(p: &mut redis::Pipeline, sh: &Shared, d: &Deferred) {
+    let res = sh.keys.results(&d.route.pool);
+    p.cmd("XADD")
+        .arg(&res)
+        .arg("*")
+        .arg("id")
+        .arg(d.route.task)
+        .arg("k")
+        .arg(d.kind.tag())
+        .arg("b")
+        .arg(&d.body)
+        .ignore();
+    p.cmd("PEXPIRE").arg(&res).arg(ms(RESULT_TTL)).ignore();
+    if !d.entry.is_empty() {
+        let tasks = sh.keys.tasks();
+        p.cmd("XACK").arg(&tasks).arg(GROUP).arg(&d.entry).ignore();
+        p.cmd("XDEL").arg(&tasks).arg(&d.entry).ignore();
+    }
+    if d.single {
+        p.cmd("DEL")
+            .arg(sh.keys.down(&d.route.pool, d.route.task))
+            .ignore();
+    }
+}
+
+/// Writes one result in one transaction.
 fn write_result(
     conn: &mut Conn,
     sh: &Shared,
@@ -801,38 +923,18 @@ fn write_result(
     single: bool,
     outcome: Result<Vec<u8>, TaskError>,
 ) -> Result<(), TaskError> {
-    let (kind, body) = match outcome {
-        Ok(b) => (ResultKind::Ok, b),
-        Err(e) => (
-            ResultKind::Err,
-            codec::encode(&e, "error")
-                .or_else(|_| codec::encode(&TaskError::new(e.into_kind()), "error"))?,
-        ),
+    let (kind, body) = encode_outcome(outcome)?;
+    let d = Deferred {
+        entry: entry.to_owned(),
+        route: route.clone(),
+        single,
+        kind,
+        body,
     };
-    let tasks = sh.keys.tasks();
-    let res = sh.keys.results(&route.pool);
-    let down = sh.keys.down(&route.pool, route.task);
     conn.run(&sh.quit, |c| {
         let mut p = redis::pipe();
         p.atomic();
-        p.cmd("XADD")
-            .arg(&res)
-            .arg("*")
-            .arg("id")
-            .arg(route.task)
-            .arg("k")
-            .arg(kind.tag())
-            .arg("b")
-            .arg(&body)
-            .ignore();
-        p.cmd("PEXPIRE").arg(&res).arg(ms(RESULT_TTL)).ignore();
-        if !entry.is_empty() {
-            p.cmd("XACK").arg(&tasks).arg(GROUP).arg(entry).ignore();
-            p.cmd("XDEL").arg(&tasks).arg(entry).ignore();
-        }
-        if single {
-            p.cmd("DEL").arg(&down).ignore();
-        }
+        result_commands(&mut p, sh, &d);
         p.exec(c)
     })
 }
