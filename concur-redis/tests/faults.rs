@@ -210,6 +210,39 @@ fn server_killed_and_restarted_with_aof_loses_nothing() {
     assert_eq!(got, (0..1000).collect::<Vec<_>>());
 }
 
+/// The server SIGKILLed and restarted *without* appendonly during a map:
+/// the tasks it lost fail with `Io` (never a hang); the rest succeed.
+#[test]
+fn server_restarted_without_aof_fails_lost_tasks_with_io() {
+    let mut server = Server::start(false, None);
+    let pool = support::builder(&server.url(), support::workers(2))
+        .reconnect_timeout(DEADLINE)
+        .build()
+        .unwrap();
+    let mut results = pool.map((0..1000u64).map(Slow));
+    for (i, r) in results.by_ref().take(100).enumerate() {
+        assert_eq!(r.unwrap(), i as u64);
+    }
+    server.restart();
+    let (mut ok, mut lost) = (0, 0);
+    for (i, r) in (100..).zip(results) {
+        match r {
+            Ok(v) => {
+                assert_eq!(v, i);
+                ok += 1;
+            }
+            Err(e) => {
+                assert_eq!(e.kind(), &ErrorKind::Io, "{e:?}");
+                lost += 1;
+            }
+        }
+    }
+    assert_eq!(ok + lost, 900);
+    eprintln!(
+        "without appendonly: {lost} of 900 tasks in flight or queued were lost (failed with Io)"
+    );
+}
+
 /// Three worker processes started independently of the pool (as on three
 /// machines) share one queue: three tasks run at once, one on each.
 #[test]
