@@ -110,6 +110,12 @@ impl Broker {
     /// # Errors
     /// A config error when the URL cannot be parsed.
     pub(crate) fn new(url: &str, reconnect: Duration) -> Result<Self, TaskError> {
+        #[cfg(feature = "tls")]
+        {
+            // rustls needs a process-wide crypto provider; a program that
+            // installed its own keeps it.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
         let client = Client::open(url).map_err(|e| {
             TaskError::with_source(
                 ErrorKind::Config {
