@@ -548,6 +548,19 @@ impl std::fmt::Debug for RedisPool {
 }
 
 impl RedisPool {
+    /// What this backend can do (see [`Executor::capabilities`]): values
+    /// are encoded; timeouts and cancels are cooperative (a worker serves
+    /// the whole queue and is not killed for one task); a crash fails
+    /// only its task and the pool goes on.
+    pub const CAPABILITIES: Capabilities = Capabilities {
+        shared_memory: false,
+        kills_on_timeout: false,
+        kills_on_cancel: false,
+        isolates_crashes: true,
+        memory_limit: false,
+        zero_copy_payloads: false,
+    };
+
     /// A builder for a pool on the broker at `url`
     /// (`redis://[:password@]host[:port][/db]`, `rediss://` with the `tls`
     /// feature).
@@ -611,14 +624,7 @@ impl Executor for RedisPool {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            shared_memory: false,
-            kills_on_timeout: false,
-            kills_on_cancel: false,
-            isolates_crashes: true,
-            memory_limit: false,
-            zero_copy_payloads: false,
-        }
+        Self::CAPABILITIES
     }
 
     fn workers(&self) -> usize {
