@@ -189,11 +189,37 @@ impl Broker {
 pub(crate) struct Conn {
     broker: std::sync::Arc<Broker>,
     con: Option<Connection>,
+    /// Where to publish the server's id of this connection (for `CLIENT
+    /// UNBLOCK` from another thread), if anyone needs it.
+    id: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl Conn {
     pub(crate) fn new(broker: std::sync::Arc<Broker>) -> Self {
-        Self { broker, con: None }
+        Self {
+            broker,
+            con: None,
+            id: None,
+        }
+    }
+
+    /// Publishes this connection's client id in `id` (0 while there is no
+    /// connection), so another thread can end a blocking read early.
+    pub(crate) fn tracked(mut self, id: std::sync::Arc<std::sync::atomic::AtomicU64>) -> Self {
+        self.id = Some(id);
+        self
+    }
+
+    fn open(&mut self, stop: &AtomicBool) -> Result<&mut Connection, TaskError> {
+        if self.con.is_none() {
+            let mut c = self.broker.connect(stop)?;
+            if let Some(id) = &self.id {
+                let n: u64 = redis::cmd("CLIENT").arg("ID").query(&mut c).unwrap_or(0);
+                id.store(n, Ordering::Release);
+            }
+            self.con = Some(c);
+        }
+        Ok(self.con.as_mut().expect("just opened"))
     }
 
     /// Runs `f` on the connection. A lost connection is reopened (with
@@ -211,10 +237,7 @@ impl Conn {
     ) -> Result<T, TaskError> {
         let start = Instant::now();
         loop {
-            let con = match &mut self.con {
-                Some(c) => c,
-                None => self.con.insert(self.broker.connect(stop)?),
-            };
+            let con = self.open(stop)?;
             match f(con) {
                 Ok(v) => return Ok(v),
                 Err(e) => {
@@ -244,16 +267,9 @@ impl Conn {
         stop: &AtomicBool,
         f: impl FnOnce(&mut Connection) -> Result<T, RedisError>,
     ) -> Result<T, BrokerError> {
-        let con = match &mut self.con {
-            Some(c) => c,
-            None => {
-                let c = self
-                    .broker
-                    .connect(stop)
-                    .map_err(|e| BrokerError::other(error_chain(&e)))?;
-                self.con.insert(c)
-            }
-        };
+        let con = self
+            .open(stop)
+            .map_err(|e| BrokerError::other(error_chain(&e)))?;
         f(con).map_err(|e| {
             let e = BrokerError::new(&e);
             if e.io {
@@ -261,6 +277,18 @@ impl Conn {
             }
             e
         })
+    }
+}
+
+/// Ends the blocking read of the connection whose client id is in `id`
+/// (it returns as if it timed out), using `conn`.
+pub(crate) fn unblock(conn: &mut Conn, id: &std::sync::atomic::AtomicU64) {
+    let n = id.load(Ordering::Acquire);
+    if n != 0 {
+        let never = AtomicBool::new(false);
+        let _ = conn.try_once(&never, |c| {
+            redis::cmd("CLIENT").arg("UNBLOCK").arg(n).exec(c)
+        });
     }
 }
 

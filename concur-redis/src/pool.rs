@@ -6,7 +6,7 @@
 //! are dropped).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -79,6 +79,8 @@ pub(crate) struct Inner {
     closed: AtomicBool,
     /// The reader and sender threads must end.
     quit: AtomicBool,
+    /// The reader's client id, so that a stop ends its blocking read.
+    reader_id: AtomicU64,
     pub(crate) local: Option<Local>,
 }
 
@@ -102,6 +104,7 @@ impl Inner {
             changed: Condvar::new(),
             closed: AtomicBool::new(false),
             quit: AtomicBool::new(false),
+            reader_id: AtomicU64::new(0),
             local,
         }
     }
@@ -349,8 +352,10 @@ pub(crate) fn reader_loop(inner: &Inner, mut run_id: Option<String>) {
         let c = match &mut con {
             Some(c) => c,
             None => match inner.broker.connect_once() {
-                Ok(c) => {
+                Ok(mut c) => {
                     pause = Duration::from_millis(20);
+                    let id: u64 = redis::cmd("CLIENT").arg("ID").query(&mut c).unwrap_or(0);
+                    inner.reader_id.store(id, Ordering::Release);
                     con.insert(c)
                 }
                 Err(e) => {
@@ -607,6 +612,7 @@ impl RedisPool {
         }
         inner.quit.store(true, Ordering::Release);
         inner.changed.notify_all();
+        crate::conn::unblock(&mut inner.side(), &inner.reader_id);
         for t in threads {
             let _ = t.join();
         }

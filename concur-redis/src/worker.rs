@@ -21,7 +21,7 @@
 
 use std::cell::RefCell;
 use std::collections::{HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -31,7 +31,7 @@ use concur_core::{
 };
 use redis::{Connection, RedisError, Value};
 
-use crate::conn::{ensure_group, error_chain, Broker, Conn};
+use crate::conn::{ensure_group, error_chain, unblock, Broker, Conn};
 use crate::error::{Quarantined, WrongBuild};
 use crate::keys::{Keys, GROUP};
 use crate::wire::{self, Entry, Garbage, ResultKind, Route, TaskEntry, FN_TASK_NAME, PROTOCOL};
@@ -243,11 +243,13 @@ impl WorkerBuilder {
             current: Mutex::new(None),
             changed: Condvar::new(),
             recent: Mutex::new(Recent::default()),
+            main_id: Arc::new(AtomicU64::new(0)),
+            control_id: Arc::new(AtomicU64::new(0)),
         });
         let info = WorkerInfo::current(self.index, incarnation);
         let mut main = Main {
             sh: shared.clone(),
-            conn: Conn::new(broker),
+            conn: Conn::new(broker).tracked(shared.main_id.clone()),
             info,
             pel: true,
             claim_cursor: "0-0".into(),
@@ -293,6 +295,7 @@ impl WorkerBuilder {
         let outcome = main.serve(self.max_tasks);
         shared.quit.store(true, Ordering::Release);
         shared.changed.notify_all();
+        unblock(&mut main.conn, &shared.control_id);
         let _ = control.join();
         let _ = beat.join();
         if outcome.is_ok() {
@@ -368,6 +371,10 @@ struct Shared {
     current: Mutex<Option<Current>>,
     changed: Condvar,
     recent: Mutex<Recent>,
+    /// Client ids of the main and control connections, so that a stop
+    /// ends their blocking reads at once.
+    main_id: Arc<AtomicU64>,
+    control_id: Arc<AtomicU64>,
 }
 
 impl Shared {
@@ -1074,7 +1081,7 @@ impl Port for TaskPort<'_> {
 
 /// Follows the control stream: cancels and stop requests.
 fn control_loop(sh: &Shared, mut last: String) {
-    let mut conn = Conn::new(sh.broker.clone());
+    let mut conn = Conn::new(sh.broker.clone()).tracked(sh.control_id.clone());
     let key = sh.keys.control();
     while !sh.quit.load(Ordering::Acquire) {
         let reply = conn.try_once(&sh.quit, |c| {
@@ -1098,16 +1105,22 @@ fn control_loop(sh: &Shared, mut last: String) {
         };
         for e in wire::read_reply(&v) {
             last = e.id.clone();
-            on_control(sh, &e);
+            if on_control(sh, &e) {
+                // Asked to stop: the main thread's read returns now.
+                unblock(&mut conn, &sh.main_id);
+            }
         }
     }
 }
 
-fn on_control(sh: &Shared, e: &Entry) {
+/// Acts on one control entry; true when it asked this worker to stop.
+fn on_control(sh: &Shared, e: &Entry) -> bool {
     let text = |f: &str| e.get(f).and_then(|v| std::str::from_utf8(v).ok());
     match text("op") {
         Some("cancel") => {
-            let Some(pool) = text("pool") else { return };
+            let Some(pool) = text("pool") else {
+                return false;
+            };
             let which = text("id");
             {
                 let mut recent = sh.recent();
@@ -1118,9 +1131,9 @@ fn on_control(sh: &Shared, e: &Entry) {
                             pool: pool.to_owned(),
                             task,
                         }),
-                        Err(_) => return,
+                        Err(_) => return false,
                     },
-                    None => return,
+                    None => return false,
                 }
             }
             let cur = sh.current();
@@ -1129,6 +1142,7 @@ fn on_control(sh: &Shared, e: &Entry) {
                     c.cancel.store(true, Ordering::Release);
                 }
             }
+            false
         }
         Some("stop") => {
             let target = text("target").unwrap_or("");
@@ -1141,8 +1155,9 @@ fn on_control(sh: &Shared, e: &Entry) {
             if mine {
                 sh.stop.store(true, Ordering::Release);
             }
+            mine
         }
-        _ => {}
+        _ => false,
     }
 }
 
