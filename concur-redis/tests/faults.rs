@@ -91,6 +91,19 @@ impl Task for Unregistered {
     fn run(self, _cx: &mut TaskContext<'_, Self>) {}
 }
 
+/// Named as function tasks are (never registered here): the pool must
+/// refuse the name before anything else.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct LooksLikeAFunction;
+
+impl Task for LooksLikeAFunction {
+    type Output = ();
+    type ToCaller = ();
+    type FromCaller = ();
+    const NAME: &'static str = "concur::fn";
+    fn run(self, _cx: &mut TaskContext<'_, Self>) {}
+}
+
 concur_redis::register!(StallOnce, PidThenWait, Slow);
 
 fn join<T: Task>(h: TaskHandle<T>) -> Result<T::Output, TaskError> {
@@ -433,6 +446,22 @@ fn unregistered_task_fails_at_submit() {
         ErrorKind::NotRegistered { task } => assert_eq!(task, Unregistered::NAME),
         other => panic!("expected NotRegistered, got {other:?}"),
     }
+}
+
+/// Function tasks (`submit_fn`) are refused at submit: they carry a code
+/// address a worker must never take from a broker.
+#[test]
+fn function_tasks_are_refused_at_submit() {
+    let server = Server::start(false, None);
+    let pool = support::remote_pool(&server.url(), &support::fresh_queue(), support::config());
+    match pool.submit(LooksLikeAFunction).unwrap_err().kind() {
+        ErrorKind::Config { field, reason } => {
+            assert_eq!(field, "task");
+            assert!(reason.contains("code address"), "{reason}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(pool.submit_batch(vec![LooksLikeAFunction]).is_err());
 }
 
 /// SIGTERM stops a worker cleanly (exit code 0) and it leaves the group.
