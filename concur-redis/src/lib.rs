@@ -102,7 +102,9 @@
 //!
 //! # Features and requirements
 //!
-//! - `tls`: `rediss://` URLs, through the `redis` crate's rustls support.
+//! - `tls`: `rediss://` URLs, through the `redis` crate's rustls support
+//!   (the `ring` provider; the server's certificate is checked against the
+//!   system's roots, or the file `SSL_CERT_FILE` names).
 //!
 //! Linux (local workers use the parent-death signal). The tests start
 //! their own `redis-server` (Debian package `redis-server`).
