@@ -20,6 +20,8 @@ pub enum BackendName {
     Threads,
     /// Worker processes (`concur-procs`).
     Procs,
+    /// Workers anywhere, through a Redis server (`concur-redis`).
+    Redis,
 }
 
 impl BackendName {
@@ -28,6 +30,7 @@ impl BackendName {
         match self {
             BackendName::Threads => "threads",
             BackendName::Procs => "procs",
+            BackendName::Redis => "redis",
         }
     }
 
@@ -100,6 +103,33 @@ impl PoolKind for Procs {
     }
 }
 
+/// The distributed backend: local workers (this binary re-run) on the
+/// server of `--redis URL`, or on a server this process starts.
+#[cfg(feature = "redis")]
+pub struct Redis;
+
+#[cfg(feature = "redis")]
+impl PoolKind for Redis {
+    type Pool = concur_redis::RedisPool;
+    const CAPABILITIES: Capabilities = concur_redis::RedisPool::CAPABILITIES;
+    fn build(workers: usize) -> Result<Self::Pool, Box<dyn StdError + Send + Sync>> {
+        use concur_core::Configure;
+        // A queue per pool: a bench's pools never share workers.
+        let queue = format!("concur-cli-{}-{}", std::process::id(), next_queue());
+        Ok(concur_redis::RedisPool::builder(&crate::redis::url()?)
+            .queue(&queue)
+            .workers(workers)
+            .build()?)
+    }
+}
+
+#[cfg(feature = "redis")]
+fn next_queue() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
 impl Backend {
     /// Every backend compiled in, in a fixed order.
     pub const ALL: &'static [Backend] = &[
@@ -107,6 +137,8 @@ impl Backend {
         Backend(BackendName::Threads),
         #[cfg(feature = "procs")]
         Backend(BackendName::Procs),
+        #[cfg(feature = "redis")]
+        Backend(BackendName::Redis),
     ];
 
     /// The backend called `name`, if it is compiled in.
@@ -133,7 +165,7 @@ impl Backend {
 
     /// Runs `v` with this backend's pool type.
     #[cfg_attr(
-        not(any(feature = "threads", feature = "procs")),
+        not(any(feature = "threads", feature = "procs", feature = "redis")),
         allow(unused_variables)
     )]
     pub fn visit<V: Visit>(self, v: V) -> V::Output {
@@ -142,6 +174,8 @@ impl Backend {
             BackendName::Threads => v.visit::<Threads>(self),
             #[cfg(feature = "procs")]
             BackendName::Procs => v.visit::<Procs>(self),
+            #[cfg(feature = "redis")]
+            BackendName::Redis => v.visit::<Redis>(self),
             #[allow(unreachable_patterns)]
             _ => unreachable!("a Backend exists only for backends compiled in"),
         }

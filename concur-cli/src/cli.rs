@@ -65,6 +65,10 @@ pub enum Command {
     /// Measure real workloads on each backend and compare them side by side.
     #[command(after_help = BENCH_HELP)]
     Bench(BenchArgs),
+    /// Run a worker for the CLI's tasks on this machine, serving a Redis
+    /// queue (feature `redis`); stops on SIGTERM or SIGINT.
+    #[command(after_help = WORKER_HELP)]
+    Worker(WorkerArgs),
     /// Internal: the binary re-runs itself with this (not for users).
     #[command(hide = true, name = "__internal")]
     Internal(InternalArgs),
@@ -111,6 +115,26 @@ rounded to 4 significant digits.
     exit_codes_help!()
 );
 
+const WORKER_HELP: &str = concat!(
+    "Examples:
+  concur worker --redis redis://broker:6379/0                  serve the queue `default`
+  concur worker --redis redis://:PASSWORD@broker:6379/0 --queue jobs
+
+",
+    exit_codes_help!()
+);
+
+/// Arguments of `concur worker`.
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// The Redis server: redis://[:PASSWORD@]HOST[:PORT][/DB].
+    #[arg(long, value_name = "URL", env = "CONCUR_REDIS_URL")]
+    pub redis: String,
+    /// The queue to serve.
+    #[arg(long, value_name = "NAME", default_value = "default")]
+    pub queue: String,
+}
+
 /// Arguments of `concur backends`.
 #[derive(Debug, Args)]
 pub struct BackendsArgs {}
@@ -123,6 +147,9 @@ pub struct PoolArgs {
     /// process]. More than the cores runs, with a warning on standard error.
     #[arg(short, long, value_name = "N", env = "CONCUR_WORKERS")]
     pub workers: Option<usize>,
+    /// The Redis server of the `redis` backend [default: one this command starts].
+    #[arg(long, value_name = "URL", env = "CONCUR_REDIS_URL")]
+    pub redis: Option<String>,
 }
 
 /// Arguments of `concur demo`.
@@ -193,6 +220,8 @@ pub enum BackendChoice {
     Threads,
     /// A pool of worker processes.
     Procs,
+    /// Workers anywhere, through a Redis server.
+    Redis,
     /// Every backend compiled into this binary.
     All,
 }
@@ -203,6 +232,7 @@ impl BackendChoice {
         match self {
             BackendChoice::Threads => Some(BackendName::Threads),
             BackendChoice::Procs => Some(BackendName::Procs),
+            BackendChoice::Redis => Some(BackendName::Redis),
             BackendChoice::All => None,
         }
     }

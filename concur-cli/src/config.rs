@@ -48,6 +48,10 @@ impl DemoConfig {
     /// # Errors
     /// [`CliError::Usage`] naming the first problem.
     pub fn new(args: DemoArgs) -> CliResult<Self> {
+        #[cfg(feature = "redis")]
+        if let Some(url) = &args.pool.redis {
+            crate::redis::set_url(url);
+        }
         Ok(Self {
             backends: backends(&[args.backend])?,
             workers: workers(&args.pool)?,
@@ -63,6 +67,10 @@ impl BenchConfig {
     /// [`CliError::Usage`] naming the first problem; [`CliError::Runtime`]
     /// when an output opens but refuses the test write.
     pub fn new(args: BenchArgs) -> CliResult<Self> {
+        #[cfg(feature = "redis")]
+        if let Some(url) = &args.pool.redis {
+            crate::redis::set_url(url);
+        }
         let backends = backends(&args.backend)?;
         let workers = workers(&args.pool)?;
         let workloads = workloads(&args.workload);

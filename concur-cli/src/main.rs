@@ -24,6 +24,11 @@
 //!   goes to standard error when it is a terminal. The default run takes
 //!   under 2 minutes on 2 cores, `--quick` under 20 seconds.
 //!
+//! - `concur worker --redis URL [--queue NAME]` (feature `redis`): a worker
+//!   for the CLI's tasks on this machine, serving a Redis queue; with the
+//!   `redis` backend, `demo` and `bench` take `--redis URL` or start a
+//!   `redis-server` of their own.
+//!
 //! `--workers` takes 1 to [`config::MAX_WORKERS`] (1024); more workers than
 //! cores prints a one-line warning on standard error and runs.
 //!
@@ -69,6 +74,8 @@ mod demo;
 mod exit;
 mod list;
 mod output;
+#[cfg(feature = "redis")]
+mod redis;
 mod tasks;
 
 use std::process::ExitCode;
@@ -83,7 +90,12 @@ use exit::CliResult;
 fn main() -> ExitCode {
     #[cfg(feature = "procs")]
     concur_procs::init();
-    match run() {
+    #[cfg(feature = "redis")]
+    concur_redis::init();
+    let outcome = run();
+    #[cfg(feature = "redis")]
+    redis::stop();
+    match outcome {
         Ok(()) => ExitCode::from(exit::OK),
         Err(e) => e.report(),
     }
@@ -108,6 +120,7 @@ fn run() -> CliResult<()> {
             bench::run(config)
         }
         Command::Internal(args) => crash::internal(args.job),
+        Command::Worker(args) => worker(&args),
     }
 }
 
@@ -116,6 +129,25 @@ fn warn_oversubscribed(workers: usize) {
     if let Some(w) = config::oversubscribed(workers) {
         exit::warn(&w);
     }
+}
+
+/// `concur worker`: serves a Redis queue until stopped.
+#[cfg(feature = "redis")]
+fn worker(args: &cli::WorkerArgs) -> CliResult<()> {
+    concur_redis::Worker::builder(&args.redis)
+        .queue(&args.queue)
+        .run()
+        .map(|_| ())
+        .map_err(|e| exit::CliError::runtime("the worker stopped", e))
+}
+
+/// `concur worker` needs the `redis` backend.
+#[cfg(not(feature = "redis"))]
+fn worker(_args: &cli::WorkerArgs) -> CliResult<()> {
+    Err(exit::CliError::usage(
+        "`concur worker` needs the redis backend, which is not compiled into this binary; \
+         rebuild with `--features redis`",
+    ))
 }
 
 /// Help and version are printed as clap renders them; everything else is a

@@ -630,12 +630,12 @@ fn unknown_backend_is_refused_naming_the_choices() {
     assert_usage_error(
         &["bench", "--backend", "fibers"],
         &[],
-        &["fibers", "threads, procs, all"],
+        &["fibers", "threads, procs, redis, all"],
     );
     assert_usage_error(
         &["demo"],
         &[("CONCUR_BACKEND", "fibers")],
-        &["fibers", "threads, procs, all"],
+        &["fibers", "threads, procs, redis, all"],
     );
 }
 

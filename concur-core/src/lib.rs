@@ -17,6 +17,8 @@
 //! - [`TaskError`] with its matchable [`ErrorKind`]: the one error type.
 //! - [`PoolConfig`] and [`Configure`]: settings every pool understands.
 //! - [`codec`]: the one place values become bytes (bincode 2).
+//! - [`build::build_id`]: which build of the program this is (backends
+//!   refuse work from another build).
 //! - `conformance` (feature `conformance`): the suite every backend passes.
 //!
 //! ```
@@ -53,6 +55,7 @@
 
 mod admission;
 mod batch;
+pub mod build;
 pub mod codec;
 mod config;
 mod error;

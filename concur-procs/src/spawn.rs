@@ -50,7 +50,7 @@ pub(crate) const PROTOCOL_VERSION: u32 = 1;
 /// the protocol version (4 bytes, little endian), then the build id.
 pub(crate) fn identity() -> Vec<u8> {
     let mut v = PROTOCOL_VERSION.to_le_bytes().to_vec();
-    v.extend_from_slice(&sys::build_id());
+    v.extend_from_slice(concur_core::build::build_id());
     v
 }
 

@@ -122,6 +122,18 @@ pub fn recommend(workload: Workload, report: &WorkloadReport) -> String {
             if let Some(v) = verdict(m("burst_tasks_per_s"), "the throughput") {
                 s.push_str(&format!("; in a burst through map: {v}"));
             }
+            let redis = rt
+                .medians()
+                .into_iter()
+                .find(|(b, _)| *b == BackendName::Redis);
+            if let Some((_, per_task)) = redis {
+                s.push_str(&format!(
+                    "; redis pays a broker round trip per task ({}): go distributed when one \
+                     machine's workers are not enough or tasks must run elsewhere, with tasks \
+                     much longer than that",
+                    human(per_task, rt.unit)
+                ));
+            }
             s
         }
         Workload::Cpu => cpu(report),

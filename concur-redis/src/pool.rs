@@ -1,0 +1,731 @@
+//! [`RedisPool`]: the submitter's side. Tasks go out through a sender
+//! thread (several submissions leave as one pipeline of `XADD`s); results
+//! come back through a reader thread that follows the pool's own result
+//! stream; every handle still waiting is kept in one table, and the first
+//! result for a task id finishes it (later copies, from a task run twice,
+//! are dropped).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use concur_core::codec;
+use concur_core::{
+    encode_batch_items, registry, Admission, BatchHandle, Capabilities, Completion, ErrorKind,
+    Executor, Link, Payload, Permit, Task, TaskError, TaskHandle, TaskId,
+};
+use redis::{Connection, Value};
+
+use crate::conn::{ensure_group, to_task_error, Broker, BrokerError, Conn, Unreachable};
+use crate::keys::Keys;
+use crate::local::Local;
+use crate::wire::{self, ResultEntry, ResultKind, FN_TASK_NAME, PROTOCOL};
+use crate::worker::RESULT_TTL;
+
+/// Longest blocking read of the result stream (the reader sees a stop
+/// within it).
+const READ_BLOCK: Duration = Duration::from_millis(250);
+/// Most submissions sent in one pipeline.
+const SEND_BATCH: usize = 512;
+/// How long local workers get to finish their task when the pool stops
+/// with `shutdown_now` (`shutdown` gives them the reconnect timeout).
+const STOP_NOW_GRACE: Duration = Duration::from_secs(2);
+
+/// The settings a pool runs with.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub(crate) workers: usize,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) retries: u32,
+    pub(crate) reconnect: Duration,
+}
+
+/// A handle still waiting for its result.
+struct Waiting {
+    completion: Completion,
+    /// The task's entry id, once the broker has taken it.
+    entry: Option<String>,
+}
+
+/// A submission not yet sent.
+struct Outgoing {
+    id: u64,
+    name: &'static str,
+    batch: bool,
+    body: Vec<u8>,
+}
+
+#[derive(Default)]
+struct State {
+    waiting: HashMap<u64, Waiting>,
+    outbox: VecDeque<Outgoing>,
+}
+
+/// What the pool's threads share.
+pub(crate) struct Inner {
+    pub(crate) id: String,
+    pub(crate) keys: Keys,
+    broker: Arc<Broker>,
+    settings: Settings,
+    admission: Admission,
+    state: Mutex<State>,
+    /// Waiting handles changed (one finished) or the outbox has work.
+    changed: Condvar,
+    /// Calls on the submitter's behalf that are not submissions: messages
+    /// to tasks, cancels, stop requests.
+    side: Mutex<Conn>,
+    closed: AtomicBool,
+    /// The reader and sender threads must end.
+    quit: AtomicBool,
+    /// The reader's client id, so that a stop ends its blocking read.
+    reader_id: AtomicU64,
+    pub(crate) local: Option<Local>,
+}
+
+impl Inner {
+    pub(crate) fn new(
+        id: String,
+        keys: Keys,
+        broker: Arc<Broker>,
+        settings: Settings,
+        queue_bound: usize,
+        local: Option<Local>,
+    ) -> Self {
+        Self {
+            id,
+            keys,
+            side: Mutex::new(Conn::new(broker.clone())),
+            broker,
+            settings,
+            admission: Admission::new(queue_bound),
+            state: Mutex::new(State::default()),
+            changed: Condvar::new(),
+            closed: AtomicBool::new(false),
+            quit: AtomicBool::new(false),
+            reader_id: AtomicU64::new(0),
+            local,
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn side(&self) -> MutexGuard<'_, Conn> {
+        self.side.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Finishes task `id` with `r` unless it is already done; the first
+    /// result wins.
+    fn finish(&self, id: u64, r: Result<Payload, TaskError>) {
+        let w = self.state().waiting.remove(&id);
+        if let Some(w) = w {
+            w.completion.finish(r);
+            self.changed.notify_all();
+        }
+    }
+
+    /// Fails every waiting handle with `e`.
+    fn fail_all(&self, e: &TaskError) {
+        let all: Vec<Waiting> = {
+            let mut s = self.state();
+            s.outbox.clear();
+            s.waiting.drain().map(|(_, w)| w).collect()
+        };
+        for w in all {
+            w.completion.finish(Err(e.clone()));
+        }
+        self.changed.notify_all();
+    }
+
+    /// The local workers cannot be kept running: every waiting task fails
+    /// with `PoolFailed`, its entry is deleted and workers are told.
+    pub(crate) fn fail_pool(&self, why: &str) {
+        let entries: Vec<String> = self
+            .state()
+            .waiting
+            .values()
+            .filter_map(|w| w.entry.clone())
+            .collect();
+        self.fail_all(&TaskError::new(ErrorKind::PoolFailed {
+            reason: why.to_owned(),
+        }));
+        self.cancel_entries(&entries, None);
+    }
+
+    fn enqueue(&self, completion: &Completion, name: &'static str, batch: bool, body: Vec<u8>) {
+        let id = completion.id().0;
+        let mut s = self.state();
+        s.waiting.insert(
+            id,
+            Waiting {
+                completion: completion.clone(),
+                entry: None,
+            },
+        );
+        s.outbox.push_back(Outgoing {
+            id,
+            name,
+            batch,
+            body,
+        });
+        drop(s);
+        self.changed.notify_all();
+    }
+
+    fn check_open(&self) -> Result<(), TaskError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(ErrorKind::ShutDown.into());
+        }
+        if let Some(why) = self.local.as_ref().and_then(Local::failed) {
+            return Err(ErrorKind::PoolFailed { reason: why }.into());
+        }
+        Ok(())
+    }
+
+    /// Sends `f`'s commands on the side connection (bounded reconnect).
+    fn side_call(
+        &self,
+        f: impl FnMut(&mut Connection) -> Result<(), redis::RedisError>,
+    ) -> Result<(), TaskError> {
+        self.side().run(&self.quit, f)
+    }
+
+    /// Deletes the entries of tasks that will not be run and tells the
+    /// workers (`id` `None`: every task of this pool).
+    fn cancel_entries(&self, entries: &[String], id: Option<u64>) {
+        let tasks = self.keys.tasks();
+        let control = self.keys.control();
+        let pool = self.id.clone();
+        let which = id.map_or_else(|| "*".to_owned(), |i| i.to_string());
+        let _ = self.side_call(|c| {
+            let mut p = redis::pipe();
+            if !entries.is_empty() {
+                p.cmd("XDEL").arg(&tasks).arg(entries).ignore();
+            }
+            p.cmd("XADD")
+                .arg(&control)
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(10_000)
+                .arg("*")
+                .arg("op")
+                .arg("cancel")
+                .arg("pool")
+                .arg(&pool)
+                .arg("id")
+                .arg(&which)
+                .ignore();
+            p.exec(c)
+        });
+    }
+}
+
+impl Link for Inner {
+    fn deliver(&self, id: TaskId, msg: Payload) -> Result<(), TaskError> {
+        let body = msg.to_bytes()?;
+        let key = self.keys.down(&self.id, id.0);
+        self.side_call(|c| {
+            redis::pipe()
+                .cmd("XADD")
+                .arg(&key)
+                .arg("*")
+                .arg("m")
+                .arg(&body)
+                .ignore()
+                .cmd("PEXPIRE")
+                .arg(&key)
+                .arg(RESULT_TTL.as_millis() as u64)
+                .ignore()
+                .exec(c)
+        })
+    }
+
+    fn cancel_running(&self, id: TaskId) {
+        let w = self.state().waiting.remove(&id.0);
+        self.changed.notify_all();
+        let entries: Vec<String> = w.and_then(|w| w.entry).into_iter().collect();
+        self.cancel_entries(&entries, Some(id.0));
+    }
+
+    fn caller_gone(&self, id: TaskId) {
+        let key = self.keys.down(&self.id, id.0);
+        let _ = self.side_call(|c| {
+            redis::pipe()
+                .cmd("XADD")
+                .arg(&key)
+                .arg("*")
+                .arg("end")
+                .arg(1)
+                .ignore()
+                .cmd("PEXPIRE")
+                .arg(&key)
+                .arg(RESULT_TTL.as_millis() as u64)
+                .ignore()
+                .exec(c)
+        });
+    }
+}
+
+/// The sender thread: takes what is queued, sends it as one pipeline,
+/// notes each entry id (a task cancelled meanwhile has its entry deleted).
+pub(crate) fn sender_loop(inner: &Inner) {
+    let mut conn = Conn::new(inner.broker.clone());
+    let build = concur_core::build::build_id();
+    let tasks = inner.keys.tasks();
+    let retries = inner.settings.retries.to_string();
+    let timeout = inner
+        .settings
+        .timeout
+        .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX).to_string());
+    loop {
+        let batch: Vec<Outgoing> = {
+            let mut s = inner.state();
+            while s.outbox.is_empty() && !inner.quit.load(Ordering::Acquire) {
+                s = inner.changed.wait(s).unwrap_or_else(|e| e.into_inner());
+            }
+            if s.outbox.is_empty() {
+                return;
+            }
+            let n = s.outbox.len().min(SEND_BATCH);
+            s.outbox.drain(..n).collect()
+        };
+        let sent = conn.run(&inner.quit, |c| {
+            let mut p = redis::pipe();
+            for o in &batch {
+                let x = p.cmd("XADD").arg(&tasks).arg("*");
+                x.arg("v").arg(PROTOCOL).arg("build").arg(build);
+                x.arg("name").arg(o.name).arg("pool").arg(&inner.id);
+                x.arg("id").arg(o.id);
+                x.arg("kind").arg(if o.batch { "batch" } else { "one" });
+                x.arg("retries").arg(&retries);
+                if let Some(t) = &timeout {
+                    x.arg("timeout").arg(t);
+                }
+                x.arg("body").arg(&o.body);
+            }
+            p.query::<Vec<Value>>(c)
+        });
+        match sent {
+            Ok(ids) => {
+                let mut orphans = Vec::new();
+                {
+                    let mut s = inner.state();
+                    for (o, id) in batch.iter().zip(ids) {
+                        let Some(id) = wire::text(&id) else { continue };
+                        match s.waiting.get_mut(&o.id) {
+                            Some(w) => w.entry = Some(id),
+                            None => orphans.push(id),
+                        }
+                    }
+                }
+                if !orphans.is_empty() {
+                    // Cancelled while on their way: never run them.
+                    let _ =
+                        inner.side_call(|c| redis::cmd("XDEL").arg(&tasks).arg(&orphans).exec(c));
+                }
+            }
+            Err(e) => {
+                for o in &batch {
+                    inner.finish(o.id, Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// The reader thread: follows the result stream, deleting what it has
+/// read; when the broker is gone past the reconnect bound it fails every
+/// waiting handle; when the broker comes back as a new server (another run
+/// id), it checks which waiting tasks the broker lost and fails them.
+pub(crate) fn reader_loop(inner: &Inner, mut run_id: Option<String>) {
+    let res = inner.keys.results(&inner.id);
+    let mut con: Option<Connection> = None;
+    let mut last = "0-0".to_owned();
+    let mut read_ids: Vec<String> = Vec::new();
+    let mut outage: Option<(Instant, bool)> = None;
+    let mut refreshed = Instant::now();
+    let mut pause = Duration::from_millis(20);
+    while !inner.quit.load(Ordering::Acquire) {
+        let c = match &mut con {
+            Some(c) => c,
+            None => match inner.broker.connect_once() {
+                Ok(mut c) => {
+                    pause = Duration::from_millis(20);
+                    let id: u64 = redis::cmd("CLIENT").arg("ID").query(&mut c).unwrap_or(0);
+                    inner.reader_id.store(id, Ordering::Release);
+                    con.insert(c)
+                }
+                Err(e) => {
+                    on_outage(inner, &mut outage, e);
+                    // Backoff: nothing to read until the broker is back.
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                    continue;
+                }
+            },
+        };
+        if outage.take().is_some() {
+            let now_id = server_run_id(c);
+            if now_id.is_some() && run_id.is_some() && now_id != run_id {
+                verify_waiting(inner, c, &res, &mut last);
+            }
+            run_id = now_id.or(run_id);
+            let _ = ensure_group(c, &inner.keys.tasks());
+        }
+        let refresh = refreshed.elapsed() >= RESULT_TTL / 8;
+        let reply = {
+            let mut p = redis::pipe();
+            if !read_ids.is_empty() {
+                p.cmd("XDEL").arg(&res).arg(&read_ids).ignore();
+            }
+            if refresh {
+                p.cmd("PEXPIRE")
+                    .arg(&res)
+                    .arg(RESULT_TTL.as_millis() as u64)
+                    .ignore();
+            }
+            p.cmd("XREAD")
+                .arg("COUNT")
+                .arg(512)
+                .arg("BLOCK")
+                .arg(READ_BLOCK.as_millis() as u64)
+                .arg("STREAMS")
+                .arg(&res)
+                .arg(&last);
+            p.query::<Vec<Value>>(c)
+        };
+        match reply {
+            Ok(mut v) => {
+                read_ids.clear();
+                if refresh {
+                    refreshed = Instant::now();
+                }
+                let entries = v.pop().map(|v| wire::read_reply(&v)).unwrap_or_default();
+                for e in entries {
+                    last = e.id.clone();
+                    read_ids.push(e.id.clone());
+                    on_result(inner, &e);
+                }
+            }
+            Err(e) => {
+                let e = BrokerError::new(&e);
+                if e.io {
+                    con = None;
+                    outage.get_or_insert((Instant::now(), false));
+                } else {
+                    // A command refused (someone replaced the stream with
+                    // another type, say): try again shortly.
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+    }
+}
+
+fn on_outage(inner: &Inner, outage: &mut Option<(Instant, bool)>, e: BrokerError) {
+    let (since, failed) = outage.get_or_insert((Instant::now(), false));
+    let waited = since.elapsed();
+    if !*failed && waited >= inner.settings.reconnect {
+        *failed = true;
+        let err = TaskError::with_source(
+            ErrorKind::Io,
+            Unreachable {
+                url: inner.broker.url().to_owned(),
+                waited,
+                last: e,
+            },
+        );
+        inner.fail_all(&err);
+    }
+}
+
+fn server_run_id(c: &mut Connection) -> Option<String> {
+    let info: String = redis::cmd("INFO").arg("server").query(c).ok()?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("run_id:"))
+        .map(|s| s.trim().to_owned())
+}
+
+/// After the broker restarted: the waiting tasks whose entries are gone
+/// and whose results are not in the result stream were lost with the
+/// broker's memory (no `appendonly`): they fail with `Io`.
+fn verify_waiting(inner: &Inner, c: &mut Connection, res: &str, last: &mut String) {
+    let sent: Vec<(u64, String)> = inner
+        .state()
+        .waiting
+        .iter()
+        .filter_map(|(id, w)| Some((*id, w.entry.clone()?)))
+        .collect();
+    let tasks = inner.keys.tasks();
+    let mut missing = Vec::new();
+    for chunk in sent.chunks(512) {
+        let mut p = redis::pipe();
+        for (_, entry) in chunk {
+            p.cmd("XRANGE").arg(&tasks).arg(entry).arg(entry);
+        }
+        let Ok(found) = p.query::<Vec<Value>>(c) else {
+            return;
+        };
+        for ((id, _), v) in chunk.iter().zip(found) {
+            if wire::entries(&v).is_empty() {
+                missing.push(*id);
+            }
+        }
+    }
+    // Results written before the check finish their tasks first.
+    loop {
+        let Ok(v) = redis::cmd("XREAD")
+            .arg("COUNT")
+            .arg(4096)
+            .arg("STREAMS")
+            .arg(res)
+            .arg(&*last)
+            .query::<Value>(c)
+        else {
+            return;
+        };
+        let entries = wire::read_reply(&v);
+        if entries.is_empty() {
+            break;
+        }
+        for e in entries {
+            *last = e.id.clone();
+            on_result(inner, &e);
+        }
+    }
+    for id in missing {
+        inner.finish(
+            id,
+            Err(TaskError::with_source(
+                ErrorKind::Io,
+                BrokerError::other(
+                    "the broker restarted and lost the task (run it with appendonly yes)",
+                ),
+            )),
+        );
+    }
+}
+
+fn on_result(inner: &Inner, e: &wire::Entry) {
+    // An entry nobody can route is dropped: it finishes no task.
+    let Ok(r) = ResultEntry::parse(e) else { return };
+    match r.kind {
+        ResultKind::Ready => {
+            if let Some(local) = &inner.local {
+                local.ready(r.task);
+            }
+        }
+        ResultKind::Msg => {
+            let s = inner.state();
+            if let Some(w) = s.waiting.get(&r.task) {
+                w.completion.push_message(Payload::bytes(r.body));
+            }
+        }
+        ResultKind::Ok => inner.finish(r.task, Ok(Payload::bytes(r.body))),
+        ResultKind::Err => {
+            let e = codec::decode::<TaskError>(&r.body, "error").unwrap_or_else(|e| e);
+            inner.finish(r.task, Err(e));
+        }
+    }
+}
+
+/// A pool whose tasks run on workers anywhere, through a Redis queue.
+///
+/// Build it with [`RedisPool::builder`]. It implements the same
+/// [`Executor`] contract as the other backends; see the crate docs for
+/// what is guaranteed and what differs (at-least-once across worker
+/// deaths; cooperative timeouts and cancels).
+pub struct RedisPool {
+    pub(crate) inner: Arc<Inner>,
+    pub(crate) threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for RedisPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisPool")
+            .field("queue", &self.inner.keys.queue())
+            .field("pool", &self.inner.id)
+            .finish()
+    }
+}
+
+impl RedisPool {
+    /// What this backend can do (see [`Executor::capabilities`]): values
+    /// are encoded; timeouts and cancels are cooperative (a worker serves
+    /// the whole queue and is not killed for one task); a crash fails
+    /// only its task and the pool goes on.
+    pub const CAPABILITIES: Capabilities = Capabilities {
+        shared_memory: false,
+        kills_on_timeout: false,
+        kills_on_cancel: false,
+        isolates_crashes: true,
+        memory_limit: false,
+        zero_copy_payloads: false,
+    };
+
+    /// A builder for a pool on the broker at `url`
+    /// (`redis://[:password@]host[:port][/db]`, `rediss://` with the `tls`
+    /// feature).
+    pub fn builder(url: &str) -> crate::RedisPoolBuilder {
+        crate::RedisPoolBuilder::new(url)
+    }
+
+    /// The Redis keys of this pool's queue (for operators and tests).
+    pub fn keys(&self) -> &Keys {
+        &self.inner.keys
+    }
+
+    /// This pool's id: its result stream is `keys().results(id)`.
+    pub fn id(&self) -> &str {
+        &self.inner.id
+    }
+
+    /// Stops the local workers (after `grace`) and the pool's threads, and
+    /// deletes the pool's result stream. Idempotent.
+    fn stop(&self, grace: Duration) {
+        let threads: Vec<JoinHandle<()>> =
+            std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        if threads.is_empty() {
+            return;
+        }
+        let inner = &self.inner;
+        if let Some(local) = &inner.local {
+            let control = inner.keys.control();
+            let target = format!("pool:{}", local.pool());
+            let _ = inner.side_call(|c| {
+                redis::cmd("XADD")
+                    .arg(&control)
+                    .arg("MAXLEN")
+                    .arg("~")
+                    .arg(10_000)
+                    .arg("*")
+                    .arg("op")
+                    .arg("stop")
+                    .arg("target")
+                    .arg(&target)
+                    .exec(c)
+            });
+            local.stop(grace);
+        }
+        inner.quit.store(true, Ordering::Release);
+        inner.changed.notify_all();
+        crate::conn::unblock(&mut inner.side(), &inner.reader_id);
+        for t in threads {
+            let _ = t.join();
+        }
+        let res = inner.keys.results(&inner.id);
+        let never = AtomicBool::new(false);
+        let _ = inner
+            .side()
+            .try_once(&never, |c| redis::cmd("DEL").arg(&res).exec(c));
+    }
+}
+
+impl Executor for RedisPool {
+    fn backend(&self) -> &'static str {
+        "redis"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Self::CAPABILITIES
+    }
+
+    fn workers(&self) -> usize {
+        self.inner.settings.workers
+    }
+
+    fn admission(&self) -> &Admission {
+        &self.inner.admission
+    }
+
+    fn start<T: Task>(&self, task: T, permit: Permit) -> Result<TaskHandle<T>, TaskError> {
+        self.inner.check_open()?;
+        if T::NAME == FN_TASK_NAME {
+            return Err(crate::error::fn_task_refused());
+        }
+        registry::ensure_registered::<T>()?;
+        let body = Payload::value(task).to_bytes()?;
+        let completion = Completion::new(permit, Some(self.inner.clone() as Arc<dyn Link>));
+        completion.begin();
+        self.inner.enqueue(&completion, T::NAME, false, body);
+        Ok(TaskHandle::new(&completion))
+    }
+
+    fn start_batch<T: Task>(
+        &self,
+        tasks: Vec<T>,
+        permit: Permit,
+    ) -> Result<BatchHandle<T>, TaskError> {
+        self.inner.check_open()?;
+        if T::NAME == FN_TASK_NAME {
+            return Err(crate::error::fn_task_refused());
+        }
+        registry::ensure_registered::<T>()?;
+        let len = tasks.len();
+        // A task that cannot be encoded fails its own slot: the worker
+        // passes the error through.
+        let items: Vec<Result<Vec<u8>, TaskError>> = tasks
+            .into_iter()
+            .map(|t| Payload::value(t).to_bytes())
+            .collect();
+        let body = encode_batch_items(&items)?;
+        let completion = Completion::new(permit, Some(self.inner.clone() as Arc<dyn Link>));
+        if len == 0 {
+            completion.finish(Ok(Payload::bytes(encode_batch_items(&[])?)));
+        } else {
+            completion.begin();
+            self.inner.enqueue(&completion, T::NAME, true, body);
+        }
+        Ok(BatchHandle::new(&completion, len))
+    }
+
+    fn shutdown(&self) -> Result<(), TaskError> {
+        self.inner.admission.close();
+        self.inner.closed.store(true, Ordering::Release);
+        {
+            // Waits for the tasks themselves (documented on the trait):
+            // bound it with a task timeout or interrupt it with shutdown_now.
+            let mut s = self.inner.state();
+            while !s.waiting.is_empty() {
+                s = self
+                    .inner
+                    .changed
+                    .wait(s)
+                    .unwrap_or_else(|e| e.into_inner());
+            }
+        }
+        self.stop(self.inner.settings.reconnect);
+        Ok(())
+    }
+
+    fn shutdown_now(&self) {
+        self.inner.admission.close();
+        self.inner.closed.store(true, Ordering::Release);
+        let all: Vec<Waiting> = {
+            let mut s = self.inner.state();
+            s.outbox.clear();
+            s.waiting.drain().map(|(_, w)| w).collect()
+        };
+        let entries: Vec<String> = all.iter().filter_map(|w| w.entry.clone()).collect();
+        for w in all {
+            w.completion.finish(Err(ErrorKind::Cancelled.into()));
+        }
+        self.inner.changed.notify_all();
+        self.inner.cancel_entries(&entries, None);
+        self.stop(STOP_NOW_GRACE);
+    }
+}
+
+impl Drop for RedisPool {
+    fn drop(&mut self) {
+        let _ = self.shutdown();
+    }
+}
+
+/// A broker error during set-up, as our error.
+pub(crate) fn setup_error(e: &redis::RedisError) -> TaskError {
+    to_task_error(BrokerError::new(e))
+}

@@ -1,0 +1,310 @@
+//! Test support: a real `redis-server` per test (or one per test binary),
+//! and worker processes that are this test binary re-run, each stopped and
+//! reaped by a guard even when the test panics.
+
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use concur_redis::{Configure, PoolConfig, RedisPool, RedisPoolBuilder, Worker};
+
+/// The test every test binary defines that runs a worker when asked to.
+pub const WORKER_TEST: &str = "worker_entry";
+/// Set (to the URL) in a worker started by [`spawn_worker`].
+const ENV_URL: &str = "CONCUR_TEST_REDIS_URL";
+const ENV_QUEUE: &str = "CONCUR_TEST_REDIS_QUEUE";
+const ENV_OTHER_BUILD: &str = "CONCUR_TEST_OTHER_BUILD";
+const ENV_VISIBILITY_MS: &str = "CONCUR_TEST_VISIBILITY_MS";
+
+/// The longest any wait in these tests may take.
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+/// A `redis-server` of our own on a free loopback port, with its own
+/// directory. Killed and reaped on drop.
+pub struct Server {
+    child: Option<Child>,
+    port: u16,
+    dir: PathBuf,
+    appendonly: bool,
+    password: Option<String>,
+}
+
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("a free loopback port");
+    l.local_addr().unwrap().port()
+}
+
+fn unique(tag: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{tag}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A queue name no other test uses.
+pub fn fresh_queue() -> String {
+    unique("q")
+}
+
+impl Server {
+    /// Starts a server (`appendonly` on or off; `requirepass` when given).
+    pub fn start(appendonly: bool, password: Option<&str>) -> Self {
+        let dir = std::env::temp_dir().join(unique("concur-redis-test"));
+        std::fs::create_dir_all(&dir).expect("a temp dir");
+        let mut s = Server {
+            child: None,
+            port: free_port(),
+            dir,
+            appendonly,
+            password: password.map(str::to_owned),
+        };
+        s.launch();
+        s
+    }
+
+    fn launch(&mut self) {
+        let mut cmd = Command::new("redis-server");
+        cmd.arg("--port")
+            .arg(self.port.to_string())
+            .arg("--bind")
+            .arg("127.0.0.1")
+            .arg("--dir")
+            .arg(&self.dir)
+            .arg("--appendonly")
+            .arg(if self.appendonly { "yes" } else { "no" })
+            .arg("--save")
+            .arg("")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null());
+        if let Some(p) = &self.password {
+            cmd.arg("--requirepass").arg(p);
+        }
+        // SAFETY: prctl takes integers only and is async-signal-safe. The
+        // server dies with the thread that started it if the test process
+        // dies without running its guards.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(
+                    libc::PR_SET_PDEATHSIG,
+                    libc::SIGKILL as libc::c_ulong,
+                    0,
+                    0,
+                    0,
+                );
+                Ok(())
+            });
+        }
+        let child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
+                "redis-server is not on PATH: these tests need a real server \
+                 (Debian/Ubuntu: apt-get install -y redis-server)"
+            ),
+            Err(e) => panic!("cannot start redis-server: {e}"),
+        };
+        self.child = Some(child);
+        self.wait_until_up();
+    }
+
+    fn wait_until_up(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                panic!("redis-server exited at start: {status}");
+            }
+            let ok = redis::Client::open(self.url())
+                .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(200)))
+                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+                .is_ok();
+            if ok {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not answer PING"
+            );
+            // A bounded poll: the server has no other way to say it is up.
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `redis://[:password@]127.0.0.1:PORT/0`.
+    pub fn url(&self) -> String {
+        match &self.password {
+            Some(p) => format!("redis://:{p}@127.0.0.1:{}/0", self.port),
+            None => format!("redis://127.0.0.1:{}/0", self.port),
+        }
+    }
+
+    /// A connection for looking inside.
+    pub fn con(&self) -> redis::Connection {
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_connection_with_timeout(Duration::from_secs(5))
+            .expect("a connection to the test server")
+    }
+
+    /// SIGKILLs the server and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same port and directory (its AOF, if any).
+    pub fn restart(&mut self) {
+        self.kill();
+        self.launch();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// One server for the whole test binary, started by a thread that lives
+/// as long as the process (so the server's parent-death signal fires only
+/// when the process ends).
+pub fn shared_server_url() -> &'static str {
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let s = Server::start(false, None);
+            tx.send(s.url()).unwrap();
+            // Keeps the thread (and so the server) alive until the process exits.
+            loop {
+                std::thread::park();
+            }
+        });
+        rx.recv_timeout(Duration::from_secs(30))
+            .expect("the shared redis-server starts")
+    })
+}
+
+/// The command that starts a worker: this test binary, running only
+/// [`WORKER_TEST`].
+pub fn worker_args() -> [&'static str; 4] {
+    ["--exact", WORKER_TEST, "--nocapture", "--quiet"]
+}
+
+/// A pool builder on `url` with local workers that are this test binary.
+pub fn builder(url: &str, config: PoolConfig) -> RedisPoolBuilder {
+    RedisPoolBuilder::from_config(url, config)
+        .queue(&fresh_queue())
+        .worker_command(std::env::current_exe().unwrap(), worker_args())
+}
+
+/// Builds pools for the tests: fresh queue, short visibility timeout.
+pub fn pool(url: &str, config: PoolConfig) -> RedisPool {
+    builder(url, config).build().expect("a pool")
+}
+
+/// What the worker test does: a local worker of a pool, or an independent
+/// worker started by [`spawn_worker`]; nothing in a normal test run.
+pub fn worker_entry() {
+    concur_redis::init();
+    let Ok(url) = std::env::var(ENV_URL) else {
+        return;
+    };
+    let queue = std::env::var(ENV_QUEUE).expect("a queue");
+    let mut w = Worker::builder(&url).queue(&queue);
+    if let Some(ms) = std::env::var(ENV_VISIBILITY_MS)
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        w = w.visibility_timeout(Duration::from_millis(ms));
+    }
+    if std::env::var_os(ENV_OTHER_BUILD).is_some() {
+        w = w.pretend_build(b"another build");
+    }
+    let code = match w.run() {
+        Ok(_) => 0,
+        Err(e) => {
+            eprintln!("test worker: {e}: {:?}", std::error::Error::source(&e));
+            1
+        }
+    };
+    std::process::exit(code);
+}
+
+/// Independent worker processes (as on other machines), killed and reaped
+/// on drop.
+#[derive(Default)]
+pub struct Workers(pub Vec<Child>);
+
+/// Options of an independent worker.
+#[derive(Clone, Copy, Default)]
+pub struct WorkerOpts {
+    pub other_build: bool,
+    pub visibility_ms: Option<u64>,
+}
+
+impl Workers {
+    /// Starts one worker for `queue` at `url`.
+    pub fn spawn(&mut self, url: &str, queue: &str, opts: WorkerOpts) -> u32 {
+        let mut cmd = Command::new(std::env::current_exe().unwrap());
+        cmd.args(worker_args())
+            .env(ENV_URL, url)
+            .env(ENV_QUEUE, queue)
+            .stdin(Stdio::null());
+        if opts.other_build {
+            cmd.env(ENV_OTHER_BUILD, "1");
+        }
+        if let Some(ms) = opts.visibility_ms {
+            cmd.env(ENV_VISIBILITY_MS, ms.to_string());
+        }
+        let child = cmd.spawn().expect("a worker process");
+        let pid = child.id();
+        self.0.push(child);
+        pid
+    }
+
+    /// SIGKILLs worker `pid` and reaps it.
+    pub fn kill(&mut self, pid: u32) {
+        if let Some(i) = self.0.iter().position(|c| c.id() == pid) {
+            let mut c = self.0.remove(i);
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A pool with no local workers, for queues served by [`Workers`].
+pub fn remote_pool(url: &str, queue: &str, config: PoolConfig) -> RedisPool {
+    RedisPoolBuilder::from_config(url, config)
+        .queue(queue)
+        .local_workers(false)
+        .build()
+        .expect("a pool")
+}
+
+/// `workers(n)` etc. read better at call sites through `Configure`.
+pub fn config() -> PoolConfig {
+    PoolConfig::new()
+}
+
+pub fn workers(n: usize) -> PoolConfig {
+    PoolConfig::new().workers(n)
+}
