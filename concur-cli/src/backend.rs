@@ -201,7 +201,7 @@ impl fmt::Display for Backend {
 }
 
 /// Each capability with its short name, as `concur backends` prints them.
-pub fn describe(caps: &Capabilities) -> [(&'static str, bool); 6] {
+pub fn describe(caps: &Capabilities) -> [(&'static str, bool); 7] {
     [
         ("shared memory", caps.shared_memory),
         ("kill on timeout", caps.kills_on_timeout),
@@ -209,5 +209,6 @@ pub fn describe(caps: &Capabilities) -> [(&'static str, bool); 6] {
         ("survive crashes", caps.isolates_crashes),
         ("memory limit", caps.memory_limit),
         ("zero-copy payloads", caps.zero_copy_payloads),
+        ("function tasks", caps.function_tasks),
     ]
 }

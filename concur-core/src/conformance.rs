@@ -1287,15 +1287,41 @@ fn explode(n: u64) -> u64 {
     panic!("exploded on {n}")
 }
 
-/// Function tasks: a `fn` item runs as a task, unregistered, on every backend.
+/// A pool for a function-task case, or `None` when the backend declares it
+/// does not run function tasks: then it must refuse them at submit with a
+/// typed error (never accept one and lose it), which this checks.
+fn fn_pool<B: Backend>(b: &B, config: PoolConfig) -> Option<Guard<B::Pool>> {
+    let p = pool(b, config);
+    if p.capabilities().function_tasks {
+        return Some(p);
+    }
+    let refused = p.submit_fn(square, 3).err();
+    assert!(
+        matches!(refused.as_ref().map(TaskError::kind), Some(ErrorKind::Config { .. })),
+        "a backend without function tasks refuses them at submit with a Config error, got {refused:?}"
+    );
+    let refused = p.map_fn(square, 0..3u64).next();
+    assert!(
+        matches!(refused, Some(Err(ref e)) if matches!(e.kind(), ErrorKind::Config { .. })),
+        "map_fn on a backend without function tasks fails with a Config error, got {refused:?}"
+    );
+    None
+}
+
+/// Function tasks: a `fn` item runs as a task, unregistered, on every
+/// backend that declares `function_tasks`.
 pub fn fn_item_runs<B: Backend>(b: &B) {
-    let p = pool(b, PoolConfig::new().workers(2));
+    let Some(p) = fn_pool(b, PoolConfig::new().workers(2)) else {
+        return;
+    };
     assert_eq!(ok(p.submit_fn(square, 12).unwrap()), 144);
 }
 
 /// Function tasks: a closure that captures nothing runs as a task.
 pub fn fn_closure_runs<B: Backend>(b: &B) {
-    let p = pool(b, PoolConfig::new().workers(2));
+    let Some(p) = fn_pool(b, PoolConfig::new().workers(2)) else {
+        return;
+    };
     let sum = |v: Vec<u32>| v.into_iter().map(u64::from).sum::<u64>();
     assert_eq!(ok(p.submit_fn(sum, vec![1, 2, 3]).unwrap()), 6);
     let h = p
@@ -1308,7 +1334,9 @@ pub fn fn_closure_runs<B: Backend>(b: &B) {
 /// any serializable value (here a `String`, then a `Result` in the
 /// function's own terms).
 pub fn fn_tuple_args<B: Backend>(b: &B) {
-    let p = pool(b, PoolConfig::new().workers(2));
+    let Some(p) = fn_pool(b, PoolConfig::new().workers(2)) else {
+        return;
+    };
     let h = p.submit_fn(label, ("x".to_owned(), 3, 0.5)).unwrap();
     assert_eq!(ok(h), "x=1.5");
     let div = |(a, b): (i64, i64)| a.checked_div(b).ok_or_else(|| format!("{a}/{b}"));
@@ -1319,7 +1347,9 @@ pub fn fn_tuple_args<B: Backend>(b: &B) {
 /// Function tasks (map): `map_fn` yields `f(input)` for every input, in
 /// input order; 2,000 inputs are enough that `map` sends them in batches.
 pub fn map_fn_keeps_order<B: Backend>(b: &B) {
-    let p = pool(b, PoolConfig::new().workers(2));
+    let Some(p) = fn_pool(b, PoolConfig::new().workers(2)) else {
+        return;
+    };
     let out: Vec<u64> = p
         .map_fn(square, 0..2000u64)
         .collect::<Result<_, _>>()
@@ -1339,7 +1369,9 @@ pub fn map_fn_keeps_order<B: Backend>(b: &B) {
 /// `Panicked`, its message naming the function and its location kept; in
 /// `map_fn` only that item fails, and the pool goes on.
 pub fn fn_panic_names_function<B: Backend>(b: &B) {
-    let p = pool(b, PoolConfig::new().workers(1));
+    let Some(p) = fn_pool(b, PoolConfig::new().workers(1)) else {
+        return;
+    };
     match join(p.submit_fn(explode, 7).unwrap()).unwrap_err().kind() {
         ErrorKind::Panicked { message, location } => {
             assert_eq!(
@@ -1394,6 +1426,7 @@ fn flag(c: &Capabilities, name: &str) -> bool {
         "isolates_crashes" => c.isolates_crashes,
         "memory_limit" => c.memory_limit,
         "zero_copy_payloads" => c.zero_copy_payloads,
+        "function_tasks" => c.function_tasks,
         other => panic!("unknown capability {other}"),
     }
 }

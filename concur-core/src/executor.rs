@@ -23,6 +23,11 @@ pub struct Capabilities {
     pub memory_limit: bool,
     /// Large payloads are not copied through a socket (moved, or shared memory).
     pub zero_copy_payloads: bool,
+    /// Function tasks (`submit_fn`, `map_fn`) run here. A backend whose
+    /// workers take work from a shared broker refuses them at submit with
+    /// a typed error: a function task names code by its address, which a
+    /// worker must never take from anyone but its own parent.
+    pub function_tasks: bool,
 }
 
 /// A pool of workers that runs [`Task`]s.

@@ -564,6 +564,7 @@ impl RedisPool {
         isolates_crashes: true,
         memory_limit: false,
         zero_copy_payloads: false,
+        function_tasks: false,
     };
 
     /// A builder for a pool on the broker at `url`
@@ -646,6 +647,7 @@ impl Executor for RedisPool {
         if T::NAME == FN_TASK_NAME {
             return Err(crate::error::fn_task_refused());
         }
+        self.admission().admits(&permit, 1)?;
         registry::ensure_registered::<T>()?;
         let body = Payload::value(task).to_bytes()?;
         let completion = Completion::new(permit, Some(self.inner.clone() as Arc<dyn Link>));
@@ -663,6 +665,7 @@ impl Executor for RedisPool {
         if T::NAME == FN_TASK_NAME {
             return Err(crate::error::fn_task_refused());
         }
+        self.admission().admits(&permit, tasks.len())?;
         registry::ensure_registered::<T>()?;
         let len = tasks.len();
         // A task that cannot be encoded fails its own slot: the worker

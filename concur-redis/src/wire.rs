@@ -22,7 +22,7 @@ pub(crate) const PROTOCOL: u32 = 1;
 /// The registry name of function tasks (`submit_fn`). They carry a code
 /// address, which a worker must never take from a broker anyone with
 /// access can write to: refused at submit and in the worker.
-pub(crate) const FN_TASK_NAME: &str = "concur::fn";
+pub(crate) use concur_core::FN_TASK_NAME;
 
 /// One stream entry as read: its id and its fields (`None` when the entry
 /// was deleted after it was delivered).

@@ -111,6 +111,7 @@ impl ThreadPool {
         isolates_crashes: false,
         memory_limit: false,
         zero_copy_payloads: true,
+        function_tasks: true,
     };
 
     /// A pool of `workers` threads with default settings.

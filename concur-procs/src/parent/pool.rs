@@ -43,6 +43,7 @@ impl ProcessPool {
         isolates_crashes: true,
         memory_limit: true,
         zero_copy_payloads: true,
+        function_tasks: true,
     };
 
     /// A builder with every default.
