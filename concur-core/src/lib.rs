@@ -86,5 +86,5 @@ pub mod prelude {
 
 #[doc(hidden)]
 pub mod __private {
-    pub use inventory;
+    pub use linkme;
 }
