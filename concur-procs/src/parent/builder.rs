@@ -134,10 +134,11 @@ impl ProcessPoolBuilder {
     /// # Errors
     /// [`ErrorKind::Config`](concur_core::ErrorKind::Config) for an invalid
     /// setting; [`ErrorKind::Spawn`](concur_core::ErrorKind::Spawn) when a
-    /// worker could not be started (its cause says why, for example a
-    /// program that does not call [`init`](crate::init)); the initializer's
+    /// worker could not be started (its cause says why); the initializer's
     /// error when it failed in a worker.
     pub fn build(self) -> Result<ProcessPool, TaskError> {
+        // A program that builds a pool must contain worker mode's entry.
+        crate::worker::keep_linked();
         self.config.validate()?;
         if self.in_flight_per_worker == Some(0) {
             return Err(TaskError::config(
