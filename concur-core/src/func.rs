@@ -447,9 +447,9 @@ fn input_error<F>(e: &TaskError) -> TaskError {
 
 // --------------------------------------------------- the registry entry --
 
-crate::__private::inventory::submit! {
-    TaskEntry::from_raw(FN_TASK_NAME, entry_type_name, run_entry, run_batch_entry)
-}
+#[linkme::distributed_slice(crate::registry::TASKS)]
+static FN_ENTRY: TaskEntry =
+    TaskEntry::from_raw(FN_TASK_NAME, entry_type_name, run_entry, run_batch_entry);
 
 fn entry_type_name() -> &'static str {
     "concur_core::FnTask<_, _, _>"

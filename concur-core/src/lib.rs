@@ -94,5 +94,5 @@ pub mod prelude {
 #[doc(hidden)]
 pub mod __private {
     pub use crate::error::{set_register_advice, AdviceLayer};
-    pub use inventory;
+    pub use linkme;
 }

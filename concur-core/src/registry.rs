@@ -1,9 +1,15 @@
 //! The task registry: task name -> code, so that a worker process can run a
 //! task it receives as bytes.
 //!
-//! Registration is static (collected before `main` runs), so the parent and
-//! every worker process of the same executable see the same registry without
-//! any start-up code: one [`register!`](crate::register) line per task type.
+//! Registration is static: each [`register!`](crate::register) line puts a
+//! [`TaskEntry`] in one linker section of the executable (a `linkme`
+//! distributed slice), so the parent and every worker process of the same
+//! executable see the same registry without any start-up code, and without
+//! a constructor per task. That last point matters to the process backend:
+//! it enters worker mode from a constructor of its own, before `main`, and
+//! every task must already be known then. With constructor-based
+//! registration (as `inventory` does it) no constructor can be sure to run
+//! after all of them.
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -28,7 +34,10 @@ pub struct TaskEntry {
     run_batch: RunBatchFn,
 }
 
-inventory::collect!(TaskEntry);
+/// Every registered task of the program, gathered by the linker.
+#[doc(hidden)]
+#[linkme::distributed_slice]
+pub static TASKS: [TaskEntry];
 
 impl TaskEntry {
     /// The entry for task type `T`.
@@ -139,9 +148,11 @@ pub fn run_batch<T: Task>(tasks: Vec<T>, worker: WorkerInfo) -> Vec<Result<T::Ou
 #[macro_export]
 macro_rules! register {
     ($($task:ty),+ $(,)?) => {
-        $( $crate::__private::inventory::submit! {
-            $crate::registry::TaskEntry::of::<$task>()
-        } )+
+        $( const _: () = {
+            #[$crate::__private::linkme::distributed_slice($crate::registry::TASKS)]
+            #[linkme(crate = $crate::__private::linkme)]
+            static ENTRY: $crate::registry::TaskEntry = $crate::registry::TaskEntry::of::<$task>();
+        }; )+
     };
 }
 
@@ -155,7 +166,7 @@ fn table() -> &'static Table {
     TABLE.get_or_init(|| {
         let mut by_name = HashMap::new();
         let mut clashes: HashMap<&'static str, Vec<&'static str>> = HashMap::new();
-        for entry in inventory::iter::<TaskEntry> {
+        for entry in TASKS.iter() {
             match by_name.insert(entry.name, entry) {
                 Some(prev) if (prev.type_name)() != (entry.type_name)() => {
                     let types = clashes.entry(entry.name).or_default();
@@ -219,4 +230,69 @@ pub fn names() -> Vec<&'static str> {
     let mut v: Vec<_> = table().by_name.keys().copied().collect();
     v.sort_unstable();
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::{Deserialize, Serialize};
+
+    macro_rules! named_task {
+        ($ty:ident, $name:literal) => {
+            #[derive(Serialize, Deserialize)]
+            struct $ty;
+            impl Task for $ty {
+                type Output = u8;
+                type ToCaller = ();
+                type FromCaller = ();
+                const NAME: &'static str = $name;
+                fn run(self, _: &mut TaskContext<'_, Self>) -> u8 {
+                    7
+                }
+            }
+        };
+    }
+
+    named_task!(Alone, "registry-tests::Alone");
+    named_task!(First, "registry-tests::Shared");
+    named_task!(Second, "registry-tests::Shared");
+    crate::register!(Alone, First, Second);
+    // Registering the same type twice is harmless.
+    crate::register!(Alone);
+
+    #[test]
+    fn a_registered_task_runs_by_name() {
+        let entry = lookup("registry-tests::Alone").unwrap();
+        let input = codec::encode(&Alone, "task").unwrap();
+        let out = entry
+            .run(&input, &NullPort, WorkerInfo::current(0, 0))
+            .unwrap();
+        assert_eq!(out.into_value::<u8>("output").unwrap(), 7);
+        assert!(names().contains(&"registry-tests::Alone"));
+        ensure_registered::<Alone>().unwrap();
+    }
+
+    #[test]
+    fn two_types_under_one_name_are_refused_by_name() {
+        let err = lookup("registry-tests::Shared").unwrap_err();
+        let ErrorKind::Config { field, reason } = err.kind() else {
+            panic!("not a config error: {err}");
+        };
+        assert_eq!(field, "Task::NAME");
+        assert!(
+            reason.contains("First") && reason.contains("Second"),
+            "{reason}"
+        );
+    }
+
+    #[test]
+    fn an_unknown_name_is_not_registered() {
+        let err = lookup("registry-tests::Nobody").unwrap_err();
+        assert_eq!(
+            err.kind(),
+            &ErrorKind::NotRegistered {
+                task: "registry-tests::Nobody".into()
+            }
+        );
+    }
 }

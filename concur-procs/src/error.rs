@@ -12,16 +12,10 @@ pub(crate) enum SpawnError {
     #[error("could not start the worker process")]
     Os(#[source] std::io::Error),
     /// The child ended before it connected.
-    #[error(
-        "the worker process ended before it connected ({0}); does the program call \
-         `concur_procs::init()` at the top of `main` (tests: `concur_procs::enable_test_support!()`)?"
-    )]
+    #[error("the worker process ended before it connected ({0})")]
     Exited(WorkerExit),
     /// The child did not connect or initialise within the start timeout.
-    #[error(
-        "the worker process did not start within {0:?}; does the program call \
-         `concur_procs::init()` at the top of `main` (tests: `concur_procs::enable_test_support!()`)?"
-    )]
+    #[error("the worker process did not start within {0:?}")]
     Deadline(Duration),
     /// Something connected without the worker token.
     #[error("a process connected to the worker bootstrap without the worker token")]
@@ -42,10 +36,11 @@ pub(crate) enum SpawnError {
         /// The worker's protocol version, when its hello had one.
         theirs: Option<u32>,
     },
-    /// This process is itself a worker that did not enter worker mode.
+    /// This process looks like a worker (the bootstrap variable is in its
+    /// environment) but is not in worker mode: it must not start workers.
     #[error(
-        "this process was started as a concur worker but did not enter worker mode: call \
-         `concur_procs::init()` at the top of `main` (tests: `concur_procs::enable_test_support!()`)"
+        "this process has `CONCUR_PROCS_SERVER` in its environment, as a concur worker has, \
+         but is not one: it does not start workers of its own"
     )]
     NestedWorker,
 }

@@ -8,31 +8,57 @@
 //!
 //! # Entering worker mode (read this first)
 //!
-//! A worker is started by running the current executable again. The first
-//! line of `main` must give it the chance to become a worker:
+//! A worker is this same executable started again with a worker argument.
+//! **Nothing is asked of the program**: no line in `main`, nothing in test
+//! binaries. A worker process becomes a worker before `main` would run, from
+//! a constructor this crate places in the executable whenever it builds a
+//! [`ProcessPool`] (an ELF `.init_array` entry at priority 200: after Rust's
+//! own start-up, before the constructors without a priority). So the
+//! program's `main`, and whatever it does before building a pool, runs once,
+//! in the parent, never in a worker; a test binary's harness never starts in
+//! a worker either.
+//!
+//! In a worker, that constructor first runs the program's remaining
+//! constructors (as the loader would), so crates that register things from
+//! constructors see them in workers too; then it enters worker mode and
+//! never returns. Task registrations ([`register!`]) are gathered by the
+//! linker, so every task is known at that point.
+//!
+//! [`init`] stays, recommended as the first line of `main`: it raises the
+//! descriptor limit for a pool that holds many descriptors (see below). It
+//! is idempotent and harmless, and on a C library other than glibc, which
+//! does not give constructors the program's arguments, it is what enters
+//! worker mode. [`enable_test_support!`] is kept, as a no-op, for code
+//! written against older versions.
 //!
 //! ```no_run
 //! fn main() {
-//!     concur_procs::init(); // returns at once in the parent; never returns in a worker
+//!     concur_procs::init(); // recommended, not required
+//!     println!("printed once, by the parent only");
 //!     run_the_program();
 //! }
 //! # fn run_the_program() {} // the program, which may build a ProcessPool
 //! ```
 //!
-//! Test binaries have no `main` of their own: put
-//! `concur_procs::enable_test_support!();` once at the crate root of each
-//! test target that builds a pool (it runs [`init`] before the test harness
-//! starts).
+//! A worker differs from a program running `main` in two small ways: the
+//! thread that runs tasks has no name, and a task that overflows its stack
+//! ends its worker by SIGSEGV without std's "has overflowed its stack"
+//! message (the task fails with `WorkerLost`, as for any crash).
 //!
-//! **If you forget**, the worker process starts the program's normal `main`
-//! with an unknown argument (`--concur-procs-worker`), which most programs
-//! reject at once. Building a pool then fails with
-//! [`ErrorKind::Spawn`] whose
-//! [`source`](std::error::Error::source) tells you to add
-//! `concur_procs::init()`. A program that ignores its arguments instead runs
-//! on, but any pool it tries to build fails at once (it knows it was started
-//! as a worker), and the parent gives up at its start deadline. Never a hang,
-//! never a fork bomb.
+//! # Panics in workers
+//!
+//! A task's panic fails that task with [`ErrorKind::Panicked`] (message and
+//! location kept) and is reported on the worker's standard error, which is
+//! the parent's, naming the worker and the task:
+//!
+//! ```text
+//! concur worker 1 (pid 4242) panicked in task `my::Task` at src/x.rs:3:5:
+//! the message
+//! ```
+//!
+//! `RUST_BACKTRACE` adds a backtrace as usual. A test suite whose tasks
+//! panic on purpose can set `CONCUR_PROCS_QUIET_PANICS=1` in its
+//! environment to keep these reports out of its output.
 //!
 //! # Example
 //!
@@ -55,7 +81,6 @@
 //! concur_procs::register!(Square);
 //!
 //! fn main() -> Result<(), concur_procs::TaskError> {
-//!     concur_procs::init();
 //!     let pool = ProcessPool::builder().workers(2).build()?;
 //!     assert_eq!(pool.submit(Square(7))?.join()?, 49);
 //!     let squares: Vec<u64> = pool.map((0..100).map(Square)).collect::<Result<_, _>>()?;
@@ -138,18 +163,20 @@ pub use parent::builder::{
 pub use parent::pool::ProcessPool;
 pub use shm::DEFAULT_SHM_THRESHOLD;
 
-/// Enters worker mode when this process was started as a worker; returns
-/// at once otherwise. Call it first thing in `main`.
+/// Recommended first line of `main`, no longer required: raises the soft
+/// limit on open file descriptors and returns.
 ///
-/// In a worker it connects to the parent, runs tasks until told to stop or
-/// until the parent is gone, then ends the process: it never returns there.
+/// It raises the soft limit (`RLIMIT_NOFILE`) to the hard limit, as Go's
+/// runtime does at start: a pool holds descriptors for its workers'
+/// channels and for shared memory in flight, and the usual soft default of
+/// 1024 only exists for `select(2)`, which nothing here uses. Child
+/// processes inherit the raised limit; a program that needs the old one can
+/// lower it again after `init`. Workers raise their own limit.
 ///
-/// In every process it first raises the soft limit on open file
-/// descriptors (`RLIMIT_NOFILE`) to the hard limit, as Go's runtime does at
-/// start: a pool holds descriptors for its workers' channels and for shared
-/// memory in flight, and the usual soft default of 1024 only exists for
-/// `select(2)`, which nothing here uses. Child processes inherit the raised
-/// limit; a program that needs the old one can lower it again after `init`.
+/// A worker process never reaches `main`: it enters worker mode before
+/// (see the crate docs). Only where that cannot happen (a C library other
+/// than glibc) does `init` enter worker mode itself, in which case it never
+/// returns in a worker. Calling it more than once is harmless.
 pub fn init() {
     sys::raise_fd_limit();
     if worker::is_worker() {
@@ -157,62 +184,33 @@ pub fn init() {
     }
 }
 
-/// True in a worker process (in its tasks and its initializer, and in the
-/// program's own code if it forgot [`init`]); false in the program that
+/// True in a worker process (in its tasks and its initializer); false in the program that
 /// owns the pool and in programs a task starts.
 pub fn is_worker() -> bool {
-    // Worker mode clears the environment variables that mark a worker once
-    // it has read them (so programs its tasks start are not workers); the
-    // worker argument the parent started it with stays.
+    // Set when worker mode starts (before `main`), so it holds in tasks
+    // after the marking environment variables have been cleared.
     worker::is_worker()
-        || std::env::args_os()
-            .nth(1)
-            .is_some_and(|a| a == spawn::WORKER_ARG)
 }
 
-/// The test-harness equivalent of [`init`]: put it once at the crate root of
-/// a test target (a binary whose `main` is libtest's) that builds a
-/// [`ProcessPool`].
+/// Kept for compatibility: does nothing. Test binaries no longer need any
+/// set-up, since worker mode starts before the test harness would (see the
+/// crate docs).
 ///
-/// ```ignore
+/// ```
 /// concur_procs::enable_test_support!();
 /// ```
-///
-/// In a worker process it cannot enter worker mode from a constructor
-/// (task registrations are constructors too, and may not have run yet).
-/// Instead the constructor arranges for worker mode to start when the
-/// harness exits: the harness rejects the worker argument and exits at
-/// once (its message is silenced), and worker mode then runs with every
-/// registration in place. In the parent it does nothing.
 #[macro_export]
 macro_rules! enable_test_support {
-    () => {
-        #[$crate::__private::ctor::ctor]
-        fn __concur_procs_enter_worker_mode() {
-            $crate::__private::enter_worker_mode_at_exit();
-        }
-    };
+    () => {};
 }
-
-#[cfg(test)]
-enable_test_support!();
 
 #[doc(hidden)]
 pub mod __private {
-    pub use ctor;
-
     /// Test support only: makes this process expect workers of another
     /// build (`identity` replaces the protocol version and build id it
     /// checks workers against), so a test can watch a mismatch be refused.
     /// Takes effect once per process.
     pub fn pretend_other_build(identity: &[u8]) {
         let _ = crate::spawn::PRETEND.set(identity.to_vec());
-    }
-
-    /// See [`enable_test_support!`](crate::enable_test_support).
-    pub fn enter_worker_mode_at_exit() {
-        if crate::worker::is_worker() {
-            crate::sys::run_at_exit(crate::worker::main);
-        }
     }
 }

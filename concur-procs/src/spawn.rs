@@ -34,10 +34,9 @@ use crate::wire::{Packet, Rx, Tx, Up};
 pub(crate) const ENV_SERVER: &str = "CONCUR_PROCS_SERVER";
 /// The parent's pid (a worker exits if its parent is already gone).
 pub(crate) const ENV_PARENT: &str = "CONCUR_PROCS_PARENT";
-/// The argument a worker is started with, followed by the number of the
-/// descriptor its token can be read from. A program that forgot
-/// `concur_procs::init()` sees it as an unknown argument and usually exits
-/// at once, which the parent reports.
+/// The argument a worker is started with (first), followed by the number
+/// of the descriptor its token can be read from. Worker mode starts from a
+/// constructor when it sees it (`worker/entry.rs`), so `main` never does.
 pub(crate) const WORKER_ARG: &str = "--concur-procs-worker";
 
 /// The version of the private protocol (wire.rs) and of its encoding. Bump

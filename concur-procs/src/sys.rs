@@ -147,40 +147,92 @@ extern "C" fn on_abort(_sig: libc::c_int) {
     }
 }
 
-static AT_EXIT: std::sync::OnceLock<(fn() -> !, libc::c_int)> = std::sync::OnceLock::new();
+/// An `.init_array` entry as glibc calls it: with the program's `argc`,
+/// `argv` and `envp` (a GNU extension, which std's own argument capture
+/// relies on as well).
+pub(crate) type Constructor =
+    extern "C" fn(libc::c_int, *const *const libc::c_char, *const *const libc::c_char);
 
-/// Runs `f` when the process exits normally (`exit`), with stderr silenced
-/// until then. Used to enter worker mode after every constructor has run.
-pub(crate) fn run_at_exit(f: fn() -> !) {
-    // SAFETY: plain fd calls on valid arguments; `devnull` is closed after
-    // dup2 put it on fd 2; the saved copy of fd 2 is kept for `at_exit`.
-    let saved = unsafe {
-        let saved = libc::dup(2);
-        let devnull = libc::open(c"/dev/null".as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-        if saved >= 0 && devnull >= 0 {
-            libc::dup2(devnull, 2);
-            libc::close(devnull);
-        }
-        saved
+unsafe extern "C" {
+    // The bounds of this executable's `.init_array`, defined by the linker
+    // (GNU ld, gold, lld and mold alike) for the C runtime's own use.
+    static __init_array_start: [usize; 0];
+    static __init_array_end: [usize; 0];
+}
+
+/// Runs, in order, the constructors that come after `me` in this
+/// executable's `.init_array`, with the arguments the loader gave `me`:
+/// what the loader would have done next. Does nothing when `me` is not in
+/// the array.
+///
+/// # Safety
+/// Call it only from the constructor `me` during the loader's constructor
+/// pass, with the arguments it received, and never return to the loader
+/// afterwards (it would run them a second time).
+pub(crate) unsafe fn run_constructors_after(
+    me: Constructor,
+    argc: libc::c_int,
+    argv: *const *const libc::c_char,
+    envp: *const *const libc::c_char,
+) {
+    // SAFETY: the linker puts both symbols at the bounds of one array of
+    // pointer-sized entries, which the loader relocated before it called
+    // the first constructor and which nothing writes afterwards.
+    let entries = unsafe {
+        let start = std::ptr::addr_of!(__init_array_start).cast::<usize>();
+        let end = std::ptr::addr_of!(__init_array_end).cast::<usize>();
+        let len = (end as usize).saturating_sub(start as usize) / std::mem::size_of::<usize>();
+        std::slice::from_raw_parts(start, len)
     };
-    if AT_EXIT.set((f, saved)).is_ok() {
-        // SAFETY: `at_exit` is an extern "C" fn with no arguments, as atexit wants.
-        unsafe {
-            libc::atexit(at_exit);
+    let Some(at) = entries.iter().position(|&f| f == me as usize) else {
+        return;
+    };
+    for &f in &entries[at + 1..] {
+        // 0 and -1 are the placeholders old toolchains leave in such
+        // arrays; they are never code.
+        if f == 0 || f == usize::MAX {
+            continue;
+        }
+        // SAFETY: every other entry of `.init_array` is a constructor the
+        // loader would call with exactly these arguments.
+        let f: Constructor = unsafe { std::mem::transmute::<usize, Constructor>(f) };
+        f(argc, argv, envp);
+    }
+}
+
+/// Opens `/dev/null` on any of the standard descriptors 0, 1 and 2 that is
+/// closed, as Rust's runtime does before `main`: otherwise the next file or
+/// socket opened would take its number, and a task's `println!` would
+/// write into it.
+pub(crate) fn ensure_standard_streams() {
+    for fd in 0..3 {
+        // SAFETY: fcntl(F_GETFD) only inspects the descriptor table.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } != -1
+            || io::Error::last_os_error().raw_os_error() != Some(libc::EBADF)
+        {
+            continue;
+        }
+        // SAFETY: open with a valid C string; the lowest free number is
+        // `fd` itself, since the ones below it are open.
+        let opened = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR) };
+        if opened != fd && opened >= 0 {
+            // SAFETY: moves the descriptor just opened to `fd`.
+            unsafe {
+                libc::dup2(opened, fd);
+                libc::close(opened);
+            }
         }
     }
 }
 
-extern "C" fn at_exit() {
-    if let Some(&(f, saved)) = AT_EXIT.get() {
-        if saved >= 0 {
-            // SAFETY: `saved` is the copy of the original stderr made above.
-            unsafe {
-                libc::dup2(saved, 2);
-                libc::close(saved);
-            }
-        }
-        f()
+/// Ignores SIGPIPE, as Rust's runtime does before `main`: a write to a
+/// closed pipe or socket then fails with `EPIPE` instead of killing the
+/// process. Children started afterwards get the default back from
+/// `std::process::Command`.
+pub(crate) fn ignore_sigpipe() {
+    // SAFETY: installs the SIG_IGN disposition, no handler code.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
     }
 }
 

@@ -7,6 +7,14 @@
 //! always reads while it computes or sends, and the parent always reads
 //! (its router thread), which is what keeps large messages in both
 //! directions from deadlocking.
+//!
+//! How a process gets here is in `entry` (a constructor, before `main`);
+//! how its panics are reported, in `panic`.
+
+mod entry;
+mod panic;
+
+pub(crate) use entry::keep_linked;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -22,9 +30,16 @@ use crate::spawn::{ENV_PARENT, ENV_SERVER, WORKER_ARG};
 use crate::sys;
 use crate::wire::{Down, Frame, Rx, Tx, Up};
 
-/// True when this process was started as a worker.
+/// Set once this process has entered worker mode.
+static ENTERED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// True in a worker process: started as one (its first argument is
+/// [`WORKER_ARG`] and the bootstrap server is in its environment), or
+/// already in worker mode (which removes that variable).
 pub(crate) fn is_worker() -> bool {
-    std::env::var_os(ENV_SERVER).is_some()
+    ENTERED.load(std::sync::atomic::Ordering::Relaxed)
+        || (std::env::args_os().nth(1).is_some_and(|a| a == WORKER_ARG)
+            && std::env::var_os(ENV_SERVER).is_some())
 }
 
 /// The token the parent left in the pipe named by the argument after
@@ -84,19 +99,31 @@ impl Shared {
     }
 }
 
+/// Exit code of a worker whose own code panicked outside any task (as a
+/// Rust program whose `main` panics).
+const EXIT_PANICKED: i32 = 101;
+
 /// Runs the worker and ends the process; never returns.
 pub(crate) fn main() -> ! {
-    let code = match run() {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("concur-procs worker {}: {e}", std::process::id());
+    ENTERED.store(true, std::sync::atomic::Ordering::Relaxed);
+    entry::prepare();
+    panic::install();
+    // A panic must not unwind out of here: this may be a constructor,
+    // called by C code.
+    let code = match std::panic::catch_unwind(run) {
+        Ok(Ok(())) => 0,
+        Ok(Err(e)) => {
+            eprintln!("concur worker (pid {}): {e}", std::process::id());
             sys::EXIT_ORPHANED
         }
+        // The panic hook reported it.
+        Err(_) => EXIT_PANICKED,
     };
     use std::io::Write;
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
-    // `_exit`: this may run inside an exit handler, where `exit` must not be called again.
+    // `_exit`: no exit handlers and no destructors of a program whose
+    // `main` never ran.
     sys::exit_now(code)
 }
 
@@ -152,6 +179,7 @@ fn run() -> Result<(), String> {
         return Err("first message is not init".into());
     };
     let info = WorkerInfo::current(index, incarnation);
+    panic::set_index(index);
 
     let shared = Arc::new(Shared {
         inbox: Mutex::new(Inbox::default()),
@@ -187,9 +215,15 @@ fn run() -> Result<(), String> {
 
     let ready = match initializer {
         None => Ok(()),
-        Some(name) => registry::lookup(&name)
-            .and_then(|entry| entry.run(init_body.as_slice(), &concur_core::NullPort, info))
-            .map(drop),
+        Some(name) => {
+            let name: Arc<str> = name.into();
+            panic::set_task(Some(&name));
+            let ready = registry::lookup(&name)
+                .and_then(|entry| entry.run(init_body.as_slice(), &concur_core::NullPort, info))
+                .map(drop);
+            panic::set_task(None);
+            ready
+        }
     };
     let failed = ready.is_err();
     let msg = match ready {
@@ -243,6 +277,7 @@ fn run() -> Result<(), String> {
         };
         // Before decoding: decoding runs the task type's own code.
         shared.progress.begin(job.id.0);
+        panic::set_task(Some(&job.name));
         let port = WorkerPort {
             id: job.id,
             results: &results,
@@ -273,6 +308,7 @@ fn run() -> Result<(), String> {
             Ok(body) => (Ok(()), body),
             Err(e) => (Err(e), Body::Empty),
         };
+        panic::set_task(None);
         results.push(Up::Done { id: job.id, result }, body);
         shared.progress.end();
         if results.due() {
@@ -428,21 +464,28 @@ fn send(up: &Tx, head: &Up, body: Body) {
 /// for long).
 fn read(down: &Rx, up: &Tx, shared: &Shared) {
     loop {
-        // Receiving maps large inputs' shared memory; under a memory limit
-        // that can fail (and ipc-channel panics): the worker cannot take
-        // the task, so it ends and the parent blames that task.
+        // Receiving maps large inputs' shared memory and allocates their
+        // buffers; under a memory limit that can fail (an error, or a panic
+        // in older ipc-channel code): the worker cannot take the task, so
+        // it ends with an exit code that makes the parent blame the next
+        // task it had not received. Any other exit there would have that
+        // task sent again, for ever.
+        let unreadable = if shared.memory_limited {
+            sys::EXIT_MEMORY_LIMIT
+        } else {
+            sys::EXIT_UNREADABLE_INPUT
+        };
         let packet = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| down.recv())) {
             Ok(Ok(p)) => p,
             // The parent ended or dropped us: stop now, busy or idle.
-            Ok(Err(_)) => sys::exit_now(sys::EXIT_ORPHANED),
-            Err(_) if shared.memory_limited => sys::exit_now(sys::EXIT_MEMORY_LIMIT),
-            Err(_) => sys::exit_now(sys::EXIT_UNREADABLE_INPUT),
+            Ok(Err(ipc_channel::IpcError::Disconnected)) => sys::exit_now(sys::EXIT_ORPHANED),
+            Ok(Err(_)) | Err(_) => sys::exit_now(unreadable),
         };
         let mut given_back = Vec::new();
         let mut g = shared.lock();
         for frame in packet {
             let Ok((head, body)) = frame.open::<Down>() else {
-                sys::exit_now(sys::EXIT_ORPHANED)
+                sys::exit_now(unreadable)
             };
             if matches!(head, Down::Run { .. } | Down::RunGroup { .. }) {
                 shared.progress.count_received();

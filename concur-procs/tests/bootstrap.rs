@@ -7,8 +7,6 @@
 //! Tests that change process-wide state (umask, limits, the expected build)
 //! do it in a child process: this binary re-run for one ignored role test.
 
-concur_procs::enable_test_support!();
-
 mod common;
 
 use std::error::Error;

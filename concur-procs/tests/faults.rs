@@ -4,19 +4,27 @@
 //! in the worker, and a memory limit below an input's size. Every wait has
 //! a deadline that only catches a hang.
 
-concur_procs::enable_test_support!();
-
 mod common;
 
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{alive, join, wait_until, Blob, Calc, Crash, Echo, How, Sleep, Who, DEADLINE};
+use common::{
+    alive, join, wait_until, Blob, Calc, Crash, Echo, How, SilenceStderr, Sleep, Who, DEADLINE,
+};
 use concur_procs::{
     Configure, ErrorKind, Executor, ExecutorExt, ProcessPool, Task, TaskContext, TaskError,
     WorkerExit,
 };
 use serde::{Deserialize, Serialize};
+
+/// Tasks here panic on purpose: their workers keep it off stderr (each
+/// panic still fails its task, message and location kept), so a passing
+/// run stays quiet. Set before `main`, while the process has one thread.
+#[ctor::ctor]
+fn quiet_worker_panics() {
+    std::env::set_var("CONCUR_PROCS_QUIET_PANICS", "1");
+}
 
 /// Bound for anything that must not wait on a forked child's 60 s sleep.
 const SHORT: Duration = Duration::from_secs(30);
@@ -583,6 +591,46 @@ fn serde_panics_in_a_batch_fail_only_their_item() {
     assert_eq!(join(p.submit(Who).unwrap()).unwrap(), before);
 }
 
+/// An input whose shared memory cannot even be mapped under the worker's
+/// memory limit fails its task as the memory limit's, at its first
+/// worker's death. It used to end the worker as if its parent were gone,
+/// which blamed no task: the input went to each new worker in turn, until
+/// one of them happened to map it.
+#[test]
+fn an_input_that_cannot_be_mapped_fails_typed() {
+    let p = ProcessPool::builder()
+        .workers(1)
+        .retries(0)
+        .memory_limit(256 << 20)
+        .build()
+        .unwrap();
+    let before = join(p.submit(Who).unwrap()).unwrap();
+    // Far beyond the limit: mapping it fails, while small allocations
+    // still succeed (nothing aborts).
+    let h = p
+        .submit(Echo {
+            input: Blob(vec![1; 640 << 20]),
+            out_len: 0,
+            patterned: false,
+        })
+        .unwrap();
+    let err = h
+        .join_timeout(SHORT)
+        .unwrap_or_else(|_| panic!("the task never ended"))
+        .unwrap_err();
+    assert_eq!(
+        err.kind(),
+        &ErrorKind::WorkerLost(WorkerExit::MemoryLimit),
+        "{err:?}"
+    );
+    let after = join(p.submit(Who).unwrap()).expect("the pool goes on");
+    assert_eq!(
+        after.incarnation,
+        before.incarnation + 1,
+        "one worker ended for the input, not one per attempt"
+    );
+}
+
 /// Issue 8.5: a memory limit below an input's size ends the task with a
 /// typed error naming the cause, and dropping the pool returns.
 #[test]
@@ -591,6 +639,8 @@ fn input_larger_than_the_memory_limit_fails_typed() {
         .workers(1)
         .retries(0)
         .memory_limit(256 << 20)
+        // The worker's failed allocation prints its size: expected here.
+        .initializer(SilenceStderr)
         .build()
         .unwrap();
     let h = p

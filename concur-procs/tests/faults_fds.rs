@@ -3,8 +3,6 @@
 //! messages in shared memory are sent again, and a deep pipeline of large
 //! inputs goes out.
 
-concur_procs::enable_test_support!();
-
 mod common;
 
 use std::path::PathBuf;

@@ -2,8 +2,6 @@
 //! of the pool is left holding a worker's socket. Alone in its binary: it
 //! counts this process's threads and descriptors.
 
-concur_procs::enable_test_support!();
-
 mod common;
 
 use common::{Blob, Echo, DEADLINE};

@@ -5,8 +5,6 @@
 //! standard streams, its own channel and what the runtime opens. Alone in
 //! its binary: it counts this process's descriptors and children.
 
-concur_procs::enable_test_support!();
-
 mod common;
 
 use std::collections::BTreeSet;

@@ -4,8 +4,6 @@
 //! it leaves no child process. Alone in its binary: it counts this
 //! process's children.
 
-concur_procs::enable_test_support!();
-
 mod common;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -3,8 +3,6 @@
 //! one test: another test's pool would share the limit), a task that cannot
 //! get a descriptor fails alone with a typed `Io` error.
 
-concur_procs::enable_test_support!();
-
 mod common;
 
 use common::{join, Blob, Echo, DEADLINE};

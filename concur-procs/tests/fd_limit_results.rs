@@ -3,8 +3,6 @@
 //! one test), 1,500 results of 100 KB (each in shared memory) wait
 //! unjoined, then all arrive.
 
-concur_procs::enable_test_support!();
-
 mod common;
 
 use common::{join, Blob, Echo};

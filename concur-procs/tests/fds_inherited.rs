@@ -3,8 +3,6 @@
 //! memory region, a file the program opened without close-on-exec, the
 //! token pipe) is open in a worker, first started or respawned.
 
-concur_procs::enable_test_support!();
-
 mod common;
 
 use std::time::Duration;

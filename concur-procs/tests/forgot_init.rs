@@ -1,37 +1,40 @@
-//! A program that forgets `concur_procs::init()` gets a clear `Spawn` error,
-//! never a hang or a fork bomb. This test target deliberately does not use
-//! `enable_test_support!()`.
+//! A program that calls neither `concur_procs::init()` nor
+//! `enable_test_support!()` (this test binary) forgot nothing: worker mode
+//! starts before `main`, so its pools work. Its harness's `main` never runs
+//! in a worker (there, it used to reject the worker argument, and a program
+//! that ignored its arguments ran its whole `main` again in every worker).
+
+mod common;
 
 use std::error::Error;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use concur_procs::{Configure, ErrorKind, ProcessPool};
+use common::{join, Calc};
+use concur_procs::{Configure, ErrorKind, Executor, ExecutorExt, ProcessPool};
 
 #[test]
-fn forgotten_init_is_a_spawn_error_naming_the_fix() {
-    let started = Instant::now();
-    let err = ProcessPool::builder()
+fn pools_work_without_init() {
+    let pool = ProcessPool::builder()
         .workers(2)
         .start_timeout(Duration::from_secs(30))
         .build()
-        .unwrap_err();
-    assert_eq!(err.kind(), &ErrorKind::Spawn, "{err}");
-    let cause = err.source().expect("the cause says why").to_string();
-    assert!(cause.contains("concur_procs::init()"), "{cause}");
-    assert!(cause.contains("ended before it connected"), "{cause}");
-    // The worker rejected the unknown argument and exited: no need to wait for the deadline.
-    assert!(
-        started.elapsed() < Duration::from_secs(20),
-        "took {:?}",
-        started.elapsed()
+        .expect("workers start without init()");
+    assert_eq!(
+        join(pool.submit(Calc { x: 4, spin_us: 0 }).unwrap()).unwrap(),
+        13
     );
+    let all: Vec<u64> = pool
+        .map((0..50).map(|x| Calc { x, spin_us: 0 }))
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(all, (0..50).map(|x| x * 3 + 1).collect::<Vec<_>>());
 }
 
 const ROLE: &str = "CONCUR_PROCS_TEST_NESTED_ROLE";
 
-/// Run only as a child of `marked_child_cannot_build_a_pool`, with the worker
-/// environment set as a worker that did not enter worker mode would have it.
+/// Run only as a child of `marked_child_cannot_build_a_pool`, with the
+/// bootstrap variable in its environment but not the worker argument.
 #[test]
 #[ignore = "a role played by a child process of marked_child_cannot_build_a_pool"]
 fn nested_role() {
@@ -42,10 +45,13 @@ fn nested_role() {
     let err = ProcessPool::builder().workers(1).build().unwrap_err();
     assert_eq!(err.kind(), &ErrorKind::Spawn);
     let cause = err.source().unwrap().to_string();
-    assert!(cause.contains("did not enter worker mode"), "{cause}");
+    assert!(cause.contains("CONCUR_PROCS_SERVER"), "{cause}");
     println!("NESTED-REFUSED");
 }
 
+/// A process with a worker's environment but not started as a worker runs
+/// its own `main` (it is not taken for a worker) and refuses to start
+/// workers: never a fork bomb.
 #[test]
 fn marked_child_cannot_build_a_pool() {
     let out = Command::new(std::env::current_exe().unwrap())
@@ -58,7 +64,6 @@ fn marked_child_cannot_build_a_pool() {
         ])
         .env(ROLE, "1")
         .env("CONCUR_PROCS_SERVER", "/nonexistent/socket")
-        .env("CONCUR_PROCS_TOKEN", "0")
         .env("CONCUR_PROCS_PARENT", std::process::id().to_string())
         .output()
         .unwrap();

@@ -2,8 +2,6 @@
 //! worker is busy with a long task finish on the other workers, even though
 //! the pool sends several tasks ahead to each worker.
 
-concur_procs::enable_test_support!();
-
 use std::time::Duration;
 
 use concur_core::conformance::{Add, Block, DEADLINE};

@@ -2,8 +2,6 @@
 //! that forges a frame on its own channel, or returns (or is given) a value
 //! nested far too deep, fails alone with a typed error; the pool goes on.
 
-concur_procs::enable_test_support!();
-
 mod common;
 
 use std::time::Duration;

@@ -3,8 +3,6 @@
 //! re-runs its own binary as the parent with both streams piped, and reads
 //! what arrived.
 
-concur_procs::enable_test_support!();
-
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;

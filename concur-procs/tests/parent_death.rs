@@ -2,8 +2,6 @@
 //! busy or idle. The test re-runs its own binary as the parent (like
 //! rayon-core's `stack_overflow_crash.rs`), kills it and watches the workers.
 
-concur_procs::enable_test_support!();
-
 mod common;
 
 use std::io::{BufRead, BufReader};

@@ -1,5 +1,6 @@
 //! Pools, builders and handles can move between threads (checked at compile time).
 
+// The set-up line older versions needed still compiles (it does nothing now).
 concur_procs::enable_test_support!();
 
 use concur_procs::{ProcessPool, ProcessPoolBuilder, Task, TaskContext, TaskHandle};

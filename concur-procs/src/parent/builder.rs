@@ -134,8 +134,7 @@ impl ProcessPoolBuilder {
     /// # Errors
     /// [`ErrorKind::Config`](concur_core::ErrorKind::Config) for an invalid
     /// setting; [`ErrorKind::Spawn`](concur_core::ErrorKind::Spawn) when a
-    /// worker could not be started (its cause says why, for example a
-    /// program that does not call [`init`](crate::init)); the initializer's
+    /// worker could not be started (its cause says why); the initializer's
     /// error when it failed in a worker.
     pub fn build(self) -> Result<ProcessPool, TaskError> {
         // Users of this crate write `concur_procs::register!`: the
@@ -144,6 +143,8 @@ impl ProcessPoolBuilder {
             concur_core::__private::AdviceLayer::Backend,
             "add `concur_procs::register!` for it",
         );
+        // A program that builds a pool must contain worker mode's entry.
+        crate::worker::keep_linked();
         self.config.validate()?;
         if self.in_flight_per_worker == Some(0) {
             return Err(TaskError::config(

@@ -82,15 +82,41 @@ impl Task for Calc {
 /// Runs the ignored test `role` of the test binary `exe` in a child process
 /// (the child sees `role` in the environment variable `role_env`), after
 /// `setup` ran in the child between fork and exec; kills the child if it has
-/// not ended within [`DEADLINE`]. Returns its status and standard output.
-/// As rayon-core's `stack_overflow_crash.rs`: a crash or a change of
-/// process-wide state stays in the child.
+/// not ended within [`DEADLINE`]. Returns its status and its standard
+/// output, followed by its standard error (its workers' too) after a
+/// `--- stderr ---` line, so that a passing run prints nothing and a
+/// failing one shows everything. As rayon-core's
+/// `stack_overflow_crash.rs`: a crash or a change of process-wide state
+/// stays in the child.
 pub fn run_role(
     exe: &std::path::Path,
     role_env: &str,
     role: &str,
     setup: impl FnMut() -> std::io::Result<()> + Send + Sync + 'static,
 ) -> (std::process::ExitStatus, String) {
+    let out = run_role_with(exe, role_env, role, &[], setup);
+    (
+        out.status,
+        format!("{}\n--- stderr ---\n{}", out.stdout, out.stderr),
+    )
+}
+
+/// What a role's process printed, and how it ended.
+pub struct RoleOutput {
+    pub status: std::process::ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// [`run_role`] with environment changes for the child (`None` removes
+/// the variable), and its two streams apart.
+pub fn run_role_with(
+    exe: &std::path::Path,
+    role_env: &str,
+    role: &str,
+    env: &[(&str, Option<&str>)],
+    setup: impl FnMut() -> std::io::Result<()> + Send + Sync + 'static,
+) -> RoleOutput {
     use std::os::unix::process::CommandExt;
     let mut command = std::process::Command::new(exe);
     command
@@ -102,27 +128,39 @@ pub fn run_role(
             "--test-threads=1",
         ])
         .env(role_env, role)
-        .stdout(std::process::Stdio::piped());
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for (name, value) in env {
+        match value {
+            Some(v) => command.env(name, v),
+            None => command.env_remove(name),
+        };
+    }
     // SAFETY: callers' setup closures only make async-signal-safe calls.
     unsafe {
         command.pre_exec(setup);
     }
-    let mut child = command.spawn().unwrap();
-    let end = Instant::now() + DEADLINE;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() >= end {
-            let _ = child.kill();
-            let _ = child.wait();
+    let child = command.spawn().unwrap();
+    let pid = child.id();
+    // Both pipes are drained while the child runs (a full pipe would stall it).
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = match rx.recv_timeout(DEADLINE) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            // SAFETY: plain kill(2) of the child this test started, not yet reaped.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
             panic!("role {role} hung");
         }
-        std::thread::sleep(Duration::from_millis(10));
     };
-    let mut out = String::new();
-    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut out).unwrap();
-    (status, out)
+    RoleOutput {
+        status: out.status,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
 }
 
 /// Waits until `cond` holds, failing the test after `limit`.
@@ -221,11 +259,61 @@ impl Task for Crash {
             }
             How::Panic => panic!("crash test panic {}", 42),
             How::Allocate(n) => {
+                // A failed allocation prints its size on stderr before the
+                // abort: expected here, so kept out of the test's output.
+                let _quiet = Silenced::stderr();
                 let v = vec![1u8; usize::try_from(n).unwrap()];
                 let v = std::hint::black_box(v);
                 u32::from(v[v.len() / 2])
             }
         }
+    }
+}
+
+/// Standard error sent to `/dev/null` while it lives (in a worker: the
+/// process is the task's alone).
+struct Silenced(libc::c_int);
+
+impl Silenced {
+    fn stderr() -> Self {
+        // SAFETY: plain descriptor calls; the copy of fd 2 is kept to be put back.
+        unsafe {
+            let saved = libc::dup(2);
+            let null = libc::open(c"/dev/null".as_ptr(), libc::O_WRONLY);
+            if null >= 0 {
+                libc::dup2(null, 2);
+                libc::close(null);
+            }
+            Silenced(saved)
+        }
+    }
+}
+
+impl Drop for Silenced {
+    fn drop(&mut self) {
+        if self.0 >= 0 {
+            // SAFETY: puts back the copy made in `stderr`.
+            unsafe {
+                libc::dup2(self.0, 2);
+                libc::close(self.0);
+            }
+        }
+    }
+}
+
+/// A per-worker initializer that sends the worker's standard error to
+/// `/dev/null` for good: for pools whose workers are made to fail in ways
+/// that print before they end (a failed allocation prints its size).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SilenceStderr;
+
+impl Task for SilenceStderr {
+    type Output = ();
+    type ToCaller = ();
+    type FromCaller = ();
+    const NAME: &'static str = "procs-tests::SilenceStderr";
+    fn run(self, _cx: &mut TaskContext<'_, Self>) {
+        std::mem::forget(Silenced::stderr());
     }
 }
 
@@ -261,7 +349,34 @@ impl Task for Sleep {
     }
 }
 
-/// Sums its input and returns `out_len` bytes: `i % 251` at `i` when
+/// `len` bytes: `i % 251` at `i`. Built by doubling a block with
+/// `memcpy`, so that it is fast in a debug build too.
+pub fn pattern(len: usize) -> Vec<u8> {
+    let mut v: Vec<u8> = (0..251u8).collect();
+    while v.len() < len {
+        // A prefix of a whole number of periods: the copy continues the pattern.
+        v.extend_from_within(..v.len());
+    }
+    v.truncate(len);
+    v
+}
+
+/// The sum of the bytes, eight at a time (a per-byte loop is slow in a
+/// debug build, and these tests sum hundreds of megabytes).
+pub fn byte_sum(v: &[u8]) -> u64 {
+    const LOW_BYTES: u64 = 0x00ff_00ff_00ff_00ff;
+    const LOW_PAIRS: u64 = 0x0000_ffff_0000_ffff;
+    let words = v.chunks_exact(8);
+    let tail: u64 = words.remainder().iter().map(|&b| u64::from(b)).sum();
+    words.fold(tail, |acc, w| {
+        let w = u64::from_le_bytes(w.try_into().unwrap());
+        let pairs = (w & LOW_BYTES) + ((w >> 8) & LOW_BYTES);
+        let quads = (pairs & LOW_PAIRS) + ((pairs >> 16) & LOW_PAIRS);
+        acc + (quads & 0xffff_ffff) + (quads >> 32)
+    })
+}
+
+/// Sums its input and returns `out_len` bytes: [`pattern`] when
 /// `patterned`, else all 5 (cheap to make).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Echo {
@@ -276,18 +391,15 @@ impl Task for Echo {
     type FromCaller = ();
     const NAME: &'static str = "procs-tests::Echo";
     fn run(self, _cx: &mut TaskContext<'_, Self>) -> (u64, Blob) {
-        let sum = self.input.0.iter().map(|&b| u64::from(b)).sum();
+        let sum = byte_sum(&self.input.0);
         if !self.patterned {
             return (sum, Blob(vec![5; self.out_len]));
         }
-        (
-            sum,
-            Blob((0..self.out_len).map(|i| (i % 251) as u8).collect()),
-        )
+        (sum, Blob(pattern(self.out_len)))
     }
 }
 
-concur_procs::register!(Crash, Who, Sleep, Echo, Calc);
+concur_procs::register!(Crash, Who, Sleep, Echo, Calc, SilenceStderr);
 
 /// The expected exit of each crash kind.
 pub fn signal_of(how: How) -> WorkerExit {

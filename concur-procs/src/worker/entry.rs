@@ -1,0 +1,97 @@
+//! Entering worker mode before `main`.
+//!
+//! A worker is this executable started again with [`WORKER_ARG`]. It must
+//! not run the program's `main`: that would repeat whatever the program
+//! does before it builds a pool, once per worker. So worker mode starts
+//! from a constructor, which the loader runs before `main`.
+//!
+//! **Where in the order.** An executable's `.init_array` holds the
+//! constructors with a priority (sections `.init_array.NNNNN`) sorted by
+//! number, then those without one (GNU ld and lld, rustc's default linker
+//! on x86_64 Linux, sort alike). Rust's std captures `argc`/`argv` at
+//! priority 99 (glibc passes them to constructors), so at priority 200 this
+//! one comes after it and before every constructor without a priority (the
+//! `ctor` crate's, `inventory`'s, C++ globals). Task registrations need no
+//! constructor (`concur_core::registry` is collected by the linker), so
+//! every task is known here already.
+//!
+//! **What it does in a worker.** First it runs the constructors that come
+//! after it, as the loader would have, so that libraries which set things
+//! up from constructors behave in a worker as in the parent; then it
+//! enters worker mode, which ends the process and never returns: the
+//! loader never reaches `main`. What Rust's runtime does for `main` and a
+//! worker relies on is done by [`prepare`] instead (the standard streams,
+//! SIGPIPE). Not done: std's stack-overflow message (a task that
+//! overflows its stack ends its worker with SIGSEGV rather than SIGABRT)
+//! and the main thread's name (`None` in a worker's main thread).
+//!
+//! **Being linked at all.** The linker copies an object file out of a
+//! library only when something it needs is in it; the pool builder
+//! refers to the constructor ([`keep_linked`]), so every program that can
+//! start workers contains it.
+//!
+//! Other C libraries than glibc do not pass the arguments to
+//! constructors; there the constructor is left out and `crate::init()` at
+//! the top of `main` enters worker mode instead.
+
+use std::ffi::CStr;
+
+use crate::spawn::{ENV_SERVER, WORKER_ARG};
+use crate::sys;
+
+/// The entry in `.init_array.00200` (see the module doc for the number).
+#[cfg(target_env = "gnu")]
+#[used]
+#[link_section = ".init_array.00200"]
+static ENTER_BEFORE_MAIN: sys::Constructor = enter_before_main;
+
+#[cfg(target_env = "gnu")]
+extern "C" fn enter_before_main(
+    argc: libc::c_int,
+    argv: *const *const libc::c_char,
+    envp: *const *const libc::c_char,
+) {
+    // SAFETY: glibc passes the process's own argc and argv.
+    if !unsafe { started_as_worker(argc, argv) } {
+        return;
+    }
+    // SAFETY: called from the constructor itself with the loader's
+    // arguments; `main` below never returns to the loader.
+    unsafe { sys::run_constructors_after(enter_before_main, argc, argv, envp) };
+    super::main()
+}
+
+/// Makes the linker keep the constructor: called by the pool builder.
+pub(crate) fn keep_linked() {
+    #[cfg(target_env = "gnu")]
+    std::hint::black_box(&ENTER_BEFORE_MAIN);
+}
+
+/// True when the parent started this process as a worker: its first
+/// argument is [`WORKER_ARG`] and the bootstrap server is in its
+/// environment. Both, so that neither a stray variable nor a stray
+/// argument turns a program into a worker.
+///
+/// # Safety
+/// `argv` holds `argc` valid C strings (or is null).
+unsafe fn started_as_worker(argc: libc::c_int, argv: *const *const libc::c_char) -> bool {
+    if argc < 2 || argv.is_null() {
+        return false;
+    }
+    // SAFETY: argv has at least two entries (argc >= 2).
+    let first = unsafe { *argv.add(1) };
+    if first.is_null() {
+        return false;
+    }
+    // SAFETY: a non-null argv entry is a NUL-terminated string.
+    let first = unsafe { CStr::from_ptr(first) };
+    first.to_bytes() == WORKER_ARG.as_bytes() && std::env::var_os(ENV_SERVER).is_some()
+}
+
+/// What Rust's runtime does before `main` and a worker relies on; harmless
+/// when it already ran (worker mode entered from `crate::init()`).
+pub(super) fn prepare() {
+    sys::ensure_standard_streams();
+    sys::ignore_sigpipe();
+    sys::raise_fd_limit();
+}
