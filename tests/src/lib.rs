@@ -3,6 +3,5 @@
 //! end-to-end tests of the `concur` binary live in `concur-cli/tests`, where
 //! cargo provides `CARGO_BIN_EXE_concur`.
 //!
-//! The crate's documentation below is the project README, so its example is
-//! compiled and run as a doctest.
-#![doc = include_str!("../../README.md")]
+//! The README's example runs as a doctest of the `concur` crate, whose
+//! API it shows.
