@@ -212,13 +212,25 @@ pub fn pool(url: &str, config: PoolConfig) -> RedisPool {
     builder(url, config).build().expect("a pool")
 }
 
+/// Test tasks panic on purpose: each panic still fails its task with its
+/// message and location, so a worker process keeps it off stderr and a
+/// passing run stays quiet. Only ever in a worker: the test process itself
+/// keeps its hook, so a failing test still says why.
+fn quiet_panics() {
+    std::panic::set_hook(Box::new(|_| {}));
+}
+
 /// What the worker test does: a local worker of a pool, or an independent
 /// worker started by [`spawn_worker`]; nothing in a normal test run.
 pub fn worker_entry() {
-    concur_redis::init();
     let Ok(url) = std::env::var(ENV_URL) else {
+        if concur_redis::is_worker() {
+            quiet_panics();
+        }
+        concur_redis::init();
         return;
     };
+    quiet_panics();
     let queue = std::env::var(ENV_QUEUE).expect("a queue");
     let mut w = Worker::builder(&url).queue(&queue);
     if let Some(ms) = std::env::var(ENV_VISIBILITY_MS)
