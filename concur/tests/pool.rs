@@ -342,3 +342,38 @@ fn pool_and_builder_are_send_and_sync() {
     send_sync::<PoolBuilder>();
     send_sync::<Backend>();
 }
+
+/// A task type nobody registered.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Unregistered;
+
+impl Task for Unregistered {
+    type Output = ();
+    type ToCaller = ();
+    type FromCaller = ();
+    const NAME: &'static str = "concur::tests::pool::Unregistered";
+    fn run(self, _cx: &mut TaskContext<'_, Self>) {}
+}
+
+/// Issue 9, item 5: a facade user is told the facade's way to register a
+/// task (`#[concur::task]` or `concur::register!`), not a backend crate's
+/// path they never depend on.
+#[test]
+fn an_unregistered_task_names_the_facades_way_to_register_it() {
+    let pool = Pool::builder()
+        .backend(Backend::Procs)
+        .workers(1)
+        .build()
+        .unwrap();
+    let err = pool.submit(Unregistered).map(|_| ()).unwrap_err();
+    assert!(
+        matches!(err.kind(), ErrorKind::NotRegistered { .. }),
+        "got {err:?}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains("#[concur::task]") && text.contains("concur::register!"),
+        "the hint names the facade's macros: {text}"
+    );
+    assert!(!text.contains("concur_procs::"), "no backend path: {text}");
+}
