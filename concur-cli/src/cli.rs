@@ -127,7 +127,7 @@ const WORKER_HELP: &str = concat!(
 /// Arguments of `concur worker`.
 #[derive(Debug, Args)]
 pub struct WorkerArgs {
-    /// The Redis server: redis://[:PASSWORD@]HOST[:PORT][/DB].
+    /// The Redis server: `redis://[:PASSWORD@]HOST[:PORT][/DB]`.
     #[arg(long, value_name = "URL", env = "CONCUR_REDIS_URL")]
     pub redis: String,
     /// The queue to serve.

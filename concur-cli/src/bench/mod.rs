@@ -6,7 +6,7 @@
 //! - [`report`]: the report and its JSON schema;
 //! - [`recommend`]: plain-language advice derived from the figures;
 //! - [`render`] and [`plot`]: table, JSON, CSV and the SVG chart;
-//! - [`format`]: how figures are written, for people and for scripts.
+//! - [`format`](mod@format): how figures are written, for people and for scripts.
 
 pub mod format;
 pub mod measure;
