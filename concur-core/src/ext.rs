@@ -310,21 +310,46 @@ pub struct Map<'a, E, I, T: Task> {
 impl<E: Executor, I: Iterator<Item = T>, T: Task> Iterator for Map<'_, E, I, T> {
     type Item = Result<T::Output, TaskError>;
 
+    // The common case, the next result of the batch at hand, is kept small
+    // enough to inline into the caller's loop; refilling is out of line.
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         loop {
             if let Some(r) = self.current.next() {
                 self.feed.in_flight -= 1;
                 return Some(r);
             }
-            while let Some(unit) = self.feed.start_next() {
-                self.pending.push_back(unit);
+            if !self.refill() {
+                return None;
             }
-            self.current = match self.pending.pop_front()? {
-                Unit::Running { handle, .. } => handle.join(),
-                Unit::Failed { n, error, .. } => (0..n).map(|_| Err(error.clone())).collect(),
-            }
-            .into_iter();
         }
+    }
+
+    /// Exactly one item per input: those in flight plus what the input has left.
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let (lo, hi) = self.feed.input.size_hint();
+        let n = self.feed.in_flight;
+        (lo.saturating_add(n), hi.and_then(|hi| hi.checked_add(n)))
+    }
+}
+
+impl<E: Executor, I: Iterator<Item = T>, T: Task> Map<'_, E, I, T> {
+    /// Starts what the in-flight bound allows and waits for the oldest
+    /// batch. False when every input has been yielded.
+    #[inline(never)]
+    fn refill(&mut self) -> bool {
+        while let Some(unit) = self.feed.start_next() {
+            self.pending.push_back(unit);
+        }
+        let Some(unit) = self.pending.pop_front() else {
+            return false;
+        };
+        self.current = match unit {
+            Unit::Running { handle, .. } => handle.join(),
+            Unit::Failed { n, error, .. } => (0..n).map(|_| Err(error.clone())).collect(),
+        }
+        .into_iter();
+        true
     }
 }
 

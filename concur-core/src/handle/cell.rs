@@ -174,8 +174,11 @@ impl Shared {
         true
     }
 
+    /// Read without the lock: `done` is set under it together with the
+    /// state, and a batch's worker asks before every item.
+    #[inline]
     pub(super) fn is_done(&self) -> bool {
-        self.lock().state == State::Done
+        self.done.load(Ordering::Acquire)
     }
 
     pub(super) fn is_cancelled(&self) -> bool {
