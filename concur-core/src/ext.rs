@@ -5,6 +5,7 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
@@ -99,6 +100,7 @@ pub trait ExecutorExt: Executor {
             feed: Feed::new(self, tasks.into_iter(), options),
             pending: VecDeque::new(),
             current: Vec::new().into_iter(),
+            wait: BatchWait::default(),
         }
     }
 
@@ -305,6 +307,67 @@ pub struct Map<'a, E, I, T: Task> {
     pending: VecDeque<Unit<T>>,
     /// The results of the oldest batch, being yielded.
     current: std::vec::IntoIter<Result<T::Output, TaskError>>,
+    wait: BatchWait,
+}
+
+/// How [`Map`] waits for its oldest batch. `join` spins a while before it
+/// sleeps, which is what short batches want: their result comes within the
+/// spin, with no sleep or wake-up on either side. A batch that takes longer
+/// than the spin only loses the CPU the spin took, which on a small machine
+/// is a core the workers could have used; so once a wait outlasts the spin,
+/// the next one sleeps at once, until a wait is short again.
+#[derive(Default)]
+struct BatchWait {
+    sleep_at_once: bool,
+    /// The waker of the thread that last slept here, made once.
+    waker: Option<(std::thread::ThreadId, Waker)>,
+}
+
+impl BatchWait {
+    /// Waits longer than this sleep at once the next time (the caller's
+    /// spin budget in `join`).
+    const LONG: Duration = Duration::from_micros(150);
+
+    fn join<T: Task>(&mut self, handle: BatchHandle<T>) -> Vec<Result<T::Output, TaskError>> {
+        if handle.is_finished() {
+            return handle.join();
+        }
+        let start = Instant::now();
+        let results = if self.sleep_at_once {
+            // A `Map` may move between threads: the waker unparks this one.
+            let me = std::thread::current();
+            let waker = match &mut self.waker {
+                Some((id, waker)) if *id == me.id() => waker,
+                slot => &mut slot.insert((me.id(), Waker::from(Arc::new(Unpark(me))))).1,
+            };
+            let mut cx = Context::from_waker(waker);
+            loop {
+                // The waker unparks this thread when the batch finishes; a
+                // stray unpark only costs another poll. Bounded by the
+                // batch: every accepted batch finishes (delivery contract).
+                match handle.poll_join(&mut cx) {
+                    Poll::Ready(results) => break results,
+                    Poll::Pending => std::thread::park(),
+                }
+            }
+        } else {
+            handle.join()
+        };
+        self.sleep_at_once = start.elapsed() >= Self::LONG;
+        results
+    }
+}
+
+/// Wakes a thread parked in [`BatchWait::join`].
+struct Unpark(std::thread::Thread);
+
+impl Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.unpark();
+    }
 }
 
 impl<E: Executor, I: Iterator<Item = T>, T: Task> Iterator for Map<'_, E, I, T> {
@@ -345,7 +408,7 @@ impl<E: Executor, I: Iterator<Item = T>, T: Task> Map<'_, E, I, T> {
             return false;
         };
         self.current = match unit {
-            Unit::Running { handle, .. } => handle.join(),
+            Unit::Running { handle, .. } => self.wait.join(handle),
             Unit::Failed { n, error, .. } => (0..n).map(|_| Err(error.clone())).collect(),
         }
         .into_iter();

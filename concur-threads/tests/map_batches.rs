@@ -5,7 +5,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use concur_core::conformance::DEADLINE;
 use concur_core::prelude::*;
@@ -28,6 +28,8 @@ enum Step {
     Gate,
     /// Counts itself in `RAN`.
     Count,
+    /// Takes a millisecond: longer than a caller spins for a batch.
+    Nap(u64),
 }
 
 impl Task for Step {
@@ -52,6 +54,10 @@ impl Task for Step {
             Step::Count => {
                 RAN.fetch_add(1, Ordering::SeqCst);
                 0
+            }
+            Step::Nap(n) => {
+                std::thread::sleep(Duration::from_millis(1));
+                n
             }
         }
     }
@@ -122,4 +128,27 @@ fn map_size_hint_is_exact() {
     assert_eq!(results.size_hint(), (990, Some(990)));
     assert_eq!(results.by_ref().count(), 990);
     assert_eq!(results.size_hint(), (0, Some(0)));
+}
+
+/// A `map` whose batches outlast the caller's spin sleeps while it waits
+/// and is woken by the batch; moved to another thread between two items, it
+/// wakes that thread, not the one it came from.
+#[test]
+fn map_of_slow_items_wakes_whichever_thread_reads_it() {
+    // Leaked so the reading thread need not be joined: a hang fails the
+    // test at the deadline instead of blocking it.
+    let pool: &'static ThreadPool = Box::leak(Box::new(ThreadPool::new(2).unwrap()));
+    let mut results = pool.map((0..40).map(Step::Nap));
+    for n in 0..10 {
+        assert_eq!(results.next().unwrap().unwrap(), n);
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rest: Vec<u64> = results.map(Result::unwrap).collect();
+        tx.send(rest).unwrap();
+    });
+    let rest = rx
+        .recv_timeout(DEADLINE)
+        .expect("the moved map finishes within the deadline");
+    assert_eq!(rest, (10..40).collect::<Vec<_>>());
 }

@@ -10,7 +10,8 @@
 //! 3. `map` over 100k items of about 1 us of work each vs rayon
 //!    `par_iter().map().collect()` on the same items (target <= 1.05x);
 //! 4. `map` over 1M trivial items (one multiply-rotate-xor) vs rayon
-//!    `par_iter` (target <= 5x).
+//!    `par_iter` (target <= 5x), on the default pool and on one whose queue
+//!    bound (which also bounds `map`'s tasks in flight) is 64k.
 
 use std::sync::mpsc;
 use std::time::Instant;
@@ -18,7 +19,6 @@ use std::time::Instant;
 use concur_bench::tasks::{mix, spin, Mix, Noop, Spin};
 use concur_bench::{header, interleaved, rounds, Comparison};
 use concur_core::prelude::*;
-use concur_core::MapOptions;
 use concur_threads::ThreadPool;
 use rayon::prelude::*;
 
@@ -129,38 +129,27 @@ fn main() {
     }
 
     const M: u64 = 1_000_000;
+    // The default queue bound (1024 per worker) also bounds `map`'s tasks
+    // in flight; a pool with room for more shows what that bound costs.
+    let deep = ThreadPool::builder()
+        .workers(workers)
+        .queue_bound(1 << 16)
+        .build()
+        .expect("thread pool");
     let par_iter = || {
         let v: Vec<u64> = rayon_pool.install(|| (0..M).into_par_iter().map(mix).collect());
         assert_eq!(v.len(), M as usize);
     };
-    let map_with = |options: MapOptions| {
-        let v: Vec<u64> = pool
-            .map_with((0..M).map(Mix), options)
-            .collect::<Result<_, _>>()
-            .unwrap();
+    let map = |pool: &ThreadPool| {
+        let v: Vec<u64> = pool.map((0..M).map(Mix)).collect::<Result<_, _>>().unwrap();
         assert_eq!(v.len(), M as usize);
     };
-    for (what, options) in [
-        ("map 1M trivial items", MapOptions::default()),
-        (
-            "map 1M trivial, batch 4096",
-            MapOptions::default()
-                .batch(
-                    std::env::var("B")
-                        .ok()
-                        .and_then(|s| s.parse().ok())
-                        .unwrap_or(4096),
-                )
-                .in_flight(
-                    std::env::var("F")
-                        .ok()
-                        .and_then(|s| s.parse().ok())
-                        .unwrap_or(16384),
-                ),
-        ),
+    for (what, pool) in [
+        ("map 1M trivial items", &pool),
+        ("map 1M trivial, queue bound 64k", &deep),
     ] {
         if wanted(what) {
-            let (peer, ours) = interleaved(rounds, par_iter, || map_with(options));
+            let (peer, ours) = interleaved(rounds, par_iter, || map(pool));
             Comparison::new(what, "rayon par_iter", peer, ours, 5.0).print(M, "us/item");
         }
     }
