@@ -39,9 +39,14 @@ impl MapOptions {
         self
     }
 
+    /// The largest batch chosen from the size hint alone.
+    const AUTO_BATCH: usize = 256;
+    /// The largest batch a long map of quick tasks grows to (see `Feed::grow`).
+    const GROWN_BATCH: usize = 4096;
+
     fn resolve(self, workers: usize, queue_bound: usize, size_hint: usize) -> (usize, usize) {
         let workers = workers.max(1);
-        let auto_batch = (size_hint / (workers * 16)).clamp(1, 256);
+        let auto_batch = (size_hint / (workers * 16)).clamp(1, Self::AUTO_BATCH);
         let in_flight = self
             .in_flight
             .unwrap_or_else(|| (workers * 64).max(self.batch.unwrap_or(auto_batch) * workers * 4))
@@ -216,6 +221,11 @@ struct Feed<'a, E, I, T: Task> {
     input: std::iter::Fuse<I>,
     in_flight_limit: usize,
     batch: usize,
+    /// How far batches may grow (`batch`, `in_flight_limit`) while the
+    /// workers keep ahead of the caller: set for long inputs when neither
+    /// option was given.
+    growth: Option<(usize, usize)>,
+    workers: usize,
     /// Tasks pulled from the input and not yet yielded.
     in_flight: usize,
     next_index: usize,
@@ -237,19 +247,34 @@ enum Unit<T: Task> {
 
 impl<'a, E: Executor, I: Iterator<Item = T>, T: Task> Feed<'a, E, I, T> {
     fn new(exec: &'a E, input: I, options: MapOptions) -> Self {
-        let (in_flight_limit, batch) = options.resolve(
-            exec.workers(),
-            exec.admission().bound(),
-            input.size_hint().0,
-        );
+        let workers = exec.workers().max(1);
+        let bound = exec.admission().bound();
+        let (in_flight_limit, batch) = options.resolve(workers, bound, input.size_hint().0);
+        let growth = (options == MapOptions::default() && batch >= MapOptions::AUTO_BATCH)
+            .then(|| (MapOptions::GROWN_BATCH.min(bound / (4 * workers)), bound))
+            .filter(|&(most, _)| most > batch);
         Self {
             exec,
             input: input.fuse(),
             in_flight_limit,
             batch,
+            growth,
+            workers,
             in_flight: 0,
             next_index: 0,
             ready: VecDeque::new(),
+        }
+    }
+
+    /// The workers finished a batch before the caller needed it: the
+    /// caller's per-batch work is what paces the map, so batches double
+    /// (within `growth`), with room for four per worker in flight.
+    fn grow(&mut self) {
+        if let Some((most_batch, most_in_flight)) = self.growth {
+            self.batch = (self.batch * 2).min(most_batch);
+            self.in_flight_limit = self
+                .in_flight_limit
+                .max((self.batch * self.workers * 4).min(most_in_flight));
         }
     }
 
@@ -408,7 +433,12 @@ impl<E: Executor, I: Iterator<Item = T>, T: Task> Map<'_, E, I, T> {
             return false;
         };
         self.current = match unit {
-            Unit::Running { handle, .. } => self.wait.join(handle),
+            Unit::Running { handle, .. } => {
+                if handle.is_finished() {
+                    self.feed.grow();
+                }
+                self.wait.join(handle)
+            }
             Unit::Failed { n, error, .. } => (0..n).map(|_| Err(error.clone())).collect(),
         }
         .into_iter();

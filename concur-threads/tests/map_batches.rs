@@ -152,3 +152,20 @@ fn map_of_slow_items_wakes_whichever_thread_reads_it() {
         .expect("the moved map finishes within the deadline");
     assert_eq!(rest, (10..40).collect::<Vec<_>>());
 }
+
+/// A long map of quick items on a pool with a deep queue grows its batches
+/// as the workers keep ahead; every item still comes back once, in order.
+#[test]
+fn long_map_on_a_deep_queue_keeps_order() {
+    let pool = ThreadPool::builder()
+        .workers(2)
+        .queue_bound(1 << 16)
+        .build()
+        .unwrap();
+    let n = 300_000u64;
+    let out: Vec<u64> = pool
+        .map((0..n).map(Step::Value))
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(out.iter().copied().eq(0..n));
+}
