@@ -83,34 +83,33 @@ fn burst<E: Executor>(pool: &E) {
     }
 }
 
-/// The median of `rounds` timings of `f` (after one warm-up run).
-fn timed(rounds: usize, mut f: impl FnMut()) -> Duration {
-    f();
-    let mut samples: Vec<f64> = (0..rounds)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed().as_secs_f64()
-        })
-        .collect();
-    Duration::from_secs_f64(median(&mut samples))
-}
-
 /// One backend's figures for one workload: the median time per count.
+/// Every count's pool is built first and the counts take turns within
+/// each round (after one warm-up run each), so a change in the machine's
+/// load during the run falls on every count alike.
 fn measure<E: Executor>(
     counts: &[usize],
     rounds: usize,
     build: impl Fn(usize) -> E,
     run: impl Fn(&E),
 ) -> Vec<(usize, Duration)> {
+    let pools: Vec<E> = counts.iter().map(|&n| build(n)).collect();
+    pools.iter().for_each(&run);
+    let mut samples = vec![Vec::with_capacity(rounds); pools.len()];
+    for _ in 0..rounds {
+        for (pool, samples) in pools.iter().zip(&mut samples) {
+            let t = Instant::now();
+            run(pool);
+            samples.push(t.elapsed().as_secs_f64());
+        }
+    }
+    for pool in &pools {
+        pool.shutdown().expect("shutdown");
+    }
     counts
         .iter()
-        .map(|&n| {
-            let pool = build(n);
-            let t = timed(rounds, || run(&pool));
-            pool.shutdown().expect("shutdown");
-            (n, t)
-        })
+        .zip(&mut samples)
+        .map(|(&n, samples)| (n, Duration::from_secs_f64(median(samples))))
         .collect()
 }
 
