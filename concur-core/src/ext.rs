@@ -5,6 +5,7 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
@@ -38,9 +39,14 @@ impl MapOptions {
         self
     }
 
+    /// The largest batch chosen from the size hint alone.
+    const AUTO_BATCH: usize = 256;
+    /// The largest batch a long map of quick tasks grows to (see `Feed::grow`).
+    const GROWN_BATCH: usize = 4096;
+
     fn resolve(self, workers: usize, queue_bound: usize, size_hint: usize) -> (usize, usize) {
         let workers = workers.max(1);
-        let auto_batch = (size_hint / (workers * 16)).clamp(1, 256);
+        let auto_batch = (size_hint / (workers * 16)).clamp(1, Self::AUTO_BATCH);
         let in_flight = self
             .in_flight
             .unwrap_or_else(|| (workers * 64).max(self.batch.unwrap_or(auto_batch) * workers * 4))
@@ -99,6 +105,7 @@ pub trait ExecutorExt: Executor {
             feed: Feed::new(self, tasks.into_iter(), options),
             pending: VecDeque::new(),
             current: Vec::new().into_iter(),
+            wait: BatchWait::default(),
         }
     }
 
@@ -214,6 +221,11 @@ struct Feed<'a, E, I, T: Task> {
     input: std::iter::Fuse<I>,
     in_flight_limit: usize,
     batch: usize,
+    /// How far batches may grow (`batch`, `in_flight_limit`) while the
+    /// workers keep ahead of the caller: set for long inputs when neither
+    /// option was given.
+    growth: Option<(usize, usize)>,
+    workers: usize,
     /// Tasks pulled from the input and not yet yielded.
     in_flight: usize,
     next_index: usize,
@@ -235,19 +247,34 @@ enum Unit<T: Task> {
 
 impl<'a, E: Executor, I: Iterator<Item = T>, T: Task> Feed<'a, E, I, T> {
     fn new(exec: &'a E, input: I, options: MapOptions) -> Self {
-        let (in_flight_limit, batch) = options.resolve(
-            exec.workers(),
-            exec.admission().bound(),
-            input.size_hint().0,
-        );
+        let workers = exec.workers().max(1);
+        let bound = exec.admission().bound();
+        let (in_flight_limit, batch) = options.resolve(workers, bound, input.size_hint().0);
+        let growth = (options == MapOptions::default() && batch >= MapOptions::AUTO_BATCH)
+            .then(|| (MapOptions::GROWN_BATCH.min(bound / (4 * workers)), bound))
+            .filter(|&(most, _)| most > batch);
         Self {
             exec,
             input: input.fuse(),
             in_flight_limit,
             batch,
+            growth,
+            workers,
             in_flight: 0,
             next_index: 0,
             ready: VecDeque::new(),
+        }
+    }
+
+    /// The workers finished a batch before the caller needed it: the
+    /// caller's per-batch work is what paces the map, so batches double
+    /// (within `growth`), with room for four per worker in flight.
+    fn grow(&mut self) {
+        if let Some((most_batch, most_in_flight)) = self.growth {
+            self.batch = (self.batch * 2).min(most_batch);
+            self.in_flight_limit = self
+                .in_flight_limit
+                .max((self.batch * self.workers * 4).min(most_in_flight));
         }
     }
 
@@ -305,26 +332,117 @@ pub struct Map<'a, E, I, T: Task> {
     pending: VecDeque<Unit<T>>,
     /// The results of the oldest batch, being yielded.
     current: std::vec::IntoIter<Result<T::Output, TaskError>>,
+    wait: BatchWait,
+}
+
+/// How [`Map`] waits for its oldest batch. `join` spins a while before it
+/// sleeps, which is what short batches want: their result comes within the
+/// spin, with no sleep or wake-up on either side. A batch that takes longer
+/// than the spin only loses the CPU the spin took, which on a small machine
+/// is a core the workers could have used; so once a wait outlasts the spin,
+/// the next one sleeps at once, until a wait is short again.
+#[derive(Default)]
+struct BatchWait {
+    sleep_at_once: bool,
+    /// The waker of the thread that last slept here, made once.
+    waker: Option<(std::thread::ThreadId, Waker)>,
+}
+
+impl BatchWait {
+    /// Waits longer than this sleep at once the next time (the caller's
+    /// spin budget in `join`).
+    const LONG: Duration = Duration::from_micros(150);
+
+    fn join<T: Task>(&mut self, handle: BatchHandle<T>) -> Vec<Result<T::Output, TaskError>> {
+        if handle.is_finished() {
+            return handle.join();
+        }
+        let start = Instant::now();
+        let results = if self.sleep_at_once {
+            // A `Map` may move between threads: the waker unparks this one.
+            let me = std::thread::current();
+            let waker = match &mut self.waker {
+                Some((id, waker)) if *id == me.id() => waker,
+                slot => &mut slot.insert((me.id(), Waker::from(Arc::new(Unpark(me))))).1,
+            };
+            let mut cx = Context::from_waker(waker);
+            loop {
+                // The waker unparks this thread when the batch finishes; a
+                // stray unpark only costs another poll. Bounded by the
+                // batch: every accepted batch finishes (delivery contract).
+                match handle.poll_join(&mut cx) {
+                    Poll::Ready(results) => break results,
+                    Poll::Pending => std::thread::park(),
+                }
+            }
+        } else {
+            handle.join()
+        };
+        self.sleep_at_once = start.elapsed() >= Self::LONG;
+        results
+    }
+}
+
+/// Wakes a thread parked in [`BatchWait::join`].
+struct Unpark(std::thread::Thread);
+
+impl Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.unpark();
+    }
 }
 
 impl<E: Executor, I: Iterator<Item = T>, T: Task> Iterator for Map<'_, E, I, T> {
     type Item = Result<T::Output, TaskError>;
 
+    // The common case, the next result of the batch at hand, is kept small
+    // enough to inline into the caller's loop; refilling is out of line.
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         loop {
             if let Some(r) = self.current.next() {
                 self.feed.in_flight -= 1;
                 return Some(r);
             }
-            while let Some(unit) = self.feed.start_next() {
-                self.pending.push_back(unit);
+            if !self.refill() {
+                return None;
             }
-            self.current = match self.pending.pop_front()? {
-                Unit::Running { handle, .. } => handle.join(),
-                Unit::Failed { n, error, .. } => (0..n).map(|_| Err(error.clone())).collect(),
-            }
-            .into_iter();
         }
+    }
+
+    /// Exactly one item per input: those in flight plus what the input has left.
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let (lo, hi) = self.feed.input.size_hint();
+        let n = self.feed.in_flight;
+        (lo.saturating_add(n), hi.and_then(|hi| hi.checked_add(n)))
+    }
+}
+
+impl<E: Executor, I: Iterator<Item = T>, T: Task> Map<'_, E, I, T> {
+    /// Starts what the in-flight bound allows and waits for the oldest
+    /// batch. False when every input has been yielded.
+    #[inline(never)]
+    fn refill(&mut self) -> bool {
+        while let Some(unit) = self.feed.start_next() {
+            self.pending.push_back(unit);
+        }
+        let Some(unit) = self.pending.pop_front() else {
+            return false;
+        };
+        self.current = match unit {
+            Unit::Running { handle, .. } => {
+                if handle.is_finished() {
+                    self.feed.grow();
+                }
+                self.wait.join(handle)
+            }
+            Unit::Failed { n, error, .. } => (0..n).map(|_| Err(error.clone())).collect(),
+        }
+        .into_iter();
+        true
     }
 }
 

@@ -45,18 +45,62 @@ struct State<T: Task> {
 }
 
 impl<T: Task> BatchRun<T> {
-    /// A batch of `tasks` finishing `completion`.
-    pub(crate) fn new(completion: Completion, tasks: Vec<T>) -> Self {
+    /// A batch of `tasks` finishing `completion`. `timed` when the pool has
+    /// a per-task timeout: only then can items settle out of order, so only
+    /// then is there a slot per item.
+    pub(crate) fn new(completion: Completion, tasks: Vec<T>, timed: bool) -> Self {
         let len = tasks.len();
         Self {
             completion,
             state: Mutex::new(State {
                 started: false,
                 todo: tasks.into_iter().enumerate(),
-                results: (0..len).map(|_| None).collect(),
+                results: if timed {
+                    (0..len).map(|_| None).collect()
+                } else {
+                    Vec::new()
+                },
                 left: len,
             }),
         }
+    }
+
+    /// Runs every item on this thread with no per-item lock: without a
+    /// timeout no other thread settles an item, so the results are
+    /// gathered here and delivered at once. A cancel (or `shutdown_now`)
+    /// finishes the cell; the items not yet started are then dropped.
+    ///
+    /// One `catch` spans a run of items rather than one per item: a panic
+    /// ends the run at the item that panicked, which gets the error, and
+    /// the next run starts with the item after it.
+    fn run_untimed(&self, worker: WorkerInfo) -> u64 {
+        let mut todo = std::mem::replace(
+            &mut lock(&self.state).todo,
+            Vec::new().into_iter().enumerate(),
+        );
+        let mut results = Vec::with_capacity(todo.len());
+        let port = UntimedPort {
+            completion: &self.completion,
+        };
+        loop {
+            let run = panic::catch(|| {
+                for (_, task) in todo.by_ref() {
+                    if self.completion.is_done() {
+                        return false;
+                    }
+                    results.push(Ok(task.run(&mut TaskContext::new(&port, worker))));
+                }
+                true
+            });
+            match run {
+                Ok(true) => break,
+                Ok(false) => return results.len() as u64,
+                Err(panicked) => results.push(Err(panicked)),
+            }
+        }
+        let ran = results.len() as u64;
+        self.completion.finish(Ok(Payload::value(results)));
+        ran
     }
 
     /// The next item to run, unless the batch is done (cancelled, or
@@ -134,17 +178,19 @@ impl<T: Task> BatchWork for BatchRun<T> {
     }
 
     fn run_items(self: Arc<Self>, pool: &Arc<Inner>, worker: WorkerInfo) -> u64 {
-        let timeout = pool.shared.config.task_timeout_value();
+        let Some(timeout) = pool.shared.config.task_timeout_value() else {
+            return self.run_untimed(worker);
+        };
         let mut ran = 0;
         while let Some((index, task)) = self.next_item() {
             ran += 1;
-            let deadline = timeout.map(|after| {
+            let deadline = {
                 let batch = self.clone();
                 let pool = Arc::downgrade(pool);
-                arm(after, move || batch.timed_out(index, after, &pool))
-            });
+                arm(timeout, move || batch.timed_out(index, timeout, &pool))
+            };
             // A deadline that cannot be set (no timer thread) fails the item.
-            let deadline = match deadline.transpose() {
+            let deadline = match deadline {
                 Ok(deadline) => deadline,
                 Err(e) => {
                     self.settle(index, Err(e));
@@ -156,12 +202,30 @@ impl<T: Task> BatchWork for BatchRun<T> {
                 index,
             };
             let result = panic::catch(|| task.run(&mut TaskContext::new(&port, worker)));
-            if let Some(key) = deadline {
-                disarm(key);
-            }
+            disarm(deadline);
             self.settle(index, result);
         }
         ran
+    }
+}
+
+/// What an item of an untimed batch sees: no messages (a batch handle
+/// carries none), and cancelled once the batch is done.
+struct UntimedPort<'a> {
+    completion: &'a Completion,
+}
+
+impl Port for UntimedPort<'_> {
+    fn send(&self, _msg: Payload) -> Result<(), TaskError> {
+        Ok(())
+    }
+
+    fn recv(&self, _deadline: Option<Instant>) -> Option<Payload> {
+        None
+    }
+
+    fn is_cancelled(&self) -> bool {
+        self.completion.is_done()
     }
 }
 

@@ -48,9 +48,9 @@ impl Job {
         }
     }
 
-    /// A job that runs `tasks`, each under its own deadline.
-    pub(crate) fn batch<T: Task>(completion: Completion, tasks: Vec<T>) -> Self {
-        Job::Batch(Arc::new(BatchRun::new(completion, tasks)))
+    /// A job that runs `tasks`, each under its own deadline when `timed`.
+    pub(crate) fn batch<T: Task>(completion: Completion, tasks: Vec<T>, timed: bool) -> Self {
+        Job::Batch(Arc::new(BatchRun::new(completion, tasks, timed)))
     }
 
     /// Drops the job, cancelling its task if it has one.

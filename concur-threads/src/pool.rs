@@ -279,7 +279,8 @@ impl Executor for ThreadPool {
         }
         let c = Completion::new(permit, None);
         let handle = BatchHandle::new(&c, tasks.len());
-        self.queue(Job::batch(c, tasks));
+        let timed = self.inner.shared.config.task_timeout_value().is_some();
+        self.queue(Job::batch(c, tasks, timed));
         Ok(handle)
     }
 

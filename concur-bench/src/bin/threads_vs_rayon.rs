@@ -1,19 +1,55 @@
 //! concur-threads against raw rayon, in one process and one run:
-//! `cargo run --release -p concur-bench --bin threads_vs_rayon`.
+//! `cargo run --release -p concur-bench --bin threads_vs_rayon`
+//! (`ROUNDS=n` sets the rounds per figure, default 9; `ONLY=word` runs only
+//! the figures whose name contains `word`, for profiling one of them).
+//!
+//! 1. one task in flight, no-op round trip vs rayon `spawn` + channel
+//!    (target <= 1.2x);
+//! 2. 100k no-op tasks, `submit` all then `join` all, vs rayon `spawn` +
+//!    channel (target <= 1.2x), on the default pool and on one whose queue
+//!    bound fits the burst (the anchor has none);
+//! 3. `map` over 100k items of about 1 us of work each vs rayon
+//!    `par_iter().map().collect()` on the same items (target <= 1.05x);
+//! 4. `map` over 1M trivial items (one multiply-rotate-xor) vs rayon
+//!    `par_iter` (target <= 5x), on the default pool and on one whose queue
+//!    bound (which also bounds `map`'s tasks in flight) is 64k.
 
 use std::sync::mpsc;
+use std::time::Instant;
 
-use concur_bench::tasks::{mix, Mix, Noop};
+use concur_bench::tasks::{mix, spin, Mix, Noop, Spin};
 use concur_bench::{header, interleaved, rounds, Comparison};
 use concur_core::prelude::*;
-use concur_core::MapOptions;
 use concur_threads::ThreadPool;
 use rayon::prelude::*;
+
+/// True when the figure `what` should run (`ONLY` unset or contained in it).
+fn wanted(what: &str) -> bool {
+    std::env::var("ONLY").map_or(true, |only| what.contains(&only))
+}
+
+/// Rounds of [`spin`] that take about one microsecond on this machine.
+fn spin_rounds_per_us() -> u64 {
+    const PROBE: u64 = 1_000_000;
+    let t = Instant::now();
+    std::hint::black_box(spin(std::hint::black_box(PROBE)));
+    let ns_per_round = t.elapsed().as_nanos() as f64 / PROBE as f64;
+    ((1_000.0 / ns_per_round) as u64).max(1)
+}
 
 fn main() {
     let workers = concur_core::default_workers();
     let rounds = rounds(9);
-    let pool = ThreadPool::new(workers).expect("thread pool");
+    let pool = ThreadPool::builder()
+        .workers(workers)
+        .queue_bound(
+            std::env::var("QB")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(2048),
+        )
+        .build()
+        .expect("thread pool");
     let rayon_pool = rayon::ThreadPoolBuilder::new()
         .num_threads(workers)
         .build()
@@ -22,82 +58,114 @@ fn main() {
     header();
 
     const R: u64 = 2_000;
-    let (peer, ours) = interleaved(
-        rounds,
-        || {
-            for i in 0..R {
-                let (tx, rx) = mpsc::sync_channel(1);
-                rayon_pool.spawn(move || {
-                    let _ = tx.send(i);
-                });
-                assert_eq!(rx.recv().unwrap(), i);
-            }
-        },
-        || {
-            for i in 0..R {
-                assert_eq!(pool.submit(Noop(i)).unwrap().join().unwrap(), i);
-            }
-        },
-    );
-    Comparison::new(
-        "1 in flight no-op round trip",
-        "rayon spawn+channel",
-        peer,
-        ours,
-        1.2,
-    )
-    .print(R, "us/task");
+    let what = "1 in flight no-op round trip";
+    if wanted(what) {
+        let (peer, ours) = interleaved(
+            rounds,
+            || {
+                for i in 0..R {
+                    let (tx, rx) = mpsc::sync_channel(1);
+                    rayon_pool.spawn(move || {
+                        let _ = tx.send(i);
+                    });
+                    assert_eq!(rx.recv().unwrap(), i);
+                }
+            },
+            || {
+                for i in 0..R {
+                    assert_eq!(pool.submit(Noop(i)).unwrap().join().unwrap(), i);
+                }
+            },
+        );
+        Comparison::new(what, "rayon spawn+channel", peer, ours, 1.2).print(R, "us/task");
+    }
 
     const N: u64 = 100_000;
-    let (peer, ours) = interleaved(
-        rounds,
-        || {
-            let (tx, rx) = mpsc::channel();
-            for i in 0..N {
-                let tx = tx.clone();
-                rayon_pool.spawn(move || {
-                    let _ = tx.send(i);
-                });
-            }
-            drop(tx);
-            let sum: u64 = rx.iter().sum();
-            assert_eq!(sum, N * (N - 1) / 2);
-        },
-        || {
-            let handles: Vec<_> = (0..N).map(|i| pool.submit(Noop(i)).unwrap()).collect();
-            let sum: u64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
-            assert_eq!(sum, N * (N - 1) / 2);
-        },
-    );
-    Comparison::new(
-        "100k no-op submit+join",
-        "rayon spawn+channel",
-        peer,
-        ours,
-        1.2,
-    )
-    .print(N, "us/task");
+    // With the default queue bound (1024 per worker) the submitter waits for
+    // room every few hundred tasks; the anchor has no bound. A pool whose
+    // bound fits the burst shows the submit and join path alone.
+    let roomy = ThreadPool::builder()
+        .workers(workers)
+        .queue_bound(N as usize)
+        .build()
+        .expect("thread pool");
+    for (what, pool) in [
+        ("100k no-op submit+join", &pool),
+        ("100k no-op submit+join, bound 100k", &roomy),
+    ] {
+        if !wanted(what) {
+            continue;
+        }
+        let (peer, ours) = interleaved(
+            rounds,
+            || {
+                let (tx, rx) = mpsc::channel();
+                for i in 0..N {
+                    let tx = tx.clone();
+                    rayon_pool.spawn(move || {
+                        let _ = tx.send(i);
+                    });
+                }
+                drop(tx);
+                let sum: u64 = rx.iter().sum();
+                assert_eq!(sum, N * (N - 1) / 2);
+            },
+            || {
+                let handles: Vec<_> = (0..N).map(|i| pool.submit(Noop(i)).unwrap()).collect();
+                let sum: u64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
+                assert_eq!(sum, N * (N - 1) / 2);
+            },
+        );
+        Comparison::new(what, "rayon spawn+channel", peer, ours, 1.2).print(N, "us/task");
+    }
+
+    const K: u64 = 100_000;
+    let what = "map 100k ~1us items";
+    if wanted(what) {
+        let work = spin_rounds_per_us();
+        let expected: u64 = spin(work);
+        let (peer, ours) = interleaved(
+            rounds,
+            || {
+                let v: Vec<u64> =
+                    rayon_pool.install(|| (0..K).into_par_iter().map(|_| spin(work)).collect());
+                assert!(v.len() == K as usize && v[0] == expected);
+            },
+            || {
+                let v: Vec<u64> = pool
+                    .map((0..K).map(|_| Spin(work)))
+                    .collect::<Result<_, _>>()
+                    .unwrap();
+                assert!(v.len() == K as usize && v[0] == expected);
+            },
+        );
+        Comparison::new(what, "rayon par_iter", peer, ours, 1.05).print(K, "us/item");
+    }
 
     const M: u64 = 1_000_000;
+    // The default queue bound (1024 per worker) also bounds `map`'s tasks
+    // in flight; a pool with room for more shows what that bound costs.
+    let deep = ThreadPool::builder()
+        .workers(workers)
+        .queue_bound(1 << 16)
+        .build()
+        .expect("thread pool");
     let par_iter = || {
         let v: Vec<u64> = rayon_pool.install(|| (0..M).into_par_iter().map(mix).collect());
         assert_eq!(v.len(), M as usize);
     };
-    let map_with = |options: MapOptions| {
-        let v: Vec<u64> = pool
-            .map_with((0..M).map(Mix), options)
-            .collect::<Result<_, _>>()
-            .unwrap();
+    let map = |pool: &ThreadPool| {
+        let v: Vec<u64> = pool.map((0..M).map(Mix)).collect::<Result<_, _>>().unwrap();
         assert_eq!(v.len(), M as usize);
     };
-    for (what, options) in [
-        ("map 1M trivial items", MapOptions::default()),
-        (
-            "map 1M, batch 4096",
-            MapOptions::default().batch(4096).in_flight(16384),
-        ),
+    for (what, pool) in [
+        ("map 1M trivial items", &pool),
+        ("map 1M trivial, queue bound 64k", &deep),
     ] {
-        let (peer, ours) = interleaved(rounds, par_iter, || map_with(options));
-        Comparison::new(what, "rayon par_iter", peer, ours, 1.1).print(M, "us/item");
+        if wanted(what) {
+            let (peer, ours) = interleaved(rounds, par_iter, || map(pool));
+            // In ns: the anchor's figure is under a nanosecond per item.
+            Comparison::new(what, "rayon par_iter", peer, ours, 5.0).print(M / 1000, "ns/item");
+        }
     }
 }

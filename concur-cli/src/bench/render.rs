@@ -27,6 +27,21 @@ pub struct Renderer {
     backends: Vec<BackendName>,
     /// Table column widths, in characters.
     widths: Vec<usize>,
+    /// Workers per pool: what an `N` in a row label stands for.
+    workers: usize,
+}
+
+/// A metric's label as a table row shows it: its `N` is the run's worker
+/// count, so `--workers 8` reads "speedup, 8 over 1 worker".
+fn row_label(label: &str, workers: usize) -> String {
+    label
+        .split(' ')
+        .map(|word| match word.strip_prefix('N') {
+            Some(rest) if rest.is_empty() || rest == "," => format!("{workers}{rest}"),
+            _ => word.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 impl Renderer {
@@ -42,7 +57,7 @@ impl Renderer {
                 .max()
                 .unwrap_or(0),
             specs()
-                .map(|m| m.label.chars().count())
+                .map(|m| row_label(m.label, settings.workers).chars().count())
                 .chain(["figure".len()])
                 .max()
                 .unwrap_or(0),
@@ -62,6 +77,7 @@ impl Renderer {
             format,
             backends,
             widths,
+            workers: settings.workers,
         }
     }
 
@@ -115,7 +131,7 @@ impl Renderer {
                 } else {
                     String::new()
                 },
-                metric.label.to_owned(),
+                row_label(metric.label, self.workers),
             ];
             let medians: Vec<Option<f64>> =
                 self.backends.iter().map(|b| metric.median_of(*b)).collect();
@@ -417,6 +433,35 @@ mod tests {
             text.lines()
                 .any(|l| l.contains("throughput") && l.ends_with(" 0.087×")),
             "messages: procs has 0.087 of the throughput of threads:\n{text}"
+        );
+    }
+
+    /// `--workers N` shows N in the rows that depend on it.
+    #[test]
+    fn row_labels_name_the_worker_count() {
+        assert_eq!(row_label("elapsed, N workers", 8), "elapsed, 8 workers");
+        assert_eq!(
+            row_label("speedup, N over 1 worker", 16),
+            "speedup, 16 over 1 worker"
+        );
+        assert_eq!(row_label("elapsed, 1 worker", 8), "elapsed, 1 worker");
+        assert_eq!(row_label("Nothing", 8), "Nothing");
+        let mut r = report(vec![workload(
+            "cpu",
+            vec![metric(
+                "speedup, N over 1 worker",
+                "×",
+                Better::Higher,
+                3.9,
+                3.8,
+            )],
+        )]);
+        r.settings.workers = 4;
+        r.settings.workloads = vec![Workload::Cpu.name()];
+        let text = render(&r, Format::Table);
+        assert!(
+            text.lines().any(|l| l.contains("speedup, 4 over 1 worker")),
+            "{text}"
         );
     }
 

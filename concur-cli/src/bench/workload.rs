@@ -71,7 +71,7 @@ const DISPATCH: &[MetricSpec] = &[
 const CPU: &[MetricSpec] = &[
     metric("elapsed_ms", "elapsed, N workers", "ms", Lower),
     metric("one_worker_ms", "elapsed, 1 worker", "ms", Lower),
-    metric("speedup", "speedup", "×", Higher),
+    metric("speedup", "speedup, N over 1 worker", "×", Higher),
 ];
 const IO: &[MetricSpec] = &[
     metric("elapsed_ms", "elapsed", "ms", Lower),

@@ -57,6 +57,7 @@ impl Completion {
     }
 
     /// True once the task is done (finished, failed or cancelled).
+    #[inline]
     pub fn is_done(&self) -> bool {
         self.shared.is_done()
     }
