@@ -63,12 +63,18 @@
 //!
 //! # Worker processes
 //!
-//! With `procs`, a worker is this executable started again: [`init`] must
-//! be the first line of `main` (it returns at once in the program and never
-//! returns in a worker; without `procs` it does nothing), and test targets
-//! that build process pools put [`enable_test_support!`] at their crate
-//! root. Task types run by worker processes need one [`register!`] line
-//! each. [`is_worker`] tells code whether it runs in a worker.
+//! With `procs`, a worker is this executable started again. Worker mode
+//! starts before `main` (and before a test harness), so neither a program
+//! nor a test target needs any set-up: the program's `main` never runs in a
+//! worker. [`init`] stays the recommended first line of `main` (it raises
+//! the open-files limit; without `procs` it does nothing), and
+//! [`enable_test_support!`] still compiles and does nothing. The program's
+//! own constructors (`#[ctor]`, statics registered by `inventory`) do run
+//! in every worker, as they would in any new process of the executable.
+//! Function tasks ([`ExecutorExt::submit_fn`]) need nothing else; struct
+//! task types run by worker processes are registered with
+//! [`#[concur::task]`](task) or one [`register!`] line each. [`is_worker`]
+//! tells code whether it runs in a worker.
 //!
 //! # Delivery
 //!
@@ -137,11 +143,12 @@ pub mod prelude {
     };
 }
 
-/// Enters worker mode when this process was started as a worker process;
-/// returns at once otherwise. Call it first thing in `main`.
+/// The recommended first line of `main`; returns at once.
 ///
-/// With the `procs` feature this is `concur_procs::init`: in a worker it runs
-/// tasks until the pool stops it, then ends the process, never returning.
+/// With the `procs` feature this is `concur_procs::init`. Worker mode itself
+/// starts before `main` (so a program that forgets this line still never
+/// runs its `main` in a worker); where the C library gives constructors no
+/// arguments (not glibc), this call is where a worker enters worker mode.
 /// It also raises the soft limit on open file descriptors to the hard
 /// limit (see `concur_procs::init` for why). Without `procs` it does nothing,
 /// so the line can stay when the feature is off. Calling it again is
