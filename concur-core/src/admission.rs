@@ -741,10 +741,9 @@ mod tests {
     }
 }
 
-/// Loom models of the queue bound: acquire, release and close in every
-/// interleaving (see `crate::loom` for how to run them). Requests are for
-/// one task each: a blocked request for several may wait for its re-check
-/// by design (see [`Inner::low_water`]), which loom cannot model.
+/// Loom models of the queue bound and its waiter list: acquire, release,
+/// close and async waiters in every interleaving (see `crate::loom` for how
+/// to run them).
 #[cfg(all(test, loom))]
 mod loom_tests {
     use super::*;
@@ -835,6 +834,88 @@ mod loom_tests {
             drop(p2);
             t.join().unwrap();
             assert!(idler.join().unwrap());
+        });
+    }
+
+    /// A queued waiter gets the room a release gives back, never a
+    /// newcomer who comes right after the release.
+    #[test]
+    fn loom_queued_waiter_goes_before_newcomer() {
+        loom::model(|| {
+            let a = Admission::new(1);
+            let held = a.acquire(1).unwrap();
+            let a2 = a.clone();
+            let waiter = thread::spawn(move || a2.acquire(1).map(drop));
+            while a.waiting() == 0 {
+                thread::yield_now();
+            }
+            drop(held);
+            assert!(a.try_acquire(1).unwrap().is_none());
+            waiter.join().unwrap().unwrap();
+            assert_eq!(a.in_use(), 0);
+        });
+    }
+
+    /// Two waiters, two releases racing: both are served, none is stranded
+    /// with room left over.
+    #[test]
+    fn loom_two_waiters_two_releases() {
+        loom::model(|| {
+            let a = Admission::new(2);
+            let p1 = a.acquire(1).unwrap();
+            let p2 = a.acquire(1).unwrap();
+            let spawn = |a: Admission| thread::spawn(move || a.acquire(1).map(drop));
+            let w1 = spawn(a.clone());
+            let w2 = spawn(a.clone());
+            let r = thread::spawn(move || drop(p1));
+            drop(p2);
+            r.join().unwrap();
+            w1.join().unwrap().unwrap();
+            w2.join().unwrap().unwrap();
+            assert_eq!(a.in_use(), 0);
+            assert_eq!(a.waiting(), 0);
+        });
+    }
+
+    /// An async waiter dropped while a release hands it room: the room is
+    /// not lost either way.
+    #[test]
+    fn loom_async_waiter_dropped_during_release() {
+        use std::future::Future;
+        use std::task::{Context, Waker};
+        loom::model(|| {
+            let a = Admission::new(1);
+            let held = a.acquire(1).unwrap();
+            let mut f = Box::pin(a.acquire_async(1));
+            let mut cx = Context::from_waker(Waker::noop());
+            assert!(f.as_mut().poll(&mut cx).is_pending());
+            let r = thread::spawn(move || drop(held));
+            drop(f);
+            r.join().unwrap();
+            assert_eq!(a.in_use(), 0);
+            assert_eq!(a.waiting(), 0);
+        });
+    }
+
+    /// Close races a release with an async waiter queued: the future ends
+    /// with the room or with `ShutDown`, and is woken either way.
+    #[test]
+    fn loom_close_vs_release_wakes_async_waiter() {
+        use ::loom::future::block_on;
+        loom::model(|| {
+            let a = Admission::new(1);
+            let held = a.acquire(1).unwrap();
+            let a2 = a.clone();
+            let waiter = thread::spawn(move || block_on(a2.acquire_async(1)).map(drop));
+            let a3 = a.clone();
+            let closer = thread::spawn(move || a3.close());
+            drop(held);
+            closer.join().unwrap();
+            match waiter.join().unwrap() {
+                Ok(()) => {}
+                Err(e) => assert!(e.is_shut_down()),
+            }
+            assert_eq!(a.in_use(), 0);
         });
     }
 }

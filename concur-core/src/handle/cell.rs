@@ -73,9 +73,28 @@ pub(super) enum Outcome {
     Pending,
 }
 
-/// How long a caller spins and yields for a result before it sleeps.
+/// The longest a caller spins and yields for a result before it sleeps.
 #[cfg(not(loom))]
 const SPIN_BUDGET: Duration = Duration::from_micros(150);
+
+/// The least a caller spins once its results have been coming slowly.
+#[cfg(not(loom))]
+const SPIN_FLOOR: Duration = Duration::from_micros(20);
+
+/// A result that comes within this is a quick one, worth spinning for.
+#[cfg(not(loom))]
+const QUICK: Duration = Duration::from_micros(50);
+
+#[cfg(not(loom))]
+std::thread_local! {
+    /// This thread's spin budget: [`SPIN_BUDGET`] while its results come
+    /// quickly, halved (down to [`SPIN_FLOOR`]) after each wait that took
+    /// longer than [`QUICK`]. A thread that waits on long tasks then
+    /// burns little CPU per wait (issue 11: at most 50 µs per `join`),
+    /// and one that waits on quick round trips keeps taking them without
+    /// a sleep and a wake-up.
+    static SPIN: std::cell::Cell<Duration> = const { std::cell::Cell::new(SPIN_BUDGET) };
+}
 
 /// The time left until `deadline`: `None` once it has passed, `Some(None)`
 /// for no deadline. A deadline of "now" has no time left, so a zero
@@ -223,48 +242,76 @@ impl Shared {
     /// Waits until the cell is done or `deadline` passes. "Done" and "not
     /// yet" are both read under the lock in the same look at the state.
     pub(super) fn wait_result(&self, deadline: Option<Instant>) -> Outcome {
-        self.spin_until_done(deadline);
+        let spun = self.spin_until_done(deadline);
         let mut g = self.lock();
-        loop {
+        let outcome = loop {
             if let Some(r) = Self::take_if_done(&mut g) {
-                return Outcome::Done(r);
+                break Outcome::Done(r);
             }
             let Some(left) = time_left(deadline) else {
-                return Outcome::Pending;
+                break Outcome::Pending;
             };
             g = self.wait(g, Side::Caller, left);
+        };
+        drop(g);
+        Self::learn(spun);
+        outcome
+    }
+
+    /// Sets this thread's next spin budget from how long this wait took
+    /// (`spun`: when it began, if it did not find the result at once).
+    #[cfg(not(loom))]
+    fn learn(spun: Option<Instant>) {
+        if let Some(start) = spun {
+            let budget = if start.elapsed() <= QUICK {
+                SPIN_BUDGET
+            } else {
+                (SPIN.get() / 2).max(SPIN_FLOOR)
+            };
+            SPIN.set(budget);
         }
     }
+
+    #[cfg(loom)]
+    fn learn(_spun: Option<Instant>) {}
 
     /// Spins, then yields, for a short while before the caller blocks:
     /// waking a sleeping thread on the other core costs several times a
     /// short task here, so a result that arrives within the budget is taken
     /// with no sleep or wake-up on either side. Yielding leaves the core to
     /// any worker that wants it. Measured: a process round trip drops from
-    /// ~70 µs to ~35 µs; the cost is at most [`SPIN_BUDGET`] of CPU per
-    /// wait that then sleeps anyway.
+    /// ~70 µs to ~35 µs; the cost is at most this thread's spin budget
+    /// ([`SPIN`], up to [`SPIN_BUDGET`]) of CPU per wait that then sleeps
+    /// anyway. Returns when the wait began, unless the result was there at
+    /// once.
     #[cfg(not(loom))]
-    fn spin_until_done(&self, deadline: Option<Instant>) {
+    fn spin_until_done(&self, deadline: Option<Instant>) -> Option<Instant> {
         const SPINS: u32 = 64;
+        if self.done.load(Ordering::Acquire) {
+            return None;
+        }
         let start = Instant::now();
-        let limit = deadline.map_or(start + SPIN_BUDGET, |d| d.min(start + SPIN_BUDGET));
+        let budget = start + SPIN.get();
+        let limit = deadline.map_or(budget, |d| d.min(budget));
         let mut i = 0u32;
         while !self.done.load(Ordering::Acquire) {
             if i < SPINS {
                 std::hint::spin_loop();
                 i += 1;
             } else if Instant::now() >= limit {
-                return;
+                break;
             } else {
                 std::thread::yield_now();
             }
         }
+        Some(start)
     }
 
     /// Loom cannot model elapsed time, so the models go straight to the lock.
     #[cfg(loom)]
-    fn spin_until_done(&self, _deadline: Option<Instant>) {
+    fn spin_until_done(&self, _deadline: Option<Instant>) -> Option<Instant> {
         let _ = self.done.load(Ordering::Acquire);
+        None
     }
 
     /// The result if the cell is done; else registers `cx`'s waker.
