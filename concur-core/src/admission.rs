@@ -610,13 +610,14 @@ mod tests {
         let a = Admission::new(1);
         let held = a.acquire(1).unwrap();
         let a2 = a.clone();
-        let t = std::thread::spawn(move || a2.acquire(1).map(drop));
+        // The waiter keeps the room it gets until it is joined.
+        let t = std::thread::spawn(move || a2.acquire(1));
         until_waiting(&a, 1);
         drop(held);
         // The release handed the room to the waiter: none is left to take,
         // however soon after the release the newcomer comes.
         assert!(a.try_acquire(1).unwrap().is_none());
-        t.join().unwrap().unwrap();
+        drop(t.join().unwrap().unwrap());
         assert!(a.try_acquire(1).unwrap().is_some());
     }
 
@@ -845,13 +846,14 @@ mod loom_tests {
             let a = Admission::new(1);
             let held = a.acquire(1).unwrap();
             let a2 = a.clone();
-            let waiter = thread::spawn(move || a2.acquire(1).map(drop));
+            // The waiter keeps the room it gets until it is joined.
+            let waiter = thread::spawn(move || a2.acquire(1));
             while a.waiting() == 0 {
                 thread::yield_now();
             }
             drop(held);
             assert!(a.try_acquire(1).unwrap().is_none());
-            waiter.join().unwrap().unwrap();
+            drop(waiter.join().unwrap().unwrap());
             assert_eq!(a.in_use(), 0);
         });
     }
@@ -897,11 +899,31 @@ mod loom_tests {
         });
     }
 
+    /// Polls `f` to the end on this loom thread, parking while it is
+    /// pending: a lost wake-up leaves the thread parked for ever, which
+    /// loom reports as a deadlock.
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        struct Unpark(Thread);
+        impl std::task::Wake for Unpark {
+            fn wake(self: std::sync::Arc<Self>) {
+                self.0.unpark();
+            }
+        }
+        let waker = std::task::Waker::from(std::sync::Arc::new(Unpark(thread_current())));
+        let mut cx = std::task::Context::from_waker(&waker);
+        let mut f = std::pin::pin!(f);
+        loop {
+            if let std::task::Poll::Ready(out) = f.as_mut().poll(&mut cx) {
+                return out;
+            }
+            park();
+        }
+    }
+
     /// Close races a release with an async waiter queued: the future ends
     /// with the room or with `ShutDown`, and is woken either way.
     #[test]
     fn loom_close_vs_release_wakes_async_waiter() {
-        use ::loom::future::block_on;
         loom::model(|| {
             let a = Admission::new(1);
             let held = a.acquire(1).unwrap();
