@@ -99,6 +99,31 @@ std::thread_local! {
     /// and one that waits on quick round trips keeps taking them without
     /// a sleep and a wake-up.
     static SPIN: std::cell::Cell<Duration> = const { std::cell::Cell::new(SPIN_BUDGET) };
+    /// Waits by this thread at a reduced budget: every [`PROBE`]th of
+    /// them spins the full budget, so a thread whose slow waits were only
+    /// slow because it slept (the wake-up is part of the wait) finds its
+    /// quick results again.
+    static REDUCED_WAITS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// See [`REDUCED_WAITS`].
+#[cfg(not(loom))]
+const PROBE: u32 = 8;
+
+/// This thread's spin budget for its next wait.
+#[cfg(not(loom))]
+fn spin_budget() -> Duration {
+    let budget = SPIN.get();
+    if budget >= SPIN_BUDGET {
+        return budget;
+    }
+    let n = REDUCED_WAITS.get().wrapping_add(1);
+    REDUCED_WAITS.set(n);
+    if n % PROBE == 0 {
+        SPIN_BUDGET
+    } else {
+        budget
+    }
 }
 
 /// The time left until `deadline`: `None` once it has passed, `Some(None)`
@@ -296,7 +321,7 @@ impl Shared {
             return None;
         }
         let start = Instant::now();
-        let budget = start + SPIN.get();
+        let budget = start + spin_budget();
         let limit = deadline.map_or(budget, |d| d.min(budget));
         let mut i = 0u32;
         while !self.done.load(Ordering::Acquire) {
