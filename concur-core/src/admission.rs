@@ -86,6 +86,11 @@ struct Slot {
     state: AtomicUsize,
 }
 
+/// How many times a blocked acquirer looks at its slot before it sleeps
+/// (a few microseconds).
+#[cfg(not(loom))]
+const WAITER_SPINS: u32 = 256;
+
 /// Still in the queue.
 const WAITING: usize = 0;
 /// Handed its room: the waiter owns it and makes it a permit.
@@ -204,11 +209,12 @@ impl Inner {
     }
 
     /// Puts a waiter for `n` at the tail of the queue (then serves the
-    /// queue, which may grant it at once).
+    /// queue, which may grant it at once). Returns its slot, and whether
+    /// it was first in line.
     ///
     /// # Errors
     /// [`ErrorKind::ShutDown`] once closed.
-    fn enqueue(&self, n: usize, wake: Wake) -> Result<Arc<Slot>, TaskError> {
+    fn enqueue(&self, n: usize, wake: Wake) -> Result<(Arc<Slot>, bool), TaskError> {
         let slot = Arc::new(Slot {
             state: AtomicUsize::new(WAITING),
         });
@@ -223,12 +229,13 @@ impl Inner {
             slot: slot.clone(),
             wake,
         });
+        let head = queue.len() == 1;
         self.queued.fetch_add(1, SeqCst);
         fence(SeqCst); // see `release`
         let woken = self.grant(&mut queue);
         drop(queue);
         wake_served(woken);
-        Ok(slot)
+        Ok((slot, head))
     }
 }
 
@@ -342,7 +349,18 @@ impl Admission {
         if let Some(p) = Inner::try_take(&self.inner, n)? {
             return Ok(p);
         }
-        let slot = self.inner.enqueue(n, Wake::Thread(thread_current()))?;
+        let (slot, _head) = self.inner.enqueue(n, Wake::Thread(thread_current()))?;
+        // Room often comes back within a microsecond or two (short tasks):
+        // the head of the line spins briefly to take it without a sleep
+        // and a wake-up. Those behind it sleep at once: their spinning
+        // would only take the cores the head and the workers need.
+        #[cfg(not(loom))]
+        for _ in 0..if _head { WAITER_SPINS } else { 0 } {
+            if slot.state.load(SeqCst) != WAITING {
+                break;
+            }
+            std::hint::spin_loop();
+        }
         loop {
             match slot.state.load(SeqCst) {
                 GRANTED => return Ok(Inner::permit(&self.inner, n)),
@@ -465,7 +483,7 @@ impl Future for AcquireFuture {
             if let Some(p) = Inner::try_take(&inner, self.n).transpose() {
                 return Poll::Ready(p);
             }
-            let slot = inner.enqueue(self.n, Wake::Task(cx.waker().clone()))?;
+            let (slot, _) = inner.enqueue(self.n, Wake::Task(cx.waker().clone()))?;
             let state = slot.state.load(SeqCst);
             self.slot = Some(slot);
             return match state {
