@@ -1028,6 +1028,114 @@ pub fn queue_bound_applies_backpressure<B: Backend>(b: &B) {
     assert_eq!(ok(p.submit(Add(2, 2)).unwrap()), 4);
 }
 
+/// Queue bound: a submitter blocked on a full queue gets the next room
+/// before anyone who comes after it.
+pub fn blocked_submitter_goes_first<B: Backend>(b: &B) {
+    let p = shared_pool(b, PoolConfig::new().workers(1).queue_bound(1));
+    let held = p.admission().acquire(1).unwrap();
+    let (tx, rx) = mpsc::channel();
+    let p2 = p.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(p2.submit(Block));
+    });
+    wait_until("the submitter waits for room", || {
+        p.admission().waiting() == 1
+    });
+    drop(held);
+    assert!(
+        p.admission().try_acquire(1).unwrap().is_none(),
+        "a newcomer took the room a waiting submitter was owed"
+    );
+    let block = rx
+        .recv_timeout(DEADLINE)
+        .expect("the waiting submitter got the room")
+        .expect("submit");
+    block.send(()).unwrap();
+    ok(block);
+}
+
+/// Queue bound: submitters blocked on a full queue are admitted in the
+/// order they came.
+pub fn blocked_submitters_keep_their_order<B: Backend>(b: &B) {
+    const N: usize = 4;
+    let p = shared_pool(b, PoolConfig::new().workers(1).queue_bound(1));
+    let key = fresh_key();
+    let held = p.admission().acquire(1).unwrap();
+    let (tx, rx) = mpsc::channel();
+    for i in 0..N {
+        let (p2, tx) = (p.clone(), tx.clone());
+        std::thread::spawn(move || {
+            // With room for one task, tasks run one at a time in the order
+            // they were admitted: the counter tells that order.
+            let r = p2.submit(Bump { key, add: 1 }).and_then(join);
+            let _ = tx.send((i, r));
+        });
+        wait_until("the submitter waits for room", || {
+            p.admission().waiting() == i + 1
+        });
+    }
+    drop(held);
+    let mut admitted = vec![0; N];
+    for _ in 0..N {
+        let (i, r) = rx
+            .recv_timeout(DEADLINE)
+            .expect("every blocked submitter is admitted");
+        admitted[i] = r.expect("bump");
+    }
+    assert_eq!(
+        admitted,
+        (1..=N as u64).collect::<Vec<_>>(),
+        "blocked submitters were admitted out of order"
+    );
+}
+
+/// Shutdown: `shutdown` and `shutdown_now` wake submitters blocked on a
+/// full queue with the shut-down kind, while work is still running.
+pub fn shutdown_wakes_blocked_submitters<B: Backend>(b: &B) {
+    for now in [false, true] {
+        let p = shared_pool(b, PoolConfig::new().workers(1).queue_bound(1));
+        let (block, _) = started_block(&*p);
+        let (tx, rx) = mpsc::channel();
+        for i in 0..2 {
+            let (p2, tx) = (p.clone(), tx.clone());
+            std::thread::spawn(move || {
+                let _ = tx.send(p2.submit(Add(1, 1)).map(drop));
+            });
+            wait_until("the submitter waits for room", || {
+                p.admission().waiting() == i + 1
+            });
+        }
+        let (stopped_tx, stopped) = mpsc::channel();
+        let p2 = p.clone();
+        std::thread::spawn(move || {
+            let r = if now {
+                p2.shutdown_now();
+                Ok(())
+            } else {
+                p2.shutdown()
+            };
+            let _ = stopped_tx.send(r);
+        });
+        for _ in 0..2 {
+            let r = rx
+                .recv_timeout(DEADLINE)
+                .expect("the blocked submitter was woken");
+            let e = r.expect_err("a blocked submitter got room after shutdown");
+            assert!(e.is_shut_down(), "{e:?}");
+        }
+        if now {
+            assert!(join(block).unwrap_err().is_cancelled());
+        } else {
+            block.send(()).unwrap();
+            ok(block);
+        }
+        stopped
+            .recv_timeout(DEADLINE)
+            .expect("shutdown returns")
+            .expect("shutdown");
+    }
+}
+
 /// Queue bound: `start` takes only a permit handed out by the pool's own
 /// queue with room for what it starts, so the bound cannot be skipped
 /// through the public API; a refused start holds no room.
@@ -1473,6 +1581,8 @@ macro_rules! conformance_suite {
             worker_count_honoured, default_worker_count, initializer_runs_once_per_worker,
             max_tasks_recycles_worker, invalid_config_rejected, queue_bound_applies_backpressure,
             start_refuses_a_foreign_permit,
+            blocked_submitter_goes_first, blocked_submitters_keep_their_order,
+            shutdown_wakes_blocked_submitters,
             timeout_fails_handle, join_timeout_never_loses_a_result,
             dropping_a_map_cancels_what_it_did_not_yield, batch_timeout_is_per_task,
             shutdown_now_interrupts_shutdown, fn_item_runs, fn_closure_runs, fn_tuple_args,

@@ -17,6 +17,11 @@
 //! [loom]: https://docs.rs/loom
 
 #[cfg(loom)]
+pub(crate) use ::loom::thread::{current as thread_current, park, Thread};
+#[cfg(not(loom))]
+pub(crate) use std::thread::{current as thread_current, park, Thread};
+
+#[cfg(loom)]
 pub(crate) use ::loom::sync::{
     atomic::{fence, AtomicBool, AtomicUsize},
     Arc, Condvar, Mutex, MutexGuard,

@@ -73,9 +73,58 @@ pub(super) enum Outcome {
     Pending,
 }
 
-/// How long a caller spins and yields for a result before it sleeps.
+/// The longest a caller spins and yields for a result before it sleeps.
 #[cfg(not(loom))]
 const SPIN_BUDGET: Duration = Duration::from_micros(150);
+
+/// The least a caller spins once its results have been coming slowly.
+#[cfg(not(loom))]
+const SPIN_FLOOR: Duration = Duration::from_micros(20);
+
+/// A result that comes within this is a quick one, worth spinning for.
+/// It is measured to the moment the caller has the result, so it includes
+/// the wake-up when the caller slept: a process round trip that slept
+/// (about 70 µs here) still counts as quick, while a task that sleeps
+/// 50 µs (at least 100 µs with the kernel's timer slack) does not.
+#[cfg(not(loom))]
+const QUICK: Duration = Duration::from_micros(100);
+
+#[cfg(not(loom))]
+std::thread_local! {
+    /// This thread's spin budget: [`SPIN_BUDGET`] while its results come
+    /// quickly, halved (down to [`SPIN_FLOOR`]) after each wait that took
+    /// longer than [`QUICK`]. A thread that waits on long tasks then
+    /// burns little CPU per wait (issue 11: at most 50 µs per `join`
+    /// measured for tasks of 50 µs to 100 ms),
+    /// and one that waits on quick round trips keeps taking them without
+    /// a sleep and a wake-up.
+    static SPIN: std::cell::Cell<Duration> = const { std::cell::Cell::new(SPIN_BUDGET) };
+    /// Waits by this thread at a reduced budget: every [`PROBE`]th of
+    /// them spins the full budget, so a thread whose slow waits were only
+    /// slow because it slept (the wake-up is part of the wait) finds its
+    /// quick results again.
+    static REDUCED_WAITS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// See [`REDUCED_WAITS`].
+#[cfg(not(loom))]
+const PROBE: u32 = 8;
+
+/// This thread's spin budget for its next wait.
+#[cfg(not(loom))]
+fn spin_budget() -> Duration {
+    let budget = SPIN.get();
+    if budget >= SPIN_BUDGET {
+        return budget;
+    }
+    let n = REDUCED_WAITS.get().wrapping_add(1);
+    REDUCED_WAITS.set(n);
+    if n % PROBE == 0 {
+        SPIN_BUDGET
+    } else {
+        budget
+    }
+}
 
 /// The time left until `deadline`: `None` once it has passed, `Some(None)`
 /// for no deadline. A deadline of "now" has no time left, so a zero
@@ -226,52 +275,77 @@ impl Shared {
     /// Waits until the cell is done or `deadline` passes. "Done" and "not
     /// yet" are both read under the lock in the same look at the state.
     pub(super) fn wait_result(&self, deadline: Option<Instant>) -> Outcome {
-        self.spin_until_done(deadline);
+        let spun = self.spin_until_done(deadline);
         let mut g = self.lock();
-        loop {
+        let outcome = loop {
             if let Some(r) = Self::take_if_done(&mut g) {
-                return Outcome::Done(r);
+                break Outcome::Done(r);
             }
             let Some(left) = time_left(deadline) else {
-                return Outcome::Pending;
+                break Outcome::Pending;
             };
             g = self.wait(g, Side::Caller, left);
+        };
+        drop(g);
+        Self::learn(spun);
+        outcome
+    }
+
+    /// Sets this thread's next spin budget from how long this wait took
+    /// (`spun`: when it began, if it did not find the result at once).
+    #[cfg(not(loom))]
+    fn learn(spun: Option<Instant>) {
+        if let Some(start) = spun {
+            let budget = if start.elapsed() <= QUICK {
+                SPIN_BUDGET
+            } else {
+                (SPIN.get() / 2).max(SPIN_FLOOR)
+            };
+            SPIN.set(budget);
         }
     }
+
+    #[cfg(loom)]
+    fn learn(_spun: Option<Instant>) {}
 
     /// Spins, then yields, for a short while before the caller blocks:
     /// waking a sleeping thread on the other core costs several times a
     /// short task here, so a result that arrives within the budget is taken
     /// with no sleep or wake-up on either side. Yielding leaves the core to
     /// any worker that wants it. Measured: a process round trip drops from
-    /// ~70 µs to ~35 µs; the cost is at most [`SPIN_BUDGET`] of CPU per
-    /// wait that then sleeps anyway.
+    /// ~70 µs to ~35 µs; the cost is at most this thread's spin budget
+    /// ([`SPIN`], up to [`SPIN_BUDGET`]) of CPU per wait that then sleeps
+    /// anyway. Returns when the wait began, unless the result was there at
+    /// once.
     #[cfg(not(loom))]
-    fn spin_until_done(&self, deadline: Option<Instant>) {
+    fn spin_until_done(&self, deadline: Option<Instant>) -> Option<Instant> {
         const SPINS: u32 = 64;
         // Joining a finished task (a burst joined after it ran) reads no clock.
         if self.done.load(Ordering::Acquire) {
-            return;
+            return None;
         }
         let start = Instant::now();
-        let limit = deadline.map_or(start + SPIN_BUDGET, |d| d.min(start + SPIN_BUDGET));
+        let budget = start + spin_budget();
+        let limit = deadline.map_or(budget, |d| d.min(budget));
         let mut i = 0u32;
         while !self.done.load(Ordering::Acquire) {
             if i < SPINS {
                 std::hint::spin_loop();
                 i += 1;
             } else if Instant::now() >= limit {
-                return;
+                break;
             } else {
                 std::thread::yield_now();
             }
         }
+        Some(start)
     }
 
     /// Loom cannot model elapsed time, so the models go straight to the lock.
     #[cfg(loom)]
-    fn spin_until_done(&self, _deadline: Option<Instant>) {
+    fn spin_until_done(&self, _deadline: Option<Instant>) -> Option<Instant> {
         let _ = self.done.load(Ordering::Acquire);
+        None
     }
 
     /// The result if the cell is done; else registers `cx`'s waker.
