@@ -35,10 +35,7 @@ impl BrokerError {
                 || e.is_connection_dropped()
                 || e.is_connection_refusal()
                 || e.is_timeout()
-                || matches!(
-                    e.code(),
-                    Some("LOADING" | "BUSY" | "TRYAGAIN" | "MASTERDOWN")
-                ),
+                || has_code(e, &["LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN"]),
         }
     }
 
@@ -48,6 +45,20 @@ impl BrokerError {
             io: false,
         }
     }
+}
+
+/// Whether the server answered with one of the error `codes` (`NOGROUP`,
+/// `BUSYGROUP`, `LOADING`, ...), also inside a pipeline or a transaction.
+///
+/// Every check of a server error code goes through here: in redis 1.x a
+/// pipeline's or an aborted transaction's error has `code()` `None` for
+/// any code the client does not know by name (`NOGROUP` among them), and
+/// otherwise gives only the first failed command's code.
+pub(crate) fn has_code(e: &RedisError, codes: &[&str]) -> bool {
+    e.code().is_some_and(|c| codes.contains(&c))
+        || e.clone()
+            .into_server_errors()
+            .is_some_and(|all| all.iter().any(|(_, s)| codes.contains(&s.code())))
 }
 
 impl fmt::Display for BrokerError {
@@ -77,6 +88,13 @@ impl fmt::Display for Unreachable {
 }
 
 impl std::error::Error for Unreachable {}
+
+/// True for an error that means the broker is gone (as opposed to a
+/// command it refused).
+pub(crate) fn is_lost(e: &TaskError) -> bool {
+    use std::error::Error;
+    e.source().is_some_and(|s| s.is::<Unreachable>())
+}
 
 /// A broker error as the one error type: `Io` for a lost connection or a
 /// refused command, with the text as its source.
@@ -137,11 +155,18 @@ impl Broker {
         &self.url
     }
 
+    /// The bound on one connection attempt: never longer than the whole
+    /// reconnection bound (the floor keeps a zero bound from meaning "no
+    /// timeout" to the client).
+    fn attempt_timeout(&self) -> Duration {
+        CONNECT_TIMEOUT.min(self.reconnect.max(Duration::from_millis(100)))
+    }
+
     /// One attempt to connect.
     pub(crate) fn connect_once(&self) -> Result<Connection, BrokerError> {
         let con = self
             .client
-            .get_connection_with_timeout(CONNECT_TIMEOUT)
+            .get_connection_with_timeout(self.attempt_timeout())
             .map_err(|e| BrokerError::new(&e))?;
         con.set_read_timeout(Some(REPLY_TIMEOUT))
             .and_then(|()| con.set_write_timeout(Some(REPLY_TIMEOUT)))
@@ -267,9 +292,10 @@ impl Conn {
         stop: &AtomicBool,
         f: impl FnOnce(&mut Connection) -> Result<T, RedisError>,
     ) -> Result<T, BrokerError> {
-        let con = self
-            .open(stop)
-            .map_err(|e| BrokerError::other(error_chain(&e)))?;
+        let con = self.open(stop).map_err(|e| BrokerError {
+            text: error_chain(&e),
+            io: is_lost(&e),
+        })?;
         f(con).map_err(|e| {
             let e = BrokerError::new(&e);
             if e.io {
@@ -316,7 +342,7 @@ pub(crate) fn ensure_group(con: &mut Connection, tasks: &str) -> Result<(), Redi
         .arg("MKSTREAM")
         .exec(con)
     {
-        Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+        Err(e) if has_code(&e, &["BUSYGROUP"]) => Ok(()),
         other => other,
     }
 }
@@ -324,6 +350,64 @@ pub(crate) fn ensure_group(con: &mut Connection, tasks: &str) -> Result<(), Redi
 #[cfg(test)]
 mod tests {
     use super::*;
+    use redis::Value;
+
+    /// Replies with canned RESP values, one per command, in order.
+    struct Canned(Vec<&'static [u8]>);
+
+    impl redis::ConnectionLike for Canned {
+        fn req_packed_command(&mut self, _cmd: &[u8]) -> redis::RedisResult<Value> {
+            redis::parse_redis_value(self.0.remove(0))
+        }
+        fn req_packed_commands(
+            &mut self,
+            _cmd: &[u8],
+            _offset: usize,
+            count: usize,
+        ) -> redis::RedisResult<Vec<Value>> {
+            (0..count)
+                .map(|_| redis::parse_redis_value(self.0.remove(0)))
+                .collect()
+        }
+        fn get_db(&self) -> i64 {
+            0
+        }
+        fn check_connection(&mut self) -> bool {
+            true
+        }
+        fn is_open(&self) -> bool {
+            true
+        }
+    }
+
+    fn pipeline_error(replies: Vec<&'static [u8]>) -> RedisError {
+        let mut p = redis::pipe();
+        for _ in &replies {
+            p.cmd("PING");
+        }
+        p.query::<Vec<Value>>(&mut Canned(replies)).unwrap_err()
+    }
+
+    #[test]
+    fn codes_are_seen_through_pipeline_errors() {
+        let e = pipeline_error(vec![b"+OK\r\n", b"-NOGROUP No such key\r\n"]);
+        // Why the helper exists: the client hides the code of a pipeline.
+        assert_eq!(e.code(), None);
+        assert!(has_code(&e, &["NOGROUP"]));
+        assert!(!has_code(&e, &["BUSYGROUP"]));
+        let single = redis::cmd("XGROUP")
+            .exec(&mut Canned(vec![b"-BUSYGROUP exists\r\n"]))
+            .unwrap_err();
+        assert!(has_code(&single, &["BUSYGROUP"]));
+    }
+
+    #[test]
+    fn a_busy_server_inside_a_pipeline_is_a_lost_connection() {
+        let e = pipeline_error(vec![b"+OK\r\n", b"-BUSY running a script\r\n"]);
+        assert!(BrokerError::new(&e).io);
+        let e = pipeline_error(vec![b"-WRONGTYPE not a stream\r\n"]);
+        assert!(!BrokerError::new(&e).io);
+    }
 
     #[test]
     fn passwords_never_reach_messages() {

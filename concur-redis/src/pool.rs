@@ -18,7 +18,7 @@ use concur_core::{
 };
 use redis::{Connection, Value};
 
-use crate::conn::{ensure_group, to_task_error, Broker, BrokerError, Conn, Unreachable};
+use crate::conn::{ensure_group, is_lost, to_task_error, Broker, BrokerError, Conn, Unreachable};
 use crate::keys::Keys;
 use crate::local::Local;
 use crate::wire::{self, ResultEntry, ResultKind, FN_TASK_NAME, PROTOCOL};
@@ -81,6 +81,10 @@ pub(crate) struct Inner {
     quit: AtomicBool,
     /// The reader's client id, so that a stop ends its blocking read.
     reader_id: AtomicU64,
+    /// The pool gave up on the broker (unreachable past the reconnect
+    /// bound; every waiting handle failed) and has not reached it since:
+    /// stopping skips the calls that would only wait for it again.
+    gone: AtomicBool,
     pub(crate) local: Option<Local>,
 }
 
@@ -105,6 +109,7 @@ impl Inner {
             closed: AtomicBool::new(false),
             quit: AtomicBool::new(false),
             reader_id: AtomicU64::new(0),
+            gone: AtomicBool::new(false),
             local,
         }
     }
@@ -124,6 +129,32 @@ impl Inner {
         if let Some(w) = w {
             w.completion.finish(r);
             self.changed.notify_all();
+        }
+    }
+
+    /// Waits `d`, or less if the pool stops meanwhile (the reader's
+    /// backoff between attempts to reach a lost broker).
+    fn pause(&self, d: Duration) {
+        let deadline = Instant::now() + d;
+        let mut s = self.state();
+        while !self.quit.load(Ordering::Acquire) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            s = self
+                .changed
+                .wait_timeout(s, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// Notes that a call found the broker gone (`lost`), so that stopping
+    /// does not wait for it again.
+    fn note_lost(&self, lost: bool) {
+        if lost {
+            self.gone.store(true, Ordering::Release);
         }
     }
 
@@ -361,13 +392,14 @@ pub(crate) fn reader_loop(inner: &Inner, mut run_id: Option<String>) {
                 Err(e) => {
                     on_outage(inner, &mut outage, e);
                     // Backoff: nothing to read until the broker is back.
-                    std::thread::sleep(pause);
+                    inner.pause(pause);
                     pause = (pause * 2).min(Duration::from_secs(1));
                     continue;
                 }
             },
         };
         if outage.take().is_some() {
+            inner.gone.store(false, Ordering::Release);
             let now_id = server_run_id(c);
             if now_id.is_some() && run_id.is_some() && now_id != run_id {
                 verify_waiting(inner, c, &res, &mut last);
@@ -430,6 +462,7 @@ fn on_outage(inner: &Inner, outage: &mut Option<(Instant, bool)>, e: BrokerError
     let waited = since.elapsed();
     if !*failed && waited >= inner.settings.reconnect {
         *failed = true;
+        inner.gone.store(true, Ordering::Release);
         let err = TaskError::with_source(
             ErrorKind::Io,
             Unreachable {
@@ -586,6 +619,11 @@ impl RedisPool {
 
     /// Stops the local workers (after `grace`) and the pool's threads, and
     /// deletes the pool's result stream. Idempotent.
+    ///
+    /// A broker the pool has given up on is not waited for again: the
+    /// calls to it are skipped (the result stream expires on its own), and
+    /// so is the rest of them once one finds it gone; local workers, which
+    /// cannot be asked to stop then, get at most [`STOP_NOW_GRACE`].
     fn stop(&self, grace: Duration) {
         let threads: Vec<JoinHandle<()>> =
             std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
@@ -593,35 +631,54 @@ impl RedisPool {
             return;
         }
         let inner = &self.inner;
+        let gone = || inner.gone.load(Ordering::Acquire);
         if let Some(local) = &inner.local {
             let control = inner.keys.control();
             let target = format!("pool:{}", local.pool());
-            let _ = inner.side_call(|c| {
-                redis::cmd("XADD")
-                    .arg(&control)
-                    .arg("MAXLEN")
-                    .arg("~")
-                    .arg(10_000)
-                    .arg("*")
-                    .arg("op")
-                    .arg("stop")
-                    .arg("target")
-                    .arg(&target)
-                    .exec(c)
+            let asked = !gone()
+                && inner
+                    .side_call(|c| {
+                        redis::cmd("XADD")
+                            .arg(&control)
+                            .arg("MAXLEN")
+                            .arg("~")
+                            .arg(10_000)
+                            .arg("*")
+                            .arg("op")
+                            .arg("stop")
+                            .arg("target")
+                            .arg(&target)
+                            .exec(c)
+                    })
+                    .inspect_err(|e| inner.note_lost(is_lost(e)))
+                    .is_ok();
+            local.stop(if asked {
+                grace
+            } else {
+                grace.min(STOP_NOW_GRACE)
             });
-            local.stop(grace);
         }
         inner.quit.store(true, Ordering::Release);
         inner.changed.notify_all();
-        crate::conn::unblock(&mut inner.side(), &inner.reader_id);
+        let reader = inner.reader_id.load(Ordering::Acquire);
+        let never = AtomicBool::new(false);
+        if reader != 0 && !gone() {
+            // Reconnects if need be (the side connection may be stale
+            // after a broker restart), within one reconnect bound.
+            let r = inner.side().run(&never, |c| {
+                redis::cmd("CLIENT").arg("UNBLOCK").arg(reader).exec(c)
+            });
+            inner.note_lost(r.is_err_and(|e| is_lost(&e)));
+        }
         for t in threads {
             let _ = t.join();
         }
-        let res = inner.keys.results(&inner.id);
-        let never = AtomicBool::new(false);
-        let _ = inner
-            .side()
-            .try_once(&never, |c| redis::cmd("DEL").arg(&res).exec(c));
+        if !gone() {
+            let res = inner.keys.results(&inner.id);
+            let _ = inner
+                .side()
+                .try_once(&never, |c| redis::cmd("DEL").arg(&res).exec(c));
+        }
     }
 }
 

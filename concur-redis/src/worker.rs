@@ -31,7 +31,7 @@ use concur_core::{
 };
 use redis::{Connection, RedisError, Value};
 
-use crate::conn::{ensure_group, error_chain, unblock, Broker, Conn};
+use crate::conn::{ensure_group, error_chain, has_code, is_lost, unblock, Broker, Conn};
 use crate::error::{Quarantined, WrongBuild};
 use crate::keys::{Keys, GROUP};
 use crate::wire::{self, Entry, Garbage, ResultKind, Route, TaskEntry, FN_TASK_NAME, PROTOCOL};
@@ -515,15 +515,17 @@ impl Main {
                 result_commands(&mut p, &sh, d);
                 p.cmd("EXEC").ignore();
             }
-            p.add_command(cmd);
+            p.add_command(cmd.clone());
             let reply = p
                 .query::<Vec<Value>>(c)
                 .map(|mut v| v.pop().unwrap_or(Value::Nil));
             match reply {
-                Err(e) if e.code() == Some("NOGROUP") => {
+                // The broker restarted without its data. The result before
+                // the read was written all the same (a pipeline runs every
+                // command): only the read is repeated.
+                Err(e) if has_code(&e, &["NOGROUP"]) => {
                     ensure_group(c, tasks)?;
-                    p.query::<Vec<Value>>(c)
-                        .map(|mut v| v.pop().unwrap_or(Value::Nil))
+                    cmd.query::<Value>(c)
                 }
                 other => other,
             }
@@ -723,13 +725,20 @@ impl Main {
     fn deliveries(&mut self, id: &str) -> Result<u64, TaskError> {
         let tasks = self.sh.keys.tasks();
         let v = self.conn.run(&self.sh.quit, |c| {
-            redis::cmd("XPENDING")
+            match redis::cmd("XPENDING")
                 .arg(&tasks)
                 .arg(GROUP)
                 .arg(id)
                 .arg(id)
                 .arg(1)
                 .query::<Value>(c)
+            {
+                // The broker restarted without its data since the entry
+                // was read: no count survives; the next read recreates
+                // the group.
+                Err(e) if has_code(&e, &["NOGROUP"]) => Ok(Value::Nil),
+                other => other,
+            }
         })?;
         Ok(wire::delivery_count(&v).unwrap_or(1))
     }
@@ -842,14 +851,6 @@ impl Main {
             Ok(())
         });
     }
-}
-
-/// True for an error that means the broker is gone (as opposed to a
-/// command it refused).
-fn is_lost(e: &TaskError) -> bool {
-    use std::error::Error;
-    e.source()
-        .is_some_and(|s| s.is::<crate::conn::Unreachable>())
 }
 
 fn ms(d: Duration) -> u64 {
