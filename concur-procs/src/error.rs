@@ -45,6 +45,16 @@ pub(crate) enum SpawnError {
     NestedWorker,
 }
 
+impl SpawnError {
+    /// How the worker process ended, when that is why it failed.
+    pub(crate) fn exit(&self) -> Option<WorkerExit> {
+        match self {
+            SpawnError::Exited(exit) => Some(*exit),
+            _ => None,
+        }
+    }
+}
+
 /// What differs between this build and a worker's, in words.
 struct BuildDifference {
     ours: u32,

@@ -25,7 +25,10 @@
 //!   death that follows never reads as a lost worker.
 //! - Restart intensity counts only deaths that failed work and workers
 //!   that died before they became ready; an external kill storm whose
-//!   tasks all succeed on retry never fails the pool.
+//!   tasks all succeed on retry never fails the pool. A start ended by an
+//!   outside signal counts only toward the failed starts in a row (reset
+//!   by any good start), so a storm that also hits starting workers does
+//!   not fail it either.
 //! - A failed pool fails everything queued and everything it would have
 //!   sent again; nothing is left waiting for a worker that will never come.
 
@@ -497,8 +500,15 @@ impl Scheduler {
     }
 
     /// A worker for `slot` could not be started (or died before it was
-    /// ready): counts toward the restart limit; starts another unless the
+    /// ready): counts toward the restart limits; starts another unless the
     /// pool gave up.
+    ///
+    /// A start ended by an outside signal (`SIGKILL`, `SIGTERM`: someone
+    /// killed the process; see [`outside_kill`]) counts only toward the
+    /// failed starts in a row, which any good start resets: a kill storm
+    /// that also hits starting workers never fails the pool while workers
+    /// still start between the kills, yet a start that can never succeed
+    /// (every one killed, or crashing, or exiting) still does.
     pub(crate) fn on_start_failed(
         &mut self,
         slot: usize,
@@ -510,15 +520,18 @@ impl Scheduler {
         if self.failed_starts > self.rules.max_crashes {
             self.fail(
                 format!(
-                    "{} worker starts failed in a row ({why})",
-                    self.failed_starts
+                    "{} worker starts failed in a row, the last: {}",
+                    self.failed_starts,
+                    causes(why)
                 ),
                 &mut fx,
             );
         }
-        self.count_crash(now, &mut fx, || {
-            format!("workers could not be started ({why})")
-        });
+        if !outside_kill(why) {
+            self.count_crash(now, &mut fx, || {
+                format!("workers could not be started, the last: {}", causes(why))
+            });
+        }
         if !self.closing && self.failed.is_none() && self.slots[slot].is_none() {
             fx.start.push(slot);
         }
@@ -837,7 +850,7 @@ impl Scheduler {
         }
         if failed_work {
             self.count_crash(now, &mut fx, || {
-                "too many tasks ended their workers".to_owned()
+                format!("too many tasks ended their workers, the last {exit}")
             });
         }
         self.put_back(back, &mut fx);
@@ -1081,6 +1094,36 @@ impl Scheduler {
             _ => false,
         }
     }
+}
+
+/// The start failure `why` was an outside signal: the worker process was
+/// killed (`SIGKILL`, `SIGTERM`) before it was ready. A crash (`SIGSEGV`,
+/// `SIGABRT`), an exit code or a timeout is the worker's own failure.
+fn outside_kill(why: &TaskError) -> bool {
+    use std::error::Error as _;
+    let exit = why
+        .source()
+        .and_then(|s| s.downcast_ref::<crate::error::SpawnError>())
+        .and_then(crate::error::SpawnError::exit);
+    matches!(
+        exit,
+        Some(WorkerExit::Signal(libc::SIGKILL | libc::SIGTERM))
+    )
+}
+
+/// An error and its causes in one line: `could not start a worker: the
+/// worker process ended before it connected (killed by SIGKILL (signal 9))`.
+fn causes(e: &TaskError) -> String {
+    let mut text = e.to_string();
+    let mut next = std::error::Error::source(e);
+    // Bounded: a cyclic chain must not loop.
+    for _ in 0..16 {
+        let Some(c) = next else { break };
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        next = c.source();
+    }
+    text
 }
 
 /// The error of a unit that was running when its worker died for the last

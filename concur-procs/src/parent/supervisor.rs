@@ -383,6 +383,12 @@ fn connect(
     let mut frame = Frame::new(&head, body).map_err(give_up)?;
     frame.shm = Some(progress.region().map_err(|e| give_up(TaskError::io(e)))?);
     if started.tx.send(vec![frame]).is_err() {
+        // Its channel closed: it is most likely dying (killed, crashed);
+        // how it ended decides how the failure counts (see
+        // `Scheduler::on_start_failed`).
+        if let Some(exit) = pidfd::ended_by_itself(&pidfd, pid) {
+            return Err(SpawnError::Exited(exit).into());
+        }
         return Err(give_up(
             SpawnError::Protocol("worker closed its channel").into(),
         ));
@@ -404,7 +410,12 @@ fn connect(
                 let exit = sys::wait(pid).unwrap_or(WorkerExit::Unknown);
                 return Err(SpawnError::Exited(exit).into());
             }
-            Err(_) => return Err(give_up(SpawnError::Protocol("bad ready").into())),
+            Err(_) => {
+                if let Some(exit) = pidfd::ended_by_itself(&pidfd, pid) {
+                    return Err(SpawnError::Exited(exit).into());
+                }
+                return Err(give_up(SpawnError::Protocol("bad ready").into()));
+            }
         }
     }
     Ok(Connected {
