@@ -15,6 +15,27 @@ pub(crate) const EXIT_MEMORY_LIMIT: i32 = 97;
 pub(crate) const EXIT_CANCELLED: i32 = 98;
 /// Exit code of a worker that lost its parent or its channel.
 pub(crate) const EXIT_ORPHANED: i32 = 99;
+/// Exit code of a worker whose channel to a parent that still lives broke
+/// (the parent closed it on a frame it could not read, or the worker's
+/// task closed it).
+pub(crate) const EXIT_CHANNEL_BROKE: i32 = 95;
+
+/// The parent pid a worker checked in [`die_with_parent`] (0: not a worker).
+static PARENT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// In a worker whose send to the parent failed: exits with
+/// [`EXIT_CHANNEL_BROKE`] when the parent still lives (the parent then
+/// tells that death from an outside kill), else [`EXIT_ORPHANED`].
+pub(crate) fn exit_channel_lost() -> ! {
+    let parent = PARENT.load(std::sync::atomic::Ordering::Relaxed);
+    // SAFETY: getppid never fails.
+    let ppid = unsafe { libc::getppid() } as u32;
+    exit_now(if parent != 0 && ppid == parent {
+        EXIT_CHANNEL_BROKE
+    } else {
+        EXIT_ORPHANED
+    })
+}
 
 /// Sends SIGKILL to `pid`. An already gone process is not an error.
 ///
@@ -76,6 +97,7 @@ fn decode_status(status: libc::c_int) -> WorkerExit {
 /// In a worker: asks for SIGKILL when the parent dies, then checks that the
 /// parent (`parent_pid`) did not die before the request took effect.
 pub(crate) fn die_with_parent(parent_pid: u32) {
+    PARENT.store(parent_pid, std::sync::atomic::Ordering::Relaxed);
     // SAFETY: prctl(PR_SET_PDEATHSIG) takes integers only.
     unsafe {
         libc::prctl(

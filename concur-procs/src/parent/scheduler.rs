@@ -331,6 +331,10 @@ pub(crate) struct Worker {
     /// the unit that caused it was finished with that cause, so its death
     /// blames nobody and counts nothing.
     pub(crate) killed: bool,
+    /// Its channel closed while its process still lived: the parent's end
+    /// was closed on a frame that could not be read, or its task closed
+    /// the worker's end. Its death then says so (see [`ChannelBroke`]).
+    channel_broke: bool,
     /// When the unit now at the front of `in_flight` started being served.
     serving_since: Instant,
     /// Recent time per task (moving average), once known.
@@ -359,6 +363,7 @@ impl Worker {
             open_groups: 0,
             retiring: false,
             killed: false,
+            channel_broke: false,
             serving_since: now,
             per_task: None,
             last_seq: 0,
@@ -782,6 +787,15 @@ impl Scheduler {
         fx
     }
 
+    /// Worker `w`'s channel closed while its process still lived (see
+    /// [`Worker::channel_broke`]); its death follows (it exits when it next
+    /// sends, or the pool kills it).
+    pub(crate) fn on_channel_broke(&mut self, w: WorkerId) {
+        if let Some(worker) = self.workers.get_mut(&w) {
+            worker.channel_broke = true;
+        }
+    }
+
     /// Worker `w`'s process ended with `exit`; `progress` is its progress
     /// word as it died.
     pub(crate) fn on_exit(
@@ -830,6 +844,7 @@ impl Scheduler {
         };
         let mut back = Vec::new();
         let mut failed_work = false;
+        let channel_broke = worker.channel_broke;
         for mut unit in worker.in_flight {
             if unit.sink.is_done() {
                 continue;
@@ -839,8 +854,17 @@ impl Scheduler {
                 unit.deaths += 1;
                 if unit.deaths > self.rules.retries {
                     failed_work = true;
-                    fx.finish
-                        .push((unit.sink, Err(lost(exit, unit.deaths, self.rules.retries))));
+                    // Only the ends a broken channel leads to: the
+                    // worker's exit on a broken channel, or the pool's
+                    // kill of a worker that outlived its channel (a crash
+                    // that closed the channel while dying keeps its own
+                    // cause).
+                    let broke = exit == WorkerExit::Code(sys::EXIT_CHANNEL_BROKE)
+                        || (channel_broke && exit == WorkerExit::Signal(libc::SIGKILL));
+                    fx.finish.push((
+                        unit.sink,
+                        Err(lost(exit, unit.deaths, self.rules.retries, broke)),
+                    ));
                     continue;
                 }
             }
@@ -1128,12 +1152,40 @@ fn causes(e: &TaskError) -> String {
 
 /// The error of a unit that was running when its worker died for the last
 /// time it may.
-fn lost(exit: WorkerExit, deaths: u32, retries: u32) -> TaskError {
+/// `broke`: its channel broke before it died (see [`ChannelBroke`]).
+fn lost(exit: WorkerExit, deaths: u32, retries: u32, broke: bool) -> TaskError {
     let kind = ErrorKind::WorkerLost(exit);
-    if retries == 0 {
-        return TaskError::new(kind);
+    let quarantined = (retries > 0).then_some(Quarantined { deaths });
+    match (broke, quarantined) {
+        (true, quarantined) => TaskError::with_source(kind, ChannelBroke { quarantined }),
+        (false, Some(q)) => TaskError::with_source(kind, q),
+        (false, None) => TaskError::new(kind),
     }
-    TaskError::with_source(kind, Quarantined { deaths })
+}
+
+/// The note on the error of a task whose worker's channel broke while the
+/// worker lived: the death that followed was the pool's doing or the
+/// worker's own exit on a dead channel, not an outside kill.
+#[derive(Debug)]
+struct ChannelBroke {
+    quarantined: Option<Quarantined>,
+}
+
+impl std::fmt::Display for ChannelBroke {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(
+            "the worker's channel broke while it ran: it sent a frame that could not be read \
+             (or its task closed the channel), and it was stopped",
+        )
+    }
+}
+
+impl std::error::Error for ChannelBroke {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.quarantined
+            .as_ref()
+            .map(|q| q as &(dyn std::error::Error + 'static))
+    }
 }
 
 /// The note on a quarantined task's error.

@@ -183,6 +183,16 @@ pub(crate) fn run(shared: Arc<Shared>, ready: mpsc::Sender<Result<(), TaskError>
                 l.closed = true;
                 if l.exited.is_none() {
                     l.grace.get_or_insert(now + EXIT_GRACE);
+                    if !pidfd::has_exited(l.pid) {
+                        // Closed while it lives: a frame the router could
+                        // not read closed it, or its task did (a worker
+                        // that is dying may also show here: its death's
+                        // own cause still decides, see `on_exit`).
+                        shared.event(Sender::Threads, |c, _| {
+                            c.sched.on_channel_broke(w);
+                            super::scheduler::Effects::default()
+                        });
+                    }
                 }
             }
         }
