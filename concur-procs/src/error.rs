@@ -43,6 +43,9 @@ pub(crate) enum SpawnError {
          but is not one: it does not start workers of its own"
     )]
     NestedWorker,
+    /// A worker's task tried to build a pool of its own.
+    #[error("pools cannot be built inside a worker's task (nested pools are not supported)")]
+    InsideWorker,
 }
 
 impl SpawnError {

@@ -154,6 +154,24 @@ impl Task for Garbage {
 }
 concur_procs::register!(Garbage);
 
+/// Tries to build a pool inside its worker; returns the error's causes.
+#[derive(Serialize, Deserialize)]
+struct BuildsAPool;
+
+impl Task for BuildsAPool {
+    type Output = String;
+    type ToCaller = ();
+    type FromCaller = ();
+    const NAME: &'static str = "hostile::BuildsAPool";
+    fn run(self, _cx: &mut TaskContext<'_, Self>) -> String {
+        match ProcessPool::builder().workers(1).build() {
+            Ok(_) => "built".to_owned(),
+            Err(e) => format!("{e:?}"),
+        }
+    }
+}
+concur_procs::register!(BuildsAPool);
+
 /// A value nested `depth` levels deep (dropped without recursion).
 #[derive(Serialize, Deserialize)]
 enum Nest {
@@ -286,4 +304,17 @@ fn garbage_on_the_channel_keeps_its_cause() {
         "{err:?} (source {source:?})"
     );
     join(p.submit(Who).unwrap()).expect("the pool goes on");
+}
+
+/// A pool built inside a worker's task is refused, and the error says so
+/// (not that the process merely looks like a worker).
+#[test]
+fn a_pool_built_inside_a_task_is_refused_as_nested() {
+    let p = ProcessPool::builder().workers(1).build().unwrap();
+    let text = join(p.submit(BuildsAPool).unwrap()).unwrap();
+    assert!(
+        text.contains("pools cannot be built inside a worker's task"),
+        "{text}"
+    );
+    assert!(!text.contains("but is not one"), "{text}");
 }

@@ -87,7 +87,7 @@ impl ProcessPool {
             initializer: config.initializer_value().cloned(),
         };
         if crate::worker::is_worker() {
-            return Err(crate::error::SpawnError::NestedWorker.into());
+            return Err(crate::error::SpawnError::InsideWorker.into());
         }
         let (router, router_rx) = Router::new()?;
         let supervisor = Supervisor::new().map_err(TaskError::io)?;
