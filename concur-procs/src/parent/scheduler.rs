@@ -331,10 +331,6 @@ pub(crate) struct Worker {
     /// the unit that caused it was finished with that cause, so its death
     /// blames nobody and counts nothing.
     pub(crate) killed: bool,
-    /// Its channel closed while its process still lived: the parent's end
-    /// was closed on a frame that could not be read, or its task closed
-    /// the worker's end. Its death then says so (see [`ChannelBroke`]).
-    channel_broke: bool,
     /// When the unit now at the front of `in_flight` started being served.
     serving_since: Instant,
     /// Recent time per task (moving average), once known.
@@ -363,7 +359,6 @@ impl Worker {
             open_groups: 0,
             retiring: false,
             killed: false,
-            channel_broke: false,
             serving_since: now,
             per_task: None,
             last_seq: 0,
@@ -787,15 +782,6 @@ impl Scheduler {
         fx
     }
 
-    /// Worker `w`'s channel closed while its process still lived (see
-    /// [`Worker::channel_broke`]); its death follows (it exits when it next
-    /// sends, or the pool kills it).
-    pub(crate) fn on_channel_broke(&mut self, w: WorkerId) {
-        if let Some(worker) = self.workers.get_mut(&w) {
-            worker.channel_broke = true;
-        }
-    }
-
     /// Worker `w`'s process ended with `exit`; `progress` is its progress
     /// word as it died.
     pub(crate) fn on_exit(
@@ -844,7 +830,6 @@ impl Scheduler {
         };
         let mut back = Vec::new();
         let mut failed_work = false;
-        let channel_broke = worker.channel_broke;
         for mut unit in worker.in_flight {
             if unit.sink.is_done() {
                 continue;
@@ -854,13 +839,10 @@ impl Scheduler {
                 unit.deaths += 1;
                 if unit.deaths > self.rules.retries {
                     failed_work = true;
-                    // Only the ends a broken channel leads to: the
-                    // worker's exit on a broken channel, or the pool's
-                    // kill of a worker that outlived its channel (a crash
-                    // that closed the channel while dying keeps its own
-                    // cause).
-                    let broke = exit == WorkerExit::Code(sys::EXIT_CHANNEL_BROKE)
-                        || (channel_broke && exit == WorkerExit::Signal(libc::SIGKILL));
+                    // The worker ended itself on a broken channel (a
+                    // worker that outlives its channel is stopped through
+                    // `on_bad_frame` instead, with the same cause).
+                    let broke = exit == WorkerExit::Code(sys::EXIT_CHANNEL_BROKE);
                     fx.finish.push((
                         unit.sink,
                         Err(lost(exit, unit.deaths, self.rules.retries, broke)),
@@ -1164,11 +1146,19 @@ fn lost(exit: WorkerExit, deaths: u32, retries: u32, broke: bool) -> TaskError {
 }
 
 /// The note on the error of a task whose worker's channel broke while the
-/// worker lived: the death that followed was the pool's doing or the
-/// worker's own exit on a dead channel, not an outside kill.
+/// worker lived: the death that followed was the worker's own exit on a
+/// broken channel or the pool's doing, not an outside kill.
 #[derive(Debug)]
-struct ChannelBroke {
+pub(crate) struct ChannelBroke {
     quarantined: Option<Quarantined>,
+}
+
+impl ChannelBroke {
+    /// The error of the task running on a worker that outlived its broken
+    /// channel and is stopped by the pool.
+    pub(crate) fn stopped() -> TaskError {
+        TaskError::codec("message from a worker", ChannelBroke { quarantined: None })
+    }
 }
 
 impl std::fmt::Display for ChannelBroke {

@@ -183,16 +183,6 @@ pub(crate) fn run(shared: Arc<Shared>, ready: mpsc::Sender<Result<(), TaskError>
                 l.closed = true;
                 if l.exited.is_none() {
                     l.grace.get_or_insert(now + EXIT_GRACE);
-                    if !pidfd::has_exited(l.pid) {
-                        // Closed while it lives: a frame the router could
-                        // not read closed it, or its task did (a worker
-                        // that is dying may also show here: its death's
-                        // own cause still decides, see `on_exit`).
-                        shared.event(Sender::Threads, |c, _| {
-                            c.sched.on_channel_broke(w);
-                            super::scheduler::Effects::default()
-                        });
-                    }
                 }
             }
         }
@@ -233,9 +223,16 @@ pub(crate) fn run(shared: Arc<Shared>, ready: mpsc::Sender<Result<(), TaskError>
                 stop_deadline = Some(now + STOP_GRACE);
             }
         }
-        for l in live.values_mut() {
+        for (w, l) in live.iter_mut() {
             if l.exited.is_none() && l.grace.is_some_and(|g| now >= g) {
-                // Closed its channel but lives on: wedged.
+                // Its channel broke (a frame the router could not read
+                // closed it, or its task did) but it lives on: the pool
+                // stops it, and the task it ran fails with that cause
+                // rather than as a lost worker.
+                shared.event(Sender::Threads, |c, now| {
+                    let e = super::scheduler::ChannelBroke::stopped();
+                    c.sched.on_bad_frame(*w, e, &IoProbe(&c.io, now))
+                });
                 pidfd::kill(&l.pidfd);
                 l.grace = None;
             }

@@ -657,26 +657,29 @@ fn an_initializer_that_aborts_every_time_still_fails_the_pool() {
     assert!(reason.contains("killed by SIGABRT (signal 6)"), "{reason}");
 }
 
-/// A worker whose channel broke while it lived and that the pool then
-/// killed (it outlived its channel): its task's error says the channel
-/// broke, not merely "killed by SIGKILL".
+/// A worker that ended itself because its channel to the living parent
+/// broke (garbage on it, say): its task's error says so, not merely "exited
+/// with code 95"; a plain SIGKILL says nothing of the kind.
 #[test]
-fn a_kill_after_the_channel_broke_keeps_that_cause() {
+fn an_exit_on_a_broken_channel_keeps_that_cause() {
     use std::error::Error as _;
     let now = Instant::now();
-    let (mut s, w) = with_worker(rules(), now);
-    let (u, c) = single();
-    let _ = s.submit(vec![u], now).unwrap();
-    s.on_channel_broke(w);
-    let fx = s.on_exit(
-        w,
-        WorkerExit::Signal(libc::SIGKILL),
-        running(c.id(), now),
-        now,
-    );
-    let (_, result) = fx.finish.into_iter().next().expect("the unit fails");
-    let e = result.expect_err("an error");
-    assert!(matches!(e.kind(), ErrorKind::WorkerLost(_)), "{e:?}");
-    let source = e.source().map(|s| s.to_string()).unwrap_or_default();
-    assert!(source.contains("could not be read"), "{source}");
+    for (exit, broke) in [
+        (WorkerExit::Code(sys::EXIT_CHANNEL_BROKE), true),
+        (WorkerExit::Signal(libc::SIGKILL), false),
+    ] {
+        let (mut s, w) = with_worker(rules(), now);
+        let (u, c) = single();
+        let _ = s.submit(vec![u], now).unwrap();
+        let fx = s.on_exit(w, exit, running(c.id(), now), now);
+        let (_, result) = fx.finish.into_iter().next().expect("the unit fails");
+        let e = result.expect_err("an error");
+        assert!(matches!(e.kind(), ErrorKind::WorkerLost(_)), "{e:?}");
+        let source = e.source().map(|s| s.to_string()).unwrap_or_default();
+        assert_eq!(
+            source.contains("could not be read"),
+            broke,
+            "{exit:?}: {source}"
+        );
+    }
 }
