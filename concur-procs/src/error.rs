@@ -43,6 +43,19 @@ pub(crate) enum SpawnError {
          but is not one: it does not start workers of its own"
     )]
     NestedWorker,
+    /// A worker's task tried to build a pool of its own.
+    #[error("pools cannot be built inside a worker's task (nested pools are not supported)")]
+    InsideWorker,
+}
+
+impl SpawnError {
+    /// How the worker process ended, when that is why it failed.
+    pub(crate) fn exit(&self) -> Option<WorkerExit> {
+        match self {
+            SpawnError::Exited(exit) => Some(*exit),
+            _ => None,
+        }
+    }
 }
 
 /// What differs between this build and a worker's, in words.

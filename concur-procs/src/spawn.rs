@@ -189,6 +189,19 @@ impl Pending {
             // `accept` reaped the child: its pid may already be another
             // process's, so it is neither signalled nor waited for again.
             Err(e @ SpawnError::Exited(_)) => Err(e),
+            // The connection broke: the child most likely died (killed,
+            // crashed); how it ended decides how the failure counts.
+            Err(e @ SpawnError::Protocol(_)) => {
+                let exit = crate::parent::pidfd::open(pid)
+                    .ok()
+                    .and_then(|fd| crate::parent::pidfd::ended_by_itself(&fd, pid));
+                if let Some(exit) = exit {
+                    return Err(SpawnError::Exited(exit));
+                }
+                sys::kill(pid);
+                let _ = sys::wait(pid);
+                Err(e)
+            }
             Err(e) => {
                 sys::kill(pid);
                 let _ = sys::wait(pid);

@@ -15,6 +15,27 @@ pub(crate) const EXIT_MEMORY_LIMIT: i32 = 97;
 pub(crate) const EXIT_CANCELLED: i32 = 98;
 /// Exit code of a worker that lost its parent or its channel.
 pub(crate) const EXIT_ORPHANED: i32 = 99;
+/// Exit code of a worker whose channel to a parent that still lives broke
+/// (the parent closed it on a frame it could not read, or the worker's
+/// task closed it).
+pub(crate) const EXIT_CHANNEL_BROKE: i32 = 95;
+
+/// The parent pid a worker checked in [`die_with_parent`] (0: not a worker).
+static PARENT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// In a worker whose send to the parent failed: exits with
+/// [`EXIT_CHANNEL_BROKE`] when the parent still lives (the parent then
+/// tells that death from an outside kill), else [`EXIT_ORPHANED`].
+pub(crate) fn exit_channel_lost() -> ! {
+    let parent = PARENT.load(std::sync::atomic::Ordering::Relaxed);
+    // SAFETY: getppid never fails.
+    let ppid = unsafe { libc::getppid() } as u32;
+    exit_now(if parent != 0 && ppid == parent {
+        EXIT_CHANNEL_BROKE
+    } else {
+        EXIT_ORPHANED
+    })
+}
 
 /// Sends SIGKILL to `pid`. An already gone process is not an error.
 ///
@@ -76,6 +97,7 @@ fn decode_status(status: libc::c_int) -> WorkerExit {
 /// In a worker: asks for SIGKILL when the parent dies, then checks that the
 /// parent (`parent_pid`) did not die before the request took effect.
 pub(crate) fn die_with_parent(parent_pid: u32) {
+    PARENT.store(parent_pid, std::sync::atomic::Ordering::Relaxed);
     // SAFETY: prctl(PR_SET_PDEATHSIG) takes integers only.
     unsafe {
         libc::prctl(
@@ -323,6 +345,11 @@ pub(crate) fn secret_pipe(secret: &[u8]) -> io::Result<OwnedFd> {
 /// In a worker: reads the secret its parent left in the pipe at `fd` (given
 /// on the command line) and closes the pipe.
 pub(crate) fn read_secret(fd: RawFd) -> io::Result<Vec<u8>> {
+    read_secret_within(fd, SECRET_DEADLINE)
+}
+
+/// [`read_secret`], waiting at most `limit` for the token.
+fn read_secret_within(fd: RawFd, limit: std::time::Duration) -> io::Result<Vec<u8>> {
     // Standard streams are never the secret pipe; and the descriptor must be a pipe,
     // so that a bad argument cannot make this take over some other file.
     if fd < 3 {
@@ -340,10 +367,57 @@ pub(crate) fn read_secret(fd: RawFd) -> io::Result<Vec<u8>> {
     // SAFETY: the parent made `fd` for this process alone and nothing else uses it;
     // the `File` owns and closes it.
     let mut pipe = unsafe { std::fs::File::from_raw_fd(fd) };
+    let deadline = std::time::Instant::now() + limit;
     let mut secret = Vec::new();
-    pipe.by_ref().take(4096).read_to_end(&mut secret)?;
-    Ok(secret)
+    let mut buf = [0u8; 512];
+    loop {
+        // The parent wrote the whole secret and closed its end before it
+        // started this process; a pipe that stays open and empty (a worker
+        // started by hand) must not keep it waiting for ever.
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let mut p = libc::pollfd {
+            fd: pipe.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = i32::try_from(left.as_millis()).unwrap_or(i32::MAX);
+        // SAFETY: one valid pollfd for the call's duration.
+        match unsafe { libc::poll(&mut p, 1, ms) } {
+            0 => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("no token arrived within {limit:?}"),
+                ))
+            }
+            r if r < 0 => {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            _ => {}
+        }
+        let n = match pipe.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if n == 0 {
+            return Ok(secret);
+        }
+        if secret.len() + n > 4096 {
+            return Err(io::Error::other("the token is too long"));
+        }
+        secret.extend_from_slice(&buf[..n]);
+    }
 }
+
+/// How long a worker waits for its token in the secret pipe. The parent
+/// writes it before the worker starts, so only a worker started by hand
+/// with a pipe that stays open and empty ever waits this long (the default
+/// start timeout).
+const SECRET_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Raises the soft limit on open descriptors to the hard limit (as Go's
 /// runtime does at start): a pool holds descriptors for its workers and
@@ -362,5 +436,33 @@ pub(crate) fn raise_fd_limit() {
             // Failure leaves the soft limit as it was, which is no worse.
             libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::IntoRawFd;
+    use std::time::Duration;
+
+    /// A pipe whose write end stays open and empty (a worker started by
+    /// hand) ends the read with `TimedOut` instead of waiting for ever.
+    #[test]
+    fn an_open_empty_secret_pipe_times_out() {
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 fills two descriptors, owned below.
+        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+        // SAFETY: fresh descriptors from pipe2; the read end is owned by
+        // `read_secret_within`, the write end here.
+        let _write = unsafe { OwnedFd::from_raw_fd(fds[1]) };
+        let e = read_secret_within(fds[0], Duration::from_millis(50)).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut, "{e}");
+    }
+
+    #[test]
+    fn a_written_secret_is_read_whole() {
+        let read = secret_pipe(b"token").unwrap();
+        let fd = read.into_raw_fd();
+        assert_eq!(read_secret(fd).unwrap(), b"token");
     }
 }

@@ -436,8 +436,9 @@ impl Results {
             frames
         };
         if !frames.is_empty() && self.up.send(frames).is_err() {
-            // The parent is gone: nobody wants the result.
-            sys::exit_now(sys::EXIT_ORPHANED);
+            // The parent is gone, or our channel to it broke: nobody can
+            // get the result.
+            sys::exit_channel_lost();
         }
     }
 }
@@ -454,8 +455,9 @@ fn send(up: &Tx, head: &Up, body: Body) {
         }
     };
     if up.send(vec![frame]).is_err() {
-        // The parent is gone: nobody wants the result.
-        sys::exit_now(sys::EXIT_ORPHANED);
+        // The parent is gone, or our channel to it broke: nobody can get
+        // the result.
+        sys::exit_channel_lost();
     }
 }
 

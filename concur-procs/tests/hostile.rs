@@ -134,6 +134,44 @@ impl Task for Junk {
 }
 concur_procs::register!(Junk);
 
+/// Writes 4096 bytes of 0xff to its worker's channel (fd 3), then returns.
+#[derive(Serialize, Deserialize)]
+struct Garbage;
+
+impl Task for Garbage {
+    type Output = u32;
+    type ToCaller = ();
+    type FromCaller = ();
+    const NAME: &'static str = "hostile::Garbage";
+    fn run(self, _cx: &mut TaskContext<'_, Self>) -> u32 {
+        let junk = [0xffu8; 4096];
+        // SAFETY: writes a plain buffer to a descriptor of this process.
+        unsafe {
+            libc::write(3, junk.as_ptr().cast(), junk.len());
+        }
+        7
+    }
+}
+concur_procs::register!(Garbage);
+
+/// Tries to build a pool inside its worker; returns the error's causes.
+#[derive(Serialize, Deserialize)]
+struct BuildsAPool;
+
+impl Task for BuildsAPool {
+    type Output = String;
+    type ToCaller = ();
+    type FromCaller = ();
+    const NAME: &'static str = "hostile::BuildsAPool";
+    fn run(self, _cx: &mut TaskContext<'_, Self>) -> String {
+        match ProcessPool::builder().workers(1).build() {
+            Ok(_) => "built".to_owned(),
+            Err(e) => format!("{e:?}"),
+        }
+    }
+}
+concur_procs::register!(BuildsAPool);
+
 /// A value nested `depth` levels deep (dropped without recursion).
 #[derive(Serialize, Deserialize)]
 enum Nest {
@@ -249,4 +287,34 @@ fn a_task_that_writes_junk_to_its_sockets_ends_in_one_error() {
         ),
     }
     join(p.submit(Who).unwrap()).expect("the pool goes on");
+}
+
+/// Garbage on a worker's channel: the pool stops that worker, and the
+/// task's error keeps that cause (it never reads as an outside SIGKILL).
+#[test]
+fn garbage_on_the_channel_keeps_its_cause() {
+    let p = ProcessPool::builder().workers(1).build().unwrap();
+    let err = join(p.submit(Garbage).unwrap()).unwrap_err();
+    let source = std::error::Error::source(&err).map(|s| s.to_string());
+    assert!(
+        matches!(err.kind(), ErrorKind::Codec { .. })
+            || source
+                .as_deref()
+                .is_some_and(|s| s.contains("could not be read")),
+        "{err:?} (source {source:?})"
+    );
+    join(p.submit(Who).unwrap()).expect("the pool goes on");
+}
+
+/// A pool built inside a worker's task is refused, and the error says so
+/// (not that the process merely looks like a worker).
+#[test]
+fn a_pool_built_inside_a_task_is_refused_as_nested() {
+    let p = ProcessPool::builder().workers(1).build().unwrap();
+    let text = join(p.submit(BuildsAPool).unwrap()).unwrap();
+    assert!(
+        text.contains("pools cannot be built inside a worker's task"),
+        "{text}"
+    );
+    assert!(!text.contains("but is not one"), "{text}");
 }

@@ -89,6 +89,30 @@ impl Waker {
     }
 }
 
+/// How long a starting worker whose channel failed may take to end on its
+/// own before the pool kills it (it is normally ending already).
+const START_EXIT_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Waits up to half a second for starting worker `pid` (behind `fd`) to
+/// end; reaps it and returns how it ended, or `None` if it still runs
+/// (then the caller kills it: its end would only show the pool's own
+/// kill). Used when a start failed, to tell an outside kill or a crash
+/// from a broken protocol.
+pub(crate) fn ended_by_itself(fd: &OwnedFd, pid: u32) -> Option<concur_core::WorkerExit> {
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = START_EXIT_GRACE.as_millis() as i32;
+    // SAFETY: one valid pollfd for the call's duration.
+    let r = unsafe { libc::poll(&mut p, 1, ms) };
+    if r == 1 {
+        return Some(crate::sys::wait(pid).unwrap_or(concur_core::WorkerExit::Unknown));
+    }
+    None
+}
+
 /// Waits until the waker fires, one of `fds` becomes readable, or
 /// `timeout` passes (`None`: no limit). Returns the indices of readable fds.
 pub(crate) fn poll(

@@ -19,6 +19,11 @@ use crate::shm::Body;
 /// Build it with [`ProcessPool::builder`]; use it through
 /// [`Executor`] and [`ExecutorExt`](concur_core::ExecutorExt). Dropping it
 /// finishes queued work, then stops and reaps every worker.
+///
+/// A pool belongs to the process that built it. In a child forked from
+/// that process (`fork(2)` without exec), the pool's copy refuses work at
+/// once (`ShutDown`, whose source says the pool belongs to another
+/// process) and dropping it does nothing: the child must build its own.
 pub struct ProcessPool {
     shared: Arc<Shared>,
 }
@@ -82,7 +87,7 @@ impl ProcessPool {
             initializer: config.initializer_value().cloned(),
         };
         if crate::worker::is_worker() {
-            return Err(crate::error::SpawnError::NestedWorker.into());
+            return Err(crate::error::SpawnError::InsideWorker.into());
         }
         let (router, router_rx) = Router::new()?;
         let supervisor = Supervisor::new().map_err(TaskError::io)?;
@@ -185,10 +190,20 @@ impl Executor for ProcessPool {
     }
 
     fn admission(&self) -> &Admission {
+        if self.shared.admission.in_use() > 0 && self.shared.foreign().is_some() {
+            // A forked child's copy of the queue holds places for work it
+            // will never see finish: a wait for room would never end, so
+            // it is refused at once (`ShutDown`). With nothing held, the
+            // caller gets as far as `start`, whose error says why.
+            self.shared.admission.close();
+        }
         &self.shared.admission
     }
 
     fn start<T: Task>(&self, task: T, permit: Permit) -> Result<TaskHandle<T>, TaskError> {
+        if let Some(e) = self.shared.foreign() {
+            return Err(e);
+        }
         self.shared.admission.admits(&permit, 1)?;
         registry::ensure_registered::<T>()?;
         let input = encode_input(task, self.threshold())?;
@@ -204,6 +219,9 @@ impl Executor for ProcessPool {
         tasks: Vec<T>,
         permit: Permit,
     ) -> Result<BatchHandle<T>, TaskError> {
+        if let Some(e) = self.shared.foreign() {
+            return Err(e);
+        }
         self.shared.admission.admits(&permit, tasks.len())?;
         registry::ensure_registered::<T>()?;
         let len = tasks.len();
@@ -248,6 +266,13 @@ impl Executor for ProcessPool {
 
 impl Drop for ProcessPool {
     fn drop(&mut self) {
+        if self.shared.foreign().is_some() {
+            // A forked child's copy: nothing of it may run here (its
+            // outboxes' and channels' drops would wait on threads that do
+            // not exist in this process), so it is leaked, never dropped.
+            std::mem::forget(self.shared.clone());
+            return;
+        }
         self.shared.stop(false);
     }
 }

@@ -25,7 +25,10 @@
 //!   death that follows never reads as a lost worker.
 //! - Restart intensity counts only deaths that failed work and workers
 //!   that died before they became ready; an external kill storm whose
-//!   tasks all succeed on retry never fails the pool.
+//!   tasks all succeed on retry never fails the pool. A start ended by an
+//!   outside signal counts only toward the failed starts in a row (reset
+//!   by any good start), so a storm that also hits starting workers does
+//!   not fail it either.
 //! - A failed pool fails everything queued and everything it would have
 //!   sent again; nothing is left waiting for a worker that will never come.
 
@@ -497,8 +500,15 @@ impl Scheduler {
     }
 
     /// A worker for `slot` could not be started (or died before it was
-    /// ready): counts toward the restart limit; starts another unless the
+    /// ready): counts toward the restart limits; starts another unless the
     /// pool gave up.
+    ///
+    /// A start ended by an outside signal (`SIGKILL`, `SIGTERM`: someone
+    /// killed the process; see [`outside_kill`]) counts only toward the
+    /// failed starts in a row, which any good start resets: a kill storm
+    /// that also hits starting workers never fails the pool while workers
+    /// still start between the kills, yet a start that can never succeed
+    /// (every one killed, or crashing, or exiting) still does.
     pub(crate) fn on_start_failed(
         &mut self,
         slot: usize,
@@ -510,15 +520,18 @@ impl Scheduler {
         if self.failed_starts > self.rules.max_crashes {
             self.fail(
                 format!(
-                    "{} worker starts failed in a row ({why})",
-                    self.failed_starts
+                    "{} worker starts failed in a row, the last: {}",
+                    self.failed_starts,
+                    causes(why)
                 ),
                 &mut fx,
             );
         }
-        self.count_crash(now, &mut fx, || {
-            format!("workers could not be started ({why})")
-        });
+        if !outside_kill(why) {
+            self.count_crash(now, &mut fx, || {
+                format!("workers could not be started, the last: {}", causes(why))
+            });
+        }
         if !self.closing && self.failed.is_none() && self.slots[slot].is_none() {
             fx.start.push(slot);
         }
@@ -826,8 +839,14 @@ impl Scheduler {
                 unit.deaths += 1;
                 if unit.deaths > self.rules.retries {
                     failed_work = true;
-                    fx.finish
-                        .push((unit.sink, Err(lost(exit, unit.deaths, self.rules.retries))));
+                    // The worker ended itself on a broken channel (a
+                    // worker that outlives its channel is stopped through
+                    // `on_bad_frame` instead, with the same cause).
+                    let broke = exit == WorkerExit::Code(sys::EXIT_CHANNEL_BROKE);
+                    fx.finish.push((
+                        unit.sink,
+                        Err(lost(exit, unit.deaths, self.rules.retries, broke)),
+                    ));
                     continue;
                 }
             }
@@ -837,7 +856,7 @@ impl Scheduler {
         }
         if failed_work {
             self.count_crash(now, &mut fx, || {
-                "too many tasks ended their workers".to_owned()
+                format!("too many tasks ended their workers, the last {exit}")
             });
         }
         self.put_back(back, &mut fx);
@@ -1083,14 +1102,80 @@ impl Scheduler {
     }
 }
 
+/// The start failure `why` was an outside signal: the worker process was
+/// killed (`SIGKILL`, `SIGTERM`) before it was ready. A crash (`SIGSEGV`,
+/// `SIGABRT`), an exit code or a timeout is the worker's own failure.
+fn outside_kill(why: &TaskError) -> bool {
+    use std::error::Error as _;
+    let exit = why
+        .source()
+        .and_then(|s| s.downcast_ref::<crate::error::SpawnError>())
+        .and_then(crate::error::SpawnError::exit);
+    matches!(
+        exit,
+        Some(WorkerExit::Signal(libc::SIGKILL | libc::SIGTERM))
+    )
+}
+
+/// An error and its causes in one line: `could not start a worker: the
+/// worker process ended before it connected (killed by SIGKILL (signal 9))`.
+fn causes(e: &TaskError) -> String {
+    let mut text = e.to_string();
+    let mut next = std::error::Error::source(e);
+    // Bounded: a cyclic chain must not loop.
+    for _ in 0..16 {
+        let Some(c) = next else { break };
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        next = c.source();
+    }
+    text
+}
+
 /// The error of a unit that was running when its worker died for the last
 /// time it may.
-fn lost(exit: WorkerExit, deaths: u32, retries: u32) -> TaskError {
+/// `broke`: its channel broke before it died (see [`ChannelBroke`]).
+fn lost(exit: WorkerExit, deaths: u32, retries: u32, broke: bool) -> TaskError {
     let kind = ErrorKind::WorkerLost(exit);
-    if retries == 0 {
-        return TaskError::new(kind);
+    let quarantined = (retries > 0).then_some(Quarantined { deaths });
+    match (broke, quarantined) {
+        (true, quarantined) => TaskError::with_source(kind, ChannelBroke { quarantined }),
+        (false, Some(q)) => TaskError::with_source(kind, q),
+        (false, None) => TaskError::new(kind),
     }
-    TaskError::with_source(kind, Quarantined { deaths })
+}
+
+/// The note on the error of a task whose worker's channel broke while the
+/// worker lived: the death that followed was the worker's own exit on a
+/// broken channel or the pool's doing, not an outside kill.
+#[derive(Debug)]
+pub(crate) struct ChannelBroke {
+    quarantined: Option<Quarantined>,
+}
+
+impl ChannelBroke {
+    /// The error of the task running on a worker that outlived its broken
+    /// channel and is stopped by the pool.
+    pub(crate) fn stopped() -> TaskError {
+        TaskError::codec("message from a worker", ChannelBroke { quarantined: None })
+    }
+}
+
+impl std::fmt::Display for ChannelBroke {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(
+            "the worker's channel broke while it ran: it sent a frame that could not be read \
+             (or its task closed the channel), and it was stopped",
+        )
+    }
+}
+
+impl std::error::Error for ChannelBroke {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.quarantined
+            .as_ref()
+            .map(|q| q as &(dyn std::error::Error + 'static))
+    }
 }
 
 /// The note on a quarantined task's error.

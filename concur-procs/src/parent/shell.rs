@@ -94,7 +94,28 @@ pub(crate) struct Shared {
     pub(crate) senders: Mutex<Vec<Arc<Outbox>>>,
     stop: Mutex<StopState>,
     stopped: Condvar,
+    /// The process that built the pool: only it has the pool's threads
+    /// and is the parent of its workers.
+    owner: u32,
 }
+
+/// Why a pool refuses work in a process forked from the one that built it.
+#[derive(Debug)]
+pub(crate) struct ForkedChild {
+    owner: u32,
+}
+
+impl std::fmt::Display for ForkedChild {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "this pool belongs to process {}; a forked child must build its own pool",
+            self.owner
+        )
+    }
+}
+
+impl std::error::Error for ForkedChild {}
 
 pub(crate) struct PoolLink(pub(crate) Weak<Shared>);
 
@@ -146,7 +167,23 @@ impl Shared {
             senders: Mutex::new(Vec::new()),
             stop: Mutex::new(StopState::default()),
             stopped: Condvar::new(),
+            owner: std::process::id(),
         }
+    }
+
+    /// The error for a use of the pool in a process forked from the one
+    /// that built it, or `None` in that process. A forked child has a copy
+    /// of the pool's memory but none of its threads and is not its
+    /// workers' parent: a task it submitted would never run, a stop would
+    /// wait for ever, and a kill would hit the parent's workers.
+    pub(crate) fn foreign(&self) -> Option<TaskError> {
+        let me = std::process::id();
+        (me != self.owner).then(|| {
+            TaskError::with_source(
+                concur_core::ErrorKind::ShutDown,
+                ForkedChild { owner: self.owner },
+            )
+        })
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, Core> {
@@ -154,7 +191,14 @@ impl Shared {
     }
 
     /// Runs one event through the scheduler and carries out its effects.
+    ///
+    /// In a forked child it does nothing (see [`Self::foreign`]): the lock
+    /// may have been held by a thread that does not exist there, and the
+    /// effects could signal the parent's workers.
     pub(crate) fn event(&self, sender: Sender, f: impl FnOnce(&mut Core, Instant) -> Effects) {
+        if self.foreign().is_some() {
+            return;
+        }
         let mut core = self.lock();
         let fx = f(&mut core, Instant::now());
         self.carry_out(core, fx, sender);
@@ -239,6 +283,9 @@ impl Shared {
 
     /// New units from a caller.
     pub(crate) fn submit(&self, units: Vec<super::scheduler::Unit>) -> Result<(), TaskError> {
+        if let Some(e) = self.foreign() {
+            return Err(e);
+        }
         let mut core = self.lock();
         let fx = core.sched.submit(units, Instant::now())?;
         self.carry_out(core, fx, Sender::Here);
@@ -249,7 +296,13 @@ impl Shared {
     /// running work is finished first. Safe to call from several threads at
     /// once: a `shutdown_now` during a `shutdown` cancels what that
     /// `shutdown` waits for, and both return once every worker is reaped.
+    ///
+    /// In a forked child it does nothing: the child has none of the pool's
+    /// threads to wait for and must not end the parent's workers.
     pub(crate) fn stop(&self, now: bool) {
+        if self.foreign().is_some() {
+            return;
+        }
         self.admission.close();
         if now {
             self.event(Sender::Threads, |c, _| c.sched.close(true));

@@ -223,9 +223,16 @@ pub(crate) fn run(shared: Arc<Shared>, ready: mpsc::Sender<Result<(), TaskError>
                 stop_deadline = Some(now + STOP_GRACE);
             }
         }
-        for l in live.values_mut() {
+        for (w, l) in live.iter_mut() {
             if l.exited.is_none() && l.grace.is_some_and(|g| now >= g) {
-                // Closed its channel but lives on: wedged.
+                // Its channel broke (a frame the router could not read
+                // closed it, or its task did) but it lives on: the pool
+                // stops it, and the task it ran fails with that cause
+                // rather than as a lost worker.
+                shared.event(Sender::Threads, |c, now| {
+                    let e = super::scheduler::ChannelBroke::stopped();
+                    c.sched.on_bad_frame(*w, e, &IoProbe(&c.io, now))
+                });
                 pidfd::kill(&l.pidfd);
                 l.grace = None;
             }
@@ -383,6 +390,12 @@ fn connect(
     let mut frame = Frame::new(&head, body).map_err(give_up)?;
     frame.shm = Some(progress.region().map_err(|e| give_up(TaskError::io(e)))?);
     if started.tx.send(vec![frame]).is_err() {
+        // Its channel closed: it is most likely dying (killed, crashed);
+        // how it ended decides how the failure counts (see
+        // `Scheduler::on_start_failed`).
+        if let Some(exit) = pidfd::ended_by_itself(&pidfd, pid) {
+            return Err(SpawnError::Exited(exit).into());
+        }
         return Err(give_up(
             SpawnError::Protocol("worker closed its channel").into(),
         ));
@@ -404,7 +417,12 @@ fn connect(
                 let exit = sys::wait(pid).unwrap_or(WorkerExit::Unknown);
                 return Err(SpawnError::Exited(exit).into());
             }
-            Err(_) => return Err(give_up(SpawnError::Protocol("bad ready").into())),
+            Err(_) => {
+                if let Some(exit) = pidfd::ended_by_itself(&pidfd, pid) {
+                    return Err(SpawnError::Exited(exit).into());
+                }
+                return Err(give_up(SpawnError::Protocol("bad ready").into()));
+            }
         }
     }
     Ok(Connected {

@@ -577,3 +577,109 @@ fn a_bad_frame_between_units_blames_the_last_one_not_a_waiting_one() {
     assert!(fx.finish.is_empty());
     assert_eq!(fx.kill, vec![w]);
 }
+
+/// A start that failed because the process ended with `exit`.
+fn start_exit(exit: WorkerExit) -> TaskError {
+    crate::error::SpawnError::Exited(exit).into()
+}
+
+/// Fails `bad` starts of slot 0 at `t`, then lets one start succeed;
+/// `rounds` times. Returns the pool failure's reason, if the pool failed.
+fn starts(s: &mut Scheduler, why: &TaskError, bad: u32, rounds: u32, t: Instant) -> Option<String> {
+    for _ in 0..rounds {
+        for _ in 0..bad {
+            let _ = s.on_start_failed(0, why, t);
+            if let Some(reason) = &s.failed {
+                return Some(reason.clone());
+            }
+        }
+        let w = s.next_worker_id();
+        let _ = s.on_ready(w, 0, t);
+        // It is killed in turn: the slot starts again.
+        s.slots[0] = None;
+        s.workers.remove(&w);
+    }
+    None
+}
+
+fn storm_rules() -> Rules {
+    let mut r = rules();
+    r.max_crashes = 4;
+    r.crash_window = Duration::from_secs(10);
+    r
+}
+
+/// SECURITY.md: outside kills (SIGKILL, SIGTERM) of starting workers,
+/// with good starts between them, never fail the pool, however many fall
+/// within the crash window.
+#[test]
+fn outside_kills_of_starting_workers_between_good_starts_never_fail_the_pool() {
+    let t0 = Instant::now();
+    for sig in [libc::SIGKILL, libc::SIGTERM] {
+        let mut s = Scheduler::new(storm_rules());
+        let why = start_exit(WorkerExit::Signal(sig));
+        assert_eq!(starts(&mut s, &why, 3, 100, t0), None, "signal {sig}");
+    }
+}
+
+/// Starts that are all killed, with no good start between them, still
+/// fail the pool (the in-a-row rule), and the reason names the kill.
+#[test]
+fn starts_killed_every_time_still_fail_the_pool() {
+    let mut s = Scheduler::new(storm_rules());
+    let why = start_exit(WorkerExit::Signal(libc::SIGKILL));
+    let reason = starts(&mut s, &why, 100, 1, Instant::now()).expect("the pool fails");
+    assert!(
+        reason.contains("5 worker starts failed in a row"),
+        "{reason}"
+    );
+    assert!(reason.contains("killed by SIGKILL (signal 9)"), "{reason}");
+}
+
+/// A worker binary that cannot start (it exits at once) fails the pool
+/// through the crash window even with good starts between its failures.
+#[test]
+fn a_worker_that_never_starts_still_fails_the_pool() {
+    let mut s = Scheduler::new(storm_rules());
+    let why = start_exit(WorkerExit::Code(101));
+    let reason = starts(&mut s, &why, 1, 100, Instant::now()).expect("the pool fails");
+    assert!(reason.contains("within 10s"), "{reason}");
+    assert!(reason.contains("exited with code 101"), "{reason}");
+}
+
+/// An initializer that aborts every time (SIGABRT is the worker's own
+/// crash, not an outside kill) still fails the pool.
+#[test]
+fn an_initializer_that_aborts_every_time_still_fails_the_pool() {
+    let mut s = Scheduler::new(storm_rules());
+    let why = start_exit(WorkerExit::Signal(libc::SIGABRT));
+    let reason = starts(&mut s, &why, 1, 100, Instant::now()).expect("the pool fails");
+    assert!(reason.contains("killed by SIGABRT (signal 6)"), "{reason}");
+}
+
+/// A worker that ended itself because its channel to the living parent
+/// broke (garbage on it, say): its task's error says so, not merely "exited
+/// with code 95"; a plain SIGKILL says nothing of the kind.
+#[test]
+fn an_exit_on_a_broken_channel_keeps_that_cause() {
+    use std::error::Error as _;
+    let now = Instant::now();
+    for (exit, broke) in [
+        (WorkerExit::Code(sys::EXIT_CHANNEL_BROKE), true),
+        (WorkerExit::Signal(libc::SIGKILL), false),
+    ] {
+        let (mut s, w) = with_worker(rules(), now);
+        let (u, c) = single();
+        let _ = s.submit(vec![u], now).unwrap();
+        let fx = s.on_exit(w, exit, running(c.id(), now), now);
+        let (_, result) = fx.finish.into_iter().next().expect("the unit fails");
+        let e = result.expect_err("an error");
+        assert!(matches!(e.kind(), ErrorKind::WorkerLost(_)), "{e:?}");
+        let source = e.source().map(|s| s.to_string()).unwrap_or_default();
+        assert_eq!(
+            source.contains("could not be read"),
+            broke,
+            "{exit:?}: {source}"
+        );
+    }
+}
