@@ -479,6 +479,16 @@ fn leading_offset(bytes: &[u8], what: &str) -> Result<u64, TaskError> {
     Ok(u64::from_le_bytes(*head))
 }
 
+/// The function an encoded function task (one task's bytes, as the
+/// `concur::fn` registry entry runs them) would call, by its Rust path;
+/// `None` when the bytes do not name a function of this program (checked as
+/// the entry checks them). Backends use it to name the function, not
+/// `concur::fn`, in what they print about a running task.
+pub fn function_task_name(input: &[u8]) -> Option<&'static str> {
+    let offset = leading_offset(input, "task").ok()?;
+    resolve(offset).ok().map(|d| (d.function)())
+}
+
 fn run_entry(input: &[u8], port: &dyn Port, worker: WorkerInfo) -> Result<Payload, TaskError> {
     let d = leading_offset(input, "task")
         .and_then(|offset| resolve(offset).map_err(|why| refused("task", why)))?;

@@ -81,7 +81,7 @@ pub use config::{
 pub use error::{ErrorKind, TaskError, WorkerExit};
 pub use executor::{Capabilities, Executor};
 pub use ext::{ExecutorExt, Map, MapOptions, MapUnordered};
-pub use func::{FnTask, FnTasks, FN_TASK_NAME};
+pub use func::{function_task_name, FnTask, FnTasks, FN_TASK_NAME};
 pub use handle::{BatchHandle, BatchResults, Completion, Link, TaskHandle, TaskId};
 pub use payload::Payload;
 pub use task::{Message, NullPort, Port, Task, TaskContext, WorkerInfo};

@@ -277,7 +277,14 @@ fn run() -> Result<(), String> {
         };
         // Before decoding: decoding runs the task type's own code.
         shared.progress.begin(job.id.0);
-        panic::set_task(Some(&job.name));
+        // A function task is reported by its function, as its errors are.
+        match (&*job.name == concur_core::FN_TASK_NAME)
+            .then(|| concur_core::function_task_name(job.input.as_slice()))
+            .flatten()
+        {
+            Some(function) => panic::set_task(Some(&Arc::from(function))),
+            None => panic::set_task(Some(&job.name)),
+        }
         let port = WorkerPort {
             id: job.id,
             results: &results,

@@ -12,7 +12,7 @@ mod common;
 use std::path::PathBuf;
 
 use common::{join, run_role_with, RoleOutput};
-use concur_procs::{Configure, ErrorKind, Executor, ProcessPool, Task, TaskContext};
+use concur_procs::{Configure, ErrorKind, Executor, ExecutorExt, ProcessPool, Task, TaskContext};
 use serde::{Deserialize, Serialize};
 
 const ROLE: &str = "CONCUR_PROCS_TEST_WORKER_MODE_ROLE";
@@ -152,7 +152,14 @@ fn role_panics() {
         "{err:?}"
     );
     assert!(join(pool.submit(BoomOnAThread).unwrap()).unwrap());
+    assert!(join(pool.submit_fn(boom_fn, 9).unwrap()).is_err());
     println!("WORKER {}", pool.worker_pids()[0].unwrap());
+}
+
+/// A function task that panics: its report names the function, as its
+/// error does, not the registry entry all function tasks share.
+fn boom_fn(n: u32) -> u32 {
+    panic!("fn boom {n}")
 }
 
 fn describe(out: &RoleOutput) -> String {
@@ -196,6 +203,12 @@ fn a_worker_panic_names_the_worker_and_the_task() {
         file!()
     );
     assert!(stderr.contains(&thread), "no {thread:?} in:\n{stderr}");
+    let function = format!(
+        "concur worker 0 (pid {worker}) panicked in task `worker_mode::boom_fn` at {}:",
+        file!()
+    );
+    assert!(stderr.contains(&function), "no {function:?} in:\n{stderr}");
+    assert!(!stderr.contains("concur::fn"), "{stderr}");
     assert!(!stderr.contains("thread 'main'"), "{stderr}");
     // As the default hook: one note on how to get a backtrace, no backtrace.
     assert_eq!(stderr.matches("RUST_BACKTRACE=1").count(), 1, "{stderr}");
