@@ -119,6 +119,7 @@ mod ids;
 mod keys;
 mod local;
 mod pool;
+pub mod server;
 mod wire;
 mod worker;
 

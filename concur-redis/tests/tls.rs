@@ -8,12 +8,12 @@
 
 mod support;
 
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use concur_core::conformance::Add;
+use concur_redis::server::{LocalServer, ServerOptions};
 use concur_redis::Executor;
 
 /// Runs a worker when this binary was started as one; nothing otherwise.
@@ -79,70 +79,21 @@ fn certificates(dir: &Path) {
     );
 }
 
-struct TlsServer(Child);
-
-impl Drop for TlsServer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn rediss_url_works() {
     let dir = std::env::temp_dir().join(format!("concur-redis-tls-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     certificates(&dir);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut cmd = Command::new("redis-server");
-    cmd.args([
-        "--port",
-        "0",
-        "--tls-port",
-        &port.to_string(),
-        "--bind",
-        "127.0.0.1",
-    ])
-    .args([
-        "--tls-cert-file",
-        "server.pem",
-        "--tls-key-file",
-        "server.key",
-    ])
-    .args(["--tls-ca-cert-file", "ca.pem", "--tls-auth-clients", "no"])
-    .args(["--save", "", "--appendonly", "no"])
-    .current_dir(&dir)
-    .stdout(Stdio::null());
-    // SAFETY: prctl takes integers only and is async-signal-safe.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as libc::c_ulong,
-                0,
-                0,
-                0,
-            );
-            Ok(())
-        });
-    }
-    let _server = TlsServer(
-        cmd.spawn()
-            .expect("redis-server (apt-get install -y redis-server)"),
-    );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "the TLS server did not listen");
-        // A bounded poll: the server has no other way to say it is up.
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let server = LocalServer::start(ServerOptions::new().tls(
+        dir.join("server.pem"),
+        dir.join("server.key"),
+        dir.join("ca.pem"),
+    ))
+    .unwrap_or_else(|e| panic!("{e}: {e:?}"));
+    let port = server.port();
     // Read by rustls-native-certs here and in the local workers (inherited).
     std::env::set_var("SSL_CERT_FILE", dir.join("ca.pem"));
-    let url = format!("rediss://127.0.0.1:{port}/0");
+    let url = server.url();
     let pool = support::pool(&url, support::workers(1));
     let h = pool.submit(Add(40, 2)).unwrap();
     assert_eq!(h.join_timeout(support::DEADLINE).unwrap().unwrap(), 42);

@@ -4,13 +4,11 @@
 
 #![allow(dead_code)]
 
-use std::net::TcpListener;
-use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use concur_redis::server::{LocalServer, ServerOptions};
 use concur_redis::{Configure, PoolConfig, RedisPool, RedisPoolBuilder, Worker};
 
 /// The test every test binary defines that runs a worker when asked to.
@@ -25,19 +23,9 @@ const ENV_VISIBILITY_MS: &str = "CONCUR_TEST_VISIBILITY_MS";
 pub const DEADLINE: Duration = Duration::from_secs(60);
 
 /// A `redis-server` of our own on a free loopback port, with its own
-/// directory. Killed and reaped on drop.
-pub struct Server {
-    child: Option<Child>,
-    port: u16,
-    dir: PathBuf,
-    appendonly: bool,
-    password: Option<String>,
-}
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("a free loopback port");
-    l.local_addr().unwrap().port()
-}
+/// directory ([`concur_redis::server::LocalServer`]). Killed and reaped on
+/// drop.
+pub struct Server(LocalServer);
 
 fn unique(tag: &str) -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
@@ -57,91 +45,16 @@ pub fn fresh_queue() -> String {
 impl Server {
     /// Starts a server (`appendonly` on or off; `requirepass` when given).
     pub fn start(appendonly: bool, password: Option<&str>) -> Self {
-        let dir = std::env::temp_dir().join(unique("concur-redis-test"));
-        std::fs::create_dir_all(&dir).expect("a temp dir");
-        let mut s = Server {
-            child: None,
-            port: free_port(),
-            dir,
-            appendonly,
-            password: password.map(str::to_owned),
-        };
-        s.launch();
-        s
-    }
-
-    fn launch(&mut self) {
-        let mut cmd = Command::new("redis-server");
-        cmd.arg("--port")
-            .arg(self.port.to_string())
-            .arg("--bind")
-            .arg("127.0.0.1")
-            .arg("--dir")
-            .arg(&self.dir)
-            .arg("--appendonly")
-            .arg(if self.appendonly { "yes" } else { "no" })
-            .arg("--save")
-            .arg("")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null());
-        if let Some(p) = &self.password {
-            cmd.arg("--requirepass").arg(p);
+        let mut options = ServerOptions::new().appendonly(appendonly);
+        if let Some(p) = password {
+            options = options.password(p);
         }
-        // SAFETY: prctl takes integers only and is async-signal-safe. The
-        // server dies with the thread that started it if the test process
-        // dies without running its guards.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(
-                    libc::PR_SET_PDEATHSIG,
-                    libc::SIGKILL as libc::c_ulong,
-                    0,
-                    0,
-                    0,
-                );
-                Ok(())
-            });
-        }
-        let child = match cmd.spawn() {
-            Ok(c) => c,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
-                "redis-server is not on PATH: these tests need a real server \
-                 (Debian/Ubuntu: apt-get install -y redis-server)"
-            ),
-            Err(e) => panic!("cannot start redis-server: {e}"),
-        };
-        self.child = Some(child);
-        self.wait_until_up();
-    }
-
-    fn wait_until_up(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
-                panic!("redis-server exited at start: {status}");
-            }
-            let ok = redis::Client::open(self.url())
-                .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(200)))
-                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
-                .is_ok();
-            if ok {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "redis-server did not answer PING"
-            );
-            // A bounded poll: the server has no other way to say it is up.
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        Server(LocalServer::start(options).unwrap_or_else(|e| panic!("{e}: {e:?}")))
     }
 
     /// `redis://[:password@]127.0.0.1:PORT/0`.
     pub fn url(&self) -> String {
-        match &self.password {
-            Some(p) => format!("redis://:{p}@127.0.0.1:{}/0", self.port),
-            None => format!("redis://127.0.0.1:{}/0", self.port),
-        }
+        self.0.url()
     }
 
     /// A connection for looking inside.
@@ -154,44 +67,19 @@ impl Server {
 
     /// SIGKILLs the server and reaps it.
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.0.kill();
     }
 
     /// Starts it again on the same port and directory (its AOF, if any).
     pub fn restart(&mut self) {
-        self.kill();
-        self.launch();
+        self.0.restart().unwrap_or_else(|e| panic!("{e}: {e:?}"));
     }
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// One server for the whole test binary, started by a thread that lives
-/// as long as the process (so the server's parent-death signal fires only
-/// when the process ends).
+/// One server for the whole test binary ([`concur_redis::server::shared_url`]).
 pub fn shared_server_url() -> &'static str {
     static URL: OnceLock<String> = OnceLock::new();
-    URL.get_or_init(|| {
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let s = Server::start(false, None);
-            tx.send(s.url()).unwrap();
-            // Keeps the thread (and so the server) alive until the process exits.
-            loop {
-                std::thread::park();
-            }
-        });
-        rx.recv_timeout(Duration::from_secs(30))
-            .expect("the shared redis-server starts")
-    })
+    URL.get_or_init(|| concur_redis::server::shared_url().unwrap_or_else(|e| panic!("{e}: {e:?}")))
 }
 
 /// The command that starts a worker: this test binary, running only
