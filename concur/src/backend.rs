@@ -8,7 +8,7 @@ use std::str::FromStr;
 use concur_core::TaskError;
 
 /// The environment variable that picks the backend of a [`Pool`](crate::Pool)
-/// whose builder did not name one: `threads` or `procs` (ASCII case and
+/// whose builder did not name one: `threads`, `procs` or `redis` (ASCII case and
 /// surrounding spaces ignored; empty means unset).
 pub const ENV_BACKEND: &str = "CONCUR_BACKEND";
 
@@ -17,7 +17,7 @@ pub const ENV_BACKEND: &str = "CONCUR_BACKEND";
 /// Every backend concur has is listed here whether or not this build
 /// contains it, so that asking for a missing one gets a precise error
 /// instead of a compile failure; [`Backend::compiled`] lists the ones this
-/// build can run. Written as `threads` and `procs` (its [`Display`] and
+/// build can run. Written as `threads`, `procs` and `redis` (its [`Display`] and
 /// [`FromStr`] forms, which are also its cargo feature names).
 ///
 /// [`Display`]: fmt::Display
@@ -32,6 +32,13 @@ pub enum Backend {
     /// feature `procs`, Linux): isolated memory, a crash fails only its task,
     /// a timeout or cancel kills the worker; values are encoded.
     Procs,
+    /// Worker processes on any machine, fed through a Redis broker
+    /// (`concur-redis`, feature `redis`, Linux): the broker's URL comes from
+    /// `PoolBuilder::redis_url`(crate::PoolBuilder::redis_url) or
+    /// `CONCUR_REDIS_URL`; local workers run this same executable; tasks are
+    /// at-least-once, timeouts and cancel are cooperative; function tasks
+    /// are refused.
+    Redis,
 }
 
 /// The backends this build contains, in order of preference.
@@ -40,11 +47,13 @@ const COMPILED: &[Backend] = &[
     Backend::Threads,
     #[cfg(feature = "procs")]
     Backend::Procs,
+    #[cfg(feature = "redis")]
+    Backend::Redis,
 ];
 
 impl Backend {
     /// Every backend concur has, compiled in or not.
-    pub const ALL: &'static [Backend] = &[Backend::Threads, Backend::Procs];
+    pub const ALL: &'static [Backend] = &[Backend::Threads, Backend::Procs, Backend::Redis];
 
     /// The backends compiled into this build (by the `concur` crate's cargo
     /// features), the default first.
@@ -59,17 +68,18 @@ impl Backend {
 
     /// The backend a pool gets when neither its builder nor
     /// [`CONCUR_BACKEND`](ENV_BACKEND) names one: threads when compiled in,
-    /// else procs.
+    /// else procs, else redis.
     pub fn default_compiled() -> Backend {
         COMPILED.first().copied().unwrap_or(Backend::Threads)
     }
 
-    /// The name: `"threads"` or `"procs"` (the same as
+    /// The name: `"threads"`, `"procs"` or `"redis"` (the same as
     /// [`Executor::backend`](concur_core::Executor::backend) reports).
     pub fn as_str(self) -> &'static str {
         match self {
             Backend::Threads => "threads",
             Backend::Procs => "procs",
+            Backend::Redis => "redis",
         }
     }
 
@@ -184,7 +194,7 @@ impl fmt::Display for Backend {
 impl FromStr for Backend {
     type Err = TaskError;
 
-    /// Parses `threads` or `procs` (ASCII case and surrounding spaces
+    /// Parses `threads`, `procs` or `redis` (ASCII case and surrounding spaces
     /// ignored), compiled in or not: whether this build can run it is
     /// [`is_compiled`](Backend::is_compiled)'s question.
     ///

@@ -52,11 +52,12 @@
 //! |---|---|---|
 //! | `threads` | yes | `concur::threads` (`concur-threads`): a thread pool on rayon; values are moved, never serialized; cheapest dispatch |
 //! | `procs` | no | `concur::procs` (`concur-procs`, Linux): worker processes running this same executable; a crash fails only its task, a timeout or cancel kills the worker, memory limits |
+//! | `redis` | no | `concur::redis` (`concur-redis`, Linux): worker processes on any machine behind a Redis broker (URL from `PoolBuilder::redis_url` or `CONCUR_REDIS_URL`); at-least-once, cooperative timeouts and cancel, no function tasks; `concur::redis::server` starts a local `redis-server` for tests |
 //!
 //! At least one backend feature must be enabled. With several, the pool
 //! runs on the one named by [`PoolBuilder::backend`], else by the
-//! `CONCUR_BACKEND` environment variable (`threads` or `procs`), else on
-//! threads. Asking for a backend this build does not contain, or a bad
+//! `CONCUR_BACKEND` environment variable (`threads`, `procs` or `redis`),
+//! else on threads (else procs, else redis). Asking for a backend this build does not contain, or a bad
 //! `CONCUR_BACKEND`, fails with
 //! [`ErrorKind::Config`] naming the valid choices and the feature to
 //! enable.
@@ -97,19 +98,21 @@
 
 // Without a backend the one error below is the message; the rest stays quiet.
 #![cfg_attr(
-    not(any(feature = "threads", feature = "procs")),
+    not(any(feature = "threads", feature = "procs", feature = "redis")),
     allow(unused, unreachable_code)
 )]
 
-#[cfg(not(any(feature = "threads", feature = "procs")))]
+#[cfg(not(any(feature = "threads", feature = "procs", feature = "redis")))]
 compile_error!(
-    "the `concur` crate needs at least one backend: enable its cargo feature `threads` or `procs`"
+    "the `concur` crate needs at least one backend: enable its cargo feature `threads`, `procs` or `redis`"
 );
 
 mod backend;
 mod pool;
 
 pub use backend::{Backend, ENV_BACKEND};
+#[cfg(feature = "redis")]
+pub use pool::ENV_REDIS_URL;
 pub use pool::{Pool, PoolBuilder};
 
 pub use concur_core as core;
@@ -135,6 +138,12 @@ pub use concur_threads as threads;
 #[cfg(feature = "procs")]
 pub use concur_procs as procs;
 
+/// The distributed backend (`concur-redis`), for what only it offers:
+/// independent workers on other machines ([`redis::worker`]), queues,
+/// visibility timeouts, and [`redis::server::LocalServer`] for tests.
+#[cfg(feature = "redis")]
+pub use concur_redis as redis;
+
 /// The names most code needs: `use concur::prelude::*;`.
 pub mod prelude {
     pub use crate::{
@@ -153,19 +162,32 @@ pub mod prelude {
 /// limit (see `concur_procs::init` for why). Without `procs` it does nothing,
 /// so the line can stay when the feature is off. Calling it again is
 /// harmless.
+///
+/// With the `redis` feature it also calls `concur_redis::init`: in a local
+/// worker of a Redis pool (this executable re-run by the pool) it runs the
+/// worker and never returns; elsewhere it returns at once. Redis local
+/// workers start here, not before `main`, so the line is required there.
 pub fn init() {
     #[cfg(feature = "procs")]
     concur_procs::init();
+    #[cfg(feature = "redis")]
+    concur_redis::init();
 }
 
-/// True in a worker process of a process pool (in its tasks and its
-/// initializer); false in the program that owns the pool, and always false
-/// without the `procs` feature. Threads of a thread pool are not worker
-/// processes: tasks there see false.
+/// True in a worker process of a process pool or in a local worker of a
+/// Redis pool (in its tasks and its initializer); false in the program that
+/// owns the pool, and always false without the `procs` and `redis`
+/// features. Threads of a thread pool are not worker processes: tasks there
+/// see false.
 pub fn is_worker() -> bool {
     #[cfg(feature = "procs")]
-    return concur_procs::is_worker();
-    #[cfg(not(feature = "procs"))]
+    if concur_procs::is_worker() {
+        return true;
+    }
+    #[cfg(feature = "redis")]
+    if concur_redis::is_worker() {
+        return true;
+    }
     false
 }
 

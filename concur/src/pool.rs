@@ -2,7 +2,7 @@
 //! [`PoolBuilder`].
 
 use std::fmt;
-#[cfg(feature = "procs")]
+#[cfg(any(feature = "procs", feature = "redis"))]
 use std::sync::Arc;
 
 use concur_core::{
@@ -61,9 +61,11 @@ enum Inner {
     Threads(concur_threads::ThreadPool),
     #[cfg(feature = "procs")]
     Procs(concur_procs::ProcessPool),
+    #[cfg(feature = "redis")]
+    Redis(concur_redis::RedisPool),
     /// Keeps the type (and every `match` on it) well formed in a build with
     /// no backend, which `lib.rs` already rejects with a clear message.
-    #[cfg(not(any(feature = "threads", feature = "procs")))]
+    #[cfg(not(any(feature = "threads", feature = "procs", feature = "redis")))]
     #[allow(dead_code)]
     None(std::convert::Infallible),
 }
@@ -76,7 +78,9 @@ macro_rules! with_pool {
             Inner::Threads($pool) => $body,
             #[cfg(feature = "procs")]
             Inner::Procs($pool) => $body,
-            #[cfg(not(any(feature = "threads", feature = "procs")))]
+            #[cfg(feature = "redis")]
+            Inner::Redis($pool) => $body,
+            #[cfg(not(any(feature = "threads", feature = "procs", feature = "redis")))]
             Inner::None(never) => match *never {},
         }
     };
@@ -108,7 +112,9 @@ impl Pool {
             Inner::Threads(_) => Backend::Threads,
             #[cfg(feature = "procs")]
             Inner::Procs(_) => Backend::Procs,
-            #[cfg(not(any(feature = "threads", feature = "procs")))]
+            #[cfg(feature = "redis")]
+            Inner::Redis(_) => Backend::Redis,
+            #[cfg(not(any(feature = "threads", feature = "procs", feature = "redis")))]
             Inner::None(never) => match *never {},
         }
     }
@@ -134,6 +140,17 @@ impl Pool {
             _ => None,
         }
     }
+
+    /// The Redis pool underneath, when this pool runs on the redis backend:
+    /// for what only it offers (its queue's keys, ...).
+    #[cfg(feature = "redis")]
+    pub fn as_redis(&self) -> Option<&concur_redis::RedisPool> {
+        match &self.inner {
+            Inner::Redis(pool) => Some(pool),
+            #[allow(unreachable_patterns)]
+            _ => None,
+        }
+    }
 }
 
 #[cfg(feature = "threads")]
@@ -150,6 +167,15 @@ impl From<concur_procs::ProcessPool> for Pool {
     fn from(pool: concur_procs::ProcessPool) -> Self {
         Self {
             inner: Inner::Procs(pool),
+        }
+    }
+}
+
+#[cfg(feature = "redis")]
+impl From<concur_redis::RedisPool> for Pool {
+    fn from(pool: concur_redis::RedisPool) -> Self {
+        Self {
+            inner: Inner::Redis(pool),
         }
     }
 }
@@ -207,6 +233,16 @@ impl Executor for Pool {
 type ProcsSetting =
     Arc<dyn Fn(concur_procs::ProcessPoolBuilder) -> concur_procs::ProcessPoolBuilder + Send + Sync>;
 
+/// A change to the redis backend's builder, applied only on that backend.
+#[cfg(feature = "redis")]
+type RedisSetting =
+    Arc<dyn Fn(concur_redis::RedisPoolBuilder) -> concur_redis::RedisPoolBuilder + Send + Sync>;
+
+/// The environment variable that gives the redis backend its broker when
+/// the builder has no [`redis_url`](PoolBuilder::redis_url).
+#[cfg(feature = "redis")]
+pub const ENV_REDIS_URL: &str = "CONCUR_REDIS_URL";
+
 /// Builds a [`Pool`].
 ///
 /// The settings every backend understands are the [`Configure`] setters
@@ -233,6 +269,10 @@ pub struct PoolBuilder {
     backend: Option<Backend>,
     #[cfg(feature = "procs")]
     procs: Vec<ProcsSetting>,
+    #[cfg(feature = "redis")]
+    redis_url: Option<String>,
+    #[cfg(feature = "redis")]
+    redis: Vec<RedisSetting>,
 }
 
 impl Configure for PoolBuilder {
@@ -287,6 +327,31 @@ impl PoolBuilder {
         self
     }
 
+    /// The broker of the redis backend (`redis://[:password@]host:port/db`,
+    /// or `rediss://` with `concur-redis`'s `tls` feature). This wins over
+    /// [`CONCUR_REDIS_URL`](ENV_REDIS_URL); ignored on every other backend.
+    #[cfg(feature = "redis")]
+    pub fn redis_url(mut self, url: &str) -> Self {
+        self.redis_url = Some(url.to_owned());
+        self
+    }
+
+    /// A change to the redis backend's builder (queue name, visibility
+    /// timeout, local workers, worker command, ...), applied after the
+    /// common settings when the pool runs on redis and ignored on every
+    /// other backend. Several calls apply in order.
+    #[cfg(feature = "redis")]
+    pub fn redis(
+        mut self,
+        change: impl Fn(concur_redis::RedisPoolBuilder) -> concur_redis::RedisPoolBuilder
+            + Send
+            + Sync
+            + 'static,
+    ) -> Self {
+        self.redis.push(Arc::new(change));
+        self
+    }
+
     /// The backend [`build`](Self::build) would choose now: the one given
     /// to [`backend`](Self::backend), else the one named by `CONCUR_BACKEND`,
     /// else the default ([`Backend::default_compiled`]: threads when
@@ -329,6 +394,13 @@ impl PoolBuilder {
                 let builder = self.procs.iter().fold(builder, |b, change| change(b));
                 Inner::Procs(builder.build()?)
             }
+            #[cfg(feature = "redis")]
+            Backend::Redis => {
+                let url = redis_url(self.redis_url.as_deref())?;
+                let builder = concur_redis::RedisPoolBuilder::from_config(&url, self.config);
+                let builder = self.redis.iter().fold(builder, |b, change| change(b));
+                Inner::Redis(builder.build()?)
+            }
             #[allow(unreachable_patterns)]
             other => unreachable!("`Backend::select` returned `{other}`, which is not compiled in"),
         };
@@ -343,6 +415,32 @@ impl fmt::Debug for PoolBuilder {
             .field("backend", &self.backend);
         #[cfg(feature = "procs")]
         s.field("procs_settings", &self.procs.len());
+        #[cfg(feature = "redis")]
+        s.field("redis_url", &self.redis_url.as_ref().map(|_| "<set>"))
+            .field("redis_settings", &self.redis.len());
         s.finish()
+    }
+}
+
+/// The builder's URL, else `CONCUR_REDIS_URL` (empty means unset), else a
+/// config error naming both.
+#[cfg(feature = "redis")]
+fn redis_url(given: Option<&str>) -> Result<String, TaskError> {
+    if let Some(url) = given {
+        return Ok(url.to_owned());
+    }
+    match std::env::var(ENV_REDIS_URL) {
+        Ok(url) if !url.trim().is_empty() => Ok(url.trim().to_owned()),
+        Err(std::env::VarError::NotUnicode(_)) => Err(TaskError::config(
+            ENV_REDIS_URL,
+            "the value is not valid unicode",
+        )),
+        _ => Err(TaskError::config(
+            "redis_url",
+            &format!(
+                "the redis backend needs its broker's URL: give it with \
+                 `PoolBuilder::redis_url(url)` or the `{ENV_REDIS_URL}` environment variable"
+            ),
+        )),
     }
 }

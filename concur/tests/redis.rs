@@ -1,0 +1,146 @@
+//! `concur::Pool` on the redis backend (feature `redis`): a `redis-server`
+//! of the test's own ([`concur::redis::server::LocalServer`]), local
+//! workers that are this test binary re-run (entering worker mode through
+//! `concur::init`), struct, macro and `map` tasks, the refusal of function
+//! tasks, and how the broker's URL is found.
+
+use std::time::Duration;
+
+use concur::prelude::*;
+use concur::redis::server::{LocalServer, ServerOptions};
+use concur::PoolBuilder;
+use serde::{Deserialize, Serialize};
+
+/// Bounds every wait: a hang fails the test instead of stalling it.
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// The test a local worker runs: `concur::init` enters worker mode there
+/// and never returns; in a normal run it returns at once.
+#[test]
+fn worker_entry() {
+    concur::init();
+}
+
+#[derive(Serialize, Deserialize)]
+struct Square(u64);
+
+impl Task for Square {
+    type Output = u64;
+    type ToCaller = ();
+    type FromCaller = ();
+    const NAME: &'static str = "concur::tests::redis::Square";
+    fn run(self, _cx: &mut TaskContext<'_, Self>) -> u64 {
+        self.0 * self.0
+    }
+}
+concur::register!(Square);
+
+/// Written with the macro; tells whether it ran in a worker process.
+#[derive(Serialize, Deserialize)]
+struct InWorker;
+
+#[concur::task]
+impl Task for InWorker {
+    type Output = bool;
+    fn run(self) -> bool {
+        concur::is_worker()
+    }
+}
+
+fn cube(x: u64) -> u64 {
+    x * x * x
+}
+
+fn server() -> LocalServer {
+    LocalServer::start(ServerOptions::new()).unwrap_or_else(|e| panic!("{e}: {e:?}"))
+}
+
+/// A queue no other test (or earlier run) uses.
+fn fresh_queue(tag: &str) -> String {
+    format!("facade-{tag}-{}", std::process::id())
+}
+
+/// A redis pool builder whose local workers are this binary's `worker_entry`.
+fn builder(queue: &str) -> PoolBuilder {
+    let queue = queue.to_owned();
+    Pool::builder()
+        .workers(2)
+        .backend(Backend::Redis)
+        .redis(move |b| {
+            b.queue(&queue).worker_command(
+                std::env::current_exe().expect("the test binary"),
+                ["--exact", "worker_entry", "--nocapture", "--quiet"],
+            )
+        })
+}
+
+#[test]
+fn redis_pool_runs_struct_macro_and_map_tasks() {
+    let server = server();
+    let pool = builder(&fresh_queue("run"))
+        .redis_url(&server.url())
+        .build()
+        .unwrap();
+    assert_eq!(pool.backend(), Backend::Redis);
+    assert_eq!(Executor::backend(&pool), "redis");
+    assert!(pool.as_redis().is_some());
+
+    let h = pool.submit(Square(7)).unwrap();
+    assert_eq!(h.join_timeout(DEADLINE).unwrap().unwrap(), 49);
+
+    let h = pool.submit(InWorker).unwrap();
+    assert!(
+        h.join_timeout(DEADLINE).unwrap().unwrap(),
+        "concur::is_worker() is true in a redis local worker"
+    );
+    assert!(!concur::is_worker());
+
+    let squares: Vec<u64> = pool
+        .map((1..=20).map(Square))
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(squares, (1..=20).map(|x| x * x).collect::<Vec<_>>());
+
+    let e = pool.submit_fn(cube, 3).unwrap_err();
+    assert!(
+        matches!(e.kind(), ErrorKind::Config { field, .. } if field == "task"),
+        "{e:?}"
+    );
+    pool.shutdown().unwrap();
+}
+
+/// The environment is read by `build`, so both cases live in one test.
+#[test]
+fn redis_url_comes_from_the_builder_or_concur_redis_url() {
+    std::env::remove_var(concur::ENV_REDIS_URL);
+    let e = builder(&fresh_queue("nourl")).build().unwrap_err();
+    let text = e.to_string();
+    assert!(
+        matches!(e.kind(), ErrorKind::Config { field, .. } if field == "redis_url"),
+        "{e:?}"
+    );
+    assert!(
+        text.contains("redis_url(") && text.contains("CONCUR_REDIS_URL"),
+        "{text}"
+    );
+
+    let server = server();
+    std::env::set_var(concur::ENV_REDIS_URL, server.url());
+    std::env::set_var(concur::ENV_BACKEND, "redis");
+    let queue = fresh_queue("env");
+    let pool = Pool::builder()
+        .workers(1)
+        .redis(move |b| {
+            b.queue(&queue).worker_command(
+                std::env::current_exe().expect("the test binary"),
+                ["--exact", "worker_entry", "--nocapture", "--quiet"],
+            )
+        })
+        .build();
+    std::env::remove_var(concur::ENV_BACKEND);
+    std::env::remove_var(concur::ENV_REDIS_URL);
+    let pool = pool.unwrap();
+    assert_eq!(pool.backend(), Backend::Redis);
+    let h = pool.submit(Square(9)).unwrap();
+    assert_eq!(h.join_timeout(DEADLINE).unwrap().unwrap(), 81);
+}
