@@ -139,8 +139,11 @@ fn config_error(result: Result<Pool, TaskError>) -> (String, String) {
 }
 
 #[test]
-fn both_backends_are_compiled_into_the_tests() {
-    assert_eq!(Backend::compiled(), [Backend::Threads, Backend::Procs]);
+fn every_backend_is_compiled_into_the_tests() {
+    assert_eq!(
+        Backend::compiled(),
+        [Backend::Threads, Backend::Procs, Backend::Redis]
+    );
     assert!(Backend::ALL.iter().all(|b| b.is_compiled()));
     assert_eq!(Backend::default_compiled(), Backend::Threads);
 }
@@ -163,7 +166,7 @@ fn bad_backend_name_is_a_config_error_listing_the_choices() {
     };
     assert_eq!(field, "backend");
     assert!(reason.contains("`fibers`"), "{reason}");
-    assert!(reason.contains("threads, procs"), "{reason}");
+    assert!(reason.contains("threads, procs, redis"), "{reason}");
 }
 
 with_env_backend! {
