@@ -53,6 +53,14 @@ fn with_worker(rules: Rules, now: Instant) -> (Scheduler, WorkerId) {
     (s, w)
 }
 
+/// A scheduler with one ready worker and `n` units submitted to it.
+fn loaded(rules: Rules, n: usize, now: Instant) -> (Scheduler, WorkerId, Vec<Completion>) {
+    let (mut s, w) = with_worker(rules, now);
+    let (units, cs) = singles(n);
+    let _ = s.submit(units, now).unwrap();
+    (s, w, cs)
+}
+
 fn running(id: TaskId, started: Instant) -> Progress {
     Progress {
         running: id.0,
@@ -117,9 +125,7 @@ fn a_unit_cancelled_while_queued_is_never_sent() {
 #[test]
 fn waiting_units_of_a_dead_worker_are_sent_again_at_no_cost() {
     let now = Instant::now();
-    let (mut s, w) = with_worker(rules(), now);
-    let (units, cs) = singles(3);
-    let _ = s.submit(units, now).unwrap();
+    let (mut s, w, cs) = loaded(rules(), 3, now);
     let fx = s.on_exit(w, WorkerExit::Signal(9), Progress::default(), now);
     assert!(fx.finish.is_empty(), "an innocent task was failed");
     assert_eq!(fx.start, vec![0]);
@@ -134,9 +140,7 @@ fn waiting_units_of_a_dead_worker_are_sent_again_at_no_cost() {
 #[test]
 fn only_the_running_unit_is_blamed() {
     let now = Instant::now();
-    let (mut s, w) = with_worker(rules(), now);
-    let (units, cs) = singles(3);
-    let _ = s.submit(units, now).unwrap();
+    let (mut s, w, cs) = loaded(rules(), 3, now);
     let fx = s.on_exit(w, WorkerExit::Signal(6), running(cs[1].id(), now), now);
     let done = finished(&fx);
     assert_eq!(done.len(), 1);
@@ -207,9 +211,7 @@ fn pool_failure_fails_queued_and_requeued_work() {
     r.retries = 3;
     r.max_crashes = 0;
     r.depth = 2;
-    let (mut s, w) = with_worker(r, now);
-    let (units, cs) = singles(5);
-    let _ = s.submit(units, now).unwrap();
+    let (mut s, w, cs) = loaded(r, 5, now);
     // Two sent, three queued. The running one is killed for the 4th time.
     for _ in 0..3 {
         s.workers.get_mut(&w).unwrap().in_flight[0].deaths += 1;
@@ -313,9 +315,7 @@ fn shutdown_now_cancels_everything_then_kills() {
     let now = Instant::now();
     let mut r = rules();
     r.depth = 1;
-    let (mut s, w) = with_worker(r, now);
-    let (units, cs) = singles(3);
-    let _ = s.submit(units, now).unwrap();
+    let (mut s, w, cs) = loaded(r, 3, now);
     let fx = s.close(true);
     assert_eq!(fx.kill, vec![w]);
     let done = finished(&fx);
@@ -329,9 +329,7 @@ fn shutdown_now_cancels_everything_then_kills() {
 #[test]
 fn cancel_kills_a_running_unit_and_recalls_a_waiting_one() {
     let now = Instant::now();
-    let (mut s, w) = with_worker(rules(), now);
-    let (units, cs) = singles(2);
-    let _ = s.submit(units, now).unwrap();
+    let (mut s, w, cs) = loaded(rules(), 2, now);
     s.workers.get_mut(&w).unwrap().outgoing.clear();
     let mut probe = FakeProbe::default();
     probe.0.insert(w, running(cs[0].id(), now));
@@ -346,9 +344,7 @@ fn cancel_kills_a_running_unit_and_recalls_a_waiting_one() {
 #[test]
 fn a_worker_that_cannot_receive_an_input_blames_that_task() {
     let now = Instant::now();
-    let (mut s, w) = with_worker(rules(), now);
-    let (units, cs) = singles(3);
-    let _ = s.submit(units, now).unwrap();
+    let (mut s, w, cs) = loaded(rules(), 3, now);
     apply(s.on_done(w, cs[0].id(), Ok(Body::Empty), now));
     let p = Progress {
         running: 0,
@@ -370,9 +366,7 @@ fn a_worker_that_cannot_receive_an_input_blames_that_task() {
 #[test]
 fn a_bad_frame_fails_the_running_task_and_kills_the_worker() {
     let now = Instant::now();
-    let (mut s, w) = with_worker(rules(), now);
-    let (units, cs) = singles(2);
-    let _ = s.submit(units, now).unwrap();
+    let (mut s, w, cs) = loaded(rules(), 2, now);
     let mut probe = FakeProbe::default();
     probe.0.insert(w, running(cs[0].id(), now));
     let e = TaskError::codec("frame", std::io::Error::other("garbage"));
@@ -486,9 +480,7 @@ fn an_unsent_unit_fails_alone_and_frees_its_place() {
     let now = Instant::now();
     let mut r = rules();
     r.depth = 1;
-    let (mut s, w) = with_worker(r, now);
-    let (units, cs) = singles(2);
-    let _ = s.submit(units, now).unwrap();
+    let (mut s, w, cs) = loaded(r, 2, now);
     s.workers.get_mut(&w).unwrap().outgoing.clear();
     let e = TaskError::io(std::io::Error::from_raw_os_error(libc::EMFILE));
     let fx = s.on_unsent(w, &[cs[0].id()], &e, &FakeProbe::default(), now);
@@ -510,9 +502,7 @@ fn a_failed_router_fails_everything_at_once() {
     let now = Instant::now();
     let mut r = rules();
     r.depth = 1;
-    let (mut s, w) = with_worker(r, now);
-    let (units, cs) = singles(3);
-    let _ = s.submit(units, now).unwrap();
+    let (mut s, w, cs) = loaded(r, 3, now);
     let fx = s.fail_now("the result router failed".into());
     assert_eq!(fx.kill, vec![w]);
     let done = finished(&fx);
@@ -531,9 +521,7 @@ fn a_unit_whose_result_never_arrives_is_blamed() {
     let now = Instant::now();
     let mut r = rules();
     r.retries = 1;
-    let (mut s, mut w) = with_worker(r, now);
-    let (units, cs) = singles(2);
-    let _ = s.submit(units, now).unwrap();
+    let (mut s, mut w, cs) = loaded(r, 2, now);
     let ended = Progress {
         last_ended: cs[0].id().0,
         seq: 2,
@@ -554,9 +542,7 @@ fn a_unit_whose_result_never_arrives_is_blamed() {
 #[test]
 fn a_bad_frame_between_units_blames_the_last_one_not_a_waiting_one() {
     let now = Instant::now();
-    let (mut s, w) = with_worker(rules(), now);
-    let (units, cs) = singles(2);
-    let _ = s.submit(units, now).unwrap();
+    let (mut s, w, cs) = loaded(rules(), 2, now);
     let mut probe = FakeProbe::default();
     probe.0.insert(
         w,
