@@ -7,16 +7,16 @@
 //! (in the parent, not once per worker), that the tasks ran in workers, and
 //! that the program's own constructor ran in each worker, once.
 
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::mpsc;
-use std::time::Duration;
+mod common;
 
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use common::output_within;
 use concur_procs::{Configure, ExecutorExt, ProcessPool, Task, TaskContext};
 use serde::{Deserialize, Serialize};
 
 const ROLE: &str = "CONCUR_PROCS_TEST_NO_INIT_ROLE";
-const DEADLINE: Duration = Duration::from_secs(60);
 
 /// How many times this process's constructor ran.
 static CONSTRUCTED: AtomicU32 = AtomicU32::new(0);
@@ -68,28 +68,11 @@ fn program() {
 
 /// The test.
 fn drive() {
-    let child = Command::new(std::env::current_exe().unwrap())
-        .env(ROLE, "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    let out = match rx.recv_timeout(DEADLINE) {
-        Ok(out) => out.unwrap(),
-        Err(_) => {
-            // SAFETY: plain kill(2) of the child this test started.
-            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-            panic!("the program did not finish within {DEADLINE:?}");
-        }
-    };
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let out = output_within(
+        Command::new(std::env::current_exe().unwrap()).env(ROLE, "1"),
+        "the program",
+    );
+    let (pid, stdout, stderr) = (out.pid, &out.stdout, &out.stderr);
     let context = format!(
         "status {}\nstdout:\n{stdout}\nstderr:\n{stderr}",
         out.status

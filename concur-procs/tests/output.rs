@@ -3,15 +3,13 @@
 //! re-runs its own binary as the parent with both streams piped, and reads
 //! what arrived.
 
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+mod common;
 
+use common::run_role_with;
 use concur_procs::{Configure, Executor, ProcessPool, Task, TaskContext};
 use serde::{Deserialize, Serialize};
 
 const ROLE: &str = "CONCUR_PROCS_TEST_OUTPUT_ROLE";
-const DEADLINE: Duration = Duration::from_secs(60);
 
 /// Prints a marker with its process id to stdout and to stderr.
 #[derive(Serialize, Deserialize)]
@@ -49,35 +47,14 @@ fn output_role() {
 
 #[test]
 fn task_output_reaches_the_parents_streams() {
-    let child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "output_role",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(ROLE, "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    let out = match rx.recv_timeout(DEADLINE) {
-        Ok(out) => out.unwrap(),
-        Err(_) => {
-            // SAFETY: plain kill(2) of the child this test started.
-            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-            panic!("the output role did not finish within {DEADLINE:?}");
-        }
-    };
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let out = run_role_with(
+        &std::env::current_exe().unwrap(),
+        ROLE,
+        "output_role",
+        &[],
+        || Ok(()),
+    );
+    let (stdout, stderr) = (&out.stdout, &out.stderr);
     assert!(out.status.success(), "role failed:\n{stdout}\n{stderr}");
     let line = stdout
         .lines()

@@ -103,6 +103,7 @@ pub fn run_role(
 
 /// What a role's process printed, and how it ended.
 pub struct RoleOutput {
+    pub pid: u32,
     pub status: std::process::ExitStatus,
     pub stdout: String,
     pub stderr: String,
@@ -127,10 +128,7 @@ pub fn run_role_with(
             "--nocapture",
             "--test-threads=1",
         ])
-        .env(role_env, role)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
+        .env(role_env, role);
     for (name, value) in env {
         match value {
             Some(v) => command.env(name, v),
@@ -141,7 +139,19 @@ pub fn run_role_with(
     unsafe {
         command.pre_exec(setup);
     }
-    let child = command.spawn().unwrap();
+    output_within(&mut command, &format!("role {role}"))
+}
+
+/// Runs `command` with both streams piped and returns what it printed;
+/// kills it and fails the test (naming it `what`) if it has not ended
+/// within [`DEADLINE`].
+pub fn output_within(command: &mut std::process::Command, what: &str) -> RoleOutput {
+    let child = command
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     let pid = child.id();
     // Both pipes are drained while the child runs (a full pipe would stall it).
     let (tx, rx) = std::sync::mpsc::channel();
@@ -153,10 +163,11 @@ pub fn run_role_with(
         Err(_) => {
             // SAFETY: plain kill(2) of the child this test started, not yet reaped.
             unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-            panic!("role {role} hung");
+            panic!("{what} did not finish within {DEADLINE:?}");
         }
     };
     RoleOutput {
+        pid,
         status: out.status,
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
