@@ -217,7 +217,7 @@ fn run() -> Result<(), String> {
         None => Ok(()),
         Some(name) => {
             let name: Arc<str> = name.into();
-            panic::set_task(Some(&name));
+            panic::set_task(Some(panic::Running::Task(name.clone())));
             let ready = registry::lookup(&name)
                 .and_then(|entry| entry.run(init_body.as_slice(), &concur_core::NullPort, info))
                 .map(drop);
@@ -278,13 +278,14 @@ fn run() -> Result<(), String> {
         // Before decoding: decoding runs the task type's own code.
         shared.progress.begin(job.id.0);
         // A function task is reported by its function, as its errors are.
-        match (&*job.name == concur_core::FN_TASK_NAME)
+        let running = (&*job.name == concur_core::FN_TASK_NAME)
             .then(|| concur_core::function_task_name(job.input.as_slice()))
             .flatten()
-        {
-            Some(function) => panic::set_task(Some(&Arc::from(function))),
-            None => panic::set_task(Some(&job.name)),
-        }
+            .map_or_else(
+                || panic::Running::Task(job.name.clone()),
+                panic::Running::Function,
+            );
+        panic::set_task(Some(running));
         let port = WorkerPort {
             id: job.id,
             results: &results,

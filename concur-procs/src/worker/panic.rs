@@ -29,7 +29,7 @@ pub(crate) const QUIET: &str = "CONCUR_PROCS_QUIET_PANICS";
 /// The worker's index, once the parent told it ([`usize::MAX`] before).
 static INDEX: AtomicUsize = AtomicUsize::new(usize::MAX);
 /// The task the worker runs, if any.
-static TASK: Mutex<Option<Arc<str>>> = Mutex::new(None);
+static TASK: Mutex<Option<Running>> = Mutex::new(None);
 /// The thread that runs tasks.
 static TASK_THREAD: OnceLock<ThreadId> = OnceLock::new();
 /// Whether the backtrace note was printed already.
@@ -52,10 +52,19 @@ pub(super) fn set_index(index: usize) {
     INDEX.store(index, Ordering::Relaxed);
 }
 
+/// What a report names as the running task. A function's path is
+/// `'static`: naming it allocates nothing on the worker's per-task path.
+pub(super) enum Running {
+    /// A registered task, by its registry name.
+    Task(Arc<str>),
+    /// A function task, by the function's Rust path.
+    Function(&'static str),
+}
+
 /// Records the task now running (`None`: between tasks), for the reports.
-pub(super) fn set_task(task: Option<&Arc<str>>) {
+pub(super) fn set_task(task: Option<Running>) {
     let mut t = TASK.lock().unwrap_or_else(|e| e.into_inner());
-    *t = task.cloned();
+    *t = task;
 }
 
 fn report(info: &std::panic::PanicHookInfo<'_>) {
@@ -72,8 +81,14 @@ fn report(info: &std::panic::PanicHookInfo<'_>) {
     text.push_str(" panicked");
     // Never wait here: the panic may have come from code holding the lock.
     if let Ok(task) = TASK.try_lock() {
-        if let Some(task) = task.as_deref() {
-            let _ = write!(text, " in task `{task}`");
+        match &*task {
+            Some(Running::Task(name)) => {
+                let _ = write!(text, " in task `{name}`");
+            }
+            Some(Running::Function(path)) => {
+                let _ = write!(text, " in task `{path}`");
+            }
+            None => {}
         }
     }
     if let Some(at) = info.location() {
