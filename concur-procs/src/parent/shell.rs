@@ -119,9 +119,17 @@ impl std::error::Error for ForkedChild {}
 
 pub(crate) struct PoolLink(pub(crate) Weak<Shared>);
 
+impl PoolLink {
+    /// The pool, unless it is gone or this process is a forked child
+    /// holding a copy of it (see [`Shared::foreign`]).
+    fn pool(&self) -> Option<Arc<Shared>> {
+        self.0.upgrade().filter(|s| s.foreign().is_none())
+    }
+}
+
 impl Link for PoolLink {
     fn deliver(&self, id: TaskId, msg: Payload) -> Result<(), TaskError> {
-        let Some(shared) = self.0.upgrade() else {
+        let Some(shared) = self.pool() else {
             return Ok(());
         };
         let bytes = msg.to_bytes()?;
@@ -130,7 +138,7 @@ impl Link for PoolLink {
     }
 
     fn cancel_running(&self, id: TaskId) {
-        if let Some(shared) = self.0.upgrade() {
+        if let Some(shared) = self.pool() {
             shared.event(Sender::Here, |c, now| {
                 c.sched.cancel(id, &IoProbe(&c.io, now), now)
             });
@@ -138,7 +146,7 @@ impl Link for PoolLink {
     }
 
     fn caller_gone(&self, id: TaskId) {
-        if let Some(shared) = self.0.upgrade() {
+        if let Some(shared) = self.pool() {
             shared.event(Sender::Here, |c, _| c.sched.caller_gone(id));
         }
     }
@@ -192,13 +200,14 @@ impl Shared {
 
     /// Runs one event through the scheduler and carries out its effects.
     ///
-    /// In a forked child it does nothing (see [`Self::foreign`]): the lock
-    /// may have been held by a thread that does not exist there, and the
-    /// effects could signal the parent's workers.
+    /// Never called in a forked child (see [`Self::foreign`]): the lock may
+    /// have been held by a thread that does not exist there, and the
+    /// effects could signal the parent's workers. The pool's own threads
+    /// exist only in the process that built it, and the caller-side entry
+    /// points ([`PoolLink`], the pool's methods, [`Self::stop`]) check
+    /// before they come here; so the router's per-frame events cost no
+    /// `getpid`.
     pub(crate) fn event(&self, sender: Sender, f: impl FnOnce(&mut Core, Instant) -> Effects) {
-        if self.foreign().is_some() {
-            return;
-        }
         let mut core = self.lock();
         let fx = f(&mut core, Instant::now());
         self.carry_out(core, fx, sender);
