@@ -9,8 +9,8 @@ mod common;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::{children, wait_until, Calc, DEADLINE};
-use concur_procs::{Configure, Executor, ExecutorExt, ProcessPool};
+use common::{assert_storm_survived, Calc, DEADLINE};
+use concur_procs::{Configure, ExecutorExt, ProcessPool};
 
 /// xorshift64: a seeded, reproducible choice of victims and pauses.
 struct Rng(u64);
@@ -71,29 +71,6 @@ fn every_result_exactly_once_under_a_kill_storm() {
     });
     let kills = kills.into_inner();
     assert!(kills > 0, "the storm killed nothing");
-    assert_eq!(results.len(), TASKS as usize, "one result per input");
-    let failed: Vec<_> = results
-        .iter()
-        .enumerate()
-        .filter_map(|(i, r)| r.as_ref().err().map(|e| (i, e.clone())))
-        .collect();
-    assert!(
-        failed.is_empty(),
-        "{} of {TASKS} failed after {kills} kills, first {:?}",
-        failed.len(),
-        failed.first()
-    );
-    for (x, r) in (0u64..).zip(&results) {
-        assert_eq!(*r.as_ref().unwrap(), x * 3 + 1, "item {x}");
-    }
-    // The pool did not fail: it still takes work.
-    let after = pool
-        .submit(Calc { x: 1, spin_us: 0 })
-        .unwrap()
-        .join_timeout(DEADLINE)
-        .unwrap_or_else(|_| panic!("the pool hangs after the storm"));
-    assert_eq!(after.expect("the pool did not fail"), 4);
-    drop(pool);
-    wait_until("every worker is reaped", DEADLINE, || children().is_empty());
+    assert_storm_survived(pool, &results, TASKS, &format!("{kills} kills"));
     eprintln!("{kills} workers killed during the map");
 }

@@ -10,8 +10,8 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::{children, wait_until, Calc, DEADLINE};
-use concur_procs::{Configure, Executor, ExecutorExt, ProcessPool};
+use common::{assert_storm_survived, children, Calc, DEADLINE};
+use concur_procs::{Configure, ExecutorExt, ProcessPool};
 
 #[test]
 fn a_kill_storm_on_starting_workers_does_not_fail_the_pool() {
@@ -75,29 +75,11 @@ fn a_kill_storm_on_starting_workers_does_not_fail_the_pool() {
     });
     let (start_kills, ready_kills) = (start_kills.into_inner(), ready_kills.into_inner());
     assert!(start_kills > 0, "the storm killed no starting worker");
-    assert_eq!(results.len(), TASKS as usize, "one result per input");
-    let failed: Vec<_> = results
-        .iter()
-        .enumerate()
-        .filter_map(|(i, r)| r.as_ref().err().map(|e| (i, e.clone())))
-        .collect();
-    assert!(
-        failed.is_empty(),
-        "{} of {TASKS} failed after {start_kills} kills of starting workers and \
-         {ready_kills} of ready ones, first {:?}",
-        failed.len(),
-        failed.first()
+    assert_storm_survived(
+        pool,
+        &results,
+        TASKS,
+        &format!("{start_kills} kills of starting workers and {ready_kills} of ready ones"),
     );
-    for (x, r) in (0u64..).zip(&results) {
-        assert_eq!(*r.as_ref().unwrap(), x * 3 + 1, "item {x}");
-    }
-    let after = pool
-        .submit(Calc { x: 1, spin_us: 0 })
-        .unwrap()
-        .join_timeout(DEADLINE)
-        .unwrap_or_else(|_| panic!("the pool hangs after the storm"));
-    assert_eq!(after.expect("the pool did not fail"), 4);
-    drop(pool);
-    wait_until("every worker is reaped", DEADLINE, || children().is_empty());
     eprintln!("{start_kills} starting and {ready_kills} ready workers killed during the map");
 }

@@ -174,6 +174,43 @@ pub fn output_within(command: &mut std::process::Command, what: &str) -> RoleOut
     }
 }
 
+/// The end of a kill-storm test: every result of the map of
+/// `Calc { x, .. }` over `0..` is present and correct, the pool still
+/// takes work, and dropping it reaps every worker. `kills` says what the
+/// storm killed, for the failure messages.
+pub fn assert_storm_survived(
+    pool: concur_procs::ProcessPool,
+    results: &[Result<u64, TaskError>],
+    tasks: u64,
+    kills: &str,
+) {
+    use concur_procs::Executor;
+    assert_eq!(results.len() as u64, tasks, "one result per input");
+    let failed: Vec<_> = results
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| r.as_ref().err().map(|e| (i, e.clone())))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {tasks} failed after {kills}, first {:?}",
+        failed.len(),
+        failed.first()
+    );
+    for (x, r) in (0u64..).zip(results) {
+        assert_eq!(*r.as_ref().unwrap(), x * 3 + 1, "item {x}");
+    }
+    // The pool did not fail: it still takes work.
+    let after = pool
+        .submit(Calc { x: 1, spin_us: 0 })
+        .unwrap()
+        .join_timeout(DEADLINE)
+        .unwrap_or_else(|_| panic!("the pool hangs after the storm"));
+    assert_eq!(after.expect("the pool did not fail"), 4);
+    drop(pool);
+    wait_until("every worker is reaped", DEADLINE, || children().is_empty());
+}
+
 /// Waits until `cond` holds, failing the test after `limit`.
 pub fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
     let end = Instant::now() + limit;
