@@ -607,9 +607,22 @@ fn an_input_that_cannot_be_mapped_fails_typed() {
     let before = join(p.submit(Who).unwrap()).unwrap();
     // Far beyond the limit: mapping it fails, while small allocations
     // still succeed (nothing aborts).
+    echo_fails_for_memory(&p, 640 << 20);
+    let after = join(p.submit(Who).unwrap()).expect("the pool goes on");
+    assert_eq!(
+        after.incarnation,
+        before.incarnation + 1,
+        "one worker ended for the input, not one per attempt"
+    );
+}
+
+/// Submits an `Echo` of `len` bytes to `p` and checks that it fails with
+/// `WorkerLost(MemoryLimit)` within [`SHORT`].
+#[track_caller]
+fn echo_fails_for_memory(p: &ProcessPool, len: usize) {
     let h = p
         .submit(Echo {
-            input: Blob(vec![1; 640 << 20]),
+            input: Blob(vec![1; len]),
             out_len: 0,
             patterned: false,
         })
@@ -622,12 +635,6 @@ fn an_input_that_cannot_be_mapped_fails_typed() {
         err.kind(),
         &ErrorKind::WorkerLost(WorkerExit::MemoryLimit),
         "{err:?}"
-    );
-    let after = join(p.submit(Who).unwrap()).expect("the pool goes on");
-    assert_eq!(
-        after.incarnation,
-        before.incarnation + 1,
-        "one worker ended for the input, not one per attempt"
     );
 }
 
@@ -643,22 +650,7 @@ fn input_larger_than_the_memory_limit_fails_typed() {
         .initializer(SilenceStderr)
         .build()
         .unwrap();
-    let h = p
-        .submit(Echo {
-            input: Blob(vec![1; 300 << 20]),
-            out_len: 0,
-            patterned: false,
-        })
-        .unwrap();
-    let err = h
-        .join_timeout(SHORT)
-        .unwrap_or_else(|_| panic!("the task never ended"))
-        .unwrap_err();
-    assert_eq!(
-        err.kind(),
-        &ErrorKind::WorkerLost(WorkerExit::MemoryLimit),
-        "{err:?}"
-    );
+    echo_fails_for_memory(&p, 300 << 20);
     // A crash of the same kind still fails alone, and the pool goes on.
     let h = p
         .submit(Crash {
