@@ -129,10 +129,13 @@ impl PoolLink {
 
 impl Link for PoolLink {
     fn deliver(&self, id: TaskId, msg: Payload) -> Result<(), TaskError> {
-        let Some(shared) = self.pool() else {
+        let Some(shared) = self.0.upgrade() else {
             return Ok(());
         };
         let bytes = msg.to_bytes()?;
+        if shared.foreign().is_some() {
+            return Ok(());
+        }
         shared.event(Sender::Here, |c, _| c.sched.deliver(id, bytes));
         Ok(())
     }
