@@ -127,7 +127,21 @@ pub(crate) fn main() -> ! {
     sys::exit_now(code)
 }
 
+/// Ends a copy of this worker that a task made with `fork()` and let return
+/// from the task: that copy shares the worker's channel and memory but is no
+/// worker (the pool never started it), so it must not read, send or run
+/// another task. It leaves at once, without running destructors that would
+/// touch the worker's shared state.
+fn leave_if_forked_copy(worker_pid: u32) {
+    if std::process::id() != worker_pid {
+        // SAFETY: _exit ends the process without unwinding or running
+        // atexit handlers; it touches no memory of ours.
+        unsafe { libc::_exit(0) }
+    }
+}
+
 fn run() -> Result<(), String> {
+    let worker_pid = std::process::id();
     let server = std::env::var(ENV_SERVER).map_err(|e| e.to_string())?;
     let parent: u32 = std::env::var(ENV_PARENT)
         .ok()
@@ -221,6 +235,7 @@ fn run() -> Result<(), String> {
             let ready = registry::lookup(&name)
                 .and_then(|entry| entry.run(init_body.as_slice(), &concur_core::NullPort, info))
                 .map(drop);
+            leave_if_forked_copy(worker_pid);
             panic::set_task(None);
             ready
         }
@@ -301,6 +316,7 @@ fn run() -> Result<(), String> {
             last = Some((job.name.clone(), e));
         }
         let output = entry.and_then(|entry| entry.run(job.input.as_slice(), &port, info));
+        leave_if_forked_copy(worker_pid);
         drop(port);
         drop(job.input);
         {
