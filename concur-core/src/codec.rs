@@ -72,14 +72,7 @@ fn encode_with<V: Serialize + ?Sized, W: bincode::enc::write::Writer>(
     writer: W,
 ) -> Result<(), bincode::error::EncodeError> {
     let depth = ser::Depth::new();
-    bincode::serde::encode_into_writer(
-        ser::Guarded {
-            value,
-            depth: &depth,
-        },
-        writer,
-        config(),
-    )
+    bincode::serde::encode_into_writer(depth.guard(value), writer, config())
 }
 
 /// Encodes `value` into a fresh buffer.

@@ -41,7 +41,7 @@ impl Depth {
 
     /// `value`, to be serialized one level inside the current one.
     #[inline]
-    fn guard<'a, T: ?Sized>(&'a self, value: &'a T) -> Guarded<'a, T> {
+    pub(super) fn guard<'a, T: ?Sized>(&'a self, value: &'a T) -> Guarded<'a, T> {
         Guarded { value, depth: self }
     }
 
@@ -57,8 +57,8 @@ impl Depth {
 
 /// A value to serialize with the guard around every serializer it meets.
 pub(super) struct Guarded<'a, T: ?Sized> {
-    pub(super) value: &'a T,
-    pub(super) depth: &'a Depth,
+    value: &'a T,
+    depth: &'a Depth,
 }
 
 impl<T: Serialize + ?Sized> Serialize for Guarded<'_, T> {
