@@ -35,7 +35,9 @@ pub use de::ZERO_SIZE_SLACK;
 /// the same limit on both sides keeps everything encodable decodable.
 pub const MAX_DEPTH: usize = 256;
 
-fn config() -> bincode::config::Configuration {
+/// The one bincode configuration of every encoding (the batch length
+/// prefix that `func.rs` reads on its own included).
+pub(crate) fn config() -> bincode::config::Configuration {
     bincode::config::standard()
 }
 
