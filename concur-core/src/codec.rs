@@ -35,7 +35,9 @@ pub use de::ZERO_SIZE_SLACK;
 /// the same limit on both sides keeps everything encodable decodable.
 pub const MAX_DEPTH: usize = 256;
 
-fn config() -> bincode::config::Configuration {
+/// The one bincode configuration of every encoding (the batch length
+/// prefix that `func.rs` reads on its own included).
+pub(crate) fn config() -> bincode::config::Configuration {
     bincode::config::standard()
 }
 
@@ -72,14 +74,7 @@ fn encode_with<V: Serialize + ?Sized, W: bincode::enc::write::Writer>(
     writer: W,
 ) -> Result<(), bincode::error::EncodeError> {
     let depth = ser::Depth::new();
-    bincode::serde::encode_into_writer(
-        ser::Guarded {
-            value,
-            depth: &depth,
-        },
-        writer,
-        config(),
-    )
+    bincode::serde::encode_into_writer(depth.guard(value), writer, config())
 }
 
 /// Encodes `value` into a fresh buffer.

@@ -497,9 +497,8 @@ fn run_entry(input: &[u8], port: &dyn Port, worker: WorkerInfo) -> Result<Payloa
 
 fn run_batch_entry(input: &[u8], worker: WorkerInfo) -> Result<Payload, TaskError> {
     // A batch is a sequence: its length (a bincode varint), then its tasks.
-    let (len, used): (u64, usize) =
-        bincode::serde::decode_from_slice(input, bincode::config::standard())
-            .map_err(|e| TaskError::codec("task batch", e))?;
+    let (len, used): (u64, usize) = bincode::serde::decode_from_slice(input, codec::config())
+        .map_err(|e| TaskError::codec("task batch", e))?;
     if len == 0 {
         if used != input.len() {
             return Err(refused("task batch", "trailing bytes after an empty batch"));

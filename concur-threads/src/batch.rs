@@ -79,8 +79,9 @@ impl<T: Task> BatchRun<T> {
             Vec::new().into_iter().enumerate(),
         );
         let mut results = Vec::with_capacity(todo.len());
-        let port = UntimedPort {
-            completion: &self.completion,
+        let port = ItemPort {
+            batch: self,
+            index: None,
         };
         loop {
             let run = panic::catch(|| {
@@ -199,7 +200,7 @@ impl<T: Task> BatchWork for BatchRun<T> {
             };
             let port = ItemPort {
                 batch: &*self,
-                index,
+                index: Some(index),
             };
             let result = panic::catch(|| task.run(&mut TaskContext::new(&port, worker)));
             disarm(deadline);
@@ -209,32 +210,13 @@ impl<T: Task> BatchWork for BatchRun<T> {
     }
 }
 
-/// What an item of an untimed batch sees: no messages (a batch handle
-/// carries none), and cancelled once the batch is done.
-struct UntimedPort<'a> {
-    completion: &'a Completion,
-}
-
-impl Port for UntimedPort<'_> {
-    fn send(&self, _msg: Payload) -> Result<(), TaskError> {
-        Ok(())
-    }
-
-    fn recv(&self, _deadline: Option<Instant>) -> Option<Payload> {
-        None
-    }
-
-    fn is_cancelled(&self) -> bool {
-        self.completion.is_done()
-    }
-}
-
 /// What a batch item sees: no messages (a batch handle carries none), and
-/// cancelled once its own result no longer matters (it timed out, or the
-/// batch was cancelled).
+/// cancelled once its result no longer matters: the batch is done
+/// (cancelled, or stopped by `shutdown_now`), or, for an item of a timed
+/// batch (`index`), that item already has its result (it timed out).
 struct ItemPort<'a, T: Task> {
     batch: &'a BatchRun<T>,
-    index: usize,
+    index: Option<usize>,
 }
 
 impl<T: Task> Port for ItemPort<'_, T> {
@@ -248,9 +230,11 @@ impl<T: Task> Port for ItemPort<'_, T> {
 
     fn is_cancelled(&self) -> bool {
         self.batch.completion.is_done()
-            || lock(&self.batch.state)
-                .results
-                .get(self.index)
-                .is_none_or(Option::is_some)
+            || self.index.is_some_and(|index| {
+                lock(&self.batch.state)
+                    .results
+                    .get(index)
+                    .is_none_or(Option::is_some)
+            })
     }
 }

@@ -185,57 +185,58 @@ impl Inner {
     }
 
     fn run(self: &Arc<Self>, job: Job) {
-        let (info, slot) = with_worker(|w| (w.info, w.running.clone()));
         match job {
             Job::Plain(f) => f(),
             Job::Task {
                 completion,
                 input,
                 run,
-            } => {
-                // Publish the running task before checking for `shutdown_now`,
-                // which sets its flag before it scans the slots: one of the two
-                // sees the other.
-                *lock(&slot) = Some(completion.clone());
-                if !self.stopping.load(Ordering::SeqCst) && completion.begin() {
-                    let deadline = self.shared.config.task_timeout_value().map(|after| {
-                        let c = completion.clone();
-                        arm(after, move || {
-                            c.finish(Err(ErrorKind::TimedOut { after }.into()));
-                        })
-                    });
-                    // A deadline that cannot be set (no timer thread) fails
-                    // the task: running it unbounded would break its timeout.
-                    match deadline.transpose() {
-                        Ok(deadline) => {
-                            run(&completion, input, info);
-                            if let Some(key) = deadline {
-                                disarm(key);
-                            }
-                        }
-                        Err(e) => {
-                            completion.finish(Err(e));
+            } => self.run_published(&completion, |info| {
+                if self.stopping.load(Ordering::SeqCst) || !completion.begin() {
+                    completion.finish(Err(ErrorKind::Cancelled.into()));
+                    return 1;
+                }
+                let deadline = self.shared.config.task_timeout_value().map(|after| {
+                    let c = completion.clone();
+                    arm(after, move || {
+                        c.finish(Err(ErrorKind::TimedOut { after }.into()));
+                    })
+                });
+                // A deadline that cannot be set (no timer thread) fails
+                // the task: running it unbounded would break its timeout.
+                match deadline.transpose() {
+                    Ok(deadline) => {
+                        run(&completion, input, info);
+                        if let Some(key) = deadline {
+                            disarm(key);
                         }
                     }
-                } else {
-                    completion.finish(Err(ErrorKind::Cancelled.into()));
+                    Err(e) => {
+                        completion.finish(Err(e));
+                    }
                 }
-                lock(&slot).take();
-                self.count_runs(1);
-            }
-            Job::Batch(batch) => {
-                let completion = batch.completion().clone();
-                *lock(&slot) = Some(completion.clone());
-                let ran = if !self.stopping.load(Ordering::SeqCst) && batch.claim() {
-                    batch.run_items(self, info)
-                } else {
-                    completion.finish(Err(ErrorKind::Cancelled.into()));
-                    0
-                };
-                lock(&slot).take();
-                self.count_runs(ran);
-            }
+                1
+            }),
+            Job::Batch(batch) => self.run_published(batch.completion(), |info| {
+                if self.stopping.load(Ordering::SeqCst) || !batch.claim() {
+                    batch.completion().finish(Err(ErrorKind::Cancelled.into()));
+                    return 0;
+                }
+                batch.clone().run_items(self, info)
+            }),
         }
+    }
+
+    /// Runs `body` (which returns how many tasks it counts as run) with
+    /// `completion` published in this worker's running slot. Published
+    /// before `body` checks for `shutdown_now`, which sets its flag before
+    /// it scans the slots: one of the two sees the other.
+    fn run_published(&self, completion: &Completion, body: impl FnOnce(WorkerInfo) -> u64) {
+        let (info, slot) = with_worker(|w| (w.info, w.running.clone()));
+        *lock(&slot) = Some(completion.clone());
+        let ran = body(info);
+        lock(&slot).take();
+        self.count_runs(ran);
     }
 
     /// Counts `count` tasks run by this worker. At the task limit the

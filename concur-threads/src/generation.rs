@@ -116,13 +116,19 @@ impl Shared {
     /// Joins the threads that have already exited, so a pool that recycles
     /// workers for ever keeps a bounded list.
     pub(crate) fn reap(&self) {
-        let exited: Vec<WorkerThread> = {
+        self.join_threads(WorkerThread::is_finished);
+    }
+
+    /// Joins, and forgets, the worker threads `pick` selects (joined after
+    /// the list's lock is released: a join may wait for a task).
+    pub(crate) fn join_threads(&self, pick: impl FnMut(&WorkerThread) -> bool) {
+        let picked: Vec<WorkerThread> = {
             let mut threads = lock(&self.threads);
-            let (exited, live) = threads.drain(..).partition(WorkerThread::is_finished);
-            *threads = live;
-            exited
+            let (picked, kept) = threads.drain(..).partition(pick);
+            *threads = kept;
+            picked
         };
-        exited.into_iter().for_each(WorkerThread::join);
+        picked.into_iter().for_each(WorkerThread::join);
     }
 
     /// Test hook: fails this spawn if failures were asked for.

@@ -176,8 +176,7 @@ impl ThreadPool {
     fn stop_and_join(&self) {
         let inner = &self.inner;
         inner.stop();
-        let threads: Vec<_> = lock(&inner.shared.threads).drain(..).collect();
-        threads.into_iter().for_each(WorkerThread::join);
+        inner.shared.join_threads(|_| true);
     }
 }
 
@@ -308,13 +307,7 @@ impl Executor for ThreadPool {
         // Join the workers that have nothing left to run; the others (inside
         // a task, or kept by a running `scope`) exit when it returns and are
         // joined by `shutdown` or the drop.
-        let exiting: Vec<WorkerThread> = {
-            let mut threads = lock(&inner.shared.threads);
-            let (exiting, busy) = threads.drain(..).partition(WorkerThread::is_exiting);
-            *threads = busy;
-            exiting
-        };
-        exiting.into_iter().for_each(WorkerThread::join);
+        inner.shared.join_threads(WorkerThread::is_exiting);
     }
 }
 

@@ -111,7 +111,14 @@ fn cancelled_untimed_batch_starts_no_more_items() {
     }
     assert!(handle.cancel());
     // The pool's one worker runs this only after the batch has returned.
-    assert_eq!(pool.submit(Step::Value(1)).unwrap().join().unwrap(), 1);
+    assert_eq!(
+        pool.submit(Step::Value(1))
+            .unwrap()
+            .join_timeout(DEADLINE)
+            .expect("the pool's worker is free again within the deadline")
+            .unwrap(),
+        1
+    );
     assert_eq!(RAN.load(Ordering::SeqCst), 0);
 }
 

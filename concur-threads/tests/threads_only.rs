@@ -196,7 +196,11 @@ fn batch_timeout_is_per_item() {
         .build()
         .unwrap();
     let batch = vec![Item::Quick(0), Item::Slow(1, t * 3), Item::Quick(2)];
-    let results = pool.submit_batch(batch).unwrap().join();
+    let results = pool
+        .submit_batch(batch)
+        .unwrap()
+        .join_timeout(DEADLINE)
+        .expect("the batch finishes within the deadline");
     assert_eq!(results.len(), 3);
     assert_eq!(results[0].as_ref().unwrap(), &0);
     assert_timed_out(&results[1], t);
@@ -217,7 +221,11 @@ fn batch_items_after_a_stuck_one_run_elsewhere() {
         .build()
         .unwrap();
     let batch = vec![Item::Quick(0), Item::Stuck(1), Item::Panic, Item::Quick(3)];
-    let results = pool.submit_batch(batch).unwrap().join();
+    let results = pool
+        .submit_batch(batch)
+        .unwrap()
+        .join_timeout(DEADLINE)
+        .expect("the batch finishes within the deadline");
     assert_eq!(results.len(), 4);
     assert_eq!(results[0].as_ref().unwrap(), &0);
     assert_timed_out(&results[1], t);

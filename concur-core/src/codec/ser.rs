@@ -38,12 +38,27 @@ impl Depth {
     fn leave(&self) {
         self.now.set(self.now.get() - 1);
     }
+
+    /// `value`, to be serialized one level inside the current one.
+    #[inline]
+    pub(super) fn guard<'a, T: ?Sized>(&'a self, value: &'a T) -> Guarded<'a, T> {
+        Guarded { value, depth: self }
+    }
+
+    /// Runs `write` (which writes one nested value) a level deeper.
+    #[inline]
+    fn nested<R, E: ser::Error>(&self, write: impl FnOnce() -> Result<R, E>) -> Result<R, E> {
+        self.enter()?;
+        let r = write();
+        self.leave();
+        r
+    }
 }
 
 /// A value to serialize with the guard around every serializer it meets.
 pub(super) struct Guarded<'a, T: ?Sized> {
-    pub(super) value: &'a T,
-    pub(super) depth: &'a Depth,
+    value: &'a T,
+    depth: &'a Depth,
 }
 
 impl<T: Serialize + ?Sized> Serialize for Guarded<'_, T> {
@@ -125,13 +140,8 @@ impl<'a, S: Serializer> Serializer for Guard<'a, S> {
     }
 
     fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<S::Ok, S::Error> {
-        self.depth.enter()?;
-        let r = self.inner.serialize_some(&Guarded {
-            value,
-            depth: self.depth,
-        });
-        self.depth.leave();
-        r
+        let depth = self.depth;
+        depth.nested(|| self.inner.serialize_some(&depth.guard(value)))
     }
 
     fn serialize_unit(self) -> Result<S::Ok, S::Error> {
@@ -156,16 +166,11 @@ impl<'a, S: Serializer> Serializer for Guard<'a, S> {
         name: &'static str,
         value: &T,
     ) -> Result<S::Ok, S::Error> {
-        self.depth.enter()?;
-        let r = self.inner.serialize_newtype_struct(
-            name,
-            &Guarded {
-                value,
-                depth: self.depth,
-            },
-        );
-        self.depth.leave();
-        r
+        let depth = self.depth;
+        depth.nested(|| {
+            self.inner
+                .serialize_newtype_struct(name, &depth.guard(value))
+        })
     }
 
     fn serialize_newtype_variant<T: Serialize + ?Sized>(
@@ -175,18 +180,11 @@ impl<'a, S: Serializer> Serializer for Guard<'a, S> {
         variant: &'static str,
         value: &T,
     ) -> Result<S::Ok, S::Error> {
-        self.depth.enter()?;
-        let r = self.inner.serialize_newtype_variant(
-            name,
-            index,
-            variant,
-            &Guarded {
-                value,
-                depth: self.depth,
-            },
-        );
-        self.depth.leave();
-        r
+        let depth = self.depth;
+        depth.nested(|| {
+            self.inner
+                .serialize_newtype_variant(name, index, variant, &depth.guard(value))
+        })
     }
 
     fn serialize_seq(self, len: Option<usize>) -> Result<Self::SerializeSeq, S::Error> {
@@ -255,145 +253,44 @@ impl<C> Compound<'_, C> {
     }
 }
 
-impl<C: ser::SerializeSeq> ser::SerializeSeq for Compound<'_, C> {
-    type Ok = C::Ok;
-    type Error = C::Error;
+/// The `Serialize*` impls of [`Compound`]: each method that writes a
+/// nested value writes it guarded; `end` leaves the level.
+macro_rules! compound {
+    ($($trait:ident { $($method:ident($($arg:ident: $ty:ty),*);)* $(@ $skip:ident;)? })*) => {$(
+        impl<C: ser::$trait> ser::$trait for Compound<'_, C> {
+            type Ok = C::Ok;
+            type Error = C::Error;
 
-    #[inline]
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), C::Error> {
-        self.inner.serialize_element(&Guarded {
-            value,
-            depth: self.depth,
-        })
-    }
+            $(
+                #[inline]
+                fn $method<T: Serialize + ?Sized>(
+                    &mut self,
+                    $($arg: $ty,)*
+                    value: &T,
+                ) -> Result<(), C::Error> {
+                    self.inner.$method($($arg,)* &self.depth.guard(value))
+                }
+            )*
 
-    fn end(self) -> Result<C::Ok, C::Error> {
-        self.end_with(C::end)
-    }
+            $(
+                fn $skip(&mut self, key: &'static str) -> Result<(), C::Error> {
+                    self.inner.$skip(key)
+                }
+            )?
+
+            fn end(self) -> Result<C::Ok, C::Error> {
+                self.end_with(C::end)
+            }
+        }
+    )*};
 }
 
-impl<C: ser::SerializeTuple> ser::SerializeTuple for Compound<'_, C> {
-    type Ok = C::Ok;
-    type Error = C::Error;
-
-    #[inline]
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), C::Error> {
-        self.inner.serialize_element(&Guarded {
-            value,
-            depth: self.depth,
-        })
-    }
-
-    fn end(self) -> Result<C::Ok, C::Error> {
-        self.end_with(C::end)
-    }
-}
-
-impl<C: ser::SerializeTupleStruct> ser::SerializeTupleStruct for Compound<'_, C> {
-    type Ok = C::Ok;
-    type Error = C::Error;
-
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), C::Error> {
-        self.inner.serialize_field(&Guarded {
-            value,
-            depth: self.depth,
-        })
-    }
-
-    fn end(self) -> Result<C::Ok, C::Error> {
-        self.end_with(C::end)
-    }
-}
-
-impl<C: ser::SerializeTupleVariant> ser::SerializeTupleVariant for Compound<'_, C> {
-    type Ok = C::Ok;
-    type Error = C::Error;
-
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), C::Error> {
-        self.inner.serialize_field(&Guarded {
-            value,
-            depth: self.depth,
-        })
-    }
-
-    fn end(self) -> Result<C::Ok, C::Error> {
-        self.end_with(C::end)
-    }
-}
-
-impl<C: ser::SerializeMap> ser::SerializeMap for Compound<'_, C> {
-    type Ok = C::Ok;
-    type Error = C::Error;
-
-    fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> Result<(), C::Error> {
-        self.inner.serialize_key(&Guarded {
-            value: key,
-            depth: self.depth,
-        })
-    }
-
-    fn serialize_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), C::Error> {
-        self.inner.serialize_value(&Guarded {
-            value,
-            depth: self.depth,
-        })
-    }
-
-    fn end(self) -> Result<C::Ok, C::Error> {
-        self.end_with(C::end)
-    }
-}
-
-impl<C: ser::SerializeStruct> ser::SerializeStruct for Compound<'_, C> {
-    type Ok = C::Ok;
-    type Error = C::Error;
-
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        key: &'static str,
-        value: &T,
-    ) -> Result<(), C::Error> {
-        self.inner.serialize_field(
-            key,
-            &Guarded {
-                value,
-                depth: self.depth,
-            },
-        )
-    }
-
-    fn skip_field(&mut self, key: &'static str) -> Result<(), C::Error> {
-        self.inner.skip_field(key)
-    }
-
-    fn end(self) -> Result<C::Ok, C::Error> {
-        self.end_with(C::end)
-    }
-}
-
-impl<C: ser::SerializeStructVariant> ser::SerializeStructVariant for Compound<'_, C> {
-    type Ok = C::Ok;
-    type Error = C::Error;
-
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        key: &'static str,
-        value: &T,
-    ) -> Result<(), C::Error> {
-        self.inner.serialize_field(
-            key,
-            &Guarded {
-                value,
-                depth: self.depth,
-            },
-        )
-    }
-
-    fn skip_field(&mut self, key: &'static str) -> Result<(), C::Error> {
-        self.inner.skip_field(key)
-    }
-
-    fn end(self) -> Result<C::Ok, C::Error> {
-        self.end_with(C::end)
-    }
+compound! {
+    SerializeSeq { serialize_element(); }
+    SerializeTuple { serialize_element(); }
+    SerializeTupleStruct { serialize_field(); }
+    SerializeTupleVariant { serialize_field(); }
+    SerializeMap { serialize_key(); serialize_value(); }
+    SerializeStruct { serialize_field(key: &'static str); @ skip_field; }
+    SerializeStructVariant { serialize_field(key: &'static str); @ skip_field; }
 }
