@@ -475,7 +475,8 @@ fn on_outage(inner: &Inner, outage: &mut Option<(Instant, bool)>, e: BrokerError
     }
 }
 
-fn server_run_id(c: &mut Connection) -> Option<String> {
+/// The broker's `run_id`, which changes when it restarts.
+pub(crate) fn server_run_id(c: &mut Connection) -> Option<String> {
     let info: String = redis::cmd("INFO").arg("server").query(c).ok()?;
     info.lines()
         .find_map(|l| l.strip_prefix("run_id:"))
