@@ -618,6 +618,17 @@ impl RedisPool {
         &self.inner.id
     }
 
+    /// What `start` and `start_batch` check before encoding anything: the
+    /// pool is open, `T` can run on a worker, and `n` tasks are admitted.
+    fn admit<T: Task>(&self, permit: &Permit, n: usize) -> Result<(), TaskError> {
+        self.inner.check_open()?;
+        if T::NAME == FN_TASK_NAME {
+            return Err(crate::error::fn_task_refused());
+        }
+        self.admission().admits(permit, n)?;
+        registry::ensure_registered::<T>()
+    }
+
     /// Stops the local workers (after `grace`) and the pool's threads, and
     /// deletes the pool's result stream. Idempotent.
     ///
@@ -701,12 +712,7 @@ impl Executor for RedisPool {
     }
 
     fn start<T: Task>(&self, task: T, permit: Permit) -> Result<TaskHandle<T>, TaskError> {
-        self.inner.check_open()?;
-        if T::NAME == FN_TASK_NAME {
-            return Err(crate::error::fn_task_refused());
-        }
-        self.admission().admits(&permit, 1)?;
-        registry::ensure_registered::<T>()?;
+        self.admit::<T>(&permit, 1)?;
         let body = Payload::value(task).to_bytes()?;
         let completion = Completion::new(permit, Some(self.inner.clone() as Arc<dyn Link>));
         completion.begin();
@@ -719,12 +725,7 @@ impl Executor for RedisPool {
         tasks: Vec<T>,
         permit: Permit,
     ) -> Result<BatchHandle<T>, TaskError> {
-        self.inner.check_open()?;
-        if T::NAME == FN_TASK_NAME {
-            return Err(crate::error::fn_task_refused());
-        }
-        self.admission().admits(&permit, tasks.len())?;
-        registry::ensure_registered::<T>()?;
+        self.admit::<T>(&permit, tasks.len())?;
         let len = tasks.len();
         // A task that cannot be encoded fails its own slot: the worker
         // passes the error through.
