@@ -15,7 +15,9 @@ use crate::local::{Local, Spawn, DEFAULT_CRASH_WINDOW, DEFAULT_MAX_CRASHES};
 use crate::pool::{
     reader_loop, sender_loop, server_run_id, setup_error, Inner, RedisPool, Settings,
 };
-use crate::worker::{DEFAULT_QUEUE, DEFAULT_RECONNECT_TIMEOUT, DEFAULT_VISIBILITY_TIMEOUT};
+use crate::worker::{
+    lease_heartbeat, DEFAULT_QUEUE, DEFAULT_RECONNECT_TIMEOUT, DEFAULT_VISIBILITY_TIMEOUT,
+};
 use concur_core::Executor;
 
 /// How long a pool waits for its local workers to be ready, by default.
@@ -162,20 +164,7 @@ impl RedisPoolBuilder {
                 ),
             ));
         }
-        if self.visibility < Duration::from_millis(100) {
-            return Err(TaskError::config(
-                "visibility_timeout",
-                "must be at least 100 ms",
-            ));
-        }
-        if let Some(h) = self.heartbeat {
-            if h.is_zero() || h >= self.visibility {
-                return Err(TaskError::config(
-                    "heartbeat",
-                    "must be longer than zero and shorter than the visibility timeout",
-                ));
-            }
-        }
+        lease_heartbeat(self.visibility, self.heartbeat)?;
         if self.queue.is_empty() || self.queue.contains(['{', '}']) {
             return Err(TaskError::config(
                 "queue",
