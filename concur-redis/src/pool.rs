@@ -236,19 +236,12 @@ impl Inner {
             if !entries.is_empty() {
                 p.cmd("XDEL").arg(&tasks).arg(entries).ignore();
             }
-            p.cmd("XADD")
-                .arg(&control)
-                .arg("MAXLEN")
-                .arg("~")
-                .arg(10_000)
-                .arg("*")
-                .arg("op")
-                .arg("cancel")
-                .arg("pool")
-                .arg(&pool)
-                .arg("id")
-                .arg(&which)
-                .ignore();
+            p.add_command(control_request(
+                &control,
+                "cancel",
+                &[("pool", &pool), ("id", &which)],
+            ))
+            .ignore();
             p.exec(c)
         });
     }
@@ -475,6 +468,23 @@ fn on_outage(inner: &Inner, outage: &mut Option<(Instant, bool)>, e: BrokerError
     }
 }
 
+/// The `XADD` of request `op` to the control stream `control`, which is
+/// trimmed to about the last 10,000 requests: workers only follow it live.
+fn control_request(control: &str, op: &str, fields: &[(&str, &str)]) -> redis::Cmd {
+    let mut cmd = redis::cmd("XADD");
+    cmd.arg(control)
+        .arg("MAXLEN")
+        .arg("~")
+        .arg(10_000)
+        .arg("*")
+        .arg("op")
+        .arg(op);
+    for (k, v) in fields {
+        cmd.arg(k).arg(v);
+    }
+    cmd
+}
+
 /// The broker's `run_id`, which changes when it restarts.
 pub(crate) fn server_run_id(c: &mut Connection) -> Option<String> {
     let info: String = redis::cmd("INFO").arg("server").query(c).ok()?;
@@ -650,17 +660,7 @@ impl RedisPool {
             let asked = !gone()
                 && inner
                     .side_call(|c| {
-                        redis::cmd("XADD")
-                            .arg(&control)
-                            .arg("MAXLEN")
-                            .arg("~")
-                            .arg(10_000)
-                            .arg("*")
-                            .arg("op")
-                            .arg("stop")
-                            .arg("target")
-                            .arg(&target)
-                            .exec(c)
+                        control_request(&control, "stop", &[("target", &target)]).exec(c)
                     })
                     .inspect_err(|e| inner.note_lost(is_lost(e)))
                     .is_ok();
