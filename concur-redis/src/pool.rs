@@ -224,6 +224,26 @@ impl Inner {
         self.side().run(&self.quit, f)
     }
 
+    /// Appends `field` = `value` to task `id`'s down stream, whose expiry
+    /// each append renews (a task that never reads it leaves no key).
+    fn send_down(&self, id: TaskId, field: &str, value: &[u8]) -> Result<(), TaskError> {
+        let key = self.keys.down(&self.id, id.0);
+        self.side_call(|c| {
+            redis::pipe()
+                .cmd("XADD")
+                .arg(&key)
+                .arg("*")
+                .arg(field)
+                .arg(value)
+                .ignore()
+                .cmd("PEXPIRE")
+                .arg(&key)
+                .arg(RESULT_TTL.as_millis() as u64)
+                .ignore()
+                .exec(c)
+        })
+    }
+
     /// Deletes the entries of tasks that will not be run and tells the
     /// workers (`id` `None`: every task of this pool).
     fn cancel_entries(&self, entries: &[String], id: Option<u64>) {
@@ -249,22 +269,7 @@ impl Inner {
 
 impl Link for Inner {
     fn deliver(&self, id: TaskId, msg: Payload) -> Result<(), TaskError> {
-        let body = msg.to_bytes()?;
-        let key = self.keys.down(&self.id, id.0);
-        self.side_call(|c| {
-            redis::pipe()
-                .cmd("XADD")
-                .arg(&key)
-                .arg("*")
-                .arg("m")
-                .arg(&body)
-                .ignore()
-                .cmd("PEXPIRE")
-                .arg(&key)
-                .arg(RESULT_TTL.as_millis() as u64)
-                .ignore()
-                .exec(c)
-        })
+        self.send_down(id, "m", &msg.to_bytes()?)
     }
 
     fn cancel_running(&self, id: TaskId) {
@@ -275,21 +280,7 @@ impl Link for Inner {
     }
 
     fn caller_gone(&self, id: TaskId) {
-        let key = self.keys.down(&self.id, id.0);
-        let _ = self.side_call(|c| {
-            redis::pipe()
-                .cmd("XADD")
-                .arg(&key)
-                .arg("*")
-                .arg("end")
-                .arg(1)
-                .ignore()
-                .cmd("PEXPIRE")
-                .arg(&key)
-                .arg(RESULT_TTL.as_millis() as u64)
-                .ignore()
-                .exec(c)
-        });
+        let _ = self.send_down(id, "end", b"1");
     }
 }
 
