@@ -12,8 +12,12 @@ use crate::conn::{ensure_group, Broker};
 use crate::env;
 use crate::keys::Keys;
 use crate::local::{Local, Spawn, DEFAULT_CRASH_WINDOW, DEFAULT_MAX_CRASHES};
-use crate::pool::{reader_loop, sender_loop, setup_error, Inner, RedisPool, Settings};
-use crate::worker::{DEFAULT_QUEUE, DEFAULT_RECONNECT_TIMEOUT, DEFAULT_VISIBILITY_TIMEOUT};
+use crate::pool::{
+    reader_loop, sender_loop, server_run_id, setup_error, Inner, RedisPool, Settings,
+};
+use crate::worker::{
+    lease_heartbeat, DEFAULT_QUEUE, DEFAULT_RECONNECT_TIMEOUT, DEFAULT_VISIBILITY_TIMEOUT,
+};
 use concur_core::Executor;
 
 /// How long a pool waits for its local workers to be ready, by default.
@@ -160,20 +164,7 @@ impl RedisPoolBuilder {
                 ),
             ));
         }
-        if self.visibility < Duration::from_millis(100) {
-            return Err(TaskError::config(
-                "visibility_timeout",
-                "must be at least 100 ms",
-            ));
-        }
-        if let Some(h) = self.heartbeat {
-            if h.is_zero() || h >= self.visibility {
-                return Err(TaskError::config(
-                    "heartbeat",
-                    "must be longer than zero and shorter than the visibility timeout",
-                ));
-            }
-        }
+        lease_heartbeat(self.visibility, self.heartbeat)?;
         if self.queue.is_empty() || self.queue.contains(['{', '}']) {
             return Err(TaskError::config(
                 "queue",
@@ -185,15 +176,7 @@ impl RedisPoolBuilder {
         let never = AtomicBool::new(false);
         let mut con = broker.connect(&never)?;
         ensure_group(&mut con, &keys.tasks()).map_err(|e| setup_error(&e))?;
-        let run_id: Option<String> = redis::cmd("INFO")
-            .arg("server")
-            .query::<String>(&mut con)
-            .ok()
-            .and_then(|info| {
-                info.lines()
-                    .find_map(|l| l.strip_prefix("run_id:"))
-                    .map(|s| s.trim().to_owned())
-            });
+        let run_id = server_run_id(&mut con);
         drop(con);
         let id = crate::ids::pool_id();
         let workers = self.config.worker_count();

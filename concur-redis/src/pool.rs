@@ -224,6 +224,26 @@ impl Inner {
         self.side().run(&self.quit, f)
     }
 
+    /// Appends `field` = `value` to task `id`'s down stream, whose expiry
+    /// each append renews (a task that never reads it leaves no key).
+    fn send_down(&self, id: TaskId, field: &str, value: &[u8]) -> Result<(), TaskError> {
+        let key = self.keys.down(&self.id, id.0);
+        self.side_call(|c| {
+            redis::pipe()
+                .cmd("XADD")
+                .arg(&key)
+                .arg("*")
+                .arg(field)
+                .arg(value)
+                .ignore()
+                .cmd("PEXPIRE")
+                .arg(&key)
+                .arg(RESULT_TTL.as_millis() as u64)
+                .ignore()
+                .exec(c)
+        })
+    }
+
     /// Deletes the entries of tasks that will not be run and tells the
     /// workers (`id` `None`: every task of this pool).
     fn cancel_entries(&self, entries: &[String], id: Option<u64>) {
@@ -236,19 +256,12 @@ impl Inner {
             if !entries.is_empty() {
                 p.cmd("XDEL").arg(&tasks).arg(entries).ignore();
             }
-            p.cmd("XADD")
-                .arg(&control)
-                .arg("MAXLEN")
-                .arg("~")
-                .arg(10_000)
-                .arg("*")
-                .arg("op")
-                .arg("cancel")
-                .arg("pool")
-                .arg(&pool)
-                .arg("id")
-                .arg(&which)
-                .ignore();
+            p.add_command(control_request(
+                &control,
+                "cancel",
+                &[("pool", &pool), ("id", &which)],
+            ))
+            .ignore();
             p.exec(c)
         });
     }
@@ -256,22 +269,7 @@ impl Inner {
 
 impl Link for Inner {
     fn deliver(&self, id: TaskId, msg: Payload) -> Result<(), TaskError> {
-        let body = msg.to_bytes()?;
-        let key = self.keys.down(&self.id, id.0);
-        self.side_call(|c| {
-            redis::pipe()
-                .cmd("XADD")
-                .arg(&key)
-                .arg("*")
-                .arg("m")
-                .arg(&body)
-                .ignore()
-                .cmd("PEXPIRE")
-                .arg(&key)
-                .arg(RESULT_TTL.as_millis() as u64)
-                .ignore()
-                .exec(c)
-        })
+        self.send_down(id, "m", &msg.to_bytes()?)
     }
 
     fn cancel_running(&self, id: TaskId) {
@@ -282,21 +280,7 @@ impl Link for Inner {
     }
 
     fn caller_gone(&self, id: TaskId) {
-        let key = self.keys.down(&self.id, id.0);
-        let _ = self.side_call(|c| {
-            redis::pipe()
-                .cmd("XADD")
-                .arg(&key)
-                .arg("*")
-                .arg("end")
-                .arg(1)
-                .ignore()
-                .cmd("PEXPIRE")
-                .arg(&key)
-                .arg(RESULT_TTL.as_millis() as u64)
-                .ignore()
-                .exec(c)
-        });
+        let _ = self.send_down(id, "end", b"1");
     }
 }
 
@@ -475,7 +459,25 @@ fn on_outage(inner: &Inner, outage: &mut Option<(Instant, bool)>, e: BrokerError
     }
 }
 
-fn server_run_id(c: &mut Connection) -> Option<String> {
+/// The `XADD` of request `op` to the control stream `control`, which is
+/// trimmed to about the last 10,000 requests: workers only follow it live.
+fn control_request(control: &str, op: &str, fields: &[(&str, &str)]) -> redis::Cmd {
+    let mut cmd = redis::cmd("XADD");
+    cmd.arg(control)
+        .arg("MAXLEN")
+        .arg("~")
+        .arg(10_000)
+        .arg("*")
+        .arg("op")
+        .arg(op);
+    for (k, v) in fields {
+        cmd.arg(k).arg(v);
+    }
+    cmd
+}
+
+/// The broker's `run_id`, which changes when it restarts.
+pub(crate) fn server_run_id(c: &mut Connection) -> Option<String> {
     let info: String = redis::cmd("INFO").arg("server").query(c).ok()?;
     info.lines()
         .find_map(|l| l.strip_prefix("run_id:"))
@@ -617,6 +619,17 @@ impl RedisPool {
         &self.inner.id
     }
 
+    /// What `start` and `start_batch` check before encoding anything: the
+    /// pool is open, `T` can run on a worker, and `n` tasks are admitted.
+    fn admit<T: Task>(&self, permit: &Permit, n: usize) -> Result<(), TaskError> {
+        self.inner.check_open()?;
+        if T::NAME == FN_TASK_NAME {
+            return Err(crate::error::fn_task_refused());
+        }
+        self.admission().admits(permit, n)?;
+        registry::ensure_registered::<T>()
+    }
+
     /// Stops the local workers (after `grace`) and the pool's threads, and
     /// deletes the pool's result stream. Idempotent.
     ///
@@ -638,17 +651,7 @@ impl RedisPool {
             let asked = !gone()
                 && inner
                     .side_call(|c| {
-                        redis::cmd("XADD")
-                            .arg(&control)
-                            .arg("MAXLEN")
-                            .arg("~")
-                            .arg(10_000)
-                            .arg("*")
-                            .arg("op")
-                            .arg("stop")
-                            .arg("target")
-                            .arg(&target)
-                            .exec(c)
+                        control_request(&control, "stop", &[("target", &target)]).exec(c)
                     })
                     .inspect_err(|e| inner.note_lost(is_lost(e)))
                     .is_ok();
@@ -700,12 +703,7 @@ impl Executor for RedisPool {
     }
 
     fn start<T: Task>(&self, task: T, permit: Permit) -> Result<TaskHandle<T>, TaskError> {
-        self.inner.check_open()?;
-        if T::NAME == FN_TASK_NAME {
-            return Err(crate::error::fn_task_refused());
-        }
-        self.admission().admits(&permit, 1)?;
-        registry::ensure_registered::<T>()?;
+        self.admit::<T>(&permit, 1)?;
         let body = Payload::value(task).to_bytes()?;
         let completion = Completion::new(permit, Some(self.inner.clone() as Arc<dyn Link>));
         completion.begin();
@@ -718,12 +716,7 @@ impl Executor for RedisPool {
         tasks: Vec<T>,
         permit: Permit,
     ) -> Result<BatchHandle<T>, TaskError> {
-        self.inner.check_open()?;
-        if T::NAME == FN_TASK_NAME {
-            return Err(crate::error::fn_task_refused());
-        }
-        self.admission().admits(&permit, tasks.len())?;
-        registry::ensure_registered::<T>()?;
+        self.admit::<T>(&permit, tasks.len())?;
         let len = tasks.len();
         // A task that cannot be encoded fails its own slot: the worker
         // passes the error through.

@@ -203,19 +203,7 @@ impl WorkerBuilder {
     /// unreachable longer than the reconnect timeout) or refuses the
     /// worker (wrong password); an initializer's error for a local worker.
     pub fn run(self) -> Result<Stop, TaskError> {
-        if self.visibility < Duration::from_millis(100) {
-            return Err(TaskError::config(
-                "visibility_timeout",
-                "must be at least 100 ms",
-            ));
-        }
-        let heartbeat = self.heartbeat.unwrap_or(self.visibility / 4);
-        if heartbeat.is_zero() || heartbeat >= self.visibility {
-            return Err(TaskError::config(
-                "heartbeat",
-                "must be longer than zero and shorter than the visibility timeout",
-            ));
-        }
+        let heartbeat = lease_heartbeat(self.visibility, self.heartbeat)?;
         install_signal_handlers();
         let broker = Arc::new(Broker::new(&self.url, self.reconnect)?);
         let incarnation = self.incarnation.unwrap_or_else(crate::ids::unique_u64);
@@ -851,6 +839,28 @@ impl Main {
             Ok(())
         });
     }
+}
+
+/// Checks the lease settings shared by workers and pools, and gives the
+/// heartbeat to use (default a quarter of the visibility timeout).
+pub(crate) fn lease_heartbeat(
+    visibility: Duration,
+    heartbeat: Option<Duration>,
+) -> Result<Duration, TaskError> {
+    if visibility < Duration::from_millis(100) {
+        return Err(TaskError::config(
+            "visibility_timeout",
+            "must be at least 100 ms",
+        ));
+    }
+    let heartbeat = heartbeat.unwrap_or(visibility / 4);
+    if heartbeat.is_zero() || heartbeat >= visibility {
+        return Err(TaskError::config(
+            "heartbeat",
+            "must be longer than zero and shorter than the visibility timeout",
+        ));
+    }
+    Ok(heartbeat)
 }
 
 fn ms(d: Duration) -> u64 {

@@ -120,6 +120,29 @@ fn xlen(server: &Server, key: &str) -> u64 {
         .unwrap()
 }
 
+/// Reads the rest of a map's results, the first of them task `first`'s,
+/// after a restart without appendonly: each is its task's value or an
+/// `Io` failure. Gives how many succeeded and how many were lost.
+fn tally_after_restart(
+    results: impl Iterator<Item = Result<u64, TaskError>>,
+    first: u64,
+) -> (u64, u64) {
+    let (mut ok, mut lost) = (0, 0);
+    for (i, r) in (first..).zip(results) {
+        match r {
+            Ok(v) => {
+                assert_eq!(v, i);
+                ok += 1;
+            }
+            Err(e) => {
+                assert_eq!(e.kind(), &ErrorKind::Io, "{e:?}");
+                lost += 1;
+            }
+        }
+    }
+    (ok, lost)
+}
+
 /// A stream entry as the test reads it: its id and its fields.
 type RawEntry = (String, Vec<(String, Vec<u8>)>);
 
@@ -237,19 +260,7 @@ fn server_restarted_without_aof_fails_lost_tasks_with_io() {
         assert_eq!(r.unwrap(), i as u64);
     }
     server.restart();
-    let (mut ok, mut lost) = (0, 0);
-    for (i, r) in (100..).zip(results) {
-        match r {
-            Ok(v) => {
-                assert_eq!(v, i);
-                ok += 1;
-            }
-            Err(e) => {
-                assert_eq!(e.kind(), &ErrorKind::Io, "{e:?}");
-                lost += 1;
-            }
-        }
-    }
+    let (ok, lost) = tally_after_restart(results, 100);
     assert_eq!(ok + lost, 900);
     eprintln!(
         "without appendonly: {lost} of 900 tasks in flight or queued were lost (failed with Io)"
@@ -577,19 +588,7 @@ fn independent_workers_recreate_the_group_after_a_restart_without_aof() {
         assert_eq!(r.unwrap(), i as u64);
     }
     server.restart();
-    let (mut ok, mut lost) = (0, 0);
-    for (i, r) in (30..).zip(results) {
-        match r {
-            Ok(v) => {
-                assert_eq!(v, i);
-                ok += 1;
-            }
-            Err(e) => {
-                assert_eq!(e.kind(), &ErrorKind::Io, "{e:?}");
-                lost += 1;
-            }
-        }
-    }
+    let (ok, lost) = tally_after_restart(results, 30);
     assert_eq!(ok + lost, 270);
     assert_eq!(both_workers_serve(&pool), pids);
 }

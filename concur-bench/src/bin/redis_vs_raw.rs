@@ -10,13 +10,13 @@
 //! 2. a burst of 10k no-op tasks on two workers (target: concur's
 //!    throughput >= 0.7x the raw loop's, i.e. time <= 1.43x).
 
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use concur_bench::tasks::Noop;
 use concur_bench::{header, interleaved, rounds, Comparison};
 use concur_core::prelude::*;
+use concur_redis::server::{LocalServer, ServerOptions};
 use concur_redis::RedisPool;
 use redis::Value;
 
@@ -163,52 +163,6 @@ impl Drop for Raw {
     }
 }
 
-/// A `redis-server` of the bench's own, stopped on drop.
-struct Server(Child, String);
-
-impl Server {
-    fn start() -> Server {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let dir = std::env::temp_dir().join(format!("concur-bench-redis-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("dir");
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
-            .args(["--appendonly", "no"])
-            .arg("--dir")
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server (apt-get install -y redis-server)");
-        let url = format!("redis://127.0.0.1:{port}/0");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while redis::Client::open(url.as_str())
-            .and_then(|c| c.get_connection())
-            .is_err()
-        {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Server(child, url)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn main() {
     concur_redis::init();
     if let Ok(url) = std::env::var(RAW_ROLE) {
@@ -216,10 +170,10 @@ fn main() {
     }
     let server = match std::env::var("REDIS_URL") {
         Ok(url) => Err(url),
-        Err(_) => Ok(Server::start()),
+        Err(_) => Ok(LocalServer::start(ServerOptions::new()).expect("a bench redis-server")),
     };
     let url = match &server {
-        Ok(s) => s.1.clone(),
+        Ok(s) => s.url(),
         Err(u) => u.clone(),
     };
     let rounds = rounds(5);
