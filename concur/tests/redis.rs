@@ -9,7 +9,7 @@ use std::time::Duration;
 use concur::prelude::*;
 use concur::redis::server::{LocalServer, ServerOptions};
 use concur::PoolBuilder;
-use serde::{Deserialize, Serialize};
+use tasks::{cube, InWorker, Square};
 
 /// Bounds every wait: a hang fails the test instead of stalling it.
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -21,35 +21,10 @@ fn worker_entry() {
     concur::init();
 }
 
-#[derive(Serialize, Deserialize)]
-struct Square(u64);
-
-impl Task for Square {
-    type Output = u64;
-    type ToCaller = ();
-    type FromCaller = ();
-    const NAME: &'static str = "concur::tests::redis::Square";
-    fn run(self, _cx: &mut TaskContext<'_, Self>) -> u64 {
-        self.0 * self.0
-    }
-}
-concur::register!(Square);
-
-/// Written with the macro; tells whether it ran in a worker process.
-#[derive(Serialize, Deserialize)]
-struct InWorker;
-
-#[concur::task]
-impl Task for InWorker {
-    type Output = bool;
-    fn run(self) -> bool {
-        concur::is_worker()
-    }
-}
-
-fn cube(x: u64) -> u64 {
-    x * x * x
-}
+/// The outside program's tasks: a struct task, one written with the
+/// macro (it tells whether it ran in a worker process) and a function task.
+#[path = "outside/tasks.rs"]
+mod tasks;
 
 fn server() -> LocalServer {
     LocalServer::start(ServerOptions::new()).unwrap_or_else(|e| panic!("{e}: {e:?}"))
