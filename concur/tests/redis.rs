@@ -35,18 +35,26 @@ fn fresh_queue(tag: &str) -> String {
     format!("facade-{tag}-{}", std::process::id())
 }
 
+/// The redis settings that make `queue` this test's own and its local
+/// workers this binary's `worker_entry`.
+fn local_workers(
+    queue: &str,
+) -> impl Fn(concur::redis::RedisPoolBuilder) -> concur::redis::RedisPoolBuilder + Send + Sync {
+    let queue = queue.to_owned();
+    move |b| {
+        b.queue(&queue).worker_command(
+            std::env::current_exe().expect("the test binary"),
+            ["--exact", "worker_entry", "--nocapture", "--quiet"],
+        )
+    }
+}
+
 /// A redis pool builder whose local workers are this binary's `worker_entry`.
 fn builder(queue: &str) -> PoolBuilder {
-    let queue = queue.to_owned();
     Pool::builder()
         .workers(2)
         .backend(Backend::Redis)
-        .redis(move |b| {
-            b.queue(&queue).worker_command(
-                std::env::current_exe().expect("the test binary"),
-                ["--exact", "worker_entry", "--nocapture", "--quiet"],
-            )
-        })
+        .redis(local_workers(queue))
 }
 
 #[test]
@@ -102,15 +110,9 @@ fn redis_url_comes_from_the_builder_or_concur_redis_url() {
     let server = server();
     std::env::set_var(concur::ENV_REDIS_URL, server.url());
     std::env::set_var(concur::ENV_BACKEND, "redis");
-    let queue = fresh_queue("env");
     let pool = Pool::builder()
         .workers(1)
-        .redis(move |b| {
-            b.queue(&queue).worker_command(
-                std::env::current_exe().expect("the test binary"),
-                ["--exact", "worker_entry", "--nocapture", "--quiet"],
-            )
-        })
+        .redis(local_workers(&fresh_queue("env")))
         .build();
     std::env::remove_var(concur::ENV_BACKEND);
     std::env::remove_var(concur::ENV_REDIS_URL);
