@@ -7,12 +7,14 @@
 //!
 //! Every child process has a deadline and is killed when it passes it.
 
-use std::io::Read;
+mod common;
+
+use common::finish;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -38,59 +40,6 @@ fn backends() -> Vec<&'static str> {
 /// The `concur` binary cargo built for these tests, with this package's features.
 fn concur() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_concur"))
-}
-
-/// Waits for `child` (stdout and stderr piped, or stdout already closed)
-/// until `deadline`; kills it past that and fails the test.
-fn finish(mut child: Child, deadline: Duration, what: &str) -> Output {
-    let (tx, rx) = mpsc::channel();
-    let mut readers = Vec::new();
-    for (i, pipe) in [
-        child
-            .stdout
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-        child
-            .stderr
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        let tx = tx.clone();
-        readers.push(std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            if let Some(mut p) = pipe {
-                let _ = p.read_to_end(&mut buf);
-            }
-            let _ = tx.send(i);
-            buf
-        }));
-    }
-    let end = Instant::now() + deadline;
-    for _ in 0..2 {
-        if rx
-            .recv_timeout(end.saturating_duration_since(Instant::now()))
-            .is_err()
-        {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{what} did not finish within {deadline:?}; killed");
-        }
-    }
-    let mut bufs = readers
-        .into_iter()
-        .map(|r| r.join().expect("reader thread"));
-    let stdout = bufs.next().unwrap_or_default();
-    let stderr = bufs.next().unwrap_or_default();
-    // Both pipes are closed: the process has exited or is exiting now.
-    let status = child.wait().expect("wait for concur");
-    Output {
-        status,
-        stdout,
-        stderr,
-    }
 }
 
 /// A finished run of `concur`.

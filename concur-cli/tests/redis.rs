@@ -4,14 +4,16 @@
 
 #![cfg(feature = "redis")]
 
+mod common;
+
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const DEADLINE: Duration = Duration::from_secs(120);
 
 /// Runs `concur args...` to its end (killed past the deadline).
 fn concur(args: &[&str]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_concur"))
+    let child = Command::new(env!("CARGO_BIN_EXE_concur"))
         .args(args)
         .env_remove("CONCUR_BACKEND")
         .env_remove("CONCUR_REDIS_URL")
@@ -20,17 +22,7 @@ fn concur(args: &[&str]) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("concur runs");
-    let end = Instant::now() + DEADLINE;
-    while child.try_wait().expect("wait").is_none() {
-        if Instant::now() > end {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("concur {args:?} did not end within {DEADLINE:?}");
-        }
-        // A bounded poll of a child that has no other way to say it ended.
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().expect("output")
+    common::finish(child, DEADLINE, &format!("concur {args:?}"))
 }
 
 fn text(b: &[u8]) -> String {

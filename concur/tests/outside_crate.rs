@@ -1,7 +1,7 @@
 //! The acceptance test of the `concur` crate: a new crate outside this
 //! workspace depends on `concur` by path with one backend feature, builds
-//! offline and runs on that backend; the same source (`tests/outside/program.rs`)
-//! with the other feature runs on the other backend.
+//! offline and runs on that backend; the same source (`tests/outside/program.rs`
+//! and its `tasks.rs`) with the other feature runs on the other backend.
 //!
 //! Each build uses the workspace's `Cargo.lock` (so it needs nothing the
 //! workspace does not already use) and a target directory of its own under
@@ -21,6 +21,7 @@ const BUILD_LIMIT: Duration = Duration::from_secs(30 * 60);
 const RUN_LIMIT: Duration = Duration::from_secs(120);
 
 const PROGRAM: &str = include_str!("outside/program.rs");
+const TASKS: &str = include_str!("outside/tasks.rs");
 
 /// A crate written into a temporary directory, removed when dropped unless
 /// the test failed (then it stays for a look, and its path is printed).
@@ -55,6 +56,7 @@ serde = {{ version = "1", features = ["derive"] }}
         );
         std::fs::write(dir.join("Cargo.toml"), manifest).expect("write Cargo.toml");
         std::fs::write(dir.join("src/main.rs"), PROGRAM).expect("write src/main.rs");
+        std::fs::write(dir.join("src/tasks.rs"), TASKS).expect("write src/tasks.rs");
         let lock = concur.join("../Cargo.lock");
         std::fs::copy(&lock, dir.join("Cargo.lock"))
             .unwrap_or_else(|e| panic!("copy {}: {e}", lock.display()));

@@ -9,7 +9,7 @@ use std::time::Duration;
 use concur::prelude::*;
 use concur::redis::server::{LocalServer, ServerOptions};
 use concur::PoolBuilder;
-use serde::{Deserialize, Serialize};
+use tasks::{cube, InWorker, Square};
 
 /// Bounds every wait: a hang fails the test instead of stalling it.
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -21,35 +21,10 @@ fn worker_entry() {
     concur::init();
 }
 
-#[derive(Serialize, Deserialize)]
-struct Square(u64);
-
-impl Task for Square {
-    type Output = u64;
-    type ToCaller = ();
-    type FromCaller = ();
-    const NAME: &'static str = "concur::tests::redis::Square";
-    fn run(self, _cx: &mut TaskContext<'_, Self>) -> u64 {
-        self.0 * self.0
-    }
-}
-concur::register!(Square);
-
-/// Written with the macro; tells whether it ran in a worker process.
-#[derive(Serialize, Deserialize)]
-struct InWorker;
-
-#[concur::task]
-impl Task for InWorker {
-    type Output = bool;
-    fn run(self) -> bool {
-        concur::is_worker()
-    }
-}
-
-fn cube(x: u64) -> u64 {
-    x * x * x
-}
+/// The outside program's tasks: a struct task, one written with the
+/// macro (it tells whether it ran in a worker process) and a function task.
+#[path = "outside/tasks.rs"]
+mod tasks;
 
 fn server() -> LocalServer {
     LocalServer::start(ServerOptions::new()).unwrap_or_else(|e| panic!("{e}: {e:?}"))
@@ -60,18 +35,26 @@ fn fresh_queue(tag: &str) -> String {
     format!("facade-{tag}-{}", std::process::id())
 }
 
+/// The redis settings that make `queue` this test's own and its local
+/// workers this binary's `worker_entry`.
+fn local_workers(
+    queue: &str,
+) -> impl Fn(concur::redis::RedisPoolBuilder) -> concur::redis::RedisPoolBuilder + Send + Sync {
+    let queue = queue.to_owned();
+    move |b| {
+        b.queue(&queue).worker_command(
+            std::env::current_exe().expect("the test binary"),
+            ["--exact", "worker_entry", "--nocapture", "--quiet"],
+        )
+    }
+}
+
 /// A redis pool builder whose local workers are this binary's `worker_entry`.
 fn builder(queue: &str) -> PoolBuilder {
-    let queue = queue.to_owned();
     Pool::builder()
         .workers(2)
         .backend(Backend::Redis)
-        .redis(move |b| {
-            b.queue(&queue).worker_command(
-                std::env::current_exe().expect("the test binary"),
-                ["--exact", "worker_entry", "--nocapture", "--quiet"],
-            )
-        })
+        .redis(local_workers(queue))
 }
 
 #[test]
@@ -127,15 +110,9 @@ fn redis_url_comes_from_the_builder_or_concur_redis_url() {
     let server = server();
     std::env::set_var(concur::ENV_REDIS_URL, server.url());
     std::env::set_var(concur::ENV_BACKEND, "redis");
-    let queue = fresh_queue("env");
     let pool = Pool::builder()
         .workers(1)
-        .redis(move |b| {
-            b.queue(&queue).worker_command(
-                std::env::current_exe().expect("the test binary"),
-                ["--exact", "worker_entry", "--nocapture", "--quiet"],
-            )
-        })
+        .redis(local_workers(&fresh_queue("env")))
         .build();
     std::env::remove_var(concur::ENV_BACKEND);
     std::env::remove_var(concur::ENV_REDIS_URL);

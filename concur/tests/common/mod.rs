@@ -3,11 +3,12 @@
 
 #![allow(dead_code)] // each test target uses part of it
 
+use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The build directory of this test binary: `target/<profile>`.
 pub fn profile_dir() -> PathBuf {
@@ -22,32 +23,70 @@ pub fn profile_dir() -> PathBuf {
 /// Runs `command` to its end with stdin closed and its output captured;
 /// returns its pid and its output. Past `limit` its process group is killed
 /// and the test fails: the limit only catches a hang.
+///
+/// The child is reaped by a thread of its own, apart from the reading of its
+/// pipes: a process that outlives it and holds a pipe open (one that left
+/// the group) delays the output, never the reaping.
 pub fn run(what: &str, mut command: Command, limit: Duration) -> (u32, Output) {
     command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
-    let child = command
+    let mut child = command
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {what} ({command:?}): {e}"));
     let pid = child.id();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
+    let end = Instant::now() + limit;
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
+    let (tx, exited) = mpsc::channel();
+    let reaper = std::thread::spawn(move || {
+        let _ = tx.send(child.wait());
     });
-    match rx.recv_timeout(limit) {
-        Ok(output) => (
-            pid,
-            output.unwrap_or_else(|e| panic!("cannot wait for {what}: {e}")),
-        ),
-        Err(_) => {
+    let left = || end.saturating_duration_since(Instant::now());
+    let outcome = (|| {
+        let status = exited.recv_timeout(left()).ok()?;
+        Some((
+            status,
+            stdout.recv_timeout(left()).ok()?,
+            stderr.recv_timeout(left()).ok()?,
+        ))
+    })();
+    match outcome {
+        Some((status, stdout, stderr)) => {
+            let status = status.unwrap_or_else(|e| panic!("cannot wait for {what}: {e}"));
+            (
+                pid,
+                Output {
+                    status,
+                    stdout,
+                    stderr,
+                },
+            )
+        }
+        None => {
             // SAFETY: a plain system call on the process group we started.
             unsafe { libc::kill(-(pid as libc::pid_t), libc::SIGKILL) };
-            let _ = rx.recv_timeout(Duration::from_secs(10));
+            // SIGKILL cannot be caught: the reaper's wait returns at once.
+            let _ = reaper.join();
             panic!("{what} did not finish within {limit:?}; it was killed");
         }
     }
+}
+
+/// Reads `pipe` to its end on a thread of its own; the bytes come on the
+/// returned channel.
+fn drain(pipe: Option<impl Read + Send + 'static>) -> mpsc::Receiver<Vec<u8>> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        if let Some(mut pipe) = pipe {
+            let _ = pipe.read_to_end(&mut bytes);
+        }
+        let _ = tx.send(bytes);
+    });
+    rx
 }
 
 /// Panics with `what`'s exit status and output unless it succeeded.

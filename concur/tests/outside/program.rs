@@ -1,44 +1,13 @@
 //! A program outside the concur workspace, as a user writes it: built by
 //! `concur/tests/outside_crate.rs` against `concur` with one backend feature
 //! (`threads` or `procs`), unchanged between the two. Every line it prints
-//! is checked there; to cover another kind of task, add a task and a line
-//! to `run` here and the line to the test's expectations.
+//! is checked there; to cover another kind of task, add a task to
+//! `tasks.rs`, a line to `run` here and the line to the test's expectations.
+
+mod tasks;
 
 use concur::prelude::*;
-use serde::{Deserialize, Serialize};
-
-/// A struct task, written out in full.
-#[derive(Serialize, Deserialize)]
-struct Square(u64);
-
-impl Task for Square {
-    type Output = u64;
-    type ToCaller = ();
-    type FromCaller = ();
-    const NAME: &'static str = "outside::Square";
-    fn run(self, _cx: &mut TaskContext<'_, Self>) -> u64 {
-        self.0 * self.0
-    }
-}
-concur::register!(Square);
-
-/// Tells whether it runs in a worker process: a struct task written with
-/// the macro (name, message types, context and registration filled in).
-#[derive(Serialize, Deserialize)]
-struct InWorker;
-
-#[concur::task]
-impl Task for InWorker {
-    type Output = bool;
-    fn run(self) -> bool {
-        concur::is_worker()
-    }
-}
-
-/// A function task: no struct, no impl, no name, no registration.
-fn cube(x: u64) -> u64 {
-    x * x * x
-}
+use tasks::{cube, InWorker, Square};
 
 fn run() -> Result<(), TaskError> {
     let pool = Pool::new()?;
