@@ -123,6 +123,20 @@ pub(crate) fn run(shared: Arc<Shared>, control: Rx) {
                         shared.supervisor.channel_closed(w);
                     }
                 }
+                // Only this process writes the control channel.
+                IpcSelectionResult::ChannelBroken(id, _) if id == control_id => return,
+                IpcSelectionResult::ChannelBroken(id, e) => {
+                    // The worker sent what could not be read: it is broken,
+                    // not exiting, so it is stopped now (its running task
+                    // fails with this cause) instead of after the grace a
+                    // hang-up gets. The bad frame is settled before the
+                    // channel counts as closed, so its worker's exit, if it
+                    // races, settles after it.
+                    if let Some(w) = ids.remove(&id) {
+                        bad_frame(&shared, w, TaskError::codec("message from a worker", e));
+                        shared.supervisor.channel_closed(w);
+                    }
+                }
             }
         }
     }

@@ -453,14 +453,7 @@ impl IpcReceiverSet {
         let results = self.os_receiver_set.select()?;
         Ok(results
             .into_iter()
-            .map(|result| match result {
-                OsIpcSelectionResult::DataReceived(os_receiver_id, ipc_message) => {
-                    IpcSelectionResult::MessageReceived(os_receiver_id, ipc_message)
-                },
-                OsIpcSelectionResult::ChannelClosed(os_receiver_id) => {
-                    IpcSelectionResult::ChannelClosed(os_receiver_id)
-                },
-            })
+            .map(IpcSelectionResult::from_os)
             .collect())
     }
 
@@ -480,14 +473,7 @@ impl IpcReceiverSet {
             })?;
         let results = results
             .into_iter()
-            .map(|result| match result {
-                OsIpcSelectionResult::DataReceived(os_receiver_id, ipc_message) => {
-                    IpcSelectionResult::MessageReceived(os_receiver_id, ipc_message)
-                },
-                OsIpcSelectionResult::ChannelClosed(os_receiver_id) => {
-                    IpcSelectionResult::ChannelClosed(os_receiver_id)
-                },
-            })
+            .map(IpcSelectionResult::from_os)
             .collect::<Vec<IpcSelectionResult>>();
         Ok(results)
     }
@@ -522,14 +508,7 @@ impl IpcReceiverSet {
 
         let results = results
             .into_iter()
-            .map(|result| match result {
-                OsIpcSelectionResult::DataReceived(os_receiver_id, ipc_message) => {
-                    IpcSelectionResult::MessageReceived(os_receiver_id, ipc_message)
-                },
-                OsIpcSelectionResult::ChannelClosed(os_receiver_id) => {
-                    IpcSelectionResult::ChannelClosed(os_receiver_id)
-                },
-            })
+            .map(IpcSelectionResult::from_os)
             .collect::<Vec<IpcSelectionResult>>();
         if results.is_empty() {
             Err(TrySelectError::Empty)
@@ -799,9 +778,38 @@ pub enum IpcSelectionResult {
     /// The channel has been closed for the [IpcReceiver] identified by the `u64` value.
     /// [IpcReceiver]: struct.IpcReceiver.html
     ChannelClosed(u64),
+    /// (concur patch) The channel identified by the `u64` value was closed
+    /// because what arrived on it could not be read: a malformed message, or
+    /// a read that failed. The error says which. Before the patch this was
+    /// reported as [`IpcSelectionResult::ChannelClosed`], which a receiver
+    /// cannot tell from its peer hanging up.
+    ChannelBroken(u64, io::Error),
 }
 
 impl IpcSelectionResult {
+    fn from_os(result: OsIpcSelectionResult) -> IpcSelectionResult {
+        match result {
+            OsIpcSelectionResult::DataReceived(os_receiver_id, ipc_message) => {
+                IpcSelectionResult::MessageReceived(os_receiver_id, ipc_message)
+            },
+            OsIpcSelectionResult::ChannelClosed(os_receiver_id) => {
+                IpcSelectionResult::ChannelClosed(os_receiver_id)
+            },
+            #[cfg(all(
+                not(feature = "force-inprocess"),
+                any(
+                    target_os = "linux",
+                    target_os = "openbsd",
+                    target_os = "freebsd",
+                    target_os = "illumos",
+                )
+            ))]
+            OsIpcSelectionResult::ChannelBroken(os_receiver_id, error) => {
+                IpcSelectionResult::ChannelBroken(os_receiver_id, error.into())
+            },
+        }
+    }
+
     /// Helper method to move the value out of the [IpcSelectionResult] if it
     /// is [MessageReceived].
     ///
@@ -817,6 +825,9 @@ impl IpcSelectionResult {
             IpcSelectionResult::MessageReceived(id, message) => (id, message),
             IpcSelectionResult::ChannelClosed(id) => {
                 panic!("IpcSelectionResult::unwrap(): channel {id} closed")
+            },
+            IpcSelectionResult::ChannelBroken(id, e) => {
+                panic!("IpcSelectionResult::unwrap(): channel {id} broke: {e}")
             },
         }
     }

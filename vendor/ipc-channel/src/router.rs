@@ -265,7 +265,8 @@ impl Router {
                             },
                         }
                     },
-                    IpcSelectionResult::ChannelClosed(id) => {
+                    IpcSelectionResult::ChannelClosed(id)
+                    | IpcSelectionResult::ChannelBroken(id, _) => {
                         let _ = self.handlers.remove(&id).unwrap();
                     },
                 }

@@ -657,11 +657,13 @@ impl OsIpcReceiverSet {
                         break;
                     },
                     Err(UnixError::Errno(libc::EINTR)) => continue,
-                    Err(_) => {
+                    Err(error) => {
                         // A malformed message (or a failed read) on one
                         // channel says nothing about the others: that channel
-                        // is closed and reported closed, and `select` goes on
-                        // serving the rest. Its peer sees its end closed.
+                        // is closed and reported broken (with the error, so
+                        // the receiver can tell it from a hang-up), and
+                        // `select` goes on serving the rest. Its peer sees
+                        // its end closed.
                         self.pollfds.remove(&event_token).unwrap();
                         let _ = self
                             .poll
@@ -670,7 +672,8 @@ impl OsIpcReceiverSet {
                         unsafe {
                             libc::close(poll_entry.fd);
                         }
-                        selection_results.push(OsIpcSelectionResult::ChannelClosed(poll_entry.id));
+                        selection_results
+                            .push(OsIpcSelectionResult::ChannelBroken(poll_entry.id, error));
                         break;
                     },
                 }
@@ -684,6 +687,8 @@ impl OsIpcReceiverSet {
 pub enum OsIpcSelectionResult {
     DataReceived(u64, IpcMessage),
     ChannelClosed(u64),
+    /// (concur patch) Closed because a message could not be read.
+    ChannelBroken(u64, UnixError),
 }
 
 impl OsIpcSelectionResult {
@@ -692,6 +697,9 @@ impl OsIpcSelectionResult {
             OsIpcSelectionResult::DataReceived(id, ipc_message) => (id, ipc_message),
             OsIpcSelectionResult::ChannelClosed(id) => {
                 panic!("OsIpcSelectionResult::unwrap(): receiver ID {id} was closed!")
+            },
+            OsIpcSelectionResult::ChannelBroken(id, e) => {
+                panic!("OsIpcSelectionResult::unwrap(): receiver ID {id} broke: {e}")
             },
         }
     }
