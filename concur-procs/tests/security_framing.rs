@@ -206,9 +206,12 @@ fn role_receiver_set() {
         while !(closed && got) {
             for event in set.select().expect("select survives a bad channel") {
                 match event {
-                    IpcSelectionResult::ChannelClosed(id) => {
-                        assert_eq!(id, bad_id, "only the bad channel closes");
+                    IpcSelectionResult::ChannelBroken(id, _) => {
+                        assert_eq!(id, bad_id, "only the bad channel breaks");
                         closed = true;
+                    }
+                    IpcSelectionResult::ChannelClosed(id) => {
+                        panic!("channel {id} reported closed, not broken")
                     }
                     IpcSelectionResult::MessageReceived(id, m) => {
                         assert_eq!(id, good_id);
@@ -224,7 +227,9 @@ fn role_receiver_set() {
             IpcSelectionResult::MessageReceived(id, m) => {
                 assert_eq!((id, m.to::<u8>().unwrap()), (good_id, 43));
             }
-            IpcSelectionResult::ChannelClosed(id) => panic!("channel {id} closed"),
+            IpcSelectionResult::ChannelClosed(id) | IpcSelectionResult::ChannelBroken(id, _) => {
+                panic!("channel {id} closed")
+            }
         }
         // SAFETY: closing the peer's socket, which nothing else uses.
         unsafe { libc::close(bad) };
