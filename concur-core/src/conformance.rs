@@ -904,7 +904,11 @@ pub fn batch_results_in_order<B: Backend>(b: &B) {
             panic: (n == 3).then(|| "three".into()),
         })
         .collect();
-    let results = p.submit_batch(tasks).unwrap().join();
+    let results = p
+        .submit_batch(tasks)
+        .unwrap()
+        .join_timeout(DEADLINE)
+        .unwrap_or_else(|h| panic!("{h:?} did not finish within {DEADLINE:?}"));
     assert_eq!(results.len(), 10);
     for (n, r) in (0..10).zip(results) {
         match r {

@@ -52,8 +52,19 @@ pub fn finish(mut child: Child, deadline: Duration, what: &str) -> Output {
         .map(|r| r.join().expect("reader thread"));
     let stdout = bufs.next().unwrap_or_default();
     let stderr = bufs.next().unwrap_or_default();
-    // Both pipes are closed: the process has exited or is exiting now.
-    let status = child.wait().expect("wait for concur");
+    // Both pipes are closed: the process has exited or is exiting now; a
+    // process that closed them and lives on is still held to the deadline.
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for concur") {
+            break status;
+        }
+        if Instant::now() >= end {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} closed its output but did not exit within {deadline:?}; killed");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
     Output {
         status,
         stdout,
