@@ -11,6 +11,8 @@ use concur::redis::server::{LocalServer, ServerOptions};
 use concur::PoolBuilder;
 use tasks::{cube, InWorker, Square};
 
+mod common;
+
 /// Bounds every wait: a hang fails the test instead of stalling it.
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -92,10 +94,44 @@ fn redis_pool_runs_struct_macro_and_map_tasks() {
     pool.shutdown().unwrap();
 }
 
-/// The environment is read by `build`, so both cases live in one test.
+/// Set in the child a test re-runs itself in (see [`rerun_with_env`]).
+const CHILD: &str = "CONCUR_TESTS_ENV_CHILD";
+
+/// Runs test `test` alone again in a child of this binary with `env` set
+/// (a `None` value removes the variable), and passes when the child does:
+/// tests that read the environment never change this shared process's.
+fn rerun_with_env(test: &str, env: &[(&str, Option<&str>)]) {
+    let exe = std::env::current_exe().expect("this test binary's path");
+    let mut command = std::process::Command::new(exe);
+    command
+        .args([test, "--exact", "--test-threads=1", "--nocapture"])
+        .env(CHILD, "1");
+    for (name, value) in env {
+        match value {
+            Some(v) => command.env(name, v),
+            None => command.env_remove(name),
+        };
+    }
+    let what = format!("`{test}` with {env:?}");
+    let (_, output) = common::run(&what, command, DEADLINE);
+    common::assert_success(&what, &output);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("test result: ok. 1 passed"),
+        "{what} did not run exactly that test:\n{stdout}"
+    );
+}
+
+/// Without `redis_url` or `CONCUR_REDIS_URL`, the redis backend is a
+/// `Config` error that names both.
 #[test]
-fn redis_url_comes_from_the_builder_or_concur_redis_url() {
-    std::env::remove_var(concur::ENV_REDIS_URL);
+fn without_a_redis_url_the_error_names_the_setting_and_the_variable() {
+    if std::env::var_os(CHILD).is_none() {
+        return rerun_with_env(
+            "without_a_redis_url_the_error_names_the_setting_and_the_variable",
+            &[(concur::ENV_REDIS_URL, None)],
+        );
+    }
     let e = builder(&fresh_queue("nourl")).build().unwrap_err();
     let text = e.to_string();
     assert!(
@@ -106,17 +142,28 @@ fn redis_url_comes_from_the_builder_or_concur_redis_url() {
         text.contains("redis_url(") && text.contains("CONCUR_REDIS_URL"),
         "{text}"
     );
+}
 
-    let server = server();
-    std::env::set_var(concur::ENV_REDIS_URL, server.url());
-    std::env::set_var(concur::ENV_BACKEND, "redis");
+/// `CONCUR_BACKEND=redis` and `CONCUR_REDIS_URL` alone pick the backend
+/// and its server.
+#[test]
+fn concur_backend_and_concur_redis_url_pick_the_server() {
+    let server; // outlives the child that uses it
+    if std::env::var_os(CHILD).is_none() {
+        server = self::server();
+        return rerun_with_env(
+            "concur_backend_and_concur_redis_url_pick_the_server",
+            &[
+                (concur::ENV_REDIS_URL, Some(&server.url())),
+                (concur::ENV_BACKEND, Some("redis")),
+            ],
+        );
+    }
     let pool = Pool::builder()
         .workers(1)
         .redis(local_workers(&fresh_queue("env")))
-        .build();
-    std::env::remove_var(concur::ENV_BACKEND);
-    std::env::remove_var(concur::ENV_REDIS_URL);
-    let pool = pool.unwrap();
+        .build()
+        .unwrap();
     assert_eq!(pool.backend(), Backend::Redis);
     let h = pool.submit(Square(9)).unwrap();
     assert_eq!(h.join_timeout(DEADLINE).unwrap().unwrap(), 81);
