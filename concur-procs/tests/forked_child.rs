@@ -17,6 +17,7 @@ const SUBMIT_ACCEPTED: i32 = 10;
 const WRONG_KIND: i32 = 11;
 const NO_EXPLANATION: i32 = 12;
 const BATCH_ACCEPTED: i32 = 13;
+const SAW_WORKERS: i32 = 14;
 
 /// What the child does with its copy of `p`; its exit code.
 fn in_child(p: ProcessPool) -> i32 {
@@ -32,6 +33,11 @@ fn in_child(p: ProcessPool) -> i32 {
     let code = match batch {
         Some(Ok(_)) => BATCH_ACCEPTED,
         _ => code,
+    };
+    let code = if p.worker_pids().is_empty() {
+        code
+    } else {
+        SAW_WORKERS
     };
     // Must return at once (the test's deadline catches a hang).
     drop(p);

@@ -155,8 +155,13 @@ impl ProcessPool {
     }
 
     /// Process ids of the current workers, by slot (`None` while a slot's
-    /// worker is being replaced).
+    /// worker is being replaced). Empty in a process forked from the one
+    /// that built the pool: it has none of the workers, and the pool's lock
+    /// may have been held by a thread that was not copied.
     pub fn worker_pids(&self) -> Vec<Option<u32>> {
+        if self.shared.foreign().is_some() {
+            return Vec::new();
+        }
         let core = self.shared.lock();
         core.sched
             .slots
