@@ -12,6 +12,10 @@ use concur_core::{
 use crate::dispatch::Job;
 use crate::generation::{lock, Generation, Shared, WorkerThread};
 
+/// The most room a submitter that found the queue full waits for at once
+/// (see `ThreadPool::wait_for_room`).
+const MAX_SHARE: usize = 1024;
+
 /// A pool of worker threads running [`Task`]s with shared memory.
 ///
 /// Dropping the pool is [`Executor::shutdown`]: queued work finishes and
@@ -171,6 +175,26 @@ impl ThreadPool {
         }
     }
 
+    /// Waits for room for one task in a full queue. A submitter that finds
+    /// the queue full is usually in a burst that fills it again at once;
+    /// taking room one task at a time would then wake it once per finished
+    /// task. When nobody else waits, it waits instead (in line, like any
+    /// acquirer) for room for a share of the bound, gives that room back
+    /// and takes one task's worth: one wake-up per share, and the room the
+    /// next submissions find. Every task still holds its own permit, so
+    /// the bound holds; those who come later still wait behind it.
+    fn wait_for_room(&self) -> Result<Permit, TaskError> {
+        let admission = &self.inner.admission;
+        let share = (admission.bound() / 4).min(MAX_SHARE);
+        if share > 1 && admission.waiting() == 0 {
+            drop(admission.acquire(share)?);
+            if let Some(permit) = admission.try_acquire(1)? {
+                return Ok(permit);
+            }
+        }
+        admission.acquire(1)
+    }
+
     /// Stops the workers for good and joins every worker thread. Running
     /// tasks are waited for (a thread cannot be stopped).
     fn stop_and_join(&self) {
@@ -256,6 +280,14 @@ impl Executor for ThreadPool {
         &self.inner.admission
     }
 
+    fn submit<T: Task>(&self, task: T) -> Result<TaskHandle<T>, TaskError> {
+        let permit = match self.inner.admission.try_acquire(1)? {
+            Some(permit) => permit,
+            None => self.wait_for_room()?,
+        };
+        self.start(task, permit)
+    }
+
     fn start<T: Task>(&self, task: T, permit: Permit) -> Result<TaskHandle<T>, TaskError> {
         self.inner.admission.admits(&permit, 1)?;
         if self.inner.admission.is_closed() {
@@ -329,7 +361,61 @@ impl std::fmt::Debug for ThreadPool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use concur_core::conformance::{WhoAmI, DEADLINE};
+    use concur_core::conformance::{Block, WhoAmI, DEADLINE};
+    use std::time::Instant;
+
+    /// Waits (bounded by the deadline) until `cond` holds.
+    fn wait_until(what: &str, cond: impl Fn() -> bool) {
+        let deadline = Instant::now() + DEADLINE;
+        while !cond() {
+            assert!(Instant::now() < deadline, "timed out waiting until {what}");
+            std::thread::yield_now();
+        }
+    }
+
+    /// A submitter blocked on a full queue is woken once a share of the
+    /// bound is free (a quarter: 2 of 8 here), not by each finished task,
+    /// and every task still holds its own room.
+    #[test]
+    fn blocked_submitter_waits_for_a_share_of_the_bound() {
+        let pool: &'static ThreadPool = Box::leak(Box::new(
+            ThreadPool::builder()
+                .workers(1)
+                .queue_bound(8)
+                .build()
+                .unwrap(),
+        ));
+        let mut held: std::collections::VecDeque<_> =
+            (0..8).map(|_| pool.submit(Block).unwrap()).collect();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(pool.submit(Block));
+        });
+        let admission = pool.admission();
+        wait_until("the submitter waits for room", || admission.waiting() == 1);
+        let release = |h: TaskHandle<Block>| {
+            h.send(()).unwrap();
+            h.join_timeout(DEADLINE)
+                .expect("a released task ends within the deadline")
+                .unwrap();
+        };
+        // One worker runs the tasks in order: the first one held is running.
+        release(held.pop_front().unwrap());
+        assert_eq!(
+            admission.waiting(),
+            1,
+            "the submitter was woken for the room of one task"
+        );
+        release(held.pop_front().unwrap());
+        let ninth = rx
+            .recv_timeout(DEADLINE)
+            .expect("the submitter got room once two tasks ended")
+            .unwrap();
+        assert_eq!(admission.in_use(), 7);
+        held.push_back(ninth);
+        held.into_iter().for_each(release);
+        assert_eq!(admission.in_use(), 0);
+    }
 
     fn who(pool: &ThreadPool) -> concur_core::WorkerInfo {
         let h = pool.submit(WhoAmI).unwrap();

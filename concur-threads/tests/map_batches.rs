@@ -176,3 +176,45 @@ fn long_map_on_a_deep_queue_keeps_order() {
         .unwrap();
     assert!(out.iter().copied().eq(0..n));
 }
+
+/// A long map of quick items holds more than the queue bound between
+/// pulling and yielding once the workers keep ahead (finished results
+/// hold no room in the queue), while the tasks queued or running stay
+/// within the bound; every item comes back once, in order.
+#[test]
+fn long_map_holds_finished_results_beyond_the_queue_bound() {
+    const BOUND: usize = 1024;
+    let pool = ThreadPool::builder()
+        .workers(1)
+        .queue_bound(BOUND)
+        .build()
+        .unwrap();
+    let admission = pool.admission();
+    let pulled = std::cell::Cell::new(0usize);
+    let n = 50_000u64;
+    let input = (0..n).map(|i| {
+        pulled.set(pulled.get() + 1);
+        Step::Value(i)
+    });
+    let mut results = pool.map(input);
+    let (mut yielded, mut most_held) = (0usize, 0usize);
+    loop {
+        // The workers keep ahead: everything started has finished before
+        // the caller asks for more.
+        let deadline = Instant::now() + DEADLINE;
+        while admission.in_use() > 0 {
+            assert!(Instant::now() < deadline, "the map's tasks never finished");
+            std::thread::yield_now();
+        }
+        let Some(r) = results.next() else { break };
+        assert!(admission.in_use() <= BOUND);
+        assert_eq!(r.unwrap(), yielded as u64);
+        yielded += 1;
+        most_held = most_held.max(pulled.get() - yielded);
+    }
+    assert_eq!(yielded as u64, n);
+    assert!(
+        most_held > BOUND,
+        "the map held at most {most_held} items, within the queue bound of {BOUND}"
+    );
+}
