@@ -19,11 +19,7 @@ use crate::task::{Message, Task};
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MapOptions {
     /// Most tasks submitted and not yet yielded (default: enough to keep every
-    /// worker busy). An explicit value is capped at the queue bound. By
-    /// default a long map of quick tasks may hold up to four queue bounds:
-    /// tasks queued or running never exceed the bound (each holds its room
-    /// in the queue), and the rest are finished results waiting to be
-    /// yielded.
+    /// worker busy, never more than the queue bound).
     pub in_flight: Option<usize>,
     /// Tasks sent to a worker as one unit (default: chosen from the input's
     /// size hint: 1 for short inputs, up to 256 for long ones).
@@ -47,11 +43,6 @@ impl MapOptions {
     const AUTO_BATCH: usize = 256;
     /// The largest batch a long map of quick tasks grows to (see `Feed::grow`).
     const GROWN_BATCH: usize = 4096;
-    /// How many queue bounds of tasks a growing map may hold between
-    /// pulling them and yielding them. The queue bound still limits the
-    /// tasks queued or running; the rest are finished results waiting to
-    /// be yielded, which hold no room in the queue.
-    const GROWN_WINDOW: usize = 4;
 
     fn resolve(self, workers: usize, queue_bound: usize, size_hint: usize) -> (usize, usize) {
         let workers = workers.max(1);
@@ -260,12 +251,7 @@ impl<'a, E: Executor, I: Iterator<Item = T>, T: Task> Feed<'a, E, I, T> {
         let bound = exec.admission().bound();
         let (in_flight_limit, batch) = options.resolve(workers, bound, input.size_hint().0);
         let growth = (options == MapOptions::default() && batch >= MapOptions::AUTO_BATCH)
-            .then(|| {
-                (
-                    MapOptions::GROWN_BATCH.min(bound / (2 * workers)),
-                    bound.saturating_mul(MapOptions::GROWN_WINDOW),
-                )
-            })
+            .then(|| (MapOptions::GROWN_BATCH.min(bound / (4 * workers)), bound))
             .filter(|&(most, _)| most > batch);
         Self {
             exec,
@@ -293,31 +279,12 @@ impl<'a, E: Executor, I: Iterator<Item = T>, T: Task> Feed<'a, E, I, T> {
     }
 
     /// Starts the next batch if the in-flight bound leaves room for it.
-    /// With `may_wait` it waits for room in the pool's queue; without, it
-    /// starts a batch only if the queue has room for it now (the caller
-    /// has results to yield meanwhile).
-    fn start_next(&mut self, may_wait: bool) -> Option<Unit<T>> {
+    fn start_next(&mut self) -> Option<Unit<T>> {
         let room = self.in_flight_limit - self.in_flight;
         if room == 0 {
             return None;
         }
-        let admission = self.exec.admission();
-        let (tasks, permit): (Vec<T>, _) = if may_wait {
-            let tasks: Vec<T> = self.input.by_ref().take(self.batch.min(room)).collect();
-            let n = tasks.len();
-            (tasks, (n > 0).then(|| admission.acquire(n)))
-        } else {
-            match admission.try_acquire(self.batch.min(room)) {
-                Ok(Some(permit)) => {
-                    let tasks = self.input.by_ref().take(self.batch.min(room)).collect();
-                    (tasks, Some(Ok(permit)))
-                }
-                Ok(None) => return None,
-                // The failure is the next batch's: it is reported with it.
-                Err(_) => return self.start_next(true),
-            }
-        };
-        let permit = permit?;
+        let tasks: Vec<T> = self.input.by_ref().take(self.batch.min(room)).collect();
         if tasks.is_empty() {
             return None;
         }
@@ -325,7 +292,11 @@ impl<'a, E: Executor, I: Iterator<Item = T>, T: Task> Feed<'a, E, I, T> {
         let n = tasks.len();
         self.next_index += n;
         self.in_flight += n;
-        let started = permit.and_then(|permit| self.exec.start_batch(tasks, permit));
+        let started = self
+            .exec
+            .admission()
+            .acquire(n)
+            .and_then(|permit| self.exec.start_batch(tasks, permit));
         Some(match started {
             Ok(handle) => Unit::Running { first, handle },
             Err(error) => Unit::Failed { first, n, error },
@@ -455,7 +426,7 @@ impl<E: Executor, I: Iterator<Item = T>, T: Task> Map<'_, E, I, T> {
     /// batch. False when every input has been yielded.
     #[inline(never)]
     fn refill(&mut self) -> bool {
-        while let Some(unit) = self.feed.start_next(self.pending.is_empty()) {
+        while let Some(unit) = self.feed.start_next() {
             self.pending.push_back(unit);
         }
         let Some(unit) = self.pending.pop_front() else {
@@ -471,11 +442,6 @@ impl<E: Executor, I: Iterator<Item = T>, T: Task> Map<'_, E, I, T> {
             Unit::Failed { n, error, .. } => (0..n).map(|_| Err(error.clone())).collect(),
         }
         .into_iter();
-        // The batch just taken no longer holds room in the pool's queue:
-        // fill it now, so the workers run while the caller yields.
-        while let Some(unit) = self.feed.start_next(false) {
-            self.pending.push_back(unit);
-        }
         true
     }
 }
@@ -555,7 +521,7 @@ impl<E: Executor, I: Iterator<Item = T>, T: Task> Iterator for MapUnordered<'_, 
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            while let Some(unit) = self.feed.start_next(self.feed.in_flight == 0) {
+            while let Some(unit) = self.feed.start_next() {
                 let s = match unit {
                     Unit::Running { first, handle } => (first, handle),
                     Unit::Failed { first, n, error } => {
