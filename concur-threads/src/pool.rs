@@ -380,6 +380,76 @@ mod tests {
         }
     }
 
+    /// A worker holding jobs it took from a long queue drops them on
+    /// `shutdown_now` like the queued ones: no closure taken before the
+    /// stop runs after it, and every task taken is cancelled.
+    #[test]
+    fn shutdown_now_drops_jobs_a_worker_took() {
+        use std::sync::atomic::AtomicUsize;
+        static RAN: AtomicUsize = AtomicUsize::new(0);
+        let pool = ThreadPool::builder().workers(1).build().unwrap();
+        let first = pool.submit(Block).unwrap();
+        first.recv_timeout(DEADLINE).expect("the first task starts");
+        // Queued behind it: a second blocker, then closures and tasks.
+        let second = pool.submit(Block).unwrap();
+        let closures: Vec<_> = (0..20)
+            .map(|_| {
+                pool.spawn_fn(|| {
+                    RAN.fetch_add(1, Ordering::SeqCst);
+                })
+                .unwrap()
+            })
+            .collect();
+        let tasks: Vec<_> = (0..20).map(|_| pool.submit(WhoAmI).unwrap()).collect();
+        first.send(()).unwrap();
+        first
+            .join_timeout(DEADLINE)
+            .expect("the first task ends")
+            .unwrap();
+        // The worker took the second blocker with several jobs behind it.
+        second
+            .recv_timeout(DEADLINE)
+            .expect("the second task starts");
+        pool.shutdown_now();
+        let ended = second.join_timeout(DEADLINE).expect("cancelled at once");
+        assert!(ended.unwrap_err().is_cancelled());
+        for t in tasks {
+            let r = t.join_timeout(DEADLINE).expect("cancelled at once");
+            assert!(r.unwrap_err().is_cancelled());
+        }
+        for c in closures {
+            let r = c.join_timeout(DEADLINE).expect("dropped at once");
+            assert_eq!(r.unwrap_err().kind(), &ErrorKind::ShutDown);
+        }
+        drop(pool);
+        assert_eq!(RAN.load(Ordering::SeqCst), 0);
+    }
+
+    /// A worker that reaches its task limit while it holds jobs it took
+    /// from a long queue gives them back: each runs once, on a fresh
+    /// worker, with its own result.
+    #[test]
+    fn retiring_worker_gives_back_the_jobs_it_took() {
+        use concur_core::conformance::Add;
+        let pool = ThreadPool::builder()
+            .workers(1)
+            .max_tasks_per_worker(2)
+            .build()
+            .unwrap();
+        let first = pool.submit(Block).unwrap();
+        first.recv_timeout(DEADLINE).expect("the first task starts");
+        let adds: Vec<_> = (0..40).map(|i| pool.submit(Add(i, 1)).unwrap()).collect();
+        first.send(()).unwrap();
+        first
+            .join_timeout(DEADLINE)
+            .expect("the first task ends")
+            .unwrap();
+        for (i, h) in (0..).zip(adds) {
+            let r = h.join_timeout(DEADLINE).expect("every task ends");
+            assert_eq!(r.unwrap(), i + 1);
+        }
+    }
+
     /// A submitter blocked on a full queue is woken once a share of the
     /// bound is free (a quarter: 2 of 8 here), not by each finished task,
     /// and every task still holds its own room.
