@@ -187,11 +187,11 @@ impl Inner {
         }
     }
 
-    /// Takes the next jobs from the queue into `taken`: one, or, from a
-    /// queue of at least four jobs per worker, a share of it up to
-    /// [`TAKE`] (one lock for several jobs; a burst of short tasks
-    /// otherwise takes the queue's lock, which the submitter also wants,
-    /// once per task).
+    /// Takes the next jobs from the queue into `taken` (which is empty):
+    /// one, or, from a queue of at least four jobs per worker, a share of
+    /// it up to [`TAKE`] tasks or closures (one lock for several jobs; a
+    /// burst of short tasks otherwise takes the queue's lock, which the
+    /// submitter also wants, once per task).
     fn take_jobs(&self, taken: &mut VecDeque<Job>, life: &Life) {
         // Counted busy under the queue's lock, so `shutdown_now`, which
         // empties the queue under it, sees every thread that took a job.
@@ -203,8 +203,20 @@ impl Inner {
         } else {
             len.min(1)
         };
-        taken.extend(q.drain(..n));
-        life.busy.fetch_add(n, Ordering::SeqCst);
+        // A batch is taken alone: it already stands for many tasks, and one
+        // held behind another would idle a worker that could run it.
+        while taken.len() < n {
+            let batch_next = matches!(q.front(), Some(Job::Batch(_)));
+            if batch_next && !taken.is_empty() {
+                break;
+            }
+            let Some(job) = q.pop_front() else { break };
+            taken.push_back(job);
+            if batch_next {
+                break;
+            }
+        }
+        life.busy.fetch_add(taken.len(), Ordering::SeqCst);
     }
 
     /// Puts the jobs a retiring worker took and did not run back at the

@@ -57,6 +57,12 @@ const MAX_SHARE: usize = 1024;
 /// submissions is then woken once per share instead of once per finished
 /// task. Each task still holds its own room, so the bound holds, and
 /// submitters already waiting keep their turn.
+///
+/// From a queue of at least four jobs per worker, a worker takes up to
+/// eight tasks or closures at a time (one lock instead of eight; a batch
+/// is always taken alone). They start in submission order, but the ones a
+/// worker took wait for the task it runs: behind a long task, up to seven
+/// queued tasks may wait while other workers run the rest of the queue.
 pub struct ThreadPool {
     inner: Arc<Inner>,
 }
