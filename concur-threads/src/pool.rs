@@ -375,6 +375,7 @@ impl std::fmt::Debug for ThreadPool {
 mod tests {
     use super::*;
     use concur_core::conformance::{Block, WhoAmI, DEADLINE};
+    use concur_core::ExecutorExt;
     use std::time::Instant;
 
     /// Waits (bounded by the deadline) until `cond` holds.
@@ -383,6 +384,70 @@ mod tests {
         while !cond() {
             assert!(Instant::now() < deadline, "timed out waiting until {what}");
             std::thread::yield_now();
+        }
+    }
+
+    /// Which `Hold` tasks have started, and whether they may end.
+    static HOLD: (Mutex<(Vec<u64>, bool)>, std::sync::Condvar) =
+        (Mutex::new((Vec::new(), false)), std::sync::Condvar::new());
+
+    /// Says it started, then waits until released (bounded by the deadline).
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Hold(u64);
+
+    impl Task for Hold {
+        type Output = u64;
+        type ToCaller = ();
+        type FromCaller = ();
+        const NAME: &'static str = "threads::pool::tests::Hold";
+        fn run(self, _cx: &mut concur_core::TaskContext<'_, Self>) -> u64 {
+            let (lock, cond) = &HOLD;
+            let mut g = lock.lock().unwrap();
+            g.0.push(self.0);
+            cond.notify_all();
+            let (g, _) = cond.wait_timeout_while(g, DEADLINE, |g| !g.1).unwrap();
+            assert!(g.1, "never released");
+            self.0
+        }
+    }
+
+    /// Batches queued in a burst are taken one at a time: the second one
+    /// starts on the other worker while the first still runs, instead of
+    /// waiting behind it on the worker that took the first.
+    #[test]
+    fn queued_batches_are_taken_one_at_a_time() {
+        let pool = ThreadPool::builder().workers(2).build().unwrap();
+        let blockers: Vec<_> = (0..2).map(|_| pool.submit(Block).unwrap()).collect();
+        for b in &blockers {
+            b.recv_timeout(DEADLINE)
+                .expect("each worker runs a blocker");
+        }
+        // Eight one-task batches queued behind the blockers.
+        let batches: Vec<_> = (0..8)
+            .map(|i| pool.submit_batch(vec![Hold(i)]).unwrap())
+            .collect();
+        for b in blockers {
+            b.send(()).unwrap();
+            b.join_timeout(DEADLINE).expect("a blocker ends").unwrap();
+        }
+        let (lock, cond) = &HOLD;
+        {
+            let g = lock.lock().unwrap();
+            let (mut g, _) = cond
+                .wait_timeout_while(g, DEADLINE, |g| g.0.len() < 2)
+                .unwrap();
+            g.0.sort_unstable();
+            assert_eq!(
+                g.0,
+                [0, 1],
+                "the first two batches did not run side by side"
+            );
+            g.1 = true;
+            cond.notify_all();
+        }
+        for (i, b) in (0..).zip(batches) {
+            let r = b.join_timeout(DEADLINE).expect("every batch ends");
+            assert_eq!(r.into_iter().next().unwrap().unwrap(), i);
         }
     }
 
