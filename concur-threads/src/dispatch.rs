@@ -7,6 +7,7 @@
 //! (its cell, its input and a function pointer), so submitting a task costs
 //! one allocation, its result cell.
 
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,8 +18,14 @@ use concur_core::{
 };
 
 use crate::batch::{BatchRun, BatchWork};
-use crate::generation::{lock, with_worker};
+use crate::generation::{lock, with_worker, Life};
 use crate::pool::Inner;
+
+/// The most jobs a drain loop takes from the queue at once. The jobs it
+/// took wait for the one it runs: a long task holds up to `TAKE - 1`
+/// others while the other workers run the rest of the queue. Measured
+/// (100k no-op tasks, A/B in one process): 8 beat 1 in every pair.
+const TAKE: usize = 8;
 
 /// Runs one task: the input payload holds the task; the result goes into
 /// the completion.
@@ -135,26 +142,22 @@ impl Inner {
     /// worker has retired (reached its task limit).
     fn drain(self: &Arc<Self>) {
         let life = with_worker(|w| w.life.clone());
+        // Jobs this loop took from the queue and has not run yet.
+        let mut taken: VecDeque<Job> = VecDeque::new();
         loop {
             if with_worker(|w| w.retired) {
                 // Its generation has been replaced: hand the queue over.
+                self.give_back(&mut taken, &life);
                 self.drainers.fetch_sub(1, Ordering::SeqCst);
                 if !lock(&self.queue).is_empty() {
                     self.ensure_drainer();
                 }
                 return;
             }
-            // Counted busy under the queue's lock, so `shutdown_now`, which
-            // empties the queue under it, sees every thread that took a job.
-            let job = {
-                let mut q = lock(&self.queue);
-                let job = q.pop_front();
-                if job.is_some() {
-                    life.busy.fetch_add(1, Ordering::SeqCst);
-                }
-                job
-            };
-            match job {
+            if taken.is_empty() {
+                self.take_jobs(&mut taken, &life);
+            }
+            match taken.pop_front() {
                 Some(job) => {
                     // A task's own panic is caught where it runs; this catches
                     // one from its cleanup (an output whose `Drop` panics,
@@ -184,8 +187,65 @@ impl Inner {
         }
     }
 
+    /// Takes the next jobs from the queue into `taken` (which is empty):
+    /// one, or, from a queue of at least four jobs per worker, a share of
+    /// it up to [`TAKE`] tasks or closures (one lock for several jobs; a
+    /// burst of short tasks otherwise takes the queue's lock, which the
+    /// submitter also wants, once per task).
+    fn take_jobs(&self, taken: &mut VecDeque<Job>, life: &Life) {
+        // Counted busy under the queue's lock, so `shutdown_now`, which
+        // empties the queue under it, sees every thread that took a job.
+        let mut q = lock(&self.queue);
+        let len = q.len();
+        let workers = self.shared.workers;
+        let n = if len >= 4 * workers {
+            (len / (2 * workers)).clamp(1, TAKE)
+        } else {
+            len.min(1)
+        };
+        // A batch is taken alone: it already stands for many tasks, and one
+        // held behind another would idle a worker that could run it.
+        while taken.len() < n {
+            let batch_next = matches!(q.front(), Some(Job::Batch(_)));
+            if batch_next && !taken.is_empty() {
+                break;
+            }
+            let Some(job) = q.pop_front() else { break };
+            taken.push_back(job);
+            if batch_next {
+                break;
+            }
+        }
+        life.busy.fetch_add(taken.len(), Ordering::SeqCst);
+    }
+
+    /// Puts the jobs a retiring worker took and did not run back at the
+    /// head of the queue, in order (or cancels them if the pool stopped).
+    fn give_back(&self, taken: &mut VecDeque<Job>, life: &Life) {
+        if taken.is_empty() {
+            return;
+        }
+        let n = taken.len();
+        let refused = {
+            let mut q = lock(&self.queue);
+            if self.has_stopped() {
+                std::mem::take(taken)
+            } else {
+                for job in taken.drain(..).rev() {
+                    q.push_front(job);
+                }
+                VecDeque::new()
+            }
+        };
+        refused.into_iter().for_each(Job::cancel);
+        life.busy.fetch_sub(n, Ordering::SeqCst);
+    }
+
     fn run(self: &Arc<Self>, job: Job) {
         match job {
+            // A closure taken before `shutdown_now` emptied the queue is
+            // dropped like the queued ones.
+            Job::Plain(_) if self.stopping.load(Ordering::SeqCst) => {}
             Job::Plain(f) => f(),
             Job::Task {
                 completion,
