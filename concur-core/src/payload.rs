@@ -5,10 +5,12 @@
 use std::any::{Any, TypeId};
 use std::fmt;
 use std::mem::{self, MaybeUninit};
+use std::sync::Arc;
 
 use crate::codec;
 use crate::error::TaskError;
 use crate::panic;
+use crate::shared::{self, Region};
 use crate::task::Message;
 
 /// A type-erased message that can be moved as a value or encoded as bytes.
@@ -60,7 +62,9 @@ enum Inner {
     /// structs) then cost no allocation on the thread backend's hot path.
     Small(Small),
     Value(Box<dyn Erased>),
-    Bytes(Box<dyn AsRef<[u8]> + Send>),
+    /// Encoded bytes, and the shared-memory regions that travelled beside
+    /// them (see [`crate::shared`]).
+    Bytes(Box<dyn AsRef<[u8]> + Send>, Vec<Arc<dyn Region>>),
 }
 
 /// Room for an inline value, in words.
@@ -166,7 +170,17 @@ impl Payload {
 
     /// Wraps received bytes (a `Vec<u8>`, a shared-memory region, ...).
     pub fn bytes(bytes: impl AsRef<[u8]> + Send + 'static) -> Self {
-        Payload(Inner::Bytes(Box::new(bytes)))
+        Payload(Inner::Bytes(Box::new(bytes), Vec::new()))
+    }
+
+    /// Wraps received bytes and the shared-memory regions that came with
+    /// them: the [`SharedBytes`](crate::SharedBytes) values the bytes name
+    /// by index are those regions (see [`crate::shared::collect_regions`]).
+    pub fn bytes_with_regions(
+        bytes: impl AsRef<[u8]> + Send + 'static,
+        regions: Vec<Arc<dyn Region>>,
+    ) -> Self {
+        Payload(Inner::Bytes(Box::new(bytes), regions))
     }
 
     /// True when the payload holds encoded bytes rather than a value.
@@ -178,7 +192,7 @@ impl Payload {
     /// (borrowed: no copy).
     pub fn as_encoded(&self) -> Option<&[u8]> {
         match &self.0 {
-            Inner::Bytes(b) => Some(b.as_ref().as_ref()),
+            Inner::Bytes(b, _) => Some(b.as_ref().as_ref()),
             _ => None,
         }
     }
@@ -193,7 +207,7 @@ impl Payload {
         match &self.0 {
             Inner::Small(s) => caught(|| s.erased().encode()),
             Inner::Value(v) => caught(|| v.encode()),
-            Inner::Bytes(b) => Ok(b.as_ref().as_ref().to_vec()),
+            Inner::Bytes(b, _) => Ok(b.as_ref().as_ref().to_vec()),
         }
     }
 
@@ -206,7 +220,7 @@ impl Payload {
         match &self.0 {
             Inner::Small(s) => caught(|| s.erased().encode_bounded(limit)),
             Inner::Value(v) => caught(|| v.encode_bounded(limit)),
-            Inner::Bytes(b) => {
+            Inner::Bytes(b, _) => {
                 let b = b.as_ref().as_ref();
                 Ok((b.len() <= limit).then(|| b.to_vec()))
             }
@@ -221,7 +235,7 @@ impl Payload {
         match &self.0 {
             Inner::Small(s) => caught(|| s.erased().encoded_len()),
             Inner::Value(v) => caught(|| v.encoded_len()),
-            Inner::Bytes(b) => Ok(b.as_ref().as_ref().len()),
+            Inner::Bytes(b, _) => Ok(b.as_ref().as_ref().len()),
         }
     }
 
@@ -235,7 +249,7 @@ impl Payload {
         match &self.0 {
             Inner::Small(s) => caught(|| s.erased().encode_into(dst)),
             Inner::Value(v) => caught(|| v.encode_into(dst)),
-            Inner::Bytes(b) => {
+            Inner::Bytes(b, _) => {
                 let b = b.as_ref().as_ref();
                 let to = dst.get_mut(..b.len()).ok_or_else(|| {
                     TaskError::codec("payload", std::io::Error::other("destination too small"))
@@ -266,7 +280,9 @@ impl Payload {
                 .downcast::<M>()
                 .map(|b| *b)
                 .map_err(|_| wrong_type()),
-            Inner::Bytes(b) => caught(|| codec::decode((*b).as_ref(), what)),
+            Inner::Bytes(b, regions) => {
+                caught(|| shared::provide_regions(regions, || codec::decode((*b).as_ref(), what)))
+            }
         }
     }
 }
@@ -275,7 +291,7 @@ impl fmt::Debug for Payload {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.0 {
             Inner::Small(_) | Inner::Value(_) => f.write_str("Payload::Value(..)"),
-            Inner::Bytes(b) => write!(f, "Payload::Bytes({} bytes)", (**b).as_ref().len()),
+            Inner::Bytes(b, _) => write!(f, "Payload::Bytes({} bytes)", (**b).as_ref().len()),
         }
     }
 }

@@ -28,6 +28,9 @@ pub(crate) struct Frame {
     pub(crate) body: Block,
     /// A large payload, in shared memory.
     pub(crate) shm: Option<IpcSharedMemory>,
+    /// The regions of the `SharedBytes` the payload names by index (see
+    /// [`crate::shm`]); mapped on receipt like `shm`.
+    pub(crate) views: Vec<IpcSharedMemory>,
     /// The parent's sending end, carried once by the worker's hello.
     pub(crate) chan: Option<Tx>,
     /// The units this frame carries or concerns (parent side, never sent):
@@ -152,14 +155,24 @@ pub(crate) fn join<'a>(parts: impl Iterator<Item = &'a [u8]>) -> (Vec<u8>, Vec<u
 impl Frame {
     /// Descriptors this frame carries (ipc-channel limits them per message).
     pub(crate) fn descriptors(&self) -> usize {
-        usize::from(self.shm.is_some()) + usize::from(self.chan.is_some())
+        usize::from(self.shm.is_some()) + usize::from(self.chan.is_some()) + self.views.len()
     }
 
     /// A frame with header `head` and payload `body`.
     pub(crate) fn new<H: Serialize>(head: &H, body: Body) -> Result<Frame, TaskError> {
         let head = Block(codec::encode(head, "protocol header")?);
+        let (body, views) = match body {
+            Body::Views(b, regions) => (
+                *b,
+                regions
+                    .iter()
+                    .map(crate::shm::share)
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+            b => (b, Vec::new()),
+        };
         let (body, shm) = match body {
-            Body::Empty => (Block::default(), None),
+            Body::Empty | Body::Views(..) => (Block::default(), None),
             Body::Inline(v) => (Block(v), None),
             Body::Shared(s) => (Block::default(), Some(s)),
         };
@@ -167,6 +180,7 @@ impl Frame {
             head,
             body,
             shm,
+            views,
             chan: None,
             units: Vec::new(),
         })
@@ -180,7 +194,11 @@ impl Frame {
             None if self.body.0.is_empty() => Body::Empty,
             None => Body::Inline(self.body.0),
         };
-        Ok((head, body))
+        if self.views.is_empty() {
+            return Ok((head, body));
+        }
+        let views = self.views.into_iter().map(crate::shm::received).collect();
+        Ok((head, Body::Views(Box::new(body), views)))
     }
 }
 
@@ -194,6 +212,7 @@ mod tests {
             head: Block(head),
             body: Block(body),
             shm: None,
+            views: Vec::new(),
             chan: None,
             units: Vec::new(),
         }
