@@ -289,13 +289,20 @@ impl<'de> Deserialize<'de> for SharedBytes {
                         let region = IN.with(|i| {
                             i.borrow_mut()
                                 .as_mut()
-                                .and_then(|list| list.get_mut(index as usize)?.take())
+                                .map(|list| list.get_mut(index as usize).and_then(Option::take))
                         });
-                        region.map(|r| SharedBytes(Repr::Region(r))).ok_or_else(|| {
-                            de::Error::custom(format!(
-                                "shared memory region {index} is missing (or taken twice)"
-                            ))
-                        })
+                        match region {
+                            Some(Some(r)) => Ok(SharedBytes(Repr::Region(r))),
+                            Some(None) => Err(de::Error::custom(format!(
+                                "shared memory region {index} is missing (or named twice)"
+                            ))),
+                            // Bytes that travelled without their regions:
+                            // the results of a batch, say.
+                            None => Err(de::Error::custom(format!(
+                                "shared memory region {index} did not come with these bytes \
+                                 (a SharedBytes in shared memory cannot be part of a batch's results)"
+                            ))),
+                        }
                     }
                 }
             }

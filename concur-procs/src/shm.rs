@@ -12,6 +12,7 @@
 //! build and worker mode install as core's region allocator.
 
 use std::any::Any;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use concur_core::shared::{self, Region};
@@ -54,6 +55,26 @@ pub(crate) struct View {
     /// before it is first sent (and a value that was sent is gone, so it
     /// is never written after).
     ours: bool,
+    /// A received region that holds one of the [`KEPT_DESCRIPTORS`].
+    kept: bool,
+}
+
+/// Most received `SharedBytes` regions that keep their descriptor at once,
+/// per process. A region with its descriptor goes to a worker again without
+/// a copy; one without (past this bound) keeps only its mapping, and
+/// sending it again copies it into a new region. So a worker that sends
+/// many regions (hostile, or a caller that leaves results unjoined) cannot
+/// use up the parent's descriptors.
+pub(crate) const KEPT_DESCRIPTORS: usize = 64;
+
+static KEPT: AtomicUsize = AtomicUsize::new(0);
+
+impl Drop for View {
+    fn drop(&mut self) {
+        if self.kept {
+            KEPT.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
 }
 
 impl Region for View {
@@ -75,7 +96,11 @@ impl Region for View {
 /// descriptors or memory, and the value falls back to a buffer).
 fn allocate(len: usize) -> Option<Box<dyn Region>> {
     let shm = IpcSharedMemory::try_zeroed(len).ok()?;
-    Some(Box::new(View { shm, ours: true }))
+    Some(Box::new(View {
+        shm,
+        ours: true,
+        kept: false,
+    }))
 }
 
 /// Makes large `SharedBytes` of this process live in shared memory.
@@ -96,8 +121,20 @@ pub(crate) fn share(region: &Arc<dyn Region>) -> Result<IpcSharedMemory, TaskErr
 }
 
 /// A region received beside a frame, for the `SharedBytes` it names.
-pub(crate) fn received(shm: IpcSharedMemory) -> Arc<dyn Region> {
-    Arc::new(View { shm, ours: false })
+pub(crate) fn received(mut shm: IpcSharedMemory) -> Arc<dyn Region> {
+    let kept = KEPT
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+            (n < KEPT_DESCRIPTORS).then_some(n + 1)
+        })
+        .is_ok();
+    if !kept {
+        shm.release_descriptor();
+    }
+    Arc::new(View {
+        shm,
+        ours: false,
+        kept,
+    })
 }
 
 /// A received shared-memory region seen as bytes (for [`Payload::bytes`]).
@@ -197,9 +234,9 @@ impl Body {
     /// Keeps a received region's mapping but closes its descriptor, so a
     /// result that waits unjoined holds no descriptor.
     ///
-    /// The regions of `SharedBytes` keep theirs: a value decoded from one
-    /// can then go to a worker again without a copy (one descriptor per
-    /// live received `SharedBytes`).
+    /// The regions of `SharedBytes` keep theirs, up to
+    /// [`KEPT_DESCRIPTORS`] at once: a value decoded from one can then go
+    /// to a worker again without a copy.
     pub(crate) fn release_descriptor(&mut self) {
         match self {
             Body::Shared(s) => s.release_descriptor(),

@@ -191,3 +191,33 @@ fn many_large_values_leave_no_descriptor_behind() {
         "{before} descriptors before 200 rounds, {after} after"
     );
 }
+
+#[test]
+fn results_held_at_once_hold_a_bounded_number_of_descriptors() {
+    let p = ProcessPool::builder().workers(1).build().unwrap();
+    let input = pattern(64 << 10, 4);
+    let warm = join(p.submit(Reverse(SharedBytes::copy_from(&input))).unwrap()).unwrap();
+    drop(warm);
+    let before = open_descriptors();
+    let handles: Vec<_> = (0..150)
+        .map(|_| p.submit(Reverse(SharedBytes::copy_from(&input))).unwrap())
+        .collect();
+    let held: Vec<SharedBytes> = handles.into_iter().map(|h| join(h).unwrap()).collect();
+    let during = open_descriptors();
+    let mut expect = input.clone();
+    expect.reverse();
+    for out in &held {
+        assert!(out.is_shared());
+        assert_eq!(&out[..], &expect[..]);
+    }
+    // Each result keeps its mapping; at most 64 of them keep a descriptor
+    // too (the parent's bound), and other tests' descriptors come and go.
+    assert!(
+        during < before + 64 + 20,
+        "{before} descriptors before, {during} with 150 results held"
+    );
+    // The ones past the bound still go out again (as a copy).
+    let last = held.into_iter().last().unwrap();
+    let back = join(p.submit(Reverse(last)).unwrap()).unwrap();
+    assert_eq!(&back[..], &input[..]);
+}

@@ -2,15 +2,20 @@
 //! process and one run:
 //! `cargo run --release -p concur-bench --bin payloads`
 //! (`ROUNDS=n` sets the rounds per figure, default 7; `MIB=n` the payload
-//! size, default 64).
+//! size, default 64; `ONLY=vec|fresh|reused` runs only those figures).
 //!
 //! 1. a 64 MiB `Vec<u8>` (one block: `codec::Bytes`) to an echo task on a
 //!    process worker and back, vs writing and reading 64 MiB through fresh
 //!    memfd pages twice (memfd_create, ftruncate, mmap, write, read,
 //!    munmap; twice), the page-fault floor of any shared-memory round trip
 //!    (target <= 1.3x);
-//! 2. the same round trip once its regions are warm (the pool's kept
-//!    regions reused task after task), vs one warm memcpy of 64 MiB
+//! 2. the same round trip vs one warm memcpy of 64 MiB (target <= 3x);
+//! 3. a 64 MiB `SharedBytes` built by the caller in fresh shared memory,
+//!    echoed by the task and read back by the caller, vs fresh memfd pages
+//!    twice (target <= 1.3x);
+//! 4. a 64 MiB `SharedBytes` region reused task after task (the echo's
+//!    output is the next input: the same region goes out and back without
+//!    a copy), the caller reading all of it each time, vs one warm memcpy
 //!    (target <= 3x).
 //!
 //! Each contender runs alternately with its anchor, after a warm-up each;
@@ -19,6 +24,7 @@
 use concur_bench::{header, interleaved, rounds, Comparison};
 use concur_core::codec::Bytes;
 use concur_core::prelude::*;
+use concur_core::SharedBytes;
 use concur_procs::ProcessPool;
 use serde::{Deserialize, Serialize};
 
@@ -41,7 +47,21 @@ impl Task for EchoBytes {
     }
 }
 
-concur_core::register!(EchoBytes);
+/// Sends its shared bytes back untouched.
+#[derive(Serialize, Deserialize)]
+struct EchoShared(SharedBytes);
+
+impl Task for EchoShared {
+    type Output = SharedBytes;
+    type ToCaller = ();
+    type FromCaller = ();
+    const NAME: &'static str = "concur-bench::EchoShared";
+    fn run(self, _cx: &mut TaskContext<'_, Self>) -> SharedBytes {
+        self.0
+    }
+}
+
+concur_core::register!(EchoBytes, EchoShared);
 
 /// Writes `src` into a fresh memfd mapping and reads it back into `dst`
 /// (the cost of one direction through fresh shared memory).
@@ -84,6 +104,8 @@ fn main() {
     );
     header();
 
+    let only = std::env::var("ONLY").unwrap_or_default();
+    let runs = |what: &str| only.is_empty() || only == what;
     let src: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
     let mut dst = src.clone();
     let mut dst2 = src.clone();
@@ -103,41 +125,102 @@ fn main() {
     };
 
     // 1. Round trip vs fresh memfd pages, twice.
-    let (fresh, ours) = interleaved(
-        rounds,
-        || {
-            through_fresh_memfd(&src, &mut dst);
-            through_fresh_memfd(&dst, &mut dst2);
-        },
-        &mut round_trip,
-    );
-    Comparison::new(
-        &format!("{mib} MiB Vec round trip"),
-        "fresh memfd x2",
-        fresh,
-        ours,
-        1.3,
-    )
-    .print(1000, "ms");
+    if runs("vec") {
+        let (fresh, ours) = interleaved(
+            rounds,
+            || {
+                through_fresh_memfd(&src, &mut dst);
+                through_fresh_memfd(&dst, &mut dst2);
+            },
+            &mut round_trip,
+        );
+        Comparison::new(
+            &format!("{mib} MiB Vec round trip"),
+            "fresh memfd x2",
+            fresh,
+            ours,
+            1.3,
+        )
+        .print(1000, "ms");
 
-    // 2. The same round trip vs one warm memcpy.
-    let (memcpy, ours) = interleaved(
-        rounds,
-        || {
-            dst.copy_from_slice(std::hint::black_box(&src));
-            std::hint::black_box(&dst);
-        },
-        &mut round_trip,
-    );
-    Comparison::new(
-        &format!("{mib} MiB Vec round trip"),
-        "warm memcpy",
-        memcpy,
-        ours,
-        3.0,
-    )
-    .print(1000, "ms");
+        // 2. The same round trip vs one warm memcpy.
+        let (memcpy, ours) = interleaved(
+            rounds,
+            || {
+                dst.copy_from_slice(std::hint::black_box(&src));
+                std::hint::black_box(&dst);
+            },
+            &mut round_trip,
+        );
+        Comparison::new(
+            &format!("{mib} MiB Vec round trip"),
+            "warm memcpy",
+            memcpy,
+            ours,
+            3.0,
+        )
+        .print(1000, "ms");
+    }
     drop(round_trip);
     let back = data.expect("payload");
     assert_eq!(&back.0[1..], &src[1..]);
+
+    // 3. SharedBytes: built fresh, echoed, read back.
+    let echo_shared = |input: SharedBytes| -> SharedBytes {
+        let out = pool
+            .submit(EchoShared(input))
+            .expect("submit")
+            .join()
+            .expect("echo");
+        assert!(out.is_shared() && out.len() == len);
+        out
+    };
+    let mut dst3 = src.clone();
+    if runs("fresh") {
+        let (fresh, ours) = interleaved(
+            rounds,
+            || {
+                through_fresh_memfd(&src, &mut dst);
+                through_fresh_memfd(&dst, &mut dst2);
+            },
+            || {
+                let out = echo_shared(SharedBytes::copy_from(&src));
+                dst3.copy_from_slice(&out);
+            },
+        );
+        Comparison::new(
+            &format!("{mib} MiB SharedBytes, fresh"),
+            "fresh memfd x2",
+            fresh,
+            ours,
+            1.3,
+        )
+        .print(1000, "ms");
+    }
+
+    // 4. SharedBytes: one region out and back, task after task.
+    if runs("reused") {
+        let mut region = Some(SharedBytes::copy_from(&src));
+        let (memcpy, ours) = interleaved(
+            rounds,
+            || {
+                dst.copy_from_slice(std::hint::black_box(&src));
+                std::hint::black_box(&dst);
+            },
+            || {
+                let out = echo_shared(region.take().expect("region"));
+                dst3.copy_from_slice(&out);
+                region = Some(out);
+            },
+        );
+        Comparison::new(
+            &format!("{mib} MiB SharedBytes, reused"),
+            "warm memcpy",
+            memcpy,
+            ours,
+            3.0,
+        )
+        .print(1000, "ms");
+    }
+    assert_eq!(dst3, src);
 }
