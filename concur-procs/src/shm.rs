@@ -299,6 +299,31 @@ mod tests {
     }
 
     #[test]
+    fn shared_bytes_travel_beside_a_frame() {
+        use concur_core::SharedBytes;
+        install_allocator();
+        let data: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
+        let value = (SharedBytes::copy_from(&data), 3u32);
+        let body = Body::encode(&Payload::value(value), 64).unwrap();
+        assert!(
+            matches!(&body, Body::Views(inner, r) if r.len() == 1 && matches!(**inner, Body::Inline(_))),
+            "{body:?}"
+        );
+        let frame = crate::wire::Frame::new(&(), body).unwrap();
+        assert_eq!(frame.descriptors(), 1);
+        let plain = crate::wire::Frame::new(&(), Body::Inline(vec![1])).unwrap();
+        let (tx, rx) = ipc_channel::ipc::channel::<crate::wire::Packet>().unwrap();
+        tx.send(vec![frame, plain]).unwrap();
+        let mut got = rx.recv().unwrap().into_iter();
+        let ((), body) = got.next().unwrap().open::<()>().unwrap();
+        let (b, n): (SharedBytes, u32) = body.into_payload().into_value("t").unwrap();
+        assert!(b.is_shared());
+        assert_eq!((&b[..], n), (&data[..], 3));
+        let ((), plain) = got.next().unwrap().open::<()>().unwrap();
+        assert!(matches!(plain, Body::Inline(v) if v == [1]));
+    }
+
+    #[test]
     fn threshold_picks_the_road() {
         assert!(matches!(Body::from_vec(vec![], 4).unwrap(), Body::Empty));
         assert!(matches!(
