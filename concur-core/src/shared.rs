@@ -60,11 +60,14 @@ pub fn set_region_allocator(allocator: RegionAllocator) {
     let _ = ALLOCATOR.set(allocator);
 }
 
+/// Regions offered to a decoding, each taken at most once.
+type Offered = Vec<Option<Arc<dyn Region>>>;
+
 thread_local! {
     /// Regions met while encoding with [`collect_regions`].
     static OUT: RefCell<Option<Vec<Arc<dyn Region>>>> = const { RefCell::new(None) };
     /// Regions for decoding with [`provide_regions`].
-    static IN: RefCell<Option<Vec<Option<Arc<dyn Region>>>>> = const { RefCell::new(None) };
+    static IN: RefCell<Option<Offered>> = const { RefCell::new(None) };
 }
 
 /// Runs `f` (an encoding) so that every region-backed [`SharedBytes`] it
@@ -93,7 +96,7 @@ pub fn provide_regions<R>(regions: Vec<Arc<dyn Region>>, f: impl FnOnce() -> R) 
         return f();
     }
     /// Puts the outer regions back, even if `f` unwinds.
-    struct Restore(Option<Vec<Option<Arc<dyn Region>>>>);
+    struct Restore(Option<Offered>);
     impl Drop for Restore {
         fn drop(&mut self) {
             let outer = self.0.take();

@@ -161,7 +161,6 @@ fn main() {
         )
         .print(1000, "ms");
     }
-    drop(round_trip);
     let back = data.expect("payload");
     assert_eq!(&back.0[1..], &src[1..]);
 
