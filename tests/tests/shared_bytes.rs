@@ -227,3 +227,52 @@ fn results_held_at_once_hold_a_bounded_number_of_descriptors() {
     let back = join(p.submit(Reverse(last)).unwrap()).unwrap();
     assert_eq!(&back[..], &input[..]);
 }
+
+/// Changes its input, then (first attempt only: `marker` does not exist
+/// yet) ends its worker; a retry returns the first byte it received.
+#[derive(Serialize, Deserialize)]
+struct BumpThenCrash {
+    data: SharedBytes,
+    marker: std::path::PathBuf,
+}
+
+impl Task for BumpThenCrash {
+    type Output = u8;
+    type ToCaller = ();
+    type FromCaller = ();
+    const NAME: &'static str = "shared_bytes::BumpThenCrash";
+    fn run(self, _cx: &mut TaskContext<'_, Self>) -> u8 {
+        let first = self.data[0];
+        let mut data = self.data;
+        data[0] = data[0].wrapping_add(1);
+        if std::fs::File::create_new(&self.marker).is_ok() {
+            std::process::abort();
+        }
+        first
+    }
+}
+
+concur_core::register!(BumpThenCrash);
+
+#[test]
+fn a_retry_gets_the_input_unchanged_by_the_lost_attempt() {
+    let p = ProcessPool::builder()
+        .workers(1)
+        .retries(1)
+        .build()
+        .unwrap();
+    let marker = std::env::temp_dir().join(format!("concur-shared-bytes-{}", std::process::id()));
+    let _ = std::fs::remove_file(&marker);
+    let input = pattern(1 << 20, 1);
+    let first = join(
+        p.submit(BumpThenCrash {
+            data: SharedBytes::copy_from(&input),
+            marker: marker.clone(),
+        })
+        .unwrap(),
+    );
+    let _ = std::fs::remove_file(&marker);
+    // The lost attempt wrote its own copy, not the region the parent keeps
+    // for the retry.
+    assert_eq!(first.unwrap(), input[0]);
+}
