@@ -276,3 +276,28 @@ fn a_retry_gets_the_input_unchanged_by_the_lost_attempt() {
     // for the retry.
     assert_eq!(first.unwrap(), input[0]);
 }
+
+#[test]
+fn batched_shared_outputs_fail_typed_on_processes() {
+    let p = procs();
+    let input = pattern(100_000, 2);
+    let tasks = || (0..4).map(|_| Reverse(SharedBytes::copy_from(&input)));
+    // `map` sends its tasks as batches; a batch's results travel as one
+    // buffer, without their regions: each such result is a typed error,
+    // never a panic or wrong bytes (a known limit: submit them one by one).
+    for batch in [1, 3] {
+        let options = concur_core::MapOptions::default().batch(batch);
+        for out in p.map_with(tasks(), options) {
+            let err = out.unwrap_err();
+            assert!(
+                matches!(err.kind(), concur_core::ErrorKind::Codec { .. }),
+                "{err:?}"
+            );
+        }
+    }
+    // Small outputs are plain buffers and are carried.
+    let small = (0..4).map(|_| Reverse(SharedBytes::copy_from(&input[..100])));
+    for out in p.map(small) {
+        assert_eq!(out.unwrap().len(), 100);
+    }
+}
