@@ -63,8 +63,9 @@ enum Inner {
     Small(Small),
     Value(Box<dyn Erased>),
     /// Encoded bytes, and the shared-memory regions that travelled beside
-    /// them (see [`crate::shared`]).
-    Bytes(Box<dyn AsRef<[u8]> + Send>, Vec<Arc<dyn Region>>),
+    /// them (see [`crate::shared`]): one list, or one per item of a batch's
+    /// results.
+    Bytes(Box<dyn AsRef<[u8]> + Send>, Vec<Vec<Arc<dyn Region>>>),
 }
 
 /// Room for an inline value, in words.
@@ -180,7 +181,26 @@ impl Payload {
         bytes: impl AsRef<[u8]> + Send + 'static,
         regions: Vec<Arc<dyn Region>>,
     ) -> Self {
-        Payload(Inner::Bytes(Box::new(bytes), regions))
+        Payload(Inner::Bytes(Box::new(bytes), vec![regions]))
+    }
+
+    /// Wraps a batch's encoded results (see
+    /// [`encode_batch_items`](crate::encode_batch_items)) and, for each item,
+    /// the shared-memory regions that came with its output.
+    pub fn batch_with_regions(
+        bytes: impl AsRef<[u8]> + Send + 'static,
+        items: Vec<Vec<Arc<dyn Region>>>,
+    ) -> Self {
+        Payload(Inner::Bytes(Box::new(bytes), items))
+    }
+
+    /// Takes the per-item regions of a batch's results (empty lists when
+    /// none came), for [`decode_batch_items_with`](crate::batch::decode_batch_items_with).
+    pub(crate) fn take_item_regions(&mut self) -> Vec<Vec<Arc<dyn Region>>> {
+        match &mut self.0 {
+            Inner::Bytes(_, items) => std::mem::take(items),
+            _ => Vec::new(),
+        }
     }
 
     /// True when the payload holds encoded bytes rather than a value.
@@ -281,6 +301,7 @@ impl Payload {
                 .map(|b| *b)
                 .map_err(|_| wrong_type()),
             Inner::Bytes(b, regions) => {
+                let regions = regions.into_iter().next().unwrap_or_default();
                 caught(|| shared::provide_regions(regions, || codec::decode((*b).as_ref(), what)))
             }
         }

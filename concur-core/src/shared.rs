@@ -299,11 +299,9 @@ impl<'de> Deserialize<'de> for SharedBytes {
                             Some(None) => Err(de::Error::custom(format!(
                                 "shared memory region {index} is missing (or named twice)"
                             ))),
-                            // Bytes that travelled without their regions:
-                            // the results of a batch, say.
+                            // Bytes that travelled without their regions.
                             None => Err(de::Error::custom(format!(
-                                "shared memory region {index} did not come with these bytes \
-                                 (a SharedBytes in shared memory cannot be part of a batch's results)"
+                                "shared memory region {index} did not come with these bytes"
                             ))),
                         }
                     }

@@ -278,26 +278,23 @@ fn a_retry_gets_the_input_unchanged_by_the_lost_attempt() {
 }
 
 #[test]
-fn batched_shared_outputs_fail_typed_on_processes() {
+fn map_carries_shared_outputs_on_every_backend() {
+    let t = threads();
     let p = procs();
     let input = pattern(100_000, 2);
-    let tasks = || (0..4).map(|_| Reverse(SharedBytes::copy_from(&input)));
-    // `map` sends its tasks as batches; a batch's results travel as one
-    // buffer, without their regions: each such result is a typed error,
-    // never a panic or wrong bytes (a known limit: submit them one by one).
+    let mut expect = input.clone();
+    expect.reverse();
+    let tasks = || (0..7).map(|_| Reverse(SharedBytes::copy_from(&input)));
     for batch in [1, 3] {
         let options = concur_core::MapOptions::default().batch(batch);
         for out in p.map_with(tasks(), options) {
-            let err = out.unwrap_err();
-            assert!(
-                matches!(err.kind(), concur_core::ErrorKind::Codec { .. }),
-                "{err:?}"
-            );
+            let out = out.unwrap();
+            // Each result of a batch came with its own region.
+            assert!(out.is_shared());
+            assert_eq!(&out[..], &expect[..]);
         }
-    }
-    // Small outputs are plain buffers and are carried.
-    let small = (0..4).map(|_| Reverse(SharedBytes::copy_from(&input[..100])));
-    for out in p.map(small) {
-        assert_eq!(out.unwrap().len(), 100);
+        for out in t.map_with(tasks(), options) {
+            assert_eq!(&out.unwrap()[..], &expect[..]);
+        }
     }
 }
