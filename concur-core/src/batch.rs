@@ -26,10 +26,23 @@ pub fn encode_batch_items(items: &[Result<Vec<u8>, TaskError>]) -> Result<Vec<u8
 pub fn decode_batch_items<O: Message>(
     bytes: &[u8],
 ) -> Result<Vec<Result<O, TaskError>>, TaskError> {
+    decode_batch_items_with(bytes, Vec::new())
+}
+
+/// As [`decode_batch_items`], item `i` decoded with `regions[i]` (the
+/// shared-memory regions its output came with; see [`crate::shared`]).
+pub(crate) fn decode_batch_items_with<O: Message>(
+    bytes: &[u8],
+    regions: Vec<Vec<std::sync::Arc<dyn crate::shared::Region>>>,
+) -> Result<Vec<Result<O, TaskError>>, TaskError> {
     let items: Vec<Result<Bytes, TaskError>> = codec::decode(bytes, "batch results")?;
+    let mut regions = regions.into_iter();
     Ok(items
         .into_iter()
-        .map(|r| r.and_then(|b| codec::decode(&b.0, "output")))
+        .map(|r| {
+            let mine = regions.next().unwrap_or_default();
+            r.and_then(|b| crate::shared::provide_regions(mine, || codec::decode(&b.0, "output")))
+        })
         .collect())
 }
 

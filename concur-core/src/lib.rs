@@ -67,6 +67,7 @@ mod loom;
 pub mod panic;
 mod payload;
 pub mod registry;
+pub mod shared;
 mod task;
 pub mod timer;
 
@@ -84,6 +85,7 @@ pub use ext::{ExecutorExt, Map, MapOptions, MapUnordered};
 pub use func::{function_task_name, FnTask, FnTasks, FN_TASK_NAME};
 pub use handle::{BatchHandle, BatchResults, Completion, Link, TaskHandle, TaskId};
 pub use payload::Payload;
+pub use shared::SharedBytes;
 pub use task::{Message, NullPort, Port, Task, TaskContext, WorkerInfo};
 
 /// The names most code needs: `use concur_core::prelude::*;`.

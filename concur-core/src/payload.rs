@@ -5,10 +5,12 @@
 use std::any::{Any, TypeId};
 use std::fmt;
 use std::mem::{self, MaybeUninit};
+use std::sync::Arc;
 
 use crate::codec;
 use crate::error::TaskError;
 use crate::panic;
+use crate::shared::{self, Region};
 use crate::task::Message;
 
 /// A type-erased message that can be moved as a value or encoded as bytes.
@@ -60,7 +62,10 @@ enum Inner {
     /// structs) then cost no allocation on the thread backend's hot path.
     Small(Small),
     Value(Box<dyn Erased>),
-    Bytes(Box<dyn AsRef<[u8]> + Send>),
+    /// Encoded bytes, and the shared-memory regions that travelled beside
+    /// them (see [`crate::shared`]): one list, or one per item of a batch's
+    /// results.
+    Bytes(Box<dyn AsRef<[u8]> + Send>, Vec<Vec<Arc<dyn Region>>>),
 }
 
 /// Room for an inline value, in words.
@@ -166,7 +171,36 @@ impl Payload {
 
     /// Wraps received bytes (a `Vec<u8>`, a shared-memory region, ...).
     pub fn bytes(bytes: impl AsRef<[u8]> + Send + 'static) -> Self {
-        Payload(Inner::Bytes(Box::new(bytes)))
+        Payload(Inner::Bytes(Box::new(bytes), Vec::new()))
+    }
+
+    /// Wraps received bytes and the shared-memory regions that came with
+    /// them: the [`SharedBytes`](crate::SharedBytes) values the bytes name
+    /// by index are those regions (see [`crate::shared::collect_regions`]).
+    pub fn bytes_with_regions(
+        bytes: impl AsRef<[u8]> + Send + 'static,
+        regions: Vec<Arc<dyn Region>>,
+    ) -> Self {
+        Payload(Inner::Bytes(Box::new(bytes), vec![regions]))
+    }
+
+    /// Wraps a batch's encoded results (see
+    /// [`encode_batch_items`](crate::encode_batch_items)) and, for each item,
+    /// the shared-memory regions that came with its output.
+    pub fn batch_with_regions(
+        bytes: impl AsRef<[u8]> + Send + 'static,
+        items: Vec<Vec<Arc<dyn Region>>>,
+    ) -> Self {
+        Payload(Inner::Bytes(Box::new(bytes), items))
+    }
+
+    /// Takes the per-item regions of a batch's results (empty lists when
+    /// none came), for [`decode_batch_items_with`](crate::batch::decode_batch_items_with).
+    pub(crate) fn take_item_regions(&mut self) -> Vec<Vec<Arc<dyn Region>>> {
+        match &mut self.0 {
+            Inner::Bytes(_, items) => std::mem::take(items),
+            _ => Vec::new(),
+        }
     }
 
     /// True when the payload holds encoded bytes rather than a value.
@@ -178,7 +212,7 @@ impl Payload {
     /// (borrowed: no copy).
     pub fn as_encoded(&self) -> Option<&[u8]> {
         match &self.0 {
-            Inner::Bytes(b) => Some(b.as_ref().as_ref()),
+            Inner::Bytes(b, _) => Some(b.as_ref().as_ref()),
             _ => None,
         }
     }
@@ -193,7 +227,7 @@ impl Payload {
         match &self.0 {
             Inner::Small(s) => caught(|| s.erased().encode()),
             Inner::Value(v) => caught(|| v.encode()),
-            Inner::Bytes(b) => Ok(b.as_ref().as_ref().to_vec()),
+            Inner::Bytes(b, _) => Ok(b.as_ref().as_ref().to_vec()),
         }
     }
 
@@ -206,7 +240,7 @@ impl Payload {
         match &self.0 {
             Inner::Small(s) => caught(|| s.erased().encode_bounded(limit)),
             Inner::Value(v) => caught(|| v.encode_bounded(limit)),
-            Inner::Bytes(b) => {
+            Inner::Bytes(b, _) => {
                 let b = b.as_ref().as_ref();
                 Ok((b.len() <= limit).then(|| b.to_vec()))
             }
@@ -221,7 +255,7 @@ impl Payload {
         match &self.0 {
             Inner::Small(s) => caught(|| s.erased().encoded_len()),
             Inner::Value(v) => caught(|| v.encoded_len()),
-            Inner::Bytes(b) => Ok(b.as_ref().as_ref().len()),
+            Inner::Bytes(b, _) => Ok(b.as_ref().as_ref().len()),
         }
     }
 
@@ -235,7 +269,7 @@ impl Payload {
         match &self.0 {
             Inner::Small(s) => caught(|| s.erased().encode_into(dst)),
             Inner::Value(v) => caught(|| v.encode_into(dst)),
-            Inner::Bytes(b) => {
+            Inner::Bytes(b, _) => {
                 let b = b.as_ref().as_ref();
                 let to = dst.get_mut(..b.len()).ok_or_else(|| {
                     TaskError::codec("payload", std::io::Error::other("destination too small"))
@@ -266,7 +300,10 @@ impl Payload {
                 .downcast::<M>()
                 .map(|b| *b)
                 .map_err(|_| wrong_type()),
-            Inner::Bytes(b) => caught(|| codec::decode((*b).as_ref(), what)),
+            Inner::Bytes(b, regions) => {
+                let regions = regions.into_iter().next().unwrap_or_default();
+                caught(|| shared::provide_regions(regions, || codec::decode((*b).as_ref(), what)))
+            }
         }
     }
 }
@@ -275,7 +312,7 @@ impl fmt::Debug for Payload {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.0 {
             Inner::Small(_) | Inner::Value(_) => f.write_str("Payload::Value(..)"),
-            Inner::Bytes(b) => write!(f, "Payload::Bytes({} bytes)", (**b).as_ref().len()),
+            Inner::Bytes(b, _) => write!(f, "Payload::Bytes({} bytes)", (**b).as_ref().len()),
         }
     }
 }

@@ -153,8 +153,8 @@ mod worker;
 
 pub use concur_core as core;
 pub use concur_core::{
-    register, Configure, ErrorKind, Executor, ExecutorExt, PoolConfig, Task, TaskContext,
-    TaskError, TaskHandle, WorkerExit,
+    register, Configure, ErrorKind, Executor, ExecutorExt, PoolConfig, SharedBytes, Task,
+    TaskContext, TaskError, TaskHandle, WorkerExit,
 };
 pub use parent::builder::{
     ProcessPoolBuilder, DEFAULT_CRASH_WINDOW, DEFAULT_IN_FLIGHT_PER_WORKER, DEFAULT_MAX_CRASHES,
@@ -179,6 +179,7 @@ pub use shm::DEFAULT_SHM_THRESHOLD;
 /// returns in a worker. Calling it more than once is harmless.
 pub fn init() {
     sys::raise_fd_limit();
+    shm::install_allocator();
     if worker::is_worker() {
         worker::main();
     }

@@ -4,7 +4,18 @@
 //! A large body is copied once into a fresh shared-memory region by the
 //! sender; the receiver decodes straight from the mapping (no copy back into
 //! a `Vec`), so a payload above the threshold is written once and read once.
+//!
+//! A [`SharedBytes`](concur_core::SharedBytes) in shared memory is not
+//! copied at all: the encoding names it by index and its region travels
+//! beside the frame ([`Body::Views`]); the receiver's decoded value reads the
+//! mapping. Such regions are made by [`allocate`], which `init()`, a pool's
+//! build and worker mode install as core's region allocator.
 
+use std::any::Any;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use concur_core::shared::{self, Region};
 use concur_core::{Payload, TaskError};
 use ipc_channel::ipc::IpcSharedMemory;
 
@@ -13,7 +24,6 @@ pub const DEFAULT_SHM_THRESHOLD: usize = 64 * 1024;
 
 /// A payload body (not `Clone`: duplicating a region can fail, see
 /// [`Body::try_clone`]).
-#[derive(Debug)]
 pub(crate) enum Body {
     /// No bytes.
     Empty,
@@ -21,12 +31,116 @@ pub(crate) enum Body {
     Inline(Vec<u8>),
     /// Bytes in a shared-memory region.
     Shared(IpcSharedMemory),
+    /// An encoding (never itself `Views`) that names `SharedBytes` regions
+    /// by index, and those regions, which travel beside it.
+    Views(Box<Body>, Vec<Arc<dyn Region>>),
+}
+
+impl std::fmt::Debug for Body {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Body::Empty => f.write_str("Empty"),
+            Body::Inline(v) => write!(f, "Inline({} bytes)", v.len()),
+            Body::Shared(s) => write!(f, "Shared({} bytes)", s.len()),
+            Body::Views(b, r) => write!(f, "Views({b:?}, {} regions)", r.len()),
+        }
+    }
+}
+
+/// The memory behind a [`SharedBytes`](concur_core::SharedBytes) of a
+/// process backend.
+pub(crate) struct View {
+    shm: IpcSharedMemory,
+    /// Made by this process and never received: nobody else has mapped it
+    /// before it is first sent (and a value that was sent is gone, so it
+    /// is never written after).
+    ours: bool,
+    /// A received region that holds one of the [`KEPT_DESCRIPTORS`].
+    kept: bool,
+}
+
+/// Most received `SharedBytes` regions that keep their descriptor at once,
+/// per process. A region with its descriptor goes to a worker again without
+/// a copy; one without (past this bound) keeps only its mapping, and
+/// sending it again copies it into a new region. So a worker that sends
+/// many regions (hostile, or a caller that leaves results unjoined) cannot
+/// use up the parent's descriptors.
+pub(crate) const KEPT_DESCRIPTORS: usize = 64;
+
+static KEPT: AtomicUsize = AtomicUsize::new(0);
+
+impl Drop for View {
+    fn drop(&mut self) {
+        if self.kept {
+            KEPT.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Region for View {
+    fn bytes(&self) -> &[u8] {
+        &self.shm
+    }
+    fn bytes_mut(&mut self) -> Option<&mut [u8]> {
+        // SAFETY: a region of ours is mapped only here until it is sent,
+        // and `SharedBytes` writes only through a unique handle (it checks
+        // `Arc::get_mut`), so this is the only reader or writer meanwhile.
+        self.ours.then(|| unsafe { self.shm.deref_mut() })
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// A zero-filled region for a large `SharedBytes` (`None`: out of
+/// descriptors or memory, and the value falls back to a buffer).
+fn allocate(len: usize) -> Option<Box<dyn Region>> {
+    let shm = IpcSharedMemory::try_zeroed(len).ok()?;
+    Some(Box::new(View {
+        shm,
+        ours: true,
+        kept: false,
+    }))
+}
+
+/// Makes large `SharedBytes` of this process live in shared memory.
+pub(crate) fn install_allocator() {
+    shared::set_region_allocator(allocate);
+}
+
+/// The region to put in a frame for `region` (a second handle: the body
+/// keeps its own, for a retry).
+pub(crate) fn share(region: &Arc<dyn Region>) -> Result<IpcSharedMemory, TaskError> {
+    let view = region.as_any().downcast_ref::<View>().ok_or_else(|| {
+        TaskError::codec(
+            "shared bytes",
+            std::io::Error::other("a region of another backend"),
+        )
+    })?;
+    view.shm.try_clone().map_err(TaskError::io)
+}
+
+/// A region received beside a frame, for the `SharedBytes` it names.
+pub(crate) fn received(mut shm: IpcSharedMemory) -> Arc<dyn Region> {
+    let kept = KEPT
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+            (n < KEPT_DESCRIPTORS).then_some(n + 1)
+        })
+        .is_ok();
+    if !kept {
+        shm.release_descriptor();
+    }
+    Arc::new(View {
+        shm,
+        ours: false,
+        kept,
+    })
 }
 
 /// A received shared-memory region seen as bytes (for [`Payload::bytes`]).
-struct Region(IpcSharedMemory);
+struct Mapped(IpcSharedMemory);
 
-impl AsRef<[u8]> for Region {
+impl AsRef<[u8]> for Mapped {
     fn as_ref(&self) -> &[u8] {
         &self.0
     }
@@ -66,6 +180,7 @@ impl Body {
             Body::Empty => Body::Empty,
             Body::Inline(v) => Body::Inline(v.clone()),
             Body::Shared(s) => Body::Shared(s.try_clone().map_err(TaskError::io)?),
+            Body::Views(b, r) => Body::Views(Box::new(b.try_clone()?), r.clone()),
         })
     }
 
@@ -74,29 +189,59 @@ impl Body {
     /// kind of machine every fresh page costs a fault, and a large payload
     /// would otherwise be written twice).
     pub(crate) fn encode(value: &Payload, threshold: usize) -> Result<Body, TaskError> {
-        // One pass for small values; a large one is measured, then written once.
-        if let Some(bytes) = value.to_bytes_bounded(threshold)? {
-            return Ok(if bytes.is_empty() {
-                Body::Empty
-            } else {
-                Body::Inline(bytes)
-            });
+        // One pass for small values; a large one is measured, then written
+        // once. Each pass lists the regions of the `SharedBytes` it meets
+        // (by index, in order): those of the pass that is kept go beside.
+        let (small, views) = shared::collect_regions(|| value.to_bytes_bounded(threshold));
+        if let Some(bytes) = small? {
+            return Ok(Body::inline(bytes).with_views(views));
         }
-        let len = value.encoded_len()?;
+        let len = shared::collect_regions(|| value.encoded_len()).0?;
         // Out of descriptors or memory: this task's error, not a panic.
         let mut region = IpcSharedMemory::try_zeroed(len).map_err(TaskError::io)?;
         // SAFETY: the region was just created and is not shared yet: this is
         // its only reference, so nothing else reads or writes it meanwhile.
         let dst = unsafe { region.deref_mut() };
-        value.encode_into(dst)?;
-        Ok(Body::Shared(region))
+        let (written, views) = shared::collect_regions(|| value.encode_into(dst));
+        written?;
+        Ok(Body::Shared(region).with_views(views))
+    }
+
+    /// This body with `views` beside it.
+    fn with_views(self, views: Vec<Arc<dyn Region>>) -> Body {
+        if views.is_empty() {
+            self
+        } else {
+            Body::Views(Box::new(self), views)
+        }
+    }
+
+    /// Takes the regions beside the encoding (for its decoding), leaving
+    /// the encoding.
+    pub(crate) fn take_views(&mut self) -> Vec<Arc<dyn Region>> {
+        match std::mem::replace(self, Body::Empty) {
+            Body::Views(b, r) => {
+                *self = *b;
+                r
+            }
+            other => {
+                *self = other;
+                Vec::new()
+            }
+        }
     }
 
     /// Keeps a received region's mapping but closes its descriptor, so a
     /// result that waits unjoined holds no descriptor.
+    ///
+    /// The regions of `SharedBytes` keep theirs, up to
+    /// [`KEPT_DESCRIPTORS`] at once: a value decoded from one can then go
+    /// to a worker again without a copy.
     pub(crate) fn release_descriptor(&mut self) {
-        if let Body::Shared(s) = self {
-            s.release_descriptor();
+        match self {
+            Body::Shared(s) => s.release_descriptor(),
+            Body::Views(b, _) => b.release_descriptor(),
+            Body::Empty | Body::Inline(_) => {}
         }
     }
 
@@ -106,15 +251,19 @@ impl Body {
             Body::Empty => &[],
             Body::Inline(v) => v,
             Body::Shared(s) => s,
+            Body::Views(b, _) => b.as_slice(),
         }
     }
 
     /// The bytes as an owned buffer (moved when inline, copied otherwise).
+    /// Regions beside them are dropped: the `SharedBytes` they stood for
+    /// then fail to decode (a typed `Codec` error), as in a batch's result.
     pub(crate) fn into_vec(self) -> Vec<u8> {
         match self {
             Body::Empty => Vec::new(),
             Body::Inline(v) => v,
             Body::Shared(s) => s.to_vec(),
+            Body::Views(b, _) => b.into_vec(),
         }
     }
 
@@ -123,7 +272,11 @@ impl Body {
         match self {
             Body::Empty => Payload::bytes(Vec::new()),
             Body::Inline(v) => Payload::bytes(v),
-            Body::Shared(s) => Payload::bytes(Region(s)),
+            Body::Shared(s) => Payload::bytes(Mapped(s)),
+            Body::Views(b, r) => match *b {
+                Body::Shared(s) => Payload::bytes_with_regions(Mapped(s), r),
+                other => Payload::bytes_with_regions(other.into_vec(), r),
+            },
         }
     }
 }
@@ -143,6 +296,31 @@ mod tests {
             big.into_payload().into_value::<Vec<u8>>("t").unwrap(),
             big_value
         );
+    }
+
+    #[test]
+    fn shared_bytes_travel_beside_a_frame() {
+        use concur_core::SharedBytes;
+        install_allocator();
+        let data: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
+        let value = (SharedBytes::copy_from(&data), 3u32);
+        let body = Body::encode(&Payload::value(value), 64).unwrap();
+        assert!(
+            matches!(&body, Body::Views(inner, r) if r.len() == 1 && matches!(**inner, Body::Inline(_))),
+            "{body:?}"
+        );
+        let frame = crate::wire::Frame::new(&(), body).unwrap();
+        assert_eq!(frame.descriptors(), 1);
+        let plain = crate::wire::Frame::new(&(), Body::Inline(vec![1])).unwrap();
+        let (tx, rx) = ipc_channel::ipc::channel::<crate::wire::Packet>().unwrap();
+        tx.send(vec![frame, plain]).unwrap();
+        let mut got = rx.recv().unwrap().into_iter();
+        let ((), body) = got.next().unwrap().open::<()>().unwrap();
+        let (b, n): (SharedBytes, u32) = body.into_payload().into_value("t").unwrap();
+        assert!(b.is_shared());
+        assert_eq!((&b[..], n), (&data[..], 3));
+        let ((), plain) = got.next().unwrap().open::<()>().unwrap();
+        assert!(matches!(plain, Body::Inline(v) if v == [1]));
     }
 
     #[test]

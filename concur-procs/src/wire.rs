@@ -8,7 +8,10 @@
 use concur_core::codec::{self, Bytes as Block};
 use concur_core::{TaskError, TaskId};
 use ipc_channel::ipc::{IpcReceiver, IpcSender, IpcSharedMemory};
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde::ser::{SerializeStruct, SerializeTuple, Serializer};
 use serde::{Deserialize, Serialize};
+use std::fmt;
 
 use crate::shm::Body;
 
@@ -20,7 +23,9 @@ use crate::shm::Body;
 pub(crate) const PACKET_FDS: usize = 8;
 
 /// One message on a channel, either direction.
-#[derive(Serialize, Deserialize)]
+///
+/// Encoded by hand (below) so that a frame without `views` is byte for byte
+/// what it was before they existed.
 pub(crate) struct Frame {
     /// The bincode-encoded [`Down`] or [`Up`] header.
     pub(crate) head: Block,
@@ -28,12 +33,106 @@ pub(crate) struct Frame {
     pub(crate) body: Block,
     /// A large payload, in shared memory.
     pub(crate) shm: Option<IpcSharedMemory>,
+    /// The regions of the `SharedBytes` the payload names by index (see
+    /// [`crate::shm`]); mapped on receipt like `shm`.
+    pub(crate) views: Vec<IpcSharedMemory>,
     /// The parent's sending end, carried once by the worker's hello.
     pub(crate) chan: Option<Tx>,
     /// The units this frame carries or concerns (parent side, never sent):
     /// if it cannot be sent, they fail.
-    #[serde(skip)]
     pub(crate) units: Vec<TaskId>,
+}
+
+/// The tag that says `views` follow (an `Option`'s tag is 0 or 1).
+const WITH_VIEWS: u8 = 2;
+
+/// `shm` and `views` as one field: exactly `shm` (an `Option`: tag 0, or
+/// tag 1 and the region) when there are no views, else tag 2, `shm` and
+/// the views. ipc-channel's format (postcard) writes an `Option`'s tag and
+/// a `u8` alike, as one byte.
+struct RegionsOut<'a>(&'a Option<IpcSharedMemory>, &'a [IpcSharedMemory]);
+
+impl Serialize for RegionsOut<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.1.is_empty() {
+            return self.0.serialize(s);
+        }
+        let mut t = s.serialize_tuple(3)?;
+        t.serialize_element(&WITH_VIEWS)?;
+        t.serialize_element(self.0)?;
+        t.serialize_element(self.1)?;
+        t.end()
+    }
+}
+
+/// What [`RegionsOut`] wrote.
+struct RegionsIn(Option<IpcSharedMemory>, Vec<IpcSharedMemory>);
+
+impl<'de> Deserialize<'de> for RegionsIn {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RegionsIn;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a frame's regions")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RegionsIn, A::Error> {
+                let missing = || de::Error::custom("a frame's regions cut short");
+                match seq.next_element::<u8>()?.ok_or_else(missing)? {
+                    0 => Ok(RegionsIn(None, Vec::new())),
+                    1 => Ok(RegionsIn(
+                        Some(seq.next_element()?.ok_or_else(missing)?),
+                        Vec::new(),
+                    )),
+                    WITH_VIEWS => Ok(RegionsIn(
+                        seq.next_element()?.ok_or_else(missing)?,
+                        seq.next_element()?.ok_or_else(missing)?,
+                    )),
+                    tag => Err(de::Error::custom(format!("a frame's regions: tag {tag}"))),
+                }
+            }
+        }
+        d.deserialize_tuple(3, V)
+    }
+}
+
+impl Serialize for Frame {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut st = s.serialize_struct("Frame", 4)?;
+        st.serialize_field("head", &self.head)?;
+        st.serialize_field("body", &self.body)?;
+        st.serialize_field("shm", &RegionsOut(&self.shm, &self.views))?;
+        st.serialize_field("chan", &self.chan)?;
+        st.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Frame {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Frame;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a frame")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Frame, A::Error> {
+                let missing = || de::Error::custom("a frame cut short");
+                let head = seq.next_element()?.ok_or_else(missing)?;
+                let body = seq.next_element()?.ok_or_else(missing)?;
+                let RegionsIn(shm, views) = seq.next_element()?.ok_or_else(missing)?;
+                let chan = seq.next_element()?.ok_or_else(missing)?;
+                Ok(Frame {
+                    head,
+                    body,
+                    shm,
+                    views,
+                    chan,
+                    units: Vec::new(),
+                })
+            }
+        }
+        d.deserialize_struct("Frame", &["head", "body", "shm", "chan"], V)
+    }
 }
 
 /// What one socket message carries: frames queued together go together
@@ -152,14 +251,24 @@ pub(crate) fn join<'a>(parts: impl Iterator<Item = &'a [u8]>) -> (Vec<u8>, Vec<u
 impl Frame {
     /// Descriptors this frame carries (ipc-channel limits them per message).
     pub(crate) fn descriptors(&self) -> usize {
-        usize::from(self.shm.is_some()) + usize::from(self.chan.is_some())
+        usize::from(self.shm.is_some()) + usize::from(self.chan.is_some()) + self.views.len()
     }
 
     /// A frame with header `head` and payload `body`.
     pub(crate) fn new<H: Serialize>(head: &H, body: Body) -> Result<Frame, TaskError> {
         let head = Block(codec::encode(head, "protocol header")?);
+        let (body, views) = match body {
+            Body::Views(b, regions) => (
+                *b,
+                regions
+                    .iter()
+                    .map(crate::shm::share)
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+            b => (b, Vec::new()),
+        };
         let (body, shm) = match body {
-            Body::Empty => (Block::default(), None),
+            Body::Empty | Body::Views(..) => (Block::default(), None),
             Body::Inline(v) => (Block(v), None),
             Body::Shared(s) => (Block::default(), Some(s)),
         };
@@ -167,6 +276,7 @@ impl Frame {
             head,
             body,
             shm,
+            views,
             chan: None,
             units: Vec::new(),
         })
@@ -180,7 +290,11 @@ impl Frame {
             None if self.body.0.is_empty() => Body::Empty,
             None => Body::Inline(self.body.0),
         };
-        Ok((head, body))
+        if self.views.is_empty() {
+            return Ok((head, body));
+        }
+        let views = self.views.into_iter().map(crate::shm::received).collect();
+        Ok((head, Body::Views(Box::new(body), views)))
     }
 }
 
@@ -194,6 +308,7 @@ mod tests {
             head: Block(head),
             body: Block(body),
             shm: None,
+            views: Vec::new(),
             chan: None,
             units: Vec::new(),
         }

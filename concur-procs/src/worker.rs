@@ -106,6 +106,7 @@ const EXIT_PANICKED: i32 = 101;
 /// Runs the worker and ends the process; never returns.
 pub(crate) fn main() -> ! {
     ENTERED.store(true, std::sync::atomic::Ordering::Relaxed);
+    crate::shm::install_allocator();
     entry::prepare();
     panic::install();
     // A panic must not unwind out of here: this may be a constructor,
@@ -286,7 +287,7 @@ fn run() -> Result<(), String> {
                 g = shared.cond.wait(g).unwrap_or_else(|e| e.into_inner());
             }
         };
-        let Some(job) = job else {
+        let Some(mut job) = job else {
             results.flush();
             return Ok(());
         };
@@ -315,7 +316,16 @@ fn run() -> Result<(), String> {
         if let Ok(e) = entry {
             last = Some((job.name.clone(), e));
         }
-        let output = entry.and_then(|entry| entry.run(job.input.as_slice(), &port, info));
+        // The regions of the input's `SharedBytes`, for its decoding.
+        let views = match &mut job.input {
+            Input::Own(body) => body.take_views(),
+            Input::Part(..) => Vec::new(),
+        };
+        let output = entry.and_then(|entry| {
+            concur_core::shared::provide_regions(views, || {
+                entry.run(job.input.as_slice(), &port, info)
+            })
+        });
         leave_if_forked_copy(worker_pid);
         drop(port);
         drop(job.input);

@@ -74,9 +74,10 @@ impl<T: Task> BatchHandle<T> {
     fn spread(&self, r: Result<Payload, TaskError>) -> BatchResults<T> {
         // Encoded results (process backends) hold each task's output on its
         // own, so one undecodable output fails only its task.
-        let decoded = r.and_then(|p| {
+        let decoded = r.and_then(|mut p| {
+            let regions = p.take_item_regions();
             if let Some(bytes) = p.as_encoded() {
-                crate::batch::decode_batch_items::<T::Output>(bytes)
+                crate::batch::decode_batch_items_with::<T::Output>(bytes, regions)
             } else {
                 p.into_value::<BatchResults<T>>("batch output")
             }

@@ -145,6 +145,8 @@ impl ProcessPoolBuilder {
         );
         // A program that builds a pool must contain worker mode's entry.
         crate::worker::keep_linked();
+        // Large `SharedBytes` of this program then live in shared memory.
+        crate::shm::install_allocator();
         self.config.validate()?;
         if self.in_flight_per_worker == Some(0) {
             return Err(TaskError::config(

@@ -116,6 +116,8 @@ pub(crate) struct Batch {
 
 struct BatchSlots {
     results: Vec<Option<Result<Vec<u8>, TaskError>>>,
+    /// The `SharedBytes` regions each result came with.
+    regions: Vec<Vec<Arc<dyn concur_core::shared::Region>>>,
     left: usize,
 }
 
@@ -125,6 +127,7 @@ impl Batch {
             completion,
             slots: Mutex::new(BatchSlots {
                 results: (0..len).map(|_| None).collect(),
+                regions: (0..len).map(|_| Vec::new()).collect(),
                 left: len,
             }),
         })
@@ -183,19 +186,27 @@ impl Sink {
                     if s.results[*i].is_some() {
                         return;
                     }
-                    s.results[*i] = Some(result.map(Body::into_vec));
+                    s.results[*i] = Some(result.map(|mut body| {
+                        s.regions[*i] = body.take_views();
+                        body.into_vec()
+                    }));
                     s.left -= 1;
                     if s.left > 0 {
                         return;
                     }
-                    std::mem::take(&mut s.results)
+                    (
+                        std::mem::take(&mut s.results),
+                        std::mem::take(&mut s.regions),
+                    )
                 };
+                let (all, regions) = all;
                 let items: Vec<Result<Vec<u8>, TaskError>> = all
                     .into_iter()
                     .map(|r| r.unwrap_or_else(|| Err(ErrorKind::Cancelled.into())))
                     .collect();
                 let out = concur_core::encode_batch_items(&items);
-                b.completion.finish(out.map(Payload::bytes));
+                b.completion
+                    .finish(out.map(|bytes| Payload::batch_with_regions(bytes, regions)));
             }
         }
     }
