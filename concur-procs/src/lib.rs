@@ -143,6 +143,7 @@
 #![cfg(target_os = "linux")]
 
 mod error;
+mod forkserver;
 mod parent;
 mod progress;
 mod shm;
@@ -162,6 +163,7 @@ pub use parent::builder::{
 };
 pub use parent::pool::ProcessPool;
 pub use shm::DEFAULT_SHM_THRESHOLD;
+pub use spawn::SpawnMode;
 
 /// Recommended first line of `main`, no longer required: raises the soft
 /// limit on open file descriptors and returns.
@@ -182,6 +184,7 @@ pub fn init() {
     if worker::is_worker() {
         worker::main();
     }
+    forkserver::start();
 }
 
 /// True in a worker process (in its tasks and its initializer); false in the program that
@@ -212,5 +215,11 @@ pub mod __private {
     /// Takes effect once per process.
     pub fn pretend_other_build(identity: &[u8]) {
         let _ = crate::spawn::PRETEND.set(identity.to_vec());
+    }
+
+    /// Test support only: the fork server's pid while pools use it (see
+    /// `SpawnMode::Auto`), so a test can watch it or kill it.
+    pub fn fork_server_pid() -> Option<u32> {
+        crate::forkserver::pid()
     }
 }

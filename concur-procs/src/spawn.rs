@@ -1,8 +1,9 @@
-//! Starting a worker process: re-run this executable in worker mode and
-//! accept its connection through a one-shot server, checking its token and
-//! its build.
+//! Starting a worker process: fork it from the fork server (see
+//! `forkserver.rs`) or re-run this executable in worker mode, and accept
+//! its connection through a one-shot server, checking its token and its
+//! build. Both ways end in the same handshake; only the start differs.
 //!
-//! The child is this very executable, exec'd through `/proc/self/exe` (a
+//! An exec'd child is this very executable, exec'd through `/proc/self/exe` (a
 //! binary replaced on disk since the parent started is never run). It
 //! inherits only the standard streams and one pipe holding its token (the
 //! pipe's descriptor number is its argument; the token never appears in its
@@ -123,14 +124,40 @@ fn serve() -> Result<(String, Accepted), SpawnError> {
     Ok((name, rx))
 }
 
+/// How a pool starts its worker processes (see
+/// [`ProcessPoolBuilder::spawn_mode`](crate::ProcessPoolBuilder::spawn_mode)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum SpawnMode {
+    /// Fork workers from the fork server when [`init`](crate::init)
+    /// started one (it was called while the program had a single thread),
+    /// else exec them; fall back to exec for good if the fork server fails.
+    #[default]
+    Auto,
+    /// Always exec this executable again in worker mode.
+    Exec,
+}
+
 /// Launches one worker process. Call it from a thread that lives as long as
-/// the worker: the worker's parent-death signal fires when that thread ends.
-pub(crate) fn launch() -> Result<Pending, SpawnError> {
+/// the worker: an exec'd worker's parent-death signal fires when that
+/// thread ends (a forked one's follows the thread that called `init`).
+pub(crate) fn launch(mode: SpawnMode) -> Result<Pending, SpawnError> {
     if std::env::var_os(ENV_SERVER).is_some() {
         return Err(SpawnError::NestedWorker);
     }
     let (name, accepted) = serve()?;
     let token = token()?;
+    if mode == SpawnMode::Auto {
+        let request = crate::forkserver::Request::here(&token, &name);
+        if let Some(pid) = crate::forkserver::fork_worker(&request) {
+            return Ok(Pending {
+                pid,
+                name,
+                token,
+                accepted,
+            });
+        }
+    }
     let secret = sys::secret_pipe(token.as_bytes()).map_err(SpawnError::Os)?;
     let fd = secret.as_raw_fd();
     let mut command = Command::new("/proc/self/exe");
