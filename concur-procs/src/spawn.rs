@@ -98,9 +98,16 @@ pub(crate) struct Started {
 /// A child launched and not yet connected.
 pub(crate) struct Pending {
     pid: u32,
-    name: String,
     token: String,
-    accepted: Accepted,
+    hello: Hello,
+}
+
+/// Where a launched child's hello arrives.
+enum Hello {
+    /// An exec'd child connects to this bootstrap server.
+    Server { name: String, accepted: Accepted },
+    /// A forked child was handed the sending end of this channel.
+    Direct(Rx),
 }
 
 fn token() -> Result<String, SpawnError> {
@@ -145,19 +152,17 @@ pub(crate) fn launch(mode: SpawnMode) -> Result<Pending, SpawnError> {
     if std::env::var_os(ENV_SERVER).is_some() {
         return Err(SpawnError::NestedWorker);
     }
-    let (name, accepted) = serve()?;
     let token = token()?;
     if mode == SpawnMode::Auto {
-        let request = crate::forkserver::Request::here(&token, &name);
-        if let Some(pid) = crate::forkserver::fork_worker(&request) {
+        if let Some((pid, rx)) = crate::forkserver::fork_worker(&token) {
             return Ok(Pending {
                 pid,
-                name,
                 token,
-                accepted,
+                hello: Hello::Direct(rx),
             });
         }
     }
+    let (name, accepted) = serve()?;
     let secret = sys::secret_pipe(token.as_bytes()).map_err(SpawnError::Os)?;
     let fd = secret.as_raw_fd();
     let mut command = Command::new("/proc/self/exe");
@@ -182,16 +187,21 @@ pub(crate) fn launch(mode: SpawnMode) -> Result<Pending, SpawnError> {
     unsafe {
         command.pre_exec(move || sys::inherit_only(fd));
     }
-    let child = command.spawn().map_err(SpawnError::Os)?;
+    let child = match command.spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            unblock(&name);
+            return Err(SpawnError::Os(e));
+        }
+    };
     // The child has its copy; ours must not reach later children.
     drop(secret);
     // The child is reaped with waitpid by pid, not through `Child`.
     let pid = child.id();
     Ok(Pending {
         pid,
-        name,
         token,
-        accepted,
+        hello: Hello::Server { name, accepted },
     })
 }
 
@@ -203,15 +213,14 @@ impl Pending {
         deadline: Instant,
         budget: Duration,
     ) -> Result<Started, SpawnError> {
-        let pid = self.pid;
-        match accept(
-            &self.accepted,
-            &self.name,
-            &self.token,
-            Some(pid),
-            deadline,
-            budget,
-        ) {
+        let Pending { pid, token, hello } = self;
+        let accepted = match hello {
+            Hello::Server { name, accepted } => {
+                accept(&accepted, &name, &token, Some(pid), deadline, budget)
+            }
+            Hello::Direct(rx) => accept_direct(rx, &token, pid, deadline, budget),
+        };
+        match accepted {
             Ok((tx, rx)) => Ok(Started { pid, tx, rx }),
             // `accept` reaped the child: its pid may already be another
             // process's, so it is neither signalled nor waited for again.
@@ -272,13 +281,56 @@ fn accept(
         }
     };
     let (rx, packet) = got.map_err(|_| SpawnError::Protocol("no hello"))?;
+    let tx = check_hello(packet, token, child)?;
+    Ok((tx, rx))
+}
+
+/// Waits until `deadline` for the hello of forked child `pid` on `rx`, the
+/// channel it was handed, and checks it. As [`accept`]: a child that died is
+/// reported at once, reaped, as [`SpawnError::Exited`].
+fn accept_direct(
+    rx: Rx,
+    token: &str,
+    pid: u32,
+    deadline: Instant,
+    budget: Duration,
+) -> Result<(Tx, Rx), SpawnError> {
+    let poll = Duration::from_millis(10);
+    let packet = loop {
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(SpawnError::Deadline(budget));
+        }
+        match rx.try_recv_timeout(poll.min(deadline - now)) {
+            Ok(packet) => break packet,
+            Err(ipc_channel::TryRecvError::Empty) => {}
+            // Its end closed: it died (or broke the protocol); `connect`
+            // tells which.
+            Err(_) => {
+                if let Ok(Some(exit)) = sys::try_wait(pid) {
+                    return Err(SpawnError::Exited(exit));
+                }
+                return Err(SpawnError::Protocol("no hello"));
+            }
+        }
+        if let Ok(Some(exit)) = sys::try_wait(pid) {
+            return Err(SpawnError::Exited(exit));
+        }
+    };
+    let tx = check_hello(packet, token, Some(pid))?;
+    Ok((tx, rx))
+}
+
+/// Checks a hello: the build identity first, from the payload, whose
+/// layout never changes (a header from another build is never decoded),
+/// then the token and the pid (when the child is known). Returns the
+/// worker's channel down.
+fn check_hello(packet: Packet, token: &str, child: Option<u32>) -> Result<Tx, SpawnError> {
     let mut hello = packet
         .into_iter()
         .next()
         .ok_or(SpawnError::Protocol("empty hello"))?;
     let chan = hello.chan.take();
-    // The identity first, from the payload, whose layout never changes: a
-    // header from another build is never decoded.
     let ours = expected_identity();
     let (up, _) = match check_identity(&ours, &hello.body.0) {
         Ok(()) => hello
@@ -288,8 +340,7 @@ fn accept(
     };
     match up {
         Up::Hello { token: t, pid } if t == token && child.is_none_or(|c| c == pid) => {
-            let tx = chan.ok_or(SpawnError::Protocol("hello without a channel"))?;
-            Ok((tx, rx))
+            chan.ok_or(SpawnError::Protocol("hello without a channel"))
         }
         Up::Hello { .. } => Err(SpawnError::BadToken),
         _ => Err(SpawnError::Protocol("first message is not a hello")),
@@ -430,9 +481,8 @@ mod tests {
         let (name, accepted) = serve().unwrap();
         let pending = Pending {
             pid,
-            name,
             token: "tok".into(),
-            accepted,
+            hello: Hello::Server { name, accepted },
         };
         let r = pending.connect(
             Instant::now() + Duration::from_secs(60),

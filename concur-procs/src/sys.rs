@@ -310,38 +310,6 @@ pub(crate) fn inherit_only(keep: RawFd) -> io::Result<()> {
     Ok(())
 }
 
-/// Closes every descriptor from `from` up (in the fork server's template,
-/// which never execs: marking them close-on-exec would not do).
-pub(crate) fn close_from(from: RawFd) {
-    // SAFETY: close_range takes integers and touches only the descriptor table.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_close_range,
-            from as libc::c_uint,
-            libc::c_uint::MAX,
-            0 as libc::c_uint,
-        )
-    };
-    if r != 0 {
-        // Kernels before 5.9: close each possible descriptor.
-        let mut limit = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: `limit` is a valid out-pointer; close on a closed fd only fails with EBADF.
-        unsafe {
-            let end = if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
-                limit.rlim_cur.min(1 << 20) as RawFd
-            } else {
-                1 << 16
-            };
-            for fd in from..end {
-                libc::close(fd);
-            }
-        }
-    }
-}
-
 /// A pipe already holding `secret`, its writing end closed: returns the
 /// reading end (close-on-exec, numbered 3 or above so that setting up a
 /// child's standard streams cannot overwrite it).

@@ -22,7 +22,7 @@ use std::time::Instant;
 
 use concur_core::registry;
 use concur_core::{ErrorKind, Payload, Port, TaskError, TaskId, WorkerInfo};
-use ipc_channel::ipc::{self, IpcSender};
+use ipc_channel::ipc;
 
 use crate::progress::ProgressWord;
 use crate::shm::Body;
@@ -142,10 +142,7 @@ fn leave_if_forked_copy(worker_pid: u32) {
 
 fn run(boot: impl FnOnce() -> Result<Bootstrap, String>) -> Result<(), String> {
     let worker_pid = std::process::id();
-    let Bootstrap { server, token } = boot()?;
-
-    let up: Tx =
-        IpcSender::connect(server).map_err(|e| format!("cannot connect to the parent: {e}"))?;
+    let (up, token) = boot()?.connect()?;
     let (down_tx, down): (Tx, Rx) = ipc::channel().map_err(|e| e.to_string())?;
     let mut hello = Frame::new(
         &Up::Hello {

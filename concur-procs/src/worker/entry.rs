@@ -37,7 +37,10 @@
 use std::ffi::CStr;
 
 use crate::spawn::{ENV_PARENT, ENV_SERVER, WORKER_ARG};
+use ipc_channel::ipc::IpcSender;
+
 use crate::sys;
+use crate::wire::Tx;
 
 /// The entry in `.init_array.00200` (see the module doc for the number).
 #[cfg(target_env = "gnu")]
@@ -96,11 +99,13 @@ pub(super) fn prepare() {
     sys::raise_fd_limit();
 }
 
-/// How a worker reaches its parent: the bootstrap server's name and the
-/// token that proves it is the worker the parent started.
-pub(crate) struct Bootstrap {
-    pub(crate) server: String,
-    pub(crate) token: String,
+/// How a worker reaches its parent, and the token that proves it is the
+/// worker the parent started.
+pub(crate) enum Bootstrap {
+    /// An exec'd worker connects to the bootstrap server of this name.
+    Exec { server: String, token: String },
+    /// A forked worker was handed its channel up to the parent.
+    Forked { up: Tx, token: String },
 }
 
 impl Bootstrap {
@@ -120,7 +125,19 @@ impl Bootstrap {
         for var in [ENV_SERVER, ENV_PARENT] {
             std::env::remove_var(var);
         }
-        Ok(Bootstrap { server, token })
+        Ok(Bootstrap::Exec { server, token })
+    }
+
+    /// The channel up to the parent, and the token for the hello.
+    pub(crate) fn connect(self) -> Result<(Tx, String), String> {
+        match self {
+            Bootstrap::Exec { server, token } => {
+                let up = IpcSender::connect(server)
+                    .map_err(|e| format!("cannot connect to the parent: {e}"))?;
+                Ok((up, token))
+            }
+            Bootstrap::Forked { up, token } => Ok((up, token)),
+        }
     }
 }
 
