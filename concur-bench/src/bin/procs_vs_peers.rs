@@ -7,14 +7,20 @@
 //! 2. a burst of 10k no-op tasks vs procspawn's `Pool` (target: >= 5x
 //!    procspawn's throughput, i.e. time <= 0.2x);
 //! 3. `map` over 1M tiny tasks: us per task, amortized (target <= 0.5 us);
-//! 4. a pool of 2 workers ready vs procspawn `Pool::new(2)` (target <= 0.5x);
+//! 4. a pool of 2 workers ready vs procspawn `Pool::new(2)` (target <= 0.5x),
+//!    workers forked by the fork server (the default after `init()`), and
+//!    exec'd (`SpawnMode::Exec`) for comparison;
+//! 4b. a crashed worker replaced (from its task's error to the next task's
+//!    answer from the replacement) vs one exec of this binary that exits at
+//!    once (target <= 0.5x), forked and exec'd;
 //! 5. a CPU-bound job in 16 chunks: speedup of 2 workers over 1 (target >= 1.8x).
 
 use concur_bench::tasks::{Noop, Spin};
 use concur_bench::{header, interleaved, median, rounds, time, Comparison};
 use concur_core::prelude::*;
-use concur_procs::ProcessPool;
+use concur_procs::{ProcessPool, SpawnMode};
 use ipc_channel::ipc::{self, IpcBytesReceiver, IpcBytesSender, IpcOneShotServer, IpcSender};
+use std::time::Duration;
 
 fn procspawn_noop(x: u64) -> u64 {
     x
@@ -74,6 +80,9 @@ impl Drop for Echo {
 }
 
 fn main() {
+    if std::env::var_os(EXIT_ROLE).is_some() {
+        return;
+    }
     // Each peer's workers run the other's init first; both are a cheap
     // check of the environment outside their own workers.
     concur_procs::init();
@@ -169,26 +178,17 @@ fn main() {
         );
     }
 
-    // 4. Pool of 2 workers ready (their shutdown is not timed: they are
-    // kept until the figure is measured).
+    // 4. Pool of 2 workers ready, then a crashed worker replaced: forked
+    // by the fork server (what `init()` above set up), and exec'd.
     {
-        let keep_theirs = std::cell::RefCell::new(Vec::new());
-        let keep_ours = std::cell::RefCell::new(Vec::new());
-        let (theirs, ours) = interleaved(
-            rounds,
-            || {
-                keep_theirs
-                    .borrow_mut()
-                    .push(procspawn::Pool::new(2).expect("procspawn pool"))
-            },
-            || {
-                keep_ours
-                    .borrow_mut()
-                    .push(ProcessPool::builder().workers(2).build().expect("pool"))
-            },
-        );
-        drop((keep_theirs, keep_ours));
+        let (theirs, ours) = pool_of_two(rounds, SpawnMode::Auto);
         Comparison::new("pool of 2 ready", "procspawn", theirs, ours, 0.5).print(1, "us");
+        let (theirs, ours) = pool_of_two(rounds, SpawnMode::Exec);
+        Comparison::new("pool of 2 ready, exec", "procspawn", theirs, ours, 0.5).print(1, "us");
+        let (exec, ours) = crash_replaced(rounds.max(9), SpawnMode::Auto);
+        Comparison::new("crashed worker replaced", "1 exec", exec, ours, 0.5).print(1, "us");
+        let (exec, ours) = crash_replaced(rounds.max(9), SpawnMode::Exec);
+        Comparison::new("crash replaced, exec", "1 exec", exec, ours, 0.5).print(1, "us");
     }
 
     // 5. CPU-bound job in 16 chunks: 2 workers over 1.
@@ -213,4 +213,96 @@ fn main() {
             if speedup >= 1.8 { "met" } else { "MISSED" }
         );
     }
+}
+
+/// Makes this binary exit at once: the anchor of a worker's replacement is
+/// one exec of it (loader, relocations, runtime start, exit).
+const EXIT_ROLE: &str = "CONCUR_BENCH_EXIT_AT_ONCE";
+
+/// Ends its worker by SIGKILL (no core dump, no message): a crash.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct CrashNow;
+
+impl Task for CrashNow {
+    type Output = ();
+    type ToCaller = ();
+    type FromCaller = ();
+    const NAME: &'static str = "concur-bench::CrashNow";
+    fn run(self, _cx: &mut TaskContext<'_, Self>) {
+        // SAFETY: raise takes a signal number; SIGKILL ends the process.
+        unsafe { libc::raise(libc::SIGKILL) };
+    }
+}
+concur_core::register!(CrashNow);
+
+/// The median time to start a pool of 2 in `mode` and to start
+/// `procspawn::Pool::new(2)`, interleaved (pools are kept until the figure
+/// is measured: their shutdown is not timed).
+fn pool_of_two(rounds: usize, mode: SpawnMode) -> (Duration, Duration) {
+    let keep_theirs = std::cell::RefCell::new(Vec::new());
+    let keep_ours = std::cell::RefCell::new(Vec::new());
+    let r = interleaved(
+        rounds,
+        || {
+            keep_theirs
+                .borrow_mut()
+                .push(procspawn::Pool::new(2).expect("procspawn pool"))
+        },
+        || {
+            keep_ours.borrow_mut().push(
+                ProcessPool::builder()
+                    .workers(2)
+                    .spawn_mode(mode)
+                    .build()
+                    .expect("pool"),
+            )
+        },
+    );
+    drop((keep_theirs, keep_ours));
+    r
+}
+
+/// The median time for a crashed worker to be replaced in a pool of 1
+/// started in `mode` (as `concur bench`'s `crash` workload: from the crash
+/// being reported, its task's error, to the next task's answer from the
+/// replacement), and of one exec of this binary that exits at once;
+/// alternately, after one warm-up each.
+fn crash_replaced(rounds: usize, mode: SpawnMode) -> (Duration, Duration) {
+    let pool = ProcessPool::builder()
+        .workers(1)
+        .retries(0)
+        .restart_limit(u32::MAX, Duration::from_secs(1))
+        .spawn_mode(mode)
+        .build()
+        .expect("pool");
+    let exe = std::env::current_exe().expect("exe");
+    let exec = || {
+        time(|| {
+            let status = std::process::Command::new(&exe)
+                .env(EXIT_ROLE, "1")
+                .status()
+                .expect("exec of this binary");
+            assert!(status.success());
+        })
+        .as_secs_f64()
+    };
+    let replaced = || {
+        let e = pool.submit(CrashNow).unwrap().join().unwrap_err();
+        assert!(
+            matches!(e.kind(), concur_core::ErrorKind::WorkerLost(_)),
+            "{e:?}"
+        );
+        time(|| assert_eq!(pool.submit(Noop(1)).unwrap().join().unwrap(), 1)).as_secs_f64()
+    };
+    exec();
+    replaced();
+    let (mut theirs, mut ours) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        theirs.push(exec());
+        ours.push(replaced());
+    }
+    (
+        Duration::from_secs_f64(median(&mut theirs)),
+        Duration::from_secs_f64(median(&mut ours)),
+    )
 }
