@@ -36,11 +36,12 @@
 
 use std::os::fd::RawFd;
 use std::sync::{Mutex, Once};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ipc_channel::ipc::{self, IpcReceiver, IpcSender};
 use serde::{Deserialize, Serialize};
 
+use crate::error::SpawnError;
 use crate::sys;
 use crate::wire::{Rx, Tx};
 
@@ -58,6 +59,9 @@ const REPLY_DEADLINE: Duration = Duration::from_secs(5);
 struct Request {
     /// The worker's end of its channel up to the parent.
     up: Tx,
+    /// Where the template answers: the worker's pid, or minus the errno of
+    /// a failed fork.
+    reply: IpcSender<i32>,
     /// The worker's token (never in an environment).
     token: String,
     /// The parent's pid.
@@ -70,10 +74,11 @@ struct Request {
 
 impl Request {
     /// The request for a worker of this process, as it is now.
-    fn here(up: Tx, token: &str) -> Request {
+    fn here(up: Tx, reply: IpcSender<i32>, token: &str) -> Request {
         use std::os::unix::ffi::OsStringExt;
         Request {
             up,
+            reply,
             token: token.to_owned(),
             parent: std::process::id(),
             env: std::env::vars_os()
@@ -86,16 +91,13 @@ impl Request {
     }
 }
 
-/// The parent's side: the template's pid and its two channels.
+/// The parent's side: the template's pid and the channel of requests.
 struct Client {
     pid: u32,
     requests: IpcSender<Request>,
-    /// A pid, or minus the errno of a failed fork.
-    replies: IpcReceiver<i32>,
 }
 
-/// The template, while it is usable. Locked for a whole exchange, so
-/// requests from several pools never interleave.
+/// The template, while it is usable.
 static SERVER: Mutex<Option<Client>> = Mutex::new(None);
 static STARTED: Once = Once::new();
 
@@ -159,7 +161,6 @@ fn spawn_template() -> Option<Client> {
     // Listed before the channels exist: the template closes exactly these.
     let inherited = open_fds();
     let (requests, template_requests) = ipc::channel::<Request>().ok()?;
-    let (template_replies, replies) = ipc::channel::<i32>().ok()?;
     // Buffered output would otherwise be written again by every worker.
     {
         use std::io::Write;
@@ -174,63 +175,93 @@ fn spawn_template() -> Option<Client> {
         return None;
     }
     if pid == 0 {
-        drop((requests, replies));
-        template(template_requests, template_replies, parent, &inherited);
+        drop(requests);
+        template(template_requests, parent, &inherited);
     }
     Some(Client {
         pid: pid as u32,
         requests,
-        replies,
     })
 }
 
+/// A worker asked of the template: its pid is on the way.
+pub(crate) struct Forked {
+    template: u32,
+    reply: IpcReceiver<i32>,
+    up: Rx,
+}
+
 /// Asks the template for a worker that will say hello, with `token`, on
-/// the channel returned; returns its pid too. `None` when there is no
-/// usable template (then exec it is). A template that fails here is
-/// killed, reaped and not used again.
-///
-/// If the template dies between forking a worker and answering, that
-/// worker is never known: its channel is dropped, so it exits, and it
-/// stays a zombie until the parent exits.
-pub(crate) fn fork_worker(token: &str) -> Option<(u32, Rx)> {
+/// the channel in the answer; does not wait for the fork (see
+/// [`Forked::wait`]), so a pool's workers are forked while it goes on.
+/// `None` when there is no usable template (then exec it is); a template
+/// found gone here is reaped and not used again.
+pub(crate) fn fork_worker(token: &str) -> Option<Forked> {
     let mut guard = server();
     let client = guard.as_ref()?;
     let (up, up_rx) = ipc::channel().ok()?;
-    let sent = client.requests.send(Request::here(up, token));
-    let answer = sent
-        .ok()
-        .and_then(|()| client.replies.try_recv_timeout(REPLY_DEADLINE).ok());
-    match answer {
-        Some(pid) if pid > 0 => {
-            let pid = pid as u32;
-            // The worker puts itself in a group of its own at once; doing it
-            // here too (it is our child and has not exec'd) closes the window
-            // in which the supervisor could see it in ours.
-            // SAFETY: setpgid takes integers.
-            unsafe { libc::setpgid(pid as libc::pid_t, pid as libc::pid_t) };
-            Some((pid, up_rx))
-        }
-        // The template could not fork (no memory, process limit): exec
-        // will most likely fail the same way and report it.
-        Some(_) => None,
-        None => {
-            let client = guard.take()?;
-            sys::kill(client.pid);
-            let _ = sys::wait(client.pid);
+    let (reply, reply_rx) = ipc::channel().ok()?;
+    match client.requests.send(Request::here(up, reply, token)) {
+        Ok(()) => Some(Forked {
+            template: client.pid,
+            reply: reply_rx,
+            up: up_rx,
+        }),
+        Err(_) => {
+            let pid = client.pid;
+            give_up(&mut guard, pid);
             None
         }
+    }
+}
+
+impl Forked {
+    /// Waits (until `deadline`, and at most [`REPLY_DEADLINE`]) for the
+    /// worker's pid; returns it with the channel its hello comes on.
+    ///
+    /// # Errors
+    /// The fork failed (its errno), or the template did not answer: it is
+    /// then killed, reaped and not used again, and only this start fails.
+    /// If the template died after forking the worker, that worker is never
+    /// known: its channel is dropped here, so it exits, and it stays a
+    /// zombie until the parent exits.
+    pub(crate) fn wait(self, deadline: Instant) -> Result<(u32, Rx), SpawnError> {
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .min(REPLY_DEADLINE);
+        match self.reply.try_recv_timeout(left) {
+            Ok(pid) if pid > 0 => {
+                let pid = pid as u32;
+                // The worker puts itself in a group of its own at once;
+                // doing it here too (it is our child and has not exec'd)
+                // closes the window in which it is still in ours.
+                // SAFETY: setpgid takes integers.
+                unsafe { libc::setpgid(pid as libc::pid_t, pid as libc::pid_t) };
+                Ok((pid, self.up))
+            }
+            Ok(errno) => Err(SpawnError::Os(std::io::Error::from_raw_os_error(-errno))),
+            Err(_) => {
+                give_up(&mut server(), self.template);
+                Err(SpawnError::Protocol("the fork server did not answer"))
+            }
+        }
+    }
+}
+
+/// Kills and reaps template `pid` and stops using it, unless it was
+/// already replaced by nothing (another start gave up on it first).
+fn give_up(guard: &mut Option<Client>, pid: u32) {
+    if guard.as_ref().is_some_and(|c| c.pid == pid) {
+        *guard = None;
+        sys::kill(pid);
+        let _ = sys::wait(pid);
     }
 }
 
 /// The template's whole life (in the child of `init`'s fork): one thread,
 /// the standard streams and its two channels; reads requests and forks
 /// workers until the parent goes.
-fn template(
-    requests: IpcReceiver<Request>,
-    replies: IpcSender<i32>,
-    parent: u32,
-    inherited: &[RawFd],
-) -> ! {
+fn template(requests: IpcReceiver<Request>, parent: u32, inherited: &[RawFd]) -> ! {
     // SAFETY: prctl(PR_SET_PDEATHSIG) and getppid take and return integers.
     unsafe {
         libc::prctl(
@@ -270,21 +301,20 @@ fn template(
             )
         };
         if pid == 0 {
-            drop((requests, replies));
+            drop(requests);
             become_worker(req);
         }
-        // The worker has its copy of the channel; the template keeps none.
-        drop(req);
-        let reply = if pid < 0 {
+        let answer = if pid < 0 {
             -std::io::Error::last_os_error()
                 .raw_os_error()
                 .unwrap_or(libc::EIO)
         } else {
             pid as i32
         };
-        if replies.send(reply).is_err() {
-            sys::exit_now(0);
-        }
+        // A parent that gave up on this start no longer listens: fine.
+        let _ = req.reply.send(answer);
+        // The worker has its copy of the channel; the template keeps none.
+        drop(req);
     }
 }
 
@@ -294,6 +324,8 @@ fn template(
 /// its channel, the parent's environment and working directory), then
 /// enters worker mode.
 fn become_worker(req: Request) -> ! {
+    // Only the template answers the parent.
+    drop(req.reply);
     // SAFETY: plain system calls on integers and a valid C string.
     unsafe {
         libc::setpgid(0, 0);

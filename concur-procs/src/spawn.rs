@@ -97,24 +97,34 @@ pub(crate) struct Started {
 
 /// A child launched and not yet connected.
 pub(crate) struct Pending {
-    pid: u32,
     token: String,
-    hello: Hello,
+    child: Child,
 }
 
-/// Where a launched child's hello arrives.
-enum Hello {
+/// A launched child, and where its hello arrives.
+enum Child {
     /// An exec'd child connects to this bootstrap server.
-    Server { name: String, accepted: Accepted },
-    /// A forked child was handed the sending end of this channel.
-    Direct(Rx),
+    Exec {
+        pid: u32,
+        name: String,
+        accepted: Accepted,
+    },
+    /// A child asked of the fork server, handed its channel.
+    Forked(crate::forkserver::Forked),
 }
 
+/// A fresh random token: 16 bytes from the kernel's generator, in hex.
 fn token() -> Result<String, SpawnError> {
     let mut bytes = [0u8; 16];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .map_err(SpawnError::Os)?;
+    // getrandom(2) without opening a file (it is on the path of every
+    // worker start); /dev/urandom where the call is missing.
+    // SAFETY: `bytes` is valid for writes of its length.
+    let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    if usize::try_from(n).ok() != Some(bytes.len()) {
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(&mut bytes))
+            .map_err(SpawnError::Os)?;
+    }
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
@@ -154,11 +164,10 @@ pub(crate) fn launch(mode: SpawnMode) -> Result<Pending, SpawnError> {
     }
     let token = token()?;
     if mode == SpawnMode::Auto {
-        if let Some((pid, rx)) = crate::forkserver::fork_worker(&token) {
+        if let Some(forked) = crate::forkserver::fork_worker(&token) {
             return Ok(Pending {
-                pid,
                 token,
-                hello: Hello::Direct(rx),
+                child: Child::Forked(forked),
             });
         }
     }
@@ -199,9 +208,12 @@ pub(crate) fn launch(mode: SpawnMode) -> Result<Pending, SpawnError> {
     // The child is reaped with waitpid by pid, not through `Child`.
     let pid = child.id();
     Ok(Pending {
-        pid,
         token,
-        hello: Hello::Server { name, accepted },
+        child: Child::Exec {
+            pid,
+            name,
+            accepted,
+        },
     })
 }
 
@@ -213,12 +225,21 @@ impl Pending {
         deadline: Instant,
         budget: Duration,
     ) -> Result<Started, SpawnError> {
-        let Pending { pid, token, hello } = self;
-        let accepted = match hello {
-            Hello::Server { name, accepted } => {
-                accept(&accepted, &name, &token, Some(pid), deadline, budget)
+        let Pending { token, child } = self;
+        let (pid, accepted) = match child {
+            Child::Exec {
+                pid,
+                name,
+                accepted,
+            } => (
+                pid,
+                accept(&accepted, &name, &token, Some(pid), deadline, budget),
+            ),
+            Child::Forked(forked) => {
+                // No pid: no child to end.
+                let (pid, rx) = forked.wait(deadline)?;
+                (pid, accept_direct(rx, &token, pid, deadline, budget))
             }
-            Hello::Direct(rx) => accept_direct(rx, &token, pid, deadline, budget),
         };
         match accepted {
             Ok((tx, rx)) => Ok(Started { pid, tx, rx }),
@@ -480,9 +501,12 @@ mod tests {
         let pid = child.id();
         let (name, accepted) = serve().unwrap();
         let pending = Pending {
-            pid,
             token: "tok".into(),
-            hello: Hello::Server { name, accepted },
+            child: Child::Exec {
+                pid,
+                name,
+                accepted,
+            },
         };
         let r = pending.connect(
             Instant::now() + Duration::from_secs(60),

@@ -67,8 +67,10 @@ const WORKER_ARG: &[u8] = b"--concur-procs-worker";
 
 fn main() {
     concur_procs::init();
-    if std::env::var_os(ROLE).is_some() {
-        parent_role();
+    match std::env::var(ROLE).as_deref() {
+        Ok("parent") => parent_role(),
+        Ok("stuck") => stuck_role(),
+        _ => {}
     }
     let template = concur_procs::__private::fork_server_pid()
         .expect("init() in a single-threaded main starts a fork server");
@@ -92,6 +94,7 @@ fn main() {
         assert_eq!(children(), vec![template], "children left behind")
     });
     check("parent death ends workers and fork server", parent_death);
+    check("a stuck fork server fails one start, then exec", stuck);
     check("a killed fork server falls back to exec", || {
         a_killed_fork_server_falls_back_to_exec(template)
     });
@@ -328,7 +331,7 @@ fn parent_role() -> ! {
 
 fn parent_death() {
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .env(ROLE, "1")
+        .env(ROLE, "parent")
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -365,4 +368,42 @@ fn parent_death() {
         );
     }
     reader.join().unwrap();
+}
+
+/// Run as a child of `stuck`: stops its own fork server, so that a start
+/// waits for an answer that never comes.
+fn stuck_role() -> ! {
+    let template = concur_procs::__private::fork_server_pid().expect("a fork server");
+    // SAFETY: kill takes integers; the template is our unreaped child.
+    assert_eq!(unsafe { libc::kill(template as i32, libc::SIGSTOP) }, 0);
+    let e = ProcessPool::builder()
+        .workers(1)
+        .start_timeout(Duration::from_secs(1))
+        .build()
+        .err()
+        .expect("a start waiting on a stopped fork server fails");
+    assert_eq!(e.kind(), &ErrorKind::Spawn, "{e:?}");
+    assert_eq!(concur_procs::__private::fork_server_pid(), None);
+    assert!(
+        !children().contains(&template),
+        "the stuck fork server was reaped"
+    );
+    let pool = ProcessPool::builder().workers(1).build().unwrap();
+    assert_execd(&probe(&pool));
+    drop(pool);
+    assert_eq!(children(), Vec::<u32>::new(), "children left behind");
+    std::process::exit(0);
+}
+
+fn stuck() {
+    let out = common::output_within(
+        Command::new(std::env::current_exe().unwrap()).env(ROLE, "stuck"),
+        "the stuck role",
+    );
+    assert!(
+        out.status.success(),
+        "the stuck role failed: {:?}\n{}",
+        out.status,
+        out.stderr
+    );
 }
