@@ -10,9 +10,9 @@
 //! 4. a pool of 2 workers ready vs procspawn `Pool::new(2)` (target <= 0.5x),
 //!    workers forked by the fork server (the default after `init()`), and
 //!    exec'd (`SpawnMode::Exec`) for comparison;
-//! 4b. a crashed worker replaced (from its task's error to the next task's
-//!    answer from the replacement) vs one exec of this binary that exits at
-//!    once (target <= 0.5x), forked and exec'd;
+//! 4b. a crashed worker replaced (from its death to the next task's answer
+//!    from the replacement) vs one exec of this binary that exits at once
+//!    (target <= 0.5x), forked and exec'd;
 //! 5. a CPU-bound job in 16 chunks: speedup of 2 workers over 1 (target >= 1.8x).
 
 use concur_bench::tasks::{Noop, Spin};
@@ -181,14 +181,26 @@ fn main() {
     // 4. Pool of 2 workers ready, then a crashed worker replaced: forked
     // by the fork server (what `init()` above set up), and exec'd.
     {
-        let (theirs, ours) = pool_of_two(rounds, SpawnMode::Auto);
+        // A few milliseconds each: more rounds than the rest, for steadier
+        // medians on a shared machine.
+        let many = rounds * 4;
+        let (theirs, ours) = pool_of_two(many, SpawnMode::Auto);
         Comparison::new("pool of 2 ready", "procspawn", theirs, ours, 0.5).print(1, "us");
-        let (theirs, ours) = pool_of_two(rounds, SpawnMode::Exec);
+        let (theirs, ours) = pool_of_two(many, SpawnMode::Exec);
         Comparison::new("pool of 2 ready, exec", "procspawn", theirs, ours, 0.5).print(1, "us");
-        let (exec, ours) = crash_replaced(rounds.max(9), SpawnMode::Auto);
-        Comparison::new("crashed worker replaced", "1 exec", exec, ours, 0.5).print(1, "us");
-        let (exec, ours) = crash_replaced(rounds.max(9), SpawnMode::Exec);
-        Comparison::new("crash replaced, exec", "1 exec", exec, ours, 0.5).print(1, "us");
+        for (mode, what) in [
+            (SpawnMode::Auto, "crashed worker replaced"),
+            (SpawnMode::Exec, "crash replaced, exec"),
+        ] {
+            let r = crash_replaced(many, mode);
+            Comparison::new(what, "1 exec", r.exec, r.from_error, 0.5).print(1, "us");
+            println!(
+                "{:<34} {:>10.3} us     from the death, not only the error: {:.2}x",
+                "  from the death",
+                r.from_death.as_secs_f64() * 1e6,
+                r.from_death.as_secs_f64() / r.exec.as_secs_f64()
+            );
+        }
     }
 
     // 5. CPU-bound job in 16 chunks: 2 workers over 1.
@@ -219,9 +231,11 @@ fn main() {
 /// one exec of it (loader, relocations, runtime start, exit).
 const EXIT_ROLE: &str = "CONCUR_BENCH_EXIT_AT_ONCE";
 
-/// Ends its worker by SIGKILL (no core dump, no message): a crash.
+/// Writes the time (`CLOCK_MONOTONIC`, the same clock in every process)
+/// into the file named, then ends its worker by SIGKILL (no core dump, no
+/// message): a crash whose moment the caller knows.
 #[derive(serde::Serialize, serde::Deserialize)]
-struct CrashNow;
+struct CrashNow(std::path::PathBuf);
 
 impl Task for CrashNow {
     type Output = ();
@@ -229,9 +243,21 @@ impl Task for CrashNow {
     type FromCaller = ();
     const NAME: &'static str = "concur-bench::CrashNow";
     fn run(self, _cx: &mut TaskContext<'_, Self>) {
+        std::fs::write(&self.0, monotonic_ns().to_le_bytes()).expect("time stamp");
         // SAFETY: raise takes a signal number; SIGKILL ends the process.
         unsafe { libc::raise(libc::SIGKILL) };
     }
+}
+
+/// Now on `CLOCK_MONOTONIC`, in nanoseconds.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 concur_core::register!(CrashNow);
 
@@ -262,12 +288,22 @@ fn pool_of_two(rounds: usize, mode: SpawnMode) -> (Duration, Duration) {
     r
 }
 
-/// The median time for a crashed worker to be replaced in a pool of 1
-/// started in `mode` (as `concur bench`'s `crash` workload: from the crash
-/// being reported, its task's error, to the next task's answer from the
-/// replacement), and of one exec of this binary that exits at once;
-/// alternately, after one warm-up each.
-fn crash_replaced(rounds: usize, mode: SpawnMode) -> (Duration, Duration) {
+/// How long a crashed worker takes to be replaced in a pool of 1.
+struct Replaced {
+    /// One exec of this binary that exits at once (the anchor).
+    exec: Duration,
+    /// From the crash being reported (the task's error) to the answer of
+    /// the next task, which only the replacement can give: as
+    /// `concur bench`'s `crash` workload measures recovery.
+    from_error: Duration,
+    /// From the worker's death (stamped by its task) to that answer: also
+    /// seeing the death and failing the task.
+    from_death: Duration,
+}
+
+/// Medians of [`Replaced`] in a pool started in `mode`, measured
+/// alternately after one warm-up each.
+fn crash_replaced(rounds: usize, mode: SpawnMode) -> Replaced {
     let pool = ProcessPool::builder()
         .workers(1)
         .retries(0)
@@ -286,23 +322,41 @@ fn crash_replaced(rounds: usize, mode: SpawnMode) -> (Duration, Duration) {
         })
         .as_secs_f64()
     };
+    let stamp = std::env::temp_dir().join(format!("concur-bench-crash-{}", std::process::id()));
     let replaced = || {
-        let e = pool.submit(CrashNow).unwrap().join().unwrap_err();
+        let e = pool
+            .submit(CrashNow(stamp.clone()))
+            .unwrap()
+            .join()
+            .unwrap_err();
         assert!(
             matches!(e.kind(), concur_core::ErrorKind::WorkerLost(_)),
             "{e:?}"
         );
-        time(|| assert_eq!(pool.submit(Noop(1)).unwrap().join().unwrap(), 1)).as_secs_f64()
+        let reported = monotonic_ns();
+        assert_eq!(pool.submit(Noop(1)).unwrap().join().unwrap(), 1);
+        let answered = monotonic_ns();
+        let died = std::fs::read(&stamp).expect("time stamp");
+        let died = u64::from_le_bytes(died.try_into().expect("8 bytes"));
+        (
+            (answered - reported) as f64 * 1e-9,
+            (answered - died) as f64 * 1e-9,
+        )
     };
     exec();
     replaced();
-    let (mut theirs, mut ours) = (Vec::new(), Vec::new());
+    let (mut theirs, mut error, mut death) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..rounds {
         theirs.push(exec());
-        ours.push(replaced());
+        let (e, d) = replaced();
+        error.push(e);
+        death.push(d);
     }
-    (
-        Duration::from_secs_f64(median(&mut theirs)),
-        Duration::from_secs_f64(median(&mut ours)),
-    )
+    let _ = std::fs::remove_file(&stamp);
+    let med = |v: &mut Vec<f64>| Duration::from_secs_f64(median(v));
+    Replaced {
+        exec: med(&mut theirs),
+        from_error: med(&mut error),
+        from_death: med(&mut death),
+    }
 }
