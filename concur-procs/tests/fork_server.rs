@@ -380,8 +380,7 @@ fn stuck_role() -> ! {
         .workers(1)
         .start_timeout(Duration::from_secs(1))
         .build()
-        .err()
-        .expect("a start waiting on a stopped fork server fails");
+        .expect_err("a start waiting on a stopped fork server fails");
     assert_eq!(e.kind(), &ErrorKind::Spawn, "{e:?}");
     assert_eq!(concur_procs::__private::fork_server_pid(), None);
     assert!(

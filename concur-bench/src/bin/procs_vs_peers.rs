@@ -9,10 +9,10 @@
 //! 3. `map` over 1M tiny tasks: us per task, amortized (target <= 0.5 us);
 //! 4. a pool of 2 workers ready vs procspawn `Pool::new(2)` (target <= 0.5x),
 //!    workers forked by the fork server (the default after `init()`), and
-//!    exec'd (`SpawnMode::Exec`) for comparison;
-//! 4b. a crashed worker replaced (from its death to the next task's answer
-//!    from the replacement) vs one exec of this binary that exits at once
-//!    (target <= 0.5x), forked and exec'd;
+//!    exec'd (`SpawnMode::Exec`) for comparison; then a crashed worker
+//!    replaced (from its task's error, and from its death, to the next
+//!    task's answer from the replacement) vs one exec of this binary that
+//!    exits at once (target <= 0.5x), forked and exec'd;
 //! 5. a CPU-bound job in 16 chunks: speedup of 2 workers over 1 (target >= 1.8x).
 
 use concur_bench::tasks::{Noop, Spin};
