@@ -94,6 +94,9 @@ impl Request {
 /// The parent's side: the template's pid and the channel of requests.
 struct Client {
     pid: u32,
+    /// The process that started the template: the only one whose children
+    /// its workers become (a copy of it made by `fork` must exec).
+    owner: u32,
     requests: IpcSender<Request>,
 }
 
@@ -121,7 +124,8 @@ pub(crate) fn start() {
 
 /// The template's pid, while it is in use.
 pub(crate) fn pid() -> Option<u32> {
-    server().as_ref().map(|c| c.pid)
+    let me = std::process::id();
+    server().as_ref().filter(|c| c.owner == me).map(|c| c.pid)
 }
 
 /// True when this process has exactly one thread.
@@ -180,6 +184,7 @@ fn spawn_template() -> Option<Client> {
     }
     Some(Client {
         pid: pid as u32,
+        owner: parent,
         requests,
     })
 }
@@ -199,6 +204,9 @@ pub(crate) struct Forked {
 pub(crate) fn fork_worker(token: &str) -> Option<Forked> {
     let mut guard = server();
     let client = guard.as_ref()?;
+    if client.owner != std::process::id() {
+        return None;
+    }
     let (up, up_rx) = ipc::channel().ok()?;
     let (reply, reply_rx) = ipc::channel().ok()?;
     match client.requests.send(Request::here(up, reply, token)) {

@@ -90,6 +90,10 @@ fn main() {
         a_crashed_worker_is_replaced,
     );
     check("spawn_mode(Exec) execs", exec_mode_execs);
+    check(
+        "a forked copy of the parent execs its workers",
+        a_forked_copy_execs,
+    );
     check("nothing left behind but the fork server", || {
         assert_eq!(children(), vec![template], "children left behind")
     });
@@ -404,5 +408,36 @@ fn stuck() {
         "the stuck role failed: {:?}\n{}",
         out.status,
         out.stderr
+    );
+}
+
+/// A copy of this process made by `fork` (no exec) is not the template's
+/// parent: workers the template forked for it would be ours, not its. It
+/// builds its pool with exec'd workers, its own children.
+fn a_forked_copy_execs() {
+    // SAFETY: the child runs only the code below and leaves with _exit.
+    let child = unsafe { libc::fork() };
+    assert!(child >= 0, "fork failed");
+    if child == 0 {
+        let ok = std::panic::catch_unwind(|| {
+            assert_eq!(concur_procs::__private::fork_server_pid(), None);
+            let pool = ProcessPool::builder().workers(1).build().unwrap();
+            assert_execd(&probe(&pool));
+        })
+        .is_ok();
+        // SAFETY: ends the forked child without the parent's exit handlers.
+        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+    }
+    let child = child as u32;
+    wait_until("the forked copy finishes", DEADLINE, || !alive(child));
+    let mut status = 0;
+    // SAFETY: our own child, a valid out-pointer.
+    assert_eq!(
+        unsafe { libc::waitpid(child as i32, &mut status, 0) },
+        child as i32
+    );
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "the forked copy failed: status {status}"
     );
 }
