@@ -1,7 +1,9 @@
 //! Starting a worker process: fork it from the fork server (see
-//! `forkserver.rs`) or re-run this executable in worker mode, and accept
-//! its connection through a one-shot server, checking its token and its
-//! build. Both ways end in the same handshake; only the start differs.
+//! `forkserver.rs`) or re-run this executable in worker mode, then wait for
+//! its hello and check its token and its build. Both ways end in the same
+//! hello; only the start differs, and where the hello arrives: an exec'd
+//! child connects to a one-shot server, a forked one was handed the
+//! sending end of its channel.
 //!
 //! An exec'd child is this very executable, exec'd through `/proc/self/exe` (a
 //! binary replaced on disk since the parent started is never run). It
