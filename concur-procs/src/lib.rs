@@ -24,12 +24,13 @@
 //! never returns. Task registrations ([`register!`]) are gathered by the
 //! linker, so every task is known at that point.
 //!
-//! [`init`] stays, recommended as the first line of `main`: it raises the
-//! descriptor limit for a pool that holds many descriptors (see below). It
-//! is idempotent and harmless, and on a C library other than glibc, which
-//! does not give constructors the program's arguments, it is what enters
-//! worker mode. [`enable_test_support!`] is kept, as a no-op, for code
-//! written against older versions.
+//! [`init`] stays, recommended as the first line of `main`: it starts the
+//! fork server (below), which makes starting workers several times faster,
+//! and raises the descriptor limit for a pool that holds many descriptors.
+//! It is idempotent and harmless, and on a C library other than glibc,
+//! which does not give constructors the program's arguments, it is what
+//! enters worker mode. [`enable_test_support!`] is kept, as a no-op, for
+//! code written against older versions.
 //!
 //! ```no_run
 //! fn main() {
@@ -39,6 +40,35 @@
 //! }
 //! # fn run_the_program() {} // the program, which may build a ProcessPool
 //! ```
+//!
+//! # The fork server
+//!
+//! When [`init`] runs while the program has a single thread (the first line
+//! of `main`), it forks a small *template* process, and pools fork their
+//! workers from it instead of exec'ing the executable again: a fork of a
+//! small process instead of the loader, relocations and runtime start-up
+//! of the whole binary. [`ProcessPoolBuilder::spawn_mode`] chooses
+//! ([`SpawnMode::Auto`], the default, uses the template when there is one;
+//! [`SpawnMode::Exec`] always execs). Without `init`, or with `init` called
+//! once threads exist (a test harness), workers are exec'd as before.
+//!
+//! Isolation is the same as with exec: the template is a copy of the
+//! program as it was when `init` ran (before `main` did anything else, when
+//! `init` is its first line; at most one thread exists then), holds only
+//! the standard streams and a private channel to the parent, and runs
+//! nothing but a loop that forks on request. A forked worker is a copy of
+//! that template, so it holds no state, thread, lock or descriptor of the
+//! parent's beyond what existed when `init` ran. What the parent may have
+//! changed since, its environment and working directory, is sent with each
+//! request and applied in the new worker; its resource limits, signal
+//! dispositions and standard streams are those of `init`'s time. The
+//! worker is the parent's own child (forked with `CLONE_PARENT`), leads its
+//! own process group, gets the parent-death signal, reads standard input
+//! from `/dev/null` and proves its token in the same hello as an exec'd
+//! worker. A template that dies or stops answering is killed and never used
+//! again: pools then exec (a start already waiting on it fails with
+//! `Spawn`, never hangs). If the parent dies, the template and its workers
+//! exit with it.
 //!
 //! A worker differs from a program running `main` in two small ways: the
 //! thread that runs tasks has no name, and a task that overflows its stack
@@ -143,6 +173,7 @@
 #![cfg(target_os = "linux")]
 
 mod error;
+mod forkserver;
 mod parent;
 mod progress;
 mod shm;
@@ -162,9 +193,15 @@ pub use parent::builder::{
 };
 pub use parent::pool::ProcessPool;
 pub use shm::DEFAULT_SHM_THRESHOLD;
+pub use spawn::SpawnMode;
 
-/// Recommended first line of `main`, no longer required: raises the soft
-/// limit on open file descriptors and returns.
+/// Recommended first line of `main`, no longer required: starts the fork
+/// server and raises the soft limit on open file descriptors, then returns.
+///
+/// Called while the program has a single thread, it forks the template
+/// process that pools fork their workers from (see the crate docs, "The
+/// fork server"); called later (other threads exist), it starts none, and
+/// workers are exec'd. Either way it starts at most one per process.
 ///
 /// It raises the soft limit (`RLIMIT_NOFILE`) to the hard limit, as Go's
 /// runtime does at start: a pool holds descriptors for its workers'
@@ -183,6 +220,7 @@ pub fn init() {
     if worker::is_worker() {
         worker::main();
     }
+    forkserver::start();
 }
 
 /// True in a worker process (in its tasks and its initializer); false in the program that
@@ -213,5 +251,11 @@ pub mod __private {
     /// Takes effect once per process.
     pub fn pretend_other_build(identity: &[u8]) {
         let _ = crate::spawn::PRETEND.set(identity.to_vec());
+    }
+
+    /// Test support only: the fork server's pid while pools use it (see
+    /// `SpawnMode::Auto`), so a test can watch it or kill it.
+    pub fn fork_server_pid() -> Option<u32> {
+        crate::forkserver::pid()
     }
 }

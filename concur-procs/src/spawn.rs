@@ -1,8 +1,11 @@
-//! Starting a worker process: re-run this executable in worker mode and
-//! accept its connection through a one-shot server, checking its token and
-//! its build.
+//! Starting a worker process: fork it from the fork server (see
+//! `forkserver.rs`) or re-run this executable in worker mode, then wait for
+//! its hello and check its token and its build. Both ways end in the same
+//! hello; only the start differs, and where the hello arrives: an exec'd
+//! child connects to a one-shot server, a forked one was handed the
+//! sending end of its channel.
 //!
-//! The child is this very executable, exec'd through `/proc/self/exe` (a
+//! An exec'd child is this very executable, exec'd through `/proc/self/exe` (a
 //! binary replaced on disk since the parent started is never run). It
 //! inherits only the standard streams and one pipe holding its token (the
 //! pipe's descriptor number is its argument; the token never appears in its
@@ -96,17 +99,34 @@ pub(crate) struct Started {
 
 /// A child launched and not yet connected.
 pub(crate) struct Pending {
-    pid: u32,
-    name: String,
     token: String,
-    accepted: Accepted,
+    child: Child,
 }
 
+/// A launched child, and where its hello arrives.
+enum Child {
+    /// An exec'd child connects to this bootstrap server.
+    Exec {
+        pid: u32,
+        name: String,
+        accepted: Accepted,
+    },
+    /// A child asked of the fork server, handed its channel.
+    Forked(crate::forkserver::Forked),
+}
+
+/// A fresh random token: 16 bytes from the kernel's generator, in hex.
 fn token() -> Result<String, SpawnError> {
     let mut bytes = [0u8; 16];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .map_err(SpawnError::Os)?;
+    // getrandom(2) without opening a file (it is on the path of every
+    // worker start); /dev/urandom where the call is missing.
+    // SAFETY: `bytes` is valid for writes of its length.
+    let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    if usize::try_from(n).ok() != Some(bytes.len()) {
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(&mut bytes))
+            .map_err(SpawnError::Os)?;
+    }
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
@@ -123,14 +143,37 @@ fn serve() -> Result<(String, Accepted), SpawnError> {
     Ok((name, rx))
 }
 
+/// How a pool starts its worker processes (see
+/// [`ProcessPoolBuilder::spawn_mode`](crate::ProcessPoolBuilder::spawn_mode)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum SpawnMode {
+    /// Fork workers from the fork server when [`init`](crate::init)
+    /// started one (it was called while the program had a single thread),
+    /// else exec them; fall back to exec for good if the fork server fails.
+    #[default]
+    Auto,
+    /// Always exec this executable again in worker mode.
+    Exec,
+}
+
 /// Launches one worker process. Call it from a thread that lives as long as
-/// the worker: the worker's parent-death signal fires when that thread ends.
-pub(crate) fn launch() -> Result<Pending, SpawnError> {
+/// the worker: an exec'd worker's parent-death signal fires when that
+/// thread ends (a forked one's follows the thread that called `init`).
+pub(crate) fn launch(mode: SpawnMode) -> Result<Pending, SpawnError> {
     if std::env::var_os(ENV_SERVER).is_some() {
         return Err(SpawnError::NestedWorker);
     }
-    let (name, accepted) = serve()?;
     let token = token()?;
+    if mode == SpawnMode::Auto {
+        if let Some(forked) = crate::forkserver::fork_worker(&token) {
+            return Ok(Pending {
+                token,
+                child: Child::Forked(forked),
+            });
+        }
+    }
+    let (name, accepted) = serve()?;
     let secret = sys::secret_pipe(token.as_bytes()).map_err(SpawnError::Os)?;
     let fd = secret.as_raw_fd();
     let mut command = Command::new("/proc/self/exe");
@@ -155,16 +198,24 @@ pub(crate) fn launch() -> Result<Pending, SpawnError> {
     unsafe {
         command.pre_exec(move || sys::inherit_only(fd));
     }
-    let child = command.spawn().map_err(SpawnError::Os)?;
+    let child = match command.spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            unblock(&name);
+            return Err(SpawnError::Os(e));
+        }
+    };
     // The child has its copy; ours must not reach later children.
     drop(secret);
     // The child is reaped with waitpid by pid, not through `Child`.
     let pid = child.id();
     Ok(Pending {
-        pid,
-        name,
         token,
-        accepted,
+        child: Child::Exec {
+            pid,
+            name,
+            accepted,
+        },
     })
 }
 
@@ -176,15 +227,23 @@ impl Pending {
         deadline: Instant,
         budget: Duration,
     ) -> Result<Started, SpawnError> {
-        let pid = self.pid;
-        match accept(
-            &self.accepted,
-            &self.name,
-            &self.token,
-            Some(pid),
-            deadline,
-            budget,
-        ) {
+        let Pending { token, child } = self;
+        let (pid, accepted) = match child {
+            Child::Exec {
+                pid,
+                name,
+                accepted,
+            } => (
+                pid,
+                accept(&accepted, &name, &token, Some(pid), deadline, budget),
+            ),
+            Child::Forked(forked) => {
+                // No pid: no child to end.
+                let (pid, rx) = forked.wait(deadline)?;
+                (pid, accept_direct(rx, &token, pid, deadline, budget))
+            }
+        };
+        match accepted {
             Ok((tx, rx)) => Ok(Started { pid, tx, rx }),
             // `accept` reaped the child: its pid may already be another
             // process's, so it is neither signalled nor waited for again.
@@ -245,13 +304,56 @@ fn accept(
         }
     };
     let (rx, packet) = got.map_err(|_| SpawnError::Protocol("no hello"))?;
+    let tx = check_hello(packet, token, child)?;
+    Ok((tx, rx))
+}
+
+/// Waits until `deadline` for the hello of forked child `pid` on `rx`, the
+/// channel it was handed, and checks it. As [`accept`]: a child that died is
+/// reported at once, reaped, as [`SpawnError::Exited`].
+fn accept_direct(
+    rx: Rx,
+    token: &str,
+    pid: u32,
+    deadline: Instant,
+    budget: Duration,
+) -> Result<(Tx, Rx), SpawnError> {
+    let poll = Duration::from_millis(10);
+    let packet = loop {
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(SpawnError::Deadline(budget));
+        }
+        match rx.try_recv_timeout(poll.min(deadline - now)) {
+            Ok(packet) => break packet,
+            Err(ipc_channel::TryRecvError::Empty) => {}
+            // Its end closed: it died (or broke the protocol); `connect`
+            // tells which.
+            Err(_) => {
+                if let Ok(Some(exit)) = sys::try_wait(pid) {
+                    return Err(SpawnError::Exited(exit));
+                }
+                return Err(SpawnError::Protocol("no hello"));
+            }
+        }
+        if let Ok(Some(exit)) = sys::try_wait(pid) {
+            return Err(SpawnError::Exited(exit));
+        }
+    };
+    let tx = check_hello(packet, token, Some(pid))?;
+    Ok((tx, rx))
+}
+
+/// Checks a hello: the build identity first, from the payload, whose
+/// layout never changes (a header from another build is never decoded),
+/// then the token and the pid (when the child is known). Returns the
+/// worker's channel down.
+fn check_hello(packet: Packet, token: &str, child: Option<u32>) -> Result<Tx, SpawnError> {
     let mut hello = packet
         .into_iter()
         .next()
         .ok_or(SpawnError::Protocol("empty hello"))?;
     let chan = hello.chan.take();
-    // The identity first, from the payload, whose layout never changes: a
-    // header from another build is never decoded.
     let ours = expected_identity();
     let (up, _) = match check_identity(&ours, &hello.body.0) {
         Ok(()) => hello
@@ -261,8 +363,7 @@ fn accept(
     };
     match up {
         Up::Hello { token: t, pid } if t == token && child.is_none_or(|c| c == pid) => {
-            let tx = chan.ok_or(SpawnError::Protocol("hello without a channel"))?;
-            Ok((tx, rx))
+            chan.ok_or(SpawnError::Protocol("hello without a channel"))
         }
         Up::Hello { .. } => Err(SpawnError::BadToken),
         _ => Err(SpawnError::Protocol("first message is not a hello")),
@@ -402,10 +503,12 @@ mod tests {
         let pid = child.id();
         let (name, accepted) = serve().unwrap();
         let pending = Pending {
-            pid,
-            name,
             token: "tok".into(),
-            accepted,
+            child: Child::Exec {
+                pid,
+                name,
+                accepted,
+            },
         };
         let r = pending.connect(
             Instant::now() + Duration::from_secs(60),

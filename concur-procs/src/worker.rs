@@ -14,7 +14,7 @@
 mod entry;
 mod panic;
 
-pub(crate) use entry::keep_linked;
+pub(crate) use entry::{keep_linked, Bootstrap};
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -22,11 +22,11 @@ use std::time::Instant;
 
 use concur_core::registry;
 use concur_core::{ErrorKind, Payload, Port, TaskError, TaskId, WorkerInfo};
-use ipc_channel::ipc::{self, IpcSender};
+use ipc_channel::ipc;
 
 use crate::progress::ProgressWord;
 use crate::shm::Body;
-use crate::spawn::{ENV_PARENT, ENV_SERVER, WORKER_ARG};
+use crate::spawn::{ENV_SERVER, WORKER_ARG};
 use crate::sys;
 use crate::wire::{Down, Frame, Rx, Tx, Up};
 
@@ -40,18 +40,6 @@ pub(crate) fn is_worker() -> bool {
     ENTERED.load(std::sync::atomic::Ordering::Relaxed)
         || (std::env::args_os().nth(1).is_some_and(|a| a == WORKER_ARG)
             && std::env::var_os(ENV_SERVER).is_some())
-}
-
-/// The token the parent left in the pipe named by the argument after
-/// [`WORKER_ARG`]; the pipe is closed once read.
-fn read_token() -> Result<String, String> {
-    let fd = std::env::args_os()
-        .skip_while(|a| a != WORKER_ARG)
-        .nth(1)
-        .and_then(|a| a.to_str()?.parse().ok())
-        .ok_or("no bootstrap descriptor argument")?;
-    let secret = sys::read_secret(fd).map_err(|e| format!("cannot read the token: {e}"))?;
-    String::from_utf8(secret).map_err(|_| "the token is not text".to_owned())
 }
 
 struct Run {
@@ -103,15 +91,27 @@ impl Shared {
 /// Rust program whose `main` panics).
 const EXIT_PANICKED: i32 = 101;
 
-/// Runs the worker and ends the process; never returns.
+/// Runs the worker of an exec'd process and ends the process; never returns.
 pub(crate) fn main() -> ! {
+    enter(Bootstrap::from_exec)
+}
+
+/// Runs the worker of a process the fork server forked (its bootstrap came
+/// in the request) and ends the process; never returns.
+pub(crate) fn main_forked(boot: Bootstrap) -> ! {
+    enter(move || Ok(boot))
+}
+
+/// Worker mode, however the process was started: `boot` says how to reach
+/// the parent.
+fn enter(boot: impl FnOnce() -> Result<Bootstrap, String>) -> ! {
     ENTERED.store(true, std::sync::atomic::Ordering::Relaxed);
     crate::shm::install_allocator();
     entry::prepare();
     panic::install();
     // A panic must not unwind out of here: this may be a constructor,
     // called by C code.
-    let code = match std::panic::catch_unwind(run) {
+    let code = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(boot))) {
         Ok(Ok(())) => 0,
         Ok(Err(e)) => {
             eprintln!("concur worker (pid {}): {e}", std::process::id());
@@ -141,23 +141,9 @@ fn leave_if_forked_copy(worker_pid: u32) {
     }
 }
 
-fn run() -> Result<(), String> {
+fn run(boot: impl FnOnce() -> Result<Bootstrap, String>) -> Result<(), String> {
     let worker_pid = std::process::id();
-    let server = std::env::var(ENV_SERVER).map_err(|e| e.to_string())?;
-    let parent: u32 = std::env::var(ENV_PARENT)
-        .ok()
-        .and_then(|p| p.parse().ok())
-        .ok_or("no parent pid")?;
-    sys::die_with_parent(parent);
-    // Read (and close) the token pipe before anything else opens a descriptor.
-    let token = read_token()?;
-    // Programs this worker's tasks start are not workers.
-    for var in [ENV_SERVER, ENV_PARENT] {
-        std::env::remove_var(var);
-    }
-
-    let up: Tx =
-        IpcSender::connect(server).map_err(|e| format!("cannot connect to the parent: {e}"))?;
+    let (up, token) = boot()?.connect()?;
     let (down_tx, down): (Tx, Rx) = ipc::channel().map_err(|e| e.to_string())?;
     let mut hello = Frame::new(
         &Up::Hello {

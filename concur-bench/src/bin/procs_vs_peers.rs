@@ -7,14 +7,20 @@
 //! 2. a burst of 10k no-op tasks vs procspawn's `Pool` (target: >= 5x
 //!    procspawn's throughput, i.e. time <= 0.2x);
 //! 3. `map` over 1M tiny tasks: us per task, amortized (target <= 0.5 us);
-//! 4. a pool of 2 workers ready vs procspawn `Pool::new(2)` (target <= 0.5x);
+//! 4. a pool of 2 workers ready vs procspawn `Pool::new(2)` (target <= 0.5x),
+//!    workers forked by the fork server (the default after `init()`), and
+//!    exec'd (`SpawnMode::Exec`) for comparison; then a crashed worker
+//!    replaced (from its task's error, and from its death, to the next
+//!    task's answer from the replacement) vs one exec of this binary that
+//!    exits at once (target <= 0.5x), forked and exec'd;
 //! 5. a CPU-bound job in 16 chunks: speedup of 2 workers over 1 (target >= 1.8x).
 
 use concur_bench::tasks::{Noop, Spin};
 use concur_bench::{header, interleaved, median, rounds, time, Comparison};
 use concur_core::prelude::*;
-use concur_procs::ProcessPool;
+use concur_procs::{ProcessPool, SpawnMode};
 use ipc_channel::ipc::{self, IpcBytesReceiver, IpcBytesSender, IpcOneShotServer, IpcSender};
+use std::time::Duration;
 
 fn procspawn_noop(x: u64) -> u64 {
     x
@@ -74,6 +80,9 @@ impl Drop for Echo {
 }
 
 fn main() {
+    if std::env::var_os(EXIT_ROLE).is_some() {
+        return;
+    }
     // Each peer's workers run the other's init first; both are a cheap
     // check of the environment outside their own workers.
     concur_procs::init();
@@ -169,26 +178,29 @@ fn main() {
         );
     }
 
-    // 4. Pool of 2 workers ready (their shutdown is not timed: they are
-    // kept until the figure is measured).
+    // 4. Pool of 2 workers ready, then a crashed worker replaced: forked
+    // by the fork server (what `init()` above set up), and exec'd.
     {
-        let keep_theirs = std::cell::RefCell::new(Vec::new());
-        let keep_ours = std::cell::RefCell::new(Vec::new());
-        let (theirs, ours) = interleaved(
-            rounds,
-            || {
-                keep_theirs
-                    .borrow_mut()
-                    .push(procspawn::Pool::new(2).expect("procspawn pool"))
-            },
-            || {
-                keep_ours
-                    .borrow_mut()
-                    .push(ProcessPool::builder().workers(2).build().expect("pool"))
-            },
-        );
-        drop((keep_theirs, keep_ours));
+        // A few milliseconds each: more rounds than the rest, for steadier
+        // medians on a shared machine.
+        let many = rounds * 4;
+        let (theirs, ours) = pool_of_two(many, SpawnMode::Auto);
         Comparison::new("pool of 2 ready", "procspawn", theirs, ours, 0.5).print(1, "us");
+        let (theirs, ours) = pool_of_two(many, SpawnMode::Exec);
+        Comparison::new("pool of 2 ready, exec", "procspawn", theirs, ours, 0.5).print(1, "us");
+        for (mode, what) in [
+            (SpawnMode::Auto, "crashed worker replaced"),
+            (SpawnMode::Exec, "crash replaced, exec"),
+        ] {
+            let r = crash_replaced(many, mode);
+            Comparison::new(what, "1 exec", r.exec, r.from_error, 0.5).print(1, "us");
+            println!(
+                "{:<34} {:>10.3} us     from the death, not only the error: {:.2}x",
+                "  from the death",
+                r.from_death.as_secs_f64() * 1e6,
+                r.from_death.as_secs_f64() / r.exec.as_secs_f64()
+            );
+        }
     }
 
     // 5. CPU-bound job in 16 chunks: 2 workers over 1.
@@ -212,5 +224,139 @@ fn main() {
             speedup,
             if speedup >= 1.8 { "met" } else { "MISSED" }
         );
+    }
+}
+
+/// Makes this binary exit at once: the anchor of a worker's replacement is
+/// one exec of it (loader, relocations, runtime start, exit).
+const EXIT_ROLE: &str = "CONCUR_BENCH_EXIT_AT_ONCE";
+
+/// Writes the time (`CLOCK_MONOTONIC`, the same clock in every process)
+/// into the file named, then ends its worker by SIGKILL (no core dump, no
+/// message): a crash whose moment the caller knows.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct CrashNow(std::path::PathBuf);
+
+impl Task for CrashNow {
+    type Output = ();
+    type ToCaller = ();
+    type FromCaller = ();
+    const NAME: &'static str = "concur-bench::CrashNow";
+    fn run(self, _cx: &mut TaskContext<'_, Self>) {
+        std::fs::write(&self.0, monotonic_ns().to_le_bytes()).expect("time stamp");
+        // SAFETY: raise takes a signal number; SIGKILL ends the process.
+        unsafe { libc::raise(libc::SIGKILL) };
+    }
+}
+
+/// Now on `CLOCK_MONOTONIC`, in nanoseconds.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+concur_core::register!(CrashNow);
+
+/// The median time to start a pool of 2 in `mode` and to start
+/// `procspawn::Pool::new(2)`, interleaved (pools are kept until the figure
+/// is measured: their shutdown is not timed).
+fn pool_of_two(rounds: usize, mode: SpawnMode) -> (Duration, Duration) {
+    let keep_theirs = std::cell::RefCell::new(Vec::new());
+    let keep_ours = std::cell::RefCell::new(Vec::new());
+    let r = interleaved(
+        rounds,
+        || {
+            keep_theirs
+                .borrow_mut()
+                .push(procspawn::Pool::new(2).expect("procspawn pool"))
+        },
+        || {
+            keep_ours.borrow_mut().push(
+                ProcessPool::builder()
+                    .workers(2)
+                    .spawn_mode(mode)
+                    .build()
+                    .expect("pool"),
+            )
+        },
+    );
+    drop((keep_theirs, keep_ours));
+    r
+}
+
+/// How long a crashed worker takes to be replaced in a pool of 1.
+struct Replaced {
+    /// One exec of this binary that exits at once (the anchor).
+    exec: Duration,
+    /// From the crash being reported (the task's error) to the answer of
+    /// the next task, which only the replacement can give: as
+    /// `concur bench`'s `crash` workload measures recovery.
+    from_error: Duration,
+    /// From the worker's death (stamped by its task) to that answer: also
+    /// seeing the death and failing the task.
+    from_death: Duration,
+}
+
+/// Medians of [`Replaced`] in a pool started in `mode`, measured
+/// alternately after one warm-up each.
+fn crash_replaced(rounds: usize, mode: SpawnMode) -> Replaced {
+    let pool = ProcessPool::builder()
+        .workers(1)
+        .retries(0)
+        .restart_limit(u32::MAX, Duration::from_secs(1))
+        .spawn_mode(mode)
+        .build()
+        .expect("pool");
+    let exe = std::env::current_exe().expect("exe");
+    let exec = || {
+        time(|| {
+            let status = std::process::Command::new(&exe)
+                .env(EXIT_ROLE, "1")
+                .status()
+                .expect("exec of this binary");
+            assert!(status.success());
+        })
+        .as_secs_f64()
+    };
+    let stamp = std::env::temp_dir().join(format!("concur-bench-crash-{}", std::process::id()));
+    let replaced = || {
+        let e = pool
+            .submit(CrashNow(stamp.clone()))
+            .unwrap()
+            .join()
+            .unwrap_err();
+        assert!(
+            matches!(e.kind(), concur_core::ErrorKind::WorkerLost(_)),
+            "{e:?}"
+        );
+        let reported = monotonic_ns();
+        assert_eq!(pool.submit(Noop(1)).unwrap().join().unwrap(), 1);
+        let answered = monotonic_ns();
+        let died = std::fs::read(&stamp).expect("time stamp");
+        let died = u64::from_le_bytes(died.try_into().expect("8 bytes"));
+        (
+            (answered - reported) as f64 * 1e-9,
+            (answered - died) as f64 * 1e-9,
+        )
+    };
+    exec();
+    replaced();
+    let (mut theirs, mut error, mut death) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        theirs.push(exec());
+        let (e, d) = replaced();
+        error.push(e);
+        death.push(d);
+    }
+    let _ = std::fs::remove_file(&stamp);
+    let med = |v: &mut Vec<f64>| Duration::from_secs_f64(median(v));
+    Replaced {
+        exec: med(&mut theirs),
+        from_error: med(&mut error),
+        from_death: med(&mut death),
     }
 }

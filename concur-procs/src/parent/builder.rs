@@ -7,6 +7,7 @@ use concur_core::{Configure, PoolConfig, TaskError};
 
 use super::pool::ProcessPool;
 use crate::shm::DEFAULT_SHM_THRESHOLD;
+use crate::spawn::SpawnMode;
 
 /// The most tasks sent ahead to each worker when the depth is adaptive (the default).
 pub const DEFAULT_IN_FLIGHT_PER_WORKER: usize = 16;
@@ -39,6 +40,7 @@ pub struct ProcessPoolBuilder {
     pub(crate) start_timeout: Duration,
     pub(crate) shm_threshold: usize,
     pub(crate) in_flight_per_worker: Option<usize>,
+    pub(crate) spawn_mode: SpawnMode,
 }
 
 impl Default for ProcessPoolBuilder {
@@ -69,6 +71,7 @@ impl ProcessPoolBuilder {
             start_timeout: DEFAULT_START_TIMEOUT,
             shm_threshold: DEFAULT_SHM_THRESHOLD,
             in_flight_per_worker: None,
+            spawn_mode: SpawnMode::Auto,
         }
     }
 
@@ -126,6 +129,24 @@ impl ProcessPoolBuilder {
     /// idles. Setting a value fixes the depth.
     pub fn in_flight_per_worker(mut self, n: usize) -> Self {
         self.in_flight_per_worker = Some(n);
+        self
+    }
+
+    /// How workers are started (default [`SpawnMode::Auto`]).
+    ///
+    /// `Auto` forks them from the fork server that [`init`](crate::init)
+    /// starts when it is called while the program has one thread (its
+    /// first line in `main`): a fork of a small process instead of an exec
+    /// of the whole executable, several times faster. A forked worker is a
+    /// copy of the program as it was when `init` ran, plus the parent's
+    /// environment and working directory of the moment it is started; it
+    /// shares nothing with the parent's threads. Without such an `init`, or
+    /// once the fork server has failed (it is then killed and never used
+    /// again), workers are exec'd. `Exec` always execs: a worker then also
+    /// gets the parent's resource limits and standard streams of the
+    /// moment, not those of `init`'s time.
+    pub fn spawn_mode(mut self, mode: SpawnMode) -> Self {
+        self.spawn_mode = mode;
         self
     }
 

@@ -85,6 +85,7 @@ impl ProcessPool {
             start_timeout: b.start_timeout,
             shm_threshold: b.shm_threshold,
             initializer: config.initializer_value().cloned(),
+            spawn_mode: b.spawn_mode,
         };
         if crate::worker::is_worker() {
             return Err(crate::error::SpawnError::InsideWorker.into());

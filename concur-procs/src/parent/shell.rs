@@ -31,6 +31,7 @@ pub(crate) struct Settings {
     pub(crate) start_timeout: Duration,
     pub(crate) shm_threshold: usize,
     pub(crate) initializer: Option<Initializer>,
+    pub(crate) spawn_mode: crate::spawn::SpawnMode,
 }
 
 /// The I/O side of one live worker.

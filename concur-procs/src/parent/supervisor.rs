@@ -312,7 +312,7 @@ fn settle_exit(shared: &Shared, w: WorkerId, exit: WorkerExit) {
 fn launch(shared: &Arc<Shared>, slot: usize, starting: &mut usize) {
     let w = shared.lock().sched.next_worker_id();
     let deadline = Instant::now() + shared.settings.start_timeout;
-    let pending = match spawn::launch() {
+    let pending = match spawn::launch(shared.settings.spawn_mode) {
         Ok(p) => p,
         Err(e) => {
             *starting += 1;

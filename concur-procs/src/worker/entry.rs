@@ -36,8 +36,11 @@
 
 use std::ffi::CStr;
 
-use crate::spawn::{ENV_SERVER, WORKER_ARG};
+use crate::spawn::{ENV_PARENT, ENV_SERVER, WORKER_ARG};
+use ipc_channel::ipc::IpcSender;
+
 use crate::sys;
+use crate::wire::Tx;
 
 /// The entry in `.init_array.00200` (see the module doc for the number).
 #[cfg(target_env = "gnu")]
@@ -94,4 +97,58 @@ pub(super) fn prepare() {
     sys::ensure_standard_streams();
     sys::ignore_sigpipe();
     sys::raise_fd_limit();
+}
+
+/// How a worker reaches its parent, and the token that proves it is the
+/// worker the parent started.
+pub(crate) enum Bootstrap {
+    /// An exec'd worker connects to the bootstrap server of this name.
+    Exec { server: String, token: String },
+    /// A forked worker was handed its channel up to the parent.
+    Forked { up: Tx, token: String },
+}
+
+impl Bootstrap {
+    /// In an exec'd worker: the server and parent pid from the
+    /// environment (then removed: programs its tasks start are not
+    /// workers), the token from the pipe named by the argument after
+    /// [`WORKER_ARG`]. Asks for the parent-death signal first.
+    pub(crate) fn from_exec() -> Result<Bootstrap, String> {
+        let server = std::env::var(ENV_SERVER).map_err(|e| e.to_string())?;
+        let parent: u32 = std::env::var(ENV_PARENT)
+            .ok()
+            .and_then(|p| p.parse().ok())
+            .ok_or("no parent pid")?;
+        sys::die_with_parent(parent);
+        // Read (and close) the token pipe before anything else opens a descriptor.
+        let token = read_token()?;
+        for var in [ENV_SERVER, ENV_PARENT] {
+            std::env::remove_var(var);
+        }
+        Ok(Bootstrap::Exec { server, token })
+    }
+
+    /// The channel up to the parent, and the token for the hello.
+    pub(crate) fn connect(self) -> Result<(Tx, String), String> {
+        match self {
+            Bootstrap::Exec { server, token } => {
+                let up = IpcSender::connect(server)
+                    .map_err(|e| format!("cannot connect to the parent: {e}"))?;
+                Ok((up, token))
+            }
+            Bootstrap::Forked { up, token } => Ok((up, token)),
+        }
+    }
+}
+
+/// The token the parent left in the pipe named by the argument after
+/// [`WORKER_ARG`]; the pipe is closed once read.
+fn read_token() -> Result<String, String> {
+    let fd = std::env::args_os()
+        .skip_while(|a| a != WORKER_ARG)
+        .nth(1)
+        .and_then(|a| a.to_str()?.parse().ok())
+        .ok_or("no bootstrap descriptor argument")?;
+    let secret = sys::read_secret(fd).map_err(|e| format!("cannot read the token: {e}"))?;
+    String::from_utf8(secret).map_err(|_| "the token is not text".to_owned())
 }

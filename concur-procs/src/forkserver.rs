@@ -1,0 +1,384 @@
+//! The fork server: a small template process, forked by [`crate::init`]
+//! while the program is still single-threaded, that forks workers on
+//! request, so that starting a worker costs a `fork` of a small process
+//! instead of an `exec` of the whole executable (loader, relocations,
+//! constructors, runtime start-up).
+//!
+//! **Isolation.** The template is a copy of the program as it was when
+//! `init` ran: one thread, before `main` did anything else. It keeps only
+//! the standard streams and its end of one private socket pair, and runs
+//! nothing but the loop below (read a request, fork, reply). A worker is a
+//! copy of the template, so it inherits nothing of the parent beyond what
+//! the template had at `init`: no thread, no lock held by another thread, no
+//! descriptor, no state the program built after `init`. What the parent may
+//! have changed since (its environment, its working directory) travels in
+//! the request and is applied in the new worker, so it sees what an exec'd
+//! worker would see. Not carried: resource limits, the signal mask and
+//! dispositions and the standard streams' targets changed after `init`
+//! (the worker has the template's).
+//!
+//! **Parentage.** The template forks each worker with
+//! `clone(CLONE_PARENT)`, so the worker is the *parent's* child, not the
+//! template's: the supervisor reaps it by pid, watches its pidfd, reads its
+//! exit status and ends its process group exactly as for an exec'd worker,
+//! and its parent-death signal follows the parent. A raw `clone` skips the
+//! C library's fork handlers, which is sound only because the template has
+//! one thread (no lock can be held by another), and it leaves the C
+//! library's cached thread id the template's; glibc (2.34 and later)
+//! asks the kernel for the calling thread's id where it matters
+//! (`raise`, hence `abort`), and threads the worker starts get their own.
+//!
+//! **Faults.** Every exchange with the template has a deadline. A template
+//! that is gone (killed, crashed) or stuck is killed, reaped and never
+//! used again: the pool falls back to exec for that start and every later
+//! one. A program that never calls `init`, or calls it once threads exist,
+//! never has a template and always execs.
+
+use std::os::fd::RawFd;
+use std::sync::{Mutex, Once};
+use std::time::{Duration, Instant};
+
+use ipc_channel::ipc::{self, IpcReceiver, IpcSender};
+use serde::{Deserialize, Serialize};
+
+use crate::error::SpawnError;
+use crate::sys;
+use crate::wire::{Rx, Tx};
+
+/// How long the parent waits for the template to take a request and
+/// answer with a pid (it only forks: milliseconds). Past it the template
+/// counts as stuck and exec is used instead.
+const REPLY_DEADLINE: Duration = Duration::from_secs(5);
+
+/// What an exec'd worker gets from its parent, for a forked one. The
+/// worker's channel to the parent travels in it (its descriptor passed
+/// over the private socket pair), so a forked worker needs no bootstrap
+/// server: the hello, with its token and build identity, goes straight
+/// into the channel the parent made for it.
+#[derive(Serialize, Deserialize)]
+struct Request {
+    /// The worker's end of its channel up to the parent.
+    up: Tx,
+    /// Where the template answers: the worker's pid, or minus the errno of
+    /// a failed fork.
+    reply: IpcSender<i32>,
+    /// The worker's token (never in an environment).
+    token: String,
+    /// The parent's pid.
+    parent: u32,
+    /// The parent's environment now.
+    env: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The parent's working directory now (none when it has none).
+    cwd: Option<Vec<u8>>,
+}
+
+impl Request {
+    /// The request for a worker of this process, as it is now.
+    fn here(up: Tx, reply: IpcSender<i32>, token: &str) -> Request {
+        use std::os::unix::ffi::OsStringExt;
+        Request {
+            up,
+            reply,
+            token: token.to_owned(),
+            parent: std::process::id(),
+            env: std::env::vars_os()
+                .map(|(k, v)| (k.into_vec(), v.into_vec()))
+                .collect(),
+            cwd: std::env::current_dir()
+                .ok()
+                .map(|d| d.into_os_string().into_vec()),
+        }
+    }
+}
+
+/// The parent's side: the template's pid and the channel of requests.
+struct Client {
+    pid: u32,
+    /// The process that started the template: the only one whose children
+    /// its workers become (a copy of it made by `fork` must exec).
+    owner: u32,
+    requests: IpcSender<Request>,
+}
+
+/// The template, while it is usable.
+static SERVER: Mutex<Option<Client>> = Mutex::new(None);
+static STARTED: Once = Once::new();
+
+fn server() -> std::sync::MutexGuard<'static, Option<Client>> {
+    SERVER.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Starts the template, once per process, if this process has a single
+/// thread now (otherwise a fork could copy a lock another thread holds).
+/// Does nothing on failure: pools then exec their workers.
+pub(crate) fn start() {
+    STARTED.call_once(|| {
+        if !single_threaded() {
+            return;
+        }
+        if let Some(client) = spawn_template() {
+            *server() = Some(client);
+        }
+    });
+}
+
+/// The template's pid, while it is in use.
+pub(crate) fn pid() -> Option<u32> {
+    let me = std::process::id();
+    server().as_ref().filter(|c| c.owner == me).map(|c| c.pid)
+}
+
+/// True when this process has exactly one thread.
+fn single_threaded() -> bool {
+    std::fs::read_dir("/proc/self/task").is_ok_and(|d| d.count() == 1)
+}
+
+/// This process's open descriptors above the standard streams.
+fn open_fds() -> Vec<RawFd> {
+    let mut fds = Vec::new();
+    // SAFETY: opendir/readdir/closedir on a valid C string; each entry's
+    // name is a NUL-terminated string inside the entry readdir returned.
+    unsafe {
+        let dir = libc::opendir(c"/proc/self/fd".as_ptr());
+        if dir.is_null() {
+            return fds;
+        }
+        let own = libc::dirfd(dir);
+        loop {
+            let entry = libc::readdir(dir);
+            if entry.is_null() {
+                break;
+            }
+            let name = std::ffi::CStr::from_ptr((*entry).d_name.as_ptr());
+            if let Some(fd) = name.to_str().ok().and_then(|n| n.parse::<RawFd>().ok()) {
+                if fd > 2 && fd != own {
+                    fds.push(fd);
+                }
+            }
+        }
+        libc::closedir(dir);
+    }
+    fds
+}
+
+fn spawn_template() -> Option<Client> {
+    // Listed before the channels exist: the template closes exactly these.
+    let inherited = open_fds();
+    let (requests, template_requests) = ipc::channel::<Request>().ok()?;
+    // Buffered output would otherwise be written again by every worker.
+    {
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+    }
+    let parent = std::process::id();
+    // SAFETY: this process has one thread (checked by the caller), so the
+    // child is a full copy in which every lock is free; it never returns
+    // from `template`.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return None;
+    }
+    if pid == 0 {
+        drop(requests);
+        template(template_requests, parent, &inherited);
+    }
+    Some(Client {
+        pid: pid as u32,
+        owner: parent,
+        requests,
+    })
+}
+
+/// A worker asked of the template: its pid is on the way.
+pub(crate) struct Forked {
+    template: u32,
+    reply: IpcReceiver<i32>,
+    up: Rx,
+}
+
+/// Asks the template for a worker that will say hello, with `token`, on
+/// the channel in the answer; does not wait for the fork (see
+/// [`Forked::wait`]), so a pool's workers are forked while it goes on.
+/// `None` when there is no usable template (then exec it is); a template
+/// found gone here is reaped and not used again.
+pub(crate) fn fork_worker(token: &str) -> Option<Forked> {
+    let mut guard = server();
+    let client = guard.as_ref()?;
+    if client.owner != std::process::id() {
+        return None;
+    }
+    let (up, up_rx) = ipc::channel().ok()?;
+    let (reply, reply_rx) = ipc::channel().ok()?;
+    match client.requests.send(Request::here(up, reply, token)) {
+        Ok(()) => Some(Forked {
+            template: client.pid,
+            reply: reply_rx,
+            up: up_rx,
+        }),
+        Err(_) => {
+            let pid = client.pid;
+            give_up(&mut guard, pid);
+            None
+        }
+    }
+}
+
+impl Forked {
+    /// Waits (until `deadline`, and at most [`REPLY_DEADLINE`]) for the
+    /// worker's pid; returns it with the channel its hello comes on.
+    ///
+    /// # Errors
+    /// The fork failed (its errno), or the template did not answer: it is
+    /// then killed, reaped and not used again, and only this start fails.
+    /// If the template died after forking the worker, that worker is never
+    /// known: its channel is dropped here, so it exits, and it stays a
+    /// zombie until the parent exits.
+    pub(crate) fn wait(self, deadline: Instant) -> Result<(u32, Rx), SpawnError> {
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .min(REPLY_DEADLINE);
+        match self.reply.try_recv_timeout(left) {
+            Ok(pid) if pid > 0 => {
+                let pid = pid as u32;
+                // The worker puts itself in a group of its own at once;
+                // doing it here too (it is our child and has not exec'd)
+                // closes the window in which it is still in ours.
+                // SAFETY: setpgid takes integers.
+                unsafe { libc::setpgid(pid as libc::pid_t, pid as libc::pid_t) };
+                Ok((pid, self.up))
+            }
+            Ok(errno) => Err(SpawnError::Os(std::io::Error::from_raw_os_error(-errno))),
+            Err(_) => {
+                give_up(&mut server(), self.template);
+                Err(SpawnError::Protocol("the fork server did not answer"))
+            }
+        }
+    }
+}
+
+/// Kills and reaps template `pid` and stops using it, unless it was
+/// already replaced by nothing (another start gave up on it first).
+fn give_up(guard: &mut Option<Client>, pid: u32) {
+    if guard.as_ref().is_some_and(|c| c.pid == pid) {
+        *guard = None;
+        sys::kill(pid);
+        let _ = sys::wait(pid);
+    }
+}
+
+/// The template's whole life (in the child of `init`'s fork): one thread,
+/// the standard streams and its two channels; reads requests and forks
+/// workers until the parent goes.
+fn template(requests: IpcReceiver<Request>, parent: u32, inherited: &[RawFd]) -> ! {
+    // SAFETY: prctl(PR_SET_PDEATHSIG) and getppid take and return integers.
+    unsafe {
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        );
+        // The parent may have died before the request took effect.
+        if libc::getppid() as u32 != parent {
+            sys::exit_now(0);
+        }
+    }
+    for &fd in inherited {
+        // SAFETY: descriptors the parent had before the channels existed;
+        // nothing in this process uses them again (it never returns).
+        unsafe { libc::close(fd) };
+    }
+    loop {
+        // The parent closed its end: nothing left to serve.
+        let Ok(req) = requests.recv() else {
+            sys::exit_now(0)
+        };
+        // SAFETY: a raw clone with no stack argument is a fork; sound
+        // without the C library's fork handlers because this process has
+        // one thread (see the module doc). CLONE_PARENT makes the worker
+        // the parent's child.
+        let pid = unsafe {
+            libc::syscall(
+                libc::SYS_clone,
+                (libc::CLONE_PARENT | libc::SIGCHLD) as libc::c_ulong,
+                0usize,
+                0usize,
+                0usize,
+                0usize,
+            )
+        };
+        if pid == 0 {
+            drop(requests);
+            become_worker(req);
+        }
+        let answer = if pid < 0 {
+            -std::io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EIO)
+        } else {
+            pid as i32
+        };
+        // A parent that gave up on this start no longer listens: fine.
+        let _ = req.reply.send(answer);
+        // The worker has its copy of the channel; the template keeps none.
+        drop(req);
+    }
+}
+
+/// In a worker just forked by the template: sets up what exec and
+/// `spawn::launch` give an exec'd worker (own process group, parent-death
+/// signal, standard input from `/dev/null`, only the standard streams and
+/// its channel, the parent's environment and working directory), then
+/// enters worker mode.
+fn become_worker(req: Request) -> ! {
+    // Only the template answers the parent.
+    drop(req.reply);
+    // SAFETY: plain system calls on integers and a valid C string.
+    unsafe {
+        libc::setpgid(0, 0);
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+        if null >= 0 {
+            libc::dup2(null, 0);
+            libc::close(null);
+        }
+    }
+    sys::die_with_parent(req.parent);
+    // One thread: changing the environment races with nobody.
+    use std::os::unix::ffi::OsStrExt;
+    let old: Vec<_> = std::env::vars_os().map(|(k, _)| k).collect();
+    for k in old {
+        std::env::remove_var(k);
+    }
+    for (k, v) in &req.env {
+        // What `set_var` would panic on cannot come from `vars_os`.
+        if k.is_empty() || k.contains(&b'=') || k.contains(&0) || v.contains(&0) {
+            continue;
+        }
+        std::env::set_var(
+            std::ffi::OsStr::from_bytes(k),
+            std::ffi::OsStr::from_bytes(v),
+        );
+    }
+    if let Some(cwd) = &req.cwd {
+        let _ = std::env::set_current_dir(std::ffi::OsStr::from_bytes(cwd));
+    }
+    crate::worker::main_forked(crate::worker::Bootstrap::Forked {
+        up: req.up,
+        token: req.token,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_fds_lists_a_new_descriptor() {
+        let file = std::fs::File::open("/dev/null").unwrap();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
+        let fds = open_fds();
+        assert!(fds.contains(&fd), "{fds:?}");
+        assert!(fds.iter().all(|&f| f > 2));
+    }
+}

@@ -1,0 +1,443 @@
+//! Workers forked by the fork server (issue 11.1): a program whose `main`
+//! calls `concur_procs::init()` first gets a template process, and pools
+//! fork their workers from it instead of exec'ing the executable. The
+//! checks below run in sequence in one program (the fork server exists only
+//! after `init`, which a test harness would call too late, once its threads
+//! exist), each panicking with its own message.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::{alive, children, join, signal_of, wait_until, Crash, How, Sleep, DEADLINE};
+use concur_procs::{
+    Configure, ErrorKind, Executor, ExecutorExt, ProcessPool, SpawnMode, Task, TaskContext,
+};
+use serde::{Deserialize, Serialize};
+
+/// What a worker sees of itself.
+#[derive(Debug, Serialize, Deserialize)]
+struct Seen {
+    pid: u32,
+    ppid: u32,
+    pgrp: u32,
+    var: Option<String>,
+    cwd: String,
+    cmdline: Vec<u8>,
+    is_worker: bool,
+}
+
+/// Reports what its worker sees: its ids, one environment variable, its
+/// working directory and command line.
+#[derive(Debug, Serialize, Deserialize)]
+struct Probe {
+    var: String,
+}
+
+impl Task for Probe {
+    type Output = Seen;
+    type ToCaller = ();
+    type FromCaller = ();
+    const NAME: &'static str = "fork-server-tests::Probe";
+    fn run(self, _cx: &mut TaskContext<'_, Self>) -> Seen {
+        // SAFETY: getppid and getpgrp never fail.
+        let (ppid, pgrp) = unsafe { (libc::getppid() as u32, libc::getpgrp() as u32) };
+        Seen {
+            pid: std::process::id(),
+            ppid,
+            pgrp,
+            var: std::env::var(self.var).ok(),
+            cwd: std::env::current_dir()
+                .map(|d| d.display().to_string())
+                .unwrap_or_default(),
+            cmdline: std::fs::read("/proc/self/cmdline").unwrap_or_default(),
+            is_worker: concur_procs::is_worker(),
+        }
+    }
+}
+
+concur_procs::register!(Probe);
+
+const ROLE: &str = "CONCUR_PROCS_TEST_FORK_PARENT_ROLE";
+const LATE_VAR: &str = "CONCUR_PROCS_TEST_SET_AFTER_INIT";
+const WORKER_ARG: &[u8] = b"--concur-procs-worker";
+
+fn main() {
+    concur_procs::init();
+    match std::env::var(ROLE).as_deref() {
+        Ok("parent") => parent_role(),
+        Ok("stuck") => stuck_role(),
+        _ => {}
+    }
+    let template = concur_procs::__private::fork_server_pid()
+        .expect("init() in a single-threaded main starts a fork server");
+    assert!(alive(template), "the fork server {template} is running");
+
+    check("forked workers run tasks", forked_workers_run_tasks);
+    check(
+        "workers see the environment and directory of now",
+        workers_see_the_environment_of_now,
+    );
+    check(
+        "forked workers hold only their channel",
+        forked_workers_hold_only_their_channel,
+    );
+    check(
+        "a crashed worker is replaced by a forked one",
+        a_crashed_worker_is_replaced,
+    );
+    check("spawn_mode(Exec) execs", exec_mode_execs);
+    check(
+        "a forked copy of the parent execs its workers",
+        a_forked_copy_execs,
+    );
+    check("nothing left behind but the fork server", || {
+        assert_eq!(children(), vec![template], "children left behind")
+    });
+    check("parent death ends workers and fork server", parent_death);
+    check("a stuck fork server fails one start, then exec", stuck);
+    check("a killed fork server falls back to exec", || {
+        a_killed_fork_server_falls_back_to_exec(template)
+    });
+    check("no child left at the end", || {
+        assert_eq!(children(), Vec::<u32>::new(), "children left behind")
+    });
+}
+
+fn check(name: &str, f: impl FnOnce()) {
+    eprint!("check {name} ... ");
+    f();
+    eprintln!("ok");
+}
+
+fn probe(pool: &ProcessPool) -> Seen {
+    join(
+        pool.submit(Probe {
+            var: LATE_VAR.into(),
+        })
+        .unwrap(),
+    )
+    .expect("probe ran")
+}
+
+/// Asserts that `seen` comes from a worker forked from the fork server: our
+/// child, our command line (no worker argument), leading its own group.
+fn assert_forked(seen: &Seen) {
+    let ours = std::fs::read("/proc/self/cmdline").unwrap();
+    assert_eq!(
+        seen.cmdline, ours,
+        "worker {} has another command line: it was exec'd",
+        seen.pid
+    );
+    assert_eq!(
+        seen.ppid,
+        std::process::id(),
+        "a forked worker is our child"
+    );
+    assert_eq!(seen.pgrp, seen.pid, "a worker leads its own process group");
+    assert!(seen.is_worker, "is_worker() in a forked worker");
+}
+
+fn assert_execd(seen: &Seen) {
+    assert!(
+        seen.cmdline.split(|&b| b == 0).any(|arg| arg == WORKER_ARG),
+        "worker {} was not exec'd: {:?}",
+        seen.pid,
+        String::from_utf8_lossy(&seen.cmdline)
+    );
+    assert_eq!(
+        seen.ppid,
+        std::process::id(),
+        "an exec'd worker is our child"
+    );
+    assert_eq!(seen.pgrp, seen.pid, "a worker leads its own process group");
+}
+
+fn forked_workers_run_tasks() {
+    let pool = ProcessPool::builder().workers(2).build().unwrap();
+    let pids: Vec<u32> = pool.worker_pids().into_iter().flatten().collect();
+    assert_eq!(pids.len(), 2);
+    let results: Vec<u32> = pool
+        .map((0..100).map(|ms| Sleep { ms: ms % 2 }))
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(results.len(), 100);
+    assert!(results.iter().all(|p| pids.contains(p)), "{results:?}");
+    for _ in 0..4 {
+        let seen = probe(&pool);
+        assert!(pids.contains(&seen.pid));
+        assert_forked(&seen);
+    }
+}
+
+fn workers_see_the_environment_of_now() {
+    // Changed after init(), so the template has neither.
+    std::env::set_var(LATE_VAR, "late");
+    let before = std::env::current_dir().unwrap();
+    let dir = std::env::temp_dir().canonicalize().unwrap();
+    std::env::set_current_dir(&dir).unwrap();
+    let pool = ProcessPool::builder().workers(1).build().unwrap();
+    let seen = probe(&pool);
+    std::env::set_current_dir(before).unwrap();
+    std::env::remove_var(LATE_VAR);
+    assert_forked(&seen);
+    assert_eq!(
+        seen.var.as_deref(),
+        Some("late"),
+        "the worker's environment"
+    );
+    assert_eq!(
+        seen.cwd,
+        dir.display().to_string(),
+        "the worker's directory"
+    );
+    // And a variable removed since is gone from the next worker.
+    drop(pool);
+    let pool = ProcessPool::builder().workers(1).build().unwrap();
+    assert_eq!(probe(&pool).var, None, "a removed variable stays removed");
+}
+
+/// As `tests/fds_inherited.rs` checks for exec'd workers: the two channel
+/// sockets, shared memory the worker made itself, the standard streams,
+/// and standard input from `/dev/null`.
+fn forked_workers_hold_only_their_channel() {
+    // A descriptor opened without close-on-exec after init().
+    // SAFETY: open on a valid C string; closed below.
+    let careless = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY) };
+    assert!(careless >= 0);
+    let pool = ProcessPool::builder().workers(2).build().unwrap();
+    for pid in pool.worker_pids().into_iter().flatten() {
+        let own_region = format!(".{pid}.");
+        let mut extra = Vec::new();
+        for entry in std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .flatten()
+        {
+            let Ok(fd) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(target) = std::fs::read_link(entry.path()) else {
+                continue;
+            };
+            let target = target.to_string_lossy().into_owned();
+            if fd == 0 {
+                assert_eq!(target, "/dev/null", "worker {pid}'s standard input");
+            }
+            if fd > 2 && !(target.starts_with("/memfd:") && target.contains(&own_region)) {
+                extra.push((fd, target));
+            }
+        }
+        let sockets = extra
+            .iter()
+            .filter(|(_, t)| t.starts_with("socket:"))
+            .count();
+        assert!(
+            sockets == extra.len() && sockets <= 2,
+            "forked worker {pid} holds more than its channel: {extra:?}"
+        );
+    }
+    // SAFETY: closes the descriptor opened above.
+    unsafe { libc::close(careless) };
+}
+
+fn a_crashed_worker_is_replaced() {
+    let pool = ProcessPool::builder()
+        .workers(1)
+        .retries(0)
+        .build()
+        .unwrap();
+    let first = probe(&pool);
+    let e = join(
+        pool.submit(Crash {
+            how: How::Abort,
+            wait: false,
+        })
+        .unwrap(),
+    )
+    .unwrap_err();
+    assert_eq!(
+        e.kind(),
+        &ErrorKind::WorkerLost(signal_of(How::Abort)),
+        "abort in a forked worker: {e:?}"
+    );
+    let next = probe(&pool);
+    assert_ne!(next.pid, first.pid, "the crashed worker was replaced");
+    assert_forked(&next);
+}
+
+fn exec_mode_execs() {
+    let pool = ProcessPool::builder()
+        .workers(1)
+        .spawn_mode(SpawnMode::Exec)
+        .build()
+        .unwrap();
+    assert_execd(&probe(&pool));
+}
+
+fn a_killed_fork_server_falls_back_to_exec(template: u32) {
+    let pool = ProcessPool::builder()
+        .workers(1)
+        .retries(0)
+        .build()
+        .unwrap();
+    assert_forked(&probe(&pool));
+    // SAFETY: kill takes integers; the template is our unreaped child.
+    assert_eq!(unsafe { libc::kill(template as i32, libc::SIGKILL) }, 0);
+    wait_until("the fork server dies", DEADLINE, || !alive(template));
+    // The worker it forked is the parent's and lives on.
+    assert_forked(&probe(&pool));
+    // Its replacement cannot come from the dead template: it is exec'd.
+    let e = join(
+        pool.submit(Crash {
+            how: How::Abort,
+            wait: false,
+        })
+        .unwrap(),
+    )
+    .unwrap_err();
+    assert_eq!(e.kind(), &ErrorKind::WorkerLost(signal_of(How::Abort)));
+    assert_execd(&probe(&pool));
+    assert_eq!(
+        concur_procs::__private::fork_server_pid(),
+        None,
+        "a failed fork server is not used again"
+    );
+    // New pools exec too.
+    let other = ProcessPool::builder().workers(1).build().unwrap();
+    assert_execd(&probe(&other));
+    drop((pool, other));
+    assert!(
+        !children().contains(&template),
+        "the dead fork server was reaped"
+    );
+}
+
+/// Run as a child of `parent_death`: a pool of 2 from the fork server, one
+/// worker busy; prints the pids, then waits to be killed.
+fn parent_role() -> ! {
+    let template = concur_procs::__private::fork_server_pid().expect("a fork server");
+    let p = ProcessPool::builder().workers(2).build().unwrap();
+    let busy = p.submit(Sleep { ms: 600_000 }).unwrap();
+    busy.recv_timeout(DEADLINE).expect("busy task started");
+    let pids: Vec<String> = p
+        .worker_pids()
+        .into_iter()
+        .map(|p| p.unwrap().to_string())
+        .collect();
+    println!("PIDS {template} {}", pids.join(" "));
+    std::thread::sleep(DEADLINE);
+    eprintln!("the parent role was not killed");
+    std::process::exit(1);
+}
+
+fn parent_death() {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .env(ROLE, "parent")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let out = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if let Some(rest) = line.strip_prefix("PIDS ") {
+                let _ = tx.send(rest.to_owned());
+            }
+        }
+    });
+    let line = match rx.recv_timeout(DEADLINE) {
+        Ok(line) => line,
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the parent role did not report its processes: {e}");
+        }
+    };
+    let pids: Vec<u32> = line
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    assert_eq!(pids.len(), 3, "fork server and two workers: {line}");
+    assert!(pids.iter().all(|&p| alive(p)));
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    for &pid in &pids {
+        wait_until(
+            &format!("process {pid} of the killed parent exits"),
+            Duration::from_secs(10),
+            || !alive(pid),
+        );
+    }
+    reader.join().unwrap();
+}
+
+/// Run as a child of `stuck`: stops its own fork server, so that a start
+/// waits for an answer that never comes.
+fn stuck_role() -> ! {
+    let template = concur_procs::__private::fork_server_pid().expect("a fork server");
+    // SAFETY: kill takes integers; the template is our unreaped child.
+    assert_eq!(unsafe { libc::kill(template as i32, libc::SIGSTOP) }, 0);
+    let e = ProcessPool::builder()
+        .workers(1)
+        .start_timeout(Duration::from_secs(1))
+        .build()
+        .expect_err("a start waiting on a stopped fork server fails");
+    assert_eq!(e.kind(), &ErrorKind::Spawn, "{e:?}");
+    assert_eq!(concur_procs::__private::fork_server_pid(), None);
+    assert!(
+        !children().contains(&template),
+        "the stuck fork server was reaped"
+    );
+    let pool = ProcessPool::builder().workers(1).build().unwrap();
+    assert_execd(&probe(&pool));
+    drop(pool);
+    assert_eq!(children(), Vec::<u32>::new(), "children left behind");
+    std::process::exit(0);
+}
+
+fn stuck() {
+    let out = common::output_within(
+        Command::new(std::env::current_exe().unwrap()).env(ROLE, "stuck"),
+        "the stuck role",
+    );
+    assert!(
+        out.status.success(),
+        "the stuck role failed: {:?}\n{}",
+        out.status,
+        out.stderr
+    );
+}
+
+/// A copy of this process made by `fork` (no exec) is not the template's
+/// parent: workers the template forked for it would be ours, not its. It
+/// builds its pool with exec'd workers, its own children.
+fn a_forked_copy_execs() {
+    // SAFETY: the child runs only the code below and leaves with _exit.
+    let child = unsafe { libc::fork() };
+    assert!(child >= 0, "fork failed");
+    if child == 0 {
+        let ok = std::panic::catch_unwind(|| {
+            assert_eq!(concur_procs::__private::fork_server_pid(), None);
+            let pool = ProcessPool::builder().workers(1).build().unwrap();
+            assert_execd(&probe(&pool));
+        })
+        .is_ok();
+        // SAFETY: ends the forked child without the parent's exit handlers.
+        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+    }
+    let child = child as u32;
+    wait_until("the forked copy finishes", DEADLINE, || !alive(child));
+    let mut status = 0;
+    // SAFETY: our own child, a valid out-pointer.
+    assert_eq!(
+        unsafe { libc::waitpid(child as i32, &mut status, 0) },
+        child as i32
+    );
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "the forked copy failed: status {status}"
+    );
+}
