@@ -16,8 +16,8 @@ use concur_bench::tasks::{Noop, Spin};
 use concur_bench::{header, interleaved, median, rounds, time, Comparison};
 use concur_core::prelude::*;
 use concur_procs::ProcessPool;
-use std::time::Duration;
 use ipc_channel::ipc::{self, IpcBytesReceiver, IpcBytesSender, IpcOneShotServer, IpcSender};
+use std::time::Duration;
 
 fn procspawn_noop(x: u64) -> u64 {
     x
@@ -117,7 +117,10 @@ fn burst(rounds: usize) {
         .build()
         .expect("pool");
     let peer = procspawn::Pool::new(workers).expect("procspawn pool");
-    let children = std::env::var("ANCHOR_CHILDREN").ok().and_then(|s| s.parse().ok()).unwrap_or(workers);
+    let children = std::env::var("ANCHOR_CHILDREN")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(workers);
     let mut echoes: Vec<Echo> = (0..children).map(|_| Echo::start()).collect();
     let procspawn_burst = || {
         // procspawn holds 4 descriptors per queued task: 10k at once
@@ -166,8 +169,7 @@ fn burst(rounds: usize) {
     );
     Comparison::new("burst of 10k no-ops", "raw pipelined", raw, ours, 2.0).print(N, "us");
     if !skip_procspawn {
-        Comparison::new("burst of 10k no-ops", "procspawn", theirs, ours, 1.0 / 6.0)
-            .print(N, "us");
+        Comparison::new("burst of 10k no-ops", "procspawn", theirs, ours, 1.0 / 6.0).print(N, "us");
     }
     let speed = theirs.as_secs_f64() / ours.as_secs_f64();
     println!(

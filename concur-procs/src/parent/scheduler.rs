@@ -99,6 +99,15 @@ impl Rules {
     }
 }
 
+/// A unit that may travel in a run frame with others: a small input
+/// (inline), and no caller messages or caller-gone notice to follow its
+/// run frame.
+fn small_alone(unit: &Unit) -> bool {
+    matches!(*unit.input, Body::Empty | Body::Inline(_))
+        && unit.down.is_empty()
+        && !unit.caller_gone
+}
+
 /// Where a unit's result goes.
 #[derive(Clone)]
 pub(crate) enum Sink {
@@ -219,9 +228,12 @@ pub(crate) struct Unit {
     pub(crate) deaths: u32,
     /// Asked back from the worker it waits on.
     recalled: bool,
-    /// Its place in the order its worker received run frames (1-based).
+    /// Its place in the order its worker received run frames (1-based):
+    /// units that travel in one frame share it.
     seq: u64,
-    /// The run frame it travelled in (units of a batch travel together).
+    /// Its place in the worker's pipeline (units of a batch's group share
+    /// one; tasks submitted alone take one each, even when several travel
+    /// in one frame).
     group: u64,
 }
 
@@ -322,6 +334,9 @@ pub(crate) struct Worker {
     /// Tasks sent (for recycling after `max_tasks`).
     sent: u64,
     /// Run frames sent (numbering [`Unit::seq`]).
+    frames: u64,
+    /// Places in the pipeline taken (numbering [`Unit::group`]): a task
+    /// alone takes one, a group of a batch's tasks one for them all.
     runs: u64,
     /// Run frames with a unit still in flight: the pipelining depth counts
     /// these, so a group of small tasks takes one place.
@@ -355,6 +370,7 @@ impl Worker {
             in_flight: VecDeque::new(),
             outgoing: Vec::new(),
             sent: 0,
+            frames: 0,
             runs: 0,
             open_groups: 0,
             retiring: false,
@@ -373,6 +389,41 @@ impl Worker {
             _ => rules.depth.min(2),
         };
         !self.retiring && !self.killed && self.open_groups < depth
+    }
+
+    /// Adds `unit` to the run frame last queued for this worker, if that
+    /// frame is still waiting to be sent and `unit` can travel in it (see
+    /// [`small_alone`]): same task name, within [`GROUP_UNITS`] and
+    /// [`GROUP_BYTES`].
+    fn join_last_frame(&mut self, unit: &Unit) -> bool {
+        if !small_alone(unit) {
+            return false;
+        }
+        let len = unit.input.as_slice().len();
+        match self.outgoing.last_mut() {
+            Some(Out::Run { id, name, input })
+                if *name == unit.name
+                    && matches!(**input, Body::Empty | Body::Inline(_))
+                    && input.as_slice().len() + len <= GROUP_BYTES =>
+            {
+                let units = vec![(*id, input.clone()), (unit.id, unit.input.clone())];
+                *self.outgoing.last_mut().expect("a last frame") = Out::RunGroup {
+                    name: unit.name,
+                    units,
+                };
+                true
+            }
+            Some(Out::RunGroup { name, units })
+                if *name == unit.name
+                    && units.len() < GROUP_UNITS
+                    && units.iter().map(|(_, b)| b.as_slice().len()).sum::<usize>() + len
+                        <= GROUP_BYTES =>
+            {
+                units.push((unit.id, unit.input.clone()));
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Takes unit `i` out of flight (units of a group are contiguous).
@@ -563,10 +614,17 @@ impl Scheduler {
             }
             w.runs += 1;
             w.open_groups += 1;
-            unit.seq = w.runs;
             unit.group = w.runs;
             let group = self.rules.group_with(&unit, &mut self.queue);
-            if group.is_empty() {
+            if group.is_empty() && w.join_last_frame(&unit) {
+                // Travels in the run frame before it: one frame (one
+                // header, one allocation, one worker wake-up) for all the
+                // small tasks a worker is given at once.
+                unit.seq = w.frames;
+                w.in_flight.push_back(unit);
+            } else if group.is_empty() {
+                w.frames += 1;
+                unit.seq = w.frames;
                 w.outgoing.push(Out::Run {
                     id: unit.id,
                     name: unit.name,
@@ -583,6 +641,8 @@ impl Scheduler {
                 }
                 w.in_flight.push_back(unit);
             } else {
+                w.frames += 1;
+                unit.seq = w.frames;
                 let mut units = Vec::with_capacity(group.len() + 1);
                 units.push((unit.id, unit.input.clone()));
                 units.extend(group.iter().map(|u| (u.id, u.input.clone())));
@@ -592,7 +652,7 @@ impl Scheduler {
                 });
                 w.in_flight.push_back(unit);
                 for mut u in group {
-                    u.seq = w.runs;
+                    u.seq = w.frames;
                     u.group = w.runs;
                     w.sent += 1;
                     w.in_flight.push_back(u);

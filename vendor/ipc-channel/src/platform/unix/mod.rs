@@ -1193,6 +1193,15 @@ enum BlockingMode {
     Timeout(Duration),
 }
 
+thread_local! {
+    /// The buffer a thread's last small receive used, reused by its next.
+    static RECV_BUFFER: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+}
+
+/// Messages up to this size are copied out of the receive buffer, which is
+/// kept (see the fast path in [`recv`]); larger ones take it with them.
+const KEEP_RECV_BUFFER_BELOW: usize = 64 * 1024;
+
 #[allow(clippy::uninit_vec, clippy::type_complexity)]
 fn recv(fd: c_int, blocking_mode: BlockingMode) -> Result<IpcMessage, UnixError> {
     let (mut channels, mut shared_memory_regions) = (Vec::new(), Vec::new());
@@ -1204,8 +1213,11 @@ fn recv(fd: c_int, blocking_mode: BlockingMode) -> Result<IpcMessage, UnixError>
     let mut total_size = 0usize;
     let mut main_data_buffer;
     unsafe {
-        // Allocate a buffer without initialising the memory.
-        main_data_buffer = Vec::with_capacity(OsIpcSender::get_max_fragment_size());
+        // Reuse this thread's receive buffer (or allocate one) without
+        // initialising the memory.
+        main_data_buffer = RECV_BUFFER.take();
+        main_data_buffer.clear();
+        main_data_buffer.reserve_exact(OsIpcSender::get_max_fragment_size());
         main_data_buffer.set_len(OsIpcSender::get_max_fragment_size());
 
         let mut fragment_size: usize = 0;
@@ -1311,7 +1323,16 @@ fn recv(fd: c_int, blocking_mode: BlockingMode) -> Result<IpcMessage, UnixError>
     }
 
     if total_size == main_data_buffer.len() {
-        // Fast path: no fragments.
+        // Fast path: no fragments. A small message gets a buffer of its
+        // size and the full-size one is kept for this thread's next
+        // receive: allocating and freeing a fragment-sized buffer per
+        // message made the allocator return its pages to the system and
+        // fault them in again (an madvise and a TLB shootdown per message).
+        if main_data_buffer.len() <= KEEP_RECV_BUFFER_BELOW {
+            let data = main_data_buffer.to_vec();
+            RECV_BUFFER.set(main_data_buffer);
+            return Ok(IpcMessage::new(data, channels, shared_memory_regions));
+        }
         return Ok(IpcMessage::new(
             main_data_buffer,
             channels,
