@@ -104,6 +104,32 @@ fn raw_pipelined(echoes: &mut [Echo], n: u64) {
     });
 }
 
+/// CPU time this process has used (every thread).
+fn cpu_self() -> Duration {
+    // SAFETY: getrusage fills the struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: RUSAGE_SELF with a valid pointer.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(u.ru_utime) + tv(u.ru_stime)
+}
+
+/// CPU time process `pid` has used (every thread), in clock ticks' resolution.
+fn cpu_of(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) end in ')'.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 here.
+    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_micros(ticks * 1_000_000 / hz)
+}
+
 /// Row 2: a burst of 10k no-op tasks on 2 workers against procspawn's
 /// pool and against the raw pipelined loop, all three interleaved in each
 /// round.
@@ -142,6 +168,12 @@ fn burst(rounds: usize) {
     };
     let skip_procspawn = std::env::var_os("SKIP_PROCSPAWN").is_some();
     let (mut theirs, mut raw, mut ours) = (Vec::new(), Vec::new(), Vec::new());
+    // CPU per task, which the load other programs put on the machine
+    // changes less than the elapsed time: the parent's during concur's
+    // bursts, and its workers' (which run nothing else).
+    let workers_cpu = || -> Duration { pool.worker_pids().into_iter().flatten().map(cpu_of).sum() };
+    let mut parent_cpu = Duration::ZERO;
+    let mut worker_cpu = Duration::ZERO;
     // The first round warms every side up and is not counted.
     for round in 0..=rounds {
         let t = if skip_procspawn {
@@ -154,8 +186,11 @@ fn burst(rounds: usize) {
         } else {
             time(|| raw_pipelined(&mut echoes, N)).as_secs_f64()
         };
+        let (c0, w0) = (cpu_self(), workers_cpu());
         let o = time(concur_burst).as_secs_f64();
         if round > 0 {
+            parent_cpu += cpu_self().saturating_sub(c0);
+            worker_cpu += workers_cpu().saturating_sub(w0);
             theirs.push(t);
             raw.push(r);
             ours.push(o);
@@ -171,6 +206,13 @@ fn burst(rounds: usize) {
     if !skip_procspawn {
         Comparison::new("burst of 10k no-ops", "procspawn", theirs, ours, 1.0 / 6.0).print(N, "us");
     }
+    let tasks = (N * rounds.max(1) as u64) as f64;
+    println!(
+        "{:<34} {:>10.3} us/task in the parent, {:.3} us/task in the workers",
+        "  cpu",
+        parent_cpu.as_secs_f64() * 1e6 / tasks,
+        worker_cpu.as_secs_f64() * 1e6 / tasks
+    );
     let speed = theirs.as_secs_f64() / ours.as_secs_f64();
     println!(
         "{:<34} {:>10.0} tasks/s vs {:.0} tasks/s: {:.1}x procspawn's throughput (target >= 6x)  {}",

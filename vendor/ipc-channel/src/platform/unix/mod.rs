@@ -1261,7 +1261,15 @@ fn recv(fd: c_int, blocking_mode: BlockingMode) -> Result<IpcMessage, UnixError>
             // An error after part of a fragment was read (only a peer that
             // breaks the framing can cause one) is returned like any other;
             // the descriptors received so far are closed when dropped.
-            bytes_read += cmsg.recv(fd, blocking_mode)?;
+            bytes_read += match cmsg.recv(fd, blocking_mode) {
+                Ok(n) => n,
+                Err(e) => {
+                    // Nothing to hand out (a select's last, empty receive,
+                    // say): the buffer stays for the next receive.
+                    RECV_BUFFER.set(main_data_buffer);
+                    return Err(e);
+                },
+            };
 
             let cmsg_fds = CMSG_DATA(cmsg.cmsg_buffer) as *const c_int;
             let cmsg_length = cmsg.msghdr.msg_controllen;
@@ -1486,12 +1494,12 @@ impl UnixCmsg {
     }
 
     unsafe fn recv(&mut self, fd: c_int, blocking_mode: BlockingMode) -> Result<usize, UnixError> {
+        // A non-blocking receive asks for it per call (`MSG_DONTWAIT`)
+        // rather than switching the descriptor to non-blocking and back:
+        // two `fcntl` calls fewer per receive.
+        let mut flags = RECVMSG_FLAGS;
         match blocking_mode {
-            BlockingMode::Nonblocking => {
-                if libc::fcntl(fd, libc::F_SETFL, libc::O_NONBLOCK) < 0 {
-                    return Err(UnixError::last());
-                }
-            },
+            BlockingMode::Nonblocking => flags |= libc::MSG_DONTWAIT,
             BlockingMode::Timeout(duration) => {
                 let events = libc::POLLIN | libc::POLLPRI | libc::POLLRDHUP;
 
@@ -1515,7 +1523,7 @@ impl UnixCmsg {
             BlockingMode::Blocking => {},
         }
 
-        let result = recvmsg(fd, &mut self.msghdr, RECVMSG_FLAGS);
+        let result = recvmsg(fd, &mut self.msghdr, flags);
 
         let result = match result.cmp(&0) {
             cmp::Ordering::Equal => Err(UnixError::ChannelClosed),
@@ -1523,11 +1531,6 @@ impl UnixCmsg {
             cmp::Ordering::Greater => Ok(result as usize),
         };
 
-        if let BlockingMode::Nonblocking = blocking_mode {
-            if libc::fcntl(fd, libc::F_SETFL, 0) < 0 {
-                return Err(UnixError::last());
-            }
-        }
         result
     }
 
