@@ -174,6 +174,7 @@ fn burst(rounds: usize) {
     let workers_cpu = || -> Duration { pool.worker_pids().into_iter().flatten().map(cpu_of).sum() };
     let mut parent_cpu = Duration::ZERO;
     let mut worker_cpu = Duration::ZERO;
+    let mut workers_from = Duration::ZERO;
     // The first round warms every side up and is not counted.
     for round in 0..=rounds {
         let t = if skip_procspawn {
@@ -186,11 +187,15 @@ fn burst(rounds: usize) {
         } else {
             time(|| raw_pipelined(&mut echoes, N)).as_secs_f64()
         };
-        let (c0, w0) = (cpu_self(), workers_cpu());
+        if round == 1 {
+            // Counted over all rounds at once: /proc counts clock ticks.
+            workers_from = workers_cpu();
+        }
+        let c0 = cpu_self();
         let o = time(concur_burst).as_secs_f64();
         if round > 0 {
             parent_cpu += cpu_self().saturating_sub(c0);
-            worker_cpu += workers_cpu().saturating_sub(w0);
+            worker_cpu = workers_cpu().saturating_sub(workers_from);
             theirs.push(t);
             raw.push(r);
             ours.push(o);
