@@ -363,6 +363,15 @@ const STALL_AFTER: Duration = Duration::from_micros(500);
 /// longer ones are sent two at a time.
 const PIPELINE_BELOW: Duration = Duration::from_millis(1);
 
+/// Tasks shorter than this on average are pipelined [`TINY_DEPTH`] times
+/// deeper. A worker holds its results back while it has work and sends
+/// them when it runs out, then waits one round trip for more: a wider
+/// window spreads that wait (and the wake-ups of both sides) over more
+/// tasks. Measured on a 10k burst of no-ops (`procs_vs_peers`), four
+/// times the depth halved the time per task; sixteen times was worse.
+const TINY_BELOW: Duration = Duration::from_micros(50);
+const TINY_DEPTH: usize = 4;
+
 impl Worker {
     fn new(slot: usize, now: Instant) -> Self {
         Worker {
@@ -385,6 +394,7 @@ impl Worker {
     fn takes_work(&self, rules: &Rules) -> bool {
         let depth = match self.per_task {
             _ if !rules.adaptive => rules.depth,
+            Some(t) if t < TINY_BELOW => rules.depth * TINY_DEPTH,
             Some(t) if t < PIPELINE_BELOW => rules.depth,
             _ => rules.depth.min(2),
         };

@@ -734,3 +734,22 @@ fn an_exit_on_a_broken_channel_keeps_that_cause() {
         );
     }
 }
+
+/// The adaptive depth: two tasks ahead until a worker's task length is
+/// known, the full depth for tasks under a millisecond, four times it for
+/// tasks under 50 µs (a burst of tiny tasks waits less on round trips).
+#[test]
+fn adaptive_depth_follows_task_length() {
+    let depth_after = |took: Duration| {
+        let now = Instant::now();
+        let mut r = rules();
+        r.adaptive = true;
+        let (mut s, w, cs) = loaded(r, 200, now);
+        assert_eq!(s.workers[&w].in_flight.len(), 2, "not yet measured");
+        apply(s.on_done(w, cs[0].id(), Ok(Body::Empty), now + took));
+        s.workers[&w].in_flight.len()
+    };
+    assert_eq!(depth_after(Duration::from_micros(10)), 16 * TINY_DEPTH);
+    assert_eq!(depth_after(Duration::from_micros(200)), 16);
+    assert_eq!(depth_after(Duration::from_millis(5)), 2);
+}
