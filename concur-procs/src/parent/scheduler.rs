@@ -363,8 +363,8 @@ const STALL_AFTER: Duration = Duration::from_micros(500);
 /// longer ones are sent two at a time.
 const PIPELINE_BELOW: Duration = Duration::from_millis(1);
 
-/// Tasks shorter than this on average are pipelined [`TINY_DEPTH`] times
-/// deeper. A worker holds its results back while it has work and sends
+/// Tasks shorter than this on average are pipelined up to [`TINY_DEPTH`]
+/// times deeper (counted in tasks, not places). A worker holds its results back while it has work and sends
 /// them when it runs out, then waits one round trip for more: a wider
 /// window spreads that wait (and the wake-ups of both sides) over more
 /// tasks. Measured on a 10k burst of no-ops (`procs_vs_peers`), four
@@ -392,13 +392,17 @@ impl Worker {
     }
 
     fn takes_work(&self, rules: &Rules) -> bool {
-        let depth = match self.per_task {
-            _ if !rules.adaptive => rules.depth,
-            Some(t) if t < TINY_BELOW => rules.depth * TINY_DEPTH,
-            Some(t) if t < PIPELINE_BELOW => rules.depth,
-            _ => rules.depth.min(2),
+        let (depth, tiny) = match self.per_task {
+            _ if !rules.adaptive => (rules.depth, false),
+            Some(t) if t < TINY_BELOW => (rules.depth, true),
+            Some(t) if t < PIPELINE_BELOW => (rules.depth, false),
+            _ => (rules.depth.min(2), false),
         };
-        !self.retiring && !self.killed && self.open_groups < depth
+        // Tiny tasks sent alone go deeper; groups of a batch already carry
+        // many tasks per place and keep the plain depth (a deeper window
+        // of groups made `map` slower).
+        let room = self.open_groups < depth || (tiny && self.in_flight.len() < depth * TINY_DEPTH);
+        !self.retiring && !self.killed && room
     }
 
     /// Adds `unit` to the run frame last queued for this worker, if that

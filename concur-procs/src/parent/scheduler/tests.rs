@@ -753,3 +753,30 @@ fn adaptive_depth_follows_task_length() {
     assert_eq!(depth_after(Duration::from_micros(200)), 16);
     assert_eq!(depth_after(Duration::from_millis(5)), 2);
 }
+
+/// Tiny tasks of a batch travel in groups that already carry many tasks
+/// per place: they keep the plain depth in groups.
+#[test]
+fn tiny_batch_groups_keep_the_plain_depth() {
+    let now = Instant::now();
+    let mut r = rules();
+    r.adaptive = true;
+    let (mut s, w) = with_worker(r, now);
+    let n = GROUP_UNITS * 40;
+    let batch = Batch::new(Completion::new(permit(), None), n);
+    let units: Vec<Unit> = (0..n)
+        .map(|i| {
+            Unit::new(
+                TaskId::next(),
+                Sink::Item(batch.clone(), i),
+                "t",
+                Body::Empty,
+            )
+        })
+        .collect();
+    let first = units[0].id;
+    let _ = s.submit(units, now).unwrap();
+    assert_eq!(s.workers[&w].open_groups, 2, "not yet measured");
+    apply(s.on_done(w, first, Ok(Body::Empty), now + Duration::from_micros(10)));
+    assert_eq!(s.workers[&w].open_groups, 16);
+}
