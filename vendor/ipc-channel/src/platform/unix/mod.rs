@@ -1198,6 +1198,18 @@ thread_local! {
     static RECV_BUFFER: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
 }
 
+/// This thread's kept receive buffer, or a new one (also while the
+/// thread's locals are being destroyed).
+fn take_recv_buffer() -> Vec<u8> {
+    RECV_BUFFER.try_with(Cell::take).unwrap_or_default()
+}
+
+/// Keeps `buffer` for this thread's next receive (drops it while the
+/// thread's locals are being destroyed).
+fn keep_recv_buffer(buffer: Vec<u8>) {
+    let _ = RECV_BUFFER.try_with(|b| b.set(buffer));
+}
+
 /// Messages up to this size are copied out of the receive buffer, which is
 /// kept (see the fast path in [`recv`]); larger ones take it with them.
 const KEEP_RECV_BUFFER_BELOW: usize = 64 * 1024;
@@ -1215,7 +1227,7 @@ fn recv(fd: c_int, blocking_mode: BlockingMode) -> Result<IpcMessage, UnixError>
     unsafe {
         // Reuse this thread's receive buffer (or allocate one) without
         // initialising the memory.
-        main_data_buffer = RECV_BUFFER.take();
+        main_data_buffer = take_recv_buffer();
         main_data_buffer.clear();
         main_data_buffer.reserve_exact(OsIpcSender::get_max_fragment_size());
         main_data_buffer.set_len(OsIpcSender::get_max_fragment_size());
@@ -1266,7 +1278,7 @@ fn recv(fd: c_int, blocking_mode: BlockingMode) -> Result<IpcMessage, UnixError>
                 Err(e) => {
                     // Nothing to hand out (a select's last, empty receive,
                     // say): the buffer stays for the next receive.
-                    RECV_BUFFER.set(main_data_buffer);
+                    keep_recv_buffer(main_data_buffer);
                     return Err(e);
                 },
             };
@@ -1338,7 +1350,7 @@ fn recv(fd: c_int, blocking_mode: BlockingMode) -> Result<IpcMessage, UnixError>
         // fault them in again (an madvise and a TLB shootdown per message).
         if main_data_buffer.len() <= KEEP_RECV_BUFFER_BELOW {
             let data = main_data_buffer.to_vec();
-            RECV_BUFFER.set(main_data_buffer);
+            keep_recv_buffer(main_data_buffer);
             return Ok(IpcMessage::new(data, channels, shared_memory_regions));
         }
         return Ok(IpcMessage::new(
