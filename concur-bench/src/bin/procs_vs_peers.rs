@@ -114,20 +114,18 @@ fn cpu_self() -> Duration {
     tv(u.ru_utime) + tv(u.ru_stime)
 }
 
-/// CPU time process `pid` has used (every thread), in clock ticks' resolution.
+/// CPU time the live threads of process `pid` have used (nanosecond
+/// resolution: the first field of each thread's `schedstat`).
 fn cpu_of(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may hold spaces) end in ')'.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<u64> = rest
-        .split_whitespace()
-        .map(|x| x.parse().unwrap_or(0))
-        .collect();
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 here.
-    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-    Duration::from_micros(ticks * 1_000_000 / hz)
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Duration::ZERO;
+    };
+    let ns: u64 = tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    Duration::from_nanos(ns)
 }
 
 /// Row 2: a burst of 10k no-op tasks on 2 workers against procspawn's
@@ -172,9 +170,7 @@ fn burst(rounds: usize) {
     // changes less than the elapsed time: the parent's during concur's
     // bursts, and its workers' (which run nothing else).
     let workers_cpu = || -> Duration { pool.worker_pids().into_iter().flatten().map(cpu_of).sum() };
-    let mut parent_cpu = Duration::ZERO;
-    let mut worker_cpu = Duration::ZERO;
-    let mut workers_from = Duration::ZERO;
+    let (mut parent_cpu, mut worker_cpu) = (Vec::new(), Vec::new());
     // The first round warms every side up and is not counted.
     for round in 0..=rounds {
         let t = if skip_procspawn {
@@ -187,15 +183,11 @@ fn burst(rounds: usize) {
         } else {
             time(|| raw_pipelined(&mut echoes, N)).as_secs_f64()
         };
-        if round == 1 {
-            // Counted over all rounds at once: /proc counts clock ticks.
-            workers_from = workers_cpu();
-        }
-        let c0 = cpu_self();
+        let (c0, w0) = (cpu_self(), workers_cpu());
         let o = time(concur_burst).as_secs_f64();
         if round > 0 {
-            parent_cpu += cpu_self().saturating_sub(c0);
-            worker_cpu = workers_cpu().saturating_sub(workers_from);
+            parent_cpu.push(cpu_self().saturating_sub(c0).as_secs_f64());
+            worker_cpu.push(workers_cpu().saturating_sub(w0).as_secs_f64());
             theirs.push(t);
             raw.push(r);
             ours.push(o);
@@ -211,12 +203,11 @@ fn burst(rounds: usize) {
     if !skip_procspawn {
         Comparison::new("burst of 10k no-ops", "procspawn", theirs, ours, 1.0 / 6.0).print(N, "us");
     }
-    let tasks = (N * rounds.max(1) as u64) as f64;
     println!(
         "{:<34} {:>10.3} us/task in the parent, {:.3} us/task in the workers",
         "  cpu",
-        parent_cpu.as_secs_f64() * 1e6 / tasks,
-        worker_cpu.as_secs_f64() * 1e6 / tasks
+        median(&mut parent_cpu) * 1e6 / N as f64,
+        median(&mut worker_cpu) * 1e6 / N as f64
     );
     let speed = theirs.as_secs_f64() / ours.as_secs_f64();
     println!(
