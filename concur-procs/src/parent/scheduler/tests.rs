@@ -97,15 +97,73 @@ fn units_go_to_the_ready_worker_in_order() {
     let (units, cs) = singles(3);
     let fx = s.submit(units, now).unwrap();
     assert_eq!(fx.touched, vec![w]);
-    let ids: Vec<TaskId> = s.workers[&w]
+    assert_eq!(
+        run_ids(&s.workers[&w].outgoing),
+        cs.iter().map(Completion::id).collect::<Vec<_>>()
+    );
+}
+
+/// The units that run frames carry, in order.
+fn run_ids(outgoing: &[Out]) -> Vec<TaskId> {
+    outgoing
+        .iter()
+        .flat_map(|o| match o {
+            Out::Run { id, .. } => vec![*id],
+            Out::RunGroup { units, .. } => units.iter().map(|(id, _)| *id).collect(),
+            _ => Vec::new(),
+        })
+        .collect()
+}
+
+/// Small tasks submitted alone and given to a worker at once travel in
+/// one frame, yet each keeps its own place in the pipeline (a worker
+/// takes `depth` of them, not `depth` frames of them).
+#[test]
+fn small_single_tasks_given_at_once_share_one_frame() {
+    let now = Instant::now();
+    let mut r = rules();
+    r.depth = 4;
+    let (mut s, w) = with_worker(r, now);
+    let (units, cs) = singles(6);
+    let _ = s.submit(units, now).unwrap();
+    let out = &s.workers[&w].outgoing;
+    assert_eq!(out.len(), 1, "one frame: {out:?}");
+    assert!(matches!(&out[0], Out::RunGroup { units, .. } if units.len() == 4));
+    assert_eq!(
+        run_ids(out),
+        cs[..4].iter().map(Completion::id).collect::<Vec<_>>()
+    );
+    // Each result frees one place: the next task goes out alone.
+    s.workers.get_mut(&w).unwrap().outgoing.clear();
+    apply(s.on_done(w, cs[0].id(), Ok(Body::Empty), now));
+    assert_eq!(run_ids(&s.workers[&w].outgoing), vec![cs[4].id()]);
+}
+
+/// A task with caller messages to follow its run frame, or a large input,
+/// travels in a frame of its own.
+#[test]
+fn tasks_with_messages_or_large_inputs_travel_alone() {
+    let now = Instant::now();
+    let (mut s, w) = with_worker(rules(), now);
+    let (mut units, cs) = singles(4);
+    units[1].down.push(vec![1, 2, 3]);
+    units[2].input = Arc::new(Body::inline(vec![0; GROUP_BYTES + 1]));
+    let _ = s.submit(units, now).unwrap();
+    let kinds: Vec<String> = s.workers[&w]
         .outgoing
         .iter()
         .map(|o| match o {
-            Out::Run { id, .. } => *id,
+            Out::Run { .. } => "run".to_owned(),
+            Out::RunGroup { units, .. } => format!("group{}", units.len()),
+            Out::Deliver { .. } => "deliver".to_owned(),
             other => panic!("unexpected {other:?}"),
         })
         .collect();
-    assert_eq!(ids, cs.iter().map(Completion::id).collect::<Vec<_>>());
+    assert_eq!(kinds, ["run", "run", "deliver", "run", "run"]);
+    assert_eq!(
+        run_ids(&s.workers[&w].outgoing),
+        cs.iter().map(Completion::id).collect::<Vec<_>>()
+    );
 }
 
 #[test]
@@ -344,7 +402,14 @@ fn cancel_kills_a_running_unit_and_recalls_a_waiting_one() {
 #[test]
 fn a_worker_that_cannot_receive_an_input_blames_that_task() {
     let now = Instant::now();
-    let (mut s, w, cs) = loaded(rules(), 3, now);
+    let (mut s, w) = with_worker(rules(), now);
+    // Three frames (each event's frames are sent before the next event,
+    // as the shell does), so `received` tells them apart.
+    let (units, cs) = singles(3);
+    for u in units {
+        let _ = s.submit(vec![u], now).unwrap();
+        s.workers.get_mut(&w).unwrap().outgoing.clear();
+    }
     apply(s.on_done(w, cs[0].id(), Ok(Body::Empty), now));
     let p = Progress {
         running: 0,
@@ -668,4 +733,50 @@ fn an_exit_on_a_broken_channel_keeps_that_cause() {
             "{exit:?}: {source}"
         );
     }
+}
+
+/// The adaptive depth: two tasks ahead until a worker's task length is
+/// known, the full depth for tasks under a millisecond, four times it for
+/// tasks under 50 µs (a burst of tiny tasks waits less on round trips).
+#[test]
+fn adaptive_depth_follows_task_length() {
+    let depth_after = |took: Duration| {
+        let now = Instant::now();
+        let mut r = rules();
+        r.adaptive = true;
+        let (mut s, w, cs) = loaded(r, 200, now);
+        assert_eq!(s.workers[&w].in_flight.len(), 2, "not yet measured");
+        apply(s.on_done(w, cs[0].id(), Ok(Body::Empty), now + took));
+        s.workers[&w].in_flight.len()
+    };
+    assert_eq!(depth_after(Duration::from_micros(10)), 16 * TINY_DEPTH);
+    assert_eq!(depth_after(Duration::from_micros(200)), 16);
+    assert_eq!(depth_after(Duration::from_millis(5)), 2);
+}
+
+/// Tiny tasks of a batch travel in groups that already carry many tasks
+/// per place: they keep the plain depth in groups.
+#[test]
+fn tiny_batch_groups_keep_the_plain_depth() {
+    let now = Instant::now();
+    let mut r = rules();
+    r.adaptive = true;
+    let (mut s, w) = with_worker(r, now);
+    let n = GROUP_UNITS * 40;
+    let batch = Batch::new(Completion::new(permit(), None), n);
+    let units: Vec<Unit> = (0..n)
+        .map(|i| {
+            Unit::new(
+                TaskId::next(),
+                Sink::Item(batch.clone(), i),
+                "t",
+                Body::Empty,
+            )
+        })
+        .collect();
+    let first = units[0].id;
+    let _ = s.submit(units, now).unwrap();
+    assert_eq!(s.workers[&w].open_groups, 2, "not yet measured");
+    apply(s.on_done(w, first, Ok(Body::Empty), now + Duration::from_micros(10)));
+    assert_eq!(s.workers[&w].open_groups, 16);
 }

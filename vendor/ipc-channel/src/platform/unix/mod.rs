@@ -1201,6 +1201,27 @@ enum BlockingMode {
     Timeout(Duration),
 }
 
+thread_local! {
+    /// The buffer a thread's last small receive used, reused by its next.
+    static RECV_BUFFER: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+}
+
+/// This thread's kept receive buffer, or a new one (also while the
+/// thread's locals are being destroyed).
+fn take_recv_buffer() -> Vec<u8> {
+    RECV_BUFFER.try_with(Cell::take).unwrap_or_default()
+}
+
+/// Keeps `buffer` for this thread's next receive (drops it while the
+/// thread's locals are being destroyed).
+fn keep_recv_buffer(buffer: Vec<u8>) {
+    let _ = RECV_BUFFER.try_with(|b| b.set(buffer));
+}
+
+/// Messages up to this size are copied out of the receive buffer, which is
+/// kept (see the fast path in [`recv`]); larger ones take it with them.
+const KEEP_RECV_BUFFER_BELOW: usize = 64 * 1024;
+
 #[allow(clippy::uninit_vec, clippy::type_complexity)]
 fn recv(fd: c_int, blocking_mode: BlockingMode) -> Result<IpcMessage, UnixError> {
     let (mut channels, mut shared_memory_regions) = (Vec::new(), Vec::new());
@@ -1212,8 +1233,11 @@ fn recv(fd: c_int, blocking_mode: BlockingMode) -> Result<IpcMessage, UnixError>
     let mut total_size = 0usize;
     let mut main_data_buffer;
     unsafe {
-        // Allocate a buffer without initialising the memory.
-        main_data_buffer = Vec::with_capacity(OsIpcSender::get_max_fragment_size());
+        // Reuse this thread's receive buffer (or allocate one) without
+        // initialising the memory.
+        main_data_buffer = take_recv_buffer();
+        main_data_buffer.clear();
+        main_data_buffer.reserve_exact(OsIpcSender::get_max_fragment_size());
         main_data_buffer.set_len(OsIpcSender::get_max_fragment_size());
 
         let mut fragment_size: usize = 0;
@@ -1257,7 +1281,15 @@ fn recv(fd: c_int, blocking_mode: BlockingMode) -> Result<IpcMessage, UnixError>
             // An error after part of a fragment was read (only a peer that
             // breaks the framing can cause one) is returned like any other;
             // the descriptors received so far are closed when dropped.
-            bytes_read += cmsg.recv(fd, blocking_mode)?;
+            bytes_read += match cmsg.recv(fd, blocking_mode) {
+                Ok(n) => n,
+                Err(e) => {
+                    // Nothing to hand out (a select's last, empty receive,
+                    // say): the buffer stays for the next receive.
+                    keep_recv_buffer(main_data_buffer);
+                    return Err(e);
+                },
+            };
 
             let cmsg_fds = CMSG_DATA(cmsg.cmsg_buffer) as *const c_int;
             let cmsg_length = cmsg.msghdr.msg_controllen;
@@ -1319,7 +1351,16 @@ fn recv(fd: c_int, blocking_mode: BlockingMode) -> Result<IpcMessage, UnixError>
     }
 
     if total_size == main_data_buffer.len() {
-        // Fast path: no fragments.
+        // Fast path: no fragments. A small message gets a buffer of its
+        // size and the full-size one is kept for this thread's next
+        // receive: allocating and freeing a fragment-sized buffer per
+        // message made the allocator return its pages to the system and
+        // fault them in again (an madvise and a TLB shootdown per message).
+        if main_data_buffer.len() <= KEEP_RECV_BUFFER_BELOW {
+            let data = main_data_buffer.to_vec();
+            keep_recv_buffer(main_data_buffer);
+            return Ok(IpcMessage::new(data, channels, shared_memory_regions));
+        }
         return Ok(IpcMessage::new(
             main_data_buffer,
             channels,
@@ -1473,12 +1514,12 @@ impl UnixCmsg {
     }
 
     unsafe fn recv(&mut self, fd: c_int, blocking_mode: BlockingMode) -> Result<usize, UnixError> {
+        // A non-blocking receive asks for it per call (`MSG_DONTWAIT`)
+        // rather than switching the descriptor to non-blocking and back:
+        // two `fcntl` calls fewer per receive.
+        let mut flags = RECVMSG_FLAGS;
         match blocking_mode {
-            BlockingMode::Nonblocking => {
-                if libc::fcntl(fd, libc::F_SETFL, libc::O_NONBLOCK) < 0 {
-                    return Err(UnixError::last());
-                }
-            },
+            BlockingMode::Nonblocking => flags |= libc::MSG_DONTWAIT,
             BlockingMode::Timeout(duration) => {
                 let events = libc::POLLIN | libc::POLLPRI | libc::POLLRDHUP;
 
@@ -1502,7 +1543,7 @@ impl UnixCmsg {
             BlockingMode::Blocking => {},
         }
 
-        let result = recvmsg(fd, &mut self.msghdr, RECVMSG_FLAGS);
+        let result = recvmsg(fd, &mut self.msghdr, flags);
 
         let result = match result.cmp(&0) {
             cmp::Ordering::Equal => Err(UnixError::ChannelClosed),
@@ -1510,11 +1551,6 @@ impl UnixCmsg {
             cmp::Ordering::Greater => Ok(result as usize),
         };
 
-        if let BlockingMode::Nonblocking = blocking_mode {
-            if libc::fcntl(fd, libc::F_SETFL, 0) < 0 {
-                return Err(UnixError::last());
-            }
-        }
         result
     }
 
