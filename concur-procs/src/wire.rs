@@ -110,6 +110,10 @@ pub(crate) enum Up {
         results: Vec<Result<(), TaskError>>,
         ends: Vec<u32>,
     },
+    /// Several small messages from task `id` to its caller, in the order
+    /// sent: message `i` is the payload's bytes from `ends[i - 1]` (or 0)
+    /// to `ends[i]`.
+    MessageGroup { id: TaskId, ends: Vec<u32> },
 }
 
 /// The ranges `ends` cut a buffer of `len` bytes into (see
