@@ -203,6 +203,17 @@ mod tests {
         }
     }
 
+    /// tests/messages.rs forges this header byte for byte (a hostile
+    /// worker's malformed group); this keeps the two in step.
+    #[test]
+    fn message_group_header_bytes() {
+        let up = Up::MessageGroup {
+            id: TaskId(0),
+            ends: vec![5],
+        };
+        assert_eq!(codec::encode(&up, "t").unwrap(), [7, 0, 1, 5]);
+    }
+
     proptest! {
         /// The parent's frame decoder: whatever a worker puts in a frame's
         /// header, opening it gives a header or a typed error, never a
