@@ -17,6 +17,7 @@ mod panic;
 pub(crate) use entry::keep_linked;
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -370,6 +371,10 @@ struct Results {
     held: Mutex<Held>,
     /// Wakes the flusher when something is held and nothing was.
     timer: Condvar,
+    /// True while something is held: read without the lock by the main
+    /// loop, under the inbox lock (only the task thread holds items, so
+    /// it never reads false while its own items wait).
+    holding: AtomicBool,
 }
 
 #[derive(Default)]
@@ -423,10 +428,6 @@ impl Held {
         self.bytes += f.head.0.len() + f.body.0.len();
         self.fds += f.descriptors();
         self.frames.push(f);
-    }
-
-    fn is_empty(&self) -> bool {
-        self.frames.is_empty() && self.ids.is_empty() && self.messages.is_none()
     }
 
     /// True when a packet is full.
@@ -487,6 +488,7 @@ impl Results {
             up,
             held: Mutex::new(Held::default()),
             timer: Condvar::new(),
+            holding: AtomicBool::new(false),
         });
         let (started_tx, started_rx) = std::sync::mpsc::channel();
         std::thread::Builder::new()
@@ -511,12 +513,13 @@ impl Results {
     }
 
     fn is_empty(&self) -> bool {
-        self.lock().is_empty()
+        !self.holding.load(Ordering::Acquire)
     }
 
     /// Holds a task's result.
     fn push(&self, head: Up, body: Body) {
         let mut h = self.lock();
+        self.holding.store(true, Ordering::Release);
         if h.bound(Instant::now(), HOLD_AT_MOST) {
             self.timer.notify_one();
         }
@@ -549,6 +552,7 @@ impl Results {
     /// task `id` to its caller.
     fn push_message(&self, id: TaskId, body: Body) {
         let mut h = self.lock();
+        self.holding.store(true, Ordering::Release);
         let small = match &body {
             Body::Empty => Some(&[][..]),
             Body::Inline(v) if v.len() < SMALL_RESULT => Some(&v[..]),
@@ -595,6 +599,7 @@ impl Results {
         h.close_group();
         let frames = std::mem::take(&mut h.frames);
         *h = Held::default();
+        self.holding.store(false, Ordering::Release);
         if !frames.is_empty() && self.up.send(frames).is_err() {
             // The parent is gone, or our channel to it broke: nobody can
             // get the result.

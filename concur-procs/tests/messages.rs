@@ -255,11 +255,54 @@ fn a_held_message_is_sent_while_the_task_computes() {
     let _ = std::fs::remove_file(&path);
 }
 
+/// The same bound holds for results: a quick task's result, held back
+/// while the next task starts, reaches its caller while that next task
+/// still computes (it goes on only once the first result was joined). A
+/// first task keeps the worker busy while both are queued behind it, so
+/// the worker has the next task ready when the quick one ends (sent ahead:
+/// a fixed pipelining depth).
+#[test]
+fn a_result_is_not_held_behind_a_long_task() {
+    let p = ProcessPool::builder()
+        .workers(1)
+        .in_flight_per_worker(4)
+        .build()
+        .unwrap();
+    let (path1, path2) = (socket_path("first"), socket_path("behind"));
+    let (l1, l2) = (
+        UnixListener::bind(&path1).unwrap(),
+        UnixListener::bind(&path2).unwrap(),
+    );
+    let wait_on = |signal: &PathBuf| SendThenWait {
+        before: 0,
+        signal: signal.clone(),
+        crash: false,
+    };
+    let first = p.submit(wait_on(&path1)).unwrap();
+    let (mut s1, _) = l1.accept().unwrap();
+    let quick = p.submit(Who).unwrap();
+    let long = p.submit(wait_on(&path2)).unwrap();
+    s1.write_all(&[1]).unwrap();
+    assert!(join(first).unwrap());
+    join(quick).expect("the quick task's result came");
+    assert!(!long.is_finished());
+    let (mut s2, _) = l2.accept().unwrap();
+    s2.write_all(&[1]).unwrap();
+    assert!(join(long).unwrap(), "the long task saw the signal");
+    for p in [path1, path2] {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
 /// Messages the worker had sent before it crashed reach the caller; the
 /// task fails with `WorkerLost`; nothing hangs.
 #[test]
 fn messages_sent_before_a_crash_arrive_and_the_task_fails() {
-    let p = ProcessPool::builder().workers(1).retries(0).build().unwrap();
+    let p = ProcessPool::builder()
+        .workers(1)
+        .retries(0)
+        .build()
+        .unwrap();
     let path = socket_path("crash");
     let listener = UnixListener::bind(&path).unwrap();
     const N: u64 = 1_000;
@@ -286,7 +329,11 @@ fn messages_sent_before_a_crash_arrive_and_the_task_fails() {
 /// task's `WorkerLost`; nothing hangs and the pool goes on.
 #[test]
 fn a_crash_loses_at_most_a_suffix_of_the_messages() {
-    let p = ProcessPool::builder().workers(1).retries(0).build().unwrap();
+    let p = ProcessPool::builder()
+        .workers(1)
+        .retries(0)
+        .build()
+        .unwrap();
     const N: u64 = 10_000;
     let h = p.submit(SendThenAbort { count: N }).unwrap();
     let got = read_all(&h);
