@@ -351,19 +351,26 @@ fn run() -> Result<(), String> {
 ///   consecutive small results share one frame (`Up::DoneGroup`). The
 ///   parent learns which task runs from the progress word, not from these
 ///   messages, so holding them back never blurs blame or timeouts.
-/// - A task's small messages wait (up to a packet's size, a few
-///   descriptors and [`MESSAGE_HOLD`]) and consecutive ones share one
-///   frame (`Up::MessageGroup`). They also go before the task waits in
+/// - A task's message goes at once (with what is held ahead of it) when
+///   it is the task's first, or the task's previous one is older than
+///   [`MESSAGE_HOLD`]: a lone message (progress, "started", a pid) costs
+///   no delay, and a task that sends one and then crashes still delivers
+///   it. A message that follows another within [`MESSAGE_HOLD`] is part of
+///   a stream: small ones wait (up to a packet's size and
+///   [`MESSAGE_HOLD`]) and consecutive ones share one frame
+///   (`Up::MessageGroup`). Held messages also go before the task waits in
 ///   `recv` (it may wait for the answer to what it sent), and its result
 ///   always comes after them, in the same order as everything held. Large
 ///   (shared-memory) messages go at once, after what is held.
 ///
 /// Held items are bounded in time by the flusher thread ([`flusher`]): a
 /// task that sends a message and then computes for a minute does not keep
-/// its caller waiting. If the worker dies, what it held dies with it, as
-/// any output in flight would: the running task fails with `WorkerLost`
-/// (or is run again under `retries`), and the messages it had sent in the
-/// last [`MESSAGE_HOLD`] may never reach the caller.
+/// its caller waiting, nor does a finished task's result wait for the next
+/// task to end. If the worker dies, what it held dies with it, as any
+/// output in flight would: the running task fails with `WorkerLost` (or is
+/// run again under `retries`), and the messages of a stream it sent in the
+/// last [`MESSAGE_HOLD`] before it died may never reach the caller (its
+/// first message, and any sent after a pause, always do).
 struct Results {
     up: Tx,
     /// Sends happen under this lock, so packets leave in the order their
@@ -391,6 +398,8 @@ struct Held {
     ends: Vec<u32>,
     /// Consecutive small messages of one task not yet made a frame.
     messages: Option<MessageRun>,
+    /// The task that sent the last message, and when (kept across sends).
+    last_message: Option<(TaskId, Instant)>,
 }
 
 /// The small messages of one task, sent one after another.
@@ -558,8 +567,13 @@ impl Results {
             Body::Inline(v) if v.len() < SMALL_RESULT => Some(&v[..]),
             _ => None,
         };
-        let Some(bytes) = small else {
-            // Large: shared memory, already written; nothing to gain by waiting.
+        let now = Instant::now();
+        let streaming = h.last_message.replace((id, now)).is_some_and(|(last, at)| {
+            last == id && now.saturating_duration_since(at) < MESSAGE_HOLD
+        });
+        let Some(bytes) = small.filter(|_| streaming) else {
+            // Alone, or large (shared memory, already written): nothing
+            // to gain by waiting.
             h.push_frame(frame(&Up::Message { id }, body));
             self.send_held(h);
             return;
@@ -578,7 +592,7 @@ impl Results {
             .push(u32::try_from(run.bytes.len()).unwrap_or(u32::MAX));
         if h.full() {
             self.send_held(h);
-        } else if h.bound(Instant::now(), MESSAGE_HOLD) {
+        } else if h.bound(now, MESSAGE_HOLD) {
             self.timer.notify_one();
         }
     }
@@ -598,7 +612,10 @@ impl Results {
     fn send_held(&self, mut h: MutexGuard<'_, Held>) {
         h.close_group();
         let frames = std::mem::take(&mut h.frames);
-        *h = Held::default();
+        *h = Held {
+            last_message: h.last_message,
+            ..Held::default()
+        };
         self.holding.store(false, Ordering::Release);
         if !frames.is_empty() && self.up.send(frames).is_err() {
             // The parent is gone, or our channel to it broke: nobody can

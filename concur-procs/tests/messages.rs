@@ -230,8 +230,9 @@ fn messages_of_every_size_keep_their_order() {
     assert_eq!(join(h).unwrap(), N);
 }
 
-/// A task that sends one message and then computes: the caller gets the
-/// message while the task still runs. The task goes on only when the
+/// A task that sends two messages (the second one held: it follows the
+/// first at once) and then computes: the caller gets both while the task
+/// still runs. The task goes on only when the
 /// caller, having received the message, signals it; a worker that held
 /// the message until the task ended would leave both waiting until their
 /// deadlines.
@@ -242,12 +243,13 @@ fn a_held_message_is_sent_while_the_task_computes() {
     let listener = UnixListener::bind(&path).unwrap();
     let h = p
         .submit(SendThenWait {
-            before: 1,
+            before: 2,
             signal: path.clone(),
             crash: false,
         })
         .unwrap();
-    assert_eq!(h.recv_timeout(DEADLINE), Some(0), "the message came");
+    assert_eq!(h.recv_timeout(DEADLINE), Some(0), "the first message came");
+    assert_eq!(h.recv_timeout(DEADLINE), Some(1), "the held message came");
     assert!(!h.is_finished());
     let (mut s, _) = listener.accept().unwrap();
     s.write_all(&[1]).unwrap();
@@ -324,9 +326,27 @@ fn messages_sent_before_a_crash_arrive_and_the_task_fails() {
     let _ = std::fs::remove_file(&path);
 }
 
-/// A crash right after sending: messages still held die with the worker
-/// (documented), so the caller sees a prefix of them, in order, then the
-/// task's `WorkerLost`; nothing hangs and the pool goes on.
+/// A task's first message is never held: a task that sends one and
+/// crashes at once still delivers it, then fails with `WorkerLost`.
+#[test]
+fn a_first_message_survives_an_immediate_crash() {
+    let p = ProcessPool::builder()
+        .workers(1)
+        .retries(0)
+        .build()
+        .unwrap();
+    for _ in 0..3 {
+        let h = p.submit(SendThenAbort { count: 1 }).unwrap();
+        assert_eq!(read_all(&h), [0]);
+        let err = join(h).unwrap_err();
+        assert!(matches!(err.kind(), ErrorKind::WorkerLost(_)), "{err:?}");
+    }
+}
+
+/// A crash right after a stream: messages still held die with the worker
+/// (documented), so the caller sees a prefix of them (the first at least),
+/// in order, then the task's `WorkerLost`; nothing hangs and the pool goes
+/// on.
 #[test]
 fn a_crash_loses_at_most_a_suffix_of_the_messages() {
     let p = ProcessPool::builder()
@@ -337,7 +357,7 @@ fn a_crash_loses_at_most_a_suffix_of_the_messages() {
     const N: u64 = 10_000;
     let h = p.submit(SendThenAbort { count: N }).unwrap();
     let got = read_all(&h);
-    assert!(got.len() as u64 <= N);
+    assert!(!got.is_empty() && got.len() as u64 <= N);
     assert_eq!(got, (0..got.len() as u64).collect::<Vec<_>>());
     let err = join(h).unwrap_err();
     assert!(matches!(err.kind(), ErrorKind::WorkerLost(_)), "{err:?}");
