@@ -400,6 +400,21 @@ struct Held {
     messages: Option<MessageRun>,
     /// The task that sent the last message, and when (kept across sends).
     last_message: Option<(TaskId, Instant)>,
+    /// The flusher's plans (kept across sends).
+    timer: Timer,
+}
+
+/// When the flusher wakes next. While items keep coming it ticks every
+/// [`MESSAGE_HOLD`] instead of sleeping until woken, so that holding an
+/// item seldom costs a wake-up (a task exchanging messages with its caller
+/// would otherwise pay one per message); after a tick with nothing held,
+/// it sleeps until woken.
+#[derive(Default, Clone, Copy)]
+struct Timer {
+    /// `None` while it sleeps until woken.
+    wake_at: Option<Instant>,
+    /// Something was held since the last tick.
+    touched: bool,
 }
 
 /// The small messages of one task, sent one after another.
@@ -444,21 +459,16 @@ impl Held {
         self.bytes >= PACKET_BYTES || self.fds >= crate::wire::PACKET_FDS
     }
 
-    /// Holds until `now + bound` at most; true when nothing had a deadline
-    /// yet (the flusher needs waking).
+    /// Holds until `now + bound` at most; true when the flusher would
+    /// wake too late for that (it needs waking).
     fn bound(&mut self, now: Instant, bound: std::time::Duration) -> bool {
         let at = now + bound;
-        match self.deadline {
-            Some(d) if d <= at => false,
-            Some(_) => {
-                self.deadline = Some(at);
-                true
-            }
-            None => {
-                self.deadline = Some(at);
-                true
-            }
+        self.timer.touched = true;
+        if self.deadline.is_some_and(|d| d <= at) {
+            return false;
         }
+        self.deadline = Some(at);
+        self.timer.wake_at.is_none_or(|w| w > at)
     }
 }
 
@@ -614,6 +624,7 @@ impl Results {
         let frames = std::mem::take(&mut h.frames);
         *h = Held {
             last_message: h.last_message,
+            timer: h.timer,
             ..Held::default()
         };
         self.holding.store(false, Ordering::Release);
@@ -625,26 +636,31 @@ impl Results {
     }
 }
 
-/// The flusher thread: sends what is held once its deadline passes. Waits
-/// without a bound only while nothing is held (nothing to deliver; the
-/// process ends with `_exit`, which does not wait for this thread).
+/// The flusher thread: sends what is held once its deadline passes (see
+/// [`Timer`]). Waits without a bound only while nothing is held and nothing
+/// was since its last tick (nothing to deliver; the process ends with
+/// `_exit`, which does not wait for this thread).
 fn flusher(results: &Results) {
     let mut h = results.lock();
     loop {
-        h = match h.deadline {
+        let now = Instant::now();
+        if h.deadline.is_some_and(|d| d <= now) {
+            results.send_held(h);
+            h = results.lock();
+            continue;
+        }
+        let wake_at = h
+            .deadline
+            .or_else(|| std::mem::take(&mut h.timer.touched).then_some(now + MESSAGE_HOLD));
+        h.timer.wake_at = wake_at;
+        h = match wake_at {
             None => results.timer.wait(h).unwrap_or_else(|e| e.into_inner()),
-            Some(d) => {
-                let now = Instant::now();
-                if now >= d {
-                    results.send_held(h);
-                    results.lock()
-                } else {
-                    results
-                        .timer
-                        .wait_timeout(h, d - now)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0
-                }
+            Some(at) => {
+                results
+                    .timer
+                    .wait_timeout(h, at - now)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0
             }
         };
     }

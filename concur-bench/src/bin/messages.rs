@@ -11,7 +11,8 @@
 //!   one `IpcSender<u64>::send` each, and this process receives them all;
 //!   the child is started once and asked for each round's stream, as the
 //!   pool is built once;
-//! - for reference, concur-threads running the same task.
+//! - for reference, concur-threads running the same task, and a procs
+//!   task exchanging messages with its caller one at a time (latency).
 //!
 //! Target: concur's throughput >= 0.8x the raw sends' (its time <= 1.25x).
 
@@ -42,7 +43,28 @@ impl Task for Stream {
     }
 }
 
-concur_core::register!(Stream);
+/// Sends `0..count` to its caller, waiting for the caller's answer to
+/// each before the next.
+#[derive(Serialize, Deserialize)]
+struct PingPong {
+    count: u64,
+}
+
+impl Task for PingPong {
+    type Output = u64;
+    type ToCaller = u64;
+    type FromCaller = u64;
+    const NAME: &'static str = "concur-bench::messages::PingPong";
+    fn run(self, cx: &mut TaskContext<'_, Self>) -> u64 {
+        for i in 0..self.count {
+            cx.send(i).expect("the caller reads");
+            assert_eq!(cx.recv(), Some(i), "the caller answers");
+        }
+        self.count
+    }
+}
+
+concur_core::register!(Stream, PingPong);
 
 const SENDER_ROLE: &str = "CONCUR_BENCH_MESSAGE_SENDER";
 
@@ -117,6 +139,16 @@ fn stream<E: Executor>(pool: &E, n: u64) {
     assert_eq!(h.join().expect("join"), n);
 }
 
+/// Runs one [`PingPong`] task of `n` exchanges.
+fn ping_pong<E: Executor>(pool: &E, n: u64) {
+    let h = pool.submit(PingPong { count: n }).expect("submit");
+    for i in 0..n {
+        assert_eq!(h.recv(), Some(i));
+        h.send(i).expect("answer");
+    }
+    assert_eq!(h.join().expect("join"), n);
+}
+
 fn main() {
     concur_procs::init();
     if let Ok(name) = std::env::var(SENDER_ROLE) {
@@ -141,6 +173,16 @@ fn main() {
         rate(ours),
         rate(theirs),
         rate(ours) / rate(theirs)
+    );
+
+    // Latency: a message and its answer, one at a time (a message the task
+    // waits after is never held back). Printed per exchange, for reference.
+    const EXCHANGES: u64 = 5_000;
+    let (_, exchanges) = interleaved(rounds, || {}, || ping_pong(&procs, EXCHANGES));
+    println!(
+        "{:<34} {:>10.3} us     per message and answer (reference)",
+        "procs message ping-pong",
+        exchanges.as_secs_f64() * 1e6 / EXCHANGES as f64
     );
 
     let threads = ThreadPool::builder().workers(1).build().expect("pool");
