@@ -389,8 +389,11 @@ struct Held {
     frames: Vec<Frame>,
     bytes: usize,
     fds: usize,
-    /// When what is held must go at the latest.
+    /// When the flusher sends what is held.
     deadline: Option<Instant>,
+    /// When the oldest held result was held (the main loop sends it after
+    /// [`HOLD_AT_MOST`]).
+    since: Option<Instant>,
     /// Consecutive small results not yet made a frame.
     ids: Vec<TaskId>,
     results: Vec<Result<(), TaskError>>,
@@ -404,18 +407,27 @@ struct Held {
     timer: Timer,
 }
 
-/// When the flusher wakes next. While items keep coming it ticks every
-/// [`MESSAGE_HOLD`] instead of sleeping until woken, so that holding an
-/// item seldom costs a wake-up (a task exchanging messages with its caller
-/// would otherwise pay one per message); after a tick with nothing held,
-/// it sleeps until woken.
+/// When the flusher wakes next. While items keep coming it ticks (every
+/// [`MESSAGE_HOLD`] while messages are held, else every [`HOLD_AT_MOST`])
+/// instead of sleeping until woken, so that holding an item seldom costs
+/// a wake-up system call and a switch to the flusher (a task exchanging
+/// messages with its caller, or a worker going idle between pipelined
+/// tasks, would otherwise pay one each time); after [`PARK_AFTER`] ticks
+/// with nothing held, it sleeps until woken.
 #[derive(Default, Clone, Copy)]
 struct Timer {
     /// `None` while it sleeps until woken.
     wake_at: Option<Instant>,
     /// Something was held since the last tick.
-    touched: bool,
+    active: bool,
+    /// A message was held since the last tick.
+    messages: bool,
+    /// Ticks in a row with nothing held.
+    idle_ticks: u32,
 }
+
+/// Idle ticks after which the flusher sleeps until woken.
+const PARK_AFTER: u32 = 8;
 
 /// The small messages of one task, sent one after another.
 struct MessageRun {
@@ -463,7 +475,6 @@ impl Held {
     /// wake too late for that (it needs waking).
     fn bound(&mut self, now: Instant, bound: std::time::Duration) -> bool {
         let at = now + bound;
-        self.timer.touched = true;
         if self.deadline.is_some_and(|d| d <= at) {
             return false;
         }
@@ -484,6 +495,12 @@ fn frame(head: &Up, body: Body) -> Frame {
 
 /// The longest a finished task's result is held back.
 const HOLD_AT_MOST: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// When the flusher sends held results: the main loop sends them after
+/// [`HOLD_AT_MOST`] between tasks, so in a burst the flusher never has to
+/// (and never takes the lock from the loop); it sends those held behind a
+/// task that runs long.
+const RESULT_BACKSTOP: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// The longest a task's message is held back: long enough for a task
 /// streaming small messages to fill frames of a few hundred, short against
@@ -539,7 +556,10 @@ impl Results {
     fn push(&self, head: Up, body: Body) {
         let mut h = self.lock();
         self.holding.store(true, Ordering::Release);
-        if h.bound(Instant::now(), HOLD_AT_MOST) {
+        let now = Instant::now();
+        h.since.get_or_insert(now);
+        h.timer.active = true;
+        if h.bound(now, RESULT_BACKSTOP) {
             self.timer.notify_one();
         }
         if let Up::Done { id, result } = head {
@@ -602,15 +622,23 @@ impl Results {
             .push(u32::try_from(run.bytes.len()).unwrap_or(u32::MAX));
         if h.full() {
             self.send_held(h);
-        } else if h.bound(now, MESSAGE_HOLD) {
-            self.timer.notify_one();
+        } else {
+            h.timer.active = true;
+            h.timer.messages = true;
+            if h.bound(now, MESSAGE_HOLD) {
+                self.timer.notify_one();
+            }
         }
     }
 
     /// True when what is held back must go now.
     fn due(&self) -> bool {
         let h = self.lock();
-        h.full() || h.deadline.is_some_and(|d| Instant::now() >= d)
+        let now = Instant::now();
+        h.full()
+            || h.deadline.is_some_and(|d| now >= d)
+            || h.since
+                .is_some_and(|t| now.saturating_duration_since(t) >= HOLD_AT_MOST)
     }
 
     fn flush(&self) {
@@ -649,9 +677,18 @@ fn flusher(results: &Results) {
             h = results.lock();
             continue;
         }
-        let wake_at = h
-            .deadline
-            .or_else(|| std::mem::take(&mut h.timer.touched).then_some(now + MESSAGE_HOLD));
+        let wake_at = h.deadline.or_else(|| {
+            let t = &mut h.timer;
+            t.idle_ticks = if t.active { 0 } else { t.idle_ticks + 1 };
+            let period = if t.messages {
+                MESSAGE_HOLD
+            } else {
+                HOLD_AT_MOST
+            };
+            t.active = false;
+            t.messages = false;
+            (t.idle_ticks < PARK_AFTER).then_some(now + period)
+        });
         h.timer.wake_at = wake_at;
         h = match wake_at {
             None => results.timer.wait(h).unwrap_or_else(|e| e.into_inner()),
