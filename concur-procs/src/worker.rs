@@ -1,12 +1,13 @@
 //! Worker mode: what a worker process runs instead of the program's `main`.
 //!
-//! Two threads. The reader thread reads the parent's channel without ever
+//! Three threads. The reader thread reads the parent's channel without ever
 //! blocking on anything else: it queues tasks, hands caller messages to the
 //! running task and notices cancellation and the parent's end. The main
 //! thread runs tasks one after another and sends their results. So a worker
 //! always reads while it computes or sends, and the parent always reads
 //! (its router thread), which is what keeps large messages in both
-//! directions from deadlocking.
+//! directions from deadlocking. The flusher thread sends results and
+//! messages the main thread held back once their time is up (`Results`).
 //!
 //! How a process gets here is in `entry` (a constructor, before `main`);
 //! how its panics are reported, in `panic`.
@@ -437,7 +438,9 @@ struct MessageRun {
 }
 
 impl Held {
-    /// Makes the consecutive small results, or messages, one frame.
+    /// Makes the consecutive small results, or messages, one frame (at
+    /// most one kind is open: opening one closes the other, which keeps
+    /// their order).
     fn close_group(&mut self) {
         if let Some(run) = self.messages.take() {
             let head = Up::MessageGroup {
@@ -493,7 +496,8 @@ fn frame(head: &Up, body: Body) -> Frame {
     }
 }
 
-/// The longest a finished task's result is held back.
+/// How long the main loop holds finished tasks' results back while it
+/// runs more tasks (checked between tasks; see [`RESULT_BACKSTOP`]).
 const HOLD_AT_MOST: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// When the flusher sends held results: the main loop sends them after
