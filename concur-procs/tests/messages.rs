@@ -232,10 +232,9 @@ fn messages_of_every_size_keep_their_order() {
 
 /// A task that sends two messages (the second one held: it follows the
 /// first at once) and then computes: the caller gets both while the task
-/// still runs. The task goes on only when the
-/// caller, having received the message, signals it; a worker that held
-/// the message until the task ended would leave both waiting until their
-/// deadlines.
+/// still runs. The task goes on only when the caller, having received
+/// both, signals it; a worker that held the second message until the task
+/// ended would leave both waiting until their deadlines.
 #[test]
 fn a_held_message_is_sent_while_the_task_computes() {
     let p = ProcessPool::builder().workers(1).build().unwrap();
