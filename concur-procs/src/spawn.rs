@@ -45,7 +45,7 @@ pub(crate) const WORKER_ARG: &str = "--concur-procs-worker";
 /// The version of the private protocol (wire.rs) and of its encoding. Bump
 /// it when either changes. A worker must report the same, and the same
 /// build id: only then do both sides encode and decode frames alike.
-pub(crate) const PROTOCOL_VERSION: u32 = 1;
+pub(crate) const PROTOCOL_VERSION: u32 = 2;
 
 /// What a worker's hello says about its code, in a layout that never
 /// changes (the frame's payload, read before the header is decoded):

@@ -1,12 +1,13 @@
 //! Worker mode: what a worker process runs instead of the program's `main`.
 //!
-//! Two threads. The reader thread reads the parent's channel without ever
+//! Three threads. The reader thread reads the parent's channel without ever
 //! blocking on anything else: it queues tasks, hands caller messages to the
 //! running task and notices cancellation and the parent's end. The main
 //! thread runs tasks one after another and sends their results. So a worker
 //! always reads while it computes or sends, and the parent always reads
 //! (its router thread), which is what keeps large messages in both
-//! directions from deadlocking.
+//! directions from deadlocking. The flusher thread sends results and
+//! messages the main thread held back once their time is up (`Results`).
 //!
 //! How a process gets here is in `entry` (a constructor, before `main`);
 //! how its panics are reported, in `panic`.
@@ -17,6 +18,7 @@ mod panic;
 pub(crate) use entry::{keep_linked, Bootstrap};
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -204,6 +206,7 @@ fn run(boot: impl FnOnce() -> Result<Bootstrap, String>) -> Result<(), String> {
         })
         .map_err(|e| e.to_string())?;
     let _ = started_rx.recv();
+    let results = Results::start(up.clone())?;
 
     if let Some(limit) = memory_limit {
         // An allocation failure is recognised by the errno it leaves; a
@@ -237,7 +240,6 @@ fn run(boot: impl FnOnce() -> Result<Bootstrap, String>) -> Result<(), String> {
         return Ok(());
     }
 
-    let results = Results::new(up.clone());
     let mut last: Option<(Arc<str>, &'static registry::TaskEntry)> = None;
     loop {
         let job = {
@@ -337,16 +339,46 @@ fn run(boot: impl FnOnce() -> Result<Bootstrap, String>) -> Result<(), String> {
     }
 }
 
-/// Results held back to leave together: while more tasks are ready to
-/// run, a finished task's result waits (up to a packet's size, a few
-/// descriptors and [`HOLD_AT_MOST`]), so a burst of small tasks costs one
-/// send per packet rather than one per task, and consecutive small
-/// results share one frame (`Up::DoneGroup`). The parent learns which task
-/// runs from the progress word, not from these messages, so holding them
-/// back never blurs blame or timeouts.
+/// Results and messages held back to leave together, so a burst of small
+/// tasks, or a task streaming small messages, costs one send per packet
+/// rather than one per item.
+///
+/// - A finished task's result waits while more tasks are ready to run (up
+///   to a packet's size, a few descriptors and [`HOLD_AT_MOST`]), and
+///   consecutive small results share one frame (`Up::DoneGroup`). The
+///   parent learns which task runs from the progress word, not from these
+///   messages, so holding them back never blurs blame or timeouts.
+/// - A task's message goes at once (with what is held ahead of it) when
+///   it is the task's first, or the task's previous one is older than
+///   [`MESSAGE_HOLD`]: a lone message (progress, "started", a pid) costs
+///   no delay, and a task that sends one and then crashes still delivers
+///   it. A message that follows another within [`MESSAGE_HOLD`] is part of
+///   a stream: small ones wait (up to a packet's size and
+///   [`MESSAGE_HOLD`]) and consecutive ones share one frame
+///   (`Up::MessageGroup`). Held messages also go before the task waits in
+///   `recv` (it may wait for the answer to what it sent), and its result
+///   always comes after them, in the same order as everything held. Large
+///   (shared-memory) messages go at once, after what is held.
+///
+/// Held items are bounded in time by the flusher thread ([`flusher`]): a
+/// task that sends a message and then computes for a minute does not keep
+/// its caller waiting, nor does a finished task's result wait for the next
+/// task to end. If the worker dies, what it held dies with it, as any
+/// output in flight would: the running task fails with `WorkerLost` (or is
+/// run again under `retries`), and the messages of a stream it sent in the
+/// last [`MESSAGE_HOLD`] before it died may never reach the caller (its
+/// first message, and any sent after a pause, always do).
 struct Results {
     up: Tx,
-    held: std::cell::RefCell<Held>,
+    /// Sends happen under this lock, so packets leave in the order their
+    /// items were held, whichever thread flushes.
+    held: Mutex<Held>,
+    /// Wakes the flusher when something is held and nothing was.
+    timer: Condvar,
+    /// True while something is held: read without the lock by the main
+    /// loop, under the inbox lock (only the task thread holds items, so
+    /// it never reads false while its own items wait).
+    holding: AtomicBool,
 }
 
 #[derive(Default)]
@@ -354,17 +386,65 @@ struct Held {
     frames: Vec<Frame>,
     bytes: usize,
     fds: usize,
+    /// When the flusher sends what is held.
+    deadline: Option<Instant>,
+    /// When the oldest held result was held (the main loop sends it after
+    /// [`HOLD_AT_MOST`]).
     since: Option<Instant>,
     /// Consecutive small results not yet made a frame.
     ids: Vec<TaskId>,
     results: Vec<Result<(), TaskError>>,
     outputs: Vec<u8>,
     ends: Vec<u32>,
+    /// Consecutive small messages of one task not yet made a frame.
+    messages: Option<MessageRun>,
+    /// The task that sent the last message, and when (kept across sends).
+    last_message: Option<(TaskId, Instant)>,
+    /// The flusher's plans (kept across sends).
+    timer: Timer,
+}
+
+/// When the flusher wakes next. While items keep coming it ticks (every
+/// [`MESSAGE_HOLD`] while messages are held, else every [`HOLD_AT_MOST`])
+/// instead of sleeping until woken, so that holding an item seldom costs
+/// a wake-up system call and a switch to the flusher (a task exchanging
+/// messages with its caller, or a worker going idle between pipelined
+/// tasks, would otherwise pay one each time); after [`PARK_AFTER`] ticks
+/// with nothing held, it sleeps until woken.
+#[derive(Default, Clone, Copy)]
+struct Timer {
+    /// `None` while it sleeps until woken.
+    wake_at: Option<Instant>,
+    /// Something was held since the last tick.
+    active: bool,
+    /// A message was held since the last tick.
+    messages: bool,
+    /// Ticks in a row with nothing held.
+    idle_ticks: u32,
+}
+
+/// Idle ticks after which the flusher sleeps until woken.
+const PARK_AFTER: u32 = 8;
+
+/// The small messages of one task, sent one after another.
+struct MessageRun {
+    id: TaskId,
+    bytes: Vec<u8>,
+    ends: Vec<u32>,
 }
 
 impl Held {
-    /// Makes the consecutive small results one frame.
+    /// Makes the consecutive small results, or messages, one frame (at
+    /// most one kind is open: opening one closes the other, which keeps
+    /// their order).
     fn close_group(&mut self) {
+        if let Some(run) = self.messages.take() {
+            let head = Up::MessageGroup {
+                id: run.id,
+                ends: run.ends,
+            };
+            self.frames.push(frame(&head, Body::inline(run.bytes)));
+        }
         if self.ids.is_empty() {
             return;
         }
@@ -375,6 +455,30 @@ impl Held {
         };
         let body = Body::inline(std::mem::take(&mut self.outputs));
         self.frames.push(frame(&head, body));
+    }
+
+    /// Holds a whole frame.
+    fn push_frame(&mut self, f: Frame) {
+        self.close_group();
+        self.bytes += f.head.0.len() + f.body.0.len();
+        self.fds += f.descriptors();
+        self.frames.push(f);
+    }
+
+    /// True when a packet is full.
+    fn full(&self) -> bool {
+        self.bytes >= PACKET_BYTES || self.fds >= crate::wire::PACKET_FDS
+    }
+
+    /// Holds until `now + bound` at most; true when the flusher would
+    /// wake too late for that (it needs waking).
+    fn bound(&mut self, now: Instant, bound: std::time::Duration) -> bool {
+        let at = now + bound;
+        if self.deadline.is_some_and(|d| d <= at) {
+            return false;
+        }
+        self.deadline = Some(at);
+        self.timer.wake_at.is_none_or(|w| w > at)
     }
 }
 
@@ -388,28 +492,76 @@ fn frame(head: &Up, body: Body) -> Frame {
     }
 }
 
-/// The longest a finished task's result is held back.
+/// How long the main loop holds finished tasks' results back while it
+/// runs more tasks (checked between tasks; see [`RESULT_BACKSTOP`]).
 const HOLD_AT_MOST: std::time::Duration = std::time::Duration::from_millis(1);
 
-/// Results smaller than this join their neighbours in one frame.
+/// When the flusher sends held results: the main loop sends them after
+/// [`HOLD_AT_MOST`] between tasks, so in a burst the flusher never has to
+/// (and never takes the lock from the loop); it sends those held behind a
+/// task that runs long.
+const RESULT_BACKSTOP: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// The longest a task's message is held back: long enough for a task
+/// streaming small messages to fill frames of a few hundred, short against
+/// anything a caller would notice.
+const MESSAGE_HOLD: std::time::Duration = std::time::Duration::from_micros(200);
+
+/// Results and messages smaller than this join their neighbours in one frame.
 const SMALL_RESULT: usize = 4096;
 
+/// Held bytes that make a packet full.
+const PACKET_BYTES: usize = 64 * 1024;
+
+/// Bytes a held item costs beyond its payload (ids, ends, a result).
+const ITEM_OVERHEAD: usize = 16;
+
 impl Results {
-    fn new(up: Tx) -> Self {
-        Results {
+    /// The results of this worker, and their flusher thread (started
+    /// here, before any memory limit applies, as the reader thread is).
+    fn start(up: Tx) -> Result<Arc<Self>, String> {
+        let results = Arc::new(Results {
             up,
-            held: std::cell::RefCell::new(Held::default()),
-        }
+            held: Mutex::new(Held::default()),
+            timer: Condvar::new(),
+            holding: AtomicBool::new(false),
+        });
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("concur-procs-flusher".into())
+            .spawn({
+                let results = results.clone();
+                move || {
+                    // This thread's allocator arena must exist before the
+                    // memory limit applies.
+                    drop(std::hint::black_box(vec![0u8; 64]));
+                    let _ = started_tx.send(());
+                    flusher(&results)
+                }
+            })
+            .map_err(|e| e.to_string())?;
+        let _ = started_rx.recv();
+        Ok(results)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Held> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn is_empty(&self) -> bool {
-        let h = self.held.borrow();
-        h.frames.is_empty() && h.ids.is_empty()
+        !self.holding.load(Ordering::Acquire)
     }
 
+    /// Holds a task's result.
     fn push(&self, head: Up, body: Body) {
-        let mut h = self.held.borrow_mut();
-        h.since.get_or_insert_with(Instant::now);
+        let mut h = self.lock();
+        self.holding.store(true, Ordering::Release);
+        let now = Instant::now();
+        h.since.get_or_insert(now);
+        h.timer.active = true;
+        if h.bound(now, RESULT_BACKSTOP) {
+            self.timer.notify_one();
+        }
         if let Up::Done { id, result } = head {
             let small = match &body {
                 Body::Empty => Some(&[][..]),
@@ -417,7 +569,11 @@ impl Results {
                 _ => None,
             };
             if let Some(bytes) = small {
-                h.bytes += bytes.len() + 16;
+                // Messages held before this result stay ahead of it.
+                if h.messages.is_some() {
+                    h.close_group();
+                }
+                h.bytes += bytes.len() + ITEM_OVERHEAD;
                 h.outputs.extend_from_slice(bytes);
                 let end = u32::try_from(h.outputs.len()).unwrap_or(u32::MAX);
                 h.ends.push(end);
@@ -425,41 +581,125 @@ impl Results {
                 h.results.push(result);
                 return;
             }
-            h.close_group();
-            let f = frame(&Up::Done { id, result }, body);
-            h.bytes += f.head.0.len() + f.body.0.len();
-            h.fds += f.descriptors();
-            h.frames.push(f);
+            h.push_frame(frame(&Up::Done { id, result }, body));
             return;
         }
-        h.close_group();
-        let f = frame(&head, body);
-        h.bytes += f.head.0.len() + f.body.0.len();
-        h.fds += f.descriptors();
-        h.frames.push(f);
+        h.push_frame(frame(&head, body));
+    }
+
+    /// Holds (or, when large or a packet is full, sends) a message from
+    /// task `id` to its caller.
+    fn push_message(&self, id: TaskId, body: Body) {
+        let mut h = self.lock();
+        self.holding.store(true, Ordering::Release);
+        let small = match &body {
+            Body::Empty => Some(&[][..]),
+            Body::Inline(v) if v.len() < SMALL_RESULT => Some(&v[..]),
+            _ => None,
+        };
+        let now = Instant::now();
+        let streaming = h.last_message.replace((id, now)).is_some_and(|(last, at)| {
+            last == id && now.saturating_duration_since(at) < MESSAGE_HOLD
+        });
+        let Some(bytes) = small.filter(|_| streaming) else {
+            // Alone, or large (shared memory, already written): nothing
+            // to gain by waiting.
+            h.push_frame(frame(&Up::Message { id }, body));
+            self.send_held(h);
+            return;
+        };
+        if !h.ids.is_empty() || h.messages.as_ref().is_some_and(|m| m.id != id) {
+            h.close_group();
+        }
+        h.bytes += bytes.len() + ITEM_OVERHEAD;
+        let run = h.messages.get_or_insert_with(|| MessageRun {
+            id,
+            bytes: Vec::new(),
+            ends: Vec::new(),
+        });
+        run.bytes.extend_from_slice(bytes);
+        run.ends
+            .push(u32::try_from(run.bytes.len()).unwrap_or(u32::MAX));
+        if h.full() {
+            self.send_held(h);
+        } else {
+            h.timer.active = true;
+            h.timer.messages = true;
+            if h.bound(now, MESSAGE_HOLD) {
+                self.timer.notify_one();
+            }
+        }
     }
 
     /// True when what is held back must go now.
     fn due(&self) -> bool {
-        let h = self.held.borrow();
-        h.bytes >= 64 * 1024
-            || h.fds >= crate::wire::PACKET_FDS
-            || h.since.is_some_and(|t| t.elapsed() >= HOLD_AT_MOST)
+        let h = self.lock();
+        let now = Instant::now();
+        h.full()
+            || h.deadline.is_some_and(|d| now >= d)
+            || h.since
+                .is_some_and(|t| now.saturating_duration_since(t) >= HOLD_AT_MOST)
     }
 
     fn flush(&self) {
-        let frames = {
-            let mut h = self.held.borrow_mut();
-            h.close_group();
-            let frames = std::mem::take(&mut h.frames);
-            *h = Held::default();
-            frames
+        let h = self.lock();
+        self.send_held(h);
+    }
+
+    /// Sends everything held, still under the lock (see [`Results::held`]).
+    fn send_held(&self, mut h: MutexGuard<'_, Held>) {
+        h.close_group();
+        let frames = std::mem::take(&mut h.frames);
+        *h = Held {
+            last_message: h.last_message,
+            timer: h.timer,
+            ..Held::default()
         };
+        self.holding.store(false, Ordering::Release);
         if !frames.is_empty() && self.up.send(frames).is_err() {
             // The parent is gone, or our channel to it broke: nobody can
             // get the result.
             sys::exit_channel_lost();
         }
+    }
+}
+
+/// The flusher thread: sends what is held once its deadline passes (see
+/// [`Timer`]). Waits without a bound only while nothing is held and nothing
+/// was since its last tick (nothing to deliver; the process ends with
+/// `_exit`, which does not wait for this thread).
+fn flusher(results: &Results) {
+    let mut h = results.lock();
+    loop {
+        let now = Instant::now();
+        if h.deadline.is_some_and(|d| d <= now) {
+            results.send_held(h);
+            h = results.lock();
+            continue;
+        }
+        let wake_at = h.deadline.or_else(|| {
+            let t = &mut h.timer;
+            t.idle_ticks = if t.active { 0 } else { t.idle_ticks + 1 };
+            let period = if t.messages {
+                MESSAGE_HOLD
+            } else {
+                HOLD_AT_MOST
+            };
+            t.active = false;
+            t.messages = false;
+            (t.idle_ticks < PARK_AFTER).then_some(now + period)
+        });
+        h.timer.wake_at = wake_at;
+        h = match wake_at {
+            None => results.timer.wait(h).unwrap_or_else(|e| e.into_inner()),
+            Some(at) => {
+                results
+                    .timer
+                    .wait_timeout(h, at - now)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0
+            }
+        };
     }
 }
 
@@ -603,21 +843,31 @@ struct WorkerPort<'a> {
 impl Port for WorkerPort<'_> {
     fn send(&self, msg: Payload) -> Result<(), TaskError> {
         let body = Body::encode(&msg, self.threshold)?;
-        // In order after the results held back, and at once: the caller
-        // may be waiting for it.
-        self.results.push(Up::Message { id: self.id }, body);
-        self.results.flush();
+        // In order after the results held back; sent within
+        // `MESSAGE_HOLD`, or sooner (see `Results`).
+        self.results.push_message(self.id, body);
         Ok(())
     }
 
     fn recv(&self, deadline: Option<Instant>) -> Option<Payload> {
         let mut g = self.shared.lock();
+        let mut flushed = false;
         loop {
             if let Some(m) = g.messages.get_mut(&self.id).and_then(VecDeque::pop_front) {
                 return Some(m);
             }
             if g.gone.contains(&self.id) {
                 return None;
+            }
+            if !flushed && deadline.is_none_or(|d| Instant::now() < d) {
+                // About to wait: the caller may be waiting for what this
+                // task sent before it answers. Not under the inbox lock
+                // (the reader thread takes it to file the answer).
+                flushed = true;
+                drop(g);
+                self.results.flush();
+                g = self.shared.lock();
+                continue;
             }
             g = match deadline {
                 None => self.shared.cond.wait(g).unwrap_or_else(|e| e.into_inner()),

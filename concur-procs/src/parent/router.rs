@@ -196,6 +196,28 @@ fn on_packet(shared: &Shared, w: WorkerId, packet: Packet) {
                     messages.push((c, body));
                 }
             }
+            Up::MessageGroup { id, ends } => {
+                let Some(parts) = crate::wire::split(body.as_slice(), &ends) else {
+                    let c = &mut *core;
+                    let e = TaskError::codec(
+                        "messages from a worker",
+                        std::io::Error::other("a message group that does not add up"),
+                    );
+                    fx.merge(c.sched.on_bad_frame(w, e, &IoProbe(&c.io, now)));
+                    break;
+                };
+                // Results before these messages stay ahead of them.
+                if !done.is_empty() {
+                    fx.merge(core.sched.on_results(w, std::mem::take(&mut done), now));
+                }
+                if let Some(c) = core.sched.message_sink(w, id) {
+                    messages.extend(
+                        parts
+                            .into_iter()
+                            .map(|part| (c.clone(), Body::inline(part.to_vec()))),
+                    );
+                }
+            }
             Up::Recalled { ids } => fx.merge(core.sched.on_recalled(w, &ids, now)),
             Up::Hello { .. } | Up::Ready | Up::InitFailed(_) => {}
         }
