@@ -182,6 +182,28 @@ impl Task for Echo {
     }
 }
 
+/// Sends its payload back unchanged after reading both ends; a
+/// [`SharedBytes`](concur_core::SharedBytes) crosses a process boundary
+/// without being copied, so this is what a task that hands large data
+/// through costs.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct EchoShared {
+    /// The payload.
+    pub data: concur_core::SharedBytes,
+}
+
+impl Task for EchoShared {
+    type Output = (u8, u8, concur_core::SharedBytes);
+    type ToCaller = ();
+    type FromCaller = ();
+    const NAME: &'static str = "concur_cli::EchoShared";
+    fn run(self, _cx: &mut TaskContext<'_, Self>) -> Self::Output {
+        let first = self.data.first().copied().unwrap_or(0);
+        let last = self.data.last().copied().unwrap_or(0);
+        (first, last, self.data)
+    }
+}
+
 /// Streams `count` numbered messages to its caller, then returns `count`.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct Stream {
@@ -218,7 +240,7 @@ impl Task for Abort {
     }
 }
 
-concur_core::register!(Rendezvous, Noop, Spin, Block, Echo, Stream, Abort);
+concur_core::register!(Rendezvous, Noop, Spin, Block, Echo, EchoShared, Stream, Abort);
 
 /// Runs `n` [`Rendezvous`] tasks on `pool`, all at once: each checks in
 /// (`on_checkin` sees it as it arrives, in the order of the handles), and

@@ -13,7 +13,7 @@ use super::workload::Workload;
 use crate::backend::{Backend, PoolKind, Visit};
 use crate::crash;
 use crate::exit::{BoxError, Problem};
-use crate::tasks::{self, Abort, Block, Bytes, Echo, Noop, Spin, Stream};
+use crate::tasks::{self, Abort, Block, Bytes, Echo, EchoShared, Noop, Spin, Stream};
 
 /// The sizes of every workload, fixed before the first measurement (and
 /// written into the JSON report as `settings.plan`).
@@ -290,6 +290,21 @@ fn payload<K: PoolKind>(plan: &Plan, tick: &Tick<'_>) -> Result<Measured, BoxErr
             }
             m.push(metric, ms(took));
         }
+        // The large payload again, as a SharedBytes: across processes its
+        // region travels and is read in place, never encoded or copied.
+        let input = &inputs[1];
+        let size = input.len();
+        let data = concur_core::SharedBytes::copy_from(input);
+        let t = Instant::now();
+        let (first, last, back) = pool.submit(EchoShared { data })?.join()?;
+        let took = t.elapsed();
+        let expected_last = ((size - 1) % 251) as u8;
+        if back.len() != size || first != 0 || last != expected_last || back[size - 1] != last {
+            return Err(Box::new(Problem(format!(
+                "the {size}-byte SharedBytes came back changed"
+            ))));
+        }
+        m.push("round_trip_64mib_shared_ms", ms(took));
         tick()?;
     }
     Ok(m)

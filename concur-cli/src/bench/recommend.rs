@@ -141,7 +141,11 @@ pub fn recommend(workload: Workload, report: &WorkloadReport) -> String {
         Workload::Payload => {
             let big = compared_or_single(m("round_trip_64mib_ms"), "faster");
             let small = compared_or_single(m("round_trip_1mib_ms"), "faster");
-            format!("64 MiB round trip: {big}; 1 MiB: {small}")
+            let shared = compared_or_single(m("round_trip_64mib_shared_ms"), "faster");
+            format!(
+                "64 MiB round trip: {big}; 1 MiB: {small}; 64 MiB as SharedBytes (no copy \
+                 across processes): {shared}"
+            )
         }
         Workload::Messages => {
             format!(

@@ -80,6 +80,12 @@ const IO: &[MetricSpec] = &[
 const PAYLOAD: &[MetricSpec] = &[
     metric("round_trip_64mib_ms", "64 MiB round trip", "ms", Lower),
     metric("round_trip_1mib_ms", "1 MiB round trip", "ms", Lower),
+    metric(
+        "round_trip_64mib_shared_ms",
+        "64 MiB round trip, SharedBytes",
+        "ms",
+        Lower,
+    ),
 ];
 const MESSAGES: &[MetricSpec] = &[
     metric("messages_per_s", "throughput", "msg/s", Higher),
