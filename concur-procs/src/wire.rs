@@ -156,6 +156,10 @@ pub(crate) enum Down {
         memory_limit: Option<u64>,
         /// Payloads longer than this travel through shared memory.
         shm_threshold: usize,
+        /// Whether finished tasks' results may wait to leave together. Not
+        /// in a pool without retries: a result held back when a later task
+        /// crashes its worker would be lost, and its task may not run again.
+        hold_results: bool,
         /// The initializer task's name; its encoding is the frame's payload.
         initializer: Option<String>,
     },

@@ -177,6 +177,7 @@ fn run(boot: impl FnOnce() -> Result<Bootstrap, String>) -> Result<(), String> {
         memory_limit,
         initializer,
         shm_threshold,
+        hold_results,
     } = head
     else {
         return Err("first message is not init".into());
@@ -333,7 +334,7 @@ fn run(boot: impl FnOnce() -> Result<Bootstrap, String>) -> Result<(), String> {
         panic::set_task(None);
         results.push(Up::Done { id: job.id, result }, body);
         shared.progress.end();
-        if results.due() {
+        if !hold_results || results.due() {
             results.flush();
         }
     }

@@ -122,3 +122,90 @@ fn messages_of_every_size_arrive_whole_on_one_thread() {
     }
     sender.join().unwrap();
 }
+
+/// Appends its number to a log file (one record per run, so the test can
+/// count runs), then aborts its worker when `abort` is set.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Logged {
+    i: u64,
+    log: std::path::PathBuf,
+    abort: bool,
+}
+
+impl Task for Logged {
+    type Output = u64;
+    type ToCaller = ();
+    type FromCaller = ();
+    const NAME: &'static str = "procs-tests::burst::Logged";
+    fn run(self, _cx: &mut TaskContext<'_, Self>) -> u64 {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&self.log)
+            .expect("log");
+        f.write_all(&self.i.to_le_bytes()).expect("log record");
+        drop(f);
+        if self.abort {
+            std::process::abort();
+        }
+        self.i
+    }
+}
+concur_procs::register!(Logged);
+
+/// `retries(n)` bounds how often a task runs, even when results are held
+/// back in a worker (small results leave together) and the worker dies
+/// before sending them: with `retries(0)` nothing is held and each task
+/// runs once; with `retries(1)` a task whose held result died with its
+/// worker runs once more (that spends its retry), and the aborting task,
+/// run again alone, takes no other task's result with it the second time.
+#[test]
+fn retries_bound_the_runs_of_tasks_whose_results_were_held() {
+    for retries in [0u32, 1] {
+        let log =
+            std::env::temp_dir().join(format!("concur-runs-{}-{retries}", std::process::id()));
+        let _ = std::fs::remove_file(&log);
+        let p = ProcessPool::builder()
+            .workers(1)
+            .retries(retries)
+            .build()
+            .unwrap();
+        for round in 0..5u64 {
+            let base = round * 100;
+            let handles: Vec<_> = (0..8)
+                .map(|k| {
+                    p.submit(Logged {
+                        i: base + k,
+                        log: log.clone(),
+                        abort: k == 7,
+                    })
+                    .unwrap()
+                })
+                .collect();
+            for (k, h) in handles.into_iter().enumerate() {
+                match join(h) {
+                    Ok(v) => assert_eq!(v, base + k as u64),
+                    Err(e) => {
+                        assert_eq!(k, 7, "retries({retries}): task {k} failed: {e:?}");
+                        assert!(matches!(e.kind(), ErrorKind::WorkerLost(_)), "{e:?}");
+                    }
+                }
+            }
+        }
+        let bytes = std::fs::read(&log).expect("the log");
+        let _ = std::fs::remove_file(&log);
+        let mut runs = std::collections::HashMap::<u64, u32>::new();
+        for rec in bytes.chunks_exact(8) {
+            *runs
+                .entry(u64::from_le_bytes(rec.try_into().unwrap()))
+                .or_default() += 1;
+        }
+        let over: Vec<_> = runs.iter().filter(|(_, n)| **n > 1 + retries).collect();
+        assert!(
+            over.is_empty(),
+            "retries({retries}): run too often: {over:?}"
+        );
+        assert_eq!(runs.len(), 40, "every task ran");
+    }
+}

@@ -84,6 +84,7 @@ impl ProcessPool {
             memory_limit: b.memory_limit,
             start_timeout: b.start_timeout,
             shm_threshold: b.shm_threshold,
+            hold_results: rules.retries > 0,
             initializer: config.initializer_value().cloned(),
             spawn_mode: b.spawn_mode,
         };

@@ -237,6 +237,11 @@ pub(crate) struct Unit {
     pub(crate) caller_gone: bool,
     /// Worker deaths it was running in.
     pub(crate) deaths: u32,
+    /// Runs that ended on a worker which died before their result reached
+    /// the parent (results are held back to leave together): they count
+    /// against the retries as deaths do, so `retries(n)` bounds how often
+    /// a task runs, not only how often it crashes.
+    pub(crate) lost_runs: u32,
     /// Asked back from the worker it waits on.
     recalled: bool,
     /// Its place in the order its worker received run frames (1-based):
@@ -258,6 +263,7 @@ impl Unit {
             down: Vec::new(),
             caller_gone: false,
             deaths: 0,
+            lost_runs: 0,
             recalled: false,
             seq: 0,
             group: 0,
@@ -400,6 +406,13 @@ impl Worker {
             last_seq: 0,
             last_change: now,
         }
+    }
+
+    /// It runs a unit that was running in a worker death (a suspect): it
+    /// takes nothing else until that unit is done, so a second crash of
+    /// the suspect loses no other task's result held back behind it.
+    fn holds_suspect(&self) -> bool {
+        self.in_flight.iter().any(|u| u.deaths > 0)
     }
 
     fn takes_work(&self, rules: &Rules) -> bool {
@@ -617,13 +630,20 @@ impl Scheduler {
     /// Sends queued units to workers with room, least loaded first.
     pub(crate) fn dispatch(&mut self, now: Instant) -> Effects {
         let mut fx = Effects::default();
-        while !self.queue.is_empty() {
+        while let Some(front) = self.queue.front() {
+            // A suspect (it was running in a worker death) goes alone to an
+            // idle worker, which then takes nothing else until it is done.
+            let suspect = front.deaths > 0;
             let best = self
                 .slots
                 .iter()
                 .flatten()
                 .filter_map(|id| self.workers.get(id).map(|w| (*id, w)))
-                .filter(|(_, w)| w.takes_work(&self.rules))
+                .filter(|(_, w)| {
+                    w.takes_work(&self.rules)
+                        && !w.holds_suspect()
+                        && (!suspect || w.in_flight.is_empty())
+                })
                 .min_by_key(|(id, w)| (w.stalled(now), w.in_flight.len(), *id))
                 .map(|(id, _)| id);
             let Some(wid) = best else { break };
@@ -640,8 +660,12 @@ impl Scheduler {
             w.runs += 1;
             w.open_groups += 1;
             unit.group = w.runs;
-            let group = self.rules.group_with(&unit, &mut self.queue);
-            if group.is_empty() && w.join_last_frame(&unit) {
+            let group = if suspect {
+                Vec::new()
+            } else {
+                self.rules.group_with(&unit, &mut self.queue)
+            };
+            if group.is_empty() && !suspect && w.join_last_frame(&unit) {
                 // Travels in the run frame before it: one frame (one
                 // header, one allocation, one worker wake-up) for all the
                 // small tasks a worker is given at once.
@@ -913,16 +937,43 @@ impl Scheduler {
         } else {
             None
         };
+        // The worker takes units in the order they were sent, one at a
+        // time: those before the one it runs have run, and so has the one
+        // that ended last when the one it runs is no longer ours (timed
+        // out or cancelled). Their results, held back to leave with
+        // others, died with it.
+        let position = |id: u64| {
+            (id != 0)
+                .then(|| worker.in_flight.iter().position(|u| u.id.0 == id))
+                .flatten()
+        };
+        let ran_through = match position(progress.running) {
+            Some(i) => i.checked_sub(1),
+            None => position(progress.last_ended),
+        };
         let mut back = Vec::new();
         let mut failed_work = false;
-        for mut unit in worker.in_flight {
+        for (i, mut unit) in worker.in_flight.into_iter().enumerate() {
             if unit.sink.is_done() {
                 continue;
             }
             unit.recalled = false;
+            if ran_through.is_some_and(|last| i <= last) && Some(unit.id.0) != blame {
+                unit.lost_runs += 1;
+                if unit.deaths + unit.lost_runs > self.rules.retries {
+                    fx.finish.push((
+                        unit.sink,
+                        Err(TaskError::with_source(
+                            ErrorKind::WorkerLost(exit),
+                            ResultLost,
+                        )),
+                    ));
+                    continue;
+                }
+            }
             if Some(unit.id.0) == blame {
                 unit.deaths += 1;
-                if unit.deaths > self.rules.retries {
+                if unit.deaths + unit.lost_runs > self.rules.retries {
                     failed_work = true;
                     // The worker ended itself on a broken channel (a
                     // worker that outlives its channel is stopped through
@@ -1280,6 +1331,23 @@ impl std::fmt::Display for Quarantined {
 }
 
 impl std::error::Error for Quarantined {}
+
+/// Why a task that ran to its end failed anyway: its result was held back
+/// in its worker and lost with it, and running it again would exceed its
+/// retries.
+#[derive(Debug)]
+struct ResultLost;
+
+impl std::fmt::Display for ResultLost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(
+            "the task ran, but its worker ended before its result was sent, and running it \
+             again would exceed its retries",
+        )
+    }
+}
+
+impl std::error::Error for ResultLost {}
 
 #[cfg(test)]
 mod tests;

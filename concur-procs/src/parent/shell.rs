@@ -30,6 +30,9 @@ pub(crate) struct Settings {
     pub(crate) memory_limit: Option<u64>,
     pub(crate) start_timeout: Duration,
     pub(crate) shm_threshold: usize,
+    /// Workers hold finished results back to send them together (see
+    /// `Down::Init::hold_results`).
+    pub(crate) hold_results: bool,
     pub(crate) initializer: Option<Initializer>,
     pub(crate) spawn_mode: crate::spawn::SpawnMode,
 }

@@ -386,6 +386,7 @@ fn connect(
         memory_limit: s.memory_limit,
         initializer,
         shm_threshold: s.shm_threshold,
+        hold_results: s.hold_results,
     };
     let mut frame = Frame::new(&head, body).map_err(give_up)?;
     frame.shm = Some(progress.region().map_err(|e| give_up(TaskError::io(e)))?);

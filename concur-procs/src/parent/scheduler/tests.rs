@@ -194,17 +194,84 @@ fn waiting_units_of_a_dead_worker_are_sent_again_at_no_cost() {
     assert_eq!(s.workers[&w2].in_flight.len(), 3);
 }
 
-/// Only the unit the progress word names is blamed.
+/// Only the unit the progress word names is blamed; a unit waiting behind
+/// it is sent again at no cost.
 #[test]
 fn only_the_running_unit_is_blamed() {
     let now = Instant::now();
     let (mut s, w, cs) = loaded(rules(), 3, now);
-    let fx = s.on_exit(w, WorkerExit::Signal(6), running(cs[1].id(), now), now);
+    let fx = s.on_exit(w, WorkerExit::Signal(6), running(cs[0].id(), now), now);
     let done = finished(&fx);
-    assert_eq!(done.len(), 1);
+    assert_eq!(done.len(), 1, "{done:?}");
     assert_eq!(
-        done[&cs[1].id()],
+        done[&cs[0].id()],
         Err(ErrorKind::WorkerLost(WorkerExit::Signal(6)))
+    );
+    let w2 = s.next_worker_id();
+    let _ = s.on_ready(w2, 0, now);
+    assert_eq!(s.workers[&w2].in_flight.len(), 2, "the two waiting ones");
+}
+
+/// A unit the worker took before the one it ran had run too: its result was
+/// held back and died with the worker. Running it again spends a retry, so
+/// with `retries(0)` it fails (it must not run twice) with a note saying it
+/// ran; the blamed unit fails as a crash, the one waiting behind is resent.
+#[test]
+fn a_unit_whose_held_result_died_with_its_worker_spends_a_retry() {
+    let now = Instant::now();
+    let (mut s, w, cs) = loaded(rules(), 3, now);
+    let fx = s.on_exit(w, WorkerExit::Signal(9), running(cs[1].id(), now), now);
+    let lost = fx
+        .finish
+        .iter()
+        .find(|(sink, _)| sink.handle_id() == cs[0].id())
+        .map(|(_, r)| r.as_ref().map(drop).unwrap_err().clone())
+        .expect("the unit that ran before is not run again");
+    assert_eq!(lost.kind(), &ErrorKind::WorkerLost(WorkerExit::Signal(9)));
+    let note = std::error::Error::source(&lost)
+        .expect("a note")
+        .to_string();
+    assert!(note.contains("the task ran"), "{note}");
+    let done = finished(&fx);
+    assert_eq!(done.len(), 2, "{done:?}");
+    assert!(done.contains_key(&cs[1].id()), "the running one is blamed");
+    let w2 = s.next_worker_id();
+    let _ = s.on_ready(w2, 0, now);
+    assert_eq!(s.workers[&w2].in_flight.len(), 1, "only the waiting one");
+}
+
+/// With `retries(1)` a unit whose held result was lost runs once more; a
+/// second loss fails it: `retries(n)` bounds how often a task runs. A unit
+/// whose worker was killed by the pool (a timeout elsewhere) counts too.
+#[test]
+fn held_results_lost_twice_fail_after_one_retry() {
+    let now = Instant::now();
+    let mut r = rules();
+    r.retries = 1;
+    let (mut s, w, cs) = loaded(r, 2, now);
+    // The pool killed the worker while cs[1] (no longer ours) ran; cs[0]
+    // had ended before it, its result held back.
+    let ended = Progress {
+        running: 999,
+        started: Some(now),
+        last_ended: cs[0].id().0,
+        seq: 3,
+        received: 2,
+    };
+    let fx = s.on_exit(w, WorkerExit::Signal(9), ended, now);
+    assert!(fx.finish.is_empty(), "first loss: run again");
+    let w2 = s.next_worker_id();
+    let _ = s.on_ready(w2, 0, now);
+    assert_eq!(s.workers[&w2].in_flight.len(), 2);
+    let fx = s.on_exit(w2, WorkerExit::Signal(9), running(cs[1].id(), now), now);
+    let done = finished(&fx);
+    assert!(
+        matches!(done.get(&cs[0].id()), Some(Err(ErrorKind::WorkerLost(_)))),
+        "second loss fails it: {done:?}"
+    );
+    assert!(
+        !done.contains_key(&cs[1].id()),
+        "first death of cs[1]: retried"
     );
 }
 
@@ -779,4 +846,26 @@ fn tiny_batch_groups_keep_the_plain_depth() {
     assert_eq!(s.workers[&w].open_groups, 2, "not yet measured");
     apply(s.on_done(w, first, Ok(Body::Empty), now + Duration::from_micros(10)));
     assert_eq!(s.workers[&w].open_groups, 16);
+}
+
+/// A unit that was running in a worker death goes alone to the
+/// replacement, which takes nothing else until it is done: if it crashes
+/// again, no other task's held result dies with it.
+#[test]
+fn a_suspect_runs_alone() {
+    let now = Instant::now();
+    let mut r = rules();
+    r.retries = 2;
+    let (mut s, w, cs) = loaded(r, 3, now);
+    let _ = s.on_exit(w, WorkerExit::Signal(6), running(cs[0].id(), now), now);
+    let w2 = s.next_worker_id();
+    let _ = s.on_ready(w2, 0, now);
+    let sent: Vec<_> = s.workers[&w2].in_flight.iter().map(|u| u.id).collect();
+    assert_eq!(sent, vec![cs[0].id()], "the suspect, alone");
+    assert_eq!(s.queue.len(), 2, "the others wait");
+    // Its result arrives: the others follow.
+    let fx = s.on_results(w2, vec![(cs[0].id(), Ok(Body::Empty))], now);
+    apply(fx);
+    let sent: Vec<_> = s.workers[&w2].in_flight.iter().map(|u| u.id).collect();
+    assert_eq!(sent, vec![cs[1].id(), cs[2].id()]);
 }
