@@ -12,7 +12,7 @@
 //! build and worker mode install as core's region allocator.
 
 use std::any::Any;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use concur_core::shared::{self, Region};
@@ -51,21 +51,43 @@ impl std::fmt::Debug for Body {
 /// process backend.
 pub(crate) struct View {
     shm: IpcSharedMemory,
-    /// Made by this process and never received: nobody else has mapped it
-    /// before it is first sent (and a value that was sent is gone, so it
-    /// is never written after).
-    ours: bool,
+    /// Made by this process and never handed to another: nobody else has
+    /// mapped it. Cleared for good when it is put in a frame ([`share`]),
+    /// even if this process keeps a handle (a task that keeps what it
+    /// returned in a static, say): writing it then copies, so the receiver
+    /// never sees it change.
+    ours: AtomicBool,
     /// A received region that holds one of the [`KEPT_DESCRIPTORS`].
     kept: bool,
 }
 
 /// Most received `SharedBytes` regions that keep their descriptor at once,
-/// per process. A region with its descriptor goes to a worker again without
-/// a copy; one without (past this bound) keeps only its mapping, and
-/// sending it again copies it into a new region. So a worker that sends
-/// many regions (hostile, or a caller that leaves results unjoined) cannot
-/// use up the parent's descriptors.
+/// per process: 64, or a sixteenth of the descriptor limit when that is
+/// lower (at `ulimit -n 64`, 4). A region with its descriptor goes to a
+/// worker again without a copy; one without (past this bound) keeps only
+/// its mapping, and sending it again copies it into a new region. So a
+/// worker that sends many regions (hostile, or a caller that leaves
+/// results unjoined) cannot use up the parent's descriptors.
 pub(crate) const KEPT_DESCRIPTORS: usize = 64;
+
+/// [`KEPT_DESCRIPTORS`], lowered to a sixteenth of this process's soft
+/// descriptor limit (read once).
+fn kept_descriptors() -> usize {
+    static BOUND: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *BOUND.get_or_init(|| {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit with a valid out-pointer.
+        let soft = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
+            usize::try_from(lim.rlim_cur).unwrap_or(usize::MAX)
+        } else {
+            0
+        };
+        KEPT_DESCRIPTORS.min(soft / 16)
+    })
+}
 
 static KEPT: AtomicUsize = AtomicUsize::new(0);
 
@@ -82,10 +104,11 @@ impl Region for View {
         &self.shm
     }
     fn bytes_mut(&mut self) -> Option<&mut [u8]> {
-        // SAFETY: a region of ours is mapped only here until it is sent,
-        // and `SharedBytes` writes only through a unique handle (it checks
-        // `Arc::get_mut`), so this is the only reader or writer meanwhile.
-        self.ours.then(|| unsafe { self.shm.deref_mut() })
+        // SAFETY: a region of ours is mapped only here until it is put in
+        // a frame (then `ours` is cleared for good), and `SharedBytes`
+        // writes only through a unique handle (it checks `Arc::get_mut`),
+        // so this is the only reader or writer meanwhile.
+        (*self.ours.get_mut()).then(|| unsafe { self.shm.deref_mut() })
     }
     fn as_any(&self) -> &dyn Any {
         self
@@ -98,7 +121,7 @@ fn allocate(len: usize) -> Option<Box<dyn Region>> {
     let shm = IpcSharedMemory::try_zeroed(len).ok()?;
     Some(Box::new(View {
         shm,
-        ours: true,
+        ours: AtomicBool::new(true),
         kept: false,
     }))
 }
@@ -117,14 +140,16 @@ pub(crate) fn share(region: &Arc<dyn Region>) -> Result<IpcSharedMemory, TaskErr
             std::io::Error::other("a region of another backend"),
         )
     })?;
-    view.shm.try_clone().map_err(TaskError::io)
+    let shm = view.shm.try_clone().map_err(TaskError::io)?;
+    view.ours.store(false, Ordering::Relaxed);
+    Ok(shm)
 }
 
 /// A region received beside a frame, for the `SharedBytes` it names.
 pub(crate) fn received(mut shm: IpcSharedMemory) -> Arc<dyn Region> {
     let kept = KEPT
         .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-            (n < KEPT_DESCRIPTORS).then_some(n + 1)
+            (n < kept_descriptors()).then_some(n + 1)
         })
         .is_ok();
     if !kept {
@@ -132,7 +157,7 @@ pub(crate) fn received(mut shm: IpcSharedMemory) -> Arc<dyn Region> {
     }
     Arc::new(View {
         shm,
-        ours: false,
+        ours: AtomicBool::new(false),
         kept,
     })
 }

@@ -298,3 +298,84 @@ fn map_carries_shared_outputs_on_every_backend() {
         }
     }
 }
+
+/// What [`KeepOutput`] returned, kept by its worker.
+static KEPT: std::sync::Mutex<Option<SharedBytes>> = std::sync::Mutex::new(None);
+
+/// In the worker: serialises the worker's kept value, so the worker keeps
+/// a handle to the very region it returns. In the parent: that value.
+struct Kept(Option<SharedBytes>);
+
+impl Serialize for Kept {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match &self.0 {
+            Some(b) => b.serialize(s),
+            None => KEPT.lock().unwrap().as_ref().expect("kept").serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Kept {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Kept, D::Error> {
+        Ok(Kept(Some(SharedBytes::deserialize(d)?)))
+    }
+}
+
+/// Builds a large value, keeps it, and returns the kept value.
+#[derive(Serialize, Deserialize)]
+struct KeepOutput(usize);
+
+impl Task for KeepOutput {
+    type Output = Kept;
+    type ToCaller = ();
+    type FromCaller = ();
+    const NAME: &'static str = "shared_bytes::KeepOutput";
+    fn run(self, _cx: &mut TaskContext<'_, Self>) -> Kept {
+        let mut b = SharedBytes::zeroed(self.0);
+        b.fill(1);
+        *KEPT.lock().unwrap() = Some(b);
+        Kept(None)
+    }
+}
+
+/// Writes the value its worker kept, if it has one.
+#[derive(Serialize, Deserialize)]
+struct ScribbleKept(u8);
+
+impl Task for ScribbleKept {
+    type Output = bool;
+    type ToCaller = ();
+    type FromCaller = ();
+    const NAME: &'static str = "shared_bytes::ScribbleKept";
+    fn run(self, _cx: &mut TaskContext<'_, Self>) -> bool {
+        KEPT.lock()
+            .unwrap()
+            .as_mut()
+            .map(|b| b.fill(self.0))
+            .is_some()
+    }
+}
+
+concur_core::register!(KeepOutput, ScribbleKept);
+
+/// A region put in a frame is never written in place again by its sender,
+/// even when the sender kept a handle to it: the receiver's value does not
+/// change under it.
+#[test]
+fn a_region_once_sent_is_never_written_in_place_by_its_sender() {
+    let p = ProcessPool::builder().workers(1).build().unwrap();
+    let got = join(p.submit(KeepOutput(1 << 20)).unwrap())
+        .unwrap()
+        .0
+        .unwrap();
+    assert!(got.is_shared(), "it came as shared memory");
+    assert!(got.iter().all(|b| *b == 1));
+    assert!(
+        join(p.submit(ScribbleKept(0xAA)).unwrap()).unwrap(),
+        "same worker"
+    );
+    assert!(
+        got.iter().all(|b| *b == 1),
+        "the worker's later write reached the parent's value"
+    );
+}
