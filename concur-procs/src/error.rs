@@ -43,6 +43,13 @@ pub(crate) enum SpawnError {
          but is not one: it does not start workers of its own"
     )]
     NestedWorker,
+    /// The fork server (started by `init`) did not answer in time: it was
+    /// stopped, and workers are exec'd from now on.
+    #[error(
+        "the fork server did not answer within {0:?}; it was stopped, and this process \
+         execs its workers from now on"
+    )]
+    ForkServer(Duration),
     /// A worker's task tried to build a pool of its own.
     #[error("pools cannot be built inside a worker's task (nested pools are not supported)")]
     InsideWorker,

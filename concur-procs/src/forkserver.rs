@@ -250,7 +250,7 @@ impl Forked {
             Ok(errno) => Err(SpawnError::Os(std::io::Error::from_raw_os_error(-errno))),
             Err(_) => {
                 give_up(&mut server(), self.template);
-                Err(SpawnError::Protocol("the fork server did not answer"))
+                Err(SpawnError::ForkServer(left))
             }
         }
     }

@@ -386,6 +386,11 @@ fn stuck_role() -> ! {
         .build()
         .expect_err("a start waiting on a stopped fork server fails");
     assert_eq!(e.kind(), &ErrorKind::Spawn, "{e:?}");
+    let text = format!("{e:?}");
+    assert!(
+        text.contains("the fork server did not answer") && !text.contains("worker broke"),
+        "{text}"
+    );
     assert_eq!(concur_procs::__private::fork_server_pid(), None);
     assert!(
         !children().contains(&template),
