@@ -15,11 +15,16 @@
 //!   pool failure, shutdown.
 //! - A worker that dies blames only the unit it was running (read from its
 //!   progress word, see [`Progress`]), or, when it ran none, the unit that
-//!   ended last if that unit's result never arrived; units waiting on it
-//!   are sent again at no cost: they never started.
+//!   ended last if that unit's result never arrived; units waiting behind
+//!   it are sent again at no cost: they never started. Units ahead of it
+//!   (it runs them in the order they were sent) did run: their results were
+//!   held back and died with it, and running them again spends one of
+//!   their retries (`lost_runs`), so `retries` bounds how often a unit
+//!   runs. With no retries, workers hold no result across a task start.
 //! - The running unit is run again while it has been running in at most
-//!   `retries` deaths; past that it is quarantined: it fails with
-//!   `WorkerLost` and a note of how many workers it ended.
+//!   `retries` deaths (lost runs included); past that it is quarantined:
+//!   it fails with `WorkerLost` and a note of how many workers it ended. A
+//!   unit run again after a death runs alone on its worker.
 //! - A kill the pool decides (timeout, cancel, shutdown, a bad frame)
 //!   finishes the unit it targets with that cause *before* the kill, so the
 //!   death that follows never reads as a lost worker.
