@@ -20,7 +20,6 @@ concur::enable_test_support!();
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use concur::core::conformance;
@@ -76,9 +75,6 @@ mod on_procs {
 
 // ------------------------------------------------------------ the choice --
 
-/// Set in the child process a [`with_env_backend!`] test runs itself in.
-const CHILD: &str = "CONCUR_TESTS_ENV_CHILD";
-
 /// A test whose body runs with `CONCUR_BACKEND` set to `$value` (unset for
 /// `None`): the test runs only itself again in a child process of this
 /// binary with the variable set there, and passes when the child does.
@@ -87,32 +83,16 @@ macro_rules! with_env_backend {
         $(#[$doc])*
         #[test]
         fn $name() {
-            if std::env::var_os(CHILD).is_none() {
-                return rerun_with_env_backend(stringify!($name), $value);
+            if !common::in_rerun() {
+                return common::rerun_with_env(
+                    stringify!($name),
+                    &[(concur::ENV_BACKEND, $value)],
+                    DEADLINE,
+                );
             }
             $body
         }
     };
-}
-
-fn rerun_with_env_backend(test: &str, value: Option<&str>) {
-    let exe = std::env::current_exe().expect("this test binary's path");
-    let mut command = Command::new(exe);
-    command
-        .args([test, "--exact", "--test-threads=1", "--nocapture"])
-        .env(CHILD, "1");
-    match value {
-        Some(v) => command.env(concur::ENV_BACKEND, v),
-        None => command.env_remove(concur::ENV_BACKEND),
-    };
-    let what = format!("`{test}` with CONCUR_BACKEND={value:?}");
-    let (_, output) = common::run(&what, command, DEADLINE);
-    common::assert_success(&what, &output);
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        stdout.contains("test result: ok. 1 passed"),
-        "{what} did not run exactly that test:\n{stdout}"
-    );
 }
 
 /// Where a task ran: in a worker process or not, and its pid.

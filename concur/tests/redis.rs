@@ -94,42 +94,15 @@ fn redis_pool_runs_struct_macro_and_map_tasks() {
     pool.shutdown().unwrap();
 }
 
-/// Set in the child a test re-runs itself in (see [`rerun_with_env`]).
-const CHILD: &str = "CONCUR_TESTS_ENV_CHILD";
-
-/// Runs test `test` alone again in a child of this binary with `env` set
-/// (a `None` value removes the variable), and passes when the child does:
-/// tests that read the environment never change this shared process's.
-fn rerun_with_env(test: &str, env: &[(&str, Option<&str>)]) {
-    let exe = std::env::current_exe().expect("this test binary's path");
-    let mut command = std::process::Command::new(exe);
-    command
-        .args([test, "--exact", "--test-threads=1", "--nocapture"])
-        .env(CHILD, "1");
-    for (name, value) in env {
-        match value {
-            Some(v) => command.env(name, v),
-            None => command.env_remove(name),
-        };
-    }
-    let what = format!("`{test}` with {env:?}");
-    let (_, output) = common::run(&what, command, DEADLINE);
-    common::assert_success(&what, &output);
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        stdout.contains("test result: ok. 1 passed"),
-        "{what} did not run exactly that test:\n{stdout}"
-    );
-}
-
 /// Without `redis_url` or `CONCUR_REDIS_URL`, the redis backend is a
 /// `Config` error that names both.
 #[test]
 fn without_a_redis_url_the_error_names_the_setting_and_the_variable() {
-    if std::env::var_os(CHILD).is_none() {
-        return rerun_with_env(
+    if !common::in_rerun() {
+        return common::rerun_with_env(
             "without_a_redis_url_the_error_names_the_setting_and_the_variable",
             &[(concur::ENV_REDIS_URL, None)],
+            DEADLINE,
         );
     }
     let e = builder(&fresh_queue("nourl")).build().unwrap_err();
@@ -149,14 +122,15 @@ fn without_a_redis_url_the_error_names_the_setting_and_the_variable() {
 #[test]
 fn concur_backend_and_concur_redis_url_pick_the_server() {
     let server; // outlives the child that uses it
-    if std::env::var_os(CHILD).is_none() {
+    if !common::in_rerun() {
         server = self::server();
-        return rerun_with_env(
+        return common::rerun_with_env(
             "concur_backend_and_concur_redis_url_pick_the_server",
             &[
                 (concur::ENV_REDIS_URL, Some(&server.url())),
                 (concur::ENV_BACKEND, Some("redis")),
             ],
+            DEADLINE,
         );
     }
     let pool = Pool::builder()

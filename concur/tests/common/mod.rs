@@ -99,3 +99,37 @@ pub fn assert_success(what: &str, output: &Output) {
         String::from_utf8_lossy(&output.stderr),
     );
 }
+
+/// Set in the child a test re-runs itself in (see [`rerun_with_env`]).
+pub const CHILD: &str = "CONCUR_TESTS_ENV_CHILD";
+
+/// True in the child [`rerun_with_env`] started.
+pub fn in_rerun() -> bool {
+    std::env::var_os(CHILD).is_some()
+}
+
+/// Runs test `test` alone again in a child of this test binary with `env`
+/// set (a `None` value removes the variable), and passes when the child
+/// does: tests that read the environment never change the environment of
+/// the process the other tests share.
+pub fn rerun_with_env(test: &str, env: &[(&str, Option<&str>)], limit: Duration) {
+    let exe = std::env::current_exe().expect("this test binary's path");
+    let mut command = Command::new(exe);
+    command
+        .args([test, "--exact", "--test-threads=1", "--nocapture"])
+        .env(CHILD, "1");
+    for (name, value) in env {
+        match value {
+            Some(v) => command.env(name, v),
+            None => command.env_remove(name),
+        };
+    }
+    let what = format!("`{test}` with {env:?}");
+    let (_, output) = run(&what, command, limit);
+    assert_success(&what, &output);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("test result: ok. 1 passed"),
+        "{what} did not run exactly that test:\n{stdout}"
+    );
+}
