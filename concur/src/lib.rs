@@ -167,11 +167,13 @@ pub mod prelude {
 /// worker of a Redis pool (this executable re-run by the pool) it runs the
 /// worker and never returns; elsewhere it returns at once. Redis local
 /// workers start here, not before `main`, so the line is required there.
+/// That check comes first, so a Redis local worker starts no fork server
+/// (`concur_procs::init` starts one for process pools).
 pub fn init() {
-    #[cfg(feature = "procs")]
-    concur_procs::init();
     #[cfg(feature = "redis")]
     concur_redis::init();
+    #[cfg(feature = "procs")]
+    concur_procs::init();
 }
 
 /// True in a worker process of a process pool or in a local worker of a
