@@ -209,3 +209,103 @@ fn retries_bound_the_runs_of_tasks_whose_results_were_held() {
         assert_eq!(runs.len(), 40, "every task ran");
     }
 }
+
+/// Crashes its worker (SIGKILL) when `always`, or on its first run only
+/// when `once` is a path that does not exist yet (it is created first).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Crashy {
+    i: u64,
+    always: bool,
+    once: Option<std::path::PathBuf>,
+}
+
+impl Task for Crashy {
+    type Output = u64;
+    type ToCaller = ();
+    type FromCaller = ();
+    const NAME: &'static str = "procs-tests::burst::Crashy";
+    fn run(self, _cx: &mut TaskContext<'_, Self>) -> u64 {
+        let first_time = self.once.as_ref().is_some_and(|p| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(p)
+                .is_ok()
+        });
+        if self.always || first_time {
+            // SAFETY: kill takes integers; this ends our own worker.
+            unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+        }
+        self.i
+    }
+}
+concur_procs::register!(Crashy);
+
+/// In a `map`, a task that always crashes fails alone whatever the
+/// retries: the tasks batched with it, whose held results its first crash
+/// took, run again without it, and its retries run alone.
+#[test]
+fn in_a_map_a_crashing_task_fails_alone_whatever_the_retries() {
+    use concur_procs::ExecutorExt;
+    for retries in [0u32, 1, 3] {
+        let p = ProcessPool::builder()
+            .workers(1)
+            .retries(retries)
+            .build()
+            .unwrap();
+        let tasks = (0..100u64).map(|i| Crashy {
+            i,
+            always: i == 7,
+            once: None,
+        });
+        let failed: Vec<usize> = p
+            .map(tasks)
+            .enumerate()
+            .filter_map(|(i, r)| match r {
+                Ok(v) => {
+                    assert_eq!(v, i as u64);
+                    None
+                }
+                Err(e) => {
+                    assert!(matches!(e.kind(), ErrorKind::WorkerLost(_)), "{e:?}");
+                    Some(i)
+                }
+            })
+            .collect();
+        assert_eq!(failed, vec![7], "retries({retries})");
+    }
+}
+
+/// Tasks that crash their worker on their first run only: with one retry
+/// every task of the `map` succeeds (a crash never takes a task's second
+/// chance through a neighbour's crash).
+#[test]
+fn tasks_that_crash_once_all_succeed_with_one_retry() {
+    use concur_procs::ExecutorExt;
+    let dir = std::env::temp_dir().join(format!("concur-crash-once-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = ProcessPool::builder()
+        .workers(2)
+        .retries(1)
+        .restart_limit(1_000, std::time::Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let tasks = (0..600u64).map(|i| Crashy {
+        i,
+        always: false,
+        once: (i % 10 == 3).then(|| dir.join(i.to_string())),
+    });
+    let failed: Vec<(usize, String)> = p
+        .map(tasks)
+        .enumerate()
+        .filter_map(|(i, r)| r.err().map(|e| (i, format!("{e:?}"))))
+        .collect();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        failed.is_empty(),
+        "{} failed: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+}

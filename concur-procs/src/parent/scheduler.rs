@@ -24,7 +24,9 @@
 //! - The running unit is run again while it has been running in at most
 //!   `retries` deaths (lost runs included); past that it is quarantined:
 //!   it fails with `WorkerLost` and a note of how many workers it ended. A
-//!   unit run again after a death runs alone on its worker.
+//!   unit run again after a death runs alone on an idle worker, and units
+//!   whose result a death took go with their like only ([`Taint`]): that
+//!   worker takes nothing else until they are done.
 //! - A kill the pool decides (timeout, cancel, shutdown, a bad frame)
 //!   finishes the unit it targets with that cause *before* the kill, so the
 //!   death that follows never reads as a lost worker.
@@ -71,11 +73,17 @@ const GROUP_BYTES: usize = 64 * 1024;
 impl Rules {
     /// Takes from the front of `queue` the units that can travel with
     /// `first` in one frame: tasks of the same batch, small, with no
-    /// messages. Units found cancelled on the way are dropped.
+    /// messages, and of the same [`Taint`] (a suspect travels alone, and
+    /// units whose result was lost travel only with their like, so a crash
+    /// of a task that never ran takes none of them again). Units found
+    /// cancelled on the way are dropped.
     fn group_with(&self, first: &Unit, queue: &mut VecDeque<Unit>) -> Vec<Unit> {
         let Sink::Item(batch, _) = &first.sink else {
             return Vec::new();
         };
+        if first.taint() == Taint::Suspect {
+            return Vec::new();
+        }
         let small = |u: &Unit| matches!(*u.input, Body::Empty | Body::Inline(_));
         if !small(first) {
             return Vec::new();
@@ -86,6 +94,7 @@ impl Rules {
             let Some(next) = queue.front() else { break };
             let same = matches!(&next.sink, Sink::Item(b, _) if Arc::ptr_eq(b, batch));
             if !same
+                || next.taint() != first.taint()
                 || next.name != first.name
                 || !small(next)
                 || !next.down.is_empty()
@@ -258,7 +267,31 @@ pub(crate) struct Unit {
     group: u64,
 }
 
+/// What a unit's past says about where it may run (see [`Unit::taint`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Taint {
+    /// Never lost a run: travels and shares a worker with anything.
+    Fresh,
+    /// Ran to its end before, but its result died with its worker: it goes
+    /// to an idle worker, with only its like, and that worker takes nothing
+    /// else until they are done, so no new crash takes them again.
+    Lost,
+    /// Was running in a worker death: runs alone on an idle worker.
+    Suspect,
+}
+
 impl Unit {
+    /// Where it may run, from its past deaths and lost runs.
+    pub(crate) fn taint(&self) -> Taint {
+        if self.deaths > 0 {
+            Taint::Suspect
+        } else if self.lost_runs > 0 {
+            Taint::Lost
+        } else {
+            Taint::Fresh
+        }
+    }
+
     pub(crate) fn new(id: TaskId, sink: Sink, name: &'static str, input: Body) -> Unit {
         Unit {
             id,
@@ -413,11 +446,12 @@ impl Worker {
         }
     }
 
-    /// It runs a unit that was running in a worker death (a suspect): it
-    /// takes nothing else until that unit is done, so a second crash of
-    /// the suspect loses no other task's result held back behind it.
-    fn holds_suspect(&self) -> bool {
-        self.in_flight.iter().any(|u| u.deaths > 0)
+    /// It runs units that are not [`Taint::Fresh`] (a suspect, or units
+    /// whose result a death took): it takes nothing else until they are
+    /// done, so a second crash loses no other task's held result, and no
+    /// new crash takes theirs again.
+    fn holds_tainted(&self) -> bool {
+        self.in_flight.iter().any(|u| u.taint() != Taint::Fresh)
     }
 
     fn takes_work(&self, rules: &Rules) -> bool {
@@ -637,8 +671,11 @@ impl Scheduler {
         let mut fx = Effects::default();
         while let Some(front) = self.queue.front() {
             // A suspect (it was running in a worker death) goes alone to an
-            // idle worker, which then takes nothing else until it is done.
-            let suspect = front.deaths > 0;
+            // idle worker, and units whose result a death took go with
+            // their like only; that worker then takes nothing else until
+            // they are done.
+            let tainted = front.taint() != Taint::Fresh;
+            let suspect = front.taint() == Taint::Suspect;
             let best = self
                 .slots
                 .iter()
@@ -646,8 +683,8 @@ impl Scheduler {
                 .filter_map(|id| self.workers.get(id).map(|w| (*id, w)))
                 .filter(|(_, w)| {
                     w.takes_work(&self.rules)
-                        && !w.holds_suspect()
-                        && (!suspect || w.in_flight.is_empty())
+                        && !w.holds_tainted()
+                        && (!tainted || w.in_flight.is_empty())
                 })
                 .min_by_key(|(id, w)| (w.stalled(now), w.in_flight.len(), *id))
                 .map(|(id, _)| id);
@@ -670,7 +707,7 @@ impl Scheduler {
             } else {
                 self.rules.group_with(&unit, &mut self.queue)
             };
-            if group.is_empty() && !suspect && w.join_last_frame(&unit) {
+            if group.is_empty() && !tainted && w.join_last_frame(&unit) {
                 // Travels in the run frame before it: one frame (one
                 // header, one allocation, one worker wake-up) for all the
                 // small tasks a worker is given at once.
