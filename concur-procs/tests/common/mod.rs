@@ -146,12 +146,26 @@ pub fn run_role_with(
 /// kills it and fails the test (naming it `what`) if it has not ended
 /// within [`DEADLINE`].
 pub fn output_within(command: &mut std::process::Command, what: &str) -> RoleOutput {
-    let child = command
+    command
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+        .stderr(std::process::Stdio::piped());
+    // A binary a test has just written can be "busy" for a moment: another
+    // thread of this test process may fork (to start a worker) while the
+    // file is still open for writing, and that child holds the descriptor
+    // until it execs (close-on-exec). The kernel then refuses to exec the
+    // file (ETXTBSY) until that child has exec'd: retry a bounded number
+    // of times.
+    let mut tries = 0;
+    let child = loop {
+        match command.spawn() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && tries < 100 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => break other.unwrap(),
+        }
+    };
     let pid = child.id();
     // Both pipes are drained while the child runs (a full pipe would stall it).
     let (tx, rx) = std::sync::mpsc::channel();
