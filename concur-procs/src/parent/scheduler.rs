@@ -451,7 +451,18 @@ impl Worker {
     /// done, so a second crash loses no other task's held result, and no
     /// new crash takes theirs again.
     fn holds_tainted(&self) -> bool {
-        self.in_flight.iter().any(|u| u.taint() != Taint::Fresh)
+        // Tainted units are only given to an idle worker, which then takes
+        // nothing else until they are done: if any is in flight, the first
+        // one is (one check per dispatch, not a scan of the pipeline).
+        debug_assert!(
+            self.in_flight
+                .front()
+                .is_some_and(|u| u.taint() != Taint::Fresh)
+                || self.in_flight.iter().all(|u| u.taint() == Taint::Fresh)
+        );
+        self.in_flight
+            .front()
+            .is_some_and(|u| u.taint() != Taint::Fresh)
     }
 
     fn takes_work(&self, rules: &Rules) -> bool {
