@@ -466,3 +466,39 @@ mod tests {
         assert_eq!(read_secret(fd).unwrap(), b"token");
     }
 }
+
+/// This process's id, remembered: `getpid` is a system call, and every
+/// submit and every task a worker runs asks (a burst of small tasks paid
+/// several per task). A child
+/// made by `fork()` runs the handler registered here, which forgets the
+/// remembered id, so the child reads its own. (A child made by a raw
+/// `clone` system call runs no fork handler; such a child must not use
+/// the pool's copy, as its documentation says of any forked child.)
+pub(crate) fn current_pid() -> u32 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static PID: AtomicU32 = AtomicU32::new(0);
+    static HANDLER: std::sync::Once = std::sync::Once::new();
+    extern "C" fn forget() {
+        PID.store(0, Ordering::Relaxed);
+    }
+    HANDLER.call_once(|| {
+        // SAFETY: registers a handler that only stores to an atomic (safe
+        // in the child of a multithreaded fork); it stays valid for the
+        // program's life (a static function).
+        let rc = unsafe { libc::pthread_atfork(None, None, Some(forget)) };
+        if rc != 0 {
+            // Without the handler a remembered id could be a parent's:
+            // never remember one (0 means "ask").
+            PID.store(u32::MAX, Ordering::Relaxed);
+        }
+    });
+    match PID.load(Ordering::Relaxed) {
+        0 => {
+            let pid = std::process::id();
+            PID.store(pid, Ordering::Relaxed);
+            pid
+        }
+        u32::MAX => std::process::id(),
+        pid => pid,
+    }
+}

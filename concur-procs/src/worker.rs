@@ -136,7 +136,7 @@ fn enter(boot: impl FnOnce() -> Result<Bootstrap, String>) -> ! {
 /// another task. It leaves at once, without running destructors that would
 /// touch the worker's shared state.
 fn leave_if_forked_copy(worker_pid: u32) {
-    if std::process::id() != worker_pid {
+    if sys::current_pid() != worker_pid {
         // SAFETY: _exit ends the process without unwinding or running
         // atexit handlers; it touches no memory of ours.
         unsafe { libc::_exit(0) }
