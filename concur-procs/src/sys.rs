@@ -439,34 +439,6 @@ pub(crate) fn raise_fd_limit() {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::os::fd::IntoRawFd;
-    use std::time::Duration;
-
-    /// A pipe whose write end stays open and empty (a worker started by
-    /// hand) ends the read with `TimedOut` instead of waiting for ever.
-    #[test]
-    fn an_open_empty_secret_pipe_times_out() {
-        let mut fds = [0; 2];
-        // SAFETY: pipe2 fills two descriptors, owned below.
-        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
-        // SAFETY: fresh descriptors from pipe2; the read end is owned by
-        // `read_secret_within`, the write end here.
-        let _write = unsafe { OwnedFd::from_raw_fd(fds[1]) };
-        let e = read_secret_within(fds[0], Duration::from_millis(50)).unwrap_err();
-        assert_eq!(e.kind(), io::ErrorKind::TimedOut, "{e}");
-    }
-
-    #[test]
-    fn a_written_secret_is_read_whole() {
-        let read = secret_pipe(b"token").unwrap();
-        let fd = read.into_raw_fd();
-        assert_eq!(read_secret(fd).unwrap(), b"token");
-    }
-}
-
 /// This process's id, remembered: `getpid` is a system call, and every
 /// submit and every task a worker runs asks (a burst of small tasks paid
 /// several per task). A child
@@ -500,5 +472,33 @@ pub(crate) fn current_pid() -> u32 {
         }
         u32::MAX => std::process::id(),
         pid => pid,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::IntoRawFd;
+    use std::time::Duration;
+
+    /// A pipe whose write end stays open and empty (a worker started by
+    /// hand) ends the read with `TimedOut` instead of waiting for ever.
+    #[test]
+    fn an_open_empty_secret_pipe_times_out() {
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 fills two descriptors, owned below.
+        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+        // SAFETY: fresh descriptors from pipe2; the read end is owned by
+        // `read_secret_within`, the write end here.
+        let _write = unsafe { OwnedFd::from_raw_fd(fds[1]) };
+        let e = read_secret_within(fds[0], Duration::from_millis(50)).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut, "{e}");
+    }
+
+    #[test]
+    fn a_written_secret_is_read_whole() {
+        let read = secret_pipe(b"token").unwrap();
+        let fd = read.into_raw_fd();
+        assert_eq!(read_secret(fd).unwrap(), b"token");
     }
 }
