@@ -70,22 +70,34 @@ thread_local! {
     static IN: RefCell<Option<Offered>> = const { RefCell::new(None) };
 }
 
+/// Runs `f` with `key` set to `value`, then puts the outer value back (even
+/// if `f` unwinds); returns what `f` returned and what `key` held at its end.
+fn with_local<T: 'static, R>(
+    key: &'static std::thread::LocalKey<RefCell<Option<T>>>,
+    value: T,
+    f: impl FnOnce() -> R,
+) -> (R, Option<T>) {
+    struct Restore<T: 'static>(
+        &'static std::thread::LocalKey<RefCell<Option<T>>>,
+        Option<T>,
+    );
+    impl<T: 'static> Drop for Restore<T> {
+        fn drop(&mut self) {
+            let outer = self.1.take();
+            self.0.with(|k| *k.borrow_mut() = outer);
+        }
+    }
+    let _restore = Restore(key, key.with(|k| k.replace(Some(value))));
+    let r = f();
+    (r, key.with(|k| k.borrow_mut().take()))
+}
+
 /// Runs `f` (an encoding) so that every region-backed [`SharedBytes`] it
 /// serialises is written as an index into the returned list instead of as
 /// its bytes. The caller carries the list beside the encoding.
 pub fn collect_regions<R>(f: impl FnOnce() -> R) -> (R, Vec<Arc<dyn Region>>) {
-    /// Puts the outer collection back, even if `f` unwinds.
-    struct Restore(Option<Vec<Arc<dyn Region>>>);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            let outer = self.0.take();
-            OUT.with(|o| *o.borrow_mut() = outer);
-        }
-    }
-    let _restore = Restore(OUT.with(|o| o.replace(Some(Vec::new()))));
-    let r = f();
-    let regions = OUT.with(|o| o.borrow_mut().take()).unwrap_or_default();
-    (r, regions)
+    let (r, regions) = with_local(&OUT, Vec::new(), f);
+    (r, regions.unwrap_or_default())
 }
 
 /// Runs `f` (a decoding) with `regions` available to the [`SharedBytes`]
@@ -95,17 +107,7 @@ pub fn provide_regions<R>(regions: Vec<Arc<dyn Region>>, f: impl FnOnce() -> R) 
     if regions.is_empty() {
         return f();
     }
-    /// Puts the outer regions back, even if `f` unwinds.
-    struct Restore(Option<Offered>);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            let outer = self.0.take();
-            IN.with(|i| *i.borrow_mut() = outer);
-        }
-    }
-    let list = regions.into_iter().map(Some).collect();
-    let _restore = Restore(IN.with(|i| i.replace(Some(list))));
-    f()
+    with_local(&IN, regions.into_iter().map(Some).collect(), f).0
 }
 
 /// A byte buffer that a process backend carries as shared memory: a task

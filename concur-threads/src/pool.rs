@@ -536,7 +536,7 @@ mod tests {
         let mut held: std::collections::VecDeque<_> =
             (0..8).map(|_| pool.submit(Block).unwrap()).collect();
         let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
+        let submitter = std::thread::spawn(move || {
             let _ = tx.send(pool.submit(Block));
         });
         let admission = pool.admission();
@@ -559,6 +559,9 @@ mod tests {
             .recv_timeout(DEADLINE)
             .expect("the submitter got room once two tasks ended")
             .unwrap();
+        submitter
+            .join()
+            .expect("the submitter thread, which has sent");
         assert_eq!(admission.in_use(), 7);
         held.push_back(ninth);
         held.into_iter().for_each(release);
