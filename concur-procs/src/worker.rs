@@ -511,6 +511,16 @@ const MESSAGE_HOLD: std::time::Duration = std::time::Duration::from_micros(200);
 /// Results and messages smaller than this join their neighbours in one frame.
 const SMALL_RESULT: usize = 4096;
 
+/// The bytes of a body small enough to join its neighbours in one frame
+/// (a result or a message under [`SMALL_RESULT`]); `None` for others.
+fn small_bytes(body: &Body) -> Option<&[u8]> {
+    match body {
+        Body::Empty => Some(&[]),
+        Body::Inline(v) if v.len() < SMALL_RESULT => Some(v),
+        _ => None,
+    }
+}
+
 /// Held bytes that make a packet full.
 const PACKET_BYTES: usize = 64 * 1024;
 
@@ -564,12 +574,7 @@ impl Results {
             self.timer.notify_one();
         }
         if let Up::Done { id, result } = head {
-            let small = match &body {
-                Body::Empty => Some(&[][..]),
-                Body::Inline(v) if v.len() < SMALL_RESULT => Some(&v[..]),
-                _ => None,
-            };
-            if let Some(bytes) = small {
+            if let Some(bytes) = small_bytes(&body) {
                 // Messages held before this result stay ahead of it.
                 if h.messages.is_some() {
                     h.close_group();
@@ -593,11 +598,7 @@ impl Results {
     fn push_message(&self, id: TaskId, body: Body) {
         let mut h = self.lock();
         self.holding.store(true, Ordering::Release);
-        let small = match &body {
-            Body::Empty => Some(&[][..]),
-            Body::Inline(v) if v.len() < SMALL_RESULT => Some(&v[..]),
-            _ => None,
-        };
+        let small = small_bytes(&body);
         let now = Instant::now();
         let streaming = h.last_message.replace((id, now)).is_some_and(|(last, at)| {
             last == id && now.saturating_duration_since(at) < MESSAGE_HOLD

@@ -686,7 +686,6 @@ impl Scheduler {
             // their like only; that worker then takes nothing else until
             // they are done.
             let tainted = front.taint() != Taint::Fresh;
-            let suspect = front.taint() == Taint::Suspect;
             let best = self
                 .slots
                 .iter()
@@ -713,11 +712,8 @@ impl Scheduler {
             w.runs += 1;
             w.open_groups += 1;
             unit.group = w.runs;
-            let group = if suspect {
-                Vec::new()
-            } else {
-                self.rules.group_with(&unit, &mut self.queue)
-            };
+            // A suspect's group is empty (`group_with`).
+            let group = self.rules.group_with(&unit, &mut self.queue);
             if group.is_empty() && !tainted && w.join_last_frame(&unit) {
                 // Travels in the run frame before it: one frame (one
                 // header, one allocation, one worker wake-up) for all the
