@@ -54,24 +54,25 @@ fn nested_role() {
 /// workers: never a fork bomb.
 #[test]
 fn marked_child_cannot_build_a_pool() {
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "nested_role",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(ROLE, "1")
-        .env("CONCUR_PROCS_SERVER", "/nonexistent/socket")
-        .env("CONCUR_PROCS_PARENT", std::process::id().to_string())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let out = common::output_within(
+        Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "nested_role",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(ROLE, "1")
+            .env("CONCUR_PROCS_SERVER", "/nonexistent/socket")
+            .env("CONCUR_PROCS_PARENT", std::process::id().to_string()),
+        "the marked child",
+    );
+    let stdout = &out.stdout;
     assert!(
         out.status.success(),
         "child failed: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        out.stderr
     );
     assert!(stdout.contains("NESTED-REFUSED"), "{stdout}");
 }
