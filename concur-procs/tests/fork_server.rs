@@ -375,10 +375,11 @@ fn parent_death() {
         .split_whitespace()
         .map(|p| p.parse().unwrap())
         .collect();
-    assert_eq!(pids.len(), 3, "fork server and two workers: {line}");
-    assert!(pids.iter().all(|&p| alive(p)));
-    child.kill().unwrap(); // SIGKILL
+    let all_alive = pids.iter().all(|&p| alive(p));
+    child.kill().unwrap(); // SIGKILL, before any assertion can leave it running
     child.wait().unwrap();
+    assert_eq!(pids.len(), 3, "fork server and two workers: {line}");
+    assert!(all_alive);
     for &pid in &pids {
         wait_until(
             &format!("process {pid} of the killed parent exits"),
