@@ -206,8 +206,18 @@ impl Local {
                     }
                 }
             }
-            for (i, status) in ended {
-                self.replace(&mut s, i, status);
+            // Hand-overs talk to the broker (retrying while it is away):
+            // done without the slots lock, which every submit takes.
+            let hand_overs: Vec<(String, String)> = ended
+                .into_iter()
+                .filter_map(|(i, status)| self.replace(&mut s, i, status))
+                .collect();
+            if !hand_overs.is_empty() {
+                drop(s);
+                for (old, new) in &hand_overs {
+                    self.hand_over(old, new);
+                }
+                s = self.slots();
             }
             s = self
                 .changed
@@ -217,9 +227,12 @@ impl Local {
         }
     }
 
-    fn replace(&self, s: &mut Slots, i: usize, status: ExitStatus) {
+    /// Replaces the worker of slot `i`, which ended with `status`; returns
+    /// the consumers (old, new) whose pending entries the caller hands over
+    /// (see [`Self::hand_over`]) once it has released the slots lock.
+    fn replace(&self, s: &mut Slots, i: usize, status: ExitStatus) -> Option<(String, String)> {
         if s.failed.is_some() {
-            return;
+            return None;
         }
         let (index, was_ready, old) = {
             let slot = &s.list[i];
@@ -243,7 +256,7 @@ impl Local {
                     self.spawn.crash_window
                 ));
                 self.changed.notify_all();
-                return;
+                return None;
             }
         }
         if !was_ready {
@@ -254,16 +267,14 @@ impl Local {
                      program call concur_redis::init() first in main?"
                 ));
                 self.changed.notify_all();
-                return;
+                return None;
             }
         }
         match self.launch(s, index) {
             Ok(slot) => {
                 let new = slot.consumer.clone();
                 s.list[i] = slot;
-                if status.code() != Some(EXIT_RECYCLE) {
-                    self.hand_over(&old, &new);
-                }
+                (status.code() != Some(EXIT_RECYCLE)).then_some((old, new))
             }
             Err(e) => {
                 s.failed = Some(format!(
@@ -271,6 +282,7 @@ impl Local {
                     crate::conn::error_chain(&e)
                 ));
                 self.changed.notify_all();
+                None
             }
         }
     }
