@@ -278,21 +278,13 @@ fn independent_workers_share_one_queue() {
         .map(|_| workers.spawn(&server.url(), &queue, WorkerOpts::default()))
         .collect();
     let pool = support::remote_pool(&server.url(), &queue, support::workers(3));
-    let handles: Vec<_> = (0..3).map(|_| pool.submit(PidThenWait).unwrap()).collect();
-    let mut seen: Vec<u32> = handles
-        .iter()
-        .map(|h| h.recv_timeout(DEADLINE).expect("each task starts"))
-        .collect();
-    for h in &handles {
-        h.send(()).unwrap();
-    }
-    for h in handles {
-        join(h).unwrap();
-    }
-    seen.sort_unstable();
     let mut pids = pids;
     pids.sort_unstable();
-    assert_eq!(seen, pids, "each worker ran one of the three tasks");
+    assert_eq!(
+        each_worker_serves(&pool, 3),
+        pids,
+        "each worker ran one of the three tasks"
+    );
 }
 
 /// A poison task (it kills every worker that runs it) ends in the
@@ -521,10 +513,10 @@ fn has_group(server: &Server, tasks: &str) -> bool {
         .is_ok()
 }
 
-/// Submits two `PidThenWait` and returns the pids that ran them: two
-/// distinct pids when both workers serve the queue.
-fn both_workers_serve(pool: &RedisPool) -> Vec<u32> {
-    let handles: Vec<_> = (0..2).map(|_| pool.submit(PidThenWait).unwrap()).collect();
+/// Submits `n` `PidThenWait` at once and returns the pids that ran them,
+/// sorted: `n` distinct pids when `n` workers serve the queue.
+fn each_worker_serves(pool: &RedisPool, n: usize) -> Vec<u32> {
+    let handles: Vec<_> = (0..n).map(|_| pool.submit(PidThenWait).unwrap()).collect();
     let mut pids: Vec<u32> = handles
         .iter()
         .map(|h| h.recv_timeout(DEADLINE).expect("each task starts"))
@@ -557,7 +549,7 @@ fn independent_workers_recreate_the_group_after_a_restart_without_aof() {
     {
         // Both workers are in their read loop once each has run a task.
         let pool = support::remote_pool(&server.url(), &queue, support::config());
-        assert_eq!(both_workers_serve(&pool), pids);
+        assert_eq!(each_worker_serves(&pool, 2), pids);
     }
     server.restart();
     // No pool exists now: only the workers can recreate the group.
@@ -581,7 +573,7 @@ fn independent_workers_recreate_the_group_after_a_restart_without_aof() {
         .reconnect_timeout(DEADLINE)
         .build()
         .unwrap();
-    assert_eq!(both_workers_serve(&pool), pids);
+    assert_eq!(each_worker_serves(&pool, 2), pids);
 
     let mut results = pool.map((0..300u64).map(Slow));
     for (i, r) in results.by_ref().take(30).enumerate() {
@@ -590,7 +582,7 @@ fn independent_workers_recreate_the_group_after_a_restart_without_aof() {
     server.restart();
     let (ok, lost) = tally_after_restart(results, 30);
     assert_eq!(ok + lost, 270);
-    assert_eq!(both_workers_serve(&pool), pids);
+    assert_eq!(each_worker_serves(&pool, 2), pids);
 }
 
 /// A pool whose broker is gone for good, its handles already failed,
