@@ -144,15 +144,20 @@ impl Task for Garbage {
     type FromCaller = ();
     const NAME: &'static str = "hostile::Garbage";
     fn run(self, _cx: &mut TaskContext<'_, Self>) -> u32 {
-        let junk = [0xffu8; 4096];
-        // SAFETY: writes a plain buffer to a descriptor of this process.
-        unsafe {
-            libc::write(3, junk.as_ptr().cast(), junk.len());
-        }
+        write_junk();
         7
     }
 }
 concur_procs::register!(Garbage);
+
+/// Writes 4 KiB of junk to descriptor 3, the worker's channel to the parent.
+fn write_junk() {
+    let junk = [0xffu8; 4096];
+    // SAFETY: writes a plain buffer to a descriptor of this process.
+    unsafe {
+        libc::write(3, junk.as_ptr().cast(), junk.len());
+    }
+}
 
 /// Tries to build a pool inside its worker; returns the error's causes.
 #[derive(Serialize, Deserialize)]
@@ -327,4 +332,60 @@ fn a_pool_built_inside_a_task_is_refused_as_nested() {
         "{text}"
     );
     assert!(!text.contains("but is not one"), "{text}");
+}
+
+/// One item of a mixed `map`: breaks its worker's channel, or returns
+/// its number.
+#[derive(Serialize, Deserialize)]
+enum Mixed {
+    Junk,
+    Fine(u32),
+}
+
+impl Task for Mixed {
+    type Output = u32;
+    type ToCaller = ();
+    type FromCaller = ();
+    const NAME: &'static str = "hostile::Mixed";
+    fn run(self, _cx: &mut TaskContext<'_, Self>) -> u32 {
+        match self {
+            Mixed::Junk => {
+                write_junk();
+                0
+            }
+            Mixed::Fine(n) => n,
+        }
+    }
+}
+concur_procs::register!(Mixed);
+
+/// Garbage is often read after its task ended, while the next task runs:
+/// the task that runs then is blamed, but runs again alone, so only the
+/// tasks that wrote garbage fail (with `Codec`) and every other item of the
+/// map gets its own result.
+#[test]
+fn garbage_read_late_fails_only_the_tasks_that_wrote_it() {
+    let p = ProcessPool::builder().workers(1).build().unwrap();
+    let junk = |i: u32| i % 5 == 0;
+    let items = (0..40).map(move |i| if junk(i) { Mixed::Junk } else { Mixed::Fine(i) });
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let results: Vec<_> = p.map(items).collect();
+        let _ = tx.send(results);
+    });
+    let results = rx
+        .recv_timeout(Duration::from_secs(120))
+        .expect("the map ended within 120 s");
+    assert_eq!(results.len(), 40);
+    for (i, r) in (0u32..).zip(results) {
+        if junk(i) {
+            let err = r.expect_err("its garbage was read");
+            assert!(
+                matches!(err.kind(), ErrorKind::Codec { .. }),
+                "{i}: {err:?}"
+            );
+        } else {
+            assert_eq!(r.expect("a bystander is not failed"), i);
+        }
+    }
 }

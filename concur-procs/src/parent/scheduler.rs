@@ -27,9 +27,15 @@
 //!   unit run again after a death runs alone on an idle worker, and units
 //!   whose result a death took go with their like only ([`Taint`]): that
 //!   worker takes nothing else until they are done.
-//! - A kill the pool decides (timeout, cancel, shutdown, a bad frame)
-//!   finishes the unit it targets with that cause *before* the kill, so the
-//!   death that follows never reads as a lost worker.
+//! - A kill the pool decides (timeout, cancel, shutdown) finishes the unit
+//!   it targets with that cause *before* the kill, so the death that
+//!   follows never reads as a lost worker.
+//! - A bad frame (bytes from a worker that cannot be read) kills its
+//!   worker, and the death is settled like a crash that blames the unit
+//!   running when the frame was read (or else the one that ended last):
+//!   the frame may have been written by the unit before it, so the blamed
+//!   unit runs again alone while it has retries, and fails with the
+//!   frame's `Codec` error once they are spent.
 //! - Restart intensity counts only deaths that failed work and workers
 //!   that died before they became ready; an external kill storm whose
 //!   tasks all succeed on retry never fails the pool. A start ended by an
@@ -399,8 +405,16 @@ pub(crate) struct Worker {
     retiring: bool,
     /// The pool ended it itself (timeout, cancel, shutdown, a bad frame):
     /// the unit that caused it was finished with that cause, so its death
-    /// blames nobody and counts nothing.
+    /// blames nobody and counts nothing (but see `bad_frame`).
     pub(crate) killed: bool,
+    /// It sent a frame the parent could not read, and was killed for it:
+    /// the unit blamed (the one running when the frame was read, or else
+    /// the one that ended last) and the error it fails with once its
+    /// retries are spent. Its death is then settled like a crash that
+    /// blames that unit: the frame may have been written by the unit
+    /// before it, so the blamed one runs again, alone, while it has
+    /// retries left.
+    bad_frame: Option<(u64, TaskError)>,
     /// When the unit now at the front of `in_flight` started being served.
     serving_since: Instant,
     /// Recent time per task (moving average), once known.
@@ -439,6 +453,7 @@ impl Worker {
             open_groups: 0,
             retiring: false,
             killed: false,
+            bad_frame: None,
             serving_since: now,
             per_task: None,
             last_seq: 0,
@@ -911,7 +926,8 @@ impl Scheduler {
     }
 
     /// Worker `w` sent something the parent cannot read: it is ended, and
-    /// the unit it was running fails with `error`.
+    /// its death blames the unit it was running (or else the one that
+    /// ended last), which fails with `error` once its retries are spent.
     pub(crate) fn on_bad_frame(
         &mut self,
         w: WorkerId,
@@ -931,10 +947,10 @@ impl Scheduler {
         let target = [p.running, p.last_ended]
             .into_iter()
             .filter(|id| *id != 0)
-            .find_map(|id| worker.in_flight.iter().position(|u| u.id.0 == id));
-        if let Some(unit) = target.and_then(|i| worker.take(i)) {
-            fx.finish.push((unit.sink, Err(error)));
-        }
+            .find(|id| worker.in_flight.iter().any(|u| u.id.0 == *id));
+        // Settled when the worker's exit is seen (`on_exit`): the kill is
+        // SIGKILL, so that is bounded.
+        worker.bad_frame = Some((target.unwrap_or(0), error));
         worker.killed = true;
         fx.kill.push(w);
         fx
@@ -950,7 +966,7 @@ impl Scheduler {
         now: Instant,
     ) -> Effects {
         let mut fx = Effects::default();
-        let Some(worker) = self.workers.remove(&w) else {
+        let Some(mut worker) = self.workers.remove(&w) else {
             return fx;
         };
         let slot = worker.slot;
@@ -958,9 +974,12 @@ impl Scheduler {
         if current {
             self.slots[slot] = None;
         }
+        let bad_frame = worker.bad_frame.take();
         let ours = worker.killed || exit == WorkerExit::Code(sys::EXIT_CANCELLED);
         let clean = worker.retiring && exit == WorkerExit::Code(0);
-        let blame = if ours || clean {
+        let blame = if let Some((target, _)) = &bad_frame {
+            (*target != 0).then_some(*target)
+        } else if ours || clean {
             None
         } else if progress.running != 0 {
             Some(progress.running)
@@ -997,6 +1016,9 @@ impl Scheduler {
                 .flatten()
         };
         let ran_through = match position(progress.running) {
+            // Killed for a bad frame while another unit ran: that one
+            // started too, and the kill took its run.
+            Some(i) if bad_frame.is_some() && Some(progress.running) != blame => Some(i),
             Some(i) => i.checked_sub(1),
             None => position(progress.last_ended),
         };
@@ -1008,7 +1030,14 @@ impl Scheduler {
             }
             unit.recalled = false;
             if ran_through.is_some_and(|last| i <= last) && Some(unit.id.0) != blame {
-                unit.lost_runs += 1;
+                if bad_frame.is_some() {
+                    // Any unit that ran since the last frame read may have
+                    // written the bad one: each is a suspect and runs
+                    // again alone, where a writer of junk is caught.
+                    unit.deaths += 1;
+                } else {
+                    unit.lost_runs += 1;
+                }
                 if unit.deaths + unit.lost_runs > self.rules.retries {
                     fx.finish.push((
                         unit.sink,
@@ -1028,10 +1057,11 @@ impl Scheduler {
                     // worker that outlives its channel is stopped through
                     // `on_bad_frame` instead, with the same cause).
                     let broke = exit == WorkerExit::Code(sys::EXIT_CHANNEL_BROKE);
-                    fx.finish.push((
-                        unit.sink,
-                        Err(lost(exit, unit.deaths, self.rules.retries, broke)),
-                    ));
+                    let error = match &bad_frame {
+                        Some((_, e)) => e.clone(),
+                        None => lost(exit, unit.deaths, self.rules.retries, broke),
+                    };
+                    fx.finish.push((unit.sink, Err(error)));
                     continue;
                 }
             }

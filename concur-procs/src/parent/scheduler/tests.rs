@@ -493,7 +493,8 @@ fn a_worker_that_cannot_receive_an_input_blames_that_task() {
     );
 }
 
-/// 8.1: an unreadable frame ends its worker and fails the task it ran.
+/// 8.1: an unreadable frame ends its worker and, with no retries, fails
+/// the task it ran with the frame's error; the task behind it is resent.
 #[test]
 fn a_bad_frame_fails_the_running_task_and_kills_the_worker() {
     let now = Instant::now();
@@ -503,12 +504,88 @@ fn a_bad_frame_fails_the_running_task_and_kills_the_worker() {
     let e = TaskError::codec("frame", std::io::Error::other("garbage"));
     let fx = s.on_bad_frame(w, e, &probe);
     assert_eq!(fx.kill, vec![w]);
-    assert!(matches!(
-        finished(&fx)[&cs[0].id()],
-        Err(ErrorKind::Codec { .. })
-    ));
-    let fx = s.on_exit(w, WorkerExit::Signal(9), Progress::default(), now);
-    assert!(fx.finish.is_empty(), "the other task is resent");
+    assert!(fx.finish.is_empty(), "settled when the worker is gone");
+    let fx = s.on_exit(w, WorkerExit::Signal(9), running(cs[0].id(), now), now);
+    let done = finished(&fx);
+    assert_eq!(done.len(), 1, "the other task is resent");
+    assert!(matches!(done[&cs[0].id()], Err(ErrorKind::Codec { .. })));
+    assert_eq!(fx.start, vec![0], "a replacement starts");
+}
+
+/// A bad frame read while a task runs may have been written by the task
+/// before it: the blamed task runs again alone (it may be a bystander),
+/// and fails with the frame's `Codec` error only when it breaks the
+/// channel again past its retries; the task that ended before it and whose
+/// result the kill took may have written the frame too: it is a suspect as
+/// well, charged one run.
+#[test]
+fn a_bad_frame_blames_like_a_crash_and_retries_the_running_task() {
+    let now = Instant::now();
+    let mut r = rules();
+    r.retries = 1;
+    let (mut s, w) = with_worker(r, now);
+    let (units, cs) = singles(3);
+    for u in units {
+        let _ = s.submit(vec![u], now).unwrap();
+        s.workers.get_mut(&w).unwrap().outgoing.clear();
+    }
+    // cs[0] ended (its result held), cs[1] runs when the garbage is read.
+    let mut probe = FakeProbe::default();
+    let at_frame = Progress {
+        running: cs[1].id().0,
+        started: Some(now),
+        received: 3,
+        seq: 3,
+        last_ended: cs[0].id().0,
+    };
+    probe.0.insert(w, at_frame);
+    let garbage = || TaskError::codec("frame", std::io::Error::other("garbage"));
+    let fx = s.on_bad_frame(w, garbage(), &probe);
+    assert_eq!(fx.kill, vec![w]);
+    assert!(fx.finish.is_empty());
+    let fx = s.on_exit(w, WorkerExit::Signal(9), at_frame, now);
+    assert!(
+        finished(&fx).is_empty(),
+        "everything runs again: {:?}",
+        finished(&fx)
+    );
+    let queued: Vec<(TaskId, u32, u32)> = s
+        .queue
+        .iter()
+        .map(|u| (u.id, u.deaths, u.lost_runs))
+        .collect();
+    assert_eq!(
+        queued,
+        vec![(cs[0].id(), 1, 0), (cs[1].id(), 1, 0), (cs[2].id(), 0, 0),]
+    );
+    // The blamed task breaks the channel again on a worker of its own:
+    // its retries are spent, and it fails with the frame's cause.
+    let w2 = s.next_worker_id();
+    apply(s.on_ready(w2, 0, now));
+    let suspect = s.workers[&w2]
+        .in_flight
+        .iter()
+        .position(|u| u.id == cs[1].id());
+    if suspect.is_none() {
+        // Not sent yet: it waits for an idle worker; finish what was sent.
+        let ids: Vec<TaskId> = s.workers[&w2].in_flight.iter().map(|u| u.id).collect();
+        for id in ids {
+            apply(s.on_done(w2, id, Ok(Body::Empty), now));
+        }
+    }
+    assert!(
+        s.workers[&w2].in_flight.iter().all(|u| u.id == cs[1].id()),
+        "a suspect runs alone"
+    );
+    let mut probe = FakeProbe::default();
+    probe.0.insert(w2, running(cs[1].id(), now));
+    apply(s.on_bad_frame(w2, garbage(), &probe));
+    let fx = s.on_exit(w2, WorkerExit::Signal(9), running(cs[1].id(), now), now);
+    let done = finished(&fx);
+    assert!(
+        matches!(done[&cs[1].id()], Err(ErrorKind::Codec { .. })),
+        "{done:?}"
+    );
 }
 
 /// 7.6: in a batch only the failing task fails; the batch still resolves.
@@ -683,16 +760,23 @@ fn a_bad_frame_between_units_blames_the_last_one_not_a_waiting_one() {
         },
     );
     let e = TaskError::codec("frame", std::io::Error::other("garbage"));
-    let fx = s.on_bad_frame(w, e.clone(), &probe);
+    apply(s.on_bad_frame(w, e.clone(), &probe));
+    let ended = Progress {
+        last_ended: cs[0].id().0,
+        ..Progress::default()
+    };
+    let fx = s.on_exit(w, WorkerExit::Signal(9), ended, now);
     let done = finished(&fx);
     assert_eq!(done.len(), 1);
-    assert!(done.contains_key(&cs[0].id()));
+    assert!(matches!(done[&cs[0].id()], Err(ErrorKind::Codec { .. })));
     // Nothing ran or ended here: nobody is failed, the worker is ended.
     let (mut s, w) = with_worker(rules(), now);
     let _ = s.submit(singles(1).0, now).unwrap();
     let fx = s.on_bad_frame(w, e, &FakeProbe::default());
     assert!(fx.finish.is_empty());
     assert_eq!(fx.kill, vec![w]);
+    let fx = s.on_exit(w, WorkerExit::Signal(9), Progress::default(), now);
+    assert!(fx.finish.is_empty(), "the waiting unit is resent");
 }
 
 /// A start that failed because the process ended with `exit`.
