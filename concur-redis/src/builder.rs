@@ -16,7 +16,7 @@ use crate::pool::{
     reader_loop, sender_loop, server_run_id, setup_error, Inner, RedisPool, Settings,
 };
 use crate::worker::{
-    lease_heartbeat, DEFAULT_QUEUE, DEFAULT_RECONNECT_TIMEOUT, DEFAULT_VISIBILITY_TIMEOUT,
+    queue_settings, DEFAULT_QUEUE, DEFAULT_RECONNECT_TIMEOUT, DEFAULT_VISIBILITY_TIMEOUT,
 };
 use concur_core::Executor;
 
@@ -164,13 +164,7 @@ impl RedisPoolBuilder {
                 ),
             ));
         }
-        lease_heartbeat(self.visibility, self.heartbeat)?;
-        if self.queue.is_empty() || self.queue.contains(['{', '}']) {
-            return Err(TaskError::config(
-                "queue",
-                "a non-empty name without braces",
-            ));
-        }
+        queue_settings(&self.queue, self.visibility, self.heartbeat)?;
         let broker = Arc::new(Broker::new(&self.url, self.reconnect)?);
         let keys = Keys::new(&self.queue);
         let never = AtomicBool::new(false);

@@ -203,7 +203,7 @@ impl WorkerBuilder {
     /// unreachable longer than the reconnect timeout) or refuses the
     /// worker (wrong password); an initializer's error for a local worker.
     pub fn run(self) -> Result<Stop, TaskError> {
-        let heartbeat = lease_heartbeat(self.visibility, self.heartbeat)?;
+        let heartbeat = queue_settings(&self.queue, self.visibility, self.heartbeat)?;
         install_signal_handlers();
         let broker = Arc::new(Broker::new(&self.url, self.reconnect)?);
         let incarnation = self.incarnation.unwrap_or_else(crate::ids::unique_u64);
@@ -841,12 +841,22 @@ impl Main {
     }
 }
 
-/// Checks the lease settings shared by workers and pools, and gives the
-/// heartbeat to use (default a quarter of the visibility timeout).
-pub(crate) fn lease_heartbeat(
+/// Checks the queue and lease settings shared by workers and pools, and
+/// gives the heartbeat to use (default a quarter of the visibility
+/// timeout).
+pub(crate) fn queue_settings(
+    queue: &str,
     visibility: Duration,
     heartbeat: Option<Duration>,
 ) -> Result<Duration, TaskError> {
+    // Every key of a queue shares the hash tag `{queue}` (see `Keys`): a
+    // brace in the name would end the tag early.
+    if queue.is_empty() || queue.contains(['{', '}']) {
+        return Err(TaskError::config(
+            "queue",
+            "a non-empty name without braces",
+        ));
+    }
     if visibility < Duration::from_millis(100) {
         return Err(TaskError::config(
             "visibility_timeout",

@@ -611,3 +611,22 @@ fn drop_after_the_broker_is_gone_does_not_wait_again() {
         start.elapsed()
     );
 }
+
+/// A queue name the keys cannot carry (empty, or with a brace that would
+/// end the `{queue}` hash tag early) is refused by pools and workers
+/// alike, before any connection.
+#[test]
+fn a_bad_queue_name_is_a_config_error_for_pools_and_workers() {
+    // Nothing listens here: the check comes before the connection.
+    let url = "redis://127.0.0.1:1";
+    for queue in ["", "a{b", "a}b"] {
+        let pool = RedisPool::builder(url).queue(queue).build();
+        let worker = concur_redis::Worker::builder(url).queue(queue).run();
+        for (who, e) in [("pool", pool.err()), ("worker", worker.err())] {
+            match e.as_ref().map(TaskError::kind) {
+                Some(ErrorKind::Config { field, .. }) => assert_eq!(field, "queue", "{who}"),
+                other => panic!("{who} with queue {queue:?}: {other:?}"),
+            }
+        }
+    }
+}
