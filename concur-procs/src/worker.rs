@@ -332,10 +332,16 @@ fn run(boot: impl FnOnce() -> Result<Bootstrap, String>) -> Result<(), String> {
             Err(e) => (Err(e), Body::Empty),
         };
         panic::set_task(None);
-        results.push(Up::Done { id: job.id, result }, body);
-        shared.progress.end();
-        if !hold_results || results.due() {
-            results.flush();
+        let done = Up::Done { id: job.id, result };
+        if hold_results {
+            results.push(done, body);
+            shared.progress.end();
+            if results.due() {
+                results.flush();
+            }
+        } else {
+            shared.progress.end();
+            results.send(done, body);
         }
     }
 }
@@ -566,13 +572,28 @@ impl Results {
     /// Holds a task's result.
     fn push(&self, head: Up, body: Body) {
         let mut h = self.lock();
-        self.holding.store(true, Ordering::Release);
         let now = Instant::now();
         h.since.get_or_insert(now);
         h.timer.active = true;
         if h.bound(now, RESULT_BACKSTOP) {
             self.timer.notify_one();
         }
+        self.add(&mut h, head, body);
+    }
+
+    /// Sends a task's result now, with what is held ahead of it. The
+    /// flusher is not woken for it: a pool without retries holds no
+    /// result across a task start, and waking the flusher for a result
+    /// sent at once cost a thread wake-up per task.
+    fn send(&self, head: Up, body: Body) {
+        let mut h = self.lock();
+        self.add(&mut h, head, body);
+        self.send_held(h);
+    }
+
+    /// Adds a result to what is held.
+    fn add(&self, h: &mut Held, head: Up, body: Body) {
+        self.holding.store(true, Ordering::Release);
         if let Up::Done { id, result } = head {
             if let Some(bytes) = small_bytes(&body) {
                 // Messages held before this result stay ahead of it.
