@@ -71,8 +71,11 @@ pub(crate) struct Inner {
     settings: Settings,
     admission: Admission,
     state: Mutex<State>,
-    /// Waiting handles changed (one finished) or the outbox has work.
+    /// Waiting handles changed (one finished), or the pool stops.
     changed: Condvar,
+    /// The outbox has work, or the pool stops: the sender's wake-up (apart
+    /// from `changed`, which every result notifies).
+    outgoing: Condvar,
     /// Calls on the submitter's behalf that are not submissions: messages
     /// to tasks, cancels, stop requests.
     side: Mutex<Conn>,
@@ -106,6 +109,7 @@ impl Inner {
             admission: Admission::new(queue_bound),
             state: Mutex::new(State::default()),
             changed: Condvar::new(),
+            outgoing: Condvar::new(),
             closed: AtomicBool::new(false),
             quit: AtomicBool::new(false),
             reader_id: AtomicU64::new(0),
@@ -158,32 +162,35 @@ impl Inner {
         }
     }
 
-    /// Fails every waiting handle with `e`.
-    fn fail_all(&self, e: &TaskError) {
+    /// Fails every waiting handle with `e` (and drops what was not sent);
+    /// gives the entries of those that were.
+    fn fail_all(&self, e: &TaskError) -> Vec<String> {
         let all: Vec<Waiting> = {
             let mut s = self.state();
             s.outbox.clear();
             s.waiting.drain().map(|(_, w)| w).collect()
         };
+        let entries = all.iter().filter_map(|w| w.entry.clone()).collect();
         for w in all {
             w.completion.finish(Err(e.clone()));
         }
         self.changed.notify_all();
+        entries
     }
 
-    /// The local workers cannot be kept running: every waiting task fails
-    /// with `PoolFailed`, its entry is deleted and workers are told.
+    /// Every waiting task fails with `e`, its entry is deleted and the
+    /// workers are told: the local workers cannot be kept running, or the
+    /// pool stops now.
+    fn fail_and_cancel(&self, e: &TaskError) {
+        let entries = self.fail_all(e);
+        self.cancel_entries(&entries, None);
+    }
+
+    /// The local workers cannot be kept running (see [`Self::fail_and_cancel`]).
     pub(crate) fn fail_pool(&self, why: &str) {
-        let entries: Vec<String> = self
-            .state()
-            .waiting
-            .values()
-            .filter_map(|w| w.entry.clone())
-            .collect();
-        self.fail_all(&TaskError::new(ErrorKind::PoolFailed {
+        self.fail_and_cancel(&TaskError::new(ErrorKind::PoolFailed {
             reason: why.to_owned(),
         }));
-        self.cancel_entries(&entries, None);
     }
 
     fn enqueue(&self, completion: &Completion, name: &'static str, batch: bool, body: Vec<u8>) {
@@ -203,7 +210,7 @@ impl Inner {
             body,
         });
         drop(s);
-        self.changed.notify_all();
+        self.outgoing.notify_one();
     }
 
     fn check_open(&self) -> Result<(), TaskError> {
@@ -299,7 +306,7 @@ pub(crate) fn sender_loop(inner: &Inner) {
         let batch: Vec<Outgoing> = {
             let mut s = inner.state();
             while s.outbox.is_empty() && !inner.quit.load(Ordering::Acquire) {
-                s = inner.changed.wait(s).unwrap_or_else(|e| e.into_inner());
+                s = inner.outgoing.wait(s).unwrap_or_else(|e| e.into_inner());
             }
             if s.outbox.is_empty() {
                 return;
@@ -663,6 +670,7 @@ impl RedisPool {
         }
         inner.quit.store(true, Ordering::Release);
         inner.changed.notify_all();
+        inner.outgoing.notify_all();
         let reader = inner.reader_id.load(Ordering::Acquire);
         let never = AtomicBool::new(false);
         if reader != 0 && !gone() {
@@ -757,17 +765,7 @@ impl Executor for RedisPool {
     fn shutdown_now(&self) {
         self.inner.admission.close();
         self.inner.closed.store(true, Ordering::Release);
-        let all: Vec<Waiting> = {
-            let mut s = self.inner.state();
-            s.outbox.clear();
-            s.waiting.drain().map(|(_, w)| w).collect()
-        };
-        let entries: Vec<String> = all.iter().filter_map(|w| w.entry.clone()).collect();
-        for w in all {
-            w.completion.finish(Err(ErrorKind::Cancelled.into()));
-        }
-        self.inner.changed.notify_all();
-        self.inner.cancel_entries(&entries, None);
+        self.inner.fail_and_cancel(&ErrorKind::Cancelled.into());
         self.stop(STOP_NOW_GRACE);
     }
 }
