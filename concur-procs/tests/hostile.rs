@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{join, Who};
+use common::{bounded, join, Who};
 use concur_procs::{Configure, ErrorKind, Executor, ExecutorExt, ProcessPool, Task, TaskContext};
 use serde::{Deserialize, Serialize};
 
@@ -307,7 +307,7 @@ fn garbage_on_the_channel_keeps_its_cause() {
 #[test]
 fn a_map_of_channel_breakers_fails_each_item_with_its_cause() {
     let p = ProcessPool::builder().workers(1).build().unwrap();
-    let results: Vec<_> = p.map((0..6).map(|_| Garbage)).collect();
+    let results: Vec<_> = bounded("the map", || p.map((0..6).map(|_| Garbage)).collect());
     assert_eq!(results.len(), 6);
     for r in results {
         let err = r.expect_err("the garbage was read");

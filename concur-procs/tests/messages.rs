@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 
-use common::{join, Who, DEADLINE};
+use common::{accept_within, join, Who, DEADLINE};
 use concur_procs::{Configure, ErrorKind, Executor, ProcessPool, Task, TaskContext};
 use serde::{Deserialize, Serialize};
 
@@ -250,7 +250,7 @@ fn a_held_message_is_sent_while_the_task_computes() {
     assert_eq!(h.recv_timeout(DEADLINE), Some(0), "the first message came");
     assert_eq!(h.recv_timeout(DEADLINE), Some(1), "the held message came");
     assert!(!h.is_finished());
-    let (mut s, _) = listener.accept().unwrap();
+    let mut s = accept_within(&listener, "the task");
     s.write_all(&[1]).unwrap();
     assert!(join(h).unwrap(), "the task saw the signal");
     let _ = std::fs::remove_file(&path);
@@ -280,14 +280,14 @@ fn a_result_is_not_held_behind_a_long_task() {
         crash: false,
     };
     let first = p.submit(wait_on(&path1)).unwrap();
-    let (mut s1, _) = l1.accept().unwrap();
+    let mut s1 = accept_within(&l1, "the first task");
     let quick = p.submit(Who).unwrap();
     let long = p.submit(wait_on(&path2)).unwrap();
     s1.write_all(&[1]).unwrap();
     assert!(join(first).unwrap());
     join(quick).expect("the quick task's result came");
     assert!(!long.is_finished());
-    let (mut s2, _) = l2.accept().unwrap();
+    let mut s2 = accept_within(&l2, "the long task");
     s2.write_all(&[1]).unwrap();
     assert!(join(long).unwrap(), "the long task saw the signal");
     for p in [path1, path2] {
@@ -317,7 +317,7 @@ fn messages_sent_before_a_crash_arrive_and_the_task_fails() {
     for i in 0..N {
         assert_eq!(h.recv_timeout(DEADLINE), Some(i));
     }
-    let (mut s, _) = listener.accept().unwrap();
+    let mut s = accept_within(&listener, "the task");
     s.write_all(&[1]).unwrap();
     let err = join(h).unwrap_err();
     assert!(matches!(err.kind(), ErrorKind::WorkerLost(_)), "{err:?}");
