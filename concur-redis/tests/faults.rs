@@ -11,16 +11,12 @@ use std::time::{Duration, Instant};
 use concur_core::conformance::{Abort, Add};
 use concur_redis::{
     Configure, ErrorKind, Executor, ExecutorExt, RedisPool, RedisPoolBuilder, Task, TaskContext,
-    TaskError, TaskHandle,
+    TaskError,
 };
 use serde::{Deserialize, Serialize};
-use support::{Server, WorkerOpts, Workers, DEADLINE};
+use support::{bounded, join, Server, WorkerOpts, Workers, DEADLINE};
 
-/// Runs a worker when this binary was started as one; nothing otherwise.
-#[test]
-fn worker_entry() {
-    support::worker_entry();
-}
+support::worker_entry_test!();
 
 /// On its first run (no marker file yet) creates the marker, tells the
 /// caller its pid and stalls until killed; on a later run returns its pid.
@@ -105,13 +101,6 @@ impl Task for LooksLikeAFunction {
 }
 
 concur_redis::register!(StallOnce, PidThenWait, Slow);
-
-fn join<T: Task>(h: TaskHandle<T>) -> Result<T::Output, TaskError> {
-    match h.join_timeout(DEADLINE) {
-        Ok(r) => r,
-        Err(h) => panic!("{h:?} did not finish within {DEADLINE:?}"),
-    }
-}
 
 fn xlen(server: &Server, key: &str) -> u64 {
     redis::cmd("XLEN")
@@ -234,15 +223,18 @@ fn server_killed_and_restarted_with_aof_loses_nothing() {
         .reconnect_timeout(DEADLINE)
         .build()
         .unwrap();
-    let mut results = pool.map((0..1000u64).map(Slow));
-    let mut got = Vec::with_capacity(1000);
-    for r in results.by_ref().take(100) {
-        got.push(r.unwrap());
-    }
-    server.restart();
-    for r in results {
-        got.push(r.unwrap_or_else(|e| panic!("a task failed: {e}: {:?}", e.source())));
-    }
+    let got = bounded("the map across the restart", || {
+        let mut results = pool.map((0..1000u64).map(Slow));
+        let mut got = Vec::with_capacity(1000);
+        for r in results.by_ref().take(100) {
+            got.push(r.unwrap());
+        }
+        server.restart();
+        for r in results {
+            got.push(r.unwrap_or_else(|e| panic!("a task failed: {e}: {:?}", e.source())));
+        }
+        got
+    });
     assert_eq!(got, (0..1000).collect::<Vec<_>>());
 }
 
@@ -255,12 +247,14 @@ fn server_restarted_without_aof_fails_lost_tasks_with_io() {
         .reconnect_timeout(DEADLINE)
         .build()
         .unwrap();
-    let mut results = pool.map((0..1000u64).map(Slow));
-    for (i, r) in results.by_ref().take(100).enumerate() {
-        assert_eq!(r.unwrap(), i as u64);
-    }
-    server.restart();
-    let (ok, lost) = tally_after_restart(results, 100);
+    let (ok, lost) = bounded("the map across the restart", || {
+        let mut results = pool.map((0..1000u64).map(Slow));
+        for (i, r) in results.by_ref().take(100).enumerate() {
+            assert_eq!(r.unwrap(), i as u64);
+        }
+        server.restart();
+        tally_after_restart(results, 100)
+    });
     assert_eq!(ok + lost, 900);
     eprintln!(
         "without appendonly: {lost} of 900 tasks in flight or queued were lost (failed with Io)"
@@ -575,12 +569,14 @@ fn independent_workers_recreate_the_group_after_a_restart_without_aof() {
         .unwrap();
     assert_eq!(each_worker_serves(&pool, 2), pids);
 
-    let mut results = pool.map((0..300u64).map(Slow));
-    for (i, r) in results.by_ref().take(30).enumerate() {
-        assert_eq!(r.unwrap(), i as u64);
-    }
-    server.restart();
-    let (ok, lost) = tally_after_restart(results, 30);
+    let (ok, lost) = bounded("the map across the restart", || {
+        let mut results = pool.map((0..300u64).map(Slow));
+        for (i, r) in results.by_ref().take(30).enumerate() {
+            assert_eq!(r.unwrap(), i as u64);
+        }
+        server.restart();
+        tally_after_restart(results, 30)
+    });
     assert_eq!(ok + lost, 270);
     assert_eq!(each_worker_serves(&pool, 2), pids);
 }
