@@ -205,6 +205,24 @@ pub fn run_role(
     )
 }
 
+/// Fails unless this process runs `role`, as a child that [`run_role`]
+/// started with `role` in `role_env`: an ignored role test that the
+/// harness was asked to run directly does nothing else.
+pub fn in_role(role_env: &str, role: &str) {
+    assert_eq!(
+        std::env::var(role_env).as_deref(),
+        Ok(role),
+        "a role run only by its parent test"
+    );
+}
+
+/// Fails unless the role whose end [`run_role`] gave succeeded and printed
+/// `marker` (its last step).
+pub fn assert_role_passed((status, out): (std::process::ExitStatus, String), marker: &str) {
+    assert!(status.success(), "role failed ({status}): {out}");
+    assert!(out.contains(marker), "role did not finish: {out}");
+}
+
 /// What a role's process printed, and how it ended.
 pub struct RoleOutput {
     pub pid: u32,
