@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 
-use common::{accept_within, join, Who, DEADLINE};
+use common::{accept_within, join, one_frame_packet, send_on_every_socket, Who, DEADLINE};
 use concur_procs::{Configure, ErrorKind, Executor, ProcessPool, Task, TaskContext};
 use serde::{Deserialize, Serialize};
 
@@ -132,31 +132,7 @@ impl Task for ForgeGroup {
         // The header, bincode 2 varint: `Up::MessageGroup` (variant 7, as
         // wire.rs's test `message_group_header_bytes` pins), task id 0,
         // one end at byte 5; the body is empty.
-        let head = [7u8, 0, 1, 5];
-        let mut data = vec![1u8]; // one frame (postcard varint lengths)
-        data.push(head.len() as u8);
-        data.extend(head);
-        data.push(0); // empty body
-        data.push(0); // no shared memory
-        data.push(0); // no channel
-        let mut msg = Vec::new();
-        // ipc-channel's record header: fragment size, then total size.
-        msg.extend(((16 + data.len()) as u64).to_le_bytes());
-        msg.extend((data.len() as u64).to_le_bytes());
-        msg.extend(data);
-        for entry in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
-            let Ok(fd) = entry.file_name().to_string_lossy().parse::<i32>() else {
-                continue;
-            };
-            let is_socket = std::fs::read_link(entry.path())
-                .is_ok_and(|p| p.to_string_lossy().starts_with("socket:"));
-            if is_socket {
-                // SAFETY: sends a plain buffer on a descriptor of ours.
-                unsafe {
-                    libc::send(fd, msg.as_ptr().cast(), msg.len(), libc::MSG_DONTWAIT);
-                }
-            }
-        }
+        send_on_every_socket(&one_frame_packet(&[7u8, 0, 1, 5]));
         // The caller never sends: this waits until the worker is ended.
         let _ = cx.recv_timeout(DEADLINE * 2);
     }

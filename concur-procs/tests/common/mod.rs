@@ -372,6 +372,48 @@ pub fn alive(pid: u32) -> bool {
     }
 }
 
+/// The sockets this process holds.
+pub fn sockets() -> Vec<i32> {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            std::fs::read_link(e.path()).is_ok_and(|p| p.to_string_lossy().starts_with("socket:"))
+        })
+        .filter_map(|e| e.file_name().to_string_lossy().parse().ok())
+        .collect()
+}
+
+/// An ipc-channel packet, as ipc-channel encodes it, of one frame whose
+/// header is `head` (our wire's bytes), with an empty body, no shared
+/// memory and no channel: for tasks that forge what a worker sends.
+pub fn one_frame_packet(head: &[u8]) -> Vec<u8> {
+    // postcard: varint lengths.
+    let mut data = vec![1u8]; // one frame
+    data.push(u8::try_from(head.len()).unwrap());
+    data.extend(head);
+    data.push(0); // empty body
+    data.push(0); // no shared memory
+    data.push(0); // no channel
+                  // ipc-channel's record header: fragment size, then total size.
+    let mut msg = Vec::new();
+    msg.extend(((16 + data.len()) as u64).to_le_bytes());
+    msg.extend((data.len() as u64).to_le_bytes());
+    msg.extend(data);
+    msg
+}
+
+/// Sends `msg` on every socket this process holds (in a worker: its
+/// channel to the parent among them), without blocking.
+pub fn send_on_every_socket(msg: &[u8]) {
+    for fd in sockets() {
+        // SAFETY: sends a plain buffer on a descriptor of ours.
+        unsafe {
+            libc::send(fd, msg.as_ptr().cast(), msg.len(), libc::MSG_DONTWAIT);
+        }
+    }
+}
+
 /// Bytes encoded as one block (fast in debug builds, unlike `Vec<u8>`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Blob(pub Vec<u8>);
