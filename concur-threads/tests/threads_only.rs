@@ -60,7 +60,7 @@ fn closure_panic_becomes_error() {
 #[test]
 fn closure_after_shutdown_fails() {
     let pool = ThreadPool::new(1).unwrap();
-    pool.shutdown().unwrap();
+    bounded("shutdown", || pool.shutdown()).unwrap();
     assert!(pool.spawn_fn(|| 1).unwrap_err().is_shut_down());
 }
 
@@ -282,5 +282,5 @@ fn a_panicking_drop_of_an_unjoined_output_does_not_abort() {
     }
     let h = pool.submit(Item::Quick(9)).unwrap();
     assert_eq!(h.join_timeout(DEADLINE).unwrap().unwrap(), 9);
-    pool.shutdown().unwrap();
+    bounded("shutdown", || pool.shutdown()).unwrap();
 }

@@ -88,7 +88,7 @@ fn redis_pool_runs_struct_macro_and_map_tasks() {
         matches!(e.kind(), ErrorKind::Config { field, .. } if field == "task"),
         "{e:?}"
     );
-    pool.shutdown().unwrap();
+    bounded("shutdown", || pool.shutdown()).unwrap();
 }
 
 /// Without `redis_url` or `CONCUR_REDIS_URL`, the redis backend is a
