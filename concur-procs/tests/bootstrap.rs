@@ -14,7 +14,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{Blob, Echo, DEADLINE};
+use common::{assert_role_passed, in_role, Blob, Echo, DEADLINE};
 use concur_procs::{Configure, ErrorKind, Executor, ProcessPool};
 
 const ROLE: &str = "CONCUR_PROCS_TEST_BOOTSTRAP_ROLE";
@@ -26,19 +26,6 @@ fn run_role(
     setup: impl FnMut() -> std::io::Result<()> + Send + Sync + 'static,
 ) -> (std::process::ExitStatus, String) {
     common::run_role(exe, ROLE, role, setup)
-}
-
-fn assert_passes((status, out): (std::process::ExitStatus, String), marker: &str) {
-    assert!(status.success(), "child failed ({status}): {out}");
-    assert!(out.contains(marker), "child did not finish: {out}");
-}
-
-fn in_role(role: &str) {
-    assert_eq!(
-        std::env::var(ROLE).as_deref(),
-        Ok(role),
-        "a role run only by its parent test"
-    );
 }
 
 fn me() -> std::path::PathBuf {
@@ -79,7 +66,7 @@ fn the_token_is_not_in_a_workers_environment_or_command_line() {
 #[test]
 #[ignore = "a role played by a child process of the_bootstrap_directory_is_private_under_umask_000"]
 fn role_umask() {
-    in_role("role_umask");
+    in_role(ROLE, "role_umask");
     // SAFETY: umask takes a mode and cannot fail.
     assert_eq!(unsafe { libc::umask(0) }, 0, "the parent set umask 000");
     // The bootstrap server is ipc-channel's one-shot server.
@@ -102,13 +89,13 @@ fn the_bootstrap_directory_is_private_under_umask_000() {
         unsafe { libc::umask(0) };
         Ok(())
     });
-    assert_passes(out, "PRIVATE-DIR");
+    assert_role_passed(out, "PRIVATE-DIR");
 }
 
 #[test]
 #[ignore = "a role played by a child process of a_worker_of_another_build_is_refused"]
 fn role_other_build() {
-    in_role("role_other_build");
+    in_role(ROLE, "role_other_build");
     concur_procs::__private::pretend_other_build(b"\x01\x00\x00\x00gnu:not-this-build");
     let err = ProcessPool::builder()
         .workers(1)
@@ -126,7 +113,7 @@ fn role_other_build() {
 /// parent here pretends to be another build (a hook only tests use).
 #[test]
 fn a_worker_of_another_build_is_refused() {
-    assert_passes(
+    assert_role_passed(
         run_role(&me(), "role_other_build", || Ok(())),
         "OTHER-BUILD-REFUSED",
     );
@@ -135,7 +122,7 @@ fn a_worker_of_another_build_is_refused() {
 #[test]
 #[ignore = "a role played by a child process of a_binary_replaced_on_disk_is_never_the_worker"]
 fn role_replaced() {
-    in_role("role_replaced");
+    in_role(ROLE, "role_replaced");
     // Replace this very executable on disk by something that is not it.
     let exe = me();
     std::fs::remove_file(&exe).unwrap();
@@ -168,7 +155,7 @@ fn a_binary_replaced_on_disk_is_never_the_worker() {
     std::fs::copy(me(), &copy).unwrap();
     let out = run_role(&copy, "role_replaced", || Ok(()));
     let _ = std::fs::remove_dir_all(&dir);
-    assert_passes(out, "RAN-THE-ORIGINAL");
+    assert_role_passed(out, "RAN-THE-ORIGINAL");
 }
 
 fn nofile() -> (u64, u64) {
@@ -187,7 +174,7 @@ fn nofile() -> (u64, u64) {
 #[test]
 #[ignore = "a role played by a child process of init_raises_the_descriptor_limit_to_the_hard_limit"]
 fn role_nofile() {
-    in_role("role_nofile");
+    in_role(ROLE, "role_nofile");
     let (soft, hard) = nofile();
     assert!(
         soft < hard,
@@ -221,5 +208,5 @@ fn init_raises_the_descriptor_limit_to_the_hard_limit() {
         }
         Ok(())
     });
-    assert_passes(out, "RAISED");
+    assert_role_passed(out, "RAISED");
 }

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::join;
+use common::{bounded, join};
 use concur_procs::{Configure, ErrorKind, Executor, ProcessPool, Task, TaskContext, WorkerExit};
 use serde::{Deserialize, Serialize};
 
@@ -117,12 +117,14 @@ fn messages_of_every_size_arrive_whole_on_one_thread() {
             tx.send(&msg).unwrap();
         }
     });
-    for (k, &n) in sizes.iter().enumerate() {
-        let got = rx.recv().unwrap();
-        let want: Vec<u8> = (0..n).map(|i| (i * 7 + k) as u8).collect();
-        assert!(got == want, "message {k} of {n} bytes came back changed");
-    }
-    sender.join().unwrap();
+    common::within("the messages", common::DEADLINE, move || {
+        for (k, &n) in sizes.iter().enumerate() {
+            let got = rx.recv().unwrap();
+            let want: Vec<u8> = (0..n).map(|i| (i * 7 + k) as u8).collect();
+            assert!(got == want, "message {k} of {n} bytes came back changed");
+        }
+        sender.join().unwrap();
+    });
 }
 
 /// Appends its number to a log file (one record per run, so the test can
@@ -260,20 +262,21 @@ fn in_a_map_a_crashing_task_fails_alone_whatever_the_retries() {
             always: i == 7,
             once: None,
         });
-        let failed: Vec<usize> = p
-            .map(tasks)
-            .enumerate()
-            .filter_map(|(i, r)| match r {
-                Ok(v) => {
-                    assert_eq!(v, i as u64);
-                    None
-                }
-                Err(e) => {
-                    assert!(matches!(e.kind(), ErrorKind::WorkerLost(_)), "{e:?}");
-                    Some(i)
-                }
-            })
-            .collect();
+        let failed: Vec<usize> = bounded("the map", || {
+            p.map(tasks)
+                .enumerate()
+                .filter_map(|(i, r)| match r {
+                    Ok(v) => {
+                        assert_eq!(v, i as u64);
+                        None
+                    }
+                    Err(e) => {
+                        assert!(matches!(e.kind(), ErrorKind::WorkerLost(_)), "{e:?}");
+                        Some(i)
+                    }
+                })
+                .collect()
+        });
         assert_eq!(failed, vec![7], "retries({retries})");
     }
 }
@@ -298,11 +301,12 @@ fn tasks_that_crash_once_all_succeed_with_one_retry() {
         always: false,
         once: (i % 10 == 3).then(|| dir.join(i.to_string())),
     });
-    let failed: Vec<(usize, String)> = p
-        .map(tasks)
-        .enumerate()
-        .filter_map(|(i, r)| r.err().map(|e| (i, format!("{e:?}"))))
-        .collect();
+    let failed: Vec<(usize, String)> = bounded("the map", || {
+        p.map(tasks)
+            .enumerate()
+            .filter_map(|(i, r)| r.err().map(|e| (i, format!("{e:?}"))))
+            .collect()
+    });
     let _ = std::fs::remove_dir_all(&dir);
     assert!(
         failed.is_empty(),

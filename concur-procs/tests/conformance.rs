@@ -1,16 +1,13 @@
 //! The core conformance suite, case by case, on the process backend.
 
+mod common;
+
 use concur_core::conformance::Backend;
 use concur_core::{PoolConfig, TaskError};
 use concur_procs::{ProcessPool, ProcessPoolBuilder};
 
-/// Tasks here panic on purpose: their workers keep it off stderr (each
-/// panic still fails its task, message and location kept), so a passing
-/// run stays quiet. Set before `main`, while the process has one thread.
-#[ctor::ctor]
-fn quiet_worker_panics() {
-    std::env::set_var("CONCUR_PROCS_QUIET_PANICS", "1");
-}
+// Tasks here panic on purpose.
+common::quiet_worker_panics!();
 
 /// Builds process pools for the suite.
 struct ProcsBackend;

@@ -7,11 +7,13 @@ use concur_core::conformance::Backend;
 use concur_core::{PoolConfig, TaskError};
 use concur_procs::{Configure, ProcessPool, ProcessPoolBuilder};
 
+mod common;
+
 /// Before `main`, while the process has one thread: quiet worker panics
 /// (as in `conformance.rs`), then start the fork server.
 #[ctor::ctor]
 fn start_fork_server() {
-    std::env::set_var("CONCUR_PROCS_QUIET_PANICS", "1");
+    common::set_quiet_worker_panics();
     concur_procs::init();
 }
 

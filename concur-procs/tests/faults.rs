@@ -6,11 +6,11 @@
 
 mod common;
 
-use std::sync::mpsc;
 use std::time::Duration;
 
 use common::{
-    alive, join, wait_until, Blob, Calc, Crash, Echo, How, SilenceStderr, Sleep, Who, DEADLINE,
+    alive, join, join_batch, wait_until, within, Blob, Calc, Crash, Echo, How, SilenceStderr,
+    Sleep, Who, DEADLINE,
 };
 use concur_procs::{
     Configure, ErrorKind, Executor, ExecutorExt, ProcessPool, Task, TaskContext, TaskError,
@@ -18,31 +18,11 @@ use concur_procs::{
 };
 use serde::{Deserialize, Serialize};
 
-/// Tasks here panic on purpose: their workers keep it off stderr (each
-/// panic still fails its task, message and location kept), so a passing
-/// run stays quiet. Set before `main`, while the process has one thread.
-#[ctor::ctor]
-fn quiet_worker_panics() {
-    std::env::set_var("CONCUR_PROCS_QUIET_PANICS", "1");
-}
+// Tasks here panic on purpose.
+common::quiet_worker_panics!();
 
 /// Bound for anything that must not wait on a forked child's 60 s sleep.
 const SHORT: Duration = Duration::from_secs(30);
-
-/// Runs `f` on its own thread and fails the test if it takes longer than
-/// `limit` (a deadline that only catches a hang; the thread is left behind).
-fn within<R: Send + 'static>(
-    what: &str,
-    limit: Duration,
-    f: impl FnOnce() -> R + Send + 'static,
-) -> R {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    rx.recv_timeout(limit)
-        .unwrap_or_else(|_| panic!("{what} did not return within {limit:?}"))
-}
 
 /// Kills (after resuming) every pid it holds when dropped, so a failing
 /// test leaves no stopped worker or sleeping child behind.
@@ -500,7 +480,7 @@ fn task_encode_error_keeps_serde_message() {
     };
     let e = p.submit(bad()).unwrap_err();
     assert!(chain(&e).contains("touchy refuses"), "alone: {}", chain(&e));
-    let got = p.submit_batch(vec![bad(), bad()]).unwrap().join();
+    let got = join_batch(p.submit_batch(vec![bad(), bad()]).unwrap());
     let e = got[0].as_ref().unwrap_err();
     assert!(matches!(e.kind(), ErrorKind::Codec { .. }), "{e:?}");
     assert!(
@@ -580,7 +560,7 @@ fn serde_panics_in_a_batch_fail_only_their_item() {
             output: if x == 6 { SPECIAL } else { x },
         })
         .collect();
-    let got = p.submit_batch(tasks).unwrap().join();
+    let got = join_batch(p.submit_batch(tasks).unwrap());
     for (x, r) in (0u64..).zip(&got) {
         match x {
             3 => expect_panicked(r.as_ref().unwrap_err(), "decode panic 777"),

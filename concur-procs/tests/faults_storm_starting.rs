@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::{assert_storm_survived, children, Calc, DEADLINE};
+use common::{assert_storm_survived, bounded, children, Calc};
 use concur_procs::{Configure, ExecutorExt, ProcessPool};
 
 #[test]
@@ -59,24 +59,16 @@ fn a_kill_storm_on_starting_workers_does_not_fail_the_pool() {
                 }
             }
         });
-        let (tx, rx) = std::sync::mpsc::channel();
-        let pool = &pool;
-        let mapper = s.spawn(move || {
-            let r: Vec<_> = pool
-                .map((0..TASKS).map(|x| Calc { x, spin_us: 1000 }))
-                .collect();
-            let _ = tx.send(());
-            r
-        });
-        let done = rx.recv_timeout(DEADLINE);
+        // A hung map aborts the binary (the scope would wait for it); a
+        // panicking one still stops the killer, which the scope joins.
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            bounded("the map", || {
+                pool.map((0..TASKS).map(|x| Calc { x, spin_us: 1000 }))
+                    .collect::<Vec<_>>()
+            })
+        }));
         stop.store(true, Ordering::Relaxed);
-        if done.is_err() {
-            // A panic here would still wait for the hung mapper (the scope
-            // joins its threads): end the test binary instead.
-            eprintln!("the map did not end within {DEADLINE:?}");
-            std::process::abort();
-        }
-        mapper.join().unwrap()
+        r.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     });
     let (start_kills, ready_kills) = (start_kills.into_inner(), ready_kills.into_inner());
     assert!(start_kills > 0, "the storm killed no starting worker");

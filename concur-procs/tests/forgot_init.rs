@@ -10,7 +10,7 @@ use std::error::Error;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{join, Calc};
+use common::{bounded, join, Calc};
 use concur_procs::{Configure, ErrorKind, Executor, ExecutorExt, ProcessPool};
 
 #[test]
@@ -24,10 +24,11 @@ fn pools_work_without_init() {
         join(pool.submit(Calc { x: 4, spin_us: 0 }).unwrap()).unwrap(),
         13
     );
-    let all: Vec<u64> = pool
-        .map((0..50).map(|x| Calc { x, spin_us: 0 }))
-        .collect::<Result<_, _>>()
-        .unwrap();
+    let all: Vec<u64> = bounded("the map", || {
+        pool.map((0..50).map(|x| Calc { x, spin_us: 0 }))
+            .collect::<Result<_, _>>()
+            .unwrap()
+    });
     assert_eq!(all, (0..50).map(|x| x * 3 + 1).collect::<Vec<_>>());
 }
 

@@ -3,8 +3,11 @@
 //! worker's loop (which made it read the worker's channel and run other
 //! tasks again, many times over).
 
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::bounded;
 use concur_procs::{Configure, ExecutorExt, ProcessPool};
 
 const TASKS: u32 = 20;
@@ -51,10 +54,11 @@ fn a_forked_child_that_returns_from_its_task_ends_there() {
         .build()
         .unwrap();
     let path = dir.to_string_lossy().into_owned();
-    let ended: Vec<bool> = pool
-        .map_fn(fork_and_return, (0..TASKS).map(|i| (path.clone(), i)))
-        .collect::<Result<_, _>>()
-        .unwrap();
+    let ended: Vec<bool> = bounded("the map", || {
+        pool.map_fn(fork_and_return, (0..TASKS).map(|i| (path.clone(), i)))
+            .collect::<Result<_, _>>()
+            .unwrap()
+    });
     drop(pool);
     let markers = std::fs::read_dir(&dir).unwrap().count();
     std::fs::remove_dir_all(&dir).unwrap();

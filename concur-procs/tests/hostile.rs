@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{join, Who};
+use common::{bounded, join, one_frame_packet, send_on_every_socket, sockets, Who};
 use concur_procs::{Configure, ErrorKind, Executor, ExecutorExt, ProcessPool, Task, TaskContext};
 use serde::{Deserialize, Serialize};
 
@@ -15,20 +15,7 @@ use serde::{Deserialize, Serialize};
 fn forged_message() -> Vec<u8> {
     // Our header, bincode 2 varint: variant 0 (`Up::Hello`), then a string
     // length of 2^40 (marker 0xFD, then a little-endian u64), and nothing.
-    let head = [0u8, 0xFD, 0, 0, 0, 0, 0, 1, 0, 0];
-    // The packet, as ipc-channel encodes it (postcard: varint lengths).
-    let mut data = vec![1u8]; // one frame
-    data.push(head.len() as u8);
-    data.extend(head);
-    data.push(0); // empty body
-    data.push(0); // no shared memory
-    data.push(0); // no channel
-                  // ipc-channel's record header: fragment size, then total size.
-    let mut msg = Vec::new();
-    msg.extend(((16 + data.len()) as u64).to_le_bytes());
-    msg.extend((data.len() as u64).to_le_bytes());
-    msg.extend(data);
-    msg
+    one_frame_packet(&[0u8, 0xFD, 0, 0, 0, 0, 0, 1, 0, 0])
 }
 
 /// Writes a forged frame to every socket it holds (its channel to the
@@ -42,39 +29,11 @@ impl Task for Forge {
     type FromCaller = ();
     const NAME: &'static str = "hostile::Forge";
     fn run(self, _cx: &mut TaskContext<'_, Self>) {
-        let msg = forged_message();
-        for entry in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
-            let Ok(fd) = entry.file_name().to_string_lossy().parse::<i32>() else {
-                continue;
-            };
-            let is_socket = std::fs::read_link(entry.path())
-                .map(|p| p.to_string_lossy().starts_with("socket:"))
-                .unwrap_or(false);
-            if is_socket {
-                // SAFETY: sends a plain buffer on a descriptor of ours.
-                unsafe {
-                    libc::send(fd, msg.as_ptr().cast(), msg.len(), libc::MSG_DONTWAIT);
-                }
-            }
-        }
+        send_on_every_socket(&forged_message());
         std::thread::sleep(Duration::from_secs(120));
     }
 }
 concur_procs::register!(Forge);
-
-/// The sockets this process holds.
-fn sockets() -> Vec<i32> {
-    std::fs::read_dir("/proc/self/fd")
-        .unwrap()
-        .flatten()
-        .filter(|e| {
-            std::fs::read_link(e.path())
-                .map(|p| p.to_string_lossy().starts_with("socket:"))
-                .unwrap_or(false)
-        })
-        .filter_map(|e| e.file_name().to_string_lossy().parse().ok())
-        .collect()
-}
 
 /// Closes the socket its worker sends results on (the one connected to a
 /// named peer: the parent's bootstrap socket) and returns: its worker can
@@ -312,7 +271,7 @@ fn garbage_on_the_channel_keeps_its_cause() {
 #[test]
 fn a_map_of_channel_breakers_fails_each_item_with_its_cause() {
     let p = ProcessPool::builder().workers(1).build().unwrap();
-    let results: Vec<_> = p.map((0..6).map(|_| Garbage)).collect();
+    let results: Vec<_> = bounded("the map", || p.map((0..6).map(|_| Garbage)).collect());
     assert_eq!(results.len(), 6);
     for r in results {
         let err = r.expect_err("the garbage was read");

@@ -9,13 +9,8 @@ use std::time::Duration;
 use common::{alive, join, wait_until, Crash, How, Sleep, Who, DEADLINE};
 use concur_procs::{Configure, ErrorKind, Executor, ProcessPool, TaskError, WorkerExit};
 
-/// Tasks here panic on purpose: their workers keep it off stderr (each
-/// panic still fails its task, message and location kept), so a passing
-/// run stays quiet. Set before `main`, while the process has one thread.
-#[ctor::ctor]
-fn quiet_worker_panics() {
-    std::env::set_var("CONCUR_PROCS_QUIET_PANICS", "1");
-}
+// Tasks here panic on purpose.
+common::quiet_worker_panics!();
 
 fn pool(workers: usize) -> concur_procs::ProcessPoolBuilder {
     ProcessPool::builder().workers(workers)

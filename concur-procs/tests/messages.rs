@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 
-use common::{join, Who, DEADLINE};
+use common::{accept_within, join, one_frame_packet, send_on_every_socket, Who, DEADLINE};
 use concur_procs::{Configure, ErrorKind, Executor, ProcessPool, Task, TaskContext};
 use serde::{Deserialize, Serialize};
 
@@ -132,31 +132,7 @@ impl Task for ForgeGroup {
         // The header, bincode 2 varint: `Up::MessageGroup` (variant 7, as
         // wire.rs's test `message_group_header_bytes` pins), task id 0,
         // one end at byte 5; the body is empty.
-        let head = [7u8, 0, 1, 5];
-        let mut data = vec![1u8]; // one frame (postcard varint lengths)
-        data.push(head.len() as u8);
-        data.extend(head);
-        data.push(0); // empty body
-        data.push(0); // no shared memory
-        data.push(0); // no channel
-        let mut msg = Vec::new();
-        // ipc-channel's record header: fragment size, then total size.
-        msg.extend(((16 + data.len()) as u64).to_le_bytes());
-        msg.extend((data.len() as u64).to_le_bytes());
-        msg.extend(data);
-        for entry in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
-            let Ok(fd) = entry.file_name().to_string_lossy().parse::<i32>() else {
-                continue;
-            };
-            let is_socket = std::fs::read_link(entry.path())
-                .is_ok_and(|p| p.to_string_lossy().starts_with("socket:"));
-            if is_socket {
-                // SAFETY: sends a plain buffer on a descriptor of ours.
-                unsafe {
-                    libc::send(fd, msg.as_ptr().cast(), msg.len(), libc::MSG_DONTWAIT);
-                }
-            }
-        }
+        send_on_every_socket(&one_frame_packet(&[7u8, 0, 1, 5]));
         // The caller never sends: this waits until the worker is ended.
         let _ = cx.recv_timeout(DEADLINE * 2);
     }
@@ -250,7 +226,7 @@ fn a_held_message_is_sent_while_the_task_computes() {
     assert_eq!(h.recv_timeout(DEADLINE), Some(0), "the first message came");
     assert_eq!(h.recv_timeout(DEADLINE), Some(1), "the held message came");
     assert!(!h.is_finished());
-    let (mut s, _) = listener.accept().unwrap();
+    let mut s = accept_within(&listener, "the task");
     s.write_all(&[1]).unwrap();
     assert!(join(h).unwrap(), "the task saw the signal");
     let _ = std::fs::remove_file(&path);
@@ -280,14 +256,14 @@ fn a_result_is_not_held_behind_a_long_task() {
         crash: false,
     };
     let first = p.submit(wait_on(&path1)).unwrap();
-    let (mut s1, _) = l1.accept().unwrap();
+    let mut s1 = accept_within(&l1, "the first task");
     let quick = p.submit(Who).unwrap();
     let long = p.submit(wait_on(&path2)).unwrap();
     s1.write_all(&[1]).unwrap();
     assert!(join(first).unwrap());
     join(quick).expect("the quick task's result came");
     assert!(!long.is_finished());
-    let (mut s2, _) = l2.accept().unwrap();
+    let mut s2 = accept_within(&l2, "the long task");
     s2.write_all(&[1]).unwrap();
     assert!(join(long).unwrap(), "the long task saw the signal");
     for p in [path1, path2] {
@@ -317,7 +293,7 @@ fn messages_sent_before_a_crash_arrive_and_the_task_fails() {
     for i in 0..N {
         assert_eq!(h.recv_timeout(DEADLINE), Some(i));
     }
-    let (mut s, _) = listener.accept().unwrap();
+    let mut s = accept_within(&listener, "the task");
     s.write_all(&[1]).unwrap();
     let err = join(h).unwrap_err();
     assert!(matches!(err.kind(), ErrorKind::WorkerLost(_)), "{err:?}");

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{byte_sum as sum, join, pattern, Blob, Echo, DEADLINE};
+use common::{bounded, byte_sum as sum, join, pattern, Blob, Echo, DEADLINE};
 use concur_procs::{
     Configure, Executor, ExecutorExt, ProcessPool, Task, TaskContext, DEFAULT_SHM_THRESHOLD,
 };
@@ -168,13 +168,14 @@ fn large_messages_both_ways() {
 fn map_over_many_small_tasks() {
     let p = ProcessPool::builder().workers(2).build().unwrap();
     let n = 20_000;
-    let total: u64 = p
-        .map((0..n).map(|_| Echo {
+    let total: u64 = bounded("the map", || {
+        p.map((0..n).map(|_| Echo {
             input: Blob(vec![3]),
             out_len: 0,
             patterned: false,
         }))
         .map(|r| r.unwrap().0)
-        .sum();
+        .sum()
+    });
     assert_eq!(total, 3 * n);
 }

@@ -9,14 +9,15 @@
 //! role), so an abort shows as the child's exit status, as in rayon-core's
 //! `stack_overflow_crash.rs`.
 
+mod common;
+
 use std::collections::HashSet;
 use std::os::fd::RawFd;
 
+use common::{assert_role_passed, in_role};
 use ipc_channel::ipc::{
     self, IpcOneShotServer, IpcReceiverSet, IpcSelectionResult, IpcSharedMemory,
 };
-
-mod common;
 
 const ROLE: &str = "CONCUR_PROCS_TEST_FRAMING_ROLE";
 
@@ -27,17 +28,7 @@ fn run_role(role: &str) -> (std::process::ExitStatus, String) {
 }
 
 fn assert_role_passes(role: &str, marker: &str) {
-    let (status, out) = run_role(role);
-    assert!(status.success(), "role {role} failed ({status}): {out}");
-    assert!(out.contains(marker), "role {role} did not finish: {out}");
-}
-
-fn in_role(role: &str) {
-    assert_eq!(
-        std::env::var(ROLE).as_deref(),
-        Ok(role),
-        "a role run only by its parent test"
-    );
+    assert_role_passed(run_role(role), marker);
 }
 
 /// A raw SOCK_SEQPACKET connection to a one-shot server's socket, bypassing
@@ -154,7 +145,7 @@ const VARIANTS: usize = 6;
 #[test]
 #[ignore = "a role played by a child process of forged_headers_on_the_bootstrap_socket_are_errors"]
 fn role_forged_bootstrap() {
-    in_role("role_forged_bootstrap");
+    in_role(ROLE, "role_forged_bootstrap");
     for variant in 0..VARIANTS {
         let (server, name) = IpcOneShotServer::<Vec<u8>>::new().unwrap();
         let attacker = std::thread::spawn(move || {
@@ -183,7 +174,7 @@ fn forged_headers_on_the_bootstrap_socket_are_errors() {
 #[test]
 #[ignore = "a role played by a child process of a_forged_header_closes_only_its_channel_in_a_receiver_set"]
 fn role_receiver_set() {
-    in_role("role_receiver_set");
+    in_role(ROLE, "role_receiver_set");
     for variant in 0..VARIANTS {
         // A peer on a raw socket: its first, valid message is one postcard byte.
         let (server, name) = IpcOneShotServer::<u8>::new().unwrap();
@@ -268,7 +259,7 @@ fn descriptors() -> Vec<(RawFd, bool)> {
 #[test]
 #[ignore = "a role played by a child process of ipc_channel_descriptors_are_close_on_exec"]
 fn role_cloexec() {
-    in_role("role_cloexec");
+    in_role(ROLE, "role_cloexec");
     let before: HashSet<RawFd> = descriptors().into_iter().map(|(fd, _)| fd).collect();
     // An accepted connection, a channel, a region sent (cloned) and received.
     let (server, name) = IpcOneShotServer::<ipc::IpcSender<IpcSharedMemory>>::new().unwrap();
@@ -318,7 +309,7 @@ fn memfds() -> usize {
 #[test]
 #[ignore = "a role played by a child process of a_released_region_keeps_its_bytes_and_no_descriptor"]
 fn role_release() {
-    in_role("role_release");
+    in_role(ROLE, "role_release");
     let (tx, rx) = ipc::channel::<IpcSharedMemory>().unwrap();
     let mut kept = Vec::new();
     for i in 0..10u8 {

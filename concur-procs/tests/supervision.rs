@@ -7,17 +7,12 @@ mod common;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{alive, join, wait_until, Sleep, Who, DEADLINE};
+use common::{alive, join, join_batch, wait_until, Sleep, Who, DEADLINE};
 use concur_procs::{Configure, ErrorKind, Executor, ProcessPool, Task, TaskContext};
 use serde::{Deserialize, Serialize};
 
-/// Tasks here panic on purpose: their workers keep it off stderr (each
-/// panic still fails its task, message and location kept), so a passing
-/// run stays quiet. Set before `main`, while the process has one thread.
-#[ctor::ctor]
-fn quiet_worker_panics() {
-    std::env::set_var("CONCUR_PROCS_QUIET_PANICS", "1");
-}
+// Tasks here panic on purpose.
+common::quiet_worker_panics!();
 
 /// Set by the initializer in each worker process.
 static INITIALIZED_AS: AtomicU64 = AtomicU64::new(0);
@@ -299,10 +294,10 @@ fn batch_timeout_bounds_each_task() {
         .task_timeout(Duration::from_millis(300))
         .build()
         .unwrap();
-    let got = p
-        .submit_batch(vec![Sleep { ms: 0 }, Sleep { ms: 60_000 }, Sleep { ms: 0 }])
-        .unwrap()
-        .join();
+    let got = join_batch(
+        p.submit_batch(vec![Sleep { ms: 0 }, Sleep { ms: 60_000 }, Sleep { ms: 0 }])
+            .unwrap(),
+    );
     assert!(got[0].is_ok(), "{got:?}");
     assert_eq!(
         got[1].as_ref().unwrap_err().kind(),

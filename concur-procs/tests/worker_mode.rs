@@ -11,7 +11,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::{join, run_role_with, RoleOutput};
+use common::{in_role, join, run_role_with, RoleOutput};
 use concur_procs::{Configure, ErrorKind, Executor, ExecutorExt, ProcessPool, Task, TaskContext};
 use serde::{Deserialize, Serialize};
 
@@ -93,14 +93,6 @@ impl Task for BoomOnAThread {
 
 concur_procs::register!(WriteToClosedPipe, Chatty, Boom, BoomOnAThread);
 
-fn in_role(role: &str) {
-    assert_eq!(
-        std::env::var(ROLE).as_deref(),
-        Ok(role),
-        "a role run only by its parent test"
-    );
-}
-
 fn me() -> PathBuf {
     std::env::current_exe().unwrap()
 }
@@ -118,7 +110,7 @@ fn a_write_to_a_closed_pipe_fails_instead_of_killing_the_worker() {
 #[test]
 #[ignore = "a role played by a child process of a_task_prints_safely_when_the_parent_closed_stdout"]
 fn role_closed_stdout() {
-    in_role("role_closed_stdout");
+    in_role(ROLE, "role_closed_stdout");
     // SAFETY: closes this process's stdout; nothing here writes to it but
     // the harness, whose writes then fail quietly (EBADF).
     unsafe { libc::close(1) };
@@ -144,7 +136,7 @@ fn a_task_prints_safely_when_the_parent_closed_stdout() {
 #[test]
 #[ignore = "a role played by a child process of the panic report tests"]
 fn role_panics() {
-    in_role("role_panics");
+    in_role(ROLE, "role_panics");
     let pool = ProcessPool::builder().workers(1).build().unwrap();
     let err = join(pool.submit(Boom(7)).unwrap()).unwrap_err();
     assert!(

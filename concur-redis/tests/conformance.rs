@@ -8,11 +8,7 @@ use concur_core::conformance::Backend;
 use concur_core::{PoolConfig, TaskError};
 use concur_redis::RedisPool;
 
-/// Runs a worker when this binary was started as one; nothing otherwise.
-#[test]
-fn worker_entry() {
-    support::worker_entry();
-}
+support::worker_entry_test!();
 
 /// Builds Redis pools for the suite.
 struct RedisBackend;

@@ -11,16 +11,11 @@ use std::time::{Duration, Instant};
 use concur_core::conformance::{Abort, Add};
 use concur_redis::{
     Configure, ErrorKind, Executor, ExecutorExt, RedisPool, RedisPoolBuilder, Task, TaskContext,
-    TaskError, TaskHandle,
 };
 use serde::{Deserialize, Serialize};
-use support::{Server, WorkerOpts, Workers, DEADLINE};
+use support::{bounded, join, Server, WorkerOpts, Workers, DEADLINE};
 
-/// Runs a worker when this binary was started as one; nothing otherwise.
-#[test]
-fn worker_entry() {
-    support::worker_entry();
-}
+support::worker_entry_test!();
 
 /// On its first run (no marker file yet) creates the marker, tells the
 /// caller its pid and stalls until killed; on a later run returns its pid.
@@ -106,13 +101,6 @@ impl Task for LooksLikeAFunction {
 
 concur_redis::register!(StallOnce, PidThenWait, Slow);
 
-fn join<T: Task>(h: TaskHandle<T>) -> Result<T::Output, TaskError> {
-    match h.join_timeout(DEADLINE) {
-        Ok(r) => r,
-        Err(h) => panic!("{h:?} did not finish within {DEADLINE:?}"),
-    }
-}
-
 fn xlen(server: &Server, key: &str) -> u64 {
     redis::cmd("XLEN")
         .arg(key)
@@ -120,27 +108,33 @@ fn xlen(server: &Server, key: &str) -> u64 {
         .unwrap()
 }
 
-/// Reads the rest of a map's results, the first of them task `first`'s,
-/// after a restart without appendonly: each is its task's value or an
-/// `Io` failure. Gives how many succeeded and how many were lost.
-fn tally_after_restart(
-    results: impl Iterator<Item = Result<u64, TaskError>>,
-    first: u64,
-) -> (u64, u64) {
-    let (mut ok, mut lost) = (0, 0);
-    for (i, r) in (first..).zip(results) {
-        match r {
-            Ok(v) => {
-                assert_eq!(v, i);
-                ok += 1;
-            }
-            Err(e) => {
-                assert_eq!(e.kind(), &ErrorKind::Io, "{e:?}");
-                lost += 1;
+/// Maps `Slow` over `0..tasks` on `pool`, restarts `server` (without
+/// appendonly) once the first `first` results came, each its task's value,
+/// and reads the rest: each is its task's value or an `Io` failure. Gives
+/// how many of the rest succeeded and how many were lost. Under the
+/// watchdog: a map that hangs across the restart aborts the test binary.
+fn map_across_restart(pool: &RedisPool, server: &mut Server, tasks: u64, first: u64) -> (u64, u64) {
+    bounded("the map across the restart", || {
+        let mut results = pool.map((0..tasks).map(Slow));
+        for (i, r) in (0..first).zip(results.by_ref()) {
+            assert_eq!(r.unwrap(), i);
+        }
+        server.restart();
+        let (mut ok, mut lost) = (0, 0);
+        for (i, r) in (first..).zip(results) {
+            match r {
+                Ok(v) => {
+                    assert_eq!(v, i);
+                    ok += 1;
+                }
+                Err(e) => {
+                    assert_eq!(e.kind(), &ErrorKind::Io, "{e:?}");
+                    lost += 1;
+                }
             }
         }
-    }
-    (ok, lost)
+        (ok, lost)
+    })
 }
 
 /// A stream entry as the test reads it: its id and its fields.
@@ -234,15 +228,18 @@ fn server_killed_and_restarted_with_aof_loses_nothing() {
         .reconnect_timeout(DEADLINE)
         .build()
         .unwrap();
-    let mut results = pool.map((0..1000u64).map(Slow));
-    let mut got = Vec::with_capacity(1000);
-    for r in results.by_ref().take(100) {
-        got.push(r.unwrap());
-    }
-    server.restart();
-    for r in results {
-        got.push(r.unwrap_or_else(|e| panic!("a task failed: {e}: {:?}", e.source())));
-    }
+    let got = bounded("the map across the restart", || {
+        let mut results = pool.map((0..1000u64).map(Slow));
+        let mut got = Vec::with_capacity(1000);
+        for r in results.by_ref().take(100) {
+            got.push(r.unwrap());
+        }
+        server.restart();
+        for r in results {
+            got.push(r.unwrap_or_else(|e| panic!("a task failed: {e}: {:?}", e.source())));
+        }
+        got
+    });
     assert_eq!(got, (0..1000).collect::<Vec<_>>());
 }
 
@@ -255,12 +252,7 @@ fn server_restarted_without_aof_fails_lost_tasks_with_io() {
         .reconnect_timeout(DEADLINE)
         .build()
         .unwrap();
-    let mut results = pool.map((0..1000u64).map(Slow));
-    for (i, r) in results.by_ref().take(100).enumerate() {
-        assert_eq!(r.unwrap(), i as u64);
-    }
-    server.restart();
-    let (ok, lost) = tally_after_restart(results, 100);
+    let (ok, lost) = map_across_restart(&pool, &mut server, 1000, 100);
     assert_eq!(ok + lost, 900);
     eprintln!(
         "without appendonly: {lost} of 900 tasks in flight or queued were lost (failed with Io)"
@@ -575,12 +567,7 @@ fn independent_workers_recreate_the_group_after_a_restart_without_aof() {
         .unwrap();
     assert_eq!(each_worker_serves(&pool, 2), pids);
 
-    let mut results = pool.map((0..300u64).map(Slow));
-    for (i, r) in results.by_ref().take(30).enumerate() {
-        assert_eq!(r.unwrap(), i as u64);
-    }
-    server.restart();
-    let (ok, lost) = tally_after_restart(results, 30);
+    let (ok, lost) = map_across_restart(&pool, &mut server, 300, 30);
     assert_eq!(ok + lost, 270);
     assert_eq!(each_worker_serves(&pool, 2), pids);
 }

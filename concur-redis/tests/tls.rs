@@ -16,11 +16,7 @@ use concur_core::conformance::Add;
 use concur_redis::server::{LocalServer, ServerOptions};
 use concur_redis::Executor;
 
-/// Runs a worker when this binary was started as one; nothing otherwise.
-#[test]
-fn worker_entry() {
-    support::worker_entry();
-}
+support::worker_entry_test!();
 
 fn openssl(dir: &Path, args: &[&str]) {
     let status = Command::new("openssl")

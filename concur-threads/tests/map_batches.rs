@@ -3,10 +3,13 @@
 //! to the batch guarantees (a panic fails its item only, a cancel stops the
 //! items not yet started) and check `map`'s exact size hint.
 
+mod common;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use common::bounded;
 use concur_core::conformance::DEADLINE;
 use concur_core::prelude::*;
 use concur_core::ErrorKind;
@@ -127,14 +130,16 @@ fn cancelled_untimed_batch_starts_no_more_items() {
 #[test]
 fn map_size_hint_is_exact() {
     let pool = ThreadPool::new(2).unwrap();
-    let mut results = pool.map((0..1000).map(Step::Value));
-    assert_eq!(results.size_hint(), (1000, Some(1000)));
-    for n in 0..10 {
-        assert_eq!(results.next().unwrap().unwrap(), n);
-    }
-    assert_eq!(results.size_hint(), (990, Some(990)));
-    assert_eq!(results.by_ref().count(), 990);
-    assert_eq!(results.size_hint(), (0, Some(0)));
+    bounded("the map", || {
+        let mut results = pool.map((0..1000).map(Step::Value));
+        assert_eq!(results.size_hint(), (1000, Some(1000)));
+        for n in 0..10 {
+            assert_eq!(results.next().unwrap().unwrap(), n);
+        }
+        assert_eq!(results.size_hint(), (990, Some(990)));
+        assert_eq!(results.by_ref().count(), 990);
+        assert_eq!(results.size_hint(), (0, Some(0)));
+    });
 }
 
 /// A `map` whose batches outlast the caller's spin sleeps while it waits
@@ -146,9 +151,11 @@ fn map_of_slow_items_wakes_whichever_thread_reads_it() {
     // test at the deadline instead of blocking it.
     let pool: &'static ThreadPool = Box::leak(Box::new(ThreadPool::new(2).unwrap()));
     let mut results = pool.map((0..40).map(Step::Nap));
-    for n in 0..10 {
-        assert_eq!(results.next().unwrap().unwrap(), n);
-    }
+    bounded("the first items", || {
+        for n in 0..10 {
+            assert_eq!(results.next().unwrap().unwrap(), n);
+        }
+    });
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let rest: Vec<u64> = results.map(Result::unwrap).collect();
@@ -170,9 +177,10 @@ fn long_map_on_a_deep_queue_keeps_order() {
         .build()
         .unwrap();
     let n = 300_000u64;
-    let out: Vec<u64> = pool
-        .map((0..n).map(Step::Value))
-        .collect::<Result<_, _>>()
-        .unwrap();
+    let out: Vec<u64> = bounded("the map", || {
+        pool.map((0..n).map(Step::Value))
+            .collect::<Result<_, _>>()
+            .unwrap()
+    });
     assert!(out.iter().copied().eq(0..n));
 }

@@ -1,10 +1,13 @@
 //! What only the thread backend offers (plain closures, scoped borrowing)
 //! and what it documents it cannot do (stop a running thread).
 
+mod common;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use common::bounded;
 use concur_core::conformance::{Block, DEADLINE};
 use concur_core::prelude::*;
 use concur_core::{ErrorKind, TaskHandle};
@@ -57,7 +60,7 @@ fn closure_panic_becomes_error() {
 #[test]
 fn closure_after_shutdown_fails() {
     let pool = ThreadPool::new(1).unwrap();
-    pool.shutdown().unwrap();
+    bounded("shutdown", || pool.shutdown()).unwrap();
     assert!(pool.spawn_fn(|| 1).unwrap_err().is_shut_down());
 }
 
@@ -68,9 +71,11 @@ fn scope_borrows_stack_data() {
     let (left, right) = data.split_at(500);
     let mut sums = [0u64; 2];
     let (a, b) = sums.split_at_mut(1);
-    pool.scope(|s| {
-        s.spawn(|| a[0] = left.iter().sum());
-        s.spawn(|| b[0] = right.iter().sum());
+    bounded("the scope", || {
+        pool.scope(|s| {
+            s.spawn(|| a[0] = left.iter().sum());
+            s.spawn(|| b[0] = right.iter().sum());
+        })
     });
     assert_eq!(sums[0] + sums[1], 500_500);
 }
@@ -80,7 +85,9 @@ fn scope_runs_on_pool_threads() {
     let pool = ThreadPool::new(2).unwrap();
     let caller = std::thread::current().id();
     let mut seen = None;
-    pool.scope(|s| s.spawn(|| seen = Some(std::thread::current().id())));
+    bounded("the scope", || {
+        pool.scope(|s| s.spawn(|| seen = Some(std::thread::current().id())))
+    });
     assert_ne!(seen.unwrap(), caller);
 }
 
@@ -237,10 +244,11 @@ fn batch_items_after_a_stuck_one_run_elsewhere() {
     *RELEASE.0.lock().unwrap() = true;
     RELEASE.1.notify_all();
     // The stuck worker is usable again once its task returns.
-    let again: Vec<u64> = pool
-        .map((0..20).map(Item::Quick))
-        .collect::<Result<_, _>>()
-        .unwrap();
+    let again: Vec<u64> = bounded("the map after the stuck item", || {
+        pool.map((0..20).map(Item::Quick))
+            .collect::<Result<_, _>>()
+            .unwrap()
+    });
     assert_eq!(again, (0..20).collect::<Vec<_>>());
 }
 
@@ -274,5 +282,5 @@ fn a_panicking_drop_of_an_unjoined_output_does_not_abort() {
     }
     let h = pool.submit(Item::Quick(9)).unwrap();
     assert_eq!(h.join_timeout(DEADLINE).unwrap().unwrap(), 9);
-    pool.shutdown().unwrap();
+    bounded("shutdown", || pool.shutdown()).unwrap();
 }

@@ -7,9 +7,12 @@
 //! leaves `/proc` a moment after the join returns, so every count is waited
 //! for with a deadline that only bounds a hang.
 
+mod common;
+
 use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use common::bounded;
 use concur_core::conformance::{Add, DEADLINE};
 use concur_core::prelude::*;
 use concur_threads::ThreadPool;
@@ -177,10 +180,11 @@ fn recycled_generations_free_their_threads() {
     }
     wait_for_threads("retired generations are gone", |n| n <= workers * 3 + 2);
     // Still a working pool after all that recycling.
-    let out: Vec<u64> = pool
-        .map((0..50).map(|i| Add(i, 0)))
-        .collect::<Result<_, _>>()
-        .unwrap();
+    let out: Vec<u64> = bounded("the map", || {
+        pool.map((0..50).map(|i| Add(i, 0)))
+            .collect::<Result<_, _>>()
+            .unwrap()
+    });
     assert_eq!(out, (0..50).collect::<Vec<_>>());
     drop(pool);
     wait_for_threads("every worker is gone after drop", |n| n == 0);

@@ -20,20 +20,11 @@ concur::enable_test_support!();
 
 mod common;
 
-use std::time::Duration;
-
+use common::{join, DEADLINE};
 use concur::core::conformance;
 use concur::prelude::*;
-use concur::{PoolBuilder, PoolConfig, TaskHandle};
+use concur::{PoolBuilder, PoolConfig};
 use serde::{Deserialize, Serialize};
-
-/// Bounds every join: a hang fails the test instead of blocking the run.
-const DEADLINE: Duration = Duration::from_secs(60);
-
-fn join<T: Task>(h: TaskHandle<T>) -> Result<T::Output, TaskError> {
-    h.join_timeout(DEADLINE)
-        .unwrap_or_else(|h| panic!("{h:?} did not finish within {DEADLINE:?}"))
-}
 
 /// Builds pools for the conformance suite on one backend, through `Pool`.
 struct OnPool(Backend);

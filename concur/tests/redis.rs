@@ -4,17 +4,13 @@
 //! `concur::init`), struct, macro and `map` tasks, the refusal of function
 //! tasks, and how the broker's URL is found.
 
-use std::time::Duration;
-
+use common::{bounded, DEADLINE};
 use concur::prelude::*;
 use concur::redis::server::{LocalServer, ServerOptions};
 use concur::PoolBuilder;
 use tasks::{cube, InWorker, Square};
 
 mod common;
-
-/// Bounds every wait: a hang fails the test instead of stalling it.
-const DEADLINE: Duration = Duration::from_secs(60);
 
 /// The test a local worker runs: `concur::init` enters worker mode there
 /// and never returns; in a normal run it returns at once.
@@ -80,10 +76,11 @@ fn redis_pool_runs_struct_macro_and_map_tasks() {
     );
     assert!(!concur::is_worker());
 
-    let squares: Vec<u64> = pool
-        .map((1..=20).map(Square))
-        .collect::<Result<_, _>>()
-        .unwrap();
+    let squares: Vec<u64> = bounded("the map", || {
+        pool.map((1..=20).map(Square))
+            .collect::<Result<_, _>>()
+            .unwrap()
+    });
     assert_eq!(squares, (1..=20).map(|x| x * x).collect::<Vec<_>>());
 
     let e = pool.submit_fn(cube, 3).unwrap_err();
@@ -91,7 +88,7 @@ fn redis_pool_runs_struct_macro_and_map_tasks() {
         matches!(e.kind(), ErrorKind::Config { field, .. } if field == "task"),
         "{e:?}"
     );
-    pool.shutdown().unwrap();
+    bounded("shutdown", || pool.shutdown()).unwrap();
 }
 
 /// Without `redis_url` or `CONCUR_REDIS_URL`, the redis backend is a

@@ -3,9 +3,11 @@
 //! must differ (memory sharing, crash isolation), the scenario says how,
 //! from the backend's declared capabilities.
 
-use std::collections::HashSet;
-use std::time::Duration;
+mod common;
 
+use std::collections::HashSet;
+
+use common::{bounded, join, DEADLINE};
 use concur_core::prelude::*;
 use concur_core::{ErrorKind, WorkerInfo};
 use concur_procs::ProcessPool;
@@ -18,14 +20,6 @@ use serde::{Deserialize, Serialize};
 #[ctor::ctor]
 fn quiet_worker_panics() {
     std::env::set_var("CONCUR_PROCS_QUIET_PANICS", "1");
-}
-
-const DEADLINE: Duration = Duration::from_secs(60);
-
-/// Joins `h`, failing the test instead of hanging past [`DEADLINE`].
-fn join<T: Task>(h: TaskHandle<T>) -> Result<T::Output, TaskError> {
-    h.join_timeout(DEADLINE)
-        .unwrap_or_else(|h| panic!("{h:?} did not finish within {DEADLINE:?}"))
 }
 
 /// Word statistics of one text, with progress messages to the caller.
@@ -121,11 +115,14 @@ fn scenario<P: Executor>(pool: &P) -> Outcome {
     let single = join(h).unwrap();
 
     // Ordered and unordered map over the same input.
-    let mapped: Vec<Summary> = pool.map(texts()).collect::<Result<_, _>>().unwrap();
-    let unordered = pool
-        .map_unordered(texts())
-        .map(|(i, r)| (i, r.unwrap().words))
-        .collect();
+    let (mapped, unordered) = bounded("the maps", || {
+        let mapped: Vec<Summary> = pool.map(texts()).collect::<Result<_, _>>().unwrap();
+        let unordered = pool
+            .map_unordered(texts())
+            .map(|(i, r)| (i, r.unwrap().words))
+            .collect();
+        (mapped, unordered)
+    });
 
     // A panic fails that task alone.
     let bad = pool

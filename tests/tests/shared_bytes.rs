@@ -3,20 +3,14 @@
 //! place by the task, echoed without a copy), and many of them leave no
 //! descriptor behind.
 
-use std::time::Duration;
+mod common;
 
+use common::{bounded, join};
 use concur_core::prelude::*;
 use concur_core::SharedBytes;
 use concur_procs::ProcessPool;
 use concur_threads::ThreadPool;
 use serde::{Deserialize, Serialize};
-
-const DEADLINE: Duration = Duration::from_secs(60);
-
-fn join<T: Task>(h: TaskHandle<T>) -> Result<T::Output, TaskError> {
-    h.join_timeout(DEADLINE)
-        .unwrap_or_else(|h| panic!("{h:?} did not finish within {DEADLINE:?}"))
-}
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
@@ -287,15 +281,19 @@ fn map_carries_shared_outputs_on_every_backend() {
     let tasks = || (0..7).map(|_| Reverse(SharedBytes::copy_from(&input)));
     for batch in [1, 3] {
         let options = concur_core::MapOptions::default().batch(batch);
-        for out in p.map_with(tasks(), options) {
-            let out = out.unwrap();
-            // Each result of a batch came with its own region.
-            assert!(out.is_shared());
-            assert_eq!(&out[..], &expect[..]);
-        }
-        for out in t.map_with(tasks(), options) {
-            assert_eq!(&out.unwrap()[..], &expect[..]);
-        }
+        bounded("the map on processes", || {
+            for out in p.map_with(tasks(), options) {
+                let out = out.unwrap();
+                // Each result of a batch came with its own region.
+                assert!(out.is_shared());
+                assert_eq!(&out[..], &expect[..]);
+            }
+        });
+        bounded("the map on threads", || {
+            for out in t.map_with(tasks(), options) {
+                assert_eq!(&out.unwrap()[..], &expect[..]);
+            }
+        });
     }
 }
 

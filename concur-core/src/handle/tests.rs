@@ -10,6 +10,24 @@ use crate::admission::{Admission, Permit};
 use crate::error::ErrorKind;
 use crate::task::{Task, TaskContext};
 
+/// Bounds every wait here: a hang fails the test instead of blocking the run.
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// Runs `f` on its own thread and fails the test if it has not returned
+/// within [`DEADLINE`] (a hang bound only; the thread is left behind). A
+/// panic in `f` fails the test with its own message.
+fn within<R: Send + 'static>(what: &str, f: impl FnOnce() -> R + Send + 'static) -> R {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
+    });
+    match rx.recv_timeout(DEADLINE) {
+        Ok(Ok(r)) => r,
+        Ok(Err(panic)) => std::panic::resume_unwind(panic),
+        Err(_) => panic!("{what} did not return within {DEADLINE:?}"),
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 struct Echo;
 impl Task for Echo {
@@ -32,7 +50,7 @@ fn finish_once_and_permit_returned() {
     assert!(c.finish(Ok(Payload::value(7u32))));
     assert!(!c.finish(Ok(Payload::value(8u32))));
     assert_eq!(adm.in_use(), 0);
-    assert_eq!(h.join().unwrap(), 7);
+    assert_eq!(within("join", move || h.join()).unwrap(), 7);
 }
 
 #[test]
@@ -41,7 +59,7 @@ fn cancel_before_begin_prevents_run() {
     let h = TaskHandle::<Echo>::new(&c);
     assert!(h.cancel());
     assert!(!c.begin());
-    assert!(h.join().unwrap_err().is_cancelled());
+    assert!(within("join", move || h.join()).unwrap_err().is_cancelled());
 }
 
 #[test]
@@ -59,8 +77,9 @@ fn messages_flow_and_end() {
     );
     c.push_message(Payload::value(String::from("up")));
     c.finish(Ok(Payload::value(1u32)));
-    assert_eq!(h.recv().as_deref(), Some("up"));
-    assert_eq!(h.recv(), None);
+    let (first, second) = within("recv", move || (h.recv(), h.recv()));
+    assert_eq!(first.as_deref(), Some("up"));
+    assert_eq!(second, None);
 }
 
 #[test]
@@ -83,6 +102,7 @@ fn join_timeout_never_loses_a_racing_result() {
             c.finish(Ok(Payload::value(n)));
         }
     });
+    let end = Instant::now() + DEADLINE;
     for n in 0..50_000u32 {
         let c = Completion::new(Permit::none(), None);
         let mut h = TaskHandle::<Echo>::new(&c);
@@ -92,6 +112,10 @@ fn join_timeout_never_loses_a_racing_result() {
                 Ok(r) => break r,
                 Err(back) => h = back,
             }
+            assert!(
+                Instant::now() < end,
+                "round {n}: no result within {DEADLINE:?}"
+            );
         };
         assert_eq!(got.unwrap(), n, "round {n}");
     }
@@ -107,7 +131,7 @@ fn batch_join_timeout_gives_handle_back_then_results() {
     assert!(!h.is_finished());
     let results: BatchResults<Echo> = vec![Ok(1), Err(ErrorKind::Cancelled.into())];
     c.finish(Ok(Payload::value(results)));
-    let got = h.join_timeout(Duration::from_secs(60)).unwrap();
+    let got = h.join_timeout(DEADLINE).unwrap();
     assert_eq!(got[0].as_ref().unwrap(), &1);
     assert!(got[1].as_ref().unwrap_err().is_cancelled());
 }
@@ -121,6 +145,7 @@ fn batch_join_timeout_never_loses_a_racing_result() {
             c.finish(Ok(Payload::value(results)));
         }
     });
+    let end = Instant::now() + DEADLINE;
     for n in 0..20_000u32 {
         let c = Completion::new(Permit::none(), None);
         let mut h = BatchHandle::<Echo>::new(&c, 1);
@@ -130,6 +155,10 @@ fn batch_join_timeout_never_loses_a_racing_result() {
                 Ok(r) => break r,
                 Err(back) => h = back,
             }
+            assert!(
+                Instant::now() < end,
+                "round {n}: no result within {DEADLINE:?}"
+            );
         };
         assert_eq!(*got[0].as_ref().unwrap(), n, "round {n}");
     }

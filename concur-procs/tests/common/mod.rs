@@ -1,8 +1,13 @@
 //! Tasks and helpers shared by the process-backend tests.
 #![allow(dead_code)]
 
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use concur_core::{BatchHandle, BatchResults};
 use concur_procs::{Task, TaskContext, TaskError, TaskHandle, WorkerExit};
 use serde::{Deserialize, Serialize};
 
@@ -14,6 +19,105 @@ pub fn join<T: Task>(h: TaskHandle<T>) -> Result<T::Output, TaskError> {
     h.join_timeout(DEADLINE)
         .unwrap_or_else(|h| panic!("{h:?} did not finish within {DEADLINE:?}"))
 }
+
+/// Joins the batch `h`, failing the test if it does not finish within
+/// [`DEADLINE`].
+pub fn join_batch<T: Task>(h: BatchHandle<T>) -> BatchResults<T> {
+    h.join_timeout(DEADLINE)
+        .unwrap_or_else(|_| panic!("a batch did not finish within {DEADLINE:?}"))
+}
+
+/// Runs `f` on its own thread and fails the test if it takes longer than
+/// `limit` (a deadline that only catches a hang; the thread is left
+/// behind). A panic in `f` fails the test with its own message.
+pub fn within<R: Send + 'static>(
+    what: &str,
+    limit: Duration,
+    f: impl FnOnce() -> R + Send + 'static,
+) -> R {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
+    });
+    match rx.recv_timeout(limit) {
+        Ok(Ok(r)) => r,
+        Ok(Err(panic)) => std::panic::resume_unwind(panic),
+        Err(_) => panic!("{what} did not return within {limit:?}"),
+    }
+}
+
+/// Runs `f` on this thread under a watchdog: if it has not returned
+/// within [`DEADLINE`], says that `what` hung and aborts the test binary.
+/// For waits that borrow from the test (a `map` over a pool on its stack),
+/// which [`within`] cannot take: a panic could not end them, since the
+/// borrowing thread would have to be joined first. The message goes to
+/// the real standard error (the harness's capture would die with the
+/// process); workers end by their parent-death signal.
+pub fn bounded<R>(what: &str, f: impl FnOnce() -> R) -> R {
+    let (disarm, armed) = mpsc::channel::<()>();
+    let what = what.to_owned();
+    std::thread::spawn(move || {
+        if let Err(mpsc::RecvTimeoutError::Timeout) = armed.recv_timeout(DEADLINE) {
+            let _ = writeln!(
+                std::io::stderr(),
+                "{what} did not finish within {DEADLINE:?}: aborting the test binary"
+            );
+            std::process::abort();
+        }
+    });
+    let r = f();
+    drop(disarm);
+    r
+}
+
+/// Accepts one connection on `listener`, failing the test if none comes
+/// within [`DEADLINE`] (`what` names the peer awaited).
+pub fn accept_within(listener: &UnixListener, what: &str) -> UnixStream {
+    let mut pfd = libc::pollfd {
+        fd: listener.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let end = Instant::now() + DEADLINE;
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        let ms = libc::c_int::try_from(left.as_millis()).unwrap();
+        // SAFETY: one valid pollfd for the call's duration.
+        let ready = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if ready == 1 {
+            // Readable: a connection waits, so this accept returns at once.
+            return listener.accept().unwrap().0;
+        }
+        let interrupted =
+            ready < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted;
+        assert!(
+            interrupted && Instant::now() < end,
+            "{what} did not connect within {DEADLINE:?}"
+        );
+    }
+}
+
+/// Sets `CONCUR_PROCS_QUIET_PANICS` in this process: its workers then keep
+/// the panics of tasks off stderr (each panic still fails its task, message
+/// and location kept), so a passing run stays quiet. Call it before `main`,
+/// while the process has one thread: see [`quiet_worker_panics!`].
+pub fn set_quiet_worker_panics() {
+    std::env::set_var("CONCUR_PROCS_QUIET_PANICS", "1");
+}
+
+/// Defines a constructor that calls [`set_quiet_worker_panics`] before
+/// `main`: for test binaries whose tasks panic on purpose.
+#[allow(unused_macros)] // each test target uses part of this module
+macro_rules! quiet_worker_panics {
+    () => {
+        #[ctor::ctor]
+        fn quiet_worker_panics() {
+            crate::common::set_quiet_worker_panics();
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use quiet_worker_panics;
 
 /// Pids of this process's child processes (threads are not listed in
 /// `/proc`, only processes), zombies included.
@@ -99,6 +203,24 @@ pub fn run_role(
         out.status,
         format!("{}\n--- stderr ---\n{}", out.stdout, out.stderr),
     )
+}
+
+/// Fails unless this process runs `role`, as a child that [`run_role`]
+/// started with `role` in `role_env`: an ignored role test that the
+/// harness was asked to run directly does nothing else.
+pub fn in_role(role_env: &str, role: &str) {
+    assert_eq!(
+        std::env::var(role_env).as_deref(),
+        Ok(role),
+        "a role run only by its parent test"
+    );
+}
+
+/// Fails unless the role whose end [`run_role`] gave succeeded and printed
+/// `marker` (its last step).
+pub fn assert_role_passed((status, out): (std::process::ExitStatus, String), marker: &str) {
+    assert!(status.success(), "role failed ({status}): {out}");
+    assert!(out.contains(marker), "role did not finish: {out}");
 }
 
 /// What a role's process printed, and how it ended.
@@ -247,6 +369,48 @@ pub fn alive(pid: u32) -> bool {
             .and_then(|(_, rest)| rest.split_whitespace().next())
             .is_some_and(|s| s != "Z" && s != "X"),
         Err(_) => false,
+    }
+}
+
+/// The sockets this process holds.
+pub fn sockets() -> Vec<i32> {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            std::fs::read_link(e.path()).is_ok_and(|p| p.to_string_lossy().starts_with("socket:"))
+        })
+        .filter_map(|e| e.file_name().to_string_lossy().parse().ok())
+        .collect()
+}
+
+/// An ipc-channel packet, as ipc-channel encodes it, of one frame whose
+/// header is `head` (our wire's bytes), with an empty body, no shared
+/// memory and no channel: for tasks that forge what a worker sends.
+pub fn one_frame_packet(head: &[u8]) -> Vec<u8> {
+    // postcard: varint lengths.
+    let mut data = vec![1u8]; // one frame
+    data.push(u8::try_from(head.len()).unwrap());
+    data.extend(head);
+    data.push(0); // empty body
+    data.push(0); // no shared memory
+    data.push(0); // no channel
+                  // ipc-channel's record header: fragment size, then total size.
+    let mut msg = Vec::new();
+    msg.extend(((16 + data.len()) as u64).to_le_bytes());
+    msg.extend((data.len() as u64).to_le_bytes());
+    msg.extend(data);
+    msg
+}
+
+/// Sends `msg` on every socket this process holds (in a worker: its
+/// channel to the parent among them), without blocking.
+pub fn send_on_every_socket(msg: &[u8]) {
+    for fd in sockets() {
+        // SAFETY: sends a plain buffer on a descriptor of ours.
+        unsafe {
+            libc::send(fd, msg.as_ptr().cast(), msg.len(), libc::MSG_DONTWAIT);
+        }
     }
 }
 

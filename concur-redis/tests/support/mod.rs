@@ -4,12 +4,15 @@
 
 #![allow(dead_code)]
 
+use std::io::Write;
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::{mpsc, OnceLock};
 use std::time::Duration;
 
 use concur_redis::server::{LocalServer, ServerOptions};
-use concur_redis::{Configure, PoolConfig, RedisPool, RedisPoolBuilder, Worker};
+use concur_redis::{
+    Configure, PoolConfig, RedisPool, RedisPoolBuilder, Task, TaskError, TaskHandle, Worker,
+};
 
 /// The test every test binary defines that runs a worker when asked to.
 pub const WORKER_TEST: &str = "worker_entry";
@@ -21,6 +24,51 @@ const ENV_VISIBILITY_MS: &str = "CONCUR_TEST_VISIBILITY_MS";
 
 /// The longest any wait in these tests may take.
 pub const DEADLINE: Duration = Duration::from_secs(60);
+
+/// Joins `h`, failing the test if it does not finish within [`DEADLINE`].
+pub fn join<T: Task>(h: TaskHandle<T>) -> Result<T::Output, TaskError> {
+    h.join_timeout(DEADLINE)
+        .unwrap_or_else(|h| panic!("{h:?} did not finish within {DEADLINE:?}"))
+}
+
+/// Runs `f` on this thread under a watchdog: if it has not returned
+/// within [`DEADLINE`], says that `what` hung and aborts the test binary.
+/// For waits that borrow from the test (a `map` over a pool on its stack):
+/// a panic could not end them, since a thread that borrows would have to
+/// be joined first. The message goes to the real standard error (the
+/// harness's capture would die with the process).
+pub fn bounded<R>(what: &str, f: impl FnOnce() -> R) -> R {
+    let (disarm, armed) = mpsc::channel::<()>();
+    let what = what.to_owned();
+    std::thread::spawn(move || {
+        if let Err(mpsc::RecvTimeoutError::Timeout) = armed.recv_timeout(DEADLINE) {
+            let _ = writeln!(
+                std::io::stderr(),
+                "{what} did not finish within {DEADLINE:?}: aborting the test binary"
+            );
+            std::process::abort();
+        }
+    });
+    let r = f();
+    drop(disarm);
+    r
+}
+
+/// Defines the test [`WORKER_TEST`] that every test binary here needs: it
+/// runs a worker when this binary was started as one ([`worker_entry`]),
+/// and does nothing otherwise.
+#[allow(unused_macros)] // each test target uses part of this module
+macro_rules! worker_entry_test {
+    () => {
+        /// Runs a worker when this binary was started as one; nothing otherwise.
+        #[test]
+        fn worker_entry() {
+            crate::support::worker_entry();
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use worker_entry_test;
 
 /// A `redis-server` of our own on a free loopback port, with its own
 /// directory ([`concur_redis::server::LocalServer`]). Killed and reaped on
