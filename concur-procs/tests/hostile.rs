@@ -327,14 +327,7 @@ fn garbage_read_late_fails_only_the_tasks_that_wrote_it() {
     let p = ProcessPool::builder().workers(1).build().unwrap();
     let junk = |i: u32| i % 5 == 0;
     let items = (0..40).map(move |i| if junk(i) { Mixed::Junk } else { Mixed::Fine(i) });
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let results: Vec<_> = p.map(items).collect();
-        let _ = tx.send(results);
-    });
-    let results = rx
-        .recv_timeout(Duration::from_secs(120))
-        .expect("the map ended within 120 s");
+    let results: Vec<_> = common::bounded("the map", || p.map(items).collect());
     assert_eq!(results.len(), 40);
     for (i, r) in (0u32..).zip(results) {
         if junk(i) {
