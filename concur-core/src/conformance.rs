@@ -61,6 +61,31 @@ pub trait Backend {
 /// The longest any single wait in the suite may take before the case fails.
 pub const DEADLINE: Duration = Duration::from_secs(60);
 
+/// Runs `f` on this thread under a watchdog: if it has not returned
+/// within [`DEADLINE`], says that `what` hung and aborts the test binary.
+/// For waits that borrow from the test (a `map` or a `scope` over a pool on
+/// its stack): a panic could not end them, since a thread that borrows
+/// would have to be joined first. The message goes to the real standard
+/// error (the harness's capture would die with the process); process
+/// workers end by their parent-death signal.
+pub fn bounded<R>(what: &str, f: impl FnOnce() -> R) -> R {
+    let (disarm, armed) = mpsc::channel::<()>();
+    let what = what.to_owned();
+    std::thread::spawn(move || {
+        if let Err(mpsc::RecvTimeoutError::Timeout) = armed.recv_timeout(DEADLINE) {
+            use std::io::Write as _;
+            let _ = writeln!(
+                std::io::stderr(),
+                "{what} did not finish within {DEADLINE:?}: aborting the test binary"
+            );
+            std::process::abort();
+        }
+    });
+    let r = f();
+    drop(disarm);
+    r
+}
+
 // ---------------------------------------------------------------- tasks --
 
 /// Adds two numbers.
@@ -475,7 +500,9 @@ fn drop_within_deadline<P: Executor + 'static>(p: Arc<P>) {
     );
 }
 
-fn join<T: Task>(h: TaskHandle<T>) -> Result<T::Output, TaskError> {
+/// Joins `h`, failing the test instead of waiting past [`DEADLINE`] (a
+/// deadline that only turns a hang into a failure).
+pub fn join<T: Task>(h: TaskHandle<T>) -> Result<T::Output, TaskError> {
     match h.join_timeout(DEADLINE) {
         Ok(r) => r,
         Err(h) => panic!("{h:?} did not finish within {DEADLINE:?}"),

@@ -610,7 +610,7 @@ fn a_bad_queue_name_is_a_config_error_for_pools_and_workers() {
         let pool = RedisPool::builder(url).queue(queue).build();
         let worker = concur_redis::Worker::builder(url).queue(queue).run();
         for (who, e) in [("pool", pool.err()), ("worker", worker.err())] {
-            match e.as_ref().map(TaskError::kind) {
+            match e.as_ref().map(concur_redis::TaskError::kind) {
                 Some(ErrorKind::Config { field, .. }) => assert_eq!(field, "queue", "{who}"),
                 other => panic!("{who} with queue {queue:?}: {other:?}"),
             }

@@ -1,24 +1,14 @@
 //! Tasks and helpers shared by the process-backend tests.
 #![allow(dead_code)]
 
-use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use concur_core::{BatchHandle, BatchResults};
-use concur_procs::{Task, TaskContext, TaskError, TaskHandle, WorkerExit};
+use concur_procs::{Task, TaskContext, TaskError, WorkerExit};
 use serde::{Deserialize, Serialize};
-
-/// Every wait in these tests gives up after this long.
-pub const DEADLINE: Duration = Duration::from_secs(60);
-
-/// Joins `h`, failing the test if it does not finish within [`DEADLINE`].
-pub fn join<T: Task>(h: TaskHandle<T>) -> Result<T::Output, TaskError> {
-    h.join_timeout(DEADLINE)
-        .unwrap_or_else(|h| panic!("{h:?} did not finish within {DEADLINE:?}"))
-}
 
 /// Joins the batch `h`, failing the test if it does not finish within
 /// [`DEADLINE`].
@@ -46,29 +36,9 @@ pub fn within<R: Send + 'static>(
     }
 }
 
-/// Runs `f` on this thread under a watchdog: if it has not returned
-/// within [`DEADLINE`], says that `what` hung and aborts the test binary.
-/// For waits that borrow from the test (a `map` over a pool on its stack),
-/// which [`within`] cannot take: a panic could not end them, since the
-/// borrowing thread would have to be joined first. The message goes to
-/// the real standard error (the harness's capture would die with the
-/// process); workers end by their parent-death signal.
-pub fn bounded<R>(what: &str, f: impl FnOnce() -> R) -> R {
-    let (disarm, armed) = mpsc::channel::<()>();
-    let what = what.to_owned();
-    std::thread::spawn(move || {
-        if let Err(mpsc::RecvTimeoutError::Timeout) = armed.recv_timeout(DEADLINE) {
-            let _ = writeln!(
-                std::io::stderr(),
-                "{what} did not finish within {DEADLINE:?}: aborting the test binary"
-            );
-            std::process::abort();
-        }
-    });
-    let r = f();
-    drop(disarm);
-    r
-}
+// Not every test binary that includes this module calls it.
+#[allow(unused_imports)]
+pub use concur_core::conformance::{bounded, join, DEADLINE};
 
 /// Accepts one connection on `listener`, failing the test if none comes
 /// within [`DEADLINE`] (`what` names the peer awaited).

@@ -4,15 +4,12 @@
 
 #![allow(dead_code)]
 
-use std::io::Write;
 use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use concur_redis::server::{LocalServer, ServerOptions};
-use concur_redis::{
-    Configure, PoolConfig, RedisPool, RedisPoolBuilder, Task, TaskError, TaskHandle, Worker,
-};
+use concur_redis::{Configure, PoolConfig, RedisPool, RedisPoolBuilder, Worker};
 
 /// The test every test binary defines that runs a worker when asked to.
 pub const WORKER_TEST: &str = "worker_entry";
@@ -22,37 +19,9 @@ const ENV_QUEUE: &str = "CONCUR_TEST_REDIS_QUEUE";
 const ENV_OTHER_BUILD: &str = "CONCUR_TEST_OTHER_BUILD";
 const ENV_VISIBILITY_MS: &str = "CONCUR_TEST_VISIBILITY_MS";
 
-/// The longest any wait in these tests may take.
-pub const DEADLINE: Duration = Duration::from_secs(60);
-
-/// Joins `h`, failing the test if it does not finish within [`DEADLINE`].
-pub fn join<T: Task>(h: TaskHandle<T>) -> Result<T::Output, TaskError> {
-    h.join_timeout(DEADLINE)
-        .unwrap_or_else(|h| panic!("{h:?} did not finish within {DEADLINE:?}"))
-}
-
-/// Runs `f` on this thread under a watchdog: if it has not returned
-/// within [`DEADLINE`], says that `what` hung and aborts the test binary.
-/// For waits that borrow from the test (a `map` over a pool on its stack):
-/// a panic could not end them, since a thread that borrows would have to
-/// be joined first. The message goes to the real standard error (the
-/// harness's capture would die with the process).
-pub fn bounded<R>(what: &str, f: impl FnOnce() -> R) -> R {
-    let (disarm, armed) = mpsc::channel::<()>();
-    let what = what.to_owned();
-    std::thread::spawn(move || {
-        if let Err(mpsc::RecvTimeoutError::Timeout) = armed.recv_timeout(DEADLINE) {
-            let _ = writeln!(
-                std::io::stderr(),
-                "{what} did not finish within {DEADLINE:?}: aborting the test binary"
-            );
-            std::process::abort();
-        }
-    });
-    let r = f();
-    drop(disarm);
-    r
-}
+// Not every test binary that includes this module calls it.
+#[allow(unused_imports)]
+pub use concur_core::conformance::{bounded, join, DEADLINE};
 
 /// Defines the test [`WORKER_TEST`] that every test binary here needs: it
 /// runs a worker when this binary was started as one ([`worker_entry`]),

@@ -3,46 +3,16 @@
 
 #![allow(dead_code)] // each test target uses part of it
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-/// Bounds every wait on a pool in these tests: a hang fails the test
-/// instead of blocking the run.
-pub const DEADLINE: Duration = Duration::from_secs(60);
-
-/// Joins `h`, failing the test if it does not finish within [`DEADLINE`].
-pub fn join<T: concur::Task>(h: concur::TaskHandle<T>) -> Result<T::Output, concur::TaskError> {
-    h.join_timeout(DEADLINE)
-        .unwrap_or_else(|h| panic!("{h:?} did not finish within {DEADLINE:?}"))
-}
-
-/// Runs `f` on this thread under a watchdog: if it has not returned
-/// within [`DEADLINE`], says that `what` hung and aborts the test binary.
-/// For waits that borrow from the test (a `map` over a pool on its stack):
-/// a panic could not end them, since a thread that borrows would have to
-/// be joined first. The message goes to the real standard error (the
-/// harness's capture would die with the process); process workers end by
-/// their parent-death signal.
-pub fn bounded<R>(what: &str, f: impl FnOnce() -> R) -> R {
-    let (disarm, armed) = mpsc::channel::<()>();
-    let what = what.to_owned();
-    std::thread::spawn(move || {
-        if let Err(mpsc::RecvTimeoutError::Timeout) = armed.recv_timeout(DEADLINE) {
-            let _ = writeln!(
-                std::io::stderr(),
-                "{what} did not finish within {DEADLINE:?}: aborting the test binary"
-            );
-            std::process::abort();
-        }
-    });
-    let r = f();
-    drop(disarm);
-    r
-}
+// Not every test binary that includes this module calls it.
+#[allow(unused_imports)]
+pub use concur_core::conformance::{bounded, join, DEADLINE};
 
 /// The build directory of this test binary: `target/<profile>`.
 pub fn profile_dir() -> PathBuf {
