@@ -113,6 +113,7 @@ const SETTLE_GRACE: Duration = Duration::from_millis(200);
 
 /// A live worker process, as the supervisor watches it.
 struct Live {
+    slot: usize,
     pid: u32,
     pidfd: Arc<OwnedFd>,
     /// Its channel closed; killed if it has not exited by then.
@@ -136,29 +137,52 @@ pub(crate) fn run(shared: Arc<Shared>, ready: mpsc::Sender<Result<(), TaskError>
     let mut stopping = false;
     let mut poll_failed = false;
     let mut stop_deadline: Option<Instant> = None;
+    // Workers started ahead of their slot's restart, by slot.
+    let mut spares: HashMap<usize, Spare> = HashMap::new();
     loop {
         let cmds = std::mem::take(&mut *sup.lock());
         let now = Instant::now();
         stopping |= cmds.stop;
         for c in cmds.connected {
             starting -= 1;
-            live.insert(
-                c.w,
-                Live {
-                    pid: c.pid,
-                    pidfd: c.pidfd.clone(),
-                    grace: None,
-                    closed: false,
-                    exited: None,
-                },
-            );
-            register(&shared, c);
+            match spares.get(&c.slot) {
+                Some(Spare::Starting { w, wanted, .. }) if *w == c.w => {
+                    let wanted = *wanted && !stopping;
+                    spares.remove(&c.slot);
+                    if wanted {
+                        take_live(&shared, &mut live, c);
+                    } else {
+                        // Not asked for yet: kept until the scheduler
+                        // asks for its slot, or given up below.
+                        spares.insert(c.slot, Spare::Parked(c));
+                    }
+                    continue;
+                }
+                Some(Spare::Discard { w }) if *w == c.w => {
+                    spares.remove(&c.slot);
+                    discard(c);
+                    continue;
+                }
+                _ => {}
+            }
+            take_live(&shared, &mut live, c);
             if let Some((left, _, _)) = &mut initial {
                 *left -= 1;
             }
         }
         for (slot, e) in cmds.failed {
             starting -= 1;
+            match spares.remove(&slot) {
+                // A spare that failed before it was asked for is
+                // forgotten: the slot's start, when it comes, launches
+                // another, and only that one counts.
+                Some(Spare::Starting { wanted: false, .. } | Spare::Discard { .. }) => continue,
+                Some(Spare::Starting { wanted: true, .. }) | None => {}
+                Some(parked @ Spare::Parked(_)) => {
+                    // Not this slot's spare that failed (it connected).
+                    spares.insert(slot, parked);
+                }
+            }
             match &mut initial {
                 Some((left, first, _)) => {
                     *left -= 1;
@@ -175,8 +199,18 @@ pub(crate) fn run(shared: Arc<Shared>, ready: mpsc::Sender<Result<(), TaskError>
         }
         if !stopping {
             for slot in cmds.start {
-                launch(&shared, slot, &mut starting);
+                match spares.remove(&slot) {
+                    Some(Spare::Parked(c)) => take_live(&shared, &mut live, c),
+                    Some(Spare::Starting { w, .. } | Spare::Discard { w }) => {
+                        spares.insert(slot, Spare::Starting { w, wanted: true });
+                    }
+                    None => {
+                        launch(&shared, slot, &mut starting);
+                    }
+                }
             }
+        } else {
+            give_up_spares(&mut spares, |_| true);
         }
         for w in cmds.closed {
             if let Some(l) = live.get_mut(&w) {
@@ -194,8 +228,10 @@ pub(crate) fn run(shared: Arc<Shared>, ready: mpsc::Sender<Result<(), TaskError>
             })
             .collect();
         for (w, exit) in settle {
-            live.remove(&w);
-            settle_exit(&shared, w, exit);
+            if let Some(l) = live.remove(&w) {
+                settle_exit(&shared, w, exit);
+                keep_spare_if_asked(sup, &mut spares, l.slot);
+            }
         }
         // Deadlines: checked on every wake-up (cheap), so a worker that
         // just went busy is watched at once.
@@ -277,14 +313,27 @@ pub(crate) fn run(shared: Arc<Shared>, ready: mpsc::Sender<Result<(), TaskError>
         };
         for i in readable {
             let w = ids[i];
-            let Some(l) = live.get_mut(&w) else { continue };
+            let Some(l) = live.get(&w) else { continue };
             // The worker is a zombie now: its group's number is still
             // ours. End what its tasks forked, then reap it.
             pidfd::kill_group(l.pid);
             let exit = sys::wait(l.pid).unwrap_or(WorkerExit::Unknown);
+            let slot = l.slot;
+            if !stopping && !spares.contains_key(&slot) && wants_spare(&shared, w, slot, exit) {
+                let spare = launch(&shared, slot, &mut starting);
+                spares.insert(
+                    slot,
+                    Spare::Starting {
+                        w: spare,
+                        wanted: false,
+                    },
+                );
+            }
+            let Some(l) = live.get_mut(&w) else { continue };
             if l.closed {
                 live.remove(&w);
                 settle_exit(&shared, w, exit);
+                keep_spare_if_asked(sup, &mut spares, slot);
             } else {
                 l.exited = Some((exit, Instant::now() + SETTLE_GRACE));
             }
@@ -307,9 +356,87 @@ fn settle_exit(shared: &Shared, w: WorkerId, exit: WorkerExit) {
     });
 }
 
+/// A worker started for a slot before the scheduler asked for it: when a
+/// worker dies, its replacement is started the moment the death is seen,
+/// while its task is still being settled and its caller is waking, so the
+/// fork (or exec) and the handshake are off the path from the task's error
+/// to the next task's start. The scheduler still decides: the spare is
+/// used only when it asks for the slot (it always does after a crash,
+/// unless the pool is stopping or gave up), and ended otherwise.
+enum Spare {
+    /// Starting; `wanted` once the scheduler asked for its slot.
+    Starting { w: WorkerId, wanted: bool },
+    /// Starting, but its slot's restart was not asked for: ended as soon
+    /// as it connects (its start failing needs nothing more).
+    Discard { w: WorkerId },
+    /// Connected, not asked for yet.
+    Parked(Connected),
+}
+
+/// Whether worker `w` of `slot`, which just ended with `exit`, gets a spare
+/// started at once: it still holds its slot (so the scheduler will start
+/// another for it), the pool takes work, and it did not exit cleanly (a
+/// clean exit is a retiring worker: a stopping pool, one that gave up, or
+/// a recycled worker whose replacement is already under way).
+fn wants_spare(shared: &Shared, w: WorkerId, slot: usize, exit: WorkerExit) -> bool {
+    exit != WorkerExit::Code(0)
+        && !shared.admission.is_closed()
+        && shared.lock().sched.slots.get(slot) == Some(&Some(w))
+}
+
+/// A worker's death in `slot` was just settled: its spare stays only if
+/// the scheduler asked for the slot (the start it asked for is queued in
+/// the supervisor's commands by then: the settling ran on this thread).
+fn keep_spare_if_asked(sup: &Supervisor, spares: &mut HashMap<usize, Spare>, slot: usize) {
+    if spares.contains_key(&slot) && !sup.lock().start.contains(&slot) {
+        give_up_spares(spares, |s| s == slot);
+    }
+}
+
+/// Ends the spares of the slots `which` selects: a connected one now, a
+/// starting one when it connects.
+fn give_up_spares(spares: &mut HashMap<usize, Spare>, which: impl Fn(usize) -> bool) {
+    let slots: Vec<usize> = spares.keys().copied().filter(|s| which(*s)).collect();
+    for slot in slots {
+        match spares.remove(&slot) {
+            Some(Spare::Parked(c)) => discard(c),
+            Some(Spare::Starting { w, .. } | Spare::Discard { w }) => {
+                spares.insert(slot, Spare::Discard { w });
+            }
+            None => {}
+        }
+    }
+}
+
+/// Ends a connected worker the pool never used, and reaps it (it was never
+/// the scheduler's, so nothing is settled).
+fn discard(c: Connected) {
+    pidfd::kill(&c.pidfd);
+    // Killed: its end is imminent.
+    let _ = sys::wait(c.pid);
+}
+
+/// Takes a connected worker into the pool: watched from now on, and handed
+/// to the scheduler.
+fn take_live(shared: &Arc<Shared>, live: &mut HashMap<WorkerId, Live>, c: Connected) {
+    live.insert(
+        c.w,
+        Live {
+            slot: c.slot,
+            pid: c.pid,
+            pidfd: c.pidfd.clone(),
+            grace: None,
+            closed: false,
+            exited: None,
+        },
+    );
+    register(shared, c);
+}
+
 /// Launches a worker process for `slot` and hands its connection to a
-/// helper thread.
-fn launch(shared: &Arc<Shared>, slot: usize, starting: &mut usize) {
+/// helper thread; returns its id. Either way the supervisor hears of it:
+/// connected or failed.
+fn launch(shared: &Arc<Shared>, slot: usize, starting: &mut usize) -> WorkerId {
     let w = shared.lock().sched.next_worker_id();
     let deadline = Instant::now() + shared.settings.start_timeout;
     let pending = match spawn::launch(shared.settings.spawn_mode) {
@@ -317,7 +444,7 @@ fn launch(shared: &Arc<Shared>, slot: usize, starting: &mut usize) {
         Err(e) => {
             *starting += 1;
             shared.supervisor.failed(slot, e.into());
-            return;
+            return w;
         }
     };
     *starting += 1;
@@ -345,6 +472,7 @@ fn launch(shared: &Arc<Shared>, slot: usize, starting: &mut usize) {
         // (or dies with this process); report the slot failed.
         shared.supervisor.failed(slot, TaskError::io(e));
     }
+    w
 }
 
 /// Connects a launched worker and initialises it (helper thread). On
