@@ -485,6 +485,9 @@ fn connect(
     deadline: Instant,
 ) -> Result<Connected, TaskError> {
     let s = &shared.settings;
+    // Made while the child starts (it is on the path of every start); a
+    // failure is reported once the child can be ended.
+    let progress = ProgressWord::new();
     let started = p.connect(deadline, s.start_timeout)?;
     let pid = started.pid;
     let pidfd = Arc::new(pidfd::open(pid).map_err(|e| {
@@ -497,7 +500,7 @@ fn connect(
         let _ = sys::wait(pid);
         e
     };
-    let progress = Arc::new(ProgressWord::new().map_err(|e| give_up(TaskError::io(e)))?);
+    let progress = Arc::new(progress.map_err(|e| give_up(TaskError::io(e)))?);
     let (initializer, body) = match &s.initializer {
         Some(i) => (
             Some(i.name().to_owned()),
