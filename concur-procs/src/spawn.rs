@@ -304,6 +304,9 @@ fn accept(
     Ok((tx, rx))
 }
 
+/// A forked child's pid and how its hello went.
+type HelloOf = (u32, Result<(Tx, Rx), SpawnError>);
+
 /// Waits until `deadline` for the hello of a worker asked of the fork
 /// server, on the channel it was handed, and checks it. Its pid comes with
 /// the hello, or from the template's answer when it ends before saying
@@ -317,7 +320,7 @@ fn accept_forked(
     token: &str,
     deadline: Instant,
     budget: Duration,
-) -> Result<(u32, Result<(Tx, Rx), SpawnError>), SpawnError> {
+) -> Result<HelloOf, SpawnError> {
     let crate::forkserver::Forked { answer, up } = f;
     let poll = Duration::from_millis(10);
     let mut pid: Option<u32> = None;
