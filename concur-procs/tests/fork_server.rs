@@ -228,6 +228,7 @@ fn forked_workers_hold_only_their_channel() {
     // channel until its hello is sent: look until each is past it (the
     // deadline only bounds a hang).
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let parent_region = format!(".{}.", std::process::id());
     for pid in pool.worker_pids().into_iter().flatten() {
         let own_region = format!(".{pid}.");
         loop {
@@ -254,12 +255,19 @@ fn forked_workers_hold_only_their_channel() {
                 .iter()
                 .filter(|(_, t)| t.starts_with("socket:"))
                 .count();
+            // Its progress word's region comes from the parent with its
+            // init, and is let go of (the mapping kept) as soon as it is
+            // read: a worker caught in between holds it for a moment.
+            let receiving = extra
+                .iter()
+                .filter(|(_, t)| t.starts_with("/memfd:") && t.contains(&parent_region))
+                .count();
             assert_eq!(
-                sockets,
+                sockets + receiving,
                 extra.len(),
                 "forked worker {pid} holds more than sockets: {extra:?}"
             );
-            if sockets <= 2 {
+            if sockets <= 2 && receiving == 0 {
                 break;
             }
             assert!(
