@@ -10,7 +10,7 @@
 //! Connecting a started worker (handshake, initializer) runs on a short
 //! helper thread per worker, so a slow start never delays deadlines.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -48,10 +48,25 @@ struct Connected {
     progress: Arc<ProgressWord>,
 }
 
+/// A worker its connect thread handed to the pool itself, for the
+/// supervisor to watch.
+struct Registered {
+    w: WorkerId,
+    slot: usize,
+    pid: u32,
+    pidfd: Arc<OwnedFd>,
+    /// Started as a spare (see [`Spare`]): not one of the pool's first.
+    spare: bool,
+}
+
 #[derive(Default)]
 struct Commands {
     start: Vec<usize>,
+    /// Spares connected before they were asked for (see [`Claim`]).
     connected: Vec<Connected>,
+    registered: Vec<Registered>,
+    /// Spares their connect thread ended: `(slot, w)`.
+    gone: Vec<(usize, WorkerId)>,
     failed: Vec<(usize, TaskError)>,
     closed: Vec<WorkerId>,
     stop: bool,
@@ -98,6 +113,16 @@ impl Supervisor {
         self.waker.wake();
     }
 
+    fn registered(&self, r: Registered) {
+        self.lock().registered.push(r);
+        self.waker.wake();
+    }
+
+    fn gone(&self, slot: usize, w: WorkerId) {
+        self.lock().gone.push((slot, w));
+        self.waker.wake();
+    }
+
     fn failed(&self, slot: usize, e: TaskError) {
         self.lock().failed.push((slot, e));
         self.waker.wake();
@@ -132,42 +157,78 @@ pub(crate) fn run(shared: Arc<Shared>, ready: mpsc::Sender<Result<(), TaskError>
     // The first start: `build` waits for every slot.
     let mut initial = Some((slots, None::<TaskError>, ready));
     for slot in 0..slots {
-        launch(&shared, slot, &mut starting);
+        launch(&shared, slot, &mut starting, None);
     }
     let mut stopping = false;
     let mut poll_failed = false;
     let mut stop_deadline: Option<Instant> = None;
     // Workers started ahead of their slot's restart, by slot.
     let mut spares: HashMap<usize, Spare> = HashMap::new();
+    // Channels closed of workers not yet heard of (see `closed`).
+    let mut closed_early: HashSet<WorkerId> = HashSet::new();
     loop {
         let cmds = std::mem::take(&mut *sup.lock());
         let now = Instant::now();
         stopping |= cmds.stop;
+        for r in cmds.registered {
+            starting -= 1;
+            if matches!(spares.get(&r.slot), Some(Spare::Starting { w, .. }) if *w == r.w) {
+                spares.remove(&r.slot);
+            }
+            live.insert(
+                r.w,
+                Live {
+                    slot: r.slot,
+                    pid: r.pid,
+                    pidfd: r.pidfd,
+                    grace: None,
+                    // Its channel may have closed before this was heard.
+                    closed: closed_early.remove(&r.w),
+                    exited: None,
+                },
+            );
+            if !r.spare {
+                if let Some((left, _, _)) = &mut initial {
+                    *left -= 1;
+                }
+            }
+        }
+        for (slot, w) in cmds.gone {
+            starting -= 1;
+            if let Some(Spare::Starting { w: s, claim }) = spares.get(&slot) {
+                if *s == w {
+                    // Asked for after its connect thread ended it: the
+                    // slot still gets its worker.
+                    let asked = lock_claim(claim).asked == Some(true);
+                    spares.remove(&slot);
+                    if asked && !stopping {
+                        launch(&shared, slot, &mut starting, None);
+                    }
+                }
+            }
+        }
+        // Spares whose connect thread found them not asked for (yet).
         for c in cmds.connected {
             starting -= 1;
-            match spares.get(&c.slot) {
-                Some(Spare::Starting { w, wanted, .. }) if *w == c.w => {
-                    let wanted = *wanted && !stopping;
+            let asked = match spares.get(&c.slot) {
+                Some(Spare::Starting { w, claim }) if *w == c.w => lock_claim(claim).asked,
+                // Not a spare this supervisor knows: cannot happen; ended.
+                _ => Some(false),
+            };
+            match asked {
+                Some(true) if !stopping => {
                     spares.remove(&c.slot);
-                    if wanted {
-                        take_live(&shared, &mut live, c);
-                    } else {
-                        // Not asked for yet: kept until the scheduler
-                        // asks for its slot, or given up below.
-                        spares.insert(c.slot, Spare::Parked(c));
-                    }
-                    continue;
+                    take_live(&shared, &mut live, c);
                 }
-                Some(Spare::Discard { w }) if *w == c.w => {
+                None if !stopping => {
+                    // Kept until the scheduler asks for its slot, or
+                    // given up.
+                    spares.insert(c.slot, Spare::Parked(c));
+                }
+                _ => {
                     spares.remove(&c.slot);
                     discard(c);
-                    continue;
                 }
-                _ => {}
-            }
-            take_live(&shared, &mut live, c);
-            if let Some((left, _, _)) = &mut initial {
-                *left -= 1;
             }
         }
         for (slot, e) in cmds.failed {
@@ -176,12 +237,14 @@ pub(crate) fn run(shared: Arc<Shared>, ready: mpsc::Sender<Result<(), TaskError>
                 // A spare that failed before it was asked for is
                 // forgotten: the slot's start, when it comes, launches
                 // another, and only that one counts.
-                Some(Spare::Starting { wanted: false, .. } | Spare::Discard { .. }) => continue,
-                Some(Spare::Starting { wanted: true, .. }) | None => {}
+                Some(Spare::Starting { claim, .. }) if lock_claim(&claim).asked != Some(true) => {
+                    continue
+                }
                 Some(parked @ Spare::Parked(_)) => {
                     // Not this slot's spare that failed (it connected).
                     spares.insert(slot, parked);
                 }
+                Some(Spare::Starting { .. }) | None => {}
             }
             match &mut initial {
                 Some((left, first, _)) => {
@@ -201,11 +264,15 @@ pub(crate) fn run(shared: Arc<Shared>, ready: mpsc::Sender<Result<(), TaskError>
             for slot in cmds.start {
                 match spares.remove(&slot) {
                     Some(Spare::Parked(c)) => take_live(&shared, &mut live, c),
-                    Some(Spare::Starting { w, .. } | Spare::Discard { w }) => {
-                        spares.insert(slot, Spare::Starting { w, wanted: true });
+                    Some(Spare::Starting { w, claim }) => {
+                        // Its connect thread hands it to the pool itself,
+                        // or has handed it here already (then it is in
+                        // the next commands).
+                        lock_claim(&claim).asked = Some(true);
+                        spares.insert(slot, Spare::Starting { w, claim });
                     }
                     None => {
-                        launch(&shared, slot, &mut starting);
+                        launch(&shared, slot, &mut starting, None);
                     }
                 }
             }
@@ -218,6 +285,10 @@ pub(crate) fn run(shared: Arc<Shared>, ready: mpsc::Sender<Result<(), TaskError>
                 if l.exited.is_none() {
                     l.grace.get_or_insert(now + EXIT_GRACE);
                 }
+            } else {
+                // Handed to the pool by its connect thread, and not yet
+                // heard of here.
+                closed_early.insert(w);
             }
         }
         let settle: Vec<(WorkerId, WorkerExit)> = live
@@ -320,14 +391,9 @@ pub(crate) fn run(shared: Arc<Shared>, ready: mpsc::Sender<Result<(), TaskError>
             let exit = sys::wait(l.pid).unwrap_or(WorkerExit::Unknown);
             let slot = l.slot;
             if !stopping && !spares.contains_key(&slot) && wants_spare(&shared, w, slot, exit) {
-                let spare = launch(&shared, slot, &mut starting);
-                spares.insert(
-                    slot,
-                    Spare::Starting {
-                        w: spare,
-                        wanted: false,
-                    },
-                );
+                let claim: ClaimCell = Arc::default();
+                let spare = launch(&shared, slot, &mut starting, Some(claim.clone()));
+                spares.insert(slot, Spare::Starting { w: spare, claim });
             }
             let Some(l) = live.get_mut(&w) else { continue };
             if l.closed {
@@ -364,13 +430,28 @@ fn settle_exit(shared: &Shared, w: WorkerId, exit: WorkerExit) {
 /// used only when it asks for the slot (it always does after a crash,
 /// unless the pool is stopping or gave up), and ended otherwise.
 enum Spare {
-    /// Starting; `wanted` once the scheduler asked for its slot.
-    Starting { w: WorkerId, wanted: bool },
-    /// Starting, but its slot's restart was not asked for: ended as soon
-    /// as it connects (its start failing needs nothing more).
-    Discard { w: WorkerId },
+    /// Starting; what becomes of it is in `claim`.
+    Starting { w: WorkerId, claim: ClaimCell },
     /// Connected, not asked for yet.
     Parked(Connected),
+}
+
+/// What becomes of a spare, decided by whichever of the supervisor and its
+/// connect thread comes second: once connected, the connect thread hands
+/// a spare asked for to the pool itself (no wake-up of the supervisor on
+/// the way), ends one given up, and gives one not asked for yet to the
+/// supervisor, which then decides by `asked` when it hears of it.
+#[derive(Default)]
+struct Claim {
+    /// `Some(true)`: the scheduler asked for its slot; `Some(false)`: given
+    /// up; `None`: neither yet.
+    asked: Option<bool>,
+}
+
+type ClaimCell = Arc<Mutex<Claim>>;
+
+fn lock_claim(c: &ClaimCell) -> MutexGuard<'_, Claim> {
+    c.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Whether worker `w` of `slot`, which just ended with `exit`, gets a spare
@@ -393,15 +474,22 @@ fn keep_spare_if_asked(sup: &Supervisor, spares: &mut HashMap<usize, Spare>, slo
     }
 }
 
-/// Ends the spares of the slots `which` selects: a connected one now, a
-/// starting one when it connects.
+/// Ends the spares not asked for of the slots `which` selects: a connected
+/// one now, a starting one when it connects. One asked for is a start like
+/// any other.
 fn give_up_spares(spares: &mut HashMap<usize, Spare>, which: impl Fn(usize) -> bool) {
     let slots: Vec<usize> = spares.keys().copied().filter(|s| which(*s)).collect();
     for slot in slots {
         match spares.remove(&slot) {
             Some(Spare::Parked(c)) => discard(c),
-            Some(Spare::Starting { w, .. } | Spare::Discard { w }) => {
-                spares.insert(slot, Spare::Discard { w });
+            Some(Spare::Starting { w, claim }) => {
+                {
+                    let mut g = lock_claim(&claim);
+                    if g.asked.is_none() {
+                        g.asked = Some(false);
+                    }
+                }
+                spares.insert(slot, Spare::Starting { w, claim });
             }
             None => {}
         }
@@ -417,7 +505,7 @@ fn discard(c: Connected) {
 }
 
 /// Takes a connected worker into the pool: watched from now on, and handed
-/// to the scheduler.
+/// to the scheduler (supervisor thread).
 fn take_live(shared: &Arc<Shared>, live: &mut HashMap<WorkerId, Live>, c: Connected) {
     live.insert(
         c.w,
@@ -434,9 +522,15 @@ fn take_live(shared: &Arc<Shared>, live: &mut HashMap<WorkerId, Live>, c: Connec
 }
 
 /// Launches a worker process for `slot` and hands its connection to a
-/// helper thread; returns its id. Either way the supervisor hears of it:
-/// connected or failed.
-fn launch(shared: &Arc<Shared>, slot: usize, starting: &mut usize) -> WorkerId {
+/// helper thread, which hands the connected worker to the pool itself (a
+/// spare, with its `claim`: see [`Claim`]); returns its id. Either way the
+/// supervisor hears of it: registered, connected, gone or failed.
+fn launch(
+    shared: &Arc<Shared>,
+    slot: usize,
+    starting: &mut usize,
+    claim: Option<ClaimCell>,
+) -> WorkerId {
     let w = shared.lock().sched.next_worker_id();
     let deadline = Instant::now() + shared.settings.start_timeout;
     let pending = match spawn::launch(shared.settings.spawn_mode) {
@@ -458,7 +552,7 @@ fn launch(shared: &Arc<Shared>, slot: usize, starting: &mut usize) -> WorkerId {
                 connect(&s, w, slot, pending, deadline)
             }));
             match r {
-                Ok(Ok(c)) => s.supervisor.connected(c),
+                Ok(Ok(c)) => hand_over(&s, c, claim.as_ref()),
                 Ok(Err(e)) => s.supervisor.failed(slot, e),
                 Err(_) => s.supervisor.failed(
                     slot,
@@ -473,6 +567,33 @@ fn launch(shared: &Arc<Shared>, slot: usize, starting: &mut usize) -> WorkerId {
         shared.supervisor.failed(slot, TaskError::io(e));
     }
     w
+}
+
+/// A connected worker, on its connect thread: handed to the pool here when
+/// it is wanted (every start but a spare not asked for), so that its first
+/// task does not wait for the supervisor to wake; the supervisor then only
+/// watches it.
+fn hand_over(shared: &Arc<Shared>, c: Connected, claim: Option<&ClaimCell>) {
+    let asked = claim.map_or(Some(true), |cl| lock_claim(cl).asked);
+    match asked {
+        Some(true) => {
+            let r = Registered {
+                w: c.w,
+                slot: c.slot,
+                pid: c.pid,
+                pidfd: c.pidfd.clone(),
+                spare: claim.is_some(),
+            };
+            register(shared, c);
+            shared.supervisor.registered(r);
+        }
+        Some(false) => {
+            let (slot, w) = (c.slot, c.w);
+            discard(c);
+            shared.supervisor.gone(slot, w);
+        }
+        None => shared.supervisor.connected(c),
+    }
 }
 
 /// Connects a launched worker and initialises it (helper thread). On
@@ -568,7 +689,8 @@ fn connect(
     })
 }
 
-/// Hands a connected worker to the pool (supervisor thread).
+/// Hands a connected worker to the pool (its connect thread, or the
+/// supervisor thread for a spare it kept).
 fn register(shared: &Arc<Shared>, c: Connected) {
     let weak = Arc::downgrade(shared);
     let w = c.w;
