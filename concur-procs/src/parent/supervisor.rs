@@ -8,7 +8,13 @@
 //! its channel closing, so a task that forked a child which holds the
 //! channel open cannot hide its worker's death or hold up a stopping pool.
 //! Connecting a started worker (handshake, initializer) runs on a short
-//! helper thread per worker, so a slow start never delays deadlines.
+//! helper thread per worker, so a slow start never delays deadlines; that
+//! thread also hands the connected worker to the pool (router, scheduler),
+//! and the supervisor then only watches it.
+//!
+//! A worker's replacement is started the moment its death is seen, before
+//! its tasks are settled (see [`Spare`]): the fork and the handshake run
+//! while the failed task's error travels to its caller.
 
 use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsRawFd, OwnedFd};
