@@ -191,14 +191,24 @@ fn spawn_template() -> Option<Client> {
 
 /// A worker asked of the template: its pid is on the way.
 pub(crate) struct Forked {
+    /// Where the template's answer comes.
+    pub(crate) answer: Answer,
+    /// The channel the worker's hello comes on.
+    pub(crate) up: Rx,
+}
+
+/// The template's answer to one request, on its way.
+pub(crate) struct Answer {
     template: u32,
+    /// When the request was sent: the template must answer within
+    /// [`REPLY_DEADLINE`] of it.
+    asked: Instant,
     reply: IpcReceiver<i32>,
-    up: Rx,
 }
 
 /// Asks the template for a worker that will say hello, with `token`, on
 /// the channel in the answer; does not wait for the fork (see
-/// [`Forked::wait`]), so a pool's workers are forked while it goes on.
+/// [`Answer::try_pid`]), so a pool's workers are forked while it goes on.
 /// `None` when there is no usable template (then exec it is); a template
 /// found gone here is reaped and not used again.
 pub(crate) fn fork_worker(token: &str) -> Option<Forked> {
@@ -211,8 +221,11 @@ pub(crate) fn fork_worker(token: &str) -> Option<Forked> {
     let (reply, reply_rx) = ipc::channel().ok()?;
     match client.requests.send(Request::here(up, reply, token)) {
         Ok(()) => Some(Forked {
-            template: client.pid,
-            reply: reply_rx,
+            answer: Answer {
+                template: client.pid,
+                asked: Instant::now(),
+                reply: reply_rx,
+            },
             up: up_rx,
         }),
         Err(_) => {
@@ -223,9 +236,33 @@ pub(crate) fn fork_worker(token: &str) -> Option<Forked> {
     }
 }
 
-impl Forked {
-    /// Waits (until `deadline`, and at most [`REPLY_DEADLINE`]) for the
-    /// worker's pid; returns it with the channel its hello comes on.
+impl Answer {
+    /// The worker's pid if the template has answered, without waiting.
+    ///
+    /// The hello is not held back for this answer: the template answers
+    /// once `clone` returns in it, which is often after the worker has run
+    /// through its start and said hello (the new process runs first), so
+    /// the pid a hello gives is taken as soon as it comes (the channel is
+    /// private to this process, the template and the worker), and this
+    /// answer serves only to find a worker that died before its hello.
+    ///
+    /// # Errors
+    /// As [`Self::wait`], once the template is past its deadline or gone.
+    pub(crate) fn try_pid(&self) -> Result<Option<u32>, SpawnError> {
+        match self.reply.try_recv() {
+            Ok(answer) => answer_to_pid(answer).map(Some),
+            Err(ipc_channel::TryRecvError::Empty) if self.asked.elapsed() < REPLY_DEADLINE => {
+                Ok(None)
+            }
+            Err(_) => {
+                give_up(&mut server(), self.template);
+                Err(SpawnError::ForkServer(REPLY_DEADLINE))
+            }
+        }
+    }
+
+    /// Waits (until `deadline`, and at most [`REPLY_DEADLINE`] from the
+    /// request) for the worker's pid.
     ///
     /// # Errors
     /// The fork failed (its errno), or the template did not answer: it is
@@ -233,27 +270,32 @@ impl Forked {
     /// If the template died after forking the worker, that worker is never
     /// known: its channel is dropped here, so it exits, and it stays a
     /// zombie until the parent exits.
-    pub(crate) fn wait(self, deadline: Instant) -> Result<(u32, Rx), SpawnError> {
+    pub(crate) fn wait(&self, deadline: Instant) -> Result<u32, SpawnError> {
         let left = deadline
-            .saturating_duration_since(Instant::now())
-            .min(REPLY_DEADLINE);
+            .min(self.asked + REPLY_DEADLINE)
+            .saturating_duration_since(Instant::now());
         match self.reply.try_recv_timeout(left) {
-            Ok(pid) if pid > 0 => {
-                let pid = pid as u32;
-                // The worker puts itself in a group of its own at once;
-                // doing it here too (it is our child and has not exec'd)
-                // closes the window in which it is still in ours.
-                // SAFETY: setpgid takes integers.
-                unsafe { libc::setpgid(pid as libc::pid_t, pid as libc::pid_t) };
-                Ok((pid, self.up))
-            }
-            Ok(errno) => Err(SpawnError::Os(std::io::Error::from_raw_os_error(-errno))),
+            Ok(answer) => answer_to_pid(answer),
             Err(_) => {
                 give_up(&mut server(), self.template);
-                Err(SpawnError::ForkServer(left))
+                Err(SpawnError::ForkServer(REPLY_DEADLINE))
             }
         }
     }
+}
+
+/// The template's answer: a pid, or minus the errno of a failed fork.
+fn answer_to_pid(answer: i32) -> Result<u32, SpawnError> {
+    if answer <= 0 {
+        return Err(SpawnError::Os(std::io::Error::from_raw_os_error(-answer)));
+    }
+    let pid = answer as u32;
+    // The worker puts itself in a group of its own at once; doing it here
+    // too (it is our child and has not exec'd) closes the window in which
+    // it is still in ours.
+    // SAFETY: setpgid takes integers.
+    unsafe { libc::setpgid(pid as libc::pid_t, pid as libc::pid_t) };
+    Ok(pid)
 }
 
 /// Kills and reaps template `pid` and stops using it, unless it was
@@ -284,6 +326,11 @@ fn template(requests: IpcReceiver<Request>, parent: u32, inherited: &[RawFd]) ->
             sys::exit_now(0);
         }
     }
+    // An answer to a parent that no longer listens (it took the pid from
+    // the worker's hello and dropped the answer's channel) fails with
+    // `EPIPE` instead of ending the template. Workers ignore SIGPIPE anyway
+    // (`worker::entry::prepare`).
+    sys::ignore_sigpipe();
     for &fd in inherited {
         // SAFETY: descriptors the parent had before the channels existed;
         // nothing in this process uses them again (it never returns).
@@ -344,9 +391,16 @@ fn become_worker(req: Request) -> ! {
         }
     }
     sys::die_with_parent(req.parent);
-    // One thread: changing the environment races with nobody.
+    // One thread: changing the environment races with nobody. Only what
+    // differs from the template's (the parent's at `init`, most often the
+    // same) is changed: rewriting it all costs about 0.1 ms of copied
+    // pages and allocations on every start.
     use std::os::unix::ffi::OsStrExt;
-    let old: Vec<_> = std::env::vars_os().map(|(k, _)| k).collect();
+    let keep: std::collections::HashSet<&[u8]> = req.env.iter().map(|(k, _)| &k[..]).collect();
+    let old: Vec<_> = std::env::vars_os()
+        .map(|(k, _)| k)
+        .filter(|k| !keep.contains(k.as_bytes()))
+        .collect();
     for k in old {
         std::env::remove_var(k);
     }
@@ -355,10 +409,11 @@ fn become_worker(req: Request) -> ! {
         if k.is_empty() || k.contains(&b'=') || k.contains(&0) || v.contains(&0) {
             continue;
         }
-        std::env::set_var(
-            std::ffi::OsStr::from_bytes(k),
-            std::ffi::OsStr::from_bytes(v),
-        );
+        let k = std::ffi::OsStr::from_bytes(k);
+        let v = std::ffi::OsStr::from_bytes(v);
+        if std::env::var_os(k).as_deref() != Some(v) {
+            std::env::set_var(k, v);
+        }
     }
     if let Some(cwd) = &req.cwd {
         let _ = std::env::set_current_dir(std::ffi::OsStr::from_bytes(cwd));

@@ -237,11 +237,7 @@ impl Pending {
                 pid,
                 accept(&accepted, &name, &token, Some(pid), deadline, budget),
             ),
-            Child::Forked(forked) => {
-                // No pid: no child to end.
-                let (pid, rx) = forked.wait(deadline)?;
-                (pid, accept_direct(rx, &token, pid, deadline, budget))
-            }
+            Child::Forked(forked) => accept_forked(forked, &token, deadline, budget)?,
         };
         match accepted {
             Ok((tx, rx)) => Ok(Started { pid, tx, rx }),
@@ -304,51 +300,73 @@ fn accept(
         }
     };
     let (rx, packet) = got.map_err(|_| SpawnError::Protocol("no hello"))?;
-    let tx = check_hello(packet, token, child)?;
+    let (tx, _) = check_hello(packet, token, child)?;
     Ok((tx, rx))
 }
 
-/// Waits until `deadline` for the hello of forked child `pid` on `rx`, the
-/// channel it was handed, and checks it. As [`accept`]: a child that died is
-/// reported at once, reaped, as [`SpawnError::Exited`].
-fn accept_direct(
-    rx: Rx,
+/// A forked child's pid and how its hello went.
+type HelloOf = (u32, Result<(Tx, Rx), SpawnError>);
+
+/// Waits until `deadline` for the hello of a worker asked of the fork
+/// server, on the channel it was handed, and checks it. Its pid comes with
+/// the hello, or from the template's answer when it ends before saying
+/// hello (see [`crate::forkserver::Answer::try_pid`]). As [`accept`]: a
+/// child that died is reported at once, reaped, as [`SpawnError::Exited`].
+///
+/// Returns the pid (when known) and the outcome. On an error other than
+/// `Exited` with a known pid, the caller ends and reaps that child.
+fn accept_forked(
+    f: crate::forkserver::Forked,
     token: &str,
-    pid: u32,
     deadline: Instant,
     budget: Duration,
-) -> Result<(Tx, Rx), SpawnError> {
+) -> Result<HelloOf, SpawnError> {
+    let crate::forkserver::Forked { answer, up } = f;
     let poll = Duration::from_millis(10);
-    let packet = loop {
+    let mut pid: Option<u32> = None;
+    let failed = loop {
         let now = Instant::now();
         if now >= deadline {
-            return Err(SpawnError::Deadline(budget));
+            break SpawnError::Deadline(budget);
         }
-        match rx.try_recv_timeout(poll.min(deadline - now)) {
-            Ok(packet) => break packet,
-            Err(ipc_channel::TryRecvError::Empty) => {}
-            // Its end closed: it died (or broke the protocol); `connect`
-            // tells which.
-            Err(_) => {
-                if let Ok(Some(exit)) = sys::try_wait(pid) {
-                    return Err(SpawnError::Exited(exit));
+        match up.try_recv_timeout(poll.min(deadline - now)) {
+            Ok(packet) => match check_hello(packet, token, pid) {
+                Ok((tx, said)) => {
+                    return Ok((said, Ok((tx, up))));
                 }
-                return Err(SpawnError::Protocol("no hello"));
+                Err(e) => break e,
+            },
+            Err(ipc_channel::TryRecvError::Empty) => {}
+            // Its end closed: it died, or was never forked (the template
+            // drops the request when the fork fails).
+            Err(_) => break SpawnError::Protocol("no hello"),
+        }
+        match pid {
+            None => pid = answer.try_pid()?,
+            Some(p) => {
+                if let Ok(Some(exit)) = sys::try_wait(p) {
+                    return Ok((p, Err(SpawnError::Exited(exit))));
+                }
             }
         }
-        if let Ok(Some(exit)) = sys::try_wait(pid) {
-            return Err(SpawnError::Exited(exit));
-        }
     };
-    let tx = check_hello(packet, token, Some(pid))?;
-    Ok((tx, rx))
+    // Whom to end: the template's answer, which comes (or the template is
+    // given up) within its own deadline.
+    let pid = match pid {
+        Some(p) => p,
+        None => answer.wait(Instant::now() + budget)?,
+    };
+    if let Ok(Some(exit)) = sys::try_wait(pid) {
+        return Ok((pid, Err(SpawnError::Exited(exit))));
+    }
+    Ok((pid, Err(failed)))
 }
 
 /// Checks a hello: the build identity first, from the payload, whose
 /// layout never changes (a header from another build is never decoded),
 /// then the token and the pid (when the child is known). Returns the
-/// worker's channel down.
-fn check_hello(packet: Packet, token: &str, child: Option<u32>) -> Result<Tx, SpawnError> {
+/// worker's channel down and the pid it gives.
+fn check_hello(packet: Packet, token: &str, child: Option<u32>) -> Result<(Tx, u32), SpawnError> {
     let mut hello = packet
         .into_iter()
         .next()
@@ -363,7 +381,8 @@ fn check_hello(packet: Packet, token: &str, child: Option<u32>) -> Result<Tx, Sp
     };
     match up {
         Up::Hello { token: t, pid } if t == token && child.is_none_or(|c| c == pid) => {
-            chan.ok_or(SpawnError::Protocol("hello without a channel"))
+            let chan = chan.ok_or(SpawnError::Protocol("hello without a channel"))?;
+            Ok((chan, pid))
         }
         Up::Hello { .. } => Err(SpawnError::BadToken),
         _ => Err(SpawnError::Protocol("first message is not a hello")),

@@ -7,10 +7,13 @@
 
 mod common;
 
+use std::future::Future;
 use std::io::{BufRead, BufReader};
+use std::pin::Pin;
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::sync::{mpsc, Arc, Condvar, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::{Duration, Instant};
 
 use common::{alive, children, join, signal_of, wait_until, Crash, How, Sleep, DEADLINE};
 use concur_procs::{
@@ -88,6 +91,18 @@ fn main() {
     check(
         "a crashed worker is replaced by a forked one",
         a_crashed_worker_is_replaced,
+    );
+    check(
+        "a crashed worker's replacement is forked before its task fails",
+        || replacement_started_before_the_error(SpawnMode::Auto),
+    );
+    check(
+        "a crashed worker's replacement is exec'd before its task fails",
+        || replacement_started_before_the_error(SpawnMode::Exec),
+    );
+    check(
+        "a pool that gives up ends the replacement started for it",
+        a_pool_that_gives_up_ends_the_early_replacement,
     );
     check("spawn_mode(Exec) execs", exec_mode_execs);
     check(
@@ -213,6 +228,7 @@ fn forked_workers_hold_only_their_channel() {
     // channel until its hello is sent: look until each is past it (the
     // deadline only bounds a hang).
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let parent_region = format!(".{}.", std::process::id());
     for pid in pool.worker_pids().into_iter().flatten() {
         let own_region = format!(".{pid}.");
         loop {
@@ -239,12 +255,19 @@ fn forked_workers_hold_only_their_channel() {
                 .iter()
                 .filter(|(_, t)| t.starts_with("socket:"))
                 .count();
+            // Its progress word's region comes from the parent with its
+            // init, and is let go of (the mapping kept) as soon as it is
+            // read: a worker caught in between holds it for a moment.
+            let receiving = extra
+                .iter()
+                .filter(|(_, t)| t.starts_with("/memfd:") && t.contains(&parent_region))
+                .count();
             assert_eq!(
-                sockets,
+                sockets + receiving,
                 extra.len(),
                 "forked worker {pid} holds more than sockets: {extra:?}"
             );
-            if sockets <= 2 {
+            if sockets <= 2 && receiving == 0 {
                 break;
             }
             assert!(
@@ -281,6 +304,148 @@ fn a_crashed_worker_is_replaced() {
     let next = probe(&pool);
     assert_ne!(next.pid, first.pid, "the crashed worker was replaced");
     assert_forked(&next);
+}
+
+/// Where [`replacement_started_before_the_error`] learns what the waker saw.
+#[derive(Default)]
+struct Seen2 {
+    /// Set by the wake-up: whether a new child had appeared by then.
+    found: Mutex<Option<bool>>,
+    woken: Condvar,
+}
+
+/// Called when the crashed task's handle is finished, on the thread that
+/// finishes it (the pool's supervisor), before anything after it runs
+/// there: it looks for a child of this process that is neither the fork
+/// server nor the dead worker, waiting at most [`DEADLINE`] (without the
+/// early start, the replacement is started by that very thread only after
+/// this returns, so it never appears).
+struct ReplacementWaker {
+    before: Vec<u32>,
+    seen: Arc<Seen2>,
+}
+
+impl Wake for ReplacementWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        let end = Instant::now() + DEADLINE;
+        let found = loop {
+            if children().iter().any(|c| !self.before.contains(c)) {
+                break true;
+            }
+            if Instant::now() >= end {
+                break false;
+            }
+            std::thread::yield_now();
+        };
+        *self.seen.found.lock().unwrap() = Some(found);
+        self.seen.woken.notify_all();
+    }
+}
+
+/// A worker killed while it runs a task: its replacement is started as
+/// soon as the death is seen, before the task's error is delivered (so the
+/// start overlaps the error's way to the caller), in both spawn modes.
+fn replacement_started_before_the_error(mode: SpawnMode) {
+    let pool = ProcessPool::builder()
+        .workers(1)
+        .retries(0)
+        .spawn_mode(mode)
+        .build()
+        .unwrap();
+    let mut h = pool
+        .submit(Crash {
+            how: How::Sigkill,
+            wait: true,
+        })
+        .unwrap();
+    let worker = h.recv_timeout(DEADLINE).expect("the task's pid");
+    let before = children();
+    assert!(before.contains(&worker), "{before:?} lacks worker {worker}");
+    let seen = Arc::new(Seen2::default());
+    let waker = Waker::from(Arc::new(ReplacementWaker {
+        before,
+        seen: seen.clone(),
+    }));
+    let mut cx = Context::from_waker(&waker);
+    // Still waiting for its go-ahead: the waker is registered before the
+    // crash.
+    assert!(Pin::new(&mut h).poll(&mut cx).is_pending());
+    h.send(()).unwrap();
+    let found = {
+        let g = seen.found.lock().unwrap();
+        let (g, _) = seen
+            .woken
+            .wait_timeout_while(g, DEADLINE * 2, |f| f.is_none())
+            .unwrap();
+        *g
+    };
+    assert_eq!(
+        found,
+        Some(true),
+        "no replacement was started before the task failed"
+    );
+    match Pin::new(&mut h).poll(&mut cx) {
+        Poll::Ready(Err(e)) => assert_eq!(
+            e.kind(),
+            &ErrorKind::WorkerLost(signal_of(How::Sigkill)),
+            "{e:?}"
+        ),
+        other => panic!("the crashed task: {other:?}"),
+    }
+    // The replacement serves.
+    let next = probe(&pool);
+    assert_ne!(next.pid, worker);
+    match mode {
+        SpawnMode::Exec => assert_execd(&next),
+        _ => assert_forked(&next),
+    }
+}
+
+/// A pool that gives up on the crash (restart limit 0) starts no worker:
+/// the replacement started when the death was seen is ended and reaped,
+/// while the pool still exists.
+fn a_pool_that_gives_up_ends_the_early_replacement() {
+    let before = children();
+    let pool = ProcessPool::builder()
+        .workers(1)
+        .retries(0)
+        .restart_limit(0, Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    let first = probe(&pool);
+    let e = join(
+        pool.submit(Crash {
+            how: How::Sigkill,
+            wait: false,
+        })
+        .unwrap(),
+    )
+    .unwrap_err();
+    assert_eq!(
+        e.kind(),
+        &ErrorKind::WorkerLost(signal_of(How::Sigkill)),
+        "{e:?}"
+    );
+    wait_until("the unused replacement's end", DEADLINE, || {
+        children() == before
+    });
+    assert!(!alive(first.pid));
+    let refused = pool.submit(Probe {
+        var: LATE_VAR.into(),
+    });
+    assert!(
+        matches!(
+            refused.as_ref().map_err(|e| e.kind()),
+            Err(ErrorKind::PoolFailed { .. })
+        ),
+        "{refused:?}"
+    );
+    drop(pool);
+    assert_eq!(children(), before, "children left behind");
 }
 
 fn exec_mode_execs() {

@@ -14,7 +14,8 @@
 //!    exec'd (`SpawnMode::Exec`) for comparison; then a crashed worker
 //!    replaced (from its task's error, and from its death, to the next
 //!    task's answer from the replacement) vs one exec of this binary that
-//!    exits at once (target <= 0.5x), forked and exec'd;
+//!    exits at once (target <= 0.5x), forked and exec'd; `START_ONLY=1`
+//!    runs only these rows;
 //! 5. a CPU-bound job in 16 chunks: speedup of 2 workers over 1 (target >= 1.8x).
 
 use concur_bench::tasks::{Noop, Spin};
@@ -246,6 +247,10 @@ fn main() {
         burst(rounds);
         return;
     }
+    if std::env::var_os("START_ONLY").is_some() {
+        start_up(rounds);
+        return;
+    }
 
     // 1. Round trip, one task in flight.
     {
@@ -289,30 +294,8 @@ fn main() {
         );
     }
 
-    // 4. Pool of 2 workers ready, then a crashed worker replaced: forked
-    // by the fork server (what `init()` above set up), and exec'd.
-    {
-        // A few milliseconds each: more rounds than the rest, for steadier
-        // medians on a shared machine.
-        let many = rounds * 4;
-        let (theirs, ours) = pool_of_two(many, SpawnMode::Auto);
-        Comparison::new("pool of 2 ready", "procspawn", theirs, ours, 0.5).print(1, "us");
-        let (theirs, ours) = pool_of_two(many, SpawnMode::Exec);
-        Comparison::new("pool of 2 ready, exec", "procspawn", theirs, ours, 0.5).print(1, "us");
-        for (mode, what) in [
-            (SpawnMode::Auto, "crashed worker replaced"),
-            (SpawnMode::Exec, "crash replaced, exec"),
-        ] {
-            let r = crash_replaced(many, mode);
-            Comparison::new(what, "1 exec", r.exec, r.from_error, 0.5).print(1, "us");
-            println!(
-                "{:<34} {:>10.3} us     from the death, not only the error: {:.2}x",
-                "  from the death",
-                r.from_death.as_secs_f64() * 1e6,
-                r.from_death.as_secs_f64() / r.exec.as_secs_f64()
-            );
-        }
-    }
+    // 4. Pool of 2 workers ready, then a crashed worker replaced.
+    start_up(rounds);
 
     // 5. CPU-bound job in 16 chunks: 2 workers over 1.
     {
@@ -469,5 +452,30 @@ fn crash_replaced(rounds: usize, mode: SpawnMode) -> Replaced {
         exec: med(&mut theirs),
         from_error: med(&mut error),
         from_death: med(&mut death),
+    }
+}
+
+/// Row 4: a pool of 2 workers ready, then a crashed worker replaced: forked
+/// by the fork server (what `init()` set up), and exec'd.
+fn start_up(rounds: usize) {
+    // A few milliseconds each: more rounds than the rest, for steadier
+    // medians on a shared machine.
+    let many = rounds * 4;
+    let (theirs, ours) = pool_of_two(many, SpawnMode::Auto);
+    Comparison::new("pool of 2 ready", "procspawn", theirs, ours, 0.5).print(1, "us");
+    let (theirs, ours) = pool_of_two(many, SpawnMode::Exec);
+    Comparison::new("pool of 2 ready, exec", "procspawn", theirs, ours, 0.5).print(1, "us");
+    for (mode, what) in [
+        (SpawnMode::Auto, "crashed worker replaced"),
+        (SpawnMode::Exec, "crash replaced, exec"),
+    ] {
+        let r = crash_replaced(many, mode);
+        Comparison::new(what, "1 exec", r.exec, r.from_error, 0.5).print(1, "us");
+        println!(
+            "{:<34} {:>10.3} us     from the death, not only the error: {:.2}x",
+            "  from the death",
+            r.from_death.as_secs_f64() * 1e6,
+            r.from_death.as_secs_f64() / r.exec.as_secs_f64()
+        );
     }
 }

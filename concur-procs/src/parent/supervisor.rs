@@ -8,9 +8,15 @@
 //! its channel closing, so a task that forked a child which holds the
 //! channel open cannot hide its worker's death or hold up a stopping pool.
 //! Connecting a started worker (handshake, initializer) runs on a short
-//! helper thread per worker, so a slow start never delays deadlines.
+//! helper thread per worker, so a slow start never delays deadlines; that
+//! thread also hands the connected worker to the pool (router, scheduler),
+//! and the supervisor then only watches it.
+//!
+//! A worker's replacement is started the moment its death is seen, before
+//! its tasks are settled (see [`Spare`]): the fork and the handshake run
+//! while the failed task's error travels to its caller.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -48,10 +54,25 @@ struct Connected {
     progress: Arc<ProgressWord>,
 }
 
+/// A worker its connect thread handed to the pool itself, for the
+/// supervisor to watch.
+struct Registered {
+    w: WorkerId,
+    slot: usize,
+    pid: u32,
+    pidfd: Arc<OwnedFd>,
+    /// Started as a spare (see [`Spare`]): not one of the pool's first.
+    spare: bool,
+}
+
 #[derive(Default)]
 struct Commands {
     start: Vec<usize>,
+    /// Spares connected before they were asked for (see [`Claim`]).
     connected: Vec<Connected>,
+    registered: Vec<Registered>,
+    /// Spares their connect thread ended: `(slot, w)`.
+    gone: Vec<(usize, WorkerId)>,
     failed: Vec<(usize, TaskError)>,
     closed: Vec<WorkerId>,
     stop: bool,
@@ -98,6 +119,16 @@ impl Supervisor {
         self.waker.wake();
     }
 
+    fn registered(&self, r: Registered) {
+        self.lock().registered.push(r);
+        self.waker.wake();
+    }
+
+    fn gone(&self, slot: usize, w: WorkerId) {
+        self.lock().gone.push((slot, w));
+        self.waker.wake();
+    }
+
     fn failed(&self, slot: usize, e: TaskError) {
         self.lock().failed.push((slot, e));
         self.waker.wake();
@@ -113,6 +144,7 @@ const SETTLE_GRACE: Duration = Duration::from_millis(200);
 
 /// A live worker process, as the supervisor watches it.
 struct Live {
+    slot: usize,
     pid: u32,
     pidfd: Arc<OwnedFd>,
     /// Its channel closed; killed if it has not exited by then.
@@ -131,34 +163,95 @@ pub(crate) fn run(shared: Arc<Shared>, ready: mpsc::Sender<Result<(), TaskError>
     // The first start: `build` waits for every slot.
     let mut initial = Some((slots, None::<TaskError>, ready));
     for slot in 0..slots {
-        launch(&shared, slot, &mut starting);
+        launch(&shared, slot, &mut starting, None);
     }
     let mut stopping = false;
     let mut poll_failed = false;
     let mut stop_deadline: Option<Instant> = None;
+    // Workers started ahead of their slot's restart, by slot.
+    let mut spares: HashMap<usize, Spare> = HashMap::new();
+    // Channels closed of workers not yet heard of (see `closed`).
+    let mut closed_early: HashSet<WorkerId> = HashSet::new();
     loop {
         let cmds = std::mem::take(&mut *sup.lock());
         let now = Instant::now();
         stopping |= cmds.stop;
-        for c in cmds.connected {
+        for r in cmds.registered {
             starting -= 1;
+            if matches!(spares.get(&r.slot), Some(Spare::Starting { w, .. }) if *w == r.w) {
+                spares.remove(&r.slot);
+            }
             live.insert(
-                c.w,
+                r.w,
                 Live {
-                    pid: c.pid,
-                    pidfd: c.pidfd.clone(),
+                    slot: r.slot,
+                    pid: r.pid,
+                    pidfd: r.pidfd,
                     grace: None,
-                    closed: false,
+                    // Its channel may have closed before this was heard.
+                    closed: closed_early.remove(&r.w),
                     exited: None,
                 },
             );
-            register(&shared, c);
-            if let Some((left, _, _)) = &mut initial {
-                *left -= 1;
+            if !r.spare {
+                if let Some((left, _, _)) = &mut initial {
+                    *left -= 1;
+                }
+            }
+        }
+        for (slot, w) in cmds.gone {
+            starting -= 1;
+            if let Some(Spare::Starting { w: s, claim }) = spares.get(&slot) {
+                if *s == w {
+                    // Asked for after its connect thread ended it: the
+                    // slot still gets its worker.
+                    let asked = lock_claim(claim).asked == Some(true);
+                    spares.remove(&slot);
+                    if asked && !stopping {
+                        launch(&shared, slot, &mut starting, None);
+                    }
+                }
+            }
+        }
+        // Spares whose connect thread found them not asked for (yet).
+        for c in cmds.connected {
+            starting -= 1;
+            let asked = match spares.get(&c.slot) {
+                Some(Spare::Starting { w, claim }) if *w == c.w => lock_claim(claim).asked,
+                // Not a spare this supervisor knows: cannot happen; ended.
+                _ => Some(false),
+            };
+            match asked {
+                Some(true) if !stopping => {
+                    spares.remove(&c.slot);
+                    take_live(&shared, &mut live, c);
+                }
+                None if !stopping => {
+                    // Kept until the scheduler asks for its slot, or
+                    // given up.
+                    spares.insert(c.slot, Spare::Parked(c));
+                }
+                _ => {
+                    spares.remove(&c.slot);
+                    discard(c);
+                }
             }
         }
         for (slot, e) in cmds.failed {
             starting -= 1;
+            match spares.remove(&slot) {
+                // A spare that failed before it was asked for is
+                // forgotten: the slot's start, when it comes, launches
+                // another, and only that one counts.
+                Some(Spare::Starting { claim, .. }) if lock_claim(&claim).asked != Some(true) => {
+                    continue
+                }
+                Some(parked @ Spare::Parked(_)) => {
+                    // Not this slot's spare that failed (it connected).
+                    spares.insert(slot, parked);
+                }
+                Some(Spare::Starting { .. }) | None => {}
+            }
             match &mut initial {
                 Some((left, first, _)) => {
                     *left -= 1;
@@ -175,8 +268,22 @@ pub(crate) fn run(shared: Arc<Shared>, ready: mpsc::Sender<Result<(), TaskError>
         }
         if !stopping {
             for slot in cmds.start {
-                launch(&shared, slot, &mut starting);
+                match spares.remove(&slot) {
+                    Some(Spare::Parked(c)) => take_live(&shared, &mut live, c),
+                    Some(Spare::Starting { w, claim }) => {
+                        // Its connect thread hands it to the pool itself,
+                        // or has handed it here already (then it is in
+                        // the next commands).
+                        lock_claim(&claim).asked = Some(true);
+                        spares.insert(slot, Spare::Starting { w, claim });
+                    }
+                    None => {
+                        launch(&shared, slot, &mut starting, None);
+                    }
+                }
             }
+        } else {
+            give_up_spares(&mut spares, |_| true);
         }
         for w in cmds.closed {
             if let Some(l) = live.get_mut(&w) {
@@ -184,6 +291,10 @@ pub(crate) fn run(shared: Arc<Shared>, ready: mpsc::Sender<Result<(), TaskError>
                 if l.exited.is_none() {
                     l.grace.get_or_insert(now + EXIT_GRACE);
                 }
+            } else {
+                // Handed to the pool by its connect thread, and not yet
+                // heard of here.
+                closed_early.insert(w);
             }
         }
         let settle: Vec<(WorkerId, WorkerExit)> = live
@@ -194,8 +305,10 @@ pub(crate) fn run(shared: Arc<Shared>, ready: mpsc::Sender<Result<(), TaskError>
             })
             .collect();
         for (w, exit) in settle {
-            live.remove(&w);
-            settle_exit(&shared, w, exit);
+            if let Some(l) = live.remove(&w) {
+                settle_exit(&shared, w, exit);
+                keep_spare_if_asked(sup, &mut spares, l.slot);
+            }
         }
         // Deadlines: checked on every wake-up (cheap), so a worker that
         // just went busy is watched at once.
@@ -277,14 +390,22 @@ pub(crate) fn run(shared: Arc<Shared>, ready: mpsc::Sender<Result<(), TaskError>
         };
         for i in readable {
             let w = ids[i];
-            let Some(l) = live.get_mut(&w) else { continue };
+            let Some(l) = live.get(&w) else { continue };
             // The worker is a zombie now: its group's number is still
             // ours. End what its tasks forked, then reap it.
             pidfd::kill_group(l.pid);
             let exit = sys::wait(l.pid).unwrap_or(WorkerExit::Unknown);
+            let slot = l.slot;
+            if !stopping && !spares.contains_key(&slot) && wants_spare(&shared, w, slot, exit) {
+                let claim: ClaimCell = Arc::default();
+                let spare = launch(&shared, slot, &mut starting, Some(claim.clone()));
+                spares.insert(slot, Spare::Starting { w: spare, claim });
+            }
+            let Some(l) = live.get_mut(&w) else { continue };
             if l.closed {
                 live.remove(&w);
                 settle_exit(&shared, w, exit);
+                keep_spare_if_asked(sup, &mut spares, slot);
             } else {
                 l.exited = Some((exit, Instant::now() + SETTLE_GRACE));
             }
@@ -307,9 +428,115 @@ fn settle_exit(shared: &Shared, w: WorkerId, exit: WorkerExit) {
     });
 }
 
+/// A worker started for a slot before the scheduler asked for it: when a
+/// worker dies, its replacement is started the moment the death is seen,
+/// while its task is still being settled and its caller is waking, so the
+/// fork (or exec) and the handshake are off the path from the task's error
+/// to the next task's start. The scheduler still decides: the spare is
+/// used only when it asks for the slot (it always does after a crash,
+/// unless the pool is stopping or gave up), and ended otherwise.
+enum Spare {
+    /// Starting; what becomes of it is in `claim`.
+    Starting { w: WorkerId, claim: ClaimCell },
+    /// Connected, not asked for yet.
+    Parked(Connected),
+}
+
+/// What becomes of a spare, decided by whichever of the supervisor and its
+/// connect thread comes second: once connected, the connect thread hands
+/// a spare asked for to the pool itself (no wake-up of the supervisor on
+/// the way), ends one given up, and gives one not asked for yet to the
+/// supervisor, which then decides by `asked` when it hears of it.
+#[derive(Default)]
+struct Claim {
+    /// `Some(true)`: the scheduler asked for its slot; `Some(false)`: given
+    /// up; `None`: neither yet.
+    asked: Option<bool>,
+}
+
+type ClaimCell = Arc<Mutex<Claim>>;
+
+fn lock_claim(c: &ClaimCell) -> MutexGuard<'_, Claim> {
+    c.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Whether worker `w` of `slot`, which just ended with `exit`, gets a spare
+/// started at once: it still holds its slot (so the scheduler will start
+/// another for it), the pool takes work, and it did not exit cleanly (a
+/// clean exit is a retiring worker: a stopping pool, one that gave up, or
+/// a recycled worker whose replacement is already under way).
+fn wants_spare(shared: &Shared, w: WorkerId, slot: usize, exit: WorkerExit) -> bool {
+    exit != WorkerExit::Code(0)
+        && !shared.admission.is_closed()
+        && shared.lock().sched.slots.get(slot) == Some(&Some(w))
+}
+
+/// A worker's death in `slot` was just settled: its spare stays only if
+/// the scheduler asked for the slot (the start it asked for is queued in
+/// the supervisor's commands by then: the settling ran on this thread).
+fn keep_spare_if_asked(sup: &Supervisor, spares: &mut HashMap<usize, Spare>, slot: usize) {
+    if spares.contains_key(&slot) && !sup.lock().start.contains(&slot) {
+        give_up_spares(spares, |s| s == slot);
+    }
+}
+
+/// Ends the spares not asked for of the slots `which` selects: a connected
+/// one now, a starting one when it connects. One asked for is a start like
+/// any other.
+fn give_up_spares(spares: &mut HashMap<usize, Spare>, which: impl Fn(usize) -> bool) {
+    let slots: Vec<usize> = spares.keys().copied().filter(|s| which(*s)).collect();
+    for slot in slots {
+        match spares.remove(&slot) {
+            Some(Spare::Parked(c)) => discard(c),
+            Some(Spare::Starting { w, claim }) => {
+                {
+                    let mut g = lock_claim(&claim);
+                    if g.asked.is_none() {
+                        g.asked = Some(false);
+                    }
+                }
+                spares.insert(slot, Spare::Starting { w, claim });
+            }
+            None => {}
+        }
+    }
+}
+
+/// Ends a connected worker the pool never used, and reaps it (it was never
+/// the scheduler's, so nothing is settled).
+fn discard(c: Connected) {
+    pidfd::kill(&c.pidfd);
+    // Killed: its end is imminent.
+    let _ = sys::wait(c.pid);
+}
+
+/// Takes a connected worker into the pool: watched from now on, and handed
+/// to the scheduler (supervisor thread).
+fn take_live(shared: &Arc<Shared>, live: &mut HashMap<WorkerId, Live>, c: Connected) {
+    live.insert(
+        c.w,
+        Live {
+            slot: c.slot,
+            pid: c.pid,
+            pidfd: c.pidfd.clone(),
+            grace: None,
+            closed: false,
+            exited: None,
+        },
+    );
+    register(shared, c);
+}
+
 /// Launches a worker process for `slot` and hands its connection to a
-/// helper thread.
-fn launch(shared: &Arc<Shared>, slot: usize, starting: &mut usize) {
+/// helper thread, which hands the connected worker to the pool itself (a
+/// spare, with its `claim`: see [`Claim`]); returns its id. Either way the
+/// supervisor hears of it: registered, connected, gone or failed.
+fn launch(
+    shared: &Arc<Shared>,
+    slot: usize,
+    starting: &mut usize,
+    claim: Option<ClaimCell>,
+) -> WorkerId {
     let w = shared.lock().sched.next_worker_id();
     let deadline = Instant::now() + shared.settings.start_timeout;
     let pending = match spawn::launch(shared.settings.spawn_mode) {
@@ -317,7 +544,7 @@ fn launch(shared: &Arc<Shared>, slot: usize, starting: &mut usize) {
         Err(e) => {
             *starting += 1;
             shared.supervisor.failed(slot, e.into());
-            return;
+            return w;
         }
     };
     *starting += 1;
@@ -331,7 +558,7 @@ fn launch(shared: &Arc<Shared>, slot: usize, starting: &mut usize) {
                 connect(&s, w, slot, pending, deadline)
             }));
             match r {
-                Ok(Ok(c)) => s.supervisor.connected(c),
+                Ok(Ok(c)) => hand_over(&s, c, claim.as_ref()),
                 Ok(Err(e)) => s.supervisor.failed(slot, e),
                 Err(_) => s.supervisor.failed(
                     slot,
@@ -345,6 +572,34 @@ fn launch(shared: &Arc<Shared>, slot: usize, starting: &mut usize) {
         // (or dies with this process); report the slot failed.
         shared.supervisor.failed(slot, TaskError::io(e));
     }
+    w
+}
+
+/// A connected worker, on its connect thread: handed to the pool here when
+/// it is wanted (every start but a spare not asked for), so that its first
+/// task does not wait for the supervisor to wake; the supervisor then only
+/// watches it.
+fn hand_over(shared: &Arc<Shared>, c: Connected, claim: Option<&ClaimCell>) {
+    let asked = claim.map_or(Some(true), |cl| lock_claim(cl).asked);
+    match asked {
+        Some(true) => {
+            let r = Registered {
+                w: c.w,
+                slot: c.slot,
+                pid: c.pid,
+                pidfd: c.pidfd.clone(),
+                spare: claim.is_some(),
+            };
+            register(shared, c);
+            shared.supervisor.registered(r);
+        }
+        Some(false) => {
+            let (slot, w) = (c.slot, c.w);
+            discard(c);
+            shared.supervisor.gone(slot, w);
+        }
+        None => shared.supervisor.connected(c),
+    }
 }
 
 /// Connects a launched worker and initialises it (helper thread). On
@@ -357,6 +612,9 @@ fn connect(
     deadline: Instant,
 ) -> Result<Connected, TaskError> {
     let s = &shared.settings;
+    // Made while the child starts (it is on the path of every start); a
+    // failure is reported once the child can be ended.
+    let progress = ProgressWord::new();
     let started = p.connect(deadline, s.start_timeout)?;
     let pid = started.pid;
     let pidfd = Arc::new(pidfd::open(pid).map_err(|e| {
@@ -369,7 +627,7 @@ fn connect(
         let _ = sys::wait(pid);
         e
     };
-    let progress = Arc::new(ProgressWord::new().map_err(|e| give_up(TaskError::io(e)))?);
+    let progress = Arc::new(progress.map_err(|e| give_up(TaskError::io(e)))?);
     let (initializer, body) = match &s.initializer {
         Some(i) => (
             Some(i.name().to_owned()),
@@ -437,7 +695,8 @@ fn connect(
     })
 }
 
-/// Hands a connected worker to the pool (supervisor thread).
+/// Hands a connected worker to the pool (its connect thread, or the
+/// supervisor thread for a spare it kept).
 fn register(shared: &Arc<Shared>, c: Connected) {
     let weak = Arc::downgrade(shared);
     let w = c.w;
