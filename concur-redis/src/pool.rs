@@ -180,17 +180,20 @@ impl Inner {
 
     /// Every waiting task fails with `e`, its entry is deleted and the
     /// workers are told: the local workers cannot be kept running, or the
-    /// pool stops now.
-    fn fail_and_cancel(&self, e: &TaskError) {
+    /// pool stops now (`patient` as for [`Self::cancel_entries`]).
+    fn fail_and_cancel(&self, e: &TaskError, patient: bool) {
         let entries = self.fail_all(e);
-        self.cancel_entries(&entries, None);
+        self.cancel_entries(&entries, None, patient);
     }
 
     /// The local workers cannot be kept running (see [`Self::fail_and_cancel`]).
     pub(crate) fn fail_pool(&self, why: &str) {
-        self.fail_and_cancel(&TaskError::new(ErrorKind::PoolFailed {
-            reason: why.to_owned(),
-        }));
+        self.fail_and_cancel(
+            &TaskError::new(ErrorKind::PoolFailed {
+                reason: why.to_owned(),
+            }),
+            true,
+        );
     }
 
     fn enqueue(&self, completion: &Completion, name: &'static str, batch: bool, body: Vec<u8>) {
@@ -252,13 +255,17 @@ impl Inner {
     }
 
     /// Deletes the entries of tasks that will not be run and tells the
-    /// workers (`id` `None`: every task of this pool).
-    fn cancel_entries(&self, entries: &[String], id: Option<u64>) {
+    /// workers (`id` `None`: every task of this pool). `patient`: keeps
+    /// reconnecting to a lost broker within the reconnect bound; otherwise
+    /// one attempt (a pool stopping now does not wait for a broker that is
+    /// away: its local workers are stopped anyway). A broker found gone is
+    /// noted, so stopping does not wait for it again.
+    fn cancel_entries(&self, entries: &[String], id: Option<u64>, patient: bool) {
         let tasks = self.keys.tasks();
         let control = self.keys.control();
         let pool = self.id.clone();
         let which = id.map_or_else(|| "*".to_owned(), |i| i.to_string());
-        let _ = self.side_call(|c| {
+        let cancel = |c: &mut Connection| {
             let mut p = redis::pipe();
             if !entries.is_empty() {
                 p.cmd("XDEL").arg(&tasks).arg(entries).ignore();
@@ -270,7 +277,15 @@ impl Inner {
             ))
             .ignore();
             p.exec(c)
-        });
+        };
+        if patient {
+            let r = self.side_call(cancel);
+            self.note_lost(r.is_err_and(|e| is_lost(&e)));
+        } else {
+            let once = AtomicBool::new(true);
+            let r = self.side().try_once(&once, cancel);
+            self.note_lost(r.is_err_and(|e| e.io));
+        }
     }
 }
 
@@ -283,7 +298,7 @@ impl Link for Inner {
         let w = self.state().waiting.remove(&id.0);
         self.changed.notify_all();
         let entries: Vec<String> = w.and_then(|w| w.entry).into_iter().collect();
-        self.cancel_entries(&entries, Some(id.0));
+        self.cancel_entries(&entries, Some(id.0), true);
     }
 
     fn caller_gone(&self, id: TaskId) {
@@ -765,7 +780,8 @@ impl Executor for RedisPool {
     fn shutdown_now(&self) {
         self.inner.admission.close();
         self.inner.closed.store(true, Ordering::Release);
-        self.inner.fail_and_cancel(&ErrorKind::Cancelled.into());
+        self.inner
+            .fail_and_cancel(&ErrorKind::Cancelled.into(), false);
         self.stop(STOP_NOW_GRACE);
     }
 }

@@ -617,3 +617,35 @@ fn a_bad_queue_name_is_a_config_error_for_pools_and_workers() {
         }
     }
 }
+
+/// `shutdown_now` with the broker gone cancels every waiting handle and
+/// returns without waiting on the broker: its cancel is one attempt, and a
+/// broker found gone is not waited for again while the pool stops.
+#[test]
+fn shutdown_now_does_not_wait_for_a_broker_that_is_gone() {
+    let reconnect = Duration::from_secs(30);
+    let mut server = Server::start(false, None);
+    let pool = support::builder(&server.url(), support::workers(1))
+        .reconnect_timeout(reconnect)
+        .build()
+        .unwrap();
+    let h = pool.submit(Slow(1)).unwrap();
+    assert_eq!(join(h).unwrap(), 1);
+    let waiting: Vec<_> = (0..5).map(|i| pool.submit(Slow(i)).unwrap()).collect();
+    server.kill();
+    let start = Instant::now();
+    pool.shutdown_now();
+    // A hang bound, not a measurement: before the fix the call waited the
+    // reconnect timeout twice (the cancel, then the stop request).
+    assert!(
+        start.elapsed() < reconnect,
+        "shutdown_now took {:?} (reconnect timeout {reconnect:?})",
+        start.elapsed()
+    );
+    for h in waiting {
+        match join(h) {
+            Ok(_) => {}
+            Err(e) => assert_eq!(e.kind(), &ErrorKind::Cancelled),
+        }
+    }
+}
