@@ -341,3 +341,88 @@ fn garbage_read_late_fails_only_the_tasks_that_wrote_it() {
         }
     }
 }
+
+/// Sends on descriptor 3 (its channel to the parent) the first fragment of
+/// a message that claims 4096 bytes, with the receiving end of a fresh
+/// fragment channel whose sending end it keeps open and never writes: the
+/// parent would wait for the rest for ever.
+fn send_a_stalled_first_fragment() {
+    // SAFETY: plain system calls on descriptors this function creates, and
+    // a message whose buffers outlive the call.
+    unsafe {
+        let mut sv = [0i32; 2];
+        let kind = libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC;
+        assert_eq!(libc::socketpair(libc::AF_UNIX, kind, 0, sv.as_mut_ptr()), 0);
+        let data = [0u8; 8];
+        let fragment: usize = 16 + data.len();
+        let total: usize = 4096;
+        let mut iov = [
+            libc::iovec {
+                iov_base: (&fragment as *const usize).cast_mut().cast(),
+                iov_len: 8,
+            },
+            libc::iovec {
+                iov_base: (&total as *const usize).cast_mut().cast(),
+                iov_len: 8,
+            },
+            libc::iovec {
+                iov_base: data.as_ptr().cast_mut().cast(),
+                iov_len: data.len(),
+            },
+        ];
+        let space = libc::CMSG_SPACE(std::mem::size_of::<i32>() as u32) as usize;
+        let mut control = vec![0u8; space];
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = iov.as_mut_ptr();
+        msg.msg_iovlen = iov.len();
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = space;
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<i32>() as u32) as usize;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<i32>(), sv[1]);
+        libc::sendmsg(3, &msg, 0);
+        libc::close(sv[1]);
+        // sv[0] stays open (and silent) while the worker lives.
+    }
+}
+
+/// See [`send_a_stalled_first_fragment`].
+#[derive(Serialize, Deserialize)]
+struct StallFragment;
+
+impl Task for StallFragment {
+    type Output = u32;
+    type ToCaller = ();
+    type FromCaller = ();
+    const NAME: &'static str = "hostile::StallFragment";
+    fn run(self, _cx: &mut TaskContext<'_, Self>) -> u32 {
+        send_a_stalled_first_fragment();
+        5
+    }
+}
+concur_procs::register!(StallFragment);
+
+/// A task that sends the start of a fragmented message and never the rest
+/// cannot stall the pool: the rest must come within a deadline, so the
+/// other worker's result arrives, the staller fails with `Codec`, and the
+/// pool goes on (before, the thread that reads every worker waited for
+/// ever, and dropping the pool hung).
+#[test]
+fn a_stalled_fragmented_message_does_not_stall_the_pool() {
+    common::bounded("the pool with a stalled fragment", || {
+        let p = ProcessPool::builder()
+            .workers(2)
+            .retries(0)
+            .build()
+            .unwrap();
+        let other = p.submit(common::Sleep { ms: 300 }).unwrap();
+        let other_pid = other.recv_timeout(common::DEADLINE).expect("it started");
+        let staller = p.submit(StallFragment).unwrap();
+        let err = join(staller).unwrap_err();
+        assert!(matches!(err.kind(), ErrorKind::Codec { .. }), "{err:?}");
+        assert_eq!(join(other).expect("the other worker's result"), other_pid);
+        join(p.submit(Who).unwrap()).expect("the pool goes on");
+    });
+}

@@ -122,6 +122,16 @@ fn max_message_size() -> usize {
 /// The error for bytes on a socket that cannot be a message sent by this
 /// crate (a forged or corrupt header). Whatever descriptors came with them
 /// are closed.
+/// How long the follow-up fragments of one message may take to arrive:
+/// this much, plus a second per [`FRAGMENT_MIN_RATE`] bytes of the message.
+/// A sender writes them in one go once the first is out; a peer that sends
+/// a first fragment and then stalls (or trickles) would otherwise block the
+/// receiving call, and every channel of its receiver set, for ever.
+const FRAGMENT_DEADLINE: Duration = Duration::from_secs(5);
+/// Bytes per second below which the rest of a fragmented message counts as
+/// stalled (see [`FRAGMENT_DEADLINE`]).
+const FRAGMENT_MIN_RATE: usize = 64 * 1024 * 1024;
+
 fn malformed(what: &'static str) -> UnixError {
     UnixError::IoError(io::Error::new(io::ErrorKind::InvalidData, what))
 }
@@ -1398,8 +1408,35 @@ fn recv(fd: c_int, blocking_mode: BlockingMode) -> Result<IpcMessage, UnixError>
         return Err(UnixError::Errno(libc::ENOMEM));
     }
 
-    // Receive followup fragments directly into the main buffer.
+    // Receive followup fragments directly into the main buffer, within a
+    // deadline for the whole message (see `FRAGMENT_DEADLINE`).
+    let deadline = std::time::Instant::now()
+        + FRAGMENT_DEADLINE
+        + Duration::from_secs((total_size / FRAGMENT_MIN_RATE) as u64);
     while main_data_buffer.len() < total_size {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let mut pollfd = libc::pollfd {
+            fd: dedicated_rx.fd.get(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = c_int::try_from(left.as_millis()).unwrap_or(c_int::MAX);
+        // SAFETY: one valid pollfd.
+        match unsafe { libc::poll(&mut pollfd, 1, ms) } {
+            0 => {
+                return Err(malformed(
+                    "the rest of a fragmented message did not come in time",
+                ))
+            },
+            n if n < 0 => {
+                let e = UnixError::last();
+                if matches!(e, UnixError::Errno(libc::EINTR)) {
+                    continue;
+                }
+                return Err(e);
+            },
+            _ => {},
+        }
         let write_pos = main_data_buffer.len();
         let end_pos = cmp::min(
             write_pos + OsIpcSender::fragment_size(*SYSTEM_SENDBUF_SIZE),
