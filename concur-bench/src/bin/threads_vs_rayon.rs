@@ -1,24 +1,36 @@
 //! concur-threads against raw rayon, in one process and one run:
 //! `cargo run --release -p concur-bench --bin threads_vs_rayon`
 //! (`ROUNDS=n` sets the rounds per figure, default 9; `ONLY=word` runs only
-//! the figures whose name contains `word`, for profiling one of them).
+//! the figures whose name contains `word`, for profiling one of them; `QB=n`
+//! sets the default pool's queue bound, 2048 otherwise).
+//!
+//! The 100k burst holds one result cell per task until it is joined, about
+//! 17 MB, and frees them together. glibc then hands the top of its heap back
+//! to the kernel whenever it exceeds the trim threshold (which glibc raises
+//! by itself as the process frees larger mapped blocks), and the next burst
+//! faults those pages in again: the burst lines print concur's page faults
+//! per round, which say which state a run was in. `MALLOC_TRIM_THRESHOLD_=
+//! 4000000000` in the environment switches the trimming off for comparison
+//! (see PERFORMANCE.md, "Issue 11: threads (fourth pass)").
 //!
 //! 1. one task in flight, no-op round trip vs rayon `spawn` + channel
 //!    (target <= 1.2x);
 //! 2. 100k no-op tasks, `submit` all then `join` all, vs rayon `spawn` +
 //!    channel (target <= 1.2x), on the default pool and on one whose queue
-//!    bound fits the burst (the anchor has none);
+//!    bound fits the burst (the anchor has none), the two pools taking
+//!    turns within each round;
 //! 3. `map` over 100k items of about 1 us of work each vs rayon
 //!    `par_iter().map().collect()` on the same items (target <= 1.05x);
 //! 4. `map` over 1M trivial items (one multiply-rotate-xor) vs rayon
 //!    `par_iter` (target <= 5x), on the default pool and on one whose queue
 //!    bound (which also bounds `map`'s tasks in flight) is 64k.
 
+use std::cell::Cell;
 use std::sync::mpsc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use concur_bench::tasks::{mix, spin, Mix, Noop, Spin};
-use concur_bench::{header, interleaved, rounds, Comparison};
+use concur_bench::{header, interleaved, median, rounds, time, Comparison};
 use concur_core::prelude::*;
 use concur_threads::ThreadPool;
 use rayon::prelude::*;
@@ -26,6 +38,17 @@ use rayon::prelude::*;
 /// True when the figure `what` should run (`ONLY` unset or contained in it).
 fn wanted(what: &str) -> bool {
     std::env::var("ONLY").map_or(true, |only| what.contains(&only))
+}
+
+/// Minor page faults of this process so far.
+fn minor_faults() -> u64 {
+    // SAFETY: `getrusage` writes the struct it is given and nothing else.
+    let usage = unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut u);
+        u
+    };
+    usage.ru_minflt as u64
 }
 
 /// Rounds of [`spin`] that take about one microsecond on this machine.
@@ -89,34 +112,68 @@ fn main() {
         .queue_bound(N as usize)
         .build()
         .expect("thread pool");
-    for (what, pool) in [
+    // Both pools take turns within each round (their order alternating), each
+    // right after its own anchor run: a figure measured first in the process
+    // ran slower than the same pool measured second (the heap was still
+    // growing, see the module docs), which made the two lines differ by
+    // their order rather than by their bound.
+    let bursts: Vec<(&str, &ThreadPool)> = [
         ("100k no-op submit+join", &pool),
         ("100k no-op submit+join, bound 100k", &roomy),
-    ] {
-        if !wanted(what) {
-            continue;
-        }
-        let (peer, ours) = interleaved(
-            rounds,
-            || {
-                let (tx, rx) = mpsc::channel();
-                for i in 0..N {
-                    let tx = tx.clone();
-                    rayon_pool.spawn(move || {
-                        let _ = tx.send(i);
-                    });
+    ]
+    .into_iter()
+    .filter(|(what, _)| wanted(what))
+    .collect();
+    if !bursts.is_empty() {
+        let peer = || {
+            let (tx, rx) = mpsc::channel();
+            for i in 0..N {
+                let tx = tx.clone();
+                rayon_pool.spawn(move || {
+                    let _ = tx.send(i);
+                });
+            }
+            drop(tx);
+            let sum: u64 = rx.iter().sum();
+            assert_eq!(sum, N * (N - 1) / 2);
+        };
+        let faults = bursts.iter().map(|_| Cell::new(0u64)).collect::<Vec<_>>();
+        let ours = |k: usize| {
+            let before = minor_faults();
+            let handles: Vec<_> = (0..N)
+                .map(|i| bursts[k].1.submit(Noop(i)).unwrap())
+                .collect();
+            let sum: u64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
+            assert_eq!(sum, N * (N - 1) / 2);
+            faults[k].set(faults[k].get() + minor_faults() - before);
+        };
+        // Two warm-up rounds: the first rounds of a process still grow
+        // (and trim) the heap.
+        let mut samples = vec![(Vec::new(), Vec::new()); bursts.len()];
+        for round in 0..rounds + 2 {
+            for j in 0..bursts.len() {
+                let k = (j + round) % bursts.len();
+                let p = time(peer).as_secs_f64();
+                let o = time(|| ours(k)).as_secs_f64();
+                if round >= 2 {
+                    samples[k].0.push(p);
+                    samples[k].1.push(o);
                 }
-                drop(tx);
-                let sum: u64 = rx.iter().sum();
-                assert_eq!(sum, N * (N - 1) / 2);
-            },
-            || {
-                let handles: Vec<_> = (0..N).map(|i| pool.submit(Noop(i)).unwrap()).collect();
-                let sum: u64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
-                assert_eq!(sum, N * (N - 1) / 2);
-            },
-        );
-        Comparison::new(what, "rayon spawn+channel", peer, ours, 1.2).print(N, "us/task");
+            }
+        }
+        for (k, (p, o)) in samples.iter_mut().enumerate() {
+            let (peer, ours) = (
+                Duration::from_secs_f64(median(p)),
+                Duration::from_secs_f64(median(o)),
+            );
+            Comparison::new(bursts[k].0, "rayon spawn+channel", peer, ours, 1.2)
+                .print(N, "us/task");
+            // Mean over every round: whether glibc trimmed the heap between them.
+            println!(
+                "  (concur: {} page faults per round)",
+                faults[k].get() / (rounds as u64 + 2)
+            );
+        }
     }
 
     const K: u64 = 100_000;

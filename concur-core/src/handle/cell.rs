@@ -35,6 +35,10 @@ pub(super) struct Inner {
     pub(super) cancelled: bool,
     result_waker: Option<Waker>,
     pub(super) mail: Mailbox,
+    /// The caller dropped its handle: nobody reads the task's messages,
+    /// nobody sends it more (kept outside the boxed queues: it is set
+    /// whether or not a message was ever sent).
+    pub(super) caller_gone: bool,
     /// Room in the pool's queue, given back when the task is done.
     permit: Option<Permit>,
     /// Threads blocked on `to_caller` / `to_task`: a notify without waiters
@@ -157,6 +161,7 @@ impl Shared {
                 cancelled: false,
                 result_waker: None,
                 mail: Mailbox::default(),
+                caller_gone: false,
                 permit: Some(permit),
                 caller_waiting: 0,
                 task_waiting: 0,
@@ -255,7 +260,7 @@ impl Shared {
         if let Some(w) = g.result_waker.take() {
             w.wake();
         }
-        if let Some(w) = g.mail.message_waker.take() {
+        if let Some(w) = g.mail.take_message_waker() {
             w.wake();
         }
         true

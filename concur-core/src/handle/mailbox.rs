@@ -13,14 +13,45 @@ use super::cell::{time_left, Shared, Side, State};
 use crate::payload::Payload;
 
 /// The two message queues of one task.
+///
+/// The queues live in a box made on the first message (or the first async
+/// wait for one): most tasks send none, and a burst of tasks holds one cell
+/// per task, so the cell stays small (one allocation of 168 bytes with its
+/// reference counts instead of 248; `handle::tests::cell_stays_small`).
+/// Fewer bytes per task is less memory written and, under glibc, fewer
+/// pages the allocator hands back after a burst and faults in again for
+/// the next (a third fewer page faults per 100k burst, measured).
 #[derive(Default)]
 pub(super) struct Mailbox {
+    queues: Option<Box<Queues>>,
+}
+
+/// What [`Mailbox`] holds once a message (or an async wait for one) came.
+#[derive(Default)]
+struct Queues {
     up: VecDeque<Payload>,
     down: VecDeque<Payload>,
-    /// The caller dropped its handle: nobody reads `up`, nobody adds to `down`.
-    caller_gone: bool,
     /// An async caller waiting for the next message (or the end).
-    pub(super) message_waker: Option<Waker>,
+    message_waker: Option<Waker>,
+}
+
+impl Mailbox {
+    fn queues(&mut self) -> &mut Queues {
+        self.queues.get_or_insert_with(Box::default)
+    }
+
+    fn pop_up(&mut self) -> Option<Payload> {
+        self.queues.as_mut()?.up.pop_front()
+    }
+
+    fn pop_down(&mut self) -> Option<Payload> {
+        self.queues.as_mut()?.down.pop_front()
+    }
+
+    /// The async caller waiting for a message, if any (it is woken once).
+    pub(super) fn take_message_waker(&mut self) -> Option<Waker> {
+        self.queues.as_mut()?.message_waker.take()
+    }
 }
 
 impl Shared {
@@ -28,12 +59,12 @@ impl Shared {
     /// is already done or the caller has gone.
     pub(super) fn push_up(&self, msg: Payload) {
         let mut g = self.lock();
-        if g.state == State::Done || g.mail.caller_gone {
+        if g.state == State::Done || g.caller_gone {
             return;
         }
-        g.mail.up.push_back(msg);
+        g.mail.queues().up.push_back(msg);
         self.notify(&g, Side::Caller);
-        if let Some(w) = g.mail.message_waker.take() {
+        if let Some(w) = g.mail.take_message_waker() {
             w.wake();
         }
     }
@@ -43,7 +74,7 @@ impl Shared {
     pub(super) fn pop_up(&self, deadline: Option<Instant>) -> Option<Payload> {
         let mut g = self.lock();
         loop {
-            if let Some(m) = g.mail.up.pop_front() {
+            if let Some(m) = g.mail.pop_up() {
                 return Some(m);
             }
             if g.state == State::Done {
@@ -56,20 +87,20 @@ impl Shared {
     /// As [`pop_up`](Self::pop_up), for an async caller.
     pub(super) fn poll_up(&self, cx: &mut Context<'_>) -> Poll<Option<Payload>> {
         let mut g = self.lock();
-        if let Some(m) = g.mail.up.pop_front() {
+        if let Some(m) = g.mail.pop_up() {
             return Poll::Ready(Some(m));
         }
         if g.state == State::Done {
             return Poll::Ready(None);
         }
-        g.mail.message_waker = Some(cx.waker().clone());
+        g.mail.queues().message_waker = Some(cx.waker().clone());
         Poll::Pending
     }
 
     /// Queues a message from the caller for the task.
     pub(super) fn push_down(&self, msg: Payload) {
         let mut g = self.lock();
-        g.mail.down.push_back(msg);
+        g.mail.queues().down.push_back(msg);
         self.notify(&g, Side::Task);
     }
 
@@ -79,10 +110,10 @@ impl Shared {
     pub(super) fn pop_down(&self, deadline: Option<Instant>) -> Option<Payload> {
         let mut g = self.lock();
         loop {
-            if let Some(m) = g.mail.down.pop_front() {
+            if let Some(m) = g.mail.pop_down() {
                 return Some(m);
             }
-            if g.state == State::Done || g.mail.caller_gone {
+            if g.state == State::Done || g.caller_gone {
                 return None;
             }
             g = self.wait(g, Side::Task, time_left(deadline)?);
@@ -94,8 +125,10 @@ impl Shared {
     /// need telling).
     pub(super) fn caller_left(&self) -> bool {
         let mut g = self.lock();
-        g.mail.caller_gone = true;
-        g.mail.up.clear();
+        g.caller_gone = true;
+        if let Some(q) = g.mail.queues.as_mut() {
+            q.up.clear();
+        }
         self.notify(&g, Side::Task);
         g.state != State::Done
     }

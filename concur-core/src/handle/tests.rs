@@ -165,3 +165,17 @@ fn batch_join_timeout_never_loses_a_racing_result() {
     drop(tx);
     finisher.join().unwrap();
 }
+
+/// A task's cell stays small: a burst holds one per task (100k tasks
+/// submitted at once hold 100k cells), and the message queues, which most
+/// tasks never use, are boxed on first use rather than kept inline. With
+/// its two reference counts the cell is one allocation of 168 bytes (248
+/// with the queues inline).
+#[test]
+fn cell_stays_small() {
+    let with_counts = std::mem::size_of::<super::cell::Shared>() + 2 * std::mem::size_of::<usize>();
+    assert!(
+        with_counts <= 168,
+        "a task's cell takes {with_counts} bytes with its reference counts"
+    );
+}
