@@ -1043,7 +1043,9 @@ impl Scheduler {
                         unit.sink,
                         Err(TaskError::with_source(
                             ErrorKind::WorkerLost(exit),
-                            ResultLost,
+                            ResultLost {
+                                bad_frame: bad_frame.is_some(),
+                            },
                         )),
                     ));
                     continue;
@@ -1412,17 +1414,28 @@ impl std::fmt::Display for Quarantined {
 impl std::error::Error for Quarantined {}
 
 /// Why a task that ran to its end failed anyway: its result was held back
-/// in its worker and lost with it, and running it again would exceed its
-/// retries.
+/// in its worker and lost with it (or, `bad_frame`, its worker was stopped
+/// for sending bytes that could not be read before its result was read),
+/// and running it again would exceed its retries.
 #[derive(Debug)]
-struct ResultLost;
+struct ResultLost {
+    bad_frame: bool,
+}
 
 impl std::fmt::Display for ResultLost {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(
-            "the task ran, but its worker ended before its result was sent, and running it \
-             again would exceed its retries",
-        )
+        if self.bad_frame {
+            f.write_str(
+                "the task ran, but its worker sent bytes that could not be read before its \
+                 result was read, and was stopped (this task or another that ran there may have \
+                 written them); running it again would exceed its retries",
+            )
+        } else {
+            f.write_str(
+                "the task ran, but its worker ended before its result was sent, and running it \
+                 again would exceed its retries",
+            )
+        }
     }
 }
 

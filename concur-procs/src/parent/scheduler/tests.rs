@@ -952,3 +952,50 @@ fn a_suspect_runs_alone() {
     let sent: Vec<_> = s.workers[&w2].in_flight.iter().map(|u| u.id).collect();
     assert_eq!(sent, vec![cs[1].id(), cs[2].id()]);
 }
+
+/// With no retries, a task whose result a bad-frame kill took fails with
+/// `WorkerLost`, and its error says why (not that its worker died before
+/// sending it); the task running when the frame was read fails with the
+/// frame's `Codec` error.
+#[test]
+fn a_result_lost_to_a_bad_frame_says_so() {
+    let now = Instant::now();
+    let (mut s, w) = with_worker(rules(), now);
+    let (units, cs) = singles(2);
+    for u in units {
+        let _ = s.submit(vec![u], now).unwrap();
+        s.workers.get_mut(&w).unwrap().outgoing.clear();
+    }
+    let at_frame = Progress {
+        running: cs[1].id().0,
+        started: Some(now),
+        received: 2,
+        seq: 2,
+        last_ended: cs[0].id().0,
+    };
+    let mut probe = FakeProbe::default();
+    probe.0.insert(w, at_frame);
+    let garbage = TaskError::codec("frame", std::io::Error::other("garbage"));
+    apply(s.on_bad_frame(w, garbage, &probe));
+    let fx = s.on_exit(w, WorkerExit::Signal(9), at_frame, now);
+    let errors: HashMap<TaskId, String> = fx
+        .finish
+        .iter()
+        .map(|(sink, r)| {
+            let e = r.as_ref().expect_err("both fail");
+            let source = std::error::Error::source(e).map(ToString::to_string);
+            (
+                sink.handle_id(),
+                format!("{e}: {}", source.unwrap_or_default()),
+            )
+        })
+        .collect();
+    assert!(
+        errors[&cs[0].id()].contains("could not be read before its result"),
+        "{errors:?}"
+    );
+    assert!(
+        errors[&cs[1].id()].contains("could not encode or decode"),
+        "{errors:?}"
+    );
+}
