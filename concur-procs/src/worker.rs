@@ -158,6 +158,9 @@ fn run(boot: impl FnOnce() -> Result<Bootstrap, String>) -> Result<(), String> {
     .map_err(|e| e.to_string())?;
     hello.chan = Some(down_tx);
     up.send(vec![hello]).map_err(|e| e.to_string())?;
+    // Started while the parent answers with init: a thread start is off
+    // the path of a replacement worker's first task.
+    let results = Results::start(up.clone())?;
 
     let first = down
         .recv()
@@ -206,8 +209,11 @@ fn run(boot: impl FnOnce() -> Result<Bootstrap, String>) -> Result<(), String> {
             }
         })
         .map_err(|e| e.to_string())?;
-    let _ = started_rx.recv();
-    let results = Results::start(up.clone())?;
+    if memory_limit.is_some() {
+        // Its arena must exist before the limit applies; without a limit
+        // the worker does not wait for the thread to be scheduled.
+        let _ = started_rx.recv();
+    }
 
     if let Some(limit) = memory_limit {
         // An allocation failure is recognised by the errno it leaves; a
