@@ -1449,14 +1449,14 @@ fn recv(fd: c_int, blocking_mode: BlockingMode) -> Result<IpcMessage, UnixError>
             // Integer underflow could make the following code unsound...
             assert!(end_pos >= write_pos);
 
-            // Note: we always use blocking mode for followup fragments,
-            // to make sure that once we start receiving a multi-fragment message,
-            // we don't abort in the middle of it...
+            // Without blocking: `poll` said readable, but the peer may
+            // hold the receiving end too and take the bytes first; a
+            // blocking read would then wait past the deadline.
             let result = libc::recv(
                 dedicated_rx.fd.get(),
                 main_data_buffer[write_pos..].as_mut_ptr() as *mut c_void,
                 end_pos - write_pos,
-                0,
+                libc::MSG_DONTWAIT,
             );
             main_data_buffer.set_len(write_pos + cmp::max(result, 0) as usize);
             result
@@ -1465,7 +1465,14 @@ fn recv(fd: c_int, blocking_mode: BlockingMode) -> Result<IpcMessage, UnixError>
         match result.cmp(&0) {
             cmp::Ordering::Greater => continue,
             cmp::Ordering::Equal => return Err(UnixError::ChannelClosed),
-            cmp::Ordering::Less => return Err(UnixError::last()),
+            cmp::Ordering::Less => match UnixError::last() {
+                // Taken by another holder of the end, or a signal: back to
+                // `poll`, within the same deadline.
+                UnixError::Errno(EAGAIN | libc::EINTR) => continue,
+                #[allow(unreachable_patterns)]
+                UnixError::Errno(EWOULDBLOCK) => continue,
+                e => return Err(e),
+            },
         }
     }
 
