@@ -130,8 +130,27 @@ fn token() -> Result<String, SpawnError> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// A bootstrap server accepting in a helper thread (accept blocks).
+/// Sockets kept to end a bootstrap server's `accept` (see [`unblock`]),
+/// by server name: one per server whose child has not connected.
+static RESERVED: std::sync::Mutex<Vec<(String, std::os::fd::OwnedFd)>> =
+    std::sync::Mutex::new(Vec::new());
+
+fn reserved() -> std::sync::MutexGuard<'static, Vec<(String, std::os::fd::OwnedFd)>> {
+    RESERVED.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A bootstrap server accepting in a helper thread (accept blocks), with a
+/// socket set aside to unblock it.
 fn serve() -> Result<(String, Accepted), SpawnError> {
+    // Made first: a process out of descriptors fails here, before there is
+    // a thread to leak.
+    // SAFETY: plain socket(2); the descriptor is owned at once.
+    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(SpawnError::Os(std::io::Error::last_os_error()));
+    }
+    // SAFETY: `fd` is a new descriptor nobody else owns.
+    let spare = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
     let (server, name) = IpcOneShotServer::<Packet>::new().map_err(SpawnError::Os)?;
     let (tx, rx) = mpsc::channel();
     std::thread::Builder::new()
@@ -140,7 +159,13 @@ fn serve() -> Result<(String, Accepted), SpawnError> {
             let _ = tx.send(server.accept().map_err(|e| e.to_string()));
         })
         .map_err(SpawnError::Os)?;
+    reserved().push((name.clone(), spare));
     Ok((name, rx))
+}
+
+/// The server `name` was accepted: its spare socket is closed.
+fn served(name: &str) {
+    reserved().retain(|(n, _)| n != name);
 }
 
 /// How a pool starts its worker processes (see
@@ -173,8 +198,9 @@ pub(crate) fn launch(mode: SpawnMode) -> Result<Pending, SpawnError> {
             });
         }
     }
-    let (name, accepted) = serve()?;
+    // Before the server: failing here leaves no accept thread behind.
     let secret = sys::secret_pipe(token.as_bytes()).map_err(SpawnError::Os)?;
+    let (name, accepted) = serve()?;
     let fd = secret.as_raw_fd();
     let mut command = Command::new("/proc/self/exe");
     // The real path as argv[0], for `ps` and for messages (the worker's own
@@ -289,7 +315,8 @@ fn accept(
             Ok(r) => break r,
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => {
-                return Err(SpawnError::Protocol("bootstrap thread ended"))
+                served(name);
+                return Err(SpawnError::Protocol("bootstrap thread ended"));
             }
         }
         if let Some(pid) = child {
@@ -299,6 +326,7 @@ fn accept(
             }
         }
     };
+    served(name);
     let (rx, packet) = got.map_err(|_| SpawnError::Protocol("no hello"))?;
     let (tx, _) = check_hello(packet, token, child)?;
     Ok((tx, rx))
@@ -390,9 +418,38 @@ fn check_hello(packet: Packet, token: &str, child: Option<u32>) -> Result<(Tx, u
 }
 
 /// Lets a helper thread blocked in `accept` finish (a child that never
-/// connected). The connection is dropped at once.
+/// connected). The connection is dropped at once. It is made with the
+/// socket `serve` set aside, so a process out of descriptors (the likely
+/// reason a start failed) still ends the thread and its listening socket.
 fn unblock(name: &str) {
-    let _ = IpcSender::<Packet>::connect(name.to_owned());
+    let spare = {
+        let mut r = reserved();
+        r.iter()
+            .position(|(n, _)| n == name)
+            .map(|i| r.swap_remove(i).1)
+    };
+    let Some(spare) = spare else {
+        let _ = IpcSender::<Packet>::connect(name.to_owned());
+        return;
+    };
+    // SAFETY: an all-zero sockaddr_un is valid; the path is copied within
+    // its bounds and the call only reads it.
+    unsafe {
+        let mut addr: libc::sockaddr_un = std::mem::zeroed();
+        addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+        let path = name.as_bytes();
+        if path.len() >= addr.sun_path.len() {
+            return;
+        }
+        for (d, s) in addr.sun_path.iter_mut().zip(path) {
+            *d = *s as libc::c_char;
+        }
+        libc::connect(
+            spare.as_raw_fd(),
+            (&addr as *const libc::sockaddr_un).cast(),
+            std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
+        );
+    }
 }
 
 #[cfg(test)]

@@ -771,13 +771,24 @@ impl OsIpcOneShotServer {
     pub fn new() -> Result<(OsIpcOneShotServer, String), UnixError> {
         unsafe {
             let fd = libc::socket(libc::AF_UNIX, SOCK_SEQPACKET | SOCK_FLAGS, 0);
+            // Out of descriptors (say): that error, not EBADF from binding
+            // descriptor -1.
+            if fd < 0 {
+                return Err(UnixError::last());
+            }
+            let fail = |e: UnixError| {
+                libc::close(fd);
+                e
+            };
             // Only this user may reach the socket, whatever the umask: the
             // directory is created 0700 (the umask can only remove bits) and
             // set again explicitly in case a platform applies modes otherwise.
             let temp_dir = Builder::new()
                 .permissions(std::fs::Permissions::from_mode(0o700))
-                .tempdir()?;
-            std::fs::set_permissions(temp_dir.path(), std::fs::Permissions::from_mode(0o700))?;
+                .tempdir()
+                .map_err(|e| fail(e.into()))?;
+            std::fs::set_permissions(temp_dir.path(), std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| fail(e.into()))?;
             let socket_path = temp_dir.path().join("socket");
             let path_string = socket_path.to_str().unwrap();
 
@@ -789,11 +800,11 @@ impl OsIpcOneShotServer {
                 len as socklen_t,
             ) != 0
             {
-                return Err(UnixError::last());
+                return Err(fail(UnixError::last()));
             }
 
             if libc::listen(fd, 10) != 0 {
-                return Err(UnixError::last());
+                return Err(fail(UnixError::last()));
             }
 
             Ok((
