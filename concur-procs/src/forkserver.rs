@@ -128,6 +128,21 @@ pub(crate) fn pid() -> Option<u32> {
     server().as_ref().filter(|c| c.owner == me).map(|c| c.pid)
 }
 
+/// Reaps the template if it has ended (killed from outside, say) and stops
+/// using it. `fork_worker` finds a dead template when it asks it for a
+/// worker; pools that exec their workers never ask, so they call this
+/// instead and the template does not stay a zombie.
+pub(crate) fn reap_if_gone() {
+    let mut guard = server();
+    let Some(client) = guard.as_ref() else { return };
+    if client.owner != std::process::id() {
+        return;
+    }
+    if let Ok(Some(_)) = sys::try_wait(client.pid) {
+        *guard = None;
+    }
+}
+
 /// True when this process has exactly one thread.
 fn single_threaded() -> bool {
     std::fs::read_dir("/proc/self/task").is_ok_and(|d| d.count() == 1)

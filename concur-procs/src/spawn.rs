@@ -190,6 +190,9 @@ pub(crate) fn launch(mode: SpawnMode) -> Result<Pending, SpawnError> {
         return Err(SpawnError::NestedWorker);
     }
     let token = token()?;
+    if mode == SpawnMode::Exec {
+        crate::forkserver::reap_if_gone();
+    }
     if mode == SpawnMode::Auto {
         if let Some(forked) = crate::forkserver::fork_worker(&token) {
             return Ok(Pending {

@@ -467,6 +467,19 @@ fn a_killed_fork_server_falls_back_to_exec(template: u32) {
     // SAFETY: kill takes integers; the template is our unreaped child.
     assert_eq!(unsafe { libc::kill(template as i32, libc::SIGKILL) }, 0);
     wait_until("the fork server dies", DEADLINE, || !alive(template));
+    // A pool that execs its workers never asks the template for one; it
+    // still reaps the dead one, so that it does not stay a zombie.
+    let execs = ProcessPool::builder()
+        .workers(1)
+        .spawn_mode(SpawnMode::Exec)
+        .build()
+        .unwrap();
+    assert_execd(&probe(&execs));
+    assert!(
+        !children().contains(&template),
+        "a pool that execs reaped the dead fork server"
+    );
+    drop(execs);
     // The worker it forked is the parent's and lives on.
     assert_forked(&probe(&pool));
     // Its replacement cannot come from the dead template: it is exec'd.
