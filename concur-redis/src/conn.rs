@@ -15,6 +15,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub(crate) const REPLY_TIMEOUT: Duration = Duration::from_secs(15);
 /// The longest pause between two reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// How often a backoff between connection attempts checks that it
+/// should stop.
+const STOP_CHECK: Duration = Duration::from_millis(10);
 
 /// What went wrong with the broker, as text (the client's error types stay
 /// out of our API).
@@ -200,8 +203,17 @@ impl Broker {
                         ));
                     }
                     // Backoff between attempts: the broker is down, and
-                    // nothing else can be done until it is back.
-                    std::thread::sleep(pause.min(self.reconnect - waited));
+                    // nothing else can be done until it is back. Slept in
+                    // slices, so that `stop` ends it within one (a pool
+                    // being dropped joins the thread that waits here).
+                    let until = Instant::now() + pause.min(self.reconnect - waited);
+                    while !stop.load(Ordering::Acquire) {
+                        let left = until.saturating_duration_since(Instant::now());
+                        if left.is_zero() {
+                            break;
+                        }
+                        std::thread::sleep(left.min(STOP_CHECK));
+                    }
                     pause = (pause * 2).min(MAX_BACKOFF);
                 }
             }

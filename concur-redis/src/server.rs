@@ -333,11 +333,26 @@ fn io_error(what: &str, e: std::io::Error) -> TaskError {
     )
 }
 
+/// A free loopback port that no server of this process had before: the
+/// clients of a server that was stopped (to be restarted on its port, say)
+/// must not find another server there.
 fn free_port() -> Result<u16, TaskError> {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| io_error("no free loopback port", e))
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    let mut last = 0;
+    // Bounded: the kernel rarely hands out the same ephemeral port twice
+    // in a row.
+    for _ in 0..64 {
+        last = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .map_err(|e| io_error("no free loopback port", e))?;
+        if !given.contains(&last) {
+            break;
+        }
+    }
+    given.push(last);
+    Ok(last)
 }
 
 fn unique(tag: &str) -> String {
