@@ -275,24 +275,21 @@ impl Pending {
             Err(e @ SpawnError::Exited(_)) => Err(e),
             // The connection broke: the child most likely died (killed,
             // crashed); how it ended decides how the failure counts.
-            Err(e @ SpawnError::Protocol(_)) => {
-                let exit = crate::parent::pidfd::open(pid)
-                    .ok()
-                    .and_then(|fd| crate::parent::pidfd::ended_by_itself(&fd, pid));
-                if let Some(exit) = exit {
-                    return Err(SpawnError::Exited(exit));
-                }
-                sys::kill(pid);
-                let _ = sys::wait(pid);
-                Err(e)
-            }
-            Err(e) => {
-                sys::kill(pid);
-                let _ = sys::wait(pid);
-                Err(e)
-            }
+            Err(e @ SpawnError::Protocol(_)) => match crate::parent::pidfd::open(pid) {
+                Ok(fd) => Err(crate::parent::pidfd::exited_or_end(&fd, pid, e)),
+                Err(_) => Err(end(pid, e)),
+            },
+            Err(e) => Err(end(pid, e)),
         }
     }
+}
+
+/// Kills and reaps child `pid` (not yet reaped) after its start failed
+/// with `failed`, which it returns.
+fn end(pid: u32, failed: SpawnError) -> SpawnError {
+    sys::kill(pid);
+    let _ = sys::wait(pid);
+    failed
 }
 
 /// Waits for the hello on `accepted` and checks it. While waiting, watches

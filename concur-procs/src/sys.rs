@@ -39,9 +39,8 @@ pub(crate) fn exit_channel_lost() -> ! {
 
 /// Sends SIGKILL to `pid`. An already gone process is not an error.
 ///
-/// Never call it for a pid that was already reaped (by [`wait`],
-/// [`try_wait`] or [`wait_or_kill`]): the number may belong to another
-/// process by then.
+/// Never call it for a pid that was already reaped (by [`wait`] or
+/// [`try_wait`]): the number may belong to another process by then.
 pub(crate) fn kill(pid: u32) {
     #[cfg(test)]
     KILLED.with(|k| k.borrow_mut().push(pid));

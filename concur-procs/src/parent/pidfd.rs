@@ -6,6 +6,10 @@
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
+use concur_core::WorkerExit;
+
+use crate::error::SpawnError;
+
 /// Opens a pidfd for child `pid` (not yet reaped, so the pid is still ours).
 pub(crate) fn open(pid: u32) -> io::Result<OwnedFd> {
     // SAFETY: pidfd_open takes a pid and flags; the result is a new fd we own.
@@ -93,12 +97,13 @@ impl Waker {
 /// own before the pool kills it (it is normally ending already).
 const START_EXIT_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
 
-/// Waits up to half a second for starting worker `pid` (behind `fd`) to
-/// end; reaps it and returns how it ended, or `None` if it still runs
-/// (then the caller kills it: its end would only show the pool's own
-/// kill). Used when a start failed, to tell an outside kill or a crash
-/// from a broken protocol.
-pub(crate) fn ended_by_itself(fd: &OwnedFd, pid: u32) -> Option<concur_core::WorkerExit> {
+/// A start failed with `failed` while starting worker `pid` (behind `fd`)
+/// was not yet reaped. Waits up to half a second for it to end: if it did,
+/// reaps it and returns [`SpawnError::Exited`] with how it ended (an outside
+/// kill or a crash, not a broken protocol); if it still runs, kills and
+/// reaps it and returns `failed` (its end would only show the pool's own
+/// kill).
+pub(crate) fn exited_or_end(fd: &OwnedFd, pid: u32, failed: SpawnError) -> SpawnError {
     let mut p = libc::pollfd {
         fd: fd.as_raw_fd(),
         events: libc::POLLIN,
@@ -108,9 +113,12 @@ pub(crate) fn ended_by_itself(fd: &OwnedFd, pid: u32) -> Option<concur_core::Wor
     // SAFETY: one valid pollfd for the call's duration.
     let r = unsafe { libc::poll(&mut p, 1, ms) };
     if r == 1 {
-        return Some(crate::sys::wait(pid).unwrap_or(concur_core::WorkerExit::Unknown));
+        return SpawnError::Exited(crate::sys::wait(pid).unwrap_or(WorkerExit::Unknown));
     }
-    None
+    kill(fd);
+    // Killed: its end is imminent.
+    let _ = crate::sys::wait(pid);
+    failed
 }
 
 /// Waits until the waker fires, one of `fds` becomes readable, or

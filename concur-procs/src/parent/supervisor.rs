@@ -652,12 +652,8 @@ fn connect(
         // Its channel closed: it is most likely dying (killed, crashed);
         // how it ended decides how the failure counts (see
         // `Scheduler::on_start_failed`).
-        if let Some(exit) = pidfd::ended_by_itself(&pidfd, pid) {
-            return Err(SpawnError::Exited(exit).into());
-        }
-        return Err(give_up(
-            SpawnError::Protocol("worker closed its channel").into(),
-        ));
+        let closed = SpawnError::Protocol("worker closed its channel");
+        return Err(pidfd::exited_or_end(&pidfd, pid, closed).into());
     }
     // Without an initializer the worker is ready once it has its init: its
     // `Ready` reaches the router, which ignores it.
@@ -677,10 +673,8 @@ fn connect(
                 return Err(SpawnError::Exited(exit).into());
             }
             Err(_) => {
-                if let Some(exit) = pidfd::ended_by_itself(&pidfd, pid) {
-                    return Err(SpawnError::Exited(exit).into());
-                }
-                return Err(give_up(SpawnError::Protocol("bad ready").into()));
+                let bad = SpawnError::Protocol("bad ready");
+                return Err(pidfd::exited_or_end(&pidfd, pid, bad).into());
             }
         }
     }
