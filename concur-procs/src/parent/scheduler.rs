@@ -327,6 +327,9 @@ pub(crate) enum Out {
     RunGroup {
         name: &'static str,
         units: Vec<(TaskId, Arc<Body>)>,
+        /// The inputs' bytes summed, kept as units join (see
+        /// `Worker::join_last_frame`) rather than summed again each time.
+        bytes: usize,
     },
     Deliver {
         id: TaskId,
@@ -509,19 +512,21 @@ impl Worker {
                     && matches!(**input, Body::Empty | Body::Inline(_))
                     && input.as_slice().len() + len <= GROUP_BYTES =>
             {
+                let bytes = input.as_slice().len() + len;
                 let units = vec![(*id, input.clone()), (unit.id, unit.input.clone())];
                 *self.outgoing.last_mut().expect("a last frame") = Out::RunGroup {
                     name: unit.name,
                     units,
+                    bytes,
                 };
                 true
             }
-            Some(Out::RunGroup { name, units })
+            Some(Out::RunGroup { name, units, bytes })
                 if *name == unit.name
                     && units.len() < GROUP_UNITS
-                    && units.iter().map(|(_, b)| b.as_slice().len()).sum::<usize>() + len
-                        <= GROUP_BYTES =>
+                    && *bytes + len <= GROUP_BYTES =>
             {
+                *bytes += len;
                 units.push((unit.id, unit.input.clone()));
                 true
             }
@@ -759,9 +764,11 @@ impl Scheduler {
                 let mut units = Vec::with_capacity(group.len() + 1);
                 units.push((unit.id, unit.input.clone()));
                 units.extend(group.iter().map(|u| (u.id, u.input.clone())));
+                let bytes = units.iter().map(|(_, b)| b.as_slice().len()).sum();
                 w.outgoing.push(Out::RunGroup {
                     name: unit.name,
                     units,
+                    bytes,
                 });
                 w.in_flight.push_back(unit);
                 for mut u in group {

@@ -389,7 +389,7 @@ pub(crate) fn frame(out: Out, threshold: usize) -> Result<Frame, (Vec<TaskId>, T
                 )
             }),
         ),
-        Out::RunGroup { name, units } => {
+        Out::RunGroup { name, units, .. } => {
             let (bytes, ends) = crate::wire::join(units.iter().map(|(_, b)| b.as_slice()));
             let ids: Vec<TaskId> = units.into_iter().map(|(id, _)| id).collect();
             let made = Frame::new(
