@@ -417,7 +417,7 @@ pub(crate) struct Worker {
     /// blames that unit: the frame may have been written by the unit
     /// before it, so the blamed one runs again, alone, while it has
     /// retries left.
-    bad_frame: Option<(u64, TaskError)>,
+    bad_frame: Option<(Option<u64>, TaskError)>,
     /// When the unit now at the front of `in_flight` started being served.
     serving_since: Instant,
     /// Recent time per task (moving average), once known.
@@ -957,7 +957,7 @@ impl Scheduler {
             .find(|id| worker.in_flight.iter().any(|u| u.id.0 == *id));
         // Settled when the worker's exit is seen (`on_exit`): the kill is
         // SIGKILL, so that is bounded.
-        worker.bad_frame = Some((target.unwrap_or(0), error));
+        worker.bad_frame = Some((target, error));
         worker.killed = true;
         fx.kill.push(w);
         fx
@@ -985,7 +985,7 @@ impl Scheduler {
         let ours = worker.killed || exit == WorkerExit::Code(sys::EXIT_CANCELLED);
         let clean = worker.retiring && exit == WorkerExit::Code(0);
         let blame = if let Some((target, _)) = &bad_frame {
-            (*target != 0).then_some(*target)
+            *target
         } else if ours || clean {
             None
         } else if progress.running != 0 {
