@@ -25,7 +25,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use ipc_channel::ipc::{IpcOneShotServer, IpcSender};
+use ipc_channel::ipc::IpcOneShotServer;
 
 use crate::error::SpawnError;
 use crate::sys;
@@ -106,11 +106,7 @@ pub(crate) struct Pending {
 /// A launched child, and where its hello arrives.
 enum Child {
     /// An exec'd child connects to this bootstrap server.
-    Exec {
-        pid: u32,
-        name: String,
-        accepted: Accepted,
-    },
+    Exec { pid: u32, server: Bootstrap },
     /// A child asked of the fork server, handed its channel.
     Forked(crate::forkserver::Forked),
 }
@@ -130,18 +126,18 @@ fn token() -> Result<String, SpawnError> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// Sockets kept to end a bootstrap server's `accept` (see [`unblock`]),
-/// by server name: one per server whose child has not connected.
-static RESERVED: std::sync::Mutex<Vec<(String, std::os::fd::OwnedFd)>> =
-    std::sync::Mutex::new(Vec::new());
-
-fn reserved() -> std::sync::MutexGuard<'static, Vec<(String, std::os::fd::OwnedFd)>> {
-    RESERVED.lock().unwrap_or_else(|e| e.into_inner())
+/// A bootstrap server accepting in a helper thread (accept blocks).
+struct Bootstrap {
+    /// Its name: the path a child connects to.
+    name: String,
+    accepted: Accepted,
+    /// A socket set aside to end its `accept` (see [`unblock`]); closed
+    /// with the server.
+    spare: std::os::fd::OwnedFd,
 }
 
-/// A bootstrap server accepting in a helper thread (accept blocks), with a
-/// socket set aside to unblock it.
-fn serve() -> Result<(String, Accepted), SpawnError> {
+/// Starts a bootstrap server, with a socket set aside to unblock it.
+fn serve() -> Result<Bootstrap, SpawnError> {
     // Made first: a process out of descriptors fails here, before there is
     // a thread to leak.
     // SAFETY: plain socket(2); the descriptor is owned at once.
@@ -159,13 +155,11 @@ fn serve() -> Result<(String, Accepted), SpawnError> {
             let _ = tx.send(server.accept().map_err(|e| e.to_string()));
         })
         .map_err(SpawnError::Os)?;
-    reserved().push((name.clone(), spare));
-    Ok((name, rx))
-}
-
-/// The server `name` was accepted: its spare socket is closed.
-fn served(name: &str) {
-    reserved().retain(|(n, _)| n != name);
+    Ok(Bootstrap {
+        name,
+        accepted: rx,
+        spare,
+    })
 }
 
 /// How a pool starts its worker processes (see
@@ -203,7 +197,7 @@ pub(crate) fn launch(mode: SpawnMode) -> Result<Pending, SpawnError> {
     }
     // Before the server: failing here leaves no accept thread behind.
     let secret = sys::secret_pipe(token.as_bytes()).map_err(SpawnError::Os)?;
-    let (name, accepted) = serve()?;
+    let server = serve()?;
     let fd = secret.as_raw_fd();
     let mut command = Command::new("/proc/self/exe");
     // The real path as argv[0], for `ps` and for messages (the worker's own
@@ -214,7 +208,7 @@ pub(crate) fn launch(mode: SpawnMode) -> Result<Pending, SpawnError> {
     command
         .arg(WORKER_ARG)
         .arg(fd.to_string())
-        .env(ENV_SERVER, &name)
+        .env(ENV_SERVER, &server.name)
         .env(ENV_PARENT, std::process::id().to_string())
         .stdin(Stdio::null());
     // Each worker leads a process group of its own, which the processes its
@@ -230,7 +224,7 @@ pub(crate) fn launch(mode: SpawnMode) -> Result<Pending, SpawnError> {
     let child = match command.spawn() {
         Ok(child) => child,
         Err(e) => {
-            unblock(&name);
+            unblock(server);
             return Err(SpawnError::Os(e));
         }
     };
@@ -240,11 +234,7 @@ pub(crate) fn launch(mode: SpawnMode) -> Result<Pending, SpawnError> {
     let pid = child.id();
     Ok(Pending {
         token,
-        child: Child::Exec {
-            pid,
-            name,
-            accepted,
-        },
+        child: Child::Exec { pid, server },
     })
 }
 
@@ -258,14 +248,9 @@ impl Pending {
     ) -> Result<Started, SpawnError> {
         let Pending { token, child } = self;
         let (pid, accepted) = match child {
-            Child::Exec {
-                pid,
-                name,
-                accepted,
-            } => (
-                pid,
-                accept(&accepted, &name, &token, Some(pid), deadline, budget),
-            ),
+            Child::Exec { pid, server } => {
+                (pid, accept(server, &token, Some(pid), deadline, budget))
+            }
             Child::Forked(forked) => accept_forked(forked, &token, deadline, budget)?,
         };
         match accepted {
@@ -297,8 +282,7 @@ fn end(pid: u32, failed: SpawnError) -> SpawnError {
 /// is then reaped, and the error is [`SpawnError::Exited`] (the only error
 /// after which the child is reaped).
 fn accept(
-    accepted: &Accepted,
-    name: &str,
+    server: Bootstrap,
     token: &str,
     child: Option<u32>,
     deadline: Instant,
@@ -308,25 +292,23 @@ fn accept(
     let got = loop {
         let now = Instant::now();
         if now >= deadline {
-            unblock(name);
+            unblock(server);
             return Err(SpawnError::Deadline(budget));
         }
-        match accepted.recv_timeout(poll.min(deadline - now)) {
+        match server.accepted.recv_timeout(poll.min(deadline - now)) {
             Ok(r) => break r,
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => {
-                served(name);
                 return Err(SpawnError::Protocol("bootstrap thread ended"));
             }
         }
         if let Some(pid) = child {
             if let Ok(Some(exit)) = sys::try_wait(pid) {
-                unblock(name);
+                unblock(server);
                 return Err(SpawnError::Exited(exit));
             }
         }
     };
-    served(name);
     let (rx, packet) = got.map_err(|_| SpawnError::Protocol("no hello"))?;
     let (tx, _) = check_hello(packet, token, child)?;
     Ok((tx, rx))
@@ -421,17 +403,8 @@ fn check_hello(packet: Packet, token: &str, child: Option<u32>) -> Result<(Tx, u
 /// connected). The connection is dropped at once. It is made with the
 /// socket `serve` set aside, so a process out of descriptors (the likely
 /// reason a start failed) still ends the thread and its listening socket.
-fn unblock(name: &str) {
-    let spare = {
-        let mut r = reserved();
-        r.iter()
-            .position(|(n, _)| n == name)
-            .map(|i| r.swap_remove(i).1)
-    };
-    let Some(spare) = spare else {
-        let _ = IpcSender::<Packet>::connect(name.to_owned());
-        return;
-    };
+fn unblock(server: Bootstrap) {
+    let Bootstrap { name, spare, .. } = server;
     // SAFETY: an all-zero sockaddr_un is valid; the path is copied within
     // its bounds and the call only reads it.
     unsafe {
@@ -456,6 +429,7 @@ fn unblock(name: &str) {
 mod tests {
     use super::*;
     use crate::shm::Body;
+    use ipc_channel::ipc::IpcSender;
 
     use crate::wire::Frame;
 
@@ -477,20 +451,13 @@ mod tests {
 
     #[test]
     fn impostor_without_token_is_dropped() {
-        let (name, accepted) = serve().unwrap();
+        let server = serve().unwrap();
         let impostor = std::thread::spawn({
-            let name = name.clone();
+            let name = server.name.clone();
             move || hello(name, "not-the-token")
         });
         let deadline = Instant::now() + Duration::from_secs(10);
-        let r = accept(
-            &accepted,
-            &name,
-            "the-token",
-            None,
-            deadline,
-            Duration::from_secs(10),
-        );
+        let r = accept(server, "the-token", None, deadline, Duration::from_secs(10));
         assert!(
             matches!(r, Err(SpawnError::BadToken)),
             "impostor was accepted"
@@ -502,21 +469,13 @@ mod tests {
 
     #[test]
     fn right_token_is_accepted() {
-        let (name, accepted) = serve().unwrap();
+        let server = serve().unwrap();
         let worker = std::thread::spawn({
-            let name = name.clone();
+            let name = server.name.clone();
             move || hello(name, "tok")
         });
         let deadline = Instant::now() + Duration::from_secs(10);
-        let (tx, _rx) = accept(
-            &accepted,
-            &name,
-            "tok",
-            None,
-            deadline,
-            Duration::from_secs(10),
-        )
-        .unwrap();
+        let (tx, _rx) = accept(server, "tok", None, deadline, Duration::from_secs(10)).unwrap();
         let down = worker.join().unwrap();
         tx.send(vec![
             Frame::new(&crate::wire::Down::Shutdown, Body::Empty).unwrap()
@@ -577,14 +536,10 @@ mod tests {
         #[allow(clippy::zombie_processes)]
         let child = Command::new("true").spawn().unwrap();
         let pid = child.id();
-        let (name, accepted) = serve().unwrap();
+        let server = serve().unwrap();
         let pending = Pending {
             token: "tok".into(),
-            child: Child::Exec {
-                pid,
-                name,
-                accepted,
-            },
+            child: Child::Exec { pid, server },
         };
         let r = pending.connect(
             Instant::now() + Duration::from_secs(60),
@@ -599,16 +554,9 @@ mod tests {
 
     #[test]
     fn silent_child_hits_the_deadline() {
-        let (name, accepted) = serve().unwrap();
+        let server = serve().unwrap();
         let deadline = Instant::now() + Duration::from_millis(50);
-        let r = accept(
-            &accepted,
-            &name,
-            "tok",
-            None,
-            deadline,
-            Duration::from_millis(50),
-        );
+        let r = accept(server, "tok", None, deadline, Duration::from_millis(50));
         assert!(matches!(r, Err(SpawnError::Deadline(_))));
     }
 }
