@@ -48,9 +48,16 @@ fn singles(n: usize) -> (Vec<Unit>, Vec<Completion>) {
 /// A scheduler with one ready worker (id returned).
 fn with_worker(rules: Rules, now: Instant) -> (Scheduler, WorkerId) {
     let mut s = Scheduler::new(rules);
+    let w = ready(&mut s, now);
+    (s, w)
+}
+
+/// A new worker ready in slot 0 (the first, or a replacement); what it was
+/// given is in its `in_flight`.
+fn ready(s: &mut Scheduler, now: Instant) -> WorkerId {
     let w = s.next_worker_id();
     let _ = s.on_ready(w, 0, now);
-    (s, w)
+    w
 }
 
 /// A scheduler with one ready worker and `n` units submitted to it.
@@ -173,8 +180,7 @@ fn a_unit_cancelled_while_queued_is_never_sent() {
     let (u, c) = single();
     let _ = s.submit(vec![u], now).unwrap();
     c.finish(Err(ErrorKind::Cancelled.into()));
-    let w = s.next_worker_id();
-    let _ = s.on_ready(w, 0, now);
+    let w = ready(&mut s, now);
     assert!(s.workers[&w].outgoing.is_empty());
     assert!(s.is_idle());
 }
@@ -189,8 +195,7 @@ fn waiting_units_of_a_dead_worker_are_sent_again_at_no_cost() {
     assert_eq!(fx.start, vec![0]);
     assert!(cs.iter().all(|c| !c.is_done()));
     // The replacement gets all three.
-    let w2 = s.next_worker_id();
-    let _ = s.on_ready(w2, 0, now);
+    let w2 = ready(&mut s, now);
     assert_eq!(s.workers[&w2].in_flight.len(), 3);
 }
 
@@ -207,8 +212,7 @@ fn only_the_running_unit_is_blamed() {
         done[&cs[0].id()],
         Err(ErrorKind::WorkerLost(WorkerExit::Signal(6)))
     );
-    let w2 = s.next_worker_id();
-    let _ = s.on_ready(w2, 0, now);
+    let w2 = ready(&mut s, now);
     assert_eq!(s.workers[&w2].in_flight.len(), 2, "the two waiting ones");
 }
 
@@ -235,8 +239,7 @@ fn a_unit_whose_held_result_died_with_its_worker_spends_a_retry() {
     let done = finished(&fx);
     assert_eq!(done.len(), 2, "{done:?}");
     assert!(done.contains_key(&cs[1].id()), "the running one is blamed");
-    let w2 = s.next_worker_id();
-    let _ = s.on_ready(w2, 0, now);
+    let w2 = ready(&mut s, now);
     assert_eq!(s.workers[&w2].in_flight.len(), 1, "only the waiting one");
 }
 
@@ -260,8 +263,7 @@ fn held_results_lost_twice_fail_after_one_retry() {
     };
     let fx = s.on_exit(w, WorkerExit::Signal(9), ended, now);
     assert!(fx.finish.is_empty(), "first loss: run again");
-    let w2 = s.next_worker_id();
-    let _ = s.on_ready(w2, 0, now);
+    let w2 = ready(&mut s, now);
     // It goes alone: the unit that never ran waits until it is done.
     let sent: Vec<_> = s.workers[&w2].in_flight.iter().map(|u| u.id).collect();
     assert_eq!(sent, vec![cs[0].id()]);
@@ -287,8 +289,7 @@ fn the_running_unit_is_retried_then_quarantined() {
         let fx = s.on_exit(w, WorkerExit::Signal(9), running(c.id(), now), now);
         if death <= 2 {
             assert!(fx.finish.is_empty(), "death {death}: failed too early");
-            w = s.next_worker_id();
-            let _ = s.on_ready(w, 0, now);
+            w = ready(&mut s, now);
             assert_eq!(
                 s.workers[&w].in_flight.len(),
                 1,
@@ -318,8 +319,7 @@ fn a_kill_storm_whose_tasks_succeed_on_retry_does_not_fail_the_pool() {
         // Killed once while running it; the retry succeeds.
         let fx = s.on_exit(w, WorkerExit::Signal(9), running(c.id(), now), now);
         assert!(fx.finish.is_empty());
-        w = s.next_worker_id();
-        let _ = s.on_ready(w, 0, now);
+        w = ready(&mut s, now);
         let fx = s.on_done(w, c.id(), Ok(Body::Empty), now);
         apply(fx);
         assert!(c.is_done());
@@ -613,8 +613,7 @@ fn one_failing_task_of_a_batch_fails_alone() {
     apply(s.on_done(w, ids[0], ok(10), now));
     let fx = s.on_exit(w, WorkerExit::Signal(11), running(ids[1], now), now);
     apply(fx);
-    let w2 = s.next_worker_id();
-    let _ = s.on_ready(w2, 0, now);
+    let w2 = ready(&mut s, now);
     apply(s.on_done(w2, ids[2], ok(30), now));
     assert!(c.is_done());
     let h = concur_core::BatchHandle::<Dummy>::new(&c, 3);
@@ -737,8 +736,7 @@ fn a_unit_whose_result_never_arrives_is_blamed() {
     };
     let fx = s.on_exit(w, WorkerExit::Code(99), ended, now);
     assert!(fx.finish.is_empty(), "first death: retried");
-    w = s.next_worker_id();
-    let _ = s.on_ready(w, 0, now);
+    w = ready(&mut s, now);
     let fx = s.on_exit(w, WorkerExit::Code(99), ended, now);
     let done = finished(&fx);
     assert_eq!(done.len(), 1, "only that unit: {done:?}");
@@ -794,8 +792,7 @@ fn starts(s: &mut Scheduler, why: &TaskError, bad: u32, rounds: u32, t: Instant)
                 return Some(reason.clone());
             }
         }
-        let w = s.next_worker_id();
-        let _ = s.on_ready(w, 0, t);
+        let w = ready(s, t);
         // It is killed in turn: the slot starts again.
         s.slots[0] = None;
         s.workers.remove(&w);
@@ -941,8 +938,7 @@ fn a_suspect_runs_alone() {
     r.retries = 2;
     let (mut s, w, cs) = loaded(r, 3, now);
     let _ = s.on_exit(w, WorkerExit::Signal(6), running(cs[0].id(), now), now);
-    let w2 = s.next_worker_id();
-    let _ = s.on_ready(w2, 0, now);
+    let w2 = ready(&mut s, now);
     let sent: Vec<_> = s.workers[&w2].in_flight.iter().map(|u| u.id).collect();
     assert_eq!(sent, vec![cs[0].id()], "the suspect, alone");
     assert_eq!(s.queue.len(), 2, "the others wait");
