@@ -8,14 +8,15 @@
 mod common;
 
 use std::future::Future;
-use std::io::{BufRead, BufReader};
 use std::pin::Pin;
-use std::process::{Command, Stdio};
-use std::sync::{mpsc, Arc, Condvar, Mutex};
+use std::process::Command;
+use std::sync::{Arc, Condvar, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
-use common::{alive, children, join, signal_of, wait_until, Crash, How, Sleep, DEADLINE};
+use common::{
+    alive, children, join, signal_of, spawn_reporting, wait_until, Crash, How, Sleep, DEADLINE,
+};
 use concur_procs::{
     Configure, ErrorKind, Executor, ExecutorExt, ProcessPool, SpawnMode, Task, TaskContext,
 };
@@ -527,28 +528,10 @@ fn parent_role() -> ! {
 }
 
 fn parent_death() {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .env(ROLE, "parent")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = mpsc::channel();
-    let out = child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if let Some(rest) = line.strip_prefix("PIDS ") {
-                let _ = tx.send(rest.to_owned());
-            }
-        }
-    });
-    let line = match rx.recv_timeout(DEADLINE) {
-        Ok(line) => line,
-        Err(e) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the parent role did not report its processes: {e}");
-        }
-    };
+    let (mut child, line, reader) = spawn_reporting(
+        Command::new(std::env::current_exe().unwrap()).env(ROLE, "parent"),
+        "PIDS ",
+    );
     let pids: Vec<u32> = line
         .split_whitespace()
         .map(|p| p.parse().unwrap())

@@ -4,12 +4,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{alive, wait_until, Sleep, DEADLINE};
+use common::{alive, spawn_reporting, wait_until, Sleep, DEADLINE};
 use concur_procs::{Configure, Executor, ProcessPool};
 
 const ROLE: &str = "CONCUR_PROCS_TEST_PARENT_ROLE";
@@ -41,49 +39,31 @@ fn parent_role() {
 
 #[test]
 fn killed_parent_leaves_no_worker() {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "parent_role",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(ROLE, "1")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = mpsc::channel();
-    let out = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            // libtest may have printed "test parent_role ... " before it.
-            if let Some((_, rest)) = line.split_once("WORKERS ") {
-                let _ = tx.send(rest.to_owned());
-            }
-        }
-    });
-    let line = match rx.recv_timeout(DEADLINE) {
-        Ok(line) => line,
-        Err(e) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the parent role did not report its workers: {e}");
-        }
-    };
+    let (mut child, line, _reader) = spawn_reporting(
+        Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "parent_role",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(ROLE, "1"),
+        "WORKERS ",
+    );
     let (workers, busy) = line.split_once(" BUSY ").unwrap();
     let pids: Vec<u32> = workers
         .split_whitespace()
         .map(|p| p.parse().unwrap())
         .collect();
     let busy: u32 = busy.parse().unwrap();
-    assert_eq!(pids.len(), 2);
-    assert!(pids.contains(&busy));
-    assert!(pids.iter().all(|&p| alive(p)));
-
-    child.kill().unwrap(); // SIGKILL
+    let all_alive = pids.iter().all(|&p| alive(p));
+    child.kill().unwrap(); // SIGKILL, before any assertion can leave it running
     let killed_at = Instant::now();
     child.wait().unwrap();
+    assert_eq!(pids.len(), 2);
+    assert!(pids.contains(&busy));
+    assert!(all_alive);
     for &pid in &pids {
         wait_until(
             &format!("worker {pid} exits"),

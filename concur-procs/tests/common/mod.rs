@@ -606,3 +606,39 @@ pub fn signal_of(how: How) -> WorkerExit {
         How::Panic | How::Allocate(_) => WorkerExit::Unknown,
     }
 }
+
+/// Starts `command` (this test binary in a role that prints a report and
+/// then waits to be killed) with its standard output piped, and waits up
+/// to [`DEADLINE`] for a line holding `marker`. Returns the child, the
+/// rest of that line after `marker`, and the thread reading what the
+/// child and its descendants print after it (it ends when the last of
+/// them is gone). Without such a line the child is killed and reaped, and
+/// the test fails.
+pub fn spawn_reporting(
+    command: &mut std::process::Command,
+    marker: &'static str,
+) -> (std::process::Child, String, std::thread::JoinHandle<()>) {
+    use std::io::BufRead;
+    let mut child = command
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let out = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            // libtest may have printed "test <role> ... " before it.
+            if let Some((_, rest)) = line.split_once(marker) {
+                let _ = tx.send(rest.to_owned());
+            }
+        }
+    });
+    match rx.recv_timeout(DEADLINE) {
+        Ok(line) => (child, line, reader),
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the role did not report ({marker}): {e}");
+        }
+    }
+}
