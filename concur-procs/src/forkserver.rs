@@ -327,20 +327,9 @@ fn give_up(guard: &mut Option<Client>, pid: u32) {
 /// the standard streams and its two channels; reads requests and forks
 /// workers until the parent goes.
 fn template(requests: IpcReceiver<Request>, parent: u32, inherited: &[RawFd]) -> ! {
-    // SAFETY: prctl(PR_SET_PDEATHSIG) and getppid take and return integers.
-    unsafe {
-        libc::prctl(
-            libc::PR_SET_PDEATHSIG,
-            libc::SIGKILL as libc::c_ulong,
-            0,
-            0,
-            0,
-        );
-        // The parent may have died before the request took effect.
-        if libc::getppid() as u32 != parent {
-            sys::exit_now(0);
-        }
-    }
+    // As a worker: it ends with its parent (its exit code then reaches
+    // nobody).
+    sys::die_with_parent(parent);
     // An answer to a parent that no longer listens (it took the pid from
     // the worker's hello and dropped the answer's channel) fails with
     // `EPIPE` instead of ending the template. Workers ignore SIGPIPE anyway
