@@ -256,13 +256,7 @@ fn run(boot: impl FnOnce() -> Result<Bootstrap, String>) -> Result<(), String> {
                     if g.cancelled.remove(&job.id) {
                         drop(g);
                         let err = Err(TaskError::new(ErrorKind::Cancelled));
-                        results.push(
-                            Up::Done {
-                                id: job.id,
-                                result: err,
-                            },
-                            Body::Empty,
-                        );
+                        results.push(job.id, err, Body::Empty);
                         g = shared.lock();
                         continue;
                     }
@@ -338,16 +332,15 @@ fn run(boot: impl FnOnce() -> Result<Bootstrap, String>) -> Result<(), String> {
             Err(e) => (Err(e), Body::Empty),
         };
         panic::set_task(None);
-        let done = Up::Done { id: job.id, result };
         if hold_results {
-            results.push(done, body);
+            results.push(job.id, result, body);
             shared.progress.end();
             if results.due() {
                 results.flush();
             }
         } else {
             shared.progress.end();
-            results.send(done, body);
+            results.send(job.id, result, body);
         }
     }
 }
@@ -576,7 +569,7 @@ impl Results {
     }
 
     /// Holds a task's result.
-    fn push(&self, head: Up, body: Body) {
+    fn push(&self, id: TaskId, result: Result<(), TaskError>, body: Body) {
         let mut h = self.lock();
         let now = Instant::now();
         h.since.get_or_insert(now);
@@ -584,40 +577,36 @@ impl Results {
         if h.bound(now, RESULT_BACKSTOP) {
             self.timer.notify_one();
         }
-        self.add(&mut h, head, body);
+        self.add(&mut h, id, result, body);
     }
 
     /// Sends a task's result now, with what is held ahead of it. The
     /// flusher is not woken for it: a pool without retries holds no
     /// result across a task start, and waking the flusher for a result
     /// sent at once cost a thread wake-up per task.
-    fn send(&self, head: Up, body: Body) {
+    fn send(&self, id: TaskId, result: Result<(), TaskError>, body: Body) {
         let mut h = self.lock();
-        self.add(&mut h, head, body);
+        self.add(&mut h, id, result, body);
         self.send_held(h);
     }
 
     /// Adds a result to what is held.
-    fn add(&self, h: &mut Held, head: Up, body: Body) {
+    fn add(&self, h: &mut Held, id: TaskId, result: Result<(), TaskError>, body: Body) {
         self.holding.store(true, Ordering::Release);
-        if let Up::Done { id, result } = head {
-            if let Some(bytes) = small_bytes(&body) {
-                // Messages held before this result stay ahead of it.
-                if h.messages.is_some() {
-                    h.close_group();
-                }
-                h.bytes += bytes.len() + ITEM_OVERHEAD;
-                h.outputs.extend_from_slice(bytes);
-                let end = u32::try_from(h.outputs.len()).unwrap_or(u32::MAX);
-                h.ends.push(end);
-                h.ids.push(id);
-                h.results.push(result);
-                return;
-            }
+        let Some(bytes) = small_bytes(&body) else {
             h.push_frame(frame(&Up::Done { id, result }, body));
             return;
+        };
+        // Messages held before this result stay ahead of it.
+        if h.messages.is_some() {
+            h.close_group();
         }
-        h.push_frame(frame(&head, body));
+        h.bytes += bytes.len() + ITEM_OVERHEAD;
+        h.outputs.extend_from_slice(bytes);
+        let end = u32::try_from(h.outputs.len()).unwrap_or(u32::MAX);
+        h.ends.push(end);
+        h.ids.push(id);
+        h.results.push(result);
     }
 
     /// Holds (or, when large or a packet is full, sends) a message from
