@@ -33,13 +33,13 @@ use crate::sys;
 use crate::wire::{Down, Frame, Rx, Tx, Up};
 
 /// Set once this process has entered worker mode.
-static ENTERED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static ENTERED: AtomicBool = AtomicBool::new(false);
 
 /// True in a worker process: started as one (its first argument is
 /// [`WORKER_ARG`] and the bootstrap server is in its environment), or
 /// already in worker mode (which removes that variable).
 pub(crate) fn is_worker() -> bool {
-    ENTERED.load(std::sync::atomic::Ordering::Relaxed)
+    ENTERED.load(Ordering::Relaxed)
         || (std::env::args_os().nth(1).is_some_and(|a| a == WORKER_ARG)
             && std::env::var_os(ENV_SERVER).is_some())
 }
@@ -107,7 +107,7 @@ pub(crate) fn main_forked(boot: Bootstrap) -> ! {
 /// Worker mode, however the process was started: `boot` says how to reach
 /// the parent.
 fn enter(boot: impl FnOnce() -> Result<Bootstrap, String>) -> ! {
-    ENTERED.store(true, std::sync::atomic::Ordering::Relaxed);
+    ENTERED.store(true, Ordering::Relaxed);
     crate::shm::install_allocator();
     entry::prepare();
     panic::install();
@@ -725,14 +725,7 @@ fn flusher(results: &Results) {
 const SHUTDOWN: TaskId = TaskId(0);
 
 fn send(up: &Tx, head: &Up, body: Body) {
-    let frame = match Frame::new(head, body) {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("concur-procs worker: {e}");
-            sys::exit_now(sys::EXIT_ORPHANED)
-        }
-    };
-    if up.send(vec![frame]).is_err() {
+    if up.send(vec![frame(head, body)]).is_err() {
         // The parent is gone, or our channel to it broke: nobody can get
         // the result.
         sys::exit_channel_lost();
@@ -782,71 +775,69 @@ fn read(down: &Rx, up: &Tx, shared: &Shared) {
 
 /// Files one frame from the parent; tasks given back go to `given_back`.
 fn take(g: &mut Inbox, head: Down, body: Body, given_back: &mut Vec<TaskId>) {
-    {
-        match head {
-            Down::Recall { ids } => {
-                g.queue.retain(|r| {
-                    let back = ids.contains(&r.id);
-                    if back {
-                        given_back.push(r.id);
-                    }
-                    !back
-                });
-                for id in given_back.iter() {
-                    g.messages.remove(id);
-                    g.gone.remove(id);
-                    g.cancelled.remove(id);
+    match head {
+        Down::Recall { ids } => {
+            g.queue.retain(|r| {
+                let back = ids.contains(&r.id);
+                if back {
+                    given_back.push(r.id);
                 }
+                !back
+            });
+            for id in given_back.iter() {
+                g.messages.remove(id);
+                g.gone.remove(id);
+                g.cancelled.remove(id);
             }
-            Down::Run { id, name } => g.queue.push_back(Run {
-                id,
-                name: name.into(),
-                input: Input::Own(body),
-            }),
-            Down::RunGroup { name, ids, ends } => {
-                let name: Arc<str> = name.into();
-                // The parent built the group; a group that does not add up
-                // is a broken parent: nothing sensible to run.
-                let Some(parts) = crate::wire::ranges(body.as_slice().len(), &ends)
-                    .filter(|p| p.len() == ids.len())
-                else {
-                    sys::exit_now(sys::EXIT_ORPHANED)
-                };
-                let body = Arc::new(body);
-                for (id, part) in ids.into_iter().zip(parts) {
-                    g.queue.push_back(Run {
-                        id,
-                        name: name.clone(),
-                        input: Input::Part(body.clone(), part),
-                    });
-                }
-            }
-            Down::Deliver { id } => g
-                .messages
-                .entry(id)
-                .or_default()
-                .push_back(body.into_payload()),
-            Down::Cancel { id } => {
-                if g.running == Some(id) {
-                    sys::exit_now(sys::EXIT_CANCELLED);
-                }
-                if g.queue.iter().any(|r| r.id == id) {
-                    g.cancelled.insert(id);
-                }
-            }
-            Down::CallerGone { id } => {
-                g.gone.insert(id);
-            }
-            Down::Shutdown => {
-                // Queue a marker: the main loop ends when it reaches it.
-                g.queue.push_back(Run {
-                    id: SHUTDOWN,
-                    name: "".into(),
-                    input: Input::Own(Body::Empty),
-                });
-            }
-            Down::Init { .. } => {}
         }
+        Down::Run { id, name } => g.queue.push_back(Run {
+            id,
+            name: name.into(),
+            input: Input::Own(body),
+        }),
+        Down::RunGroup { name, ids, ends } => {
+            let name: Arc<str> = name.into();
+            // The parent built the group; a group that does not add up
+            // is a broken parent: nothing sensible to run.
+            let Some(parts) =
+                crate::wire::ranges(body.as_slice().len(), &ends).filter(|p| p.len() == ids.len())
+            else {
+                sys::exit_now(sys::EXIT_ORPHANED)
+            };
+            let body = Arc::new(body);
+            for (id, part) in ids.into_iter().zip(parts) {
+                g.queue.push_back(Run {
+                    id,
+                    name: name.clone(),
+                    input: Input::Part(body.clone(), part),
+                });
+            }
+        }
+        Down::Deliver { id } => g
+            .messages
+            .entry(id)
+            .or_default()
+            .push_back(body.into_payload()),
+        Down::Cancel { id } => {
+            if g.running == Some(id) {
+                sys::exit_now(sys::EXIT_CANCELLED);
+            }
+            if g.queue.iter().any(|r| r.id == id) {
+                g.cancelled.insert(id);
+            }
+        }
+        Down::CallerGone { id } => {
+            g.gone.insert(id);
+        }
+        Down::Shutdown => {
+            // Queue a marker: the main loop ends when it reaches it.
+            g.queue.push_back(Run {
+                id: SHUTDOWN,
+                name: "".into(),
+                input: Input::Own(Body::Empty),
+            });
+        }
+        Down::Init { .. } => {}
     }
 }
 
