@@ -30,7 +30,7 @@ use crate::progress::ProgressWord;
 use crate::shm::Body;
 use crate::spawn::{ENV_SERVER, WORKER_ARG};
 use crate::sys;
-use crate::wire::{Down, Frame, Rx, Tx, Up};
+use crate::wire::{Down, Frame, Parts, Rx, Tx, Up};
 
 /// Set once this process has entered worker mode.
 static ENTERED: AtomicBool = AtomicBool::new(false);
@@ -400,8 +400,7 @@ struct Held {
     /// Consecutive small results not yet made a frame.
     ids: Vec<TaskId>,
     results: Vec<Result<(), TaskError>>,
-    outputs: Vec<u8>,
-    ends: Vec<u32>,
+    outputs: Parts,
     /// Consecutive small messages of one task not yet made a frame.
     messages: Option<MessageRun>,
     /// The task that sent the last message, and when (kept across sends).
@@ -435,8 +434,7 @@ const PARK_AFTER: u32 = 8;
 /// The small messages of one task, sent one after another.
 struct MessageRun {
     id: TaskId,
-    bytes: Vec<u8>,
-    ends: Vec<u32>,
+    parts: Parts,
 }
 
 impl Held {
@@ -447,19 +445,21 @@ impl Held {
         if let Some(run) = self.messages.take() {
             let head = Up::MessageGroup {
                 id: run.id,
-                ends: run.ends,
+                ends: run.parts.ends,
             };
-            self.frames.push(frame(&head, Body::inline(run.bytes)));
+            self.frames
+                .push(frame(&head, Body::inline(run.parts.bytes)));
         }
         if self.ids.is_empty() {
             return;
         }
+        let outputs = std::mem::take(&mut self.outputs);
         let head = Up::DoneGroup {
             ids: std::mem::take(&mut self.ids),
             results: std::mem::take(&mut self.results),
-            ends: std::mem::take(&mut self.ends),
+            ends: outputs.ends,
         };
-        let body = Body::inline(std::mem::take(&mut self.outputs));
+        let body = Body::inline(outputs.bytes);
         self.frames.push(frame(&head, body));
     }
 
@@ -602,9 +602,7 @@ impl Results {
             h.close_group();
         }
         h.bytes += bytes.len() + ITEM_OVERHEAD;
-        h.outputs.extend_from_slice(bytes);
-        let end = u32::try_from(h.outputs.len()).unwrap_or(u32::MAX);
-        h.ends.push(end);
+        h.outputs.push(bytes);
         h.ids.push(id);
         h.results.push(result);
     }
@@ -630,14 +628,13 @@ impl Results {
             h.close_group();
         }
         h.bytes += bytes.len() + ITEM_OVERHEAD;
-        let run = h.messages.get_or_insert_with(|| MessageRun {
-            id,
-            bytes: Vec::new(),
-            ends: Vec::new(),
-        });
-        run.bytes.extend_from_slice(bytes);
-        run.ends
-            .push(u32::try_from(run.bytes.len()).unwrap_or(u32::MAX));
+        h.messages
+            .get_or_insert_with(|| MessageRun {
+                id,
+                parts: Parts::default(),
+            })
+            .parts
+            .push(bytes);
         if h.full() {
             self.send_held(h);
         } else {
