@@ -245,15 +245,28 @@ pub(crate) fn split<'a>(bytes: &'a [u8], ends: &[u32]) -> Option<Vec<&'a [u8]>> 
     )
 }
 
+/// Byte strings laid end to end in one buffer, and the ends [`split`]
+/// needs to cut them apart again (a group's payload and its `ends`).
+#[derive(Default)]
+pub(crate) struct Parts {
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) ends: Vec<u32>,
+}
+
+impl Parts {
+    /// Adds `part` after those already here.
+    pub(crate) fn push(&mut self, part: &[u8]) {
+        self.bytes.extend_from_slice(part);
+        self.ends
+            .push(u32::try_from(self.bytes.len()).unwrap_or(u32::MAX));
+    }
+}
+
 /// Joins `parts` into one buffer and the ends [`split`] needs.
 pub(crate) fn join<'a>(parts: impl Iterator<Item = &'a [u8]>) -> (Vec<u8>, Vec<u32>) {
-    let mut bytes = Vec::new();
-    let mut ends = Vec::new();
-    for p in parts {
-        bytes.extend_from_slice(p);
-        ends.push(u32::try_from(bytes.len()).unwrap_or(u32::MAX));
-    }
-    (bytes, ends)
+    let mut joined = Parts::default();
+    parts.for_each(|p| joined.push(p));
+    (joined.bytes, joined.ends)
 }
 
 impl Frame {

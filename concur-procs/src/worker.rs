@@ -30,16 +30,16 @@ use crate::progress::ProgressWord;
 use crate::shm::Body;
 use crate::spawn::{ENV_SERVER, WORKER_ARG};
 use crate::sys;
-use crate::wire::{Down, Frame, Rx, Tx, Up};
+use crate::wire::{Down, Frame, Parts, Rx, Tx, Up};
 
 /// Set once this process has entered worker mode.
-static ENTERED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static ENTERED: AtomicBool = AtomicBool::new(false);
 
 /// True in a worker process: started as one (its first argument is
 /// [`WORKER_ARG`] and the bootstrap server is in its environment), or
 /// already in worker mode (which removes that variable).
 pub(crate) fn is_worker() -> bool {
-    ENTERED.load(std::sync::atomic::Ordering::Relaxed)
+    ENTERED.load(Ordering::Relaxed)
         || (std::env::args_os().nth(1).is_some_and(|a| a == WORKER_ARG)
             && std::env::var_os(ENV_SERVER).is_some())
 }
@@ -107,7 +107,7 @@ pub(crate) fn main_forked(boot: Bootstrap) -> ! {
 /// Worker mode, however the process was started: `boot` says how to reach
 /// the parent.
 fn enter(boot: impl FnOnce() -> Result<Bootstrap, String>) -> ! {
-    ENTERED.store(true, std::sync::atomic::Ordering::Relaxed);
+    ENTERED.store(true, Ordering::Relaxed);
     crate::shm::install_allocator();
     entry::prepare();
     panic::install();
@@ -256,13 +256,7 @@ fn run(boot: impl FnOnce() -> Result<Bootstrap, String>) -> Result<(), String> {
                     if g.cancelled.remove(&job.id) {
                         drop(g);
                         let err = Err(TaskError::new(ErrorKind::Cancelled));
-                        results.push(
-                            Up::Done {
-                                id: job.id,
-                                result: err,
-                            },
-                            Body::Empty,
-                        );
+                        results.push(job.id, err, Body::Empty);
                         g = shared.lock();
                         continue;
                     }
@@ -338,16 +332,15 @@ fn run(boot: impl FnOnce() -> Result<Bootstrap, String>) -> Result<(), String> {
             Err(e) => (Err(e), Body::Empty),
         };
         panic::set_task(None);
-        let done = Up::Done { id: job.id, result };
         if hold_results {
-            results.push(done, body);
+            results.push(job.id, result, body);
             shared.progress.end();
             if results.due() {
                 results.flush();
             }
         } else {
             shared.progress.end();
-            results.send(done, body);
+            results.send(job.id, result, body);
         }
     }
 }
@@ -407,8 +400,7 @@ struct Held {
     /// Consecutive small results not yet made a frame.
     ids: Vec<TaskId>,
     results: Vec<Result<(), TaskError>>,
-    outputs: Vec<u8>,
-    ends: Vec<u32>,
+    outputs: Parts,
     /// Consecutive small messages of one task not yet made a frame.
     messages: Option<MessageRun>,
     /// The task that sent the last message, and when (kept across sends).
@@ -442,8 +434,7 @@ const PARK_AFTER: u32 = 8;
 /// The small messages of one task, sent one after another.
 struct MessageRun {
     id: TaskId,
-    bytes: Vec<u8>,
-    ends: Vec<u32>,
+    parts: Parts,
 }
 
 impl Held {
@@ -454,19 +445,21 @@ impl Held {
         if let Some(run) = self.messages.take() {
             let head = Up::MessageGroup {
                 id: run.id,
-                ends: run.ends,
+                ends: run.parts.ends,
             };
-            self.frames.push(frame(&head, Body::inline(run.bytes)));
+            self.frames
+                .push(frame(&head, Body::inline(run.parts.bytes)));
         }
         if self.ids.is_empty() {
             return;
         }
+        let outputs = std::mem::take(&mut self.outputs);
         let head = Up::DoneGroup {
             ids: std::mem::take(&mut self.ids),
             results: std::mem::take(&mut self.results),
-            ends: std::mem::take(&mut self.ends),
+            ends: outputs.ends,
         };
-        let body = Body::inline(std::mem::take(&mut self.outputs));
+        let body = Body::inline(outputs.bytes);
         self.frames.push(frame(&head, body));
     }
 
@@ -576,7 +569,7 @@ impl Results {
     }
 
     /// Holds a task's result.
-    fn push(&self, head: Up, body: Body) {
+    fn push(&self, id: TaskId, result: Result<(), TaskError>, body: Body) {
         let mut h = self.lock();
         let now = Instant::now();
         h.since.get_or_insert(now);
@@ -584,40 +577,34 @@ impl Results {
         if h.bound(now, RESULT_BACKSTOP) {
             self.timer.notify_one();
         }
-        self.add(&mut h, head, body);
+        self.add(&mut h, id, result, body);
     }
 
     /// Sends a task's result now, with what is held ahead of it. The
     /// flusher is not woken for it: a pool without retries holds no
     /// result across a task start, and waking the flusher for a result
     /// sent at once cost a thread wake-up per task.
-    fn send(&self, head: Up, body: Body) {
+    fn send(&self, id: TaskId, result: Result<(), TaskError>, body: Body) {
         let mut h = self.lock();
-        self.add(&mut h, head, body);
+        self.add(&mut h, id, result, body);
         self.send_held(h);
     }
 
     /// Adds a result to what is held.
-    fn add(&self, h: &mut Held, head: Up, body: Body) {
+    fn add(&self, h: &mut Held, id: TaskId, result: Result<(), TaskError>, body: Body) {
         self.holding.store(true, Ordering::Release);
-        if let Up::Done { id, result } = head {
-            if let Some(bytes) = small_bytes(&body) {
-                // Messages held before this result stay ahead of it.
-                if h.messages.is_some() {
-                    h.close_group();
-                }
-                h.bytes += bytes.len() + ITEM_OVERHEAD;
-                h.outputs.extend_from_slice(bytes);
-                let end = u32::try_from(h.outputs.len()).unwrap_or(u32::MAX);
-                h.ends.push(end);
-                h.ids.push(id);
-                h.results.push(result);
-                return;
-            }
+        let Some(bytes) = small_bytes(&body) else {
             h.push_frame(frame(&Up::Done { id, result }, body));
             return;
+        };
+        // Messages held before this result stay ahead of it.
+        if h.messages.is_some() {
+            h.close_group();
         }
-        h.push_frame(frame(&head, body));
+        h.bytes += bytes.len() + ITEM_OVERHEAD;
+        h.outputs.push(bytes);
+        h.ids.push(id);
+        h.results.push(result);
     }
 
     /// Holds (or, when large or a packet is full, sends) a message from
@@ -641,14 +628,13 @@ impl Results {
             h.close_group();
         }
         h.bytes += bytes.len() + ITEM_OVERHEAD;
-        let run = h.messages.get_or_insert_with(|| MessageRun {
-            id,
-            bytes: Vec::new(),
-            ends: Vec::new(),
-        });
-        run.bytes.extend_from_slice(bytes);
-        run.ends
-            .push(u32::try_from(run.bytes.len()).unwrap_or(u32::MAX));
+        h.messages
+            .get_or_insert_with(|| MessageRun {
+                id,
+                parts: Parts::default(),
+            })
+            .parts
+            .push(bytes);
         if h.full() {
             self.send_held(h);
         } else {
@@ -736,14 +722,7 @@ fn flusher(results: &Results) {
 const SHUTDOWN: TaskId = TaskId(0);
 
 fn send(up: &Tx, head: &Up, body: Body) {
-    let frame = match Frame::new(head, body) {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("concur-procs worker: {e}");
-            sys::exit_now(sys::EXIT_ORPHANED)
-        }
-    };
-    if up.send(vec![frame]).is_err() {
+    if up.send(vec![frame(head, body)]).is_err() {
         // The parent is gone, or our channel to it broke: nobody can get
         // the result.
         sys::exit_channel_lost();
@@ -793,71 +772,69 @@ fn read(down: &Rx, up: &Tx, shared: &Shared) {
 
 /// Files one frame from the parent; tasks given back go to `given_back`.
 fn take(g: &mut Inbox, head: Down, body: Body, given_back: &mut Vec<TaskId>) {
-    {
-        match head {
-            Down::Recall { ids } => {
-                g.queue.retain(|r| {
-                    let back = ids.contains(&r.id);
-                    if back {
-                        given_back.push(r.id);
-                    }
-                    !back
-                });
-                for id in given_back.iter() {
-                    g.messages.remove(id);
-                    g.gone.remove(id);
-                    g.cancelled.remove(id);
+    match head {
+        Down::Recall { ids } => {
+            g.queue.retain(|r| {
+                let back = ids.contains(&r.id);
+                if back {
+                    given_back.push(r.id);
                 }
+                !back
+            });
+            for id in given_back.iter() {
+                g.messages.remove(id);
+                g.gone.remove(id);
+                g.cancelled.remove(id);
             }
-            Down::Run { id, name } => g.queue.push_back(Run {
-                id,
-                name: name.into(),
-                input: Input::Own(body),
-            }),
-            Down::RunGroup { name, ids, ends } => {
-                let name: Arc<str> = name.into();
-                // The parent built the group; a group that does not add up
-                // is a broken parent: nothing sensible to run.
-                let Some(parts) = crate::wire::ranges(body.as_slice().len(), &ends)
-                    .filter(|p| p.len() == ids.len())
-                else {
-                    sys::exit_now(sys::EXIT_ORPHANED)
-                };
-                let body = Arc::new(body);
-                for (id, part) in ids.into_iter().zip(parts) {
-                    g.queue.push_back(Run {
-                        id,
-                        name: name.clone(),
-                        input: Input::Part(body.clone(), part),
-                    });
-                }
-            }
-            Down::Deliver { id } => g
-                .messages
-                .entry(id)
-                .or_default()
-                .push_back(body.into_payload()),
-            Down::Cancel { id } => {
-                if g.running == Some(id) {
-                    sys::exit_now(sys::EXIT_CANCELLED);
-                }
-                if g.queue.iter().any(|r| r.id == id) {
-                    g.cancelled.insert(id);
-                }
-            }
-            Down::CallerGone { id } => {
-                g.gone.insert(id);
-            }
-            Down::Shutdown => {
-                // Queue a marker: the main loop ends when it reaches it.
-                g.queue.push_back(Run {
-                    id: SHUTDOWN,
-                    name: "".into(),
-                    input: Input::Own(Body::Empty),
-                });
-            }
-            Down::Init { .. } => {}
         }
+        Down::Run { id, name } => g.queue.push_back(Run {
+            id,
+            name: name.into(),
+            input: Input::Own(body),
+        }),
+        Down::RunGroup { name, ids, ends } => {
+            let name: Arc<str> = name.into();
+            // The parent built the group; a group that does not add up
+            // is a broken parent: nothing sensible to run.
+            let Some(parts) =
+                crate::wire::ranges(body.as_slice().len(), &ends).filter(|p| p.len() == ids.len())
+            else {
+                sys::exit_now(sys::EXIT_ORPHANED)
+            };
+            let body = Arc::new(body);
+            for (id, part) in ids.into_iter().zip(parts) {
+                g.queue.push_back(Run {
+                    id,
+                    name: name.clone(),
+                    input: Input::Part(body.clone(), part),
+                });
+            }
+        }
+        Down::Deliver { id } => g
+            .messages
+            .entry(id)
+            .or_default()
+            .push_back(body.into_payload()),
+        Down::Cancel { id } => {
+            if g.running == Some(id) {
+                sys::exit_now(sys::EXIT_CANCELLED);
+            }
+            if g.queue.iter().any(|r| r.id == id) {
+                g.cancelled.insert(id);
+            }
+        }
+        Down::CallerGone { id } => {
+            g.gone.insert(id);
+        }
+        Down::Shutdown => {
+            // Queue a marker: the main loop ends when it reaches it.
+            g.queue.push_back(Run {
+                id: SHUTDOWN,
+                name: "".into(),
+                input: Input::Own(Body::Empty),
+            });
+        }
+        Down::Init { .. } => {}
     }
 }
 

@@ -11,27 +11,9 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 
 use common::{accept_within, join, one_frame_packet, send_on_every_socket, Who, DEADLINE};
+use concur_procs::core::conformance::Stream;
 use concur_procs::{Configure, ErrorKind, Executor, ProcessPool, Task, TaskContext};
 use serde::{Deserialize, Serialize};
-
-/// Sends `0..count` to its caller, then returns `count`.
-#[derive(Serialize, Deserialize)]
-struct Stream {
-    count: u64,
-}
-
-impl Task for Stream {
-    type Output = u64;
-    type ToCaller = u64;
-    type FromCaller = ();
-    const NAME: &'static str = "procs-messages::Stream";
-    fn run(self, cx: &mut TaskContext<'_, Self>) -> u64 {
-        for i in 0..self.count {
-            cx.send(i).unwrap();
-        }
-        self.count
-    }
-}
 
 /// The bytes of message `i` of [`Mixed`]: mostly small, every 10th above
 /// the size that joins a group, every 33rd large enough for shared memory.
@@ -138,7 +120,7 @@ impl Task for ForgeGroup {
     }
 }
 
-concur_procs::register!(Stream, Mixed, SendThenWait, SendThenAbort, ForgeGroup);
+concur_procs::register!(Mixed, SendThenWait, SendThenAbort, ForgeGroup);
 
 /// A fresh Unix socket path for one test.
 fn socket_path(name: &str) -> PathBuf {
@@ -170,7 +152,7 @@ fn read_all<T: Task>(h: &concur_procs::TaskHandle<T>) -> Vec<T::ToCaller> {
 #[test]
 fn many_messages_arrive_in_order_before_the_result() {
     let p = ProcessPool::builder().workers(1).build().unwrap();
-    const N: u64 = 50_000;
+    const N: u32 = 50_000;
     let h = p.submit(Stream { count: N }).unwrap();
     let got = read_all(&h);
     assert_eq!(got, (0..N).collect::<Vec<_>>());
@@ -183,10 +165,10 @@ fn many_messages_arrive_in_order_before_the_result() {
 #[test]
 fn messages_of_tasks_in_a_row_stay_with_their_tasks() {
     let p = ProcessPool::builder().workers(1).build().unwrap();
-    let hs: Vec<_> = (0..8u64)
+    let hs: Vec<_> = (0..8u32)
         .map(|i| p.submit(Stream { count: 100 * i }).unwrap())
         .collect();
-    for (i, h) in (0..8u64).zip(hs) {
+    for (i, h) in (0..8u32).zip(hs) {
         assert_eq!(read_all(&h), (0..100 * i).collect::<Vec<_>>());
         assert_eq!(join(h).unwrap(), 100 * i);
     }

@@ -62,6 +62,11 @@ impl Task for Echo {
 
 concur_core::register!(Reverse, Echo);
 
+/// `data` echoed by [`Echo`] on `pool`.
+fn echo(pool: &ProcessPool, data: SharedBytes, bump: bool) -> (bool, SharedBytes) {
+    join(pool.submit(Echo { data, bump }).unwrap()).unwrap()
+}
+
 fn threads() -> ThreadPool {
     ThreadPool::builder().workers(2).build().unwrap()
 }
@@ -101,25 +106,11 @@ fn an_echoed_region_travels_both_ways_and_writes_go_to_a_copy() {
     let input = pattern(1 << 20, 5);
     let sent = SharedBytes::copy_from(&input);
     assert!(sent.is_shared(), "a pool installs the region allocator");
-    let (arrived_shared, back) = join(
-        p.submit(Echo {
-            data: sent,
-            bump: false,
-        })
-        .unwrap(),
-    )
-    .unwrap();
+    let (arrived_shared, back) = echo(&p, sent, false);
     assert!(arrived_shared && back.is_shared());
     assert_eq!(&back[..], &input[..]);
     // Sent again as it came back (no copy on the way), changed by the task.
-    let (arrived_shared, bumped) = join(
-        p.submit(Echo {
-            data: back,
-            bump: true,
-        })
-        .unwrap(),
-    )
-    .unwrap();
+    let (arrived_shared, bumped) = echo(&p, back, true);
     assert!(arrived_shared);
     assert_eq!(bumped[0], input[0].wrapping_add(1));
     assert_eq!(&bumped[1..], &input[1..]);
@@ -138,14 +129,7 @@ fn a_shorter_payload_decodes_to_exactly_its_bytes() {
         .enumerate()
     {
         let input = pattern(len, i as u8);
-        let (_, back) = join(
-            p.submit(Echo {
-                data: SharedBytes::copy_from(&input),
-                bump: false,
-            })
-            .unwrap(),
-        )
-        .unwrap();
+        let (_, back) = echo(&p, SharedBytes::copy_from(&input), false);
         assert_eq!(back.len(), len);
         assert_eq!(&back[..], &input[..]);
     }
@@ -165,14 +149,7 @@ fn many_large_values_leave_no_descriptor_behind() {
     let p = ProcessPool::builder().workers(1).build().unwrap();
     let input = pattern(256 << 10, 9);
     let round = || {
-        let (_, back) = join(
-            p.submit(Echo {
-                data: SharedBytes::copy_from(&input),
-                bump: false,
-            })
-            .unwrap(),
-        )
-        .unwrap();
+        let (_, back) = echo(&p, SharedBytes::copy_from(&input), false);
         assert_eq!(back.len(), input.len());
     };
     for _ in 0..5 {

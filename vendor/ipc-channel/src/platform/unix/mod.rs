@@ -119,9 +119,6 @@ fn max_message_size() -> usize {
     MAX_MESSAGE_SIZE.load(Ordering::Relaxed)
 }
 
-/// The error for bytes on a socket that cannot be a message sent by this
-/// crate (a forged or corrupt header). Whatever descriptors came with them
-/// are closed.
 /// How long the follow-up fragments of one message may take to arrive:
 /// this much, plus a second per [`FRAGMENT_MIN_RATE`] bytes of the message.
 /// A sender writes them in one go once the first is out; a peer that sends
@@ -132,6 +129,9 @@ const FRAGMENT_DEADLINE: Duration = Duration::from_secs(5);
 /// stalled (see [`FRAGMENT_DEADLINE`]).
 const FRAGMENT_MIN_RATE: usize = 64 * 1024 * 1024;
 
+/// The error for bytes on a socket that cannot be a message sent by this
+/// crate (a forged or corrupt header). Whatever descriptors came with them
+/// are closed.
 fn malformed(what: &'static str) -> UnixError {
     UnixError::IoError(io::Error::new(io::ErrorKind::InvalidData, what))
 }
