@@ -10,7 +10,12 @@
 //! assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
 //! ```
 
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
+
+use ipc_channel::ipc::{IpcOneShotServer, IpcSender};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
 pub mod tasks;
 
@@ -121,4 +126,40 @@ pub fn header() {
         "{:<34} {:>17} {:>17} {:>7}",
         "benchmark", "concur", "anchor", "ratio"
     );
+}
+
+/// A helper process of a benchmark (its anchor's other side): this
+/// executable started in a role. Killed and reaped when dropped.
+#[derive(Debug)]
+pub struct Helper(Child);
+
+impl Helper {
+    /// Starts this executable with the environment variable `role` set to
+    /// the name of a one-shot ipc-channel server, and returns the process
+    /// and the first message it sends there (with [`hello`]): typically
+    /// the channels to reach it.
+    pub fn start<H: Serialize + DeserializeOwned>(role: &str) -> (Helper, H) {
+        let (server, name) = IpcOneShotServer::<H>::new().expect("one-shot server");
+        let child = Command::new(std::env::current_exe().expect("this executable"))
+            .env(role, name)
+            .spawn()
+            .expect("helper process");
+        let helper = Helper(child);
+        let (_, first) = server.accept().expect("the helper's hello");
+        (helper, first)
+    }
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// In a process started by [`Helper::start`]: sends `first` to the server
+/// named by the role's environment variable.
+pub fn hello<H: Serialize + DeserializeOwned>(name: String, first: H) {
+    let to: IpcSender<H> = IpcSender::connect(name).expect("connect to the parent");
+    to.send(first).expect("hello");
 }
