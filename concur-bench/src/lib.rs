@@ -48,6 +48,29 @@ pub fn time(f: impl FnOnce()) -> Duration {
     t.elapsed()
 }
 
+/// The time on clock `id` (`libc::CLOCK_MONOTONIC`,
+/// `libc::CLOCK_THREAD_CPUTIME_ID`, ...).
+pub fn clock(id: libc::clockid_t) -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the call's duration.
+    let rc = unsafe { libc::clock_gettime(id, &mut ts) };
+    assert_eq!(rc, 0, "clock {id} is not available");
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// This process's resource usage so far (`getrusage(RUSAGE_SELF)`).
+pub fn self_usage() -> libc::rusage {
+    // SAFETY: `getrusage` writes the struct it is given and nothing else.
+    unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut u);
+        u
+    }
+}
+
 /// Runs `peer` and `ours` alternately `rounds` times (after one warm-up
 /// each) and returns their median durations.
 pub fn interleaved(

@@ -105,10 +105,7 @@ fn raw_pipelined(echoes: &mut [Echo], n: u64) {
 
 /// CPU time this process has used (every thread).
 fn cpu_self() -> Duration {
-    // SAFETY: getrusage fills the struct it is given.
-    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: RUSAGE_SELF with a valid pointer.
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    let u = concur_bench::self_usage();
     let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
     tv(u.ru_utime) + tv(u.ru_stime)
 }
@@ -338,13 +335,7 @@ impl Task for CrashNow {
 
 /// Now on `CLOCK_MONOTONIC`, in nanoseconds.
 fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid out-pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    concur_bench::clock(libc::CLOCK_MONOTONIC).as_nanos() as u64
 }
 concur_core::register!(CrashNow);
 

@@ -42,13 +42,7 @@ fn wanted(what: &str) -> bool {
 
 /// Minor page faults of this process so far.
 fn minor_faults() -> u64 {
-    // SAFETY: `getrusage` writes the struct it is given and nothing else.
-    let usage = unsafe {
-        let mut u: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_SELF, &mut u);
-        u
-    };
-    usage.ru_minflt as u64
+    concur_bench::self_usage().ru_minflt as u64
 }
 
 fn main() {
