@@ -163,13 +163,16 @@ impl Helper {
     /// the channels to reach it.
     pub fn start<H: Serialize + DeserializeOwned>(role: &str) -> (Helper, H) {
         let (server, name) = IpcOneShotServer::<H>::new().expect("one-shot server");
-        let child = Command::new(std::env::current_exe().expect("this executable"))
-            .env(role, name)
-            .spawn()
-            .expect("helper process");
-        let helper = Helper(child);
+        let helper = Helper::spawn(
+            Command::new(std::env::current_exe().expect("this executable")).env(role, name),
+        );
         let (_, first) = server.accept().expect("the helper's hello");
         (helper, first)
+    }
+
+    /// Starts `command` as a helper (one that needs no [`hello`]).
+    pub fn spawn(command: &mut Command) -> Helper {
+        Helper(command.spawn().expect("helper process"))
     }
 }
 
