@@ -10,7 +10,12 @@
 //! assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
 //! ```
 
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
+
+use ipc_channel::ipc::{IpcOneShotServer, IpcSender};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
 pub mod tasks;
 
@@ -41,6 +46,29 @@ pub fn time(f: impl FnOnce()) -> Duration {
     let t = Instant::now();
     f();
     t.elapsed()
+}
+
+/// The time on clock `id` (`libc::CLOCK_MONOTONIC`,
+/// `libc::CLOCK_THREAD_CPUTIME_ID`, ...).
+pub fn clock(id: libc::clockid_t) -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the call's duration.
+    let rc = unsafe { libc::clock_gettime(id, &mut ts) };
+    assert_eq!(rc, 0, "clock {id} is not available");
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// This process's resource usage so far (`getrusage(RUSAGE_SELF)`).
+pub fn self_usage() -> libc::rusage {
+    // SAFETY: `getrusage` writes the struct it is given and nothing else.
+    unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut u);
+        u
+    }
 }
 
 /// Runs `peer` and `ours` alternately `rounds` times (after one warm-up
@@ -121,4 +149,43 @@ pub fn header() {
         "{:<34} {:>17} {:>17} {:>7}",
         "benchmark", "concur", "anchor", "ratio"
     );
+}
+
+/// A helper process of a benchmark (its anchor's other side): this
+/// executable started in a role. Killed and reaped when dropped.
+#[derive(Debug)]
+pub struct Helper(Child);
+
+impl Helper {
+    /// Starts this executable with the environment variable `role` set to
+    /// the name of a one-shot ipc-channel server, and returns the process
+    /// and the first message it sends there (with [`hello`]): typically
+    /// the channels to reach it.
+    pub fn start<H: Serialize + DeserializeOwned>(role: &str) -> (Helper, H) {
+        let (server, name) = IpcOneShotServer::<H>::new().expect("one-shot server");
+        let helper = Helper::spawn(
+            Command::new(std::env::current_exe().expect("this executable")).env(role, name),
+        );
+        let (_, first) = server.accept().expect("the helper's hello");
+        (helper, first)
+    }
+
+    /// Starts `command` as a helper (one that needs no [`hello`]).
+    pub fn spawn(command: &mut Command) -> Helper {
+        Helper(command.spawn().expect("helper process"))
+    }
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// In a process started by [`Helper::start`]: sends `first` to the server
+/// named by the role's environment variable.
+pub fn hello<H: Serialize + DeserializeOwned>(name: String, first: H) {
+    let to: IpcSender<H> = IpcSender::connect(name).expect("connect to the parent");
+    to.send(first).expect("hello");
 }

@@ -1,5 +1,7 @@
 //! The tasks the benchmarks run, registered once for every bench binary.
 
+use std::time::{Duration, Instant};
+
 use concur_core::{Task, TaskContext};
 use serde::{Deserialize, Serialize};
 
@@ -59,4 +61,20 @@ pub fn spin(rounds: u64) -> u64 {
         x = std::hint::black_box(mix(x) ^ i);
     }
     x
+}
+
+/// Rounds of [`spin`] that take about `d` on this machine: doubles a probe
+/// until it takes at least 5 ms (long enough to time), then scales.
+pub fn spin_rounds_for(d: Duration) -> u64 {
+    let mut rounds: u64 = 1 << 12;
+    loop {
+        let t = Instant::now();
+        std::hint::black_box(spin(std::hint::black_box(rounds)));
+        let took = t.elapsed();
+        if took >= Duration::from_millis(5) || rounds >= 1 << 40 {
+            let scale = d.as_secs_f64() / took.as_secs_f64().max(1e-9);
+            return ((rounds as f64 * scale) as u64).max(1);
+        }
+        rounds *= 2;
+    }
 }

@@ -30,6 +30,9 @@ use crate::loom::{
     fence, park, thread_current, Arc, AtomicBool, AtomicUsize, Condvar, Mutex, MutexGuard, Thread,
 };
 
+/// The most room [`Admission::acquire_one_in_burst`] waits for at once.
+const BURST_SHARE: usize = 1024;
+
 /// The queue bound of a pool. Closing it is how a pool stops taking work.
 #[derive(Debug, Clone)]
 pub struct Admission {
@@ -370,6 +373,33 @@ impl Admission {
                 _ => park(),
             }
         }
+    }
+
+    /// Room for one task, as [`acquire`](Self::acquire), for a submitter
+    /// that is likely in a burst. One that finds the queue full usually
+    /// fills it again at once: taking room one task at a time would wake it
+    /// once per finished task. So when there is no room and nobody else
+    /// waits, it waits instead (in line, like any acquirer) for room for a
+    /// share of the bound (a quarter, at most 1024 tasks), gives
+    /// that room back and takes one task's worth: one wake-up per share,
+    /// and the room the next submissions find. Every task still holds its
+    /// own permit, so the bound holds; those who come later still wait
+    /// behind it.
+    ///
+    /// # Errors
+    /// As [`acquire`](Self::acquire).
+    pub fn acquire_one_in_burst(&self) -> Result<Permit, TaskError> {
+        if let Some(permit) = self.try_acquire(1)? {
+            return Ok(permit);
+        }
+        let share = (self.bound() / 4).min(BURST_SHARE);
+        if share > 1 && self.waiting() == 0 {
+            drop(self.acquire(share)?);
+            if let Some(permit) = self.try_acquire(1)? {
+                return Ok(permit);
+            }
+        }
+        self.acquire(1)
     }
 
     /// Waits (asynchronously) for room for `n` tasks, in the same line as

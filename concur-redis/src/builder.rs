@@ -15,9 +15,7 @@ use crate::local::{Local, Spawn, DEFAULT_CRASH_WINDOW, DEFAULT_MAX_CRASHES};
 use crate::pool::{
     reader_loop, sender_loop, server_run_id, setup_error, Inner, RedisPool, Settings,
 };
-use crate::worker::{
-    queue_settings, DEFAULT_QUEUE, DEFAULT_RECONNECT_TIMEOUT, DEFAULT_VISIBILITY_TIMEOUT,
-};
+use crate::worker::QueueSettings;
 use concur_core::Executor;
 
 /// How long a pool waits for its local workers to be ready, by default.
@@ -30,10 +28,7 @@ pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct RedisPoolBuilder {
     config: PoolConfig,
     url: String,
-    queue: String,
-    visibility: Duration,
-    heartbeat: Option<Duration>,
-    reconnect: Duration,
+    settings: QueueSettings,
     local: bool,
     program: Option<PathBuf>,
     args: Vec<OsString>,
@@ -53,10 +48,7 @@ impl RedisPoolBuilder {
         Self {
             config: PoolConfig::new(),
             url: url.to_owned(),
-            queue: DEFAULT_QUEUE.to_owned(),
-            visibility: DEFAULT_VISIBILITY_TIMEOUT,
-            heartbeat: None,
-            reconnect: DEFAULT_RECONNECT_TIMEOUT,
+            settings: QueueSettings::default(),
             local: true,
             program: None,
             args: Vec::new(),
@@ -77,7 +69,7 @@ impl RedisPoolBuilder {
     /// The queue to submit to (default `"default"`): workers started with
     /// the same queue name take its tasks.
     pub fn queue(mut self, queue: &str) -> Self {
-        self.queue = queue.to_owned();
+        self.settings.queue = queue.to_owned();
         self
     }
 
@@ -86,14 +78,14 @@ impl RedisPoolBuilder {
     /// another worker takes it over. Use the same value for every worker
     /// of the queue.
     pub fn visibility_timeout(mut self, d: Duration) -> Self {
-        self.visibility = d;
+        self.settings.visibility = d;
         self
     }
 
     /// How often local workers renew the lease of a running task (default
     /// a quarter of the visibility timeout).
     pub fn heartbeat(mut self, d: Duration) -> Self {
-        self.heartbeat = Some(d);
+        self.settings.heartbeat = Some(d);
         self
     }
 
@@ -101,7 +93,7 @@ impl RedisPoolBuilder {
     /// lost broker before failing what waits on it with
     /// [`ErrorKind::Io`] (default 30 s).
     pub fn reconnect_timeout(mut self, d: Duration) -> Self {
-        self.reconnect = d;
+        self.settings.reconnect = d;
         self
     }
 
@@ -164,9 +156,9 @@ impl RedisPoolBuilder {
                 ),
             ));
         }
-        queue_settings(&self.queue, self.visibility, self.heartbeat)?;
-        let broker = Arc::new(Broker::new(&self.url, self.reconnect)?);
-        let keys = Keys::new(&self.queue);
+        self.settings.check()?;
+        let broker = Arc::new(Broker::new(&self.url, self.settings.reconnect)?);
+        let keys = Keys::new(&self.settings.queue);
         let never = AtomicBool::new(false);
         let mut con = broker.connect(&never)?;
         ensure_group(&mut con, &keys.tasks()).map_err(|e| setup_error(&e))?;
@@ -188,7 +180,7 @@ impl RedisPoolBuilder {
             workers,
             timeout: self.config.task_timeout_value(),
             retries: self.config.retries_value(),
-            reconnect: self.reconnect,
+            reconnect: self.settings.reconnect,
         };
         let inner = Arc::new(Inner::new(
             id,
@@ -251,13 +243,13 @@ impl RedisPoolBuilder {
         let mut envs = vec![
             (env::WORKER, "1".to_owned()),
             (env::URL, self.url.clone()),
-            (env::QUEUE, self.queue.clone()),
+            (env::QUEUE, self.settings.queue.clone()),
             (env::POOL, pool.to_owned()),
             (env::PARENT, std::process::id().to_string()),
-            (env::VISIBILITY_MS, ms(self.visibility)),
-            (env::RECONNECT_MS, ms(self.reconnect)),
+            (env::VISIBILITY_MS, ms(self.settings.visibility)),
+            (env::RECONNECT_MS, ms(self.settings.reconnect)),
         ];
-        if let Some(h) = self.heartbeat {
+        if let Some(h) = self.settings.heartbeat {
             envs.push((env::HEARTBEAT_MS, ms(h)));
         }
         if let Some(init) = self.config.initializer_value() {

@@ -445,7 +445,7 @@ pub(crate) fn reader_loop(inner: &Inner, mut run_id: Option<String>) {
                 for e in entries {
                     last = e.id.clone();
                     read_ids.push(e.id.clone());
-                    on_result(inner, &e);
+                    on_result(inner, e);
                 }
             }
             Err(e) => {
@@ -550,7 +550,7 @@ fn verify_waiting(inner: &Inner, c: &mut Connection, res: &str, last: &mut Strin
         }
         for e in entries {
             *last = e.id.clone();
-            on_result(inner, &e);
+            on_result(inner, e);
         }
     }
     for id in missing {
@@ -566,7 +566,7 @@ fn verify_waiting(inner: &Inner, c: &mut Connection, res: &str, last: &mut Strin
     }
 }
 
-fn on_result(inner: &Inner, e: &wire::Entry) {
+fn on_result(inner: &Inner, e: wire::Entry) {
     // An entry nobody can route is dropped: it finishes no task.
     let Ok(r) = ResultEntry::parse(e) else { return };
     match r.kind {

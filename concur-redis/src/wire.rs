@@ -186,13 +186,20 @@ pub(crate) struct ResultEntry {
 }
 
 impl ResultEntry {
-    pub(crate) fn parse(e: &Entry) -> Result<Self, Garbage> {
-        Ok(Self {
-            task: e.number("id")?,
-            kind: ResultKind::from_tag(e.get("k").ok_or(Garbage::Missing("k"))?)
-                .ok_or(Garbage::Bad("k"))?,
-            body: e.get("b").map(<[u8]>::to_vec).unwrap_or_default(),
-        })
+    /// Reads a result entry; its body moves out of the entry (a result or
+    /// message of any size is not copied again on its way to the handle).
+    pub(crate) fn parse(mut e: Entry) -> Result<Self, Garbage> {
+        let task = e.number("id")?;
+        let kind = ResultKind::from_tag(e.get("k").ok_or(Garbage::Missing("k"))?)
+            .ok_or(Garbage::Bad("k"))?;
+        let body = e
+            .fields
+            .iter_mut()
+            .flatten()
+            .find(|(k, _)| k == b"b")
+            .map(|(_, v)| std::mem::take(v))
+            .unwrap_or_default();
+        Ok(Self { task, kind, body })
     }
 }
 
@@ -369,7 +376,7 @@ mod tests {
         };
         assert_eq!(TaskEntry::parse(&deleted), Err(Garbage::Deleted));
         let e = task_entry(&[("id", b"3"), ("k", b"??")]);
-        assert_eq!(ResultEntry::parse(&e), Err(Garbage::Bad("k")));
+        assert_eq!(ResultEntry::parse(e), Err(Garbage::Bad("k")));
     }
 
     #[test]

@@ -80,11 +80,8 @@ impl Worker {
     pub fn builder(url: &str) -> WorkerBuilder {
         WorkerBuilder {
             url: url.to_owned(),
-            queue: DEFAULT_QUEUE.to_owned(),
+            settings: QueueSettings::default(),
             name: None,
-            visibility: DEFAULT_VISIBILITY_TIMEOUT,
-            heartbeat: None,
-            reconnect: DEFAULT_RECONNECT_TIMEOUT,
             max_tasks: None,
             index: 0,
             incarnation: None,
@@ -119,11 +116,8 @@ pub(crate) struct LocalSpec {
 #[derive(Debug, Clone)]
 pub struct WorkerBuilder {
     url: String,
-    queue: String,
+    settings: QueueSettings,
     name: Option<String>,
-    visibility: Duration,
-    heartbeat: Option<Duration>,
-    reconnect: Duration,
     max_tasks: Option<u64>,
     index: usize,
     incarnation: Option<u64>,
@@ -135,7 +129,7 @@ impl WorkerBuilder {
     /// The queue to serve (default [`DEFAULT_QUEUE`]); pools submit to a
     /// queue by the same name.
     pub fn queue(mut self, queue: &str) -> Self {
-        self.queue = queue.to_owned();
+        self.settings.queue = queue.to_owned();
         self
     }
 
@@ -150,21 +144,21 @@ impl WorkerBuilder {
     /// before this worker takes it over (default 30 s). Use the same value
     /// for every worker of a queue.
     pub fn visibility_timeout(mut self, d: Duration) -> Self {
-        self.visibility = d;
+        self.settings.visibility = d;
         self
     }
 
     /// How often the lease of the running task is renewed (default a
     /// quarter of the visibility timeout).
     pub fn heartbeat(mut self, d: Duration) -> Self {
-        self.heartbeat = Some(d);
+        self.settings.heartbeat = Some(d);
         self
     }
 
     /// How long to keep reconnecting to a lost broker before giving up
     /// (default 30 s).
     pub fn reconnect_timeout(mut self, d: Duration) -> Self {
-        self.reconnect = d;
+        self.settings.reconnect = d;
         self
     }
 
@@ -203,9 +197,9 @@ impl WorkerBuilder {
     /// unreachable longer than the reconnect timeout) or refuses the
     /// worker (wrong password); an initializer's error for a local worker.
     pub fn run(self) -> Result<Stop, TaskError> {
-        let heartbeat = queue_settings(&self.queue, self.visibility, self.heartbeat)?;
+        let heartbeat = self.settings.check()?;
         install_signal_handlers();
-        let broker = Arc::new(Broker::new(&self.url, self.reconnect)?);
+        let broker = Arc::new(Broker::new(&self.url, self.settings.reconnect)?);
         let incarnation = self.incarnation.unwrap_or_else(crate::ids::unique_u64);
         let consumer = self.name.clone().unwrap_or_else(|| {
             format!(
@@ -216,10 +210,10 @@ impl WorkerBuilder {
             )
         });
         let shared = Arc::new(Shared {
-            keys: Keys::new(&self.queue),
+            keys: Keys::new(&self.settings.queue),
             consumer,
             broker: broker.clone(),
-            visibility: self.visibility,
+            visibility: self.settings.visibility,
             heartbeat,
             identity: self
                 .identity
@@ -841,36 +835,56 @@ impl Main {
     }
 }
 
-/// Checks the queue and lease settings shared by workers and pools, and
-/// gives the heartbeat to use (default a quarter of the visibility
-/// timeout).
-pub(crate) fn queue_settings(
-    queue: &str,
-    visibility: Duration,
-    heartbeat: Option<Duration>,
-) -> Result<Duration, TaskError> {
-    // Every key of a queue shares the hash tag `{queue}` (see `Keys`): a
-    // brace in the name would end the tag early.
-    if queue.is_empty() || queue.contains(['{', '}']) {
-        return Err(TaskError::config(
-            "queue",
-            "a non-empty name without braces",
-        ));
+/// The queue and lease settings that workers and pools (for the local
+/// workers they start) both take.
+#[derive(Debug, Clone)]
+pub(crate) struct QueueSettings {
+    pub(crate) queue: String,
+    pub(crate) visibility: Duration,
+    /// `None`: a quarter of the visibility timeout.
+    pub(crate) heartbeat: Option<Duration>,
+    pub(crate) reconnect: Duration,
+}
+
+impl Default for QueueSettings {
+    fn default() -> Self {
+        Self {
+            queue: DEFAULT_QUEUE.to_owned(),
+            visibility: DEFAULT_VISIBILITY_TIMEOUT,
+            heartbeat: None,
+            reconnect: DEFAULT_RECONNECT_TIMEOUT,
+        }
     }
-    if visibility < Duration::from_millis(100) {
-        return Err(TaskError::config(
-            "visibility_timeout",
-            "must be at least 100 ms",
-        ));
+}
+
+impl QueueSettings {
+    /// Checks the queue name and the lease settings, and gives the
+    /// heartbeat to use (default a quarter of the visibility timeout).
+    pub(crate) fn check(&self) -> Result<Duration, TaskError> {
+        // Every key of a queue shares the hash tag `{queue}` (see `Keys`): a
+        // brace in the name would end the tag early.
+        if self.queue.is_empty() || self.queue.contains(['{', '}']) {
+            return Err(TaskError::config(
+                "queue",
+                "a non-empty name without braces",
+            ));
+        }
+        let visibility = self.visibility;
+        if visibility < Duration::from_millis(100) {
+            return Err(TaskError::config(
+                "visibility_timeout",
+                "must be at least 100 ms",
+            ));
+        }
+        let heartbeat = self.heartbeat.unwrap_or(visibility / 4);
+        if heartbeat.is_zero() || heartbeat >= visibility {
+            return Err(TaskError::config(
+                "heartbeat",
+                "must be longer than zero and shorter than the visibility timeout",
+            ));
+        }
+        Ok(heartbeat)
     }
-    let heartbeat = heartbeat.unwrap_or(visibility / 4);
-    if heartbeat.is_zero() || heartbeat >= visibility {
-        return Err(TaskError::config(
-            "heartbeat",
-            "must be longer than zero and shorter than the visibility timeout",
-        ));
-    }
-    Ok(heartbeat)
 }
 
 fn ms(d: Duration) -> u64 {

@@ -12,10 +12,6 @@ use concur_core::{
 use crate::dispatch::Job;
 use crate::generation::{lock, Generation, Shared, WorkerThread};
 
-/// The most room a submitter that found the queue full waits for at once
-/// (see `ThreadPool::wait_for_room`).
-const MAX_SHARE: usize = 1024;
-
 /// A pool of worker threads running [`Task`]s with shared memory.
 ///
 /// Dropping the pool is [`Executor::shutdown`]: queued work finishes and
@@ -56,7 +52,8 @@ const MAX_SHARE: usize = 1024;
 /// most 1024 tasks) is free rather than until one task ends: a burst of
 /// submissions is then woken once per share instead of once per finished
 /// task. Each task still holds its own room, so the bound holds, and
-/// submitters already waiting keep their turn.
+/// submitters already waiting keep their turn (see
+/// [`Admission::acquire_one_in_burst`]).
 ///
 /// From a queue of at least four jobs per worker, a worker takes up to
 /// eight tasks or closures at a time (one lock instead of eight; a batch
@@ -188,26 +185,6 @@ impl ThreadPool {
         }
     }
 
-    /// Waits for room for one task in a full queue. A submitter that finds
-    /// the queue full is usually in a burst that fills it again at once;
-    /// taking room one task at a time would then wake it once per finished
-    /// task. When nobody else waits, it waits instead (in line, like any
-    /// acquirer) for room for a share of the bound, gives that room back
-    /// and takes one task's worth: one wake-up per share, and the room the
-    /// next submissions find. Every task still holds its own permit, so
-    /// the bound holds; those who come later still wait behind it.
-    fn wait_for_room(&self) -> Result<Permit, TaskError> {
-        let admission = &self.inner.admission;
-        let share = (admission.bound() / 4).min(MAX_SHARE);
-        if share > 1 && admission.waiting() == 0 {
-            drop(admission.acquire(share)?);
-            if let Some(permit) = admission.try_acquire(1)? {
-                return Ok(permit);
-            }
-        }
-        admission.acquire(1)
-    }
-
     /// Stops the workers for good and joins every worker thread. Running
     /// tasks are waited for (a thread cannot be stopped).
     fn stop_and_join(&self) {
@@ -294,11 +271,7 @@ impl Executor for ThreadPool {
     }
 
     fn submit<T: Task>(&self, task: T) -> Result<TaskHandle<T>, TaskError> {
-        let permit = match self.inner.admission.try_acquire(1)? {
-            Some(permit) => permit,
-            None => self.wait_for_room()?,
-        };
-        self.start(task, permit)
+        self.start(task, self.inner.admission.acquire_one_in_burst()?)
     }
 
     fn start<T: Task>(&self, task: T, permit: Permit) -> Result<TaskHandle<T>, TaskError> {

@@ -16,12 +16,12 @@
 //!
 //! Target: concur's throughput >= 0.8x the raw sends' (its time <= 1.25x).
 
-use concur_bench::{header, interleaved, rounds, Comparison};
+use concur_bench::{header, hello, interleaved, rounds, Comparison, Helper};
 use concur_core::prelude::*;
 use concur_core::{Task, TaskContext};
 use concur_procs::ProcessPool;
 use concur_threads::ThreadPool;
-use ipc_channel::ipc::{self, IpcOneShotServer, IpcReceiver, IpcSender};
+use ipc_channel::ipc::{self, IpcReceiver, IpcSender};
 use serde::{Deserialize, Serialize};
 
 /// Streams `0..count` to its caller, then returns `count`.
@@ -77,8 +77,7 @@ type Hello = (IpcSender<u64>, IpcSender<IpcSender<u64>>);
 fn sender_role(name: String) -> ! {
     let (ask_tx, ask_rx) = ipc::channel::<u64>().expect("channel");
     let (give_tx, give_rx) = ipc::channel::<IpcSender<u64>>().expect("channel");
-    let hello: IpcSender<Hello> = IpcSender::connect(name).expect("connect");
-    hello.send((ask_tx, give_tx)).expect("hello");
+    hello::<Hello>(name, (ask_tx, give_tx));
     let out = give_rx.recv().expect("the parent's receiving channel");
     while let Ok(n) = ask_rx.recv() {
         for i in 0..n {
@@ -92,22 +91,21 @@ fn sender_role(name: String) -> ! {
 
 /// The raw ipc-channel peer: a child process that streams values on request.
 struct RawSender {
-    child: std::process::Child,
+    _process: Helper,
     ask: IpcSender<u64>,
     values: IpcReceiver<u64>,
 }
 
 impl RawSender {
     fn start() -> RawSender {
-        let (server, name) = IpcOneShotServer::<Hello>::new().expect("server");
-        let child = std::process::Command::new(std::env::current_exe().expect("exe"))
-            .env(SENDER_ROLE, name)
-            .spawn()
-            .expect("sender process");
-        let (_, (ask, give)) = server.accept().expect("accept");
+        let (process, (ask, give)) = Helper::start::<Hello>(SENDER_ROLE);
         let (tx, values) = ipc::channel::<u64>().expect("channel");
         give.send(tx).expect("send");
-        RawSender { child, ask, values }
+        RawSender {
+            _process: process,
+            ask,
+            values,
+        }
     }
 
     /// Asks for `n` values and receives them all, checking their order.
@@ -116,13 +114,6 @@ impl RawSender {
         for i in 0..n {
             assert_eq!(self.values.recv().expect("value"), i);
         }
-    }
-}
-
-impl Drop for RawSender {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -19,10 +19,10 @@
 //! 5. a CPU-bound job in 16 chunks: speedup of 2 workers over 1 (target >= 1.8x).
 
 use concur_bench::tasks::{Noop, Spin};
-use concur_bench::{header, interleaved, median, rounds, time, Comparison};
+use concur_bench::{header, hello, interleaved, median, rounds, time, Comparison, Helper};
 use concur_core::prelude::*;
 use concur_procs::{ProcessPool, SpawnMode};
-use ipc_channel::ipc::{self, IpcBytesReceiver, IpcBytesSender, IpcOneShotServer, IpcSender};
+use ipc_channel::ipc::{self, IpcBytesReceiver, IpcBytesSender, IpcSender};
 use std::time::Duration;
 
 fn procspawn_noop(x: u64) -> u64 {
@@ -31,13 +31,15 @@ fn procspawn_noop(x: u64) -> u64 {
 
 const ECHO_ROLE: &str = "CONCUR_BENCH_ECHO_SERVER";
 
+/// What the echo process sends at start: where to send messages, and where
+/// to send the channel for their echoes.
+type EchoHello = (IpcBytesSender, IpcSender<IpcBytesSender>);
+
 /// The raw peer's other process: echoes every message back.
 fn echo_role(name: String) -> ! {
     let (c_tx, c_rx) = ipc::bytes_channel().expect("channel");
     let (reply_tx, reply_rx) = ipc::channel::<IpcBytesSender>().expect("channel");
-    let hello: IpcSender<(IpcBytesSender, IpcSender<IpcBytesSender>)> =
-        IpcSender::connect(name).expect("connect");
-    hello.send((c_tx, reply_tx)).expect("hello");
+    hello::<EchoHello>(name, (c_tx, reply_tx));
     let p_tx = reply_rx.recv().expect("parent sender");
     while let Ok(msg) = c_rx.recv() {
         if p_tx.send(&msg).is_err() {
@@ -49,36 +51,27 @@ fn echo_role(name: String) -> ! {
 
 /// A raw ipc-channel ping-pong partner process.
 struct Echo {
-    child: std::process::Child,
+    _process: Helper,
     to: IpcBytesSender,
     from: IpcBytesReceiver,
 }
 
 impl Echo {
     fn start() -> Echo {
-        let (server, name) =
-            IpcOneShotServer::<(IpcBytesSender, IpcSender<IpcBytesSender>)>::new().expect("server");
-        let child = std::process::Command::new(std::env::current_exe().expect("exe"))
-            .env(ECHO_ROLE, name)
-            .spawn()
-            .expect("echo process");
-        let (_, (to, reply)) = server.accept().expect("accept");
+        let (process, (to, reply)) = Helper::start::<EchoHello>(ECHO_ROLE);
         let (p_tx, from) = ipc::bytes_channel().expect("channel");
         reply.send(p_tx).expect("send");
-        Echo { child, to, from }
+        Echo {
+            _process: process,
+            to,
+            from,
+        }
     }
 
     fn ping(&self, msg: &[u8]) {
         self.to.send(msg).expect("ping");
         let back = self.from.recv().expect("pong");
         assert_eq!(back.len(), msg.len());
-    }
-}
-
-impl Drop for Echo {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -112,10 +105,7 @@ fn raw_pipelined(echoes: &mut [Echo], n: u64) {
 
 /// CPU time this process has used (every thread).
 fn cpu_self() -> Duration {
-    // SAFETY: getrusage fills the struct it is given.
-    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: RUSAGE_SELF with a valid pointer.
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    let u = concur_bench::self_usage();
     let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
     tv(u.ru_utime) + tv(u.ru_stime)
 }
@@ -345,13 +335,7 @@ impl Task for CrashNow {
 
 /// Now on `CLOCK_MONOTONIC`, in nanoseconds.
 fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid out-pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    concur_bench::clock(libc::CLOCK_MONOTONIC).as_nanos() as u64
 }
 concur_core::register!(CrashNow);
 

@@ -10,11 +10,11 @@
 //! 2. a burst of 10k no-op tasks on two workers (target: concur's
 //!    throughput >= 0.7x the raw loop's, i.e. time <= 1.43x).
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use concur_bench::tasks::Noop;
-use concur_bench::{header, interleaved, rounds, Comparison};
+use concur_bench::{header, interleaved, rounds, Comparison, Helper};
 use concur_core::prelude::*;
 use concur_redis::server::{LocalServer, ServerOptions};
 use concur_redis::RedisPool;
@@ -85,7 +85,7 @@ fn raw_worker(url: &str) -> ! {
 struct Raw {
     c: redis::Connection,
     last: String,
-    workers: Vec<Child>,
+    _workers: Vec<Helper>,
 }
 
 impl Raw {
@@ -105,17 +105,17 @@ impl Raw {
             .expect("group");
         let workers = (0..workers)
             .map(|_| {
-                Command::new(std::env::current_exe().expect("exe"))
-                    .env(RAW_ROLE, url)
-                    .stdin(Stdio::null())
-                    .spawn()
-                    .expect("raw worker")
+                Helper::spawn(
+                    Command::new(std::env::current_exe().expect("exe"))
+                        .env(RAW_ROLE, url)
+                        .stdin(Stdio::null()),
+                )
             })
             .collect();
         Raw {
             c,
             last: "0-0".into(),
-            workers,
+            _workers: workers,
         }
     }
 
@@ -150,15 +150,6 @@ impl Raw {
                     got += 1;
                 }
             }
-        }
-    }
-}
-
-impl Drop for Raw {
-    fn drop(&mut self) {
-        for w in &mut self.workers {
-            let _ = w.kill();
-            let _ = w.wait();
         }
     }
 }

@@ -18,7 +18,7 @@
 use std::time::{Duration, Instant};
 
 use concur_bench::median;
-use concur_bench::tasks::{spin, Noop, Spin};
+use concur_bench::tasks::{spin, spin_rounds_for, Noop, Spin};
 use concur_core::prelude::*;
 use concur_procs::ProcessPool;
 use concur_threads::ThreadPool;
@@ -29,21 +29,6 @@ const CPU_TASKS: usize = 64;
 const CPU_TASK: Duration = Duration::from_millis(5);
 /// Tasks per `burst` run.
 const BURST: u64 = 10_000;
-
-/// Rounds of [`spin`] that take about [`CPU_TASK`] here.
-fn calibrate() -> u64 {
-    let mut rounds: u64 = 1 << 12;
-    loop {
-        let t = Instant::now();
-        std::hint::black_box(spin(std::hint::black_box(rounds)));
-        let took = t.elapsed();
-        if took >= Duration::from_millis(5) || rounds >= 1 << 40 {
-            let scale = CPU_TASK.as_secs_f64() / took.as_secs_f64().max(1e-9);
-            return ((rounds as f64 * scale) as u64).max(1);
-        }
-        rounds *= 2;
-    }
-}
 
 /// The worker counts to measure: `COUNTS` or 1, 2, 4, 8, 16; always with 1.
 fn counts() -> Vec<usize> {
@@ -138,7 +123,7 @@ fn main() {
     let rounds = concur_bench::rounds(3);
     let counts = counts();
     let cores = concur_core::default_workers();
-    let spin_rounds = calibrate();
+    let spin_rounds = spin_rounds_for(CPU_TASK);
     let expected = spin(spin_rounds);
     println!(
         "scaling: {cores} cores here; cpu = {CPU_TASKS} tasks of ~{} ms, burst = {BURST} no-op tasks; median of {rounds} rounds",

@@ -27,9 +27,9 @@
 
 use std::cell::Cell;
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use concur_bench::tasks::{mix, spin, Mix, Noop, Spin};
+use concur_bench::tasks::{mix, spin, spin_rounds_for, Mix, Noop, Spin};
 use concur_bench::{header, interleaved, median, rounds, time, Comparison};
 use concur_core::prelude::*;
 use concur_threads::ThreadPool;
@@ -42,22 +42,7 @@ fn wanted(what: &str) -> bool {
 
 /// Minor page faults of this process so far.
 fn minor_faults() -> u64 {
-    // SAFETY: `getrusage` writes the struct it is given and nothing else.
-    let usage = unsafe {
-        let mut u: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_SELF, &mut u);
-        u
-    };
-    usage.ru_minflt as u64
-}
-
-/// Rounds of [`spin`] that take about one microsecond on this machine.
-fn spin_rounds_per_us() -> u64 {
-    const PROBE: u64 = 1_000_000;
-    let t = Instant::now();
-    std::hint::black_box(spin(std::hint::black_box(PROBE)));
-    let ns_per_round = t.elapsed().as_nanos() as f64 / PROBE as f64;
-    ((1_000.0 / ns_per_round) as u64).max(1)
+    concur_bench::self_usage().ru_minflt as u64
 }
 
 fn main() {
@@ -179,7 +164,7 @@ fn main() {
     const K: u64 = 100_000;
     let what = "map 100k ~1us items";
     if wanted(what) {
-        let work = spin_rounds_per_us();
+        let work = spin_rounds_for(Duration::from_micros(1));
         let expected: u64 = spin(work);
         let (peer, ours) = interleaved(
             rounds,

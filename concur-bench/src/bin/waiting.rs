@@ -39,14 +39,7 @@ concur_core::register!(Nap);
 
 /// The calling thread's CPU time so far.
 fn thread_cpu() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec for the call's duration.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    assert_eq!(rc, 0, "CLOCK_THREAD_CPUTIME_ID is not available");
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+    concur_bench::clock(libc::CLOCK_THREAD_CPUTIME_ID)
 }
 
 /// The task lengths measured, in microseconds.
