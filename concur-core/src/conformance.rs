@@ -527,12 +527,20 @@ pub fn worker_alive(w: &WorkerInfo) -> bool {
     std::path::Path::new(&format!("/proc/{}/task/{}", w.pid, w.thread)).exists()
 }
 
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + DEADLINE;
+/// Polls `cond` until it holds, failing the test after `limit`: for states
+/// another thread or process reaches with no event to wait on (a worker
+/// gone, a submitter parked). The pause between polls grows from 1 ms to
+/// 20 ms.
+pub fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let end = Instant::now() + limit;
+    let mut pause = Duration::from_millis(1);
     while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        std::thread::yield_now();
-        std::thread::sleep(Duration::from_millis(2));
+        assert!(
+            Instant::now() < end,
+            "timed out after {limit:?} waiting until {what}"
+        );
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(20));
     }
 }
 
@@ -809,7 +817,7 @@ pub fn drop_joins_workers<B: Backend>(b: &B) {
     // Joined threads and reaped processes leave /proc a moment after the
     // join or wait returns (the kernel finishes the exit asynchronously), so
     // this waits; a worker left running never goes and fails the case.
-    wait_until("every worker of the dropped pool is gone", || {
+    wait_until("every worker of the dropped pool is gone", DEADLINE, || {
         !worker_alive(&w1) && !worker_alive(&w2)
     });
     assert_eq!(ok(h1), w1);
@@ -1055,7 +1063,7 @@ pub fn queue_bound_applies_backpressure<B: Backend>(b: &B) {
     blocker.send(()).unwrap();
     ok(blocker);
     assert_eq!(ok(queued), 2);
-    wait_until("room comes back", || p.admission().in_use() == 0);
+    wait_until("room comes back", DEADLINE, || p.admission().in_use() == 0);
     assert_eq!(ok(p.submit(Add(2, 2)).unwrap()), 4);
 }
 
@@ -1069,7 +1077,7 @@ pub fn blocked_submitter_goes_first<B: Backend>(b: &B) {
     std::thread::spawn(move || {
         let _ = tx.send(p2.submit(Block));
     });
-    wait_until("the submitter waits for room", || {
+    wait_until("the submitter waits for room", DEADLINE, || {
         p.admission().waiting() == 1
     });
     drop(held);
@@ -1101,7 +1109,7 @@ pub fn blocked_submitters_keep_their_order<B: Backend>(b: &B) {
             let r = p2.submit(Bump { key, add: 1 }).and_then(join);
             let _ = tx.send((i, r));
         });
-        wait_until("the submitter waits for room", || {
+        wait_until("the submitter waits for room", DEADLINE, || {
             p.admission().waiting() == i + 1
         });
     }
@@ -1132,7 +1140,7 @@ pub fn shutdown_wakes_blocked_submitters<B: Backend>(b: &B) {
             std::thread::spawn(move || {
                 let _ = tx.send(p2.submit(Add(1, 1)).map(drop));
             });
-            wait_until("the submitter waits for room", || {
+            wait_until("the submitter waits for room", DEADLINE, || {
                 p.admission().waiting() == i + 1
             });
         }
@@ -1218,7 +1226,9 @@ pub fn timeout_stops_running_task<B: Backend>(b: &B) {
     );
     let (h, w) = started_block(&*p);
     assert!(join(h).unwrap_err().is_timeout());
-    wait_until("the timed-out worker is gone", || !worker_alive(&w));
+    wait_until("the timed-out worker is gone", DEADLINE, || {
+        !worker_alive(&w)
+    });
     let after = ok(p.submit(WhoAmI).unwrap());
     assert_ne!(after.worker.incarnation, w.incarnation);
     assert_eq!(
@@ -1233,7 +1243,9 @@ pub fn cancel_running_stops_worker<B: Backend>(b: &B) {
     let p = pool(b, PoolConfig::new().workers(1));
     let (h, w) = started_block(&*p);
     assert!(h.cancel());
-    wait_until("the cancelled worker is gone", || !worker_alive(&w));
+    wait_until("the cancelled worker is gone", DEADLINE, || {
+        !worker_alive(&w)
+    });
     let after = ok(p.submit(WhoAmI).unwrap());
     assert_ne!(after.worker.incarnation, w.incarnation);
 }
@@ -1356,7 +1368,7 @@ pub fn shutdown_now_interrupts_shutdown<B: Backend>(b: &B) {
         drop(p2);
         let _ = tx.send(());
     });
-    wait_until("shutdown has begun (the queue is closed)", || {
+    wait_until("shutdown has begun (the queue is closed)", DEADLINE, || {
         p.admission().is_closed()
     });
     within_deadline(&p, "shutdown_now during shutdown", |p| p.shutdown_now());

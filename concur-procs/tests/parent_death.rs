@@ -5,7 +5,7 @@
 mod common;
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{alive, spawn_reporting, wait_until, Sleep, DEADLINE};
 use concur_procs::{Configure, Executor, ProcessPool};
@@ -59,7 +59,6 @@ fn killed_parent_leaves_no_worker() {
     let busy: u32 = busy.parse().unwrap();
     let all_alive = pids.iter().all(|&p| alive(p));
     child.kill().unwrap(); // SIGKILL, before any assertion can leave it running
-    let killed_at = Instant::now();
     child.wait().unwrap();
     assert_eq!(pids.len(), 2);
     assert!(pids.contains(&busy));
@@ -71,9 +70,4 @@ fn killed_parent_leaves_no_worker() {
             || !alive(pid),
         );
     }
-    let took = killed_at.elapsed();
-    assert!(
-        took < Duration::from_secs(1),
-        "workers outlived their parent by {took:?}"
-    );
 }

@@ -347,18 +347,8 @@ impl std::fmt::Debug for ThreadPool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use concur_core::conformance::{Block, WhoAmI, DEADLINE};
+    use concur_core::conformance::{wait_until, Block, WhoAmI, DEADLINE};
     use concur_core::ExecutorExt;
-    use std::time::Instant;
-
-    /// Waits (bounded by the deadline) until `cond` holds.
-    fn wait_until(what: &str, cond: impl Fn() -> bool) {
-        let deadline = Instant::now() + DEADLINE;
-        while !cond() {
-            assert!(Instant::now() < deadline, "timed out waiting until {what}");
-            std::thread::yield_now();
-        }
-    }
 
     /// Which `Hold` tasks have started, and whether they may end.
     static HOLD: (Mutex<(Vec<u64>, bool)>, std::sync::Condvar) =
@@ -513,7 +503,9 @@ mod tests {
             let _ = tx.send(pool.submit(Block));
         });
         let admission = pool.admission();
-        wait_until("the submitter waits for room", || admission.waiting() == 1);
+        wait_until("the submitter waits for room", DEADLINE, || {
+            admission.waiting() == 1
+        });
         let release = |h: TaskHandle<Block>| {
             h.send(()).unwrap();
             h.join_timeout(DEADLINE)

@@ -38,7 +38,7 @@ pub fn within<R: Send + 'static>(
 
 // Not every test binary that includes this module calls it.
 #[allow(unused_imports)]
-pub use concur_core::conformance::{bounded, join, DEADLINE};
+pub use concur_core::conformance::{bounded, join, wait_until, DEADLINE};
 
 /// Accepts one connection on `listener`, failing the test if none comes
 /// within [`DEADLINE`] (`what` names the peer awaited).
@@ -315,20 +315,6 @@ pub fn assert_storm_survived(
     assert_eq!(after.expect("the pool did not fail"), 4);
     drop(pool);
     wait_until("every worker is reaped", DEADLINE, || children().is_empty());
-}
-
-/// Waits until `cond` holds, failing the test after `limit`.
-pub fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
-    let end = Instant::now() + limit;
-    let mut pause = Duration::from_millis(1);
-    while !cond() {
-        assert!(
-            Instant::now() < end,
-            "{what} did not happen within {limit:?}"
-        );
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(50));
-    }
 }
 
 /// True while `pid` exists and is not a zombie.
