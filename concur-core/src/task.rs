@@ -104,10 +104,12 @@ fn current_thread_os_id() -> u64 {
 ///
 /// Backends implement this; tasks use it through [`TaskContext`].
 pub trait Port {
-    /// Sends a message to the caller.
+    /// Sends a message to the caller. A message nobody will read (the
+    /// caller dropped its handle, or the task runs in a `map` or a batch)
+    /// is dropped, not an error: a task never depends on being heard.
     ///
     /// # Errors
-    /// When the message cannot be encoded or the caller is gone for good.
+    /// When the message cannot be encoded or carried (process backends).
     fn send(&self, msg: Payload) -> Result<(), TaskError>;
     /// Waits for the next message from the caller until `deadline`
     /// (`None`: as long as the task is not cancelled and the caller may still send).
@@ -157,6 +159,13 @@ impl<'a, T: Task> TaskContext<'a, T> {
 
     /// Sends a message to the caller, who reads it with
     /// [`TaskHandle::recv`](crate::TaskHandle::recv). Messages arrive in order.
+    ///
+    /// Sending never waits: messages queue, without a bound, on the
+    /// caller's side until it reads them or drops the handle (then they are
+    /// freed, and later ones are dropped as they come). A task that may send
+    /// more than its caller keeps up with should pace itself, for instance
+    /// by waiting for the caller's acknowledgement through
+    /// [`recv`](Self::recv).
     ///
     /// # Errors
     /// [`ErrorKind::Codec`](crate::ErrorKind::Codec) when the message cannot be
