@@ -157,6 +157,10 @@ struct Live {
 
 pub(crate) fn run(shared: Arc<Shared>, ready: mpsc::Sender<Result<(), TaskError>>) {
     let sup = &shared.supervisor;
+    // Dropped last (declared first): the fork server's spare outlives no
+    // pool that could use it.
+    let _spares =
+        (shared.settings.spawn_mode == spawn::SpawnMode::Auto).then(crate::forkserver::hold);
     let slots = shared.lock().sched.rules.workers;
     let mut live: HashMap<WorkerId, Live> = HashMap::new();
     let mut starting = 0usize;
