@@ -45,10 +45,11 @@ use crate::error::SpawnError;
 use crate::sys;
 use crate::wire::{Rx, Tx};
 
-/// How long the parent waits for the template to take a request and
-/// answer with a pid (it only forks: milliseconds). Past it the template
-/// counts as stuck and exec is used instead.
-const REPLY_DEADLINE: Duration = Duration::from_secs(5);
+/// The longest the parent waits for the template to take a request and
+/// answer with a pid (it only forks: milliseconds), when the start's own
+/// deadline (`start_timeout`) is later. Past either the template counts
+/// as stuck, is given up once, and exec is used for every later start.
+pub(crate) const REPLY_DEADLINE: Duration = Duration::from_secs(5);
 
 /// What the parent asks of the template.
 #[derive(Serialize, Deserialize)]
