@@ -45,10 +45,29 @@ use crate::error::SpawnError;
 use crate::sys;
 use crate::wire::{Rx, Tx};
 
-/// How long the parent waits for the template to take a request and
-/// answer with a pid (it only forks: milliseconds). Past it the template
-/// counts as stuck and exec is used instead.
-const REPLY_DEADLINE: Duration = Duration::from_secs(5);
+/// The longest the parent waits for the template to take a request and
+/// answer with a pid (it only forks: milliseconds), when the start's own
+/// deadline (`start_timeout`) is later. Past either the template counts
+/// as stuck, is given up once, and exec is used for every later start.
+pub(crate) const REPLY_DEADLINE: Duration = Duration::from_secs(5);
+
+/// What the parent asks of the template.
+#[derive(Serialize, Deserialize)]
+enum Ask {
+    /// Fork a worker now.
+    Worker(Request),
+    /// Fork a spare (see [`Spare`]) and report it on the spares channel.
+    Spare,
+}
+
+/// A worker asked of the template, and where it answers.
+#[derive(Serialize, Deserialize)]
+struct Request {
+    /// Where the template answers: the worker's pid, or minus the errno of
+    /// a failed fork.
+    reply: IpcSender<i32>,
+    job: Job,
+}
 
 /// What an exec'd worker gets from its parent, for a forked one. The
 /// worker's channel to the parent travels in it (its descriptor passed
@@ -56,12 +75,9 @@ const REPLY_DEADLINE: Duration = Duration::from_secs(5);
 /// server: the hello, with its token and build identity, goes straight
 /// into the channel the parent made for it.
 #[derive(Serialize, Deserialize)]
-struct Request {
+struct Job {
     /// The worker's end of its channel up to the parent.
     up: Tx,
-    /// Where the template answers: the worker's pid, or minus the errno of
-    /// a failed fork.
-    reply: IpcSender<i32>,
     /// The worker's token (never in an environment).
     token: String,
     /// The parent's pid.
@@ -72,13 +88,12 @@ struct Request {
     cwd: Option<Vec<u8>>,
 }
 
-impl Request {
-    /// The request for a worker of this process, as it is now.
-    fn here(up: Tx, reply: IpcSender<i32>, token: &str) -> Request {
+impl Job {
+    /// The job of a worker of this process, as it is now.
+    fn here(up: Tx, token: &str) -> Job {
         use std::os::unix::ffi::OsStringExt;
-        Request {
+        Job {
             up,
-            reply,
             token: token.to_owned(),
             parent: std::process::id(),
             env: std::env::vars_os()
@@ -91,13 +106,154 @@ impl Request {
     }
 }
 
+/// The template's report of a spare it forked: its pid (or minus the
+/// errno of a failed fork) and the only sender of its job, which the
+/// template hands over and keeps no copy of.
+#[derive(Serialize, Deserialize)]
+struct Forked1 {
+    pid: i32,
+    assign: Option<IpcSender<Job>>,
+}
+
+/// A worker forked ahead of time: the parent's child (as every forked
+/// worker), already in its own process group with its parent-death signal
+/// set, blocked (no CPU) on its channel until the parent sends it a
+/// [`Job`]. Handing it one takes the template's wake-up, the `clone` and
+/// the worker's set-up before its hello off a start. Only the parent holds
+/// its channel's sender, so it serves only the parent; the parent knows
+/// its pid and ends and reaps it when no pool of forked workers is left or
+/// the template is given up.
+struct Spare {
+    pid: u32,
+    assign: IpcSender<Job>,
+}
+
 /// The parent's side: the template's pid and the channel of requests.
 struct Client {
     pid: u32,
     /// The process that started the template: the only one whose children
     /// its workers become (a copy of it made by `fork` must exec).
     owner: u32,
-    requests: IpcSender<Request>,
+    requests: IpcSender<Ask>,
+    /// Where the template reports the spares it forks.
+    spares: IpcReceiver<Forked1>,
+    /// The spare ready for the next start.
+    spare: Option<Spare>,
+    /// A spare was asked for and not yet reported.
+    spare_asked: bool,
+    /// Pools of forked workers alive (see [`hold`]): spares are kept only
+    /// while there is one.
+    users: usize,
+}
+
+impl Client {
+    /// Takes the spares the template reported since the last look. One
+    /// reported while no pool wants it is ended at once.
+    fn take_reports(&mut self) {
+        while let Ok(report) = self.spares.try_recv() {
+            self.spare_asked = false;
+            self.keep(report);
+        }
+    }
+
+    fn keep(&mut self, report: Forked1) {
+        let (Ok(pid), Some(assign)) = (u32::try_from(report.pid), report.assign) else {
+            return;
+        };
+        if pid == 0 {
+            return;
+        }
+        let spare = Spare { pid, assign };
+        if self.users == 0 || self.spare.is_some() {
+            end_spare(spare);
+        } else {
+            self.spare = Some(spare);
+        }
+    }
+
+    /// Asks the template for a spare unless one is ready or on its way.
+    /// False when the template is gone.
+    fn ask_spare(&mut self) -> bool {
+        if self.users == 0 || self.spare.is_some() || self.spare_asked {
+            return true;
+        }
+        self.spare_asked = true;
+        self.requests.send(Ask::Spare).is_ok()
+    }
+
+    /// Ends and reaps the spare, if any.
+    fn end_spare(&mut self) {
+        if let Some(spare) = self.spare.take() {
+            end_spare(spare);
+        }
+    }
+}
+
+/// Ends and reaps a spare: our child, not yet reaped (its pid is ours).
+fn end_spare(spare: Spare) {
+    drop(spare.assign);
+    sys::kill(spare.pid);
+    let _ = sys::wait(spare.pid);
+}
+
+/// A spare's process name (`/proc/<pid>/comm`) while it waits.
+pub(crate) const SPARE_NAME: &std::ffi::CStr = c"concur-spare";
+
+/// How long [`release`] waits for a spare on its way (the template only
+/// forks): past it, the template counts as stuck and is given up.
+const SPARE_DEADLINE: Duration = Duration::from_secs(5);
+
+/// A pool of forked workers, alive: spares are kept while one is.
+pub(crate) struct Hold(bool);
+
+/// A pool of forked workers starts: spares are kept until the [`Hold`] is
+/// dropped (with the last one, see [`release`]).
+pub(crate) fn hold() -> Hold {
+    let mut guard = server();
+    match guard.as_mut().filter(|c| c.owner == std::process::id()) {
+        Some(c) => {
+            c.users += 1;
+            Hold(true)
+        }
+        None => Hold(false),
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        if self.0 {
+            release();
+        }
+    }
+}
+
+/// A pool of forked workers ended: when it was the last one, the spare is
+/// ended and reaped (a spare on its way is awaited for that, within
+/// [`SPARE_DEADLINE`]), so that no process is left for pools that no
+/// longer exist.
+fn release() {
+    let mut guard = server();
+    let Some(c) = guard.as_mut().filter(|c| c.owner == std::process::id()) else {
+        return;
+    };
+    c.users = c.users.saturating_sub(1);
+    if c.users > 0 {
+        return;
+    }
+    c.take_reports();
+    c.end_spare();
+    if c.spare_asked {
+        match c.spares.try_recv_timeout(SPARE_DEADLINE) {
+            Ok(report) => {
+                c.spare_asked = false;
+                c.keep(report);
+            }
+            Err(_) => {
+                let pid = c.pid;
+                give_up(&mut guard, pid);
+            }
+        }
+    }
 }
 
 /// The template, while it is usable.
@@ -139,7 +295,10 @@ pub(crate) fn reap_if_gone() {
         return;
     }
     if let Ok(Some(_)) = sys::try_wait(client.pid) {
-        *guard = None;
+        if let Some(mut c) = guard.take() {
+            c.take_reports();
+            c.end_spare();
+        }
     }
 }
 
@@ -179,7 +338,8 @@ fn open_fds() -> Vec<RawFd> {
 fn spawn_template() -> Option<Client> {
     // Listed before the channels exist: the template closes exactly these.
     let inherited = open_fds();
-    let (requests, template_requests) = ipc::channel::<Request>().ok()?;
+    let (requests, template_requests) = ipc::channel::<Ask>().ok()?;
+    let (template_spares, spares) = ipc::channel::<Forked1>().ok()?;
     // Buffered output would otherwise be written again by every worker.
     {
         use std::io::Write;
@@ -194,13 +354,18 @@ fn spawn_template() -> Option<Client> {
         return None;
     }
     if pid == 0 {
-        drop(requests);
-        template(template_requests, parent, &inherited);
+        drop((requests, spares));
+        template(template_requests, template_spares, parent, &inherited);
     }
+    drop(template_spares);
     Some(Client {
         pid: pid as u32,
         owner: parent,
         requests,
+        spares,
+        spare: None,
+        spare_asked: false,
+        users: 0,
     })
 }
 
@@ -218,7 +383,8 @@ pub(crate) struct Answer {
     /// When the request was sent: the template must answer within
     /// [`REPLY_DEADLINE`] of it.
     asked: Instant,
-    reply: IpcReceiver<i32>,
+    /// Where the answer comes; none for a spare, whose pid is known.
+    reply: Result<IpcReceiver<i32>, u32>,
 }
 
 /// Asks the template for a worker that will say hello, with `token`, on
@@ -228,27 +394,49 @@ pub(crate) struct Answer {
 /// found gone here is reaped and not used again.
 pub(crate) fn fork_worker(token: &str) -> Option<Forked> {
     let mut guard = server();
-    let client = guard.as_ref()?;
+    let client = guard.as_mut()?;
     if client.owner != std::process::id() {
         return None;
     }
+    client.take_reports();
+    let template = client.pid;
+    if let Some(spare) = client.spare.take() {
+        let (up, up_rx) = ipc::channel().ok()?;
+        if spare.assign.send(Job::here(up, token)).is_ok() {
+            if !client.ask_spare() {
+                give_up(&mut guard, template);
+            }
+            return Some(Forked {
+                answer: Answer {
+                    template,
+                    asked: Instant::now(),
+                    reply: Err(spare.pid),
+                },
+                up: up_rx,
+            });
+        }
+        // It died (killed from outside): reaped here, and the template
+        // forks this worker.
+        end_spare(spare);
+    }
     let (up, up_rx) = ipc::channel().ok()?;
     let (reply, reply_rx) = ipc::channel().ok()?;
-    match client.requests.send(Request::here(up, reply, token)) {
-        Ok(()) => Some(Forked {
-            answer: Answer {
-                template: client.pid,
-                asked: Instant::now(),
-                reply: reply_rx,
-            },
-            up: up_rx,
-        }),
-        Err(_) => {
-            let pid = client.pid;
-            give_up(&mut guard, pid);
-            None
-        }
+    let request = Ask::Worker(Request {
+        reply,
+        job: Job::here(up, token),
+    });
+    if client.requests.send(request).is_err() || !client.ask_spare() {
+        give_up(&mut guard, template);
+        return None;
     }
+    Some(Forked {
+        answer: Answer {
+            template,
+            asked: Instant::now(),
+            reply: Ok(reply_rx),
+        },
+        up: up_rx,
+    })
 }
 
 impl Answer {
@@ -264,7 +452,11 @@ impl Answer {
     /// # Errors
     /// As [`Self::wait`], once the template is past its deadline or gone.
     pub(crate) fn try_pid(&self) -> Result<Option<u32>, SpawnError> {
-        match self.reply.try_recv() {
+        let reply = match &self.reply {
+            Ok(r) => r,
+            Err(pid) => return Ok(Some(*pid)),
+        };
+        match reply.try_recv() {
             Ok(answer) => answer_to_pid(answer).map(Some),
             Err(ipc_channel::TryRecvError::Empty) if self.asked.elapsed() < REPLY_DEADLINE => {
                 Ok(None)
@@ -286,10 +478,14 @@ impl Answer {
     /// known: its channel is dropped here, so it exits, and it stays a
     /// zombie until the parent exits.
     pub(crate) fn wait(&self, deadline: Instant) -> Result<u32, SpawnError> {
+        let reply = match &self.reply {
+            Ok(r) => r,
+            Err(pid) => return Ok(*pid),
+        };
         let left = deadline
             .min(self.asked + REPLY_DEADLINE)
             .saturating_duration_since(Instant::now());
-        match self.reply.try_recv_timeout(left) {
+        match reply.try_recv_timeout(left) {
             Ok(answer) => answer_to_pid(answer),
             Err(_) => {
                 give_up(&mut server(), self.template);
@@ -315,18 +511,53 @@ fn answer_to_pid(answer: i32) -> Result<u32, SpawnError> {
 
 /// Kills and reaps template `pid` and stops using it, unless it was
 /// already replaced by nothing (another start gave up on it first).
+/// Its spare too: reported ones are ended and reaped once the template is
+/// (it reports nothing more then).
 fn give_up(guard: &mut Option<Client>, pid: u32) {
     if guard.as_ref().is_some_and(|c| c.pid == pid) {
-        *guard = None;
+        let Some(mut c) = guard.take() else { return };
         sys::kill(pid);
         let _ = sys::wait(pid);
+        c.users = 0;
+        c.take_reports();
+        c.end_spare();
+    }
+}
+
+/// A raw fork whose child is the parent's (`CLONE_PARENT`): the new pid,
+/// 0 in the child, or minus the errno.
+fn clone_for_parent() -> i32 {
+    // SAFETY: a raw clone with no stack argument is a fork; sound without
+    // the C library's fork handlers because this process has one thread
+    // (see the module doc). CLONE_PARENT makes the child the parent's.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (libc::CLONE_PARENT | libc::SIGCHLD) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    if pid < 0 {
+        -std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO)
+    } else {
+        pid as i32
     }
 }
 
 /// The template's whole life (in the child of `init`'s fork): one thread,
-/// the standard streams and its two channels; reads requests and forks
-/// workers until the parent goes.
-fn template(requests: IpcReceiver<Request>, parent: u32, inherited: &[RawFd]) -> ! {
+/// the standard streams and its channels; reads requests and forks
+/// workers and spares until the parent goes.
+fn template(
+    requests: IpcReceiver<Ask>,
+    spares: IpcSender<Forked1>,
+    parent: u32,
+    inherited: &[RawFd],
+) -> ! {
     // As a worker: it ends with its parent (its exit code then reaches
     // nobody).
     sys::die_with_parent(parent);
@@ -342,49 +573,82 @@ fn template(requests: IpcReceiver<Request>, parent: u32, inherited: &[RawFd]) ->
     }
     loop {
         // The parent closed its end: nothing left to serve.
-        let Ok(req) = requests.recv() else {
+        let Ok(ask) = requests.recv() else {
             sys::exit_now(0)
         };
-        // SAFETY: a raw clone with no stack argument is a fork; sound
-        // without the C library's fork handlers because this process has
-        // one thread (see the module doc). CLONE_PARENT makes the worker
-        // the parent's child.
-        let pid = unsafe {
-            libc::syscall(
-                libc::SYS_clone,
-                (libc::CLONE_PARENT | libc::SIGCHLD) as libc::c_ulong,
-                0usize,
-                0usize,
-                0usize,
-                0usize,
-            )
-        };
-        if pid == 0 {
-            drop(requests);
-            become_worker(req);
+        match ask {
+            Ask::Worker(req) => {
+                let pid = clone_for_parent();
+                if pid == 0 {
+                    drop((requests, spares));
+                    let Request { reply, job } = req;
+                    // Only the template answers the parent.
+                    drop(reply);
+                    prepare(job.parent);
+                    become_worker(job);
+                }
+                // A parent that gave up on this start no longer listens:
+                // fine.
+                let _ = req.reply.send(pid);
+                // The worker has its copy of the channel; the template
+                // keeps none.
+                drop(req);
+            }
+            Ask::Spare => {
+                let Ok((assign, wait)) = ipc::channel::<Job>() else {
+                    let _ = spares.send(Forked1 {
+                        pid: -libc::EMFILE,
+                        assign: None,
+                    });
+                    continue;
+                };
+                let pid = clone_for_parent();
+                if pid == 0 {
+                    drop((requests, spares, assign));
+                    spare(wait, parent);
+                }
+                drop(wait);
+                let assign = (pid > 0).then_some(assign);
+                // The parent learns every spare's pid: it is the spare's
+                // parent and reaps it.
+                let _ = spares.send(Forked1 { pid, assign });
+            }
         }
-        let answer = if pid < 0 {
-            -std::io::Error::last_os_error()
-                .raw_os_error()
-                .unwrap_or(libc::EIO)
-        } else {
-            pid as i32
-        };
-        // A parent that gave up on this start no longer listens: fine.
-        let _ = req.reply.send(answer);
-        // The worker has its copy of the channel; the template keeps none.
-        drop(req);
     }
 }
 
-/// In a worker just forked by the template: sets up what exec and
-/// `spawn::launch` give an exec'd worker (own process group, parent-death
-/// signal, standard input from `/dev/null`, only the standard streams and
-/// its channel, the parent's environment and working directory), then
-/// enters worker mode.
-fn become_worker(req: Request) -> ! {
-    // Only the template answers the parent.
-    drop(req.reply);
+/// In a spare just forked: set up as a worker, then waits (blocked, no
+/// CPU) for its job. The wait has no deadline: it ends with the job, with
+/// the parent (the parent-death signal) or when the parent drops the only
+/// sender (it ends the spare then anyway).
+fn spare(wait: IpcReceiver<Job>, parent: u32) -> ! {
+    prepare(parent);
+    // Named while it waits, so that `ps` (and a test) tells it from a
+    // worker; a worker gets the template's name back.
+    let mut name = [0u8; 16];
+    // SAFETY: PR_GET_NAME writes at most 16 bytes into `name`; PR_SET_NAME
+    // reads a NUL-terminated string of at most 16.
+    unsafe {
+        libc::prctl(libc::PR_GET_NAME, name.as_mut_ptr(), 0, 0, 0);
+        libc::prctl(libc::PR_SET_NAME, SPARE_NAME.as_ptr(), 0, 0, 0);
+    }
+    match wait.recv() {
+        Ok(job) => {
+            // A worker holds its channel and nothing else of the template.
+            drop(wait);
+            // SAFETY: as above; `name` ends with a NUL (16 bytes, at most
+            // 15 written by the kernel).
+            unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr(), 0, 0, 0) };
+            become_worker(job)
+        }
+        Err(_) => sys::exit_now(0),
+    }
+}
+
+/// In a process just forked by the template for a worker: what exec and
+/// `spawn::launch` give an exec'd worker before it runs (own process
+/// group, parent-death signal, standard input from `/dev/null`).
+fn prepare(parent: u32) {
     // SAFETY: plain system calls on integers and a valid C string.
     unsafe {
         libc::setpgid(0, 0);
@@ -394,13 +658,18 @@ fn become_worker(req: Request) -> ! {
             libc::close(null);
         }
     }
-    sys::die_with_parent(req.parent);
+    sys::die_with_parent(parent);
+}
+
+/// In a forked worker: takes the parent's environment and working
+/// directory from its job, then enters worker mode.
+fn become_worker(job: Job) -> ! {
     // One thread: changing the environment races with nobody. Only what
     // differs from the template's (the parent's at `init`, most often the
     // same) is changed: rewriting it all costs about 0.1 ms of copied
     // pages and allocations on every start.
     use std::os::unix::ffi::OsStrExt;
-    let keep: std::collections::HashSet<&[u8]> = req.env.iter().map(|(k, _)| &k[..]).collect();
+    let keep: std::collections::HashSet<&[u8]> = job.env.iter().map(|(k, _)| &k[..]).collect();
     let old: Vec<_> = std::env::vars_os()
         .map(|(k, _)| k)
         .filter(|k| !keep.contains(k.as_bytes()))
@@ -408,7 +677,7 @@ fn become_worker(req: Request) -> ! {
     for k in old {
         std::env::remove_var(k);
     }
-    for (k, v) in &req.env {
+    for (k, v) in &job.env {
         // What `set_var` would panic on cannot come from `vars_os`.
         if k.is_empty() || k.contains(&b'=') || k.contains(&0) || v.contains(&0) {
             continue;
@@ -419,12 +688,12 @@ fn become_worker(req: Request) -> ! {
             std::env::set_var(k, v);
         }
     }
-    if let Some(cwd) = &req.cwd {
+    if let Some(cwd) = &job.cwd {
         let _ = std::env::set_current_dir(std::ffi::OsStr::from_bytes(cwd));
     }
     crate::worker::main_forked(crate::worker::Bootstrap::Forked {
-        up: req.up,
-        token: req.token,
+        up: job.up,
+        token: job.token,
     })
 }
 

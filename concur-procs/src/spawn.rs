@@ -360,11 +360,13 @@ fn accept_forked(
             }
         }
     };
-    // Whom to end: the template's answer, which comes (or the template is
-    // given up) within its own deadline.
+    // Whom to end: the template's answer, if it came by the start's own
+    // deadline. A template that has not answered by then counts as stuck
+    // and is given up at once (later starts exec), instead of holding
+    // this start up to [`crate::forkserver::REPLY_DEADLINE`] more.
     let pid = match pid {
         Some(p) => p,
-        None => answer.wait(Instant::now() + budget)?,
+        None => answer.wait(deadline)?,
     };
     if let Ok(Some(exit)) = sys::try_wait(pid) {
         return Ok((pid, Err(SpawnError::Exited(exit))));

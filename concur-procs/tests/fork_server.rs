@@ -105,6 +105,14 @@ fn main() {
         "a pool that gives up ends the replacement started for it",
         a_pool_that_gives_up_ends_the_early_replacement,
     );
+    check(
+        "a crashed worker is replaced by the fork server's spare",
+        a_crashed_worker_is_replaced_by_the_spare,
+    );
+    check(
+        "a spare killed from outside is reaped and replaced",
+        a_killed_spare_is_reaped_and_replaced,
+    );
     check("spawn_mode(Exec) execs", exec_mode_execs);
     check(
         "a forked copy of the parent execs its workers",
@@ -410,7 +418,7 @@ fn replacement_started_before_the_error(mode: SpawnMode) {
 /// the replacement started when the death was seen is ended and reaped,
 /// while the pool still exists.
 fn a_pool_that_gives_up_ends_the_early_replacement() {
-    let before = children();
+    let before = but_spares(children());
     let pool = ProcessPool::builder()
         .workers(1)
         .retries(0)
@@ -431,8 +439,9 @@ fn a_pool_that_gives_up_ends_the_early_replacement() {
         &ErrorKind::WorkerLost(signal_of(How::Sigkill)),
         "{e:?}"
     );
+    // The fork server's spare for the next start is not a replacement.
     wait_until("the unused replacement's end", DEADLINE, || {
-        children() == before
+        but_spares(children()) == before
     });
     assert!(!alive(first.pid));
     let refused = pool.submit(Probe {
@@ -447,6 +456,87 @@ fn a_pool_that_gives_up_ends_the_early_replacement() {
     );
     drop(pool);
     assert_eq!(children(), before, "children left behind");
+}
+
+/// True when `pid` is a spare of the fork server, waiting for its job.
+fn is_spare(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "concur-spare")
+}
+
+fn but_spares(mut pids: Vec<u32>) -> Vec<u32> {
+    pids.retain(|&p| !is_spare(p));
+    pids
+}
+
+/// The spares among this process's children.
+fn spares() -> Vec<u32> {
+    children().into_iter().filter(|&p| is_spare(p)).collect()
+}
+
+/// Once a pool of forked workers runs, the fork server keeps one spare,
+/// forked ahead, our child; a crashed worker's replacement is that spare,
+/// which then runs tasks as any forked worker, and the fork server forks
+/// the next spare. The last pool's end ends and reaps the spare.
+fn a_crashed_worker_is_replaced_by_the_spare() {
+    let pool = ProcessPool::builder()
+        .workers(1)
+        .retries(0)
+        .build()
+        .unwrap();
+    let first = probe(&pool);
+    wait_until("a spare is forked", DEADLINE, || spares().len() == 1);
+    let spare = spares()[0];
+    assert_ne!(spare, first.pid);
+    let e = join(
+        pool.submit(Crash {
+            how: How::Sigkill,
+            wait: false,
+        })
+        .unwrap(),
+    )
+    .unwrap_err();
+    assert_eq!(e.kind(), &ErrorKind::WorkerLost(signal_of(How::Sigkill)));
+    let next = probe(&pool);
+    assert_eq!(next.pid, spare, "the spare replaced the crashed worker");
+    assert_forked(&next);
+    assert_eq!(next.ppid, std::process::id());
+    assert_eq!(next.pgrp, next.pid, "a group of its own");
+    wait_until("the next spare is forked", DEADLINE, || {
+        spares().iter().any(|&s| s != spare)
+    });
+    drop(pool);
+    assert_eq!(spares(), Vec::<u32>::new(), "the last pool ended the spare");
+}
+
+/// A spare killed from outside while it waits is reaped at the next start,
+/// which the fork server then forks itself: no start is lost to it.
+fn a_killed_spare_is_reaped_and_replaced() {
+    let pool = ProcessPool::builder()
+        .workers(1)
+        .retries(0)
+        .build()
+        .unwrap();
+    let first = probe(&pool);
+    wait_until("a spare is forked", DEADLINE, || spares().len() == 1);
+    let spare = spares()[0];
+    // SAFETY: kill takes integers; the spare is our unreaped child.
+    assert_eq!(unsafe { libc::kill(spare as i32, libc::SIGKILL) }, 0);
+    wait_until("the spare dies", DEADLINE, || !alive(spare));
+    let e = join(
+        pool.submit(Crash {
+            how: How::Sigkill,
+            wait: false,
+        })
+        .unwrap(),
+    )
+    .unwrap_err();
+    assert_eq!(e.kind(), &ErrorKind::WorkerLost(signal_of(How::Sigkill)));
+    let next = probe(&pool);
+    assert_ne!(next.pid, first.pid);
+    assert_ne!(next.pid, spare);
+    assert_forked(&next);
+    assert!(!children().contains(&spare), "the dead spare was reaped");
+    drop(pool);
 }
 
 fn exec_mode_execs() {
@@ -510,7 +600,8 @@ fn a_killed_fork_server_falls_back_to_exec(template: u32) {
 }
 
 /// Run as a child of `parent_death`: a pool of 2 from the fork server, one
-/// worker busy; prints the pids, then waits to be killed.
+/// worker busy; prints the pids (the fork server's, its spare's, the
+/// workers'), then waits to be killed.
 fn parent_role() -> ! {
     let template = concur_procs::__private::fork_server_pid().expect("a fork server");
     let p = ProcessPool::builder().workers(2).build().unwrap();
@@ -521,7 +612,8 @@ fn parent_role() -> ! {
         .into_iter()
         .map(|p| p.unwrap().to_string())
         .collect();
-    println!("PIDS {template} {}", pids.join(" "));
+    wait_until("a spare is forked", DEADLINE, || spares().len() == 1);
+    println!("PIDS {template} {} {}", spares()[0], pids.join(" "));
     std::thread::sleep(DEADLINE);
     eprintln!("the parent role was not killed");
     std::process::exit(1);
@@ -539,7 +631,7 @@ fn parent_death() {
     let all_alive = pids.iter().all(|&p| alive(p));
     child.kill().unwrap(); // SIGKILL, before any assertion can leave it running
     child.wait().unwrap();
-    assert_eq!(pids.len(), 3, "fork server and two workers: {line}");
+    assert_eq!(pids.len(), 4, "fork server, spare and two workers: {line}");
     assert!(all_alive);
     for &pid in &pids {
         wait_until(

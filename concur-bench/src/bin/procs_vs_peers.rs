@@ -15,7 +15,8 @@
 //!    replaced (from its task's error, and from its death, to the next
 //!    task's answer from the replacement) vs one exec of this binary that
 //!    exits at once (target <= 0.5x), forked and exec'd; `START_ONLY=1`
-//!    runs only these rows;
+//!    runs only these rows (with `ONLY=word`, only those whose name holds
+//!    it);
 //! 5. a CPU-bound job in 16 chunks: speedup of 2 workers over 1 (target >= 1.8x).
 
 use concur_bench::tasks::{Noop, Spin};
@@ -445,14 +446,25 @@ fn start_up(rounds: usize) {
     // A few milliseconds each: more rounds than the rest, for steadier
     // medians on a shared machine.
     let many = rounds * 4;
-    let (theirs, ours) = pool_of_two(many, SpawnMode::Auto);
-    Comparison::new("pool of 2 ready", "procspawn", theirs, ours, 0.5).print(1, "us");
-    let (theirs, ours) = pool_of_two(many, SpawnMode::Exec);
-    Comparison::new("pool of 2 ready, exec", "procspawn", theirs, ours, 0.5).print(1, "us");
+    // `ONLY=word`: only the rows whose name holds it (`ONLY=crashed`: the
+    // forked crash replacement alone), for runs of many binaries in turn.
+    let only = std::env::var("ONLY").unwrap_or_default();
+    let wanted = |row: &str| row.contains(only.as_str());
+    if wanted("pool of 2 ready") {
+        let (theirs, ours) = pool_of_two(many, SpawnMode::Auto);
+        Comparison::new("pool of 2 ready", "procspawn", theirs, ours, 0.5).print(1, "us");
+    }
+    if wanted("pool of 2 ready, exec") {
+        let (theirs, ours) = pool_of_two(many, SpawnMode::Exec);
+        Comparison::new("pool of 2 ready, exec", "procspawn", theirs, ours, 0.5).print(1, "us");
+    }
     for (mode, what) in [
         (SpawnMode::Auto, "crashed worker replaced"),
         (SpawnMode::Exec, "crash replaced, exec"),
     ] {
+        if !wanted(what) {
+            continue;
+        }
         let r = crash_replaced(many, mode);
         Comparison::new(what, "1 exec", r.exec, r.from_error, 0.5).print(1, "us");
         println!(

@@ -366,6 +366,10 @@ pub(crate) struct Effects {
     pub(crate) kill: Vec<WorkerId>,
     /// Slots that need a new worker.
     pub(crate) start: Vec<usize>,
+    /// Slots whose start failed and that need a new worker after the
+    /// slot's backoff (only [`Scheduler::on_start_failed`] sets it, and the
+    /// supervisor takes it from that call's effects at once).
+    pub(crate) start_later: Vec<usize>,
     /// A worker with a timeout to watch went busy: the deadline checker
     /// must look again.
     pub(crate) arm: bool,
@@ -692,7 +696,10 @@ impl Scheduler {
             });
         }
         if !self.closing && self.failed.is_none() && self.slots[slot].is_none() {
-            fx.start.push(slot);
+            // Not at once: when good and failed starts alternate, the
+            // failed starts in a row never add up, and only a delay keeps
+            // such a slot from spinning.
+            fx.start_later.push(slot);
         }
         fx
     }

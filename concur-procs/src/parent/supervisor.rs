@@ -74,6 +74,8 @@ struct Commands {
     /// Spares their connect thread ended: `(slot, w)`.
     gone: Vec<(usize, WorkerId)>,
     failed: Vec<(usize, TaskError)>,
+    /// Slots whose start failed: started again after their backoff.
+    retry: Vec<usize>,
     closed: Vec<WorkerId>,
     stop: bool,
 }
@@ -135,6 +137,21 @@ impl Supervisor {
     }
 }
 
+/// Hands a failed start of `slot` to the scheduler; the start it asks for
+/// in its place waits for the slot's backoff (the supervisor's `later`).
+fn start_failed(shared: &Shared, slot: usize, e: &TaskError) {
+    let mut again = Vec::new();
+    shared.event(Sender::Threads, |c, now| {
+        let mut fx = c.sched.on_start_failed(slot, e, now);
+        again = std::mem::take(&mut fx.start_later);
+        fx
+    });
+    if !again.is_empty() {
+        shared.supervisor.lock().retry.extend(again);
+        shared.supervisor.waker.wake();
+    }
+}
+
 /// How long an exited worker's channel may stay open (a child it forked
 /// may hold it) before its tasks are settled anyway. While it is open,
 /// the router may still be reading what the worker sent before it died:
@@ -155,8 +172,17 @@ struct Live {
     exited: Option<(WorkerExit, Instant)>,
 }
 
+/// The wait before a slot's start after its first failed start in a row.
+const BACKOFF_FIRST: Duration = Duration::from_millis(4);
+/// The longest wait before a slot's start after failed ones.
+const BACKOFF_CAP: Duration = Duration::from_secs(1);
+
 pub(crate) fn run(shared: Arc<Shared>, ready: mpsc::Sender<Result<(), TaskError>>) {
     let sup = &shared.supervisor;
+    // Dropped last (declared first): the fork server's spare outlives no
+    // pool that could use it.
+    let _spares =
+        (shared.settings.spawn_mode == spawn::SpawnMode::Auto).then(crate::forkserver::hold);
     let slots = shared.lock().sched.rules.workers;
     let mut live: HashMap<WorkerId, Live> = HashMap::new();
     let mut starting = 0usize;
@@ -172,12 +198,19 @@ pub(crate) fn run(shared: Arc<Shared>, ready: mpsc::Sender<Result<(), TaskError>
     let mut spares: HashMap<usize, Spare> = HashMap::new();
     // Channels closed of workers not yet heard of (see `closed`).
     let mut closed_early: HashSet<WorkerId> = HashSet::new();
+    // Each slot's wait before its next start after a failed one, doubling
+    // from [`BACKOFF_FIRST`] to [`BACKOFF_CAP`] until a worker of the slot
+    // is ready; and the starts so put off (when, which slot).
+    let mut backoff: HashMap<usize, Duration> = HashMap::new();
+    let mut later: Vec<(Instant, usize)> = Vec::new();
     loop {
         let cmds = std::mem::take(&mut *sup.lock());
         let now = Instant::now();
         stopping |= cmds.stop;
         for r in cmds.registered {
             starting -= 1;
+            // Its slot starts well again: the next failure waits little.
+            backoff.remove(&r.slot);
             if matches!(spares.get(&r.slot), Some(Spare::Starting { w, .. }) if *w == r.w) {
                 spares.remove(&r.slot);
             }
@@ -257,17 +290,44 @@ pub(crate) fn run(shared: Arc<Shared>, ready: mpsc::Sender<Result<(), TaskError>
                     *left -= 1;
                     first.get_or_insert(e);
                 }
-                None => shared.event(Sender::Threads, |c, now| {
-                    c.sched.on_start_failed(slot, &e, now)
-                }),
+                None => start_failed(&shared, slot, &e),
             }
         }
         if let Some((0, first, ready)) = &initial {
             let _ = ready.send(first.clone().map_or(Ok(()), Err));
             initial = None;
         }
+        // Failed starts from this thread (above) come in the next
+        // commands; their slots wait, each longer than its last.
+        for slot in cmds
+            .retry
+            .into_iter()
+            .chain(std::mem::take(&mut sup.lock().retry))
+        {
+            let wait = backoff.entry(slot).or_insert(BACKOFF_FIRST);
+            later.retain(|(_, s)| *s != slot);
+            later.push((now + *wait, slot));
+            *wait = (*wait * 2).min(BACKOFF_CAP);
+        }
+        // Starts put off after a failure, now due (a start asked for
+        // meanwhile takes their place).
+        let mut starts = cmds.start;
+        later.retain(|&(at, slot)| {
+            if starts.contains(&slot) {
+                false
+            } else if now >= at {
+                starts.push(slot);
+                false
+            } else {
+                true
+            }
+        });
+        if stopping {
+            // Shutdown never waits for a backoff.
+            later.clear();
+        }
         if !stopping {
-            for slot in cmds.start {
+            for slot in starts {
                 match spares.remove(&slot) {
                     Some(Spare::Parked(c)) => take_live(&shared, &mut live, c),
                     Some(Spare::Starting { w, claim }) => {
@@ -358,6 +418,7 @@ pub(crate) fn run(shared: Arc<Shared>, ready: mpsc::Sender<Result<(), TaskError>
             live.values()
                 .filter_map(|l| l.exited.map(|(_, by)| by))
                 .min(),
+            later.iter().map(|(at, _)| *at).min(),
         ]
         .into_iter()
         .flatten()
@@ -705,9 +766,7 @@ fn register(shared: &Arc<Shared>, c: Connected) {
             pidfd::kill(&c.pidfd);
             // The pidfd reports its exit; it was never a worker of the
             // scheduler, so nothing is settled but the start failure.
-            shared.event(Sender::Threads, |core, now| {
-                core.sched.on_start_failed(c.slot, &TaskError::io(e), now)
-            });
+            start_failed(shared, c.slot, &TaskError::io(e));
             return;
         }
     };

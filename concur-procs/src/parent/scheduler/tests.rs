@@ -669,9 +669,9 @@ fn slow_start_failures_in_a_row_fail_the_pool() {
         let at = t0 + Duration::from_secs(10) * i;
         let fx = s.on_start_failed(0, &why, at);
         if i < 2 {
-            assert_eq!(fx.start, vec![0], "attempt {i}");
+            assert_eq!(fx.start_later, vec![0], "attempt {i}");
         } else {
-            assert!(fx.start.is_empty());
+            assert!(fx.start_later.is_empty());
             assert!(matches!(
                 finished(&fx)[&c.id()],
                 Err(ErrorKind::PoolFailed { .. })
