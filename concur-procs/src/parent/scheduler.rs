@@ -389,6 +389,7 @@ impl Effects {
         self.messages.extend(other.messages);
         self.kill.extend(other.kill);
         self.start.extend(other.start);
+        self.start_later.extend(other.start_later);
         self.arm |= other.arm;
     }
 }
