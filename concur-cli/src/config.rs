@@ -144,11 +144,8 @@ fn backends(choices: &[BackendChoice]) -> CliResult<Vec<Backend>> {
     Ok(picked)
 }
 
-/// The most workers per pool `--workers` accepts. A fixed number, so that
-/// it can be stated in `--help`: far beyond any core count concur is run
-/// on, where blocking (`io`) workloads can still use the workers, and well
-/// below the thousands of threads or processes a typo (`100000`) would start.
-pub const MAX_WORKERS: usize = 1024;
+/// The most workers per pool `--workers` accepts: the library's own limit.
+pub use concur_core::MAX_WORKERS;
 
 /// The worker count: given, or the cores available; 1 to [`MAX_WORKERS`].
 fn workers(args: &PoolArgs) -> CliResult<usize> {

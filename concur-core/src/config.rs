@@ -79,6 +79,15 @@ pub struct PoolConfig {
 pub const DEFAULT_QUEUE_PER_WORKER: usize = 1024;
 /// The default number of retries for tasks whose worker died under them.
 pub const DEFAULT_RETRIES: u32 = 1;
+/// The most workers one pool takes: far beyond any core count concur runs
+/// on, where blocking (I/O) workloads can still use the workers, and well
+/// below the thousands of threads or processes a typo (`100000`) would
+/// start. More is a config error, not a pool that never finishes starting.
+pub const MAX_WORKERS: usize = 1024;
+/// Durations at least this long (100 years) mean "never": a timeout of
+/// `Duration::MAX` is no timeout, rather than a deadline the clock cannot
+/// represent.
+pub const NEVER: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
 
 impl PoolConfig {
     /// All defaults.
@@ -93,6 +102,12 @@ impl PoolConfig {
     pub fn validate(&self) -> Result<(), TaskError> {
         if self.workers == Some(0) {
             return Err(TaskError::config("workers", "must be at least 1"));
+        }
+        if let Some(n) = self.workers.filter(|&n| n > MAX_WORKERS) {
+            return Err(TaskError::config(
+                "workers",
+                &format!("must be at most {MAX_WORKERS}, not {n}"),
+            ));
         }
         if self.queue_bound == Some(0) {
             return Err(TaskError::config("queue_bound", "must be at least 1"));
@@ -120,12 +135,12 @@ impl PoolConfig {
     /// Most tasks queued or running at once (default: 1024 per worker).
     pub fn queue_bound_value(&self) -> usize {
         self.queue_bound
-            .unwrap_or_else(|| DEFAULT_QUEUE_PER_WORKER * self.worker_count())
+            .unwrap_or_else(|| DEFAULT_QUEUE_PER_WORKER.saturating_mul(self.worker_count()))
     }
 
-    /// The per-task timeout, if any.
+    /// The per-task timeout, if any (one of [`NEVER`] or longer is none).
     pub fn task_timeout_value(&self) -> Option<Duration> {
-        self.task_timeout
+        self.task_timeout.filter(|&t| t < NEVER)
     }
 
     /// Tasks a worker runs before it is replaced, if limited.

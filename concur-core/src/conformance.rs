@@ -1030,6 +1030,8 @@ pub fn max_tasks_recycles_worker<B: Backend>(b: &B) {
 pub fn invalid_config_rejected<B: Backend>(b: &B) {
     for (config, field) in [
         (PoolConfig::new().workers(0), "workers"),
+        (PoolConfig::new().workers(crate::MAX_WORKERS + 1), "workers"),
+        (PoolConfig::new().workers(usize::MAX), "workers"),
         (PoolConfig::new().queue_bound(0), "queue_bound"),
         (
             PoolConfig::new().task_timeout(Duration::ZERO),
@@ -1048,6 +1050,21 @@ pub fn invalid_config_rejected<B: Backend>(b: &B) {
             Ok(_) => panic!("a pool with an invalid {field} was built"),
         }
     }
+}
+
+/// A timeout too long for the clock (`Duration::MAX`) is no timeout: tasks
+/// and batches run to their result and the pool drops cleanly.
+pub fn endless_timeout_is_none<B: Backend>(b: &B) {
+    let p = pool(b, PoolConfig::new().workers(1).task_timeout(Duration::MAX));
+    assert_eq!(ok(p.submit(Add(3, 4)).unwrap()), 7);
+    let results = bounded("a batch with an endless timeout", || {
+        p.submit_batch(vec![Add(0, 1), Add(1, 1)]).unwrap().join()
+    });
+    assert_eq!(
+        results.into_iter().map(Result::unwrap).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+    bounded("the pool drops", move || drop(p));
 }
 
 /// Queue bound: at most `queue_bound` tasks are queued or running; room
@@ -1622,7 +1639,8 @@ macro_rules! conformance_suite {
             messages_task_to_caller, messages_both_ways, dropped_handle_ends_recv, await_in_tokio, many_tasks_complete,
             submit_from_many_threads, task_ids_unique, batch_results_in_order,
             worker_count_honoured, default_worker_count, initializer_runs_once_per_worker,
-            max_tasks_recycles_worker, invalid_config_rejected, queue_bound_applies_backpressure,
+            max_tasks_recycles_worker, invalid_config_rejected, endless_timeout_is_none,
+            queue_bound_applies_backpressure,
             start_refuses_a_foreign_permit,
             blocked_submitter_goes_first, blocked_submitters_keep_their_order,
             shutdown_wakes_blocked_submitters,

@@ -78,12 +78,13 @@ pub use admission::{Admission, Permit};
 pub use batch::{decode_batch_items, encode_batch_items};
 pub use config::{
     default_workers, Configure, Initializer, PoolConfig, DEFAULT_QUEUE_PER_WORKER, DEFAULT_RETRIES,
+    MAX_WORKERS, NEVER,
 };
 pub use error::{ErrorKind, TaskError, WorkerExit};
 pub use executor::{Capabilities, Executor};
 pub use ext::{ExecutorExt, Map, MapOptions, MapUnordered};
 pub use func::{function_task_name, FnTask, FnTasks, FN_TASK_NAME};
-pub use handle::{BatchHandle, BatchResults, Completion, Link, TaskHandle, TaskId};
+pub use handle::{BatchHandle, BatchOutputs, BatchResults, Completion, Link, TaskHandle, TaskId};
 pub use payload::Payload;
 pub use shared::SharedBytes;
 pub use task::{Message, NullPort, Port, Task, TaskContext, WorkerInfo};

@@ -6,7 +6,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use concur_core::{Configure, ErrorKind, PoolConfig, TaskError};
+use concur_core::{Configure, ErrorKind, PoolConfig, TaskError, NEVER};
 
 use crate::conn::{ensure_group, Broker};
 use crate::env;
@@ -78,14 +78,14 @@ impl RedisPoolBuilder {
     /// another worker takes it over. Use the same value for every worker
     /// of the queue.
     pub fn visibility_timeout(mut self, d: Duration) -> Self {
-        self.settings.visibility = d;
+        self.settings.visibility = d.min(NEVER);
         self
     }
 
     /// How often local workers renew the lease of a running task (default
     /// a quarter of the visibility timeout).
     pub fn heartbeat(mut self, d: Duration) -> Self {
-        self.settings.heartbeat = Some(d);
+        self.settings.heartbeat = Some(d.min(NEVER));
         self
     }
 
@@ -93,7 +93,7 @@ impl RedisPoolBuilder {
     /// lost broker before failing what waits on it with
     /// [`ErrorKind::Io`] (default 30 s).
     pub fn reconnect_timeout(mut self, d: Duration) -> Self {
-        self.settings.reconnect = d;
+        self.settings.reconnect = d.min(NEVER);
         self
     }
 
@@ -121,7 +121,7 @@ impl RedisPoolBuilder {
 
     /// How long `build` waits for the local workers to be ready (default 30 s).
     pub fn start_timeout(mut self, d: Duration) -> Self {
-        self.start_timeout = d;
+        self.start_timeout = d.min(NEVER);
         self
     }
 
@@ -131,7 +131,7 @@ impl RedisPoolBuilder {
     /// submissions are refused.
     pub fn max_crashes(mut self, max: u32, window: Duration) -> Self {
         self.max_crashes = max;
-        self.crash_window = window;
+        self.crash_window = window.min(NEVER);
         self
     }
 

@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use concur_core::codec::{self, Bytes};
 use concur_core::{
     encode_batch_items, registry, ErrorKind, Payload, Port, TaskError, WorkerExit, WorkerInfo,
+    NEVER,
 };
 use redis::{Connection, RedisError, Value};
 
@@ -144,21 +145,21 @@ impl WorkerBuilder {
     /// before this worker takes it over (default 30 s). Use the same value
     /// for every worker of a queue.
     pub fn visibility_timeout(mut self, d: Duration) -> Self {
-        self.settings.visibility = d;
+        self.settings.visibility = d.min(NEVER);
         self
     }
 
     /// How often the lease of the running task is renewed (default a
     /// quarter of the visibility timeout).
     pub fn heartbeat(mut self, d: Duration) -> Self {
-        self.settings.heartbeat = Some(d);
+        self.settings.heartbeat = Some(d.min(NEVER));
         self
     }
 
     /// How long to keep reconnecting to a lost broker before giving up
     /// (default 30 s).
     pub fn reconnect_timeout(mut self, d: Duration) -> Self {
-        self.settings.reconnect = d;
+        self.settings.reconnect = d.min(NEVER);
         self
     }
 
