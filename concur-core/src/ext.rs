@@ -453,6 +453,9 @@ impl<E, I, T: Task> Drop for Map<'_, E, I, T> {
                 handle.cancel();
             }
         }
+        // Outputs whose `Drop` panics: one panic reaches the caller, not an abort.
+        let unread = std::mem::take(&mut self.current);
+        crate::panic::drop_each(unread.chain(self.feed.ready.drain(..).map(|(_, r)| r)));
     }
 }
 
@@ -513,6 +516,8 @@ impl<E, I, T: Task> Drop for MapUnordered<'_, E, I, T> {
         for (_, handle) in self.slots.iter().flatten() {
             handle.cancel();
         }
+        // Outputs whose `Drop` panics: one panic reaches the caller, not an abort.
+        crate::panic::drop_each(self.feed.ready.drain(..).map(|(_, r)| r));
     }
 }
 

@@ -54,6 +54,34 @@ pub fn catch<R>(f: impl FnOnce() -> R) -> Result<R, TaskError> {
     })
 }
 
+/// Drops every item, each on its own, then resumes the first panic a
+/// `Drop` raised, if any. Dropping a whole `Vec` of values whose `Drop`
+/// panics aborts the process at the second panic (it is raised while the
+/// first unwinds); this way the caller sees one panic, as for one value,
+/// and every item is still dropped. Called while the thread is already
+/// unwinding, it resumes nothing.
+pub fn drop_each<T>(items: impl IntoIterator<Item = T>) {
+    let mut first = None;
+    for item in items {
+        if let Err(p) = panic::catch_unwind(AssertUnwindSafe(move || drop(item))) {
+            match first {
+                None => first = Some(p),
+                // Dropping a payload can itself panic; never let that escape.
+                Some(_) => drop(panic::catch_unwind(AssertUnwindSafe(move || drop(p)))),
+            }
+        }
+    }
+    match first {
+        // Already unwinding (dropped on the way out of another panic): a
+        // second panic would abort, so this one is only reported by the hook.
+        Some(p) if std::thread::panicking() => {
+            drop(panic::catch_unwind(AssertUnwindSafe(move || drop(p))))
+        }
+        Some(p) => panic::resume_unwind(p),
+        None => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,6 +96,24 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    struct Bomb<'a>(&'a std::sync::atomic::AtomicUsize);
+
+    impl Drop for Bomb<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            panic!("bomb");
+        }
+    }
+
+    #[test]
+    fn drop_each_drops_all_and_panics_once() {
+        let dropped = std::sync::atomic::AtomicUsize::new(0);
+        let bombs: Vec<Bomb<'_>> = (0..3).map(|_| Bomb(&dropped)).collect();
+        let caught = panic::catch_unwind(AssertUnwindSafe(|| drop_each(bombs)));
+        assert_eq!(payload_message(&*caught.unwrap_err()), "bomb");
+        assert_eq!(dropped.into_inner(), 3);
     }
 
     #[test]

@@ -11,7 +11,8 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use concur_core::{
-    panic, Completion, ErrorKind, Payload, Port, Task, TaskContext, TaskError, WorkerInfo,
+    panic, BatchOutputs, Completion, ErrorKind, Payload, Port, Task, TaskContext, TaskError,
+    WorkerInfo,
 };
 
 use crate::dispatch::{arm, disarm, Job};
@@ -100,7 +101,8 @@ impl<T: Task> BatchRun<T> {
             }
         }
         let ran = results.len() as u64;
-        self.completion.finish(Ok(Payload::value(results)));
+        self.completion
+            .finish(Ok(Payload::value(BatchOutputs(results))));
         ran
     }
 
@@ -140,7 +142,8 @@ impl<T: Task> BatchRun<T> {
             .drain(..)
             .map(|r| r.expect("every item has a result"))
             .collect();
-        self.completion.finish(Ok(Payload::value(results)));
+        self.completion
+            .finish(Ok(Payload::value(BatchOutputs(results))));
     }
 
     /// Item `index` is over its timeout: it fails alone, and the items

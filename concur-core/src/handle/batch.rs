@@ -33,9 +33,24 @@ impl<T: Task> fmt::Debug for BatchHandle<T> {
 /// One result per task of a batch, in input order.
 pub type BatchResults<T> = Vec<Result<<T as Task>::Output, TaskError>>;
 
+/// A batch's results as a backend that moves values hands them over (the
+/// payload it finishes a [`BatchHandle`]'s completion with). Dropped
+/// unread, when nobody joins the batch, each output is dropped on its own
+/// ([`crate::panic::drop_each`]): outputs whose `Drop` panics then cost one
+/// caught panic, not the abort that dropping them as one `Vec` would be.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct BatchOutputs<O>(pub Vec<Result<O, TaskError>>);
+
+impl<O> Drop for BatchOutputs<O> {
+    fn drop(&mut self) {
+        crate::panic::drop_each(std::mem::take(&mut self.0));
+    }
+}
+
 impl<T: Task> BatchHandle<T> {
     /// The caller's side of `completion`, a batch of `len` tasks. The backend
-    /// finishes it with a payload holding a [`BatchResults<T>`].
+    /// finishes it with a payload holding [`BatchOutputs`] of `T`'s output.
     pub fn new(completion: &Completion, len: usize) -> Self {
         Self {
             shared: completion.shared.clone(),
@@ -79,7 +94,8 @@ impl<T: Task> BatchHandle<T> {
             if let Some(bytes) = p.as_encoded() {
                 crate::batch::decode_batch_items_with::<T::Output>(bytes, regions)
             } else {
-                p.into_value::<BatchResults<T>>("batch output")
+                p.into_value::<BatchOutputs<T::Output>>("batch output")
+                    .map(|mut outputs| std::mem::take(&mut outputs.0))
             }
         });
         match decoded {

@@ -93,7 +93,7 @@ fn loom_batch_finish_vs_join_timeout() {
         let h = BatchHandle::<Echo>::new(&c, 1);
         let backend = thread::spawn(move || {
             let results: BatchResults<Echo> = vec![Ok(9)];
-            c.finish(Ok(Payload::value(results)));
+            c.finish(Ok(Payload::value(BatchOutputs(results))));
         });
         let got = match h.join_timeout(Duration::ZERO) {
             Ok(r) => r,

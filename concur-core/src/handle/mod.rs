@@ -25,7 +25,7 @@ mod loom_tests;
 #[cfg(all(test, not(loom)))]
 mod tests;
 
-pub use batch::{BatchHandle, BatchResults};
+pub use batch::{BatchHandle, BatchOutputs, BatchResults};
 pub use completion::Completion;
 pub use task::TaskHandle;
 

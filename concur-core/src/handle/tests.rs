@@ -130,7 +130,7 @@ fn batch_join_timeout_gives_handle_back_then_results() {
     let h = h.join_timeout(Duration::ZERO).unwrap_err();
     assert!(!h.is_finished());
     let results: BatchResults<Echo> = vec![Ok(1), Err(ErrorKind::Cancelled.into())];
-    c.finish(Ok(Payload::value(results)));
+    c.finish(Ok(Payload::value(BatchOutputs(results))));
     let got = h.join_timeout(DEADLINE).unwrap();
     assert_eq!(got[0].as_ref().unwrap(), &1);
     assert!(got[1].as_ref().unwrap_err().is_cancelled());
@@ -142,7 +142,7 @@ fn batch_join_timeout_never_loses_a_racing_result() {
     let finisher = std::thread::spawn(move || {
         for (c, n) in rx {
             let results: BatchResults<Echo> = vec![Ok(n)];
-            c.finish(Ok(Payload::value(results)));
+            c.finish(Ok(Payload::value(BatchOutputs(results))));
         }
     });
     let end = Instant::now() + DEADLINE;
