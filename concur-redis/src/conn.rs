@@ -31,7 +31,7 @@ pub(crate) struct BrokerError {
 impl BrokerError {
     pub(crate) fn new(e: &RedisError) -> Self {
         Self {
-            text: e.to_string(),
+            text: describe(e),
             // A server still loading its data after a restart answers
             // LOADING: as good as not there yet.
             io: e.is_io_error()
@@ -48,6 +48,32 @@ impl BrokerError {
             io: false,
         }
     }
+}
+
+/// The most of a broker error's text kept in a message: a pipeline that
+/// fails as a whole (a server out of memory refuses every write) lists
+/// every command's error, and that text would be carried by every task
+/// the pipeline held.
+const MAX_TEXT: usize = 400;
+
+/// A broker error's text, cut to [`MAX_TEXT`] bytes, saying how many
+/// commands failed when it is a pipeline's.
+fn describe(e: &RedisError) -> String {
+    let mut text = e.to_string();
+    let failed = e.clone().into_server_errors().map_or(0, |all| all.len());
+    if text.len() > MAX_TEXT {
+        let mut cut = MAX_TEXT;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let more = text.len() - cut;
+        text.truncate(cut);
+        text.push_str(&format!("... ({more} more bytes)"));
+    }
+    if failed > 1 {
+        text = format!("{failed} commands failed: {text}");
+    }
+    text
 }
 
 /// Whether the server answered with one of the error `codes` (`NOGROUP`,
@@ -398,6 +424,16 @@ mod tests {
             p.cmd("PING");
         }
         p.query::<Vec<Value>>(&mut Canned(replies)).unwrap_err()
+    }
+
+    #[test]
+    fn a_pipeline_that_fails_whole_is_described_short() {
+        let oom: &[u8] = b"-OOM command not allowed when used memory > 'maxmemory'.\r\n";
+        let e = pipeline_error(vec![oom; 200]);
+        let text = BrokerError::new(&e).to_string();
+        assert!(text.starts_with("200 commands failed: "), "{text}");
+        assert!(text.contains("OOM"), "{text}");
+        assert!(text.len() < MAX_TEXT + 100, "{} bytes: {text}", text.len());
     }
 
     #[test]
