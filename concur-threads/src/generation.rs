@@ -81,6 +81,8 @@ pub(crate) struct WorkerState {
     pub(crate) retired: bool,
     pub(crate) running: Arc<RunningSlot>,
     pub(crate) life: Arc<Life>,
+    /// The pool this thread works for ([`Shared::pool`]).
+    pool: u64,
 }
 
 thread_local! {
@@ -89,6 +91,24 @@ thread_local! {
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A fresh [`Shared::pool`] number.
+pub(crate) fn next_pool_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// True when the calling thread is one of this pool's workers (it runs one
+/// of the pool's tasks or closures): such a caller must not wait for the
+/// pool's work to end, which includes its own.
+pub(crate) fn on_worker_of(shared: &Shared) -> bool {
+    WORKER.with(|w| {
+        w.try_borrow()
+            .ok()
+            .and_then(|w| w.as_ref().map(|state| state.pool == shared.pool))
+            .unwrap_or(false)
+    })
 }
 
 /// Runs `f` with this worker thread's state.
@@ -101,6 +121,8 @@ pub(crate) fn with_worker<R>(f: impl FnOnce(&mut WorkerState) -> R) -> R {
 
 /// What every generation of one pool shares.
 pub(crate) struct Shared {
+    /// This pool, among every pool of the process (see [`on_worker_of`]).
+    pub(crate) pool: u64,
     pub(crate) workers: usize,
     pub(crate) config: PoolConfig,
     pub(crate) incarnations: AtomicU64,
@@ -214,6 +236,7 @@ fn enter_worker(shared: &Shared, generation: u64, index: usize, life: Arc<Life>)
             retired: false,
             running,
             life,
+            pool: shared.pool,
         })
     });
 }

@@ -10,7 +10,7 @@ use concur_core::{
 };
 
 use crate::dispatch::Job;
-use crate::generation::{lock, Generation, Shared, WorkerThread};
+use crate::generation::{lock, next_pool_id, on_worker_of, Generation, Shared, WorkerThread};
 
 /// A pool of worker threads running [`Task`]s with shared memory.
 ///
@@ -36,6 +36,20 @@ use crate::generation::{lock, Generation, Shared, WorkerThread};
 /// blocks them for ever. Long tasks should check `is_cancelled`; tasks that
 /// may hang for good belong on the process backend, whose timeout and
 /// cancel really stop them.
+///
+/// `shutdown()` or the drop called from one of the pool's own tasks (a
+/// task holding the last clone of an `Arc<ThreadPool>`) cannot wait for
+/// that task: it closes the pool and returns at once, and a thread of the
+/// pool's own waits for the queued and running work and joins the workers.
+///
+/// A task that submits into its own pool with `submit` waits for room like
+/// any caller: when every worker does that while the queue is full, none
+/// of them can make room, and they wait for ever. Tasks that feed their own
+/// pool should take room with
+/// [`try_acquire`](concur_core::Admission::try_acquire) on
+/// [`admission()`](Executor::admission) and start with [`Executor::start`]
+/// (no wait when the queue is full), or use a queue bound that fits what
+/// they add.
 ///
 /// With [`max_tasks_per_worker`](concur_core::Configure::max_tasks_per_worker),
 /// a worker that reaches the limit starts a fresh generation of workers;
@@ -149,6 +163,7 @@ impl ThreadPool {
         config.validate()?;
         let admission = Admission::new(config.queue_bound_value());
         let shared = Arc::new(Shared {
+            pool: next_pool_id(),
             workers: config.worker_count(),
             config,
             incarnations: AtomicU64::new(0),
@@ -303,6 +318,26 @@ impl Executor for ThreadPool {
 
     fn shutdown(&self) -> Result<(), TaskError> {
         self.inner.admission.close();
+        if on_worker_of(&self.inner.shared) {
+            // Called from one of this pool's own tasks (the pool dropped
+            // inside a task it runs): waiting here would wait for the caller
+            // itself. A thread of its own waits for the work and joins the
+            // workers once the last task, this one included, has returned.
+            let pool = ThreadPool {
+                inner: self.inner.clone(),
+            };
+            let closer = std::thread::Builder::new()
+                .name("concur-threads-closer".into())
+                .spawn(move || {
+                    pool.inner.admission.wait_idle(None);
+                    pool.stop_and_join();
+                    // The pool's own drop: closed, idle and joined, it waits no more.
+                });
+            if let Err(e) = closer {
+                return Err(TaskError::with_source(ErrorKind::Spawn, e));
+            }
+            return Ok(());
+        }
         self.inner.admission.wait_idle(None);
         self.stop_and_join();
         Ok(())

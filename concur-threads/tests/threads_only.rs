@@ -252,30 +252,36 @@ fn batch_items_after_a_stuck_one_run_elsewhere() {
     assert_eq!(again, (0..20).collect::<Vec<_>>());
 }
 
+/// An output whose `Drop` panics.
+#[derive(Serialize, Deserialize)]
+struct Loud(u64);
+
+impl Drop for Loud {
+    fn drop(&mut self) {
+        panic!("panic in Drop of output {}", self.0);
+    }
+}
+
+/// Makes a [`Loud`].
+#[derive(Serialize, Deserialize)]
+struct MakeLoud(u64);
+
+impl Task for MakeLoud {
+    type Output = Loud;
+    type ToCaller = ();
+    type FromCaller = ();
+    const NAME: &'static str = "threads::tests::MakeLoud";
+    fn run(self, _cx: &mut TaskContext<'_, Self>) -> Loud {
+        std::thread::sleep(Duration::from_millis(2));
+        Loud(self.0)
+    }
+}
+
 /// An output whose `Drop` panics, dropped on the worker because its handle
 /// is gone: the panic is caught and the process goes on (before, it unwound
 /// into rayon, which aborts the process).
 #[test]
 fn a_panicking_drop_of_an_unjoined_output_does_not_abort() {
-    #[derive(Serialize, Deserialize)]
-    struct Loud(u64);
-    impl Drop for Loud {
-        fn drop(&mut self) {
-            panic!("panic in Drop of output {}", self.0);
-        }
-    }
-    #[derive(Serialize, Deserialize)]
-    struct MakeLoud(u64);
-    impl Task for MakeLoud {
-        type Output = Loud;
-        type ToCaller = ();
-        type FromCaller = ();
-        const NAME: &'static str = "threads::tests::MakeLoud";
-        fn run(self, _cx: &mut TaskContext<'_, Self>) -> Loud {
-            std::thread::sleep(Duration::from_millis(2));
-            Loud(self.0)
-        }
-    }
     let pool = ThreadPool::builder().workers(2).build().unwrap();
     for i in 0..20 {
         drop(pool.submit(MakeLoud(i)).unwrap());
@@ -283,4 +289,63 @@ fn a_panicking_drop_of_an_unjoined_output_does_not_abort() {
     let h = pool.submit(Item::Quick(9)).unwrap();
     assert_eq!(h.join_timeout(DEADLINE).unwrap().unwrap(), 9);
     bounded("shutdown", || pool.shutdown()).unwrap();
+}
+
+/// Many outputs whose `Drop` panics, dropped together by the library: an
+/// unjoined batch (on the worker) and the unread rest of a dropped `map`
+/// (on the caller's thread). Dropping them as one `Vec` aborted the process
+/// at the second panic; now each is dropped on its own, the worker goes on
+/// and the caller sees one panic, as for one value.
+#[test]
+fn panicking_drops_of_many_unread_outputs_do_not_abort() {
+    let pool = ThreadPool::builder().workers(2).build().unwrap();
+    let batch = pool.submit_batch((0..8).map(MakeLoud).collect()).unwrap();
+    drop(batch);
+    // Every batch is dropped unread on the worker that finished it.
+    for _ in 0..4 {
+        drop(pool.submit_batch((0..8).map(MakeLoud).collect()).unwrap());
+    }
+    let mut map = pool.map((0..64).map(MakeLoud));
+    std::mem::forget(map.next().unwrap());
+    // Let the next batches finish, so their outputs are dropped here.
+    bounded("the map's next batches finish", || {
+        std::thread::sleep(Duration::from_millis(50))
+    });
+    let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(map)));
+    if let Err(payload) = dropped {
+        let message = concur_core::panic::payload_message(&*payload);
+        assert!(message.contains("panic in Drop of output"), "{message}");
+    }
+    let h = pool.submit(Item::Quick(9)).unwrap();
+    assert_eq!(h.join_timeout(DEADLINE).unwrap().unwrap(), 9);
+    bounded("shutdown", || pool.shutdown()).unwrap();
+}
+
+/// The last `Arc` of a pool dropped inside one of its own tasks: the drop
+/// cannot wait for the task that runs it, so it returns, the task ends with
+/// its value, and the pool's workers are joined afterwards (before, the
+/// drop waited for its own task for ever).
+#[test]
+fn a_pool_dropped_inside_its_own_task_does_not_wait_for_itself() {
+    let pool = Arc::new(ThreadPool::new(1).unwrap());
+    let (go, wait) = std::sync::mpsc::channel::<()>();
+    let last = pool.clone();
+    let h = pool
+        .spawn_fn(move || {
+            wait.recv_timeout(DEADLINE)
+                .expect("the test lets the task go");
+            let thread = concur_core::WorkerInfo::current(0, 0).thread;
+            drop(last);
+            thread
+        })
+        .unwrap();
+    drop(pool);
+    go.send(()).unwrap();
+    let thread = h
+        .join_timeout(DEADLINE)
+        .expect("the task that dropped its pool ends")
+        .unwrap();
+    concur_core::conformance::wait_until("the pool's worker is joined", DEADLINE, || {
+        !std::path::Path::new(&format!("/proc/self/task/{thread}")).exists()
+    });
 }
