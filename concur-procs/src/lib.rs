@@ -189,7 +189,7 @@ pub use concur_core::{
 };
 pub use parent::builder::{
     ProcessPoolBuilder, DEFAULT_CRASH_WINDOW, DEFAULT_IN_FLIGHT_PER_WORKER, DEFAULT_MAX_CRASHES,
-    DEFAULT_START_TIMEOUT,
+    DEFAULT_START_TIMEOUT, DEFAULT_UNRESPONSIVE_TIMEOUT,
 };
 pub use parent::pool::ProcessPool;
 pub use shm::DEFAULT_SHM_THRESHOLD;

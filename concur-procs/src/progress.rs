@@ -7,6 +7,12 @@
 //! worker was running (the others never started), time out each task
 //! (batched or not, whether or not the worker can still talk), and find the
 //! task whose input a worker could not receive.
+//!
+//! It also carries the worker's heartbeat: a counter a thread of the worker
+//! that never runs task code moves while the worker holds work, so the
+//! parent can tell a worker stopped or frozen from outside (`SIGSTOP`, a
+//! debugger, a cgroup freezer: every thread stops) from one busy in a long
+//! task (its heartbeat still moves).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -19,7 +25,8 @@ const STARTED: usize = 1;
 const RECEIVED: usize = 2;
 const SEQ: usize = 3;
 const LAST: usize = 4;
-const WORDS: usize = 5;
+const BEAT: usize = 5;
+const WORDS: usize = 6;
 
 /// What a worker's progress word says (written by the worker, read by
 /// the parent through shared memory).
@@ -35,6 +42,8 @@ pub(crate) struct Progress {
     pub(crate) seq: u64,
     /// The unit that ended last (its result may not have been sent).
     pub(crate) last_ended: u64,
+    /// The worker's heartbeat: moves while the worker lives and holds work.
+    pub(crate) beat: u64,
 }
 
 /// The shared region and a pointer to its words.
@@ -130,6 +139,11 @@ impl ProgressWord {
         self.word(SEQ).fetch_add(1, Ordering::Release);
     }
 
+    /// Worker: one heartbeat (from a thread that runs no task code).
+    pub(crate) fn beat(&self) {
+        self.word(BEAT).fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Parent: what the worker is doing, with its start converted to this
     /// process's clock (`now` is the caller's idea of the present).
     pub(crate) fn read(&self, now: Instant) -> Progress {
@@ -145,6 +159,7 @@ impl ProgressWord {
             received: self.word(RECEIVED).load(Ordering::Acquire),
             seq: self.word(SEQ).load(Ordering::Acquire),
             last_ended: self.word(LAST).load(Ordering::Acquire),
+            beat: self.word(BEAT).load(Ordering::Relaxed),
         }
     }
 }
@@ -168,5 +183,7 @@ mod tests {
         let p = parent.read(Instant::now());
         assert_eq!((p.running, p.seq, p.last_ended), (0, 2, 42));
         assert!(p.started.is_none());
+        worker.beat();
+        assert_eq!(parent.read(Instant::now()).beat, 1);
     }
 }

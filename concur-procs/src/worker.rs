@@ -1,6 +1,6 @@
 //! Worker mode: what a worker process runs instead of the program's `main`.
 //!
-//! Three threads. The reader thread reads the parent's channel without ever
+//! Four threads. The reader thread reads the parent's channel without ever
 //! blocking on anything else: it queues tasks, hands caller messages to the
 //! running task and notices cancellation and the parent's end. The main
 //! thread runs tasks one after another and sends their results. So a worker
@@ -8,6 +8,9 @@
 //! (its router thread), which is what keeps large messages in both
 //! directions from deadlocking. The flusher thread sends results and
 //! messages the main thread held back once their time is up (`Results`).
+//! The heartbeat thread moves the progress word's heartbeat while the
+//! worker holds work ([`heartbeat`]): it runs no task code, so it beats
+//! through the longest task and stops only when the whole process does.
 //!
 //! How a process gets here is in `entry` (a constructor, before `main`);
 //! how its panics are reported, in `panic`.
@@ -81,11 +84,82 @@ struct Shared {
     cond: Condvar,
     progress: ProgressWord,
     memory_limited: bool,
+    heart: Heart,
 }
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Inbox> {
         self.inbox.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// True while the worker holds a task (running or queued).
+    fn holds_work(&self) -> bool {
+        let g = self.lock();
+        g.running.is_some() || !g.queue.is_empty()
+    }
+}
+
+/// How often a worker that holds work beats. The parent's
+/// `unresponsive_timeout` is at least five beats (see the builder).
+const BEAT_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Beats in a row without work after which the heartbeat sleeps until
+/// work comes: an idle worker costs no wake-ups, and one that works in
+/// bursts does not pay a wake-up per burst.
+const BEAT_PARK_AFTER: u32 = 5;
+
+/// The heartbeat thread's wait (see [`heartbeat`]).
+#[derive(Default)]
+struct Heart {
+    lock: Mutex<()>,
+    cond: Condvar,
+    /// Set while it sleeps until woken: the reader thread then wakes it
+    /// when a task arrives.
+    parked: AtomicBool,
+}
+
+impl Heart {
+    fn lock(&self) -> MutexGuard<'_, ()> {
+        self.lock.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Reader thread, after filing a task: wakes the heartbeat if it sleeps.
+    fn work_arrived(&self) {
+        // SeqCst pairs with the store in `heartbeat`: either it sees the
+        // task filed before it parks, or this sees it parked.
+        if self.parked.load(Ordering::SeqCst) {
+            let _g = self.lock();
+            self.cond.notify_one();
+        }
+    }
+}
+
+/// The heartbeat thread: beats every [`BEAT_EVERY`] while the worker holds
+/// work, and for [`BEAT_PARK_AFTER`] beats after; then waits without a
+/// bound until the reader files a task (nothing to report while the worker
+/// holds none; the process ends with `_exit`, which does not wait for
+/// this thread).
+fn heartbeat(shared: &Shared) {
+    let heart = &shared.heart;
+    let mut idle = 0u32;
+    let mut g = heart.lock();
+    loop {
+        shared.progress.beat();
+        idle = if shared.holds_work() { 0 } else { idle + 1 };
+        if idle < BEAT_PARK_AFTER {
+            g = heart
+                .cond
+                .wait_timeout(g, BEAT_EVERY)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+            continue;
+        }
+        heart.parked.store(true, Ordering::SeqCst);
+        if !shared.holds_work() {
+            g = heart.cond.wait(g).unwrap_or_else(|e| e.into_inner());
+        }
+        heart.parked.store(false, Ordering::SeqCst);
+        idle = 0;
     }
 }
 
@@ -193,8 +267,23 @@ fn run(boot: impl FnOnce() -> Result<Bootstrap, String>) -> Result<(), String> {
         cond: Condvar::new(),
         progress,
         memory_limited: memory_limit.is_some(),
+        heart: Heart::default(),
     });
     let (started_tx, started_rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("concur-procs-heartbeat".into())
+        .stack_size(64 * 1024)
+        .spawn({
+            let shared = shared.clone();
+            let started_tx = started_tx.clone();
+            move || {
+                // As the reader: its arena exists before the memory limit.
+                drop(std::hint::black_box(vec![0u8; 64]));
+                let _ = started_tx.send(());
+                heartbeat(&shared)
+            }
+        })
+        .map_err(|e| e.to_string())?;
     std::thread::Builder::new()
         .name("concur-procs-reader".into())
         .spawn({
@@ -210,8 +299,9 @@ fn run(boot: impl FnOnce() -> Result<Bootstrap, String>) -> Result<(), String> {
         })
         .map_err(|e| e.to_string())?;
     if memory_limit.is_some() {
-        // Its arena must exist before the limit applies; without a limit
-        // the worker does not wait for the thread to be scheduled.
+        // Their arenas must exist before the limit applies; without a
+        // limit the worker does not wait for the threads to be scheduled.
+        let _ = started_rx.recv();
         let _ = started_rx.recv();
     }
 
@@ -752,6 +842,7 @@ fn read(down: &Rx, up: &Tx, shared: &Shared) {
             Ok(Err(_)) | Err(_) => sys::exit_now(unreadable),
         };
         let mut given_back = Vec::new();
+        let mut work = false;
         let mut g = shared.lock();
         for frame in packet {
             let Ok((head, body)) = frame.open::<Down>() else {
@@ -759,11 +850,15 @@ fn read(down: &Rx, up: &Tx, shared: &Shared) {
             };
             if matches!(head, Down::Run { .. } | Down::RunGroup { .. }) {
                 shared.progress.count_received();
+                work = true;
             }
             take(&mut g, head, body, &mut given_back);
         }
         shared.cond.notify_all();
         drop(g);
+        if work {
+            shared.heart.work_arrived();
+        }
         if !given_back.is_empty() {
             send(up, &Up::Recalled { ids: given_back }, Body::Empty);
         }

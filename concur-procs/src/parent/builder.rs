@@ -19,6 +19,12 @@ pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_CRASHES: u32 = 16;
 /// ... within this window make the pool fail.
 pub const DEFAULT_CRASH_WINDOW: Duration = Duration::from_secs(10);
+/// The default bound on a worker holding tasks without a sign of life
+/// (see [`ProcessPoolBuilder::unresponsive_timeout`]).
+pub const DEFAULT_UNRESPONSIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The shortest `unresponsive_timeout`: five heartbeats of a worker (it
+/// beats every 200 ms), so a busy worker is never mistaken for a stopped one.
+const MIN_UNRESPONSIVE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Builds a [`ProcessPool`].
 ///
@@ -43,6 +49,7 @@ pub struct ProcessPoolBuilder {
     pub(crate) shm_threshold: usize,
     pub(crate) in_flight_per_worker: Option<usize>,
     pub(crate) spawn_mode: SpawnMode,
+    pub(crate) unresponsive_timeout: Option<Duration>,
 }
 
 impl Default for ProcessPoolBuilder {
@@ -74,6 +81,7 @@ impl ProcessPoolBuilder {
             shm_threshold: DEFAULT_SHM_THRESHOLD,
             in_flight_per_worker: None,
             spawn_mode: SpawnMode::Auto,
+            unresponsive_timeout: Some(DEFAULT_UNRESPONSIVE_TIMEOUT),
         }
     }
 
@@ -153,6 +161,35 @@ impl ProcessPoolBuilder {
         self
     }
 
+    /// How long a worker that holds tasks (running or sent to it) may show
+    /// no sign of life before the pool kills it (default
+    /// [`DEFAULT_UNRESPONSIVE_TIMEOUT`], 10 s; `None` turns the check off).
+    ///
+    /// A worker's heartbeat moves every 200 ms while it holds work, from a
+    /// thread that runs no task code, so a task that computes for an hour
+    /// keeps its worker alive; it stops when the whole process stops
+    /// (`SIGSTOP`, a debugger, a cgroup freezer). Such a worker is killed
+    /// (`SIGKILL`) and settled like a crash: the tasks it had not started
+    /// go to other workers at no cost, and the task it was running spends
+    /// one of its `retries`, or fails with
+    /// `WorkerLost(WorkerExit::Signal(SIGKILL))` whose cause says that the
+    /// worker stopped responding and was killed. The worker is replaced.
+    /// Such a kill is not counted toward the [restart
+    /// limit](Self::restart_limit): a worker stopped from outside says
+    /// nothing about the tasks, and must not fail the pool by itself.
+    ///
+    /// Staleness is measured on the parent's own observations, and forgiven
+    /// when the parent itself was stopped or starved (its check ran much
+    /// later than planned), so `Ctrl-Z` of the whole program kills no
+    /// worker on resume. Without a `task_timeout`, this is what bounds the
+    /// wait for a frozen worker's tasks (and a graceful drop's).
+    ///
+    /// Shorter than 1 s (five heartbeats) is a configuration error.
+    pub fn unresponsive_timeout(mut self, bound: impl Into<Option<Duration>>) -> Self {
+        self.unresponsive_timeout = bound.into();
+        self
+    }
+
     /// Starts the workers and waits until each is ready.
     ///
     /// # Errors
@@ -188,6 +225,15 @@ impl ProcessPoolBuilder {
             return Err(TaskError::config(
                 "restart_limit",
                 "the window must be longer than zero",
+            ));
+        }
+        if self
+            .unresponsive_timeout
+            .is_some_and(|t| t < MIN_UNRESPONSIVE_TIMEOUT)
+        {
+            return Err(TaskError::config(
+                "unresponsive_timeout",
+                "must be at least 1 s (five heartbeats of a worker)",
             ));
         }
         if self.memory_limit == Some(0) {

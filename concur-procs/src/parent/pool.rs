@@ -70,6 +70,7 @@ impl ProcessPool {
         let rules = Rules {
             workers,
             timeout: config.task_timeout_value(),
+            unresponsive: b.unresponsive_timeout,
             retries: config.retries_value(),
             max_tasks: config.max_tasks_per_worker_value(),
             max_crashes: b.max_crashes,

@@ -30,6 +30,13 @@
 //! - A kill the pool decides (timeout, cancel, shutdown) finishes the unit
 //!   it targets with that cause *before* the kill, so the death that
 //!   follows never reads as a lost worker.
+//! - A worker that holds units and whose heartbeat (progress word) has not
+//!   moved for `unresponsive` (stopped, frozen) is killed and its death is
+//!   settled like a crash: units it had not started go elsewhere at no
+//!   cost, the running one spends a retry or fails with `WorkerLost` and a
+//!   note that the worker stopped responding ([`Unresponsive`]). Staleness
+//!   is timed by the parent's own checks, and forgiven after a check that
+//!   ran much later than planned (the parent was stopped or starved).
 //! - A bad frame (bytes from a worker that cannot be read) kills its
 //!   worker, and the death is settled like a crash that blames the unit
 //!   running when the frame was read (or else the one that ended last):
@@ -41,7 +48,9 @@
 //!   tasks all succeed on retry never fails the pool. A start ended by an
 //!   outside signal counts only toward the failed starts in a row (reset
 //!   by any good start), so a storm that also hits starting workers does
-//!   not fail it either.
+//!   not fail it either. A kill for unresponsiveness counts as an outside
+//!   fault too (never toward restart intensity): a stopped worker must not
+//!   fail the pool by itself.
 //! - A failed pool fails everything queued and everything it would have
 //!   sent again; nothing is left waiting for a worker that will never come.
 
@@ -63,6 +72,8 @@ pub(crate) type WorkerId = u64;
 pub(crate) struct Rules {
     pub(crate) workers: usize,
     pub(crate) timeout: Option<Duration>,
+    /// How long a worker holding units may show no heartbeat.
+    pub(crate) unresponsive: Option<Duration>,
     pub(crate) retries: u32,
     pub(crate) max_tasks: Option<u64>,
     pub(crate) max_crashes: u32,
@@ -430,6 +441,12 @@ pub(crate) struct Worker {
     /// The progress sequence last seen and when it last moved.
     last_seq: u64,
     last_change: Instant,
+    /// While it holds units: its heartbeat last seen, and when the parent
+    /// first saw that value (`None` while it holds none).
+    beat_seen: Option<(u64, Instant)>,
+    /// Killed for showing no heartbeat for this long: its death is settled
+    /// like a crash (see [`Unresponsive`]), though the pool killed it.
+    unresponsive: Option<Duration>,
 }
 
 /// A front task running longer than this (or four times the worker's
@@ -466,6 +483,8 @@ impl Worker {
             per_task: None,
             last_seq: 0,
             last_change: now,
+            beat_seen: None,
+            unresponsive: None,
         }
     }
 
@@ -591,6 +610,21 @@ pub(crate) struct Scheduler {
     failed_starts: u32,
     failed: Option<String>,
     closing: bool,
+    /// The heartbeat check (see [`Scheduler::on_tick`]).
+    liveness: Liveness,
+}
+
+/// When the parent checks workers' heartbeats.
+#[derive(Default)]
+struct Liveness {
+    /// The last check asked to be run again (a worker held units, or went
+    /// busy since the check before): a worker going busy need not wake the
+    /// checker.
+    ticking: bool,
+    /// A worker went from idle to busy since the last check.
+    went_busy: bool,
+    /// When the last check ran.
+    last: Option<Instant>,
 }
 
 impl Scheduler {
@@ -605,6 +639,7 @@ impl Scheduler {
             failed_starts: 0,
             failed: None,
             closing: false,
+            liveness: Liveness::default(),
         }
     }
 
@@ -736,6 +771,13 @@ impl Scheduler {
                 w.serving_since = now;
                 w.last_change = now;
                 fx.arm |= self.rules.timeout.is_some();
+                if self.rules.unresponsive.is_some() {
+                    // While the checker ticks, it sees this worker at its
+                    // next tick: no wake-up per task for a pool at work.
+                    fx.arm |= !self.liveness.ticking;
+                    self.liveness.ticking = true;
+                    self.liveness.went_busy = true;
+                }
             }
             w.runs += 1;
             w.open_groups += 1;
@@ -990,7 +1032,11 @@ impl Scheduler {
             self.slots[slot] = None;
         }
         let bad_frame = worker.bad_frame.take();
-        let ours = worker.killed || exit == WorkerExit::Code(sys::EXIT_CANCELLED);
+        // Killed for showing no sign of life: settled as a crash (the pool
+        // cannot know what the worker was doing), but not the worker's fault.
+        let unresponsive = worker.unresponsive;
+        let ours = (worker.killed && unresponsive.is_none())
+            || exit == WorkerExit::Code(sys::EXIT_CANCELLED);
         let clean = worker.retiring && exit == WorkerExit::Code(0);
         let blame = if let Some((target, _)) = &bad_frame {
             *target
@@ -1074,9 +1120,12 @@ impl Scheduler {
                     // worker that outlives its channel is stopped through
                     // `on_bad_frame` instead, with the same cause).
                     let broke = exit == WorkerExit::Code(sys::EXIT_CHANNEL_BROKE);
-                    let error = match &bad_frame {
-                        Some((_, e)) => e.clone(),
-                        None => lost(exit, unit.deaths, self.rules.retries, broke),
+                    let error = match (&bad_frame, unresponsive) {
+                        (Some((_, e)), _) => e.clone(),
+                        (None, Some(after)) => {
+                            unresponsive_lost(exit, after, unit.deaths, self.rules.retries)
+                        }
+                        (None, None) => lost(exit, unit.deaths, self.rules.retries, broke),
                     };
                     fx.finish.push((unit.sink, Err(error)));
                     continue;
@@ -1086,7 +1135,10 @@ impl Scheduler {
                 back.push(unit);
             }
         }
-        if failed_work {
+        // An unresponsive worker was stopped from outside (or froze): like
+        // an outside kill, it says nothing about the task and never counts
+        // toward restart intensity.
+        if failed_work && unresponsive.is_none() {
             self.count_crash(now, &mut fx, || {
                 format!("too many tasks ended their workers, the last {exit}")
             });
@@ -1248,17 +1300,84 @@ impl Scheduler {
         fx
     }
 
-    /// Checks running units against the timeout. Returns the effects and
-    /// when to check again (`None`: no timeout pending).
+    /// Checks running units against the timeout, and workers holding units
+    /// against the heartbeat bound. Returns the effects and when to check
+    /// again (`None`: nothing to watch).
     pub(crate) fn on_tick(
         &mut self,
         now: Instant,
         probe: &dyn Probe,
     ) -> (Effects, Option<Instant>) {
         let mut fx = Effects::default();
-        let Some(timeout) = self.rules.timeout else {
-            return (fx, None);
-        };
+        let next = self.check_timeouts(now, probe, &mut fx);
+        let beat = self.check_heartbeats(now, probe, &mut fx);
+        let next = [next, beat].into_iter().flatten().min();
+        (fx, next)
+    }
+
+    /// Workers holding units whose heartbeat has not moved for
+    /// `unresponsive` (as seen by these checks) are killed; their death is
+    /// settled like a crash ([`Worker::unresponsive`]). Returns when to
+    /// check again: every quarter of the bound while a worker holds units.
+    ///
+    /// A check that runs much later than planned (the parent was stopped,
+    /// say with its whole process group, or starved) saw nothing in
+    /// between: what it saw before proves nothing, so every worker's
+    /// staleness starts again from now. Without that, `Ctrl-Z` and `fg` of
+    /// the program would kill every busy worker.
+    fn check_heartbeats(
+        &mut self,
+        now: Instant,
+        probe: &dyn Probe,
+        fx: &mut Effects,
+    ) -> Option<Instant> {
+        let bound = self.rules.unresponsive?;
+        let tick = bound / 4;
+        let lv = &mut self.liveness;
+        // Checks run at most `tick` apart while ticking; twice that is
+        // still below the bound minus a heartbeat (bound >= 1 s, beats
+        // every 200 ms), so a pause shorter than this cannot add up to a
+        // kill either.
+        let forgive = lv.ticking
+            && lv
+                .last
+                .is_some_and(|t| now.saturating_duration_since(t) > tick * 2);
+        lv.last = Some(now);
+        let mut busy = std::mem::take(&mut lv.went_busy);
+        let mut next = now + tick;
+        for (wid, w) in self.workers.iter_mut() {
+            if w.killed || w.in_flight.is_empty() {
+                w.beat_seen = None;
+                continue;
+            }
+            busy = true;
+            let beat = probe.progress(*wid).beat;
+            let seen = match w.beat_seen {
+                Some((b, at)) if b == beat && !forgive => at,
+                _ => now,
+            };
+            w.beat_seen = Some((beat, seen));
+            if now.saturating_duration_since(seen) >= bound {
+                w.killed = true;
+                w.unresponsive = Some(bound);
+                fx.kill.push(*wid);
+            } else {
+                next = next.min(seen + bound);
+            }
+        }
+        lv.ticking = busy;
+        busy.then_some(next)
+    }
+
+    /// Checks running units against the timeout; returns when to check
+    /// again (`None`: no timeout pending).
+    fn check_timeouts(
+        &mut self,
+        now: Instant,
+        probe: &dyn Probe,
+        fx: &mut Effects,
+    ) -> Option<Instant> {
+        let timeout = self.rules.timeout?;
         let mut next: Option<Instant> = None;
         for (wid, w) in self.workers.iter_mut() {
             if w.killed || w.in_flight.is_empty() {
@@ -1289,7 +1408,7 @@ impl Scheduler {
                 next = Some(next.map_or(deadline, |n| n.min(deadline)));
             }
         }
-        (fx, next)
+        next
     }
 
     /// Stops taking work. `now`: cancel everything queued and in flight and
@@ -1374,6 +1493,43 @@ fn lost(exit: WorkerExit, deaths: u32, retries: u32, broke: bool) -> TaskError {
         (true, quarantined) => TaskError::with_source(kind, ChannelBroke { quarantined }),
         (false, Some(q)) => TaskError::with_source(kind, q),
         (false, None) => TaskError::new(kind),
+    }
+}
+
+/// The error of a unit that was running on a worker killed for showing no
+/// heartbeat for `after`, when it may not run again.
+fn unresponsive_lost(exit: WorkerExit, after: Duration, deaths: u32, retries: u32) -> TaskError {
+    let quarantined = (retries > 0).then_some(Quarantined { deaths });
+    TaskError::with_source(
+        ErrorKind::WorkerLost(exit),
+        Unresponsive { after, quarantined },
+    )
+}
+
+/// The note on the error of a task whose worker stopped responding (its
+/// heartbeat did not move; stopped or frozen) and was killed by the pool.
+#[derive(Debug)]
+struct Unresponsive {
+    after: Duration,
+    quarantined: Option<Quarantined>,
+}
+
+impl std::fmt::Display for Unresponsive {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the worker stopped responding (no heartbeat for {:?}: stopped or frozen) and was \
+             killed by the pool",
+            self.after
+        )
+    }
+}
+
+impl std::error::Error for Unresponsive {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.quarantined
+            .as_ref()
+            .map(|q| q as &(dyn std::error::Error + 'static))
     }
 }
 

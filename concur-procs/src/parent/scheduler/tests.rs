@@ -21,6 +21,7 @@ fn rules() -> Rules {
     Rules {
         workers: 1,
         timeout: None,
+        unresponsive: None,
         retries: 0,
         max_tasks: None,
         max_crashes: 100,
@@ -75,6 +76,7 @@ fn running(id: TaskId, started: Instant) -> Progress {
         received: 0,
         seq: 1,
         last_ended: 0,
+        beat: 0,
     }
 }
 
@@ -258,6 +260,7 @@ fn held_results_lost_twice_fail_after_one_retry() {
         running: 999,
         started: Some(now),
         last_ended: cs[0].id().0,
+        beat: 0,
         seq: 3,
         received: 2,
     };
@@ -483,6 +486,7 @@ fn a_worker_that_cannot_receive_an_input_blames_that_task() {
         received: 1,
         seq: 2,
         last_ended: cs[0].id().0,
+        beat: 0,
     };
     let fx = s.on_exit(w, WorkerExit::MemoryLimit, p, now);
     let done = finished(&fx);
@@ -537,6 +541,7 @@ fn a_bad_frame_blames_like_a_crash_and_retries_the_running_task() {
         received: 3,
         seq: 3,
         last_ended: cs[0].id().0,
+        beat: 0,
     };
     probe.0.insert(w, at_frame);
     let garbage = || TaskError::codec("frame", std::io::Error::other("garbage"));
@@ -968,6 +973,7 @@ fn a_result_lost_to_a_bad_frame_says_so() {
         received: 2,
         seq: 2,
         last_ended: cs[0].id().0,
+        beat: 0,
     };
     let mut probe = FakeProbe::default();
     probe.0.insert(w, at_frame);
@@ -994,4 +1000,138 @@ fn a_result_lost_to_a_bad_frame_says_so() {
         errors[&cs[1].id()].contains("could not encode or decode"),
         "{errors:?}"
     );
+}
+
+fn watched(retries: u32, max_crashes: u32) -> Rules {
+    let mut r = rules();
+    r.unresponsive = Some(Duration::from_secs(4));
+    r.retries = retries;
+    r.max_crashes = max_crashes;
+    r
+}
+
+fn beating(p: Progress, beat: u64) -> Progress {
+    Progress { beat, ..p }
+}
+
+/// Issue 11 (stopped worker): a worker holding units whose heartbeat does
+/// not move for the bound is killed; its death is settled like a crash
+/// (the running unit spends its try and fails with the note, the waiting
+/// one goes elsewhere at no cost) and never counts toward restart
+/// intensity.
+#[test]
+fn a_worker_without_a_heartbeat_is_killed_and_settled_like_a_crash() {
+    let t0 = Instant::now();
+    let (mut s, w, cs) = loaded(watched(0, 0), 2, t0);
+    let mut probe = FakeProbe::default();
+    probe.0.insert(w, beating(running(cs[0].id(), t0), 7));
+    let s1 = Duration::from_secs(1);
+    let (fx, next) = s.on_tick(t0, &probe);
+    assert!(fx.kill.is_empty());
+    assert_eq!(next, Some(t0 + s1), "a quarter of the bound");
+    for i in 1..4 {
+        let (fx, _) = s.on_tick(t0 + s1 * i, &probe);
+        assert!(fx.kill.is_empty(), "tick {i}");
+    }
+    let (fx, _) = s.on_tick(t0 + s1 * 4, &probe);
+    assert_eq!(fx.kill, vec![w]);
+    assert!(finished(&fx).is_empty(), "settled at its death");
+    let fx = s.on_exit(
+        w,
+        WorkerExit::Signal(libc::SIGKILL),
+        running(cs[0].id(), t0),
+        t0 + s1 * 4,
+    );
+    assert_eq!(fx.start, vec![0], "replaced");
+    let errors: Vec<_> = fx
+        .finish
+        .iter()
+        .filter_map(|(_, r)| r.as_ref().err())
+        .collect();
+    assert_eq!(errors.len(), 1, "only the running unit fails");
+    assert_eq!(
+        errors[0].kind(),
+        &ErrorKind::WorkerLost(WorkerExit::Signal(libc::SIGKILL))
+    );
+    assert!(
+        format!("{:?}", errors[0]).contains("stopped responding"),
+        "{:?}",
+        errors[0]
+    );
+    // max_crashes 0: a counted failure would have failed the pool.
+    let w2 = ready(&mut s, t0 + s1 * 4);
+    assert_eq!(
+        s.workers[&w2].in_flight.len(),
+        1,
+        "the waiting unit goes on"
+    );
+    assert!(s.submit(singles(1).0, t0 + s1 * 4).is_ok());
+}
+
+/// A heartbeat that moves keeps a worker busy in one long unit alive.
+#[test]
+fn a_beating_worker_in_a_long_unit_is_not_killed() {
+    let t0 = Instant::now();
+    let (mut s, w, cs) = loaded(watched(0, 0), 1, t0);
+    let mut probe = FakeProbe::default();
+    for i in 0..40u32 {
+        probe
+            .0
+            .insert(w, beating(running(cs[0].id(), t0), u64::from(i)));
+        let (fx, next) = s.on_tick(t0 + Duration::from_secs(1) * i, &probe);
+        assert!(fx.kill.is_empty(), "tick {i}");
+        assert!(next.is_some());
+    }
+}
+
+/// Issue 11: the parent's own check running much later than planned (the
+/// parent was stopped with its workers, or starved) kills nobody: what it
+/// saw before the gap proves nothing.
+#[test]
+fn a_late_check_of_a_stopped_parent_forgives_staleness() {
+    let t0 = Instant::now();
+    let (mut s, w, cs) = loaded(watched(0, 0), 1, t0);
+    let mut probe = FakeProbe::default();
+    probe.0.insert(w, beating(running(cs[0].id(), t0), 1));
+    let (fx, _) = s.on_tick(t0, &probe);
+    assert!(fx.kill.is_empty());
+    // Stopped for a minute; the worker (stopped too) has not beaten since.
+    let back = t0 + Duration::from_secs(60);
+    let (fx, next) = s.on_tick(back, &probe);
+    assert!(fx.kill.is_empty(), "forgiven");
+    assert_eq!(next, Some(back + Duration::from_secs(1)));
+    // Resumed together: it beats again, and is never killed.
+    probe.0.insert(w, beating(running(cs[0].id(), t0), 2));
+    let (fx, _) = s.on_tick(back + Duration::from_secs(1), &probe);
+    assert!(fx.kill.is_empty());
+    // A worker that stays stopped after the parent resumed is killed.
+    for i in 2..=5u32 {
+        let (fx, _) = s.on_tick(back + Duration::from_secs(1) * i, &probe);
+        assert_eq!(fx.kill.is_empty(), i < 5, "tick {i}");
+    }
+}
+
+/// A pool at work keeps the checker ticking: only the first unit sent to
+/// an idle pool wakes it, not every unit.
+#[test]
+fn the_heartbeat_check_is_armed_once_per_busy_period() {
+    let t0 = Instant::now();
+    let (mut s, w) = with_worker(watched(0, 0), t0);
+    let (u, c) = single();
+    assert!(s.submit(vec![u], t0).unwrap().arm, "the first arms");
+    let probe = FakeProbe::default();
+    let (_, next) = s.on_tick(t0, &probe);
+    assert!(next.is_some());
+    apply(s.on_done(w, c.id(), Ok(Body::Empty), t0));
+    let (u, c) = single();
+    assert!(!s.submit(vec![u], t0).unwrap().arm, "still ticking");
+    apply(s.on_done(w, c.id(), Ok(Body::Empty), t0));
+    // A tick that sees work done since the last keeps ticking once more,
+    // then the checker parks and the next unit arms it again.
+    let (_, next) = s.on_tick(t0 + Duration::from_secs(1), &probe);
+    assert!(next.is_some());
+    let (_, next) = s.on_tick(t0 + Duration::from_secs(2), &probe);
+    assert_eq!(next, None);
+    let (u, _) = single();
+    assert!(s.submit(vec![u], t0).unwrap().arm);
 }
