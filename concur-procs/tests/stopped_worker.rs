@@ -349,3 +349,20 @@ fn a_bound_below_one_second_is_a_config_error() {
         .unwrap();
     assert!(join(off.submit(Who).unwrap()).unwrap().pid > 0);
 }
+
+/// Durations too long for the clock (`Duration::MAX`) on every duration
+/// setting mean "never" (or the longest wait), not an `Instant` overflow
+/// that panicked the supervisor: the pool starts, runs and drops.
+#[test]
+fn endless_durations_are_accepted() {
+    let pool = ProcessPool::builder()
+        .workers(1)
+        .unresponsive_timeout(Duration::MAX)
+        .start_timeout(Duration::MAX)
+        .restart_limit(3, Duration::MAX)
+        .task_timeout(Duration::MAX)
+        .build()
+        .unwrap();
+    assert!(join(pool.submit(Who).unwrap()).unwrap().pid > 0);
+    within("the pool drops", DEADLINE, move || drop(pool));
+}

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use concur_core::{Configure, PoolConfig, TaskError};
+use concur_core::{Configure, PoolConfig, TaskError, NEVER};
 
 use super::pool::ProcessPool;
 use crate::shm::DEFAULT_SHM_THRESHOLD;
@@ -111,14 +111,14 @@ impl ProcessPoolBuilder {
     /// cancel, recycling, shutdown) never count.
     pub fn restart_limit(mut self, max_crashes: u32, window: Duration) -> Self {
         self.max_crashes = max_crashes;
-        self.crash_window = window;
+        self.crash_window = window.min(NEVER);
         self
     }
 
     /// How long a worker may take to start and run its initializer
     /// (default 10 s); past it, starting fails with `Spawn`.
     pub fn start_timeout(mut self, timeout: Duration) -> Self {
-        self.start_timeout = timeout;
+        self.start_timeout = timeout.min(NEVER);
         self
     }
 
@@ -184,9 +184,10 @@ impl ProcessPoolBuilder {
     /// worker on resume. Without a `task_timeout`, this is what bounds the
     /// wait for a frozen worker's tasks (and a graceful drop's).
     ///
-    /// Shorter than 1 s (five heartbeats) is a configuration error.
+    /// Shorter than 1 s (five heartbeats) is a configuration error; one of
+    /// [`NEVER`] or longer is `None`.
     pub fn unresponsive_timeout(mut self, bound: impl Into<Option<Duration>>) -> Self {
-        self.unresponsive_timeout = bound.into();
+        self.unresponsive_timeout = bound.into().filter(|&d| d < NEVER);
         self
     }
 
