@@ -144,6 +144,13 @@ impl ProgressWord {
         self.word(BEAT).fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Worker: true from a task's [`begin`](Self::begin) to its
+    /// [`end`](Self::end), which comes after its output is encoded (the
+    /// task type's own `Serialize`, as long as it takes) and handed on.
+    pub(crate) fn is_running(&self) -> bool {
+        self.word(RUNNING).load(Ordering::Acquire) != 0
+    }
+
     /// Parent: what the worker is doing, with its start converted to this
     /// process's clock (`now` is the caller's idea of the present).
     pub(crate) fn read(&self, now: Instant) -> Progress {

@@ -92,10 +92,12 @@ impl Shared {
         self.inbox.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// True while the worker holds a task (running or queued).
+    /// True while the worker holds a task: queued, running, or ended and
+    /// its output still being encoded (the parent counts it in flight until
+    /// its result comes, so the heart must beat until then).
     fn holds_work(&self) -> bool {
         let g = self.lock();
-        g.running.is_some() || !g.queue.is_empty()
+        g.running.is_some() || !g.queue.is_empty() || self.progress.is_running()
     }
 }
 

@@ -140,7 +140,7 @@ impl Task for Count {
     }
 }
 
-concur_procs::register!(Gate, Count);
+concur_procs::register!(Gate, Count, EncodeSlowly);
 
 const GATE_A: u64 = 1_000_001;
 const GATE_B: u64 = 1_000_002;
@@ -282,6 +282,55 @@ fn a_worker_in_a_long_task_is_not_killed() {
         before,
         "not replaced"
     );
+    within("drop(pool)", DEADLINE, move || drop(p));
+}
+
+/// An output whose `Serialize` takes `ms` milliseconds: the task's own
+/// code, run by the worker after the task returned.
+#[derive(Debug, Clone, Deserialize)]
+struct SlowToEncode {
+    ms: u64,
+}
+
+impl Serialize for SlowToEncode {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        std::thread::sleep(Duration::from_millis(self.ms));
+        s.serialize_u64(self.ms)
+    }
+}
+
+/// Returns a [`SlowToEncode`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct EncodeSlowly {
+    ms: u64,
+}
+
+impl Task for EncodeSlowly {
+    type Output = SlowToEncode;
+    type ToCaller = ();
+    type FromCaller = ();
+    const NAME: &'static str = "procs-tests::stopped::EncodeSlowly";
+    fn run(self, _cx: &mut TaskContext<'_, Self>) -> SlowToEncode {
+        SlowToEncode { ms: self.ms }
+    }
+}
+
+/// A worker encoding a task's output for longer than the bound (the task
+/// type's own `Serialize`) still holds that task, keeps beating and is not
+/// killed (before, its heart stopped once the task returned, and the pool
+/// killed it in the middle of encoding the result).
+#[test]
+fn a_worker_encoding_a_slow_output_is_not_killed() {
+    let bound = Duration::from_secs(1);
+    let p = ProcessPool::builder()
+        .workers(1)
+        .retries(0)
+        .unresponsive_timeout(bound)
+        .build()
+        .unwrap();
+    let ms = u64::try_from((bound * 4).as_millis()).unwrap();
+    let out = join(p.submit(EncodeSlowly { ms }).unwrap()).expect("the slow output arrives");
+    assert_eq!(out.ms, ms);
     within("drop(pool)", DEADLINE, move || drop(p));
 }
 
