@@ -1034,8 +1034,13 @@ impl Scheduler {
         let bad_frame = worker.bad_frame.take();
         // Killed for showing no sign of life: settled as a crash (the pool
         // cannot know what the worker was doing), but not the worker's fault.
-        let unresponsive = worker.unresponsive;
-        let ours = (worker.killed && unresponsive.is_none())
+        // Only if our kill ended it: a worker that died of its own accord
+        // while it looked stopped (a crash whose core dump took longer than
+        // the bound) is an ordinary crash, and counts toward the limit.
+        let unresponsive = worker
+            .unresponsive
+            .filter(|_| exit == WorkerExit::Signal(libc::SIGKILL));
+        let ours = (worker.killed && worker.unresponsive.is_none())
             || exit == WorkerExit::Code(sys::EXIT_CANCELLED);
         let clean = worker.retiring && exit == WorkerExit::Code(0);
         let blame = if let Some((target, _)) = &bad_frame {
@@ -1321,8 +1326,8 @@ impl Scheduler {
     /// check again: every quarter of the bound while a worker holds units.
     ///
     /// A check that runs much later than planned (the parent was stopped,
-    /// say with its whole process group, or starved) saw nothing in
-    /// between: what it saw before proves nothing, so every worker's
+    /// by `Ctrl-Z` say, which does not reach the workers: each leads its
+    /// own process group; or it was starved) saw nothing in between: what it saw before proves nothing, so every worker's
     /// staleness starts again from now. Without that, `Ctrl-Z` and `fg` of
     /// the program would kill every busy worker.
     fn check_heartbeats(

@@ -1068,6 +1068,47 @@ fn a_worker_without_a_heartbeat_is_killed_and_settled_like_a_crash() {
     assert!(s.submit(singles(1).0, t0 + s1 * 4).is_ok());
 }
 
+/// A worker judged unresponsive that died of its own accord before the
+/// kill landed (a crash whose core dump outlasted the bound) is settled as
+/// an ordinary crash: no "stopped responding" note, and it counts toward
+/// the restart limit.
+#[test]
+fn an_unresponsive_worker_that_crashed_by_itself_is_a_crash() {
+    let t0 = Instant::now();
+    let (mut s, w, cs) = loaded(watched(0, 0), 1, t0);
+    let mut probe = FakeProbe::default();
+    probe.0.insert(w, beating(running(cs[0].id(), t0), 7));
+    let s1 = Duration::from_secs(1);
+    for i in 0..4 {
+        let (fx, _) = s.on_tick(t0 + s1 * i, &probe);
+        assert!(fx.kill.is_empty(), "tick {i}");
+    }
+    let (fx, _) = s.on_tick(t0 + s1 * 4, &probe);
+    assert_eq!(fx.kill, vec![w]);
+    let fx = s.on_exit(
+        w,
+        WorkerExit::Signal(libc::SIGSEGV),
+        running(cs[0].id(), t0),
+        t0 + s1 * 4,
+    );
+    let errors: Vec<_> = fx
+        .finish
+        .iter()
+        .filter_map(|(_, r)| r.as_ref().err())
+        .collect();
+    assert_eq!(
+        errors[0].kind(),
+        &ErrorKind::WorkerLost(WorkerExit::Signal(libc::SIGSEGV))
+    );
+    assert!(
+        !format!("{:?}", errors[0]).contains("stopped responding"),
+        "{:?}",
+        errors[0]
+    );
+    // max_crashes 0: the counted crash failed the pool.
+    assert!(s.submit(singles(1).0, t0 + s1 * 4).is_err());
+}
+
 /// A heartbeat that moves keeps a worker busy in one long unit alive.
 #[test]
 fn a_beating_worker_in_a_long_unit_is_not_killed() {
