@@ -47,8 +47,11 @@ use crate::wire::{Rx, Tx};
 
 /// The longest the parent waits for the template to take a request and
 /// answer with a pid (it only forks: milliseconds), when the start's own
-/// deadline (`start_timeout`) is later. Past either the template counts
-/// as stuck, is given up once, and exec is used for every later start.
+/// deadline (`start_timeout`) is later; also how long a pool's end waits
+/// for a spare on its way. Past either the template counts as stuck, is
+/// given up once, and exec is used for every later start (so a
+/// `start_timeout` shorter than one fork on a loaded machine gives up a
+/// healthy template: its pools then exec).
 pub(crate) const REPLY_DEADLINE: Duration = Duration::from_secs(5);
 
 /// What the parent asks of the template.
@@ -199,10 +202,6 @@ fn end_spare(spare: Spare) {
 /// A spare's process name (`/proc/<pid>/comm`) while it waits.
 pub(crate) const SPARE_NAME: &std::ffi::CStr = c"concur-spare";
 
-/// How long [`release`] waits for a spare on its way (the template only
-/// forks): past it, the template counts as stuck and is given up.
-const SPARE_DEADLINE: Duration = Duration::from_secs(5);
-
 /// A pool of forked workers, alive: spares are kept while one is.
 pub(crate) struct Hold(bool);
 
@@ -229,7 +228,8 @@ impl Drop for Hold {
 
 /// A pool of forked workers ended: when it was the last one, the spare is
 /// ended and reaped (a spare on its way is awaited for that, within
-/// [`SPARE_DEADLINE`]), so that no process is left for pools that no
+/// [`REPLY_DEADLINE`]: past it the template counts as stuck and is given
+/// up), so that no process is left for pools that no
 /// longer exist.
 fn release() {
     let mut guard = server();
@@ -243,7 +243,7 @@ fn release() {
     c.take_reports();
     c.end_spare();
     if c.spare_asked {
-        match c.spares.try_recv_timeout(SPARE_DEADLINE) {
+        match c.spares.try_recv_timeout(REPLY_DEADLINE) {
             Ok(report) => {
                 c.spare_asked = false;
                 c.keep(report);
@@ -400,8 +400,11 @@ pub(crate) fn fork_worker(token: &str) -> Option<Forked> {
     }
     client.take_reports();
     let template = client.pid;
-    if let Some(spare) = client.spare.take() {
+    if client.spare.is_some() {
+        // The channel first: a start that cannot make one (no descriptor
+        // left) leaves the spare with the client, which ends it in time.
         let (up, up_rx) = ipc::channel().ok()?;
+        let spare = client.spare.take().expect("checked above");
         if spare.assign.send(Job::here(up, token)).is_ok() {
             if !client.ask_spare() {
                 give_up(&mut guard, template);

@@ -103,7 +103,7 @@ impl Shared {
 
 /// How often a worker that holds work beats. The parent's
 /// `unresponsive_timeout` is at least five beats (see the builder).
-const BEAT_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+pub(crate) const BEAT_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Beats in a row without work after which the heartbeat sleeps until
 /// work comes: an idle worker costs no wake-ups, and one that works in

@@ -16,8 +16,19 @@ use serde::{Deserialize, Serialize};
 
 common::quiet_worker_panics!();
 
-/// The initializer: counts each start (one byte appended to `dir/starts`)
-/// and refuses it while `dir/refuse` exists.
+/// The system-wide monotonic clock in nanoseconds (the same in every process).
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid out-pointer; CLOCK_MONOTONIC always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// The initializer: records each start (its time, appended to
+/// `dir/starts`) and refuses it while `dir/refuse` exists.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Counted {
     dir: PathBuf,
@@ -33,7 +44,7 @@ impl Task for Counted {
             .create(true)
             .append(true)
             .open(self.dir.join("starts"))
-            .and_then(|mut f| f.write_all(b"."))
+            .and_then(|mut f| f.write_all(&monotonic_ns().to_le_bytes()))
             .expect("count the start");
         if self.dir.join("refuse").exists() {
             panic!("start refused");
@@ -43,8 +54,13 @@ impl Task for Counted {
 
 concur_procs::register!(Counted);
 
-fn starts(dir: &std::path::Path) -> usize {
-    std::fs::read(dir.join("starts")).map_or(0, |b| b.len())
+/// When each start began, in order.
+fn starts(dir: &std::path::Path) -> Vec<u64> {
+    std::fs::read(dir.join("starts")).map_or(Vec::new(), |b| {
+        b.chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+            .collect()
+    })
 }
 
 #[test]
@@ -65,18 +81,25 @@ fn starts_that_keep_failing_back_off() {
     std::fs::write(dir.join("refuse"), b"").unwrap();
     // SAFETY: a plain signal to our child.
     assert_eq!(unsafe { libc::kill(worker as i32, libc::SIGKILL) }, 0);
-    let before = starts(&dir);
-    wait_until("the slot starts again, and fails", DEADLINE, || {
-        starts(&dir) >= before + 3
-    });
-    // A window to count in, not a synchronisation: without a backoff the
-    // pool makes hundreds of attempts in it (each a few milliseconds);
-    // with one (4 ms doubling to 1 s) about ten.
-    std::thread::sleep(Duration::from_secs(3));
-    let made = starts(&dir) - before;
+    let before = starts(&dir).len();
+    // The failed starts (8 take about 0.5 s with the backoff).
+    let failed = 8;
+    wait_until(
+        "the slot starts again, and fails, 8 times",
+        DEADLINE,
+        || starts(&dir).len() >= before + failed,
+    );
+    let at = starts(&dir);
+    let gaps: Vec<Duration> = at[before..before + failed]
+        .windows(2)
+        .map(|w| Duration::from_nanos(w[1].saturating_sub(w[0])))
+        .collect();
+    // Lower bounds only (a loaded machine makes gaps longer, never shorter):
+    // the 7th wait is 4 ms doubled six times, 256 ms; without a backoff, a
+    // failed start follows the last one within a few milliseconds.
     assert!(
-        made < 100,
-        "{made} starts in 3 s: failed starts do not back off"
+        gaps[failed - 2] >= Duration::from_millis(200),
+        "failed starts do not back off: gaps {gaps:?}"
     );
     // Once starts succeed again, the slot's next start (at most the cap
     // away) gives the pool its worker back.

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use common::bounded;
 use concur_core::conformance::{Block, DEADLINE};
 use concur_core::prelude::*;
-use concur_core::{ErrorKind, TaskHandle};
+use concur_core::{ErrorKind, MapOptions, TaskHandle};
 use concur_threads::ThreadPool;
 use serde::{Deserialize, Serialize};
 
@@ -305,17 +305,13 @@ fn panicking_drops_of_many_unread_outputs_do_not_abort() {
     for _ in 0..4 {
         drop(pool.submit_batch((0..8).map(MakeLoud).collect()).unwrap());
     }
-    let mut map = pool.map((0..64).map(MakeLoud));
+    // Batches of 8: once the first item is out, the other 7 of its batch
+    // wait in the map, unread, and its drop drops them.
+    let mut map = pool.map_with((0..64).map(MakeLoud), MapOptions::default().batch(8));
     std::mem::forget(map.next().unwrap());
-    // Let the next batches finish, so their outputs are dropped here.
-    bounded("the map's next batches finish", || {
-        std::thread::sleep(Duration::from_millis(50))
-    });
     let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(map)));
-    if let Err(payload) = dropped {
-        let message = concur_core::panic::payload_message(&*payload);
-        assert!(message.contains("panic in Drop of output"), "{message}");
-    }
+    let message = concur_core::panic::payload_message(&*dropped.unwrap_err());
+    assert!(message.contains("panic in Drop of output"), "{message}");
     let h = pool.submit(Item::Quick(9)).unwrap();
     assert_eq!(h.join_timeout(DEADLINE).unwrap().unwrap(), 9);
     bounded("shutdown", || pool.shutdown()).unwrap();

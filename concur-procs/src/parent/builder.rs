@@ -22,9 +22,10 @@ pub const DEFAULT_CRASH_WINDOW: Duration = Duration::from_secs(10);
 /// The default bound on a worker holding tasks without a sign of life
 /// (see [`ProcessPoolBuilder::unresponsive_timeout`]).
 pub const DEFAULT_UNRESPONSIVE_TIMEOUT: Duration = Duration::from_secs(10);
-/// The shortest `unresponsive_timeout`: five heartbeats of a worker (it
-/// beats every 200 ms), so a busy worker is never mistaken for a stopped one.
-const MIN_UNRESPONSIVE_TIMEOUT: Duration = Duration::from_secs(1);
+/// The shortest `unresponsive_timeout`: five heartbeats of a worker, so a
+/// busy worker is never mistaken for a stopped one.
+const MIN_UNRESPONSIVE_TIMEOUT: Duration =
+    Duration::from_millis(5 * crate::worker::BEAT_EVERY.as_millis() as u64);
 
 /// Builds a [`ProcessPool`].
 ///
