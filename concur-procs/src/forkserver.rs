@@ -126,6 +126,17 @@ struct Forked1 {
 /// its channel's sender, so it serves only the parent; the parent knows
 /// its pid and ends and reaps it when no pool of forked workers is left or
 /// the template is given up.
+///
+/// Two known limits, both documented rather than mended:
+/// - a template killed between forking a spare and reporting it leaves
+///   that spare (it exits when its channel closes) a zombie until the
+///   parent exits, as for a worker whose template died before answering;
+/// - the job is sent under the fork server's lock; it carries the
+///   environment, so a spare stopped from outside (`SIGSTOP`) whose socket
+///   cannot take an environment larger than its buffer (about 200 KB)
+///   blocks the send, and every start of the process waits with it. An
+///   environment of ordinary size fits, and that start then fails at its
+///   `start_timeout` like any start whose worker never says hello.
 struct Spare {
     pid: u32,
     assign: IpcSender<Job>,
