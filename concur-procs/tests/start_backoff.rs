@@ -82,7 +82,7 @@ fn starts_that_keep_failing_back_off() {
     // SAFETY: a plain signal to our child.
     assert_eq!(unsafe { libc::kill(worker as i32, libc::SIGKILL) }, 0);
     let before = starts(&dir).len();
-    // The failed starts (8 take about 0.5 s with the backoff).
+    // The failed starts (8 take about a quarter of a second with the backoff).
     let failed = 8;
     wait_until(
         "the slot starts again, and fails, 8 times",
@@ -95,10 +95,10 @@ fn starts_that_keep_failing_back_off() {
         .map(|w| Duration::from_nanos(w[1].saturating_sub(w[0])))
         .collect();
     // Lower bounds only (a loaded machine makes gaps longer, never shorter):
-    // the 7th wait is 4 ms doubled six times, 256 ms; without a backoff, a
-    // failed start follows the last one within a few milliseconds.
+    // the 7th wait is 4 ms doubled up to the 100 ms cap; without a backoff,
+    // a failed start follows the last one within a few milliseconds.
     assert!(
-        gaps[failed - 2] >= Duration::from_millis(200),
+        gaps[failed - 2] >= Duration::from_millis(80),
         "failed starts do not back off: gaps {gaps:?}"
     );
     // Once starts succeed again, the slot's next start (at most the cap
@@ -106,6 +106,46 @@ fn starts_that_keep_failing_back_off() {
     std::fs::remove_file(dir.join("refuse")).unwrap();
     let next = join(pool.submit(Who).unwrap()).unwrap().pid;
     assert_ne!(next, worker);
+    drop(pool);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A graceful shutdown waits for queued work; when no worker can be
+/// started to run it (every start fails and the restart limit never runs
+/// out), that work fails with `PoolFailed` and the shutdown ends. Before,
+/// the shutdown (and the drop) waited for ever.
+#[test]
+fn shutdown_fails_work_no_worker_can_be_started_for() {
+    let dir = std::env::temp_dir().join(format!("concur-start-drain-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let pool = ProcessPool::builder()
+        .workers(1)
+        .retries(0)
+        .restart_limit(u32::MAX, Duration::from_secs(1))
+        .initializer(Counted { dir: dir.clone() })
+        .build()
+        .unwrap();
+    let worker = join(pool.submit(Who).unwrap()).unwrap().pid;
+    std::fs::write(dir.join("refuse"), b"").unwrap();
+    // SAFETY: a plain signal to our child.
+    assert_eq!(unsafe { libc::kill(worker as i32, libc::SIGKILL) }, 0);
+    let before = starts(&dir).len();
+    wait_until("a start of the slot fails", DEADLINE, || {
+        starts(&dir).len() > before
+    });
+    let stranded = pool.submit(Who).unwrap();
+    let pool = std::sync::Arc::new(pool);
+    let stopping = pool.clone();
+    common::within("shutdown", DEADLINE, move || stopping.shutdown()).unwrap();
+    let e = stranded
+        .join_timeout(DEADLINE)
+        .expect("the stranded task ends")
+        .unwrap_err();
+    assert!(
+        matches!(e.kind(), concur_procs::ErrorKind::PoolFailed { .. }),
+        "{e:?}"
+    );
     drop(pool);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -610,6 +610,8 @@ pub(crate) struct Scheduler {
     failed_starts: u32,
     failed: Option<String>,
     closing: bool,
+    /// A graceful stop waits for the queued work ([`Scheduler::drain`]).
+    draining: bool,
     /// The heartbeat check (see [`Scheduler::on_tick`]).
     liveness: Liveness,
 }
@@ -639,6 +641,7 @@ impl Scheduler {
             failed_starts: 0,
             failed: None,
             closing: false,
+            draining: false,
             liveness: Liveness::default(),
         }
     }
@@ -731,6 +734,9 @@ impl Scheduler {
                 format!("workers could not be started, the last: {}", causes(why))
             });
         }
+        if self.draining {
+            self.fail_stranded(why, &mut fx);
+        }
         if !self.closing && self.failed.is_none() && self.slots[slot].is_none() {
             // Not at once: when good and failed starts alternate, the
             // failed starts in a row never add up, and only a delay keeps
@@ -738,6 +744,39 @@ impl Scheduler {
             fx.start_later.push(slot);
         }
         fx
+    }
+
+    /// A graceful stop begins: it waits for the queued work. Work that no
+    /// worker is left to run while starts fail (a restart limit that never
+    /// runs out, starts that always fail) would keep that wait going for
+    /// ever: it fails now if a start has failed since the last good one,
+    /// or at the next failed start otherwise.
+    pub(crate) fn drain(&mut self) -> Effects {
+        let mut fx = Effects::default();
+        self.draining = true;
+        if self.failed_starts > 0 {
+            let why = TaskError::from(ErrorKind::Spawn);
+            self.fail_stranded(&why, &mut fx);
+        }
+        fx
+    }
+
+    /// While draining, with no worker ready: fails the queued units (see
+    /// [`Scheduler::drain`]).
+    fn fail_stranded(&mut self, why: &TaskError, fx: &mut Effects) {
+        if self.slots.iter().any(Option::is_some) || self.queue.is_empty() {
+            return;
+        }
+        let e: TaskError = ErrorKind::PoolFailed {
+            reason: format!(
+                "the pool is shutting down and no worker could be started to run this task: {}",
+                causes(why)
+            ),
+        }
+        .into();
+        for u in self.queue.drain(..) {
+            fx.finish.push((u.sink, Err(e.clone())));
+        }
     }
 
     /// Sends queued units to workers with room, least loaded first.

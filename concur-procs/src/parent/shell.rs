@@ -325,7 +325,9 @@ impl Shared {
         } else {
             // Waits for the work the caller asked to finish: bounded by the
             // tasks themselves (their timeout, or a `shutdown_now`, which
-            // cancels them and so ends this wait).
+            // cancels them and so ends this wait), and by the starts: work
+            // no worker can be started for fails (see `Scheduler::drain`).
+            self.event(Sender::Threads, |c, _| c.sched.drain());
             self.admission.wait_idle(None);
             self.event(Sender::Threads, |c, _| c.sched.close(false));
         }

@@ -175,7 +175,7 @@ struct Live {
 /// The wait before a slot's start after its first failed start in a row.
 const BACKOFF_FIRST: Duration = Duration::from_millis(4);
 /// The longest wait before a slot's start after failed ones.
-const BACKOFF_CAP: Duration = Duration::from_secs(1);
+const BACKOFF_CAP: Duration = Duration::from_millis(100);
 
 pub(crate) fn run(shared: Arc<Shared>, ready: mpsc::Sender<Result<(), TaskError>>) {
     let sup = &shared.supervisor;
