@@ -416,7 +416,9 @@ pub(crate) fn fork_worker(token: &str) -> Option<Forked> {
         // left) leaves the spare with the client, which ends it in time.
         let (up, up_rx) = ipc::channel().ok()?;
         let spare = client.spare.take().expect("checked above");
-        if spare.assign.send(Job::here(up, token)).is_ok() {
+        // A spare stopped from outside would hold this start until its
+        // `start_timeout`: it is ended instead, and the template forks.
+        if !sys::cannot_run(spare.pid) && spare.assign.send(Job::here(up, token)).is_ok() {
             if !client.ask_spare() {
                 give_up(&mut guard, template);
             }
@@ -429,8 +431,8 @@ pub(crate) fn fork_worker(token: &str) -> Option<Forked> {
                 up: up_rx,
             });
         }
-        // It died (killed from outside): reaped here, and the template
-        // forks this worker.
+        // It died or was stopped from outside: ended and reaped here, and
+        // the template forks this worker.
         end_spare(spare);
     }
     let (up, up_rx) = ipc::channel().ok()?;

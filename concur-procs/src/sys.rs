@@ -52,6 +52,20 @@ pub(crate) fn kill(pid: u32) {
     }
 }
 
+/// True when process `pid` cannot run: stopped (`SIGSTOP`, a debugger),
+/// exited and not yet reaped, or gone.
+pub(crate) fn cannot_run(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the name, which is in parentheses and may hold
+        // anything, so it is read after the last `)`.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_none_or(|state| matches!(state, "T" | "t" | "Z" | "X")),
+        Err(_) => true,
+    }
+}
+
 /// Waits for child `pid` to end and reaps it.
 pub(crate) fn wait(pid: u32) -> io::Result<WorkerExit> {
     let mut status: libc::c_int = 0;

@@ -113,6 +113,10 @@ fn main() {
         "a spare killed from outside is reaped and replaced",
         a_killed_spare_is_reaped_and_replaced,
     );
+    check(
+        "a spare stopped from outside is ended and skipped",
+        a_stopped_spare_is_ended_and_skipped,
+    );
     check("spawn_mode(Exec) execs", exec_mode_execs);
     check(
         "a forked copy of the parent execs its workers",
@@ -536,6 +540,46 @@ fn a_killed_spare_is_reaped_and_replaced() {
     assert_ne!(next.pid, spare);
     assert_forked(&next);
     assert!(!children().contains(&spare), "the dead spare was reaped");
+    drop(pool);
+}
+
+/// A spare stopped from outside (`SIGSTOP`) is not handed the next start,
+/// which it would hold until the start timeout: it is ended and reaped,
+/// and the fork server forks the worker.
+fn a_stopped_spare_is_ended_and_skipped() {
+    let pool = ProcessPool::builder()
+        .workers(1)
+        .retries(0)
+        // Longer than the test's deadline: a start held by the stopped
+        // spare would fail the probe below.
+        .start_timeout(DEADLINE * 10)
+        .build()
+        .unwrap();
+    let first = probe(&pool);
+    wait_until("a spare is forked", DEADLINE, || spares().len() == 1);
+    let spare = spares()[0];
+    // SAFETY: kill takes integers; the spare is our unreaped child.
+    assert_eq!(unsafe { libc::kill(spare as i32, libc::SIGSTOP) }, 0);
+    wait_until("the spare stops", DEADLINE, || {
+        std::fs::read_to_string(format!("/proc/{spare}/stat")).is_ok_and(|s| {
+            s.rsplit_once(')')
+                .is_some_and(|(_, r)| r.trim_start().starts_with('T'))
+        })
+    });
+    let e = join(
+        pool.submit(Crash {
+            how: How::Sigkill,
+            wait: false,
+        })
+        .unwrap(),
+    )
+    .unwrap_err();
+    assert_eq!(e.kind(), &ErrorKind::WorkerLost(signal_of(How::Sigkill)));
+    let next = probe(&pool);
+    assert_ne!(next.pid, first.pid);
+    assert_ne!(next.pid, spare);
+    assert_forked(&next);
+    assert!(!children().contains(&spare), "the stopped spare was reaped");
     drop(pool);
 }
 
