@@ -862,35 +862,39 @@ impl Scheduler {
             let best = match pack {
                 None => live()
                     .filter(|(_, w)| fit(w))
-                    .min_by_key(|(id, w)| (w.stalled(now), w.in_flight.len(), *id)),
+                    .min_by_key(|(id, w)| (w.stalled(now), w.in_flight.len(), *id))
+                    .map(|(id, _)| id),
                 Some(cap) => {
                     // Awake first, then an idle worker while fewer than
                     // `cap` are awake, one running a long task last. A
                     // tainted unit needs an idle worker: it is not held.
                     // (Not `stalled`: that times from the dispatch, and a
                     // loaded host's wake-up alone passes it, so every
-                    // worker would be woken again.)
-                    let awake = |w: &Worker| !w.in_flight.is_empty() && !w.long_task;
-                    let may_wake = tainted || live().filter(|(_, w)| awake(w)).count() < cap;
-                    let best = live()
-                        .filter(|(_, w)| fit(w) && (may_wake || awake(w)))
-                        .min_by_key(|(id, w)| {
-                            let rank = match (w.in_flight.is_empty(), w.long_task) {
-                                (false, false) => 0,
-                                (true, _) => 1,
-                                (false, true) => 2,
-                            };
-                            (rank, w.in_flight.len(), *id)
-                        });
-                    held = best.is_none()
-                        && !may_wake
-                        && live().any(|(_, w)| w.in_flight.is_empty() && fit(w));
-                    best
+                    // worker would be woken again.) One pass over the
+                    // workers, as this runs per unit of a burst: the best
+                    // of each kind, and how many are awake.
+                    let mut awake = 0;
+                    let mut best: [Option<(usize, WorkerId)>; 3] = [None; 3];
+                    for (id, w) in live() {
+                        let kind = match (w.in_flight.is_empty(), w.long_task) {
+                            (false, false) => 0,
+                            (true, _) => 1,
+                            (false, true) => 2,
+                        };
+                        awake += usize::from(kind == 0);
+                        let key = (w.in_flight.len(), id);
+                        if fit(w) && best[kind].is_none_or(|k| key < k) {
+                            best[kind] = Some(key);
+                        }
+                    }
+                    let may_wake = tainted || awake < cap;
+                    let [awake_best, idle, long] = best;
+                    let best = awake_best.or(if may_wake { idle.or(long) } else { None });
+                    held = best.is_none() && idle.is_some();
+                    best.map(|(_, id)| id)
                 }
             };
-            let Some(wid) = best.map(|(id, _)| id) else {
-                break;
-            };
+            let Some(wid) = best else { break };
             let mut unit = self.queue.pop_front().expect("queue is not empty");
             if !unit.sink.begin() {
                 continue; // cancelled while queued
