@@ -727,8 +727,9 @@ impl Scheduler {
     /// task never holds the rest back). Longer tasks spread over every
     /// worker as before: there the work, not the wake-up, is the cost.
     fn packing(&self) -> Option<usize> {
-        let tiny = self.rules.adaptive && self.recent.per_task().is_some_and(|t| t < PACK_BELOW);
-        (tiny && self.rules.workers > self.awake_cap).then_some(self.awake_cap)
+        let tiny = || self.recent.per_task().is_some_and(|t| t < PACK_BELOW);
+        (self.rules.adaptive && self.rules.workers > self.awake_cap && tiny())
+            .then_some(self.awake_cap)
     }
 
     /// A fresh worker id for a process about to be started.
