@@ -1482,9 +1482,9 @@ impl Scheduler {
     /// While tasks are packed and units wait (see [`Self::packing`] and
     /// `watching`): a busy worker whose running task (as its progress word
     /// says) has run longer than its usual stall bound is marked as
-    /// running a long task; it no longer counts toward the cap, and the
-    /// dispatch that follows gives the queue to an idle worker or recalls
-    /// the units behind that task. Without this, workers held up together
+    /// running a long task, and packing ends until replies show tasks tiny
+    /// again: the dispatch that follows spreads the queue over idle
+    /// workers and recalls the units behind that task. Without this, workers held up together
     /// by long tasks would hold the queue until one of them replied.
     /// Returns when to look again.
     fn check_packed(
@@ -1512,6 +1512,13 @@ impl Scheduler {
             }
         }
         if marked {
+            // The pool's task time said tiny, and a task says otherwise:
+            // tasks spread again until replies show them tiny. Else a
+            // burst of long tasks after tiny ones (its units all packed
+            // onto one worker) would move on one worker per tick, and
+            // the estimate, weighted by the tiny ones, would take several
+            // long replies to turn.
+            self.recent = Recent::default();
             fx.merge(self.dispatch(now));
         }
         self.watching.then_some(now + HELD_CHECK)

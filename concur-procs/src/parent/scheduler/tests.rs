@@ -1200,9 +1200,9 @@ fn long_tasks_still_spread_over_every_worker() {
 }
 
 /// While a packed burst waits on the cap, a worker whose running task
-/// (by its progress word) has run past its stall bound no longer counts:
-/// the tick gives the queue to an idle worker. A task that only waited for
-/// its worker to wake (started lately) changes nothing.
+/// (by its progress word) has run past its stall bound ends packing: the
+/// tick spreads the queue over the idle workers. A task that only waited
+/// for its worker to wake (started lately) changes nothing.
 #[test]
 fn a_long_task_in_a_packed_burst_lets_an_idle_worker_take_the_queue() {
     let now = Instant::now();
@@ -1220,16 +1220,18 @@ fn a_long_task_in_a_packed_burst_lets_an_idle_worker_take_the_queue() {
     assert_eq!(next, Some(later + HELD_CHECK), "it keeps watching");
     assert_eq!(loads(&s, &ws)[2..], [0, 0]);
     probe.0.insert(ws[0], running(first, now));
-    let (fx, _) = s.on_tick(later, &probe);
-    assert_eq!(fx.touched, vec![ws[2]]);
+    let (fx, next) = s.on_tick(later, &probe);
+    assert_eq!(fx.touched, vec![ws[2], ws[3]]);
     let full = 16 * TINY_DEPTH;
-    assert_eq!(loads(&s, &ws), vec![full, full, full, 0]);
+    assert_eq!(loads(&s, &ws), vec![full; 4]);
+    assert_eq!(s.queue.len(), 300 - 4 * full);
+    assert!(s.packing().is_none() && !s.watching && next.is_none());
 }
 
 /// Packed, idle workers are the rule: a worker is asked to give back the
 /// units behind its running task only when that task is seen running long
 /// (not merely because its reply is late, as a loaded host's wake-up
-/// makes it), and then they go to an idle worker.
+/// makes it), and then they spread over the idle workers.
 #[test]
 fn packed_units_are_recalled_only_from_behind_a_long_task() {
     let now = Instant::now();
@@ -1268,5 +1270,5 @@ fn packed_units_are_recalled_only_from_behind_a_long_task() {
         .collect();
     assert_eq!(recall(&s.workers[&ws[0]].outgoing), behind);
     let _ = s.on_recalled(ws[0], &behind, later);
-    assert_eq!(loads(&s, &ws), vec![1, 10, 0]);
+    assert_eq!(loads(&s, &ws), vec![1, 5, 5]);
 }
