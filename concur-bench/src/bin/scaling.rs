@@ -7,13 +7,17 @@
 //! - **cpu**: 64 CPU-bound tasks of about 5 ms each (the same total work at
 //!   every count, so the speedup is how many cores the pool really uses);
 //! - **burst**: 10k no-op tasks submitted at once, then joined (throughput:
-//!   how dispatch holds up as workers are added).
+//!   how dispatch holds up as workers are added);
+//! - **mixed** (processes only): a burst, then the cpu tasks at once on the
+//!   same pool, timed together: the burst leaves the pool's task time tiny,
+//!   so the cpu tasks must still spread over every worker (compare with
+//!   the burst's and the cpu row's times).
 //!
 //! On a machine with C cores the cpu speedup should grow until C workers
 //! and stay flat after; this project's machine has 2, bigger machines fill
 //! the rest of the table. Settings: `ROUNDS=n` (default 3, medians),
 //! `COUNTS=1,2,4` (worker counts; 1 is always measured, as the baseline),
-//! `ONLY=threads|procs|cpu|burst` (a backend or a workload).
+//! `ONLY=threads|procs|cpu|burst|mixed` (a backend or a workload).
 
 use std::time::{Duration, Instant};
 
@@ -164,5 +168,12 @@ fn main() {
     if wanted("burst", "procs") {
         let f = measure(&counts, rounds, procs, burst);
         print("burst", "procs", "tasks/s", &f, BURST as f64);
+    }
+    if wanted("mixed", "procs") {
+        let f = measure(&counts, rounds, procs, |p| {
+            burst(p);
+            cpu(p, spin_rounds, expected);
+        });
+        print("mixed", "procs", "ms", &f, CPU_TASKS as f64);
     }
 }

@@ -1176,3 +1176,140 @@ fn the_heartbeat_check_is_armed_once_per_busy_period() {
     let (u, _) = single();
     assert!(s.submit(vec![u], t0).unwrap().arm);
 }
+
+/// A scheduler of `n` ready workers (slots 0..n) whose tasks are known to
+/// take `per_task`, the pool's and each worker's, with tasks packed onto at
+/// most two awake workers while they are tiny (as on a 2-core machine).
+fn measured_pool(n: usize, per_task: Duration, now: Instant) -> (Scheduler, Vec<WorkerId>) {
+    let mut r = rules();
+    r.workers = n;
+    r.adaptive = true;
+    let mut s = Scheduler::new(r);
+    s.awake_cap = 2;
+    let ws: Vec<WorkerId> = (0..n)
+        .map(|slot| {
+            let w = s.next_worker_id();
+            let _ = s.on_ready(w, slot, now);
+            s.workers.get_mut(&w).unwrap().per_task = Some(per_task);
+            w
+        })
+        .collect();
+    s.recent.add(per_task * 64, 64);
+    (s, ws)
+}
+
+fn loads(s: &Scheduler, ws: &[WorkerId]) -> Vec<usize> {
+    ws.iter().map(|w| s.workers[w].in_flight.len()).collect()
+}
+
+/// A burst of tiny tasks on a pool with more workers than cores goes to
+/// workers already awake while they have pipeline room, and wakes an idle
+/// one only while fewer than the cap are awake: the rest waits in the
+/// queue rather than wake a process per task. Their replies refill the
+/// same workers.
+#[test]
+fn a_burst_of_tiny_tasks_is_packed_onto_as_many_workers_as_cores() {
+    let now = Instant::now();
+    let (mut s, ws) = measured_pool(4, Duration::from_micros(1), now);
+    let (units, cs) = singles(200);
+    let fx = s.submit(units, now).unwrap();
+    let full = 16 * TINY_DEPTH;
+    assert_eq!(loads(&s, &ws), vec![full, full, 0, 0]);
+    assert_eq!(s.queue.len(), 200 - 2 * full);
+    assert!(fx.arm, "the tick watches the held queue");
+    let done: Vec<_> = s.workers[&ws[0]]
+        .in_flight
+        .iter()
+        .map(|u| (u.id, Ok(Body::Empty)))
+        .collect();
+    let at = now + Duration::from_micros(64);
+    apply(s.on_results(ws[0], done, at));
+    assert_eq!(loads(&s, &ws), vec![full, full, 0, 0]);
+    assert_eq!(s.queue.len(), 200 - 3 * full);
+    drop(cs);
+}
+
+/// Tasks that take long spread over every worker, least loaded first, as
+/// before: there the work, not the wake-up, is the cost.
+#[test]
+fn long_tasks_still_spread_over_every_worker() {
+    let now = Instant::now();
+    let (mut s, ws) = measured_pool(4, Duration::from_millis(5), now);
+    let (units, _cs) = singles(20);
+    let _ = s.submit(units, now).unwrap();
+    assert_eq!(loads(&s, &ws), vec![2, 2, 2, 2]);
+}
+
+/// While a packed burst waits on the cap, a worker whose running task
+/// (by its progress word) has run past its stall bound ends packing: the
+/// tick spreads the queue over the idle workers. A task that only waited
+/// for its worker to wake (started lately) changes nothing.
+#[test]
+fn a_long_task_in_a_packed_burst_lets_an_idle_worker_take_the_queue() {
+    let now = Instant::now();
+    let (mut s, ws) = measured_pool(4, Duration::from_micros(1), now);
+    let (units, _cs) = singles(300);
+    let _ = s.submit(units, now).unwrap();
+    let first = s.workers[&ws[0]].in_flight[0].id;
+    let later = now + Duration::from_millis(2);
+    let mut probe = FakeProbe::default();
+    probe
+        .0
+        .insert(ws[0], running(first, later - Duration::from_micros(100)));
+    let (fx, next) = s.on_tick(later, &probe);
+    assert!(fx.touched.is_empty());
+    assert_eq!(next, Some(later + HELD_CHECK), "it keeps watching");
+    assert_eq!(loads(&s, &ws)[2..], [0, 0]);
+    probe.0.insert(ws[0], running(first, now));
+    let (fx, next) = s.on_tick(later, &probe);
+    assert_eq!(fx.touched, vec![ws[2], ws[3]]);
+    let full = 16 * TINY_DEPTH;
+    assert_eq!(loads(&s, &ws), vec![full; 4]);
+    assert_eq!(s.queue.len(), 300 - 4 * full);
+    assert!(s.packing().is_none() && !s.watching && next.is_none());
+}
+
+/// Packed, idle workers are the rule: a worker is asked to give back the
+/// units behind its running task only when that task is seen running long
+/// (not merely because its reply is late, as a loaded host's wake-up
+/// makes it), and then they spread over the idle workers.
+#[test]
+fn packed_units_are_recalled_only_from_behind_a_long_task() {
+    let now = Instant::now();
+    let (mut s, ws) = measured_pool(3, Duration::from_micros(1), now);
+    let (units, _cs) = singles(10);
+    let fx = s.submit(units, now).unwrap();
+    assert_eq!(loads(&s, &ws), vec![10, 0, 0]);
+    assert!(fx.arm, "the tick watches the units behind the running one");
+    let later = now + Duration::from_millis(2);
+    let (units, _more) = singles(1);
+    let _ = s.submit(units, later).unwrap();
+    assert_eq!(loads(&s, &ws), vec![11, 0, 0]);
+    let recall = |outgoing: &[Out]| -> Vec<TaskId> {
+        outgoing
+            .iter()
+            .flat_map(|o| match o {
+                Out::Recall { ids } => ids.clone(),
+                _ => Vec::new(),
+            })
+            .collect()
+    };
+    assert!(
+        recall(&s.workers[&ws[0]].outgoing).is_empty(),
+        "a late reply is no long task"
+    );
+    let first = s.workers[&ws[0]].in_flight[0].id;
+    let mut probe = FakeProbe::default();
+    probe.0.insert(ws[0], running(first, now));
+    let (fx, _) = s.on_tick(later, &probe);
+    assert_eq!(fx.touched, vec![ws[0]]);
+    let behind: Vec<TaskId> = s.workers[&ws[0]]
+        .in_flight
+        .iter()
+        .skip(1)
+        .map(|u| u.id)
+        .collect();
+    assert_eq!(recall(&s.workers[&ws[0]].outgoing), behind);
+    let _ = s.on_recalled(ws[0], &behind, later);
+    assert_eq!(loads(&s, &ws), vec![1, 5, 5]);
+}
