@@ -46,12 +46,11 @@ use crate::sys;
 use crate::wire::{Rx, Tx};
 
 /// The longest the parent waits for the template to take a request and
-/// answer with a pid (it only forks: milliseconds), when the start's own
-/// deadline (`start_timeout`) is later; also how long a pool's end waits
-/// for a spare on its way. Past either the template counts as stuck, is
-/// given up once, and exec is used for every later start (so a
-/// `start_timeout` shorter than one fork on a loaded machine gives up a
-/// healthy template: its pools then exec).
+/// answer with a pid (it only forks: milliseconds); also how long a pool's end waits
+/// for a spare on its way. Past it the template counts as stuck, is
+/// given up once, and exec is used for every later start. A start whose
+/// own deadline comes first fails alone, once the template's answer has
+/// said which child to end.
 pub(crate) const REPLY_DEADLINE: Duration = Duration::from_secs(5);
 
 /// What the parent asks of the template.

@@ -360,13 +360,15 @@ fn accept_forked(
             }
         }
     };
-    // Whom to end: the template's answer, if it came by the start's own
-    // deadline. A template that has not answered by then counts as stuck
-    // and is given up at once (later starts exec), instead of holding
-    // this start up to [`crate::forkserver::REPLY_DEADLINE`] more.
+    // Whom to end: the template's answer, awaited past the start's own
+    // deadline up to [`crate::forkserver::REPLY_DEADLINE`] from the
+    // request. A healthy template answers within milliseconds, so a short
+    // `start_timeout` fails only this start (with its own deadline in the
+    // error) and the late child is known, ended and reaped; only a template
+    // that does not answer at all is given up (later starts exec).
     let pid = match pid {
         Some(p) => p,
-        None => answer.wait(deadline)?,
+        None => answer.wait(Instant::now() + crate::forkserver::REPLY_DEADLINE)?,
     };
     if let Ok(Some(exit)) = sys::try_wait(pid) {
         return Ok((pid, Err(SpawnError::Exited(exit))));

@@ -117,6 +117,9 @@ fn main() {
         "a spare stopped from outside is ended and skipped",
         a_stopped_spare_is_ended_and_skipped,
     );
+    check("a late answer fails only its own start", || {
+        a_late_answer_fails_only_its_own_start(template)
+    });
     check("spawn_mode(Exec) execs", exec_mode_execs);
     check(
         "a forked copy of the parent execs its workers",
@@ -581,6 +584,34 @@ fn a_stopped_spare_is_ended_and_skipped() {
     assert_forked(&next);
     assert!(!children().contains(&spare), "the stopped spare was reaped");
     drop(pool);
+}
+
+/// A start whose own deadline passes before the fork server answers (here
+/// the template is stopped for a second; a loaded machine and a short
+/// `start_timeout` do the same) fails alone, with its own deadline in the
+/// error; the fork server, which answers late, stays in use for every
+/// other pool. Before, one such start gave the fork server up for good.
+fn a_late_answer_fails_only_its_own_start(template: u32) {
+    let stop = |sig| {
+        // SAFETY: a plain signal to our fork server.
+        assert_eq!(unsafe { libc::kill(template as i32, sig) }, 0);
+    };
+    stop(libc::SIGSTOP);
+    let building = std::thread::spawn(|| {
+        ProcessPool::builder()
+            .workers(1)
+            .start_timeout(Duration::from_millis(200))
+            .build()
+    });
+    // The scenario, not a synchronisation: the template answers a second
+    // late, well within its own 5 s deadline.
+    std::thread::sleep(Duration::from_secs(1));
+    stop(libc::SIGCONT);
+    let e = building.join().unwrap().expect_err("the start was late");
+    assert_eq!(e.kind(), &ErrorKind::Spawn, "{e:?}");
+    assert!(!format!("{e}").contains("fork server"), "{e}");
+    let pool = ProcessPool::builder().workers(1).build().unwrap();
+    assert_forked(&probe(&pool));
 }
 
 fn exec_mode_execs() {
