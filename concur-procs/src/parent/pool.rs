@@ -18,7 +18,11 @@ use crate::shm::Body;
 ///
 /// Build it with [`ProcessPool::builder`]; use it through
 /// [`Executor`] and [`ExecutorExt`](concur_core::ExecutorExt). Dropping it
-/// finishes queued work, then stops and reaps every worker.
+/// finishes queued work, then stops and reaps every worker. A worker being
+/// started at that moment (a replacement running a slow initializer, say)
+/// is waited for, at most the [`start_timeout`](crate::ProcessPoolBuilder::start_timeout),
+/// then stopped too; queued work that no worker can be started for fails
+/// with `PoolFailed` rather than holding the drop.
 ///
 /// A pool belongs to the process that built it. In a child forked from
 /// that process (`fork(2)` without exec), the pool's copy refuses work at
