@@ -49,7 +49,14 @@ impl MapOptions {
         let auto_batch = (size_hint / (workers * 16)).clamp(1, Self::AUTO_BATCH);
         let in_flight = self
             .in_flight
-            .unwrap_or_else(|| (workers * 64).max(self.batch.unwrap_or(auto_batch) * workers * 4))
+            .unwrap_or_else(|| {
+                (workers * 64).max(
+                    self.batch
+                        .unwrap_or(auto_batch)
+                        .saturating_mul(workers)
+                        .saturating_mul(4),
+                )
+            })
             .clamp(1, queue_bound.max(1));
         let batch = self
             .batch
@@ -272,9 +279,12 @@ impl<'a, E: Executor, I: Iterator<Item = T>, T: Task> Feed<'a, E, I, T> {
     fn grow(&mut self) {
         if let Some((most_batch, most_in_flight)) = self.growth {
             self.batch = (self.batch * 2).min(most_batch);
-            self.in_flight_limit = self
-                .in_flight_limit
-                .max((self.batch * self.workers * 4).min(most_in_flight));
+            self.in_flight_limit = self.in_flight_limit.max(
+                self.batch
+                    .saturating_mul(self.workers)
+                    .saturating_mul(4)
+                    .min(most_in_flight),
+            );
         }
     }
 

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use common::bounded;
 use concur_core::conformance::DEADLINE;
 use concur_core::prelude::*;
-use concur_core::ErrorKind;
+use concur_core::{ErrorKind, MapOptions};
 use concur_threads::ThreadPool;
 use serde::{Deserialize, Serialize};
 
@@ -183,4 +183,26 @@ fn long_map_on_a_deep_queue_keeps_order() {
             .unwrap()
     });
     assert!(out.iter().copied().eq(0..n));
+}
+
+/// Extreme `MapOptions` are clamped to the pool, never an overflow: a
+/// batch or in-flight bound of `usize::MAX` maps every item in order.
+#[test]
+fn extreme_map_options_are_clamped() {
+    let pool = ThreadPool::new(2).unwrap();
+    for options in [
+        MapOptions::default().batch(usize::MAX),
+        MapOptions::default().in_flight(usize::MAX),
+        MapOptions::default()
+            .batch(usize::MAX)
+            .in_flight(usize::MAX),
+        MapOptions::default().batch(0).in_flight(0),
+    ] {
+        let got: Vec<u64> = bounded("an extreme map", || {
+            pool.map_with((0..50).map(Step::Value), options)
+                .collect::<Result<_, _>>()
+                .unwrap()
+        });
+        assert_eq!(got, (0..50).collect::<Vec<_>>(), "{options:?}");
+    }
 }
