@@ -112,10 +112,10 @@ impl ProcessPoolBuilder {
     /// cancel, recycling, shutdown) never count.
     ///
     /// A limit that never runs out (`u32::MAX`) means "keep trying": while
-    /// every start fails, queued tasks wait for a worker (bounded by their
-    /// `task_timeout`, if any, or a `shutdown`, which fails them with
-    /// `PoolFailed` when no worker can be started), and the slot is
-    /// restarted at most ten times a second.
+    /// every start fails, queued tasks wait for a worker (a `task_timeout`
+    /// counts from a task's start, so it does not bound this; a `shutdown`
+    /// or the drop fails them with `PoolFailed`, and `shutdown_now` cancels
+    /// them), and the slot is restarted at most ten times a second.
     pub fn restart_limit(mut self, max_crashes: u32, window: Duration) -> Self {
         self.max_crashes = max_crashes;
         self.crash_window = window.min(NEVER);
