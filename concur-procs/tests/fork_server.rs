@@ -518,42 +518,29 @@ fn a_crashed_worker_is_replaced_by_the_spare() {
 /// A spare killed from outside while it waits is reaped at the next start,
 /// which the fork server then forks itself: no start is lost to it.
 fn a_killed_spare_is_reaped_and_replaced() {
-    let pool = ProcessPool::builder()
-        .workers(1)
-        .retries(0)
-        .build()
-        .unwrap();
-    let first = probe(&pool);
-    wait_until("a spare is forked", DEADLINE, || spares().len() == 1);
-    let spare = spares()[0];
-    // SAFETY: kill takes integers; the spare is our unreaped child.
-    assert_eq!(unsafe { libc::kill(spare as i32, libc::SIGKILL) }, 0);
-    wait_until("the spare dies", DEADLINE, || !alive(spare));
-    let e = join(
-        pool.submit(Crash {
-            how: How::Sigkill,
-            wait: false,
-        })
-        .unwrap(),
-    )
-    .unwrap_err();
-    assert_eq!(e.kind(), &ErrorKind::WorkerLost(signal_of(How::Sigkill)));
-    let next = probe(&pool);
-    assert_ne!(next.pid, first.pid);
-    assert_ne!(next.pid, spare);
-    assert_forked(&next);
-    assert!(!children().contains(&spare), "the dead spare was reaped");
-    drop(pool);
+    spare_hit_from_outside(libc::SIGKILL, |spare| !alive(spare));
 }
 
 /// A spare stopped from outside (`SIGSTOP`) is not handed the next start,
 /// which it would hold until the start timeout: it is ended and reaped,
 /// and the fork server forks the worker.
 fn a_stopped_spare_is_ended_and_skipped() {
+    spare_hit_from_outside(libc::SIGSTOP, |spare| {
+        std::fs::read_to_string(format!("/proc/{spare}/stat")).is_ok_and(|s| {
+            s.rsplit_once(')')
+                .is_some_and(|(_, r)| r.trim_start().starts_with('T'))
+        })
+    });
+}
+
+/// Sends `sig` to the waiting spare, waits until `hit` says it took
+/// effect, then has the pool's worker crash: the replacement is forked by
+/// the template, not the spare, which is reaped.
+fn spare_hit_from_outside(sig: i32, hit: impl Fn(u32) -> bool) {
     let pool = ProcessPool::builder()
         .workers(1)
         .retries(0)
-        // Longer than the test's deadline: a start held by the stopped
+        // Longer than the test's deadline: a start held by a stopped
         // spare would fail the probe below.
         .start_timeout(DEADLINE * 10)
         .build()
@@ -562,13 +549,8 @@ fn a_stopped_spare_is_ended_and_skipped() {
     wait_until("a spare is forked", DEADLINE, || spares().len() == 1);
     let spare = spares()[0];
     // SAFETY: kill takes integers; the spare is our unreaped child.
-    assert_eq!(unsafe { libc::kill(spare as i32, libc::SIGSTOP) }, 0);
-    wait_until("the spare stops", DEADLINE, || {
-        std::fs::read_to_string(format!("/proc/{spare}/stat")).is_ok_and(|s| {
-            s.rsplit_once(')')
-                .is_some_and(|(_, r)| r.trim_start().starts_with('T'))
-        })
-    });
+    assert_eq!(unsafe { libc::kill(spare as i32, sig) }, 0);
+    wait_until("the signal takes effect", DEADLINE, || hit(spare));
     let e = join(
         pool.submit(Crash {
             how: How::Sigkill,
@@ -582,7 +564,7 @@ fn a_stopped_spare_is_ended_and_skipped() {
     assert_ne!(next.pid, first.pid);
     assert_ne!(next.pid, spare);
     assert_forked(&next);
-    assert!(!children().contains(&spare), "the stopped spare was reaped");
+    assert!(!children().contains(&spare), "the spare was reaped");
     drop(pool);
 }
 

@@ -63,13 +63,14 @@ fn starts(dir: &std::path::Path) -> Vec<u64> {
     })
 }
 
-#[test]
-fn starts_that_keep_failing_back_off() {
-    let dir = std::env::temp_dir().join(format!("concur-start-backoff-{}", std::process::id()));
+/// A pool of one worker whose restart limit never runs out (only the
+/// backoff bounds its starts), with its worker killed while every start is
+/// refused: returns the pool, its run directory, the killed worker's pid
+/// and how many starts were recorded before the kill.
+fn pool_whose_starts_fail(name: &str) -> (ProcessPool, PathBuf, u32, usize) {
+    let dir = std::env::temp_dir().join(format!("concur-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    // A restart limit that never runs out: only the backoff bounds the
-    // starts.
     let pool = ProcessPool::builder()
         .workers(1)
         .retries(0)
@@ -79,9 +80,15 @@ fn starts_that_keep_failing_back_off() {
         .unwrap();
     let worker = join(pool.submit(Who).unwrap()).unwrap().pid;
     std::fs::write(dir.join("refuse"), b"").unwrap();
+    let before = starts(&dir).len();
     // SAFETY: a plain signal to our child.
     assert_eq!(unsafe { libc::kill(worker as i32, libc::SIGKILL) }, 0);
-    let before = starts(&dir).len();
+    (pool, dir, worker, before)
+}
+
+#[test]
+fn starts_that_keep_failing_back_off() {
+    let (pool, dir, worker, before) = pool_whose_starts_fail("start-backoff");
     // The failed starts (8 take about a quarter of a second with the backoff).
     let failed = 8;
     wait_until(
@@ -116,21 +123,7 @@ fn starts_that_keep_failing_back_off() {
 /// the shutdown (and the drop) waited for ever.
 #[test]
 fn shutdown_fails_work_no_worker_can_be_started_for() {
-    let dir = std::env::temp_dir().join(format!("concur-start-drain-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let pool = ProcessPool::builder()
-        .workers(1)
-        .retries(0)
-        .restart_limit(u32::MAX, Duration::from_secs(1))
-        .initializer(Counted { dir: dir.clone() })
-        .build()
-        .unwrap();
-    let worker = join(pool.submit(Who).unwrap()).unwrap().pid;
-    std::fs::write(dir.join("refuse"), b"").unwrap();
-    // SAFETY: a plain signal to our child.
-    assert_eq!(unsafe { libc::kill(worker as i32, libc::SIGKILL) }, 0);
-    let before = starts(&dir).len();
+    let (pool, dir, _, before) = pool_whose_starts_fail("start-drain");
     wait_until("a start of the slot fails", DEADLINE, || {
         starts(&dir).len() > before
     });
