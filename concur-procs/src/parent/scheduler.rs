@@ -650,6 +650,9 @@ pub(crate) struct Scheduler {
     /// one it runs: the tick watches for a long task (see
     /// [`Scheduler::on_tick`]).
     watching: bool,
+    /// The tick looks for a worker that stalls behind its running unit
+    /// while another idles (see [`Scheduler::check_stalls`]).
+    stall_watch: bool,
     /// The last dispatch left units queued: no worker could take the front
     /// one (see [`Scheduler::submit`]).
     blocked: bool,
@@ -711,6 +714,7 @@ impl Scheduler {
             recent: Recent::default(),
             awake_cap: std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
             watching: false,
+            stall_watch: false,
             blocked: false,
         }
     }
@@ -1029,7 +1033,51 @@ impl Scheduler {
         self.watching = watch;
         self.blocked = !self.queue.is_empty();
         self.recall_from_stalled(now, pack.is_some(), &mut fx);
+        // Not packed: a worker that will stall behind its running unit
+        // while another idles is recalled at that moment by the tick, as
+        // no event may come then (the other workers are done).
+        let stall_watch = pack.is_none() && self.next_stall(now).is_some();
+        fx.arm |= stall_watch && !self.stall_watch;
+        self.stall_watch |= stall_watch;
         fx
+    }
+
+    /// When the next worker holding units behind its running one counts as
+    /// stalled, while another worker idles with nothing queued: the moment
+    /// [`Scheduler::recall_from_stalled`] would recall them.
+    fn next_stall(&self, now: Instant) -> Option<Instant> {
+        let rules = &self.rules;
+        if !self.queue.is_empty()
+            || !self
+                .workers
+                .values()
+                .any(|w| w.in_flight.is_empty() && w.takes_work(rules))
+        {
+            return None;
+        }
+        self.workers
+            .values()
+            .filter(|w| {
+                !w.killed
+                    && w.in_flight.len() >= 2
+                    && w.in_flight.iter().skip(1).any(|u| !u.recalled)
+            })
+            .map(|w| (w.serving_since + w.usual()).max(now))
+            .min()
+    }
+
+    /// The tick's side of [`Scheduler::next_stall`]: recalls what waits
+    /// behind a stalled unit, and says when to look again.
+    fn check_stalls(&mut self, now: Instant, fx: &mut Effects) -> Option<Instant> {
+        if !self.stall_watch || self.watching {
+            self.stall_watch = false;
+            return None;
+        }
+        self.recall_from_stalled(now, false, fx);
+        let next = self.next_stall(now);
+        self.stall_watch = next.is_some();
+        // Just past the moment, so that `stalled` (strictly later) holds.
+        next.map(|t| t.max(now) + Duration::from_micros(100))
     }
 
     /// With nothing queued and a worker idle, asks stalled workers to give
@@ -1519,7 +1567,8 @@ impl Scheduler {
         let next = self.check_timeouts(now, probe, &mut fx);
         let beat = self.check_heartbeats(now, probe, &mut fx);
         let packed = self.check_packed(now, probe, &mut fx);
-        let next = [next, beat, packed].into_iter().flatten().min();
+        let stall = self.check_stalls(now, &mut fx);
+        let next = [next, beat, packed, stall].into_iter().flatten().min();
         (fx, next)
     }
 
@@ -1645,9 +1694,21 @@ impl Scheduler {
             let (target, deadline) = match (running, p.started) {
                 (Some(i), Some(started)) => (i, started + timeout),
                 // Nothing of ours runs, yet work waits and the worker has
-                // not moved (stopped, wedged): the front unit has waited
-                // on it for the whole timeout.
-                _ => (0, w.last_change + timeout),
+                // not moved (stopped, wedged): the first unit it has not
+                // run has waited on it for the whole timeout. Units up to
+                // the one it ended last have run: their results are on
+                // the way (held, or not yet read here), not late.
+                _ => {
+                    let ran = w
+                        .in_flight
+                        .iter()
+                        .position(|u| u.id.0 == p.last_ended)
+                        .map_or(0, |i| i + 1);
+                    if ran >= w.in_flight.len() {
+                        continue;
+                    }
+                    (ran, w.last_change + timeout)
+                }
             };
             if now >= deadline {
                 let unit = w.take(target).expect("index is valid");

@@ -1313,3 +1313,66 @@ fn packed_units_are_recalled_only_from_behind_a_long_task() {
     let _ = s.on_recalled(ws[0], &behind, later);
     assert_eq!(loads(&s, &ws), vec![1, 5, 5]);
 }
+
+/// A unit the worker has ended (the progress word's last) is not timed
+/// out while its result is on the way: held, or not yet read because the
+/// parent was paused or starved. Before, such a unit, run in microseconds,
+/// failed as `TimedOut` and its worker was killed.
+#[test]
+fn a_unit_that_ended_is_not_timed_out_while_its_result_is_on_the_way() {
+    let t0 = Instant::now();
+    let mut r = rules();
+    r.timeout = Some(Duration::from_millis(50));
+    let (mut s, w) = with_worker(r, t0);
+    let (u, c) = single();
+    let _ = s.submit(vec![u], t0).unwrap();
+    let mut probe = FakeProbe::default();
+    probe.0.insert(
+        w,
+        Progress {
+            running: 0,
+            started: None,
+            received: 1,
+            seq: 2,
+            last_ended: c.id().0,
+            beat: 0,
+        },
+    );
+    let (fx, _) = s.on_tick(t0 + Duration::from_millis(10), &probe);
+    assert!(fx.kill.is_empty() && fx.finish.is_empty());
+    let (fx, _) = s.on_tick(t0 + Duration::from_millis(400), &probe);
+    assert!(fx.kill.is_empty(), "its result is on the way");
+    assert!(fx.finish.is_empty());
+}
+
+/// Units waiting behind a unit that runs far longer than usual are
+/// recalled when it counts as stalled, by the tick, while another worker
+/// idles: no event comes then (the idle worker is done). Before, they
+/// waited for the long unit's whole run.
+#[test]
+fn units_behind_a_stalled_unit_are_recalled_by_the_tick() {
+    let t0 = Instant::now();
+    let (mut s, ws) = measured_pool(2, Duration::from_millis(1), t0);
+    let (units, cs) = singles(3);
+    let _ = s.submit(units, t0).unwrap();
+    let (a, b) = (ws[0], ws[1]);
+    let loads = |s: &Scheduler| (s.workers[&a].in_flight.len(), s.workers[&b].in_flight.len());
+    assert_eq!(loads(&s), (2, 1), "two behind each other on one worker");
+    for w in [a, b] {
+        s.workers.get_mut(&w).unwrap().outgoing.clear();
+    }
+    // The other worker ends its unit soon; the first one's runs on.
+    let t1 = t0 + Duration::from_millis(1);
+    let fx = s.on_done(b, cs[1].id(), Ok(Body::Empty), t1);
+    assert!(fx.arm, "the tick is armed for the stall");
+    assert!(s.workers[&a].outgoing.is_empty(), "not stalled yet");
+    let probe = FakeProbe::default();
+    let (_, next) = s.on_tick(t1, &probe);
+    let at = next.expect("a check at the stall");
+    assert!(at > t1);
+    let (_, _) = s.on_tick(at, &probe);
+    assert!(
+        matches!(s.workers[&a].outgoing.as_slice(), [Out::Recall { ids }] if ids == &vec![cs[2].id()]),
+        "the unit behind the stalled one is recalled"
+    );
+}
