@@ -606,6 +606,20 @@ impl Worker {
             && now.saturating_duration_since(self.serving_since) > self.usual()
     }
 
+    /// When its running unit counts as stalled for a recall: past its own
+    /// usual time or the pool's (`pool_usual`), whichever is shorter. A
+    /// worker that ran a long task before has a long usual time of its
+    /// own, and the units queued behind its next long task would wait for
+    /// all of it while the pool's other workers, used to tiny tasks, idle.
+    fn stall_at(&self, pool_usual: Option<Duration>) -> Instant {
+        let own = self.usual();
+        self.serving_since + pool_usual.map_or(own, |p| p.min(own))
+    }
+
+    fn stalled_for(&self, now: Instant, pool_usual: Option<Duration>) -> bool {
+        !self.in_flight.is_empty() && now > self.stall_at(pool_usual)
+    }
+
     fn served(&mut self, now: Instant) {
         let took = now.saturating_duration_since(self.serving_since);
         self.per_task = Some(match self.per_task {
@@ -1055,6 +1069,7 @@ impl Scheduler {
         {
             return None;
         }
+        let pool_usual = self.pool_usual();
         self.workers
             .values()
             .filter(|w| {
@@ -1062,8 +1077,20 @@ impl Scheduler {
                     && w.in_flight.len() >= 2
                     && w.in_flight.iter().skip(1).any(|u| !u.recalled)
             })
-            .map(|w| (w.serving_since + w.usual()).max(now))
+            .map(|w| {
+                if w.long_task {
+                    now
+                } else {
+                    w.stall_at(pool_usual).max(now)
+                }
+            })
             .min()
+    }
+
+    /// The pool's usual task time, as a worker's (`Worker::usual`), from
+    /// its recent replies.
+    fn pool_usual(&self) -> Option<Duration> {
+        self.recent.per_task().map(|t| (t * 4).max(STALL_AFTER))
     }
 
     /// The tick's side of [`Scheduler::next_stall`]: recalls what waits
@@ -1097,8 +1124,11 @@ impl Scheduler {
         {
             return;
         }
+        let pool_usual = self.pool_usual();
         for (id, w) in self.workers.iter_mut() {
-            let long = if packed { w.long_task } else { w.stalled(now) };
+            // A task the packed tick saw run long stays long until its
+            // worker replies, packed or not.
+            let long = w.long_task || !packed && w.stalled_for(now, pool_usual);
             if w.killed || w.in_flight.len() < 2 || !long {
                 continue;
             }
@@ -1590,15 +1620,17 @@ impl Scheduler {
             return None;
         }
         let mut marked = false;
+        let pool_usual = self.pool_usual();
         for (wid, w) in self.workers.iter_mut() {
             if w.killed || w.long_task || w.in_flight.is_empty() {
                 continue;
             }
             let p = probe.progress(*wid);
             let ours = w.in_flight.iter().any(|u| u.id.0 == p.running);
+            let usual = pool_usual.map_or(w.usual(), |u| u.min(w.usual()));
             if ours
                 && p.started
-                    .is_some_and(|s| now.saturating_duration_since(s) > w.usual())
+                    .is_some_and(|s| now.saturating_duration_since(s) > usual)
             {
                 w.long_task = true;
                 marked = true;

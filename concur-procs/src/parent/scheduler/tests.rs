@@ -1376,3 +1376,35 @@ fn units_behind_a_stalled_unit_are_recalled_by_the_tick() {
         "the unit behind the stalled one is recalled"
     );
 }
+
+/// A worker whose own usual time is long (it ran a long task before)
+/// still gives back the units behind its next long unit once that unit
+/// has run past the pool's usual time, while another worker idles.
+/// Before, they waited for its own (inflated) bound, often the whole run.
+#[test]
+fn a_worker_used_to_long_tasks_gives_back_units_at_the_pools_usual_time() {
+    let t0 = Instant::now();
+    let (mut s, ws) = measured_pool(2, Duration::from_millis(1), t0);
+    let (a, b) = (ws[0], ws[1]);
+    s.workers.get_mut(&a).unwrap().per_task = Some(Duration::from_secs(1));
+    let (units, cs) = singles(3);
+    let _ = s.submit(units, t0).unwrap();
+    assert_eq!(s.workers[&a].in_flight.len(), 2);
+    for w in [a, b] {
+        s.workers.get_mut(&w).unwrap().outgoing.clear();
+    }
+    let t1 = t0 + Duration::from_millis(1);
+    let _ = s.on_done(b, cs[1].id(), Ok(Body::Empty), t1);
+    let probe = FakeProbe::default();
+    let (_, next) = s.on_tick(t1, &probe);
+    let at = next.expect("a check at the stall");
+    assert!(
+        at < t0 + Duration::from_millis(100),
+        "at the pool's usual time, not the worker's own 4 s"
+    );
+    let (_, _) = s.on_tick(at, &probe);
+    assert!(
+        matches!(s.workers[&a].outgoing.as_slice(), [Out::Recall { ids }] if ids == &vec![cs[2].id()]),
+        "the unit behind the long one is recalled"
+    );
+}
