@@ -606,18 +606,11 @@ impl Worker {
             && now.saturating_duration_since(self.serving_since) > self.usual()
     }
 
-    /// When its running unit counts as stalled for a recall: past its own
-    /// usual time or the pool's (`pool_usual`), whichever is shorter. A
-    /// worker that ran a long task before has a long usual time of its
-    /// own, and the units queued behind its next long task would wait for
-    /// all of it while the pool's other workers, used to tiny tasks, idle.
-    fn stall_at(&self, pool_usual: Option<Duration>) -> Instant {
-        let own = self.usual();
-        self.serving_since + pool_usual.map_or(own, |p| p.min(own))
-    }
-
-    fn stalled_for(&self, now: Instant, pool_usual: Option<Duration>) -> bool {
-        !self.in_flight.is_empty() && now > self.stall_at(pool_usual)
+    /// True when units wait behind its running one, not yet recalled.
+    fn holds_units_behind(&self) -> bool {
+        !self.killed
+            && self.in_flight.len() >= 2
+            && self.in_flight.iter().skip(1).any(|u| !u.recalled)
     }
 
     fn served(&mut self, now: Instant) {
@@ -1050,41 +1043,23 @@ impl Scheduler {
         // Not packed: a worker that will stall behind its running unit
         // while another idles is recalled at that moment by the tick, as
         // no event may come then (the other workers are done).
-        let stall_watch = pack.is_none() && self.next_stall(now).is_some();
+        let stall_watch = pack.is_none() && self.may_stall();
         fx.arm |= stall_watch && !self.stall_watch;
         self.stall_watch |= stall_watch;
         fx
     }
 
-    /// When the next worker holding units behind its running one counts as
-    /// stalled, while another worker idles with nothing queued: the moment
-    /// [`Scheduler::recall_from_stalled`] would recall them.
-    fn next_stall(&self, now: Instant) -> Option<Instant> {
+    /// True while a worker idles with nothing queued and another holds
+    /// units behind its running one: the tick then watches that unit
+    /// ([`Scheduler::check_stalls`]).
+    fn may_stall(&self) -> bool {
         let rules = &self.rules;
-        if !self.queue.is_empty()
-            || !self
+        self.queue.is_empty()
+            && self
                 .workers
                 .values()
                 .any(|w| w.in_flight.is_empty() && w.takes_work(rules))
-        {
-            return None;
-        }
-        let pool_usual = self.pool_usual();
-        self.workers
-            .values()
-            .filter(|w| {
-                !w.killed
-                    && w.in_flight.len() >= 2
-                    && w.in_flight.iter().skip(1).any(|u| !u.recalled)
-            })
-            .map(|w| {
-                if w.long_task {
-                    now
-                } else {
-                    w.stall_at(pool_usual).max(now)
-                }
-            })
-            .min()
+            && self.workers.values().any(Worker::holds_units_behind)
     }
 
     /// The pool's usual task time, as a worker's (`Worker::usual`), from
@@ -1093,18 +1068,50 @@ impl Scheduler {
         self.recent.per_task().map(|t| (t * 4).max(STALL_AFTER))
     }
 
-    /// The tick's side of [`Scheduler::next_stall`]: recalls what waits
-    /// behind a stalled unit, and says when to look again.
-    fn check_stalls(&mut self, now: Instant, fx: &mut Effects) -> Option<Instant> {
-        if !self.stall_watch || self.watching {
+    /// The tick's side of [`Scheduler::may_stall`]: a unit that has run
+    /// (timed from its start, in the progress word) past its worker's
+    /// usual time or the pool's, whichever is shorter, is long, and what
+    /// waits behind it is recalled. The pool's time counts because a
+    /// worker that ran a long task before has a long usual time of its
+    /// own: the units behind its next long task would wait for all of it
+    /// while the other workers, used to tiny tasks, idle. Returns when to
+    /// look again.
+    fn check_stalls(
+        &mut self,
+        now: Instant,
+        probe: &dyn Probe,
+        fx: &mut Effects,
+    ) -> Option<Instant> {
+        if !self.stall_watch || self.watching || !self.may_stall() {
             self.stall_watch = false;
             return None;
         }
+        let pool_usual = self.pool_usual();
+        let mut next: Option<Instant> = None;
+        for (wid, w) in self.workers.iter_mut() {
+            if w.killed || w.long_task || !w.holds_units_behind() {
+                continue;
+            }
+            let p = probe.progress(*wid);
+            let usual = pool_usual.map_or(w.usual(), |u| u.min(w.usual()));
+            let started = p
+                .started
+                .filter(|_| w.in_flight.iter().any(|u| u.id.0 == p.running));
+            let at = match started {
+                Some(started) => started + usual,
+                // Not begun yet (or between units): look again soon.
+                None => now + STALL_AFTER,
+            };
+            if started.is_some() && now > at {
+                w.long_task = true;
+            } else {
+                let at = at.max(now) + Duration::from_micros(100);
+                next = Some(next.map_or(at, |n| n.min(at)));
+            }
+        }
         self.recall_from_stalled(now, false, fx);
-        let next = self.next_stall(now);
         self.stall_watch = next.is_some();
-        // Just past the moment, so that `stalled` (strictly later) holds.
-        next.map(|t| t.max(now) + Duration::from_micros(100))
+        next
     }
 
     /// With nothing queued and a worker idle, asks stalled workers to give
@@ -1124,11 +1131,10 @@ impl Scheduler {
         {
             return;
         }
-        let pool_usual = self.pool_usual();
         for (id, w) in self.workers.iter_mut() {
-            // A task the packed tick saw run long stays long until its
+            // A task a tick saw run long saw run long stays long until its
             // worker replies, packed or not.
-            let long = w.long_task || !packed && w.stalled_for(now, pool_usual);
+            let long = w.long_task || !packed && w.stalled(now);
             if w.killed || w.in_flight.len() < 2 || !long {
                 continue;
             }
@@ -1597,7 +1603,7 @@ impl Scheduler {
         let next = self.check_timeouts(now, probe, &mut fx);
         let beat = self.check_heartbeats(now, probe, &mut fx);
         let packed = self.check_packed(now, probe, &mut fx);
-        let stall = self.check_stalls(now, &mut fx);
+        let stall = self.check_stalls(now, probe, &mut fx);
         let next = [next, beat, packed, stall].into_iter().flatten().min();
         (fx, next)
     }

@@ -1366,7 +1366,8 @@ fn units_behind_a_stalled_unit_are_recalled_by_the_tick() {
     let fx = s.on_done(b, cs[1].id(), Ok(Body::Empty), t1);
     assert!(fx.arm, "the tick is armed for the stall");
     assert!(s.workers[&a].outgoing.is_empty(), "not stalled yet");
-    let probe = FakeProbe::default();
+    let mut probe = FakeProbe::default();
+    probe.0.insert(a, running(cs[0].id(), t0));
     let (_, next) = s.on_tick(t1, &probe);
     let at = next.expect("a check at the stall");
     assert!(at > t1);
@@ -1395,7 +1396,8 @@ fn a_worker_used_to_long_tasks_gives_back_units_at_the_pools_usual_time() {
     }
     let t1 = t0 + Duration::from_millis(1);
     let _ = s.on_done(b, cs[1].id(), Ok(Body::Empty), t1);
-    let probe = FakeProbe::default();
+    let mut probe = FakeProbe::default();
+    probe.0.insert(a, running(cs[0].id(), t0));
     let (_, next) = s.on_tick(t1, &probe);
     let at = next.expect("a check at the stall");
     assert!(
