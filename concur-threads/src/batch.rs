@@ -45,6 +45,15 @@ struct State<T: Task> {
     left: usize,
 }
 
+impl<T: Task> Drop for State<T> {
+    /// Results of a batch that was cancelled with some settled: dropped
+    /// one at a time, so outputs whose `Drop` panics cost one panic, not
+    /// an abort (see `panic::drop_each`).
+    fn drop(&mut self) {
+        panic::drop_each(std::mem::take(&mut self.results));
+    }
+}
+
 impl<T: Task> BatchRun<T> {
     /// A batch of `tasks` finishing `completion`. `timed` when the pool has
     /// a per-task timeout: only then can items settle out of order, so only
@@ -96,7 +105,13 @@ impl<T: Task> BatchRun<T> {
             });
             match run {
                 Ok(true) => break,
-                Ok(false) => return results.len() as u64,
+                Ok(false) => {
+                    // Cancelled: the outputs so far are nobody's. Dropped
+                    // one at a time (see `panic::drop_each`).
+                    let ran = results.len() as u64;
+                    panic::drop_each(results);
+                    return ran;
+                }
                 Err(panicked) => results.push(Err(panicked)),
             }
         }

@@ -345,3 +345,39 @@ fn a_pool_dropped_inside_its_own_task_does_not_wait_for_itself() {
         !std::path::Path::new(&format!("/proc/self/task/{thread}")).exists()
     });
 }
+
+/// Items of [`SlowLoud`] batches that have run.
+static SLOW_LOUD_RAN: AtomicUsize = AtomicUsize::new(0);
+
+/// Makes a [`Loud`], taking a while.
+#[derive(Serialize, Deserialize)]
+struct SlowLoud(u64);
+
+impl Task for SlowLoud {
+    type Output = Loud;
+    type ToCaller = ();
+    type FromCaller = ();
+    const NAME: &'static str = "threads::tests::SlowLoud";
+    fn run(self, _cx: &mut TaskContext<'_, Self>) -> Loud {
+        SLOW_LOUD_RAN.fetch_add(1, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(20));
+        Loud(self.0)
+    }
+}
+
+/// A batch cancelled after several of its items ran: the worker drops
+/// their outputs (nobody will read them) one at a time, so outputs whose
+/// `Drop` panics cost one caught panic. Before, dropping them as one `Vec`
+/// aborted the process at the second.
+#[test]
+fn a_cancelled_batch_drops_its_finished_outputs_without_aborting() {
+    let pool = ThreadPool::builder().workers(1).build().unwrap();
+    let batch = pool.submit_batch((0..50).map(SlowLoud).collect()).unwrap();
+    concur_core::conformance::wait_until("three items ran", DEADLINE, || {
+        SLOW_LOUD_RAN.load(Ordering::SeqCst) >= 3
+    });
+    assert!(batch.cancel());
+    let h = pool.submit(Item::Quick(9)).unwrap();
+    assert_eq!(h.join_timeout(DEADLINE).unwrap().unwrap(), 9);
+    bounded("shutdown", || pool.shutdown()).unwrap();
+}
