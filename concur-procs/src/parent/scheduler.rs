@@ -361,6 +361,11 @@ pub(crate) enum Out {
 /// Reads workers' progress words.
 pub(crate) trait Probe {
     fn progress(&self, w: WorkerId) -> Progress;
+    /// False when worker `w`'s process cannot run (stopped, exited): read
+    /// only when a silent worker is about to be judged.
+    fn can_run(&self, _w: WorkerId) -> bool {
+        true
+    }
 }
 
 /// What the shell must do after an event.
@@ -587,6 +592,16 @@ impl Worker {
             self.open_groups -= 1;
         }
         Some(u)
+    }
+
+    /// How many of its units (from the front) have run, as the progress
+    /// word says: those up to the one it ended last. Their results are on
+    /// the way (held by the worker, or sent and not yet read here).
+    fn ran_through(&self, p: &Progress) -> usize {
+        self.in_flight
+            .iter()
+            .position(|u| u.id.0 == p.last_ended)
+            .map_or(0, |i| i + 1)
     }
 
     /// Takes every unit out of flight.
@@ -1691,12 +1706,22 @@ impl Scheduler {
                 continue;
             }
             busy = true;
-            let beat = probe.progress(*wid).beat;
-            let seen = match w.beat_seen {
-                Some((b, at)) if b == beat && !forgive => at,
+            let p = probe.progress(*wid);
+            let mut seen = match w.beat_seen {
+                Some((b, at)) if b == p.beat && !forgive => at,
                 _ => now,
             };
-            w.beat_seen = Some((beat, seen));
+            // A worker whose units have all run sleeps its heart, and its
+            // results may wait here unread (the router held up by another
+            // worker's message): silence then says nothing, unless the
+            // process really cannot run (stopped after its last unit).
+            if now.saturating_duration_since(seen) >= bound
+                && w.ran_through(&p) == w.in_flight.len()
+                && probe.can_run(*wid)
+            {
+                seen = now;
+            }
+            w.beat_seen = Some((p.beat, seen));
             if now.saturating_duration_since(seen) >= bound {
                 w.killed = true;
                 w.unresponsive = Some(bound);
@@ -1737,11 +1762,7 @@ impl Scheduler {
                 // the one it ended last have run: their results are on
                 // the way (held, or not yet read here), not late.
                 _ => {
-                    let ran = w
-                        .in_flight
-                        .iter()
-                        .position(|u| u.id.0 == p.last_ended)
-                        .map_or(0, |i| i + 1);
+                    let ran = w.ran_through(&p);
                     if ran >= w.in_flight.len() {
                         continue;
                     }

@@ -64,6 +64,11 @@ impl Probe for IoProbe<'_> {
             .map(|io| io.progress.read(self.1))
             .unwrap_or_default()
     }
+    fn can_run(&self, w: WorkerId) -> bool {
+        self.0
+            .get(&w)
+            .is_some_and(|io| !crate::sys::cannot_run(io.pid))
+    }
 }
 
 /// Who carries out the sending after an event.

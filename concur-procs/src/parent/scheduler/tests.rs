@@ -8,12 +8,16 @@ use concur_core::{Admission, Completion, ErrorKind, Permit, TaskError, TaskId, W
 
 use super::*;
 
+/// Progress words by worker, and the workers whose process is stopped.
 #[derive(Default)]
-struct FakeProbe(HashMap<WorkerId, Progress>);
+struct FakeProbe(HashMap<WorkerId, Progress>, Vec<WorkerId>);
 
 impl Probe for FakeProbe {
     fn progress(&self, w: WorkerId) -> Progress {
         self.0.get(&w).copied().unwrap_or_default()
+    }
+    fn can_run(&self, w: WorkerId) -> bool {
+        !self.1.contains(&w)
     }
 }
 
@@ -1409,4 +1413,37 @@ fn a_worker_used_to_long_tasks_gives_back_units_at_the_pools_usual_time() {
         matches!(s.workers[&a].outgoing.as_slice(), [Out::Recall { ids }] if ids == &vec![cs[2].id()]),
         "the unit behind the long one is recalled"
     );
+}
+
+/// A worker whose units have all run (its results wait unread: the router
+/// held up by another worker's stalled message) has a sleeping heart; it
+/// is not killed for that silence, unless its process is stopped. Before,
+/// a bystander whose task had ended was killed as unresponsive.
+#[test]
+fn a_silent_worker_whose_units_all_ran_is_killed_only_if_stopped() {
+    let t0 = Instant::now();
+    let (mut s, w, cs) = loaded(watched(1, 0), 1, t0);
+    let ended = Progress {
+        running: 0,
+        started: None,
+        received: 1,
+        seq: 2,
+        last_ended: cs[0].id().0,
+        beat: 5,
+    };
+    let mut probe = FakeProbe::default();
+    probe.0.insert(w, ended);
+    let s1 = Duration::from_secs(1);
+    for i in 0..=8 {
+        let (fx, _) = s.on_tick(t0 + s1 * i, &probe);
+        assert!(fx.kill.is_empty(), "tick {i}: its result is on the way");
+    }
+    probe.1.push(w);
+    // Last forgiven at tick 8; the bound (4 s) runs out at tick 12.
+    for i in 9..12 {
+        let (fx, _) = s.on_tick(t0 + s1 * i, &probe);
+        assert!(fx.kill.is_empty(), "tick {i}");
+    }
+    let (fx, _) = s.on_tick(t0 + s1 * 12, &probe);
+    assert_eq!(fx.kill, vec![w], "stopped after its last unit");
 }
