@@ -378,8 +378,7 @@ pub(crate) struct Effects {
     /// Slots that need a new worker.
     pub(crate) start: Vec<usize>,
     /// Slots whose start failed and that need a new worker after the
-    /// slot's backoff (only [`Scheduler::on_start_failed`] sets it, and the
-    /// supervisor takes it from that call's effects at once).
+    /// slot's backoff (only [`Scheduler::on_start_failed`] sets it).
     pub(crate) start_later: Vec<usize>,
     /// A worker with a timeout to watch went busy: the deadline checker
     /// must look again.

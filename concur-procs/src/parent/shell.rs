@@ -273,8 +273,8 @@ impl Shared {
             }
         }
         drop(core);
-        if !fx.start.is_empty() || fx.arm {
-            self.supervisor.start(&fx.start);
+        if !fx.start.is_empty() || !fx.start_later.is_empty() || fx.arm {
+            self.supervisor.start(&fx.start, &fx.start_later);
         }
         for o in outs {
             match sender {
