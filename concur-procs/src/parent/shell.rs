@@ -256,12 +256,9 @@ impl Shared {
             touched.clear();
             for (w, ids, e) in unsent {
                 let c = &mut *core;
-                let more = c.sched.on_unsent(w, &ids, &e, &IoProbe(&c.io, now), now);
-                touched.extend(more.touched);
-                fx.finish.extend(more.finish);
-                fx.kill.extend(more.kill);
-                fx.start.extend(more.start);
-                fx.arm |= more.arm;
+                let mut more = c.sched.on_unsent(w, &ids, &e, &IoProbe(&c.io, now), now);
+                touched.append(&mut more.touched);
+                fx.merge(more);
             }
         }
         {
