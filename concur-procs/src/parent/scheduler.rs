@@ -605,6 +605,16 @@ impl Worker {
             && now.saturating_duration_since(self.serving_since) > self.usual()
     }
 
+    /// When its running unit (as the progress word `p` says) counts as a
+    /// long task: its start plus the shorter of its usual time and the
+    /// pool's (`pool_usual`, see [`Scheduler::pool_usual`]). `None` while
+    /// no unit of its own has started.
+    fn long_after(&self, p: &Progress, pool_usual: Option<Duration>) -> Option<Instant> {
+        let usual = pool_usual.map_or(self.usual(), |u| u.min(self.usual()));
+        let ours = self.in_flight.iter().any(|u| u.id.0 == p.running);
+        p.started.filter(|_| ours).map(|started| started + usual)
+    }
+
     /// True when units wait behind its running one, not yet recalled.
     fn holds_units_behind(&self) -> bool {
         !self.killed
@@ -1091,22 +1101,17 @@ impl Scheduler {
             if w.killed || w.long_task || !w.holds_units_behind() {
                 continue;
             }
-            let p = probe.progress(*wid);
-            let usual = pool_usual.map_or(w.usual(), |u| u.min(w.usual()));
-            let started = p
-                .started
-                .filter(|_| w.in_flight.iter().any(|u| u.id.0 == p.running));
-            let at = match started {
-                Some(started) => started + usual,
+            let at = match w.long_after(&probe.progress(*wid), pool_usual) {
+                Some(at) if now > at => {
+                    w.long_task = true;
+                    continue;
+                }
+                Some(at) => at,
                 // Not begun yet (or between units): look again soon.
                 None => now + STALL_AFTER,
             };
-            if started.is_some() && now > at {
-                w.long_task = true;
-            } else {
-                let at = at.max(now) + Duration::from_micros(100);
-                next = Some(next.map_or(at, |n| n.min(at)));
-            }
+            let at = at.max(now) + Duration::from_micros(100);
+            next = Some(next.map_or(at, |n| n.min(at)));
         }
         self.recall_from_stalled(now, false, fx);
         self.stall_watch = next.is_some();
@@ -1630,12 +1635,8 @@ impl Scheduler {
             if w.killed || w.long_task || w.in_flight.is_empty() {
                 continue;
             }
-            let p = probe.progress(*wid);
-            let ours = w.in_flight.iter().any(|u| u.id.0 == p.running);
-            let usual = pool_usual.map_or(w.usual(), |u| u.min(w.usual()));
-            if ours
-                && p.started
-                    .is_some_and(|s| now.saturating_duration_since(s) > usual)
+            if w.long_after(&probe.progress(*wid), pool_usual)
+                .is_some_and(|at| now > at)
             {
                 w.long_task = true;
                 marked = true;
