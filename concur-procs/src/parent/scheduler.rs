@@ -649,6 +649,9 @@ pub(crate) struct Scheduler {
     /// Starts that failed since a worker last became ready: slow failures
     /// (each up to the start timeout) would never fill the crash window.
     failed_starts: u32,
+    /// The last of those failed starts' error (`None` while there are
+    /// none): what a graceful stop tells the units it strands.
+    last_failed_start: Option<TaskError>,
     failed: Option<String>,
     closing: bool,
     /// A graceful stop waits for the queued work ([`Scheduler::drain`]).
@@ -723,6 +726,7 @@ impl Scheduler {
             next_worker: 0,
             crashes: VecDeque::new(),
             failed_starts: 0,
+            last_failed_start: None,
             failed: None,
             closing: false,
             draining: false,
@@ -805,6 +809,7 @@ impl Scheduler {
     /// Worker `w` (started for `slot`) is ready for work.
     pub(crate) fn on_ready(&mut self, w: WorkerId, slot: usize, now: Instant) -> Effects {
         self.failed_starts = 0;
+        self.last_failed_start = None;
         let mut worker = Worker::new(slot, now);
         let mut fx = Effects::default();
         if self.closing || self.failed.is_some() || self.slots[slot].is_some() {
@@ -837,6 +842,7 @@ impl Scheduler {
     ) -> Effects {
         let mut fx = Effects::default();
         self.failed_starts += 1;
+        self.last_failed_start = Some(why.clone());
         if self.failed_starts > self.rules.max_crashes {
             self.fail(
                 format!(
@@ -872,8 +878,7 @@ impl Scheduler {
     pub(crate) fn drain(&mut self) -> Effects {
         let mut fx = Effects::default();
         self.draining = true;
-        if self.failed_starts > 0 {
-            let why = TaskError::from(ErrorKind::Spawn);
+        if let Some(why) = self.last_failed_start.clone() {
             self.fail_stranded(&why, &mut fx);
         }
         fx

@@ -685,6 +685,31 @@ fn slow_start_failures_in_a_row_fail_the_pool() {
     }
 }
 
+/// A graceful stop that finds starts failing fails the queued units with
+/// the last start's error in their reason (not a bare "spawn").
+#[test]
+fn a_drain_after_a_failed_start_names_its_error() {
+    let t0 = Instant::now();
+    let mut r = rules();
+    r.max_crashes = u32::MAX;
+    let mut s = Scheduler::new(r);
+    let (u, c) = single();
+    let _ = s.submit(vec![u], t0).unwrap();
+    let why = TaskError::io(std::io::Error::other("no more descriptors"));
+    let _ = s.on_start_failed(0, &why, t0);
+    let fx = s.drain();
+    let (_, result) = fx
+        .finish
+        .iter()
+        .find(|(sink, _)| sink.handle_id() == c.id())
+        .expect("the stranded unit finishes");
+    let e = result.as_ref().err().expect("it fails");
+    let ErrorKind::PoolFailed { reason } = e.kind() else {
+        panic!("{e:?}");
+    };
+    assert!(reason.contains("no more descriptors"), "{reason}");
+}
+
 /// 8.4: a unit whose frame cannot be sent fails alone, and the place it
 /// held goes to the next queued unit (nothing else would dispatch it).
 #[test]
