@@ -391,6 +391,12 @@ impl Effects {
             self.touched.push(w);
         }
     }
+    /// Finishes each of `units` with `e`.
+    fn fail_all(&mut self, units: impl IntoIterator<Item = Unit>, e: &TaskError) {
+        self.finish
+            .extend(units.into_iter().map(|u| (u.sink, Err(e.clone()))));
+    }
+
     pub(crate) fn merge(&mut self, other: Effects) {
         for w in other.touched {
             self.touch(w);
@@ -897,9 +903,7 @@ impl Scheduler {
             ),
         }
         .into();
-        for u in self.queue.drain(..) {
-            fx.finish.push((u.sink, Err(e.clone())));
-        }
+        fx.fail_all(self.queue.drain(..), &e);
     }
 
     /// Sends queued units to workers with room, least loaded first.
@@ -1456,9 +1460,7 @@ impl Scheduler {
     fn put_back(&mut self, units: Vec<Unit>, fx: &mut Effects) {
         // A closing pool starts no worker: nothing queued now would run.
         if let Some(e) = self.refusal() {
-            for u in units {
-                fx.finish.push((u.sink, Err(e.clone())));
-            }
+            fx.fail_all(units, &e);
             return;
         }
         for u in units.into_iter().rev() {
@@ -1498,9 +1500,7 @@ impl Scheduler {
             reason: reason.clone(),
         }
         .into();
-        for u in self.queue.drain(..) {
-            fx.finish.push((u.sink, Err(e.clone())));
-        }
+        fx.fail_all(self.queue.drain(..), &e);
         self.failed = Some(reason);
         for (id, w) in self.workers.iter_mut() {
             if !w.retiring {
@@ -1520,9 +1520,7 @@ impl Scheduler {
         self.fail(reason.clone(), &mut fx);
         let e: TaskError = ErrorKind::PoolFailed { reason }.into();
         for (id, w) in self.workers.iter_mut() {
-            for u in w.take_all() {
-                fx.finish.push((u.sink, Err(e.clone())));
-            }
+            fx.fail_all(w.take_all(), &e);
             if !w.killed {
                 w.killed = true;
                 fx.kill.push(*id);
