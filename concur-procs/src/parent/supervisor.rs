@@ -324,8 +324,8 @@ pub(crate) fn run(shared: Arc<Shared>, ready: mpsc::Sender<Result<(), TaskError>
         if stopping {
             // Shutdown never waits for a backoff.
             later.clear();
-        }
-        if !stopping {
+            give_up_spares(&mut spares, |_| true);
+        } else {
             for slot in starts {
                 match spares.remove(&slot) {
                     Some(Spare::Parked(c)) => take_live(&shared, &mut live, c),
@@ -341,8 +341,6 @@ pub(crate) fn run(shared: Arc<Shared>, ready: mpsc::Sender<Result<(), TaskError>
                     }
                 }
             }
-        } else {
-            give_up_spares(&mut spares, |_| true);
         }
         for w in cmds.closed {
             if let Some(l) = live.get_mut(&w) {
