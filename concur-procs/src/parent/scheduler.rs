@@ -1620,9 +1620,9 @@ impl Scheduler {
     /// says) has run longer than its usual stall bound is marked as
     /// running a long task, and packing ends until replies show tasks tiny
     /// again: the dispatch that follows spreads the queue over idle
-    /// workers and recalls the units behind that task. Without this, workers held up together
-    /// by long tasks would hold the queue until one of them replied.
-    /// Returns when to look again.
+    /// workers and recalls the units behind that task. Without this,
+    /// workers held up together by long tasks would hold the queue until
+    /// one of them replied. Returns when to look again.
     fn check_packed(
         &mut self,
         now: Instant,
@@ -1665,9 +1665,10 @@ impl Scheduler {
     ///
     /// A check that runs much later than planned (the parent was stopped,
     /// by `Ctrl-Z` say, which does not reach the workers: each leads its
-    /// own process group; or it was starved) saw nothing in between: what it saw before proves nothing, so every worker's
-    /// staleness starts again from now. Without that, `Ctrl-Z` and `fg` of
-    /// the program would kill every busy worker.
+    /// own process group; or it was starved) saw nothing in between: what
+    /// it saw before proves nothing, so every worker's staleness starts
+    /// again from now. Without that, `Ctrl-Z` and `fg` of the program would
+    /// kill every busy worker.
     fn check_heartbeats(
         &mut self,
         now: Instant,
