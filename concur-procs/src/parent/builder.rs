@@ -24,8 +24,7 @@ pub const DEFAULT_CRASH_WINDOW: Duration = Duration::from_secs(10);
 pub const DEFAULT_UNRESPONSIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The shortest `unresponsive_timeout`: five heartbeats of a worker, so a
 /// busy worker is never mistaken for a stopped one.
-const MIN_UNRESPONSIVE_TIMEOUT: Duration =
-    Duration::from_millis(5 * crate::worker::BEAT_EVERY.as_millis() as u64);
+const MIN_UNRESPONSIVE_TIMEOUT: Duration = crate::worker::BEAT_EVERY.saturating_mul(5);
 
 /// Builds a [`ProcessPool`].
 ///

@@ -383,8 +383,7 @@ pub(crate) struct Effects {
     /// Slots that need a new worker.
     pub(crate) start: Vec<usize>,
     /// Slots whose start failed and that need a new worker after the
-    /// slot's backoff (only [`Scheduler::on_start_failed`] sets it, and the
-    /// supervisor takes it from that call's effects at once).
+    /// slot's backoff (only [`Scheduler::on_start_failed`] sets it).
     pub(crate) start_later: Vec<usize>,
     /// A worker with a timeout to watch went busy: the deadline checker
     /// must look again.
@@ -397,6 +396,12 @@ impl Effects {
             self.touched.push(w);
         }
     }
+    /// Finishes each of `units` with `e`.
+    fn fail_all(&mut self, units: impl IntoIterator<Item = Unit>, e: &TaskError) {
+        self.finish
+            .extend(units.into_iter().map(|u| (u.sink, Err(e.clone()))));
+    }
+
     pub(crate) fn merge(&mut self, other: Effects) {
         for w in other.touched {
             self.touch(w);
@@ -621,6 +626,16 @@ impl Worker {
             && now.saturating_duration_since(self.serving_since) > self.usual()
     }
 
+    /// When its running unit (as the progress word `p` says) counts as a
+    /// long task: its start plus the shorter of its usual time and the
+    /// pool's (`pool_usual`, see [`Scheduler::pool_usual`]). `None` while
+    /// no unit of its own has started.
+    fn long_after(&self, p: &Progress, pool_usual: Option<Duration>) -> Option<Instant> {
+        let usual = pool_usual.map_or(self.usual(), |u| u.min(self.usual()));
+        let ours = self.in_flight.iter().any(|u| u.id.0 == p.running);
+        p.started.filter(|_| ours).map(|started| started + usual)
+    }
+
     /// True when units wait behind its running one, not yet recalled.
     fn holds_units_behind(&self) -> bool {
         !self.killed
@@ -655,6 +670,9 @@ pub(crate) struct Scheduler {
     /// Starts that failed since a worker last became ready: slow failures
     /// (each up to the start timeout) would never fill the crash window.
     failed_starts: u32,
+    /// The last of those failed starts' error (`None` while there are
+    /// none): what a graceful stop tells the units it strands.
+    last_failed_start: Option<TaskError>,
     failed: Option<String>,
     closing: bool,
     /// A graceful stop waits for the queued work ([`Scheduler::drain`]).
@@ -729,6 +747,7 @@ impl Scheduler {
             next_worker: 0,
             crashes: VecDeque::new(),
             failed_starts: 0,
+            last_failed_start: None,
             failed: None,
             closing: false,
             draining: false,
@@ -811,6 +830,7 @@ impl Scheduler {
     /// Worker `w` (started for `slot`) is ready for work.
     pub(crate) fn on_ready(&mut self, w: WorkerId, slot: usize, now: Instant) -> Effects {
         self.failed_starts = 0;
+        self.last_failed_start = None;
         let mut worker = Worker::new(slot, now);
         let mut fx = Effects::default();
         if self.closing || self.failed.is_some() || self.slots[slot].is_some() {
@@ -843,6 +863,7 @@ impl Scheduler {
     ) -> Effects {
         let mut fx = Effects::default();
         self.failed_starts += 1;
+        self.last_failed_start = Some(why.clone());
         if self.failed_starts > self.rules.max_crashes {
             self.fail(
                 format!(
@@ -878,8 +899,7 @@ impl Scheduler {
     pub(crate) fn drain(&mut self) -> Effects {
         let mut fx = Effects::default();
         self.draining = true;
-        if self.failed_starts > 0 {
-            let why = TaskError::from(ErrorKind::Spawn);
+        if let Some(why) = self.last_failed_start.clone() {
             self.fail_stranded(&why, &mut fx);
         }
         fx
@@ -898,9 +918,7 @@ impl Scheduler {
             ),
         }
         .into();
-        for u in self.queue.drain(..) {
-            fx.finish.push((u.sink, Err(e.clone())));
-        }
+        fx.fail_all(self.queue.drain(..), &e);
     }
 
     /// Sends queued units to workers with room, least loaded first.
@@ -1107,22 +1125,17 @@ impl Scheduler {
             if w.killed || w.long_task || !w.holds_units_behind() {
                 continue;
             }
-            let p = probe.progress(*wid);
-            let usual = pool_usual.map_or(w.usual(), |u| u.min(w.usual()));
-            let started = p
-                .started
-                .filter(|_| w.in_flight.iter().any(|u| u.id.0 == p.running));
-            let at = match started {
-                Some(started) => started + usual,
+            let at = match w.long_after(&probe.progress(*wid), pool_usual) {
+                Some(at) if now > at => {
+                    w.long_task = true;
+                    continue;
+                }
+                Some(at) => at,
                 // Not begun yet (or between units): look again soon.
                 None => now + STALL_AFTER,
             };
-            if started.is_some() && now > at {
-                w.long_task = true;
-            } else {
-                let at = at.max(now) + Duration::from_micros(100);
-                next = Some(next.map_or(at, |n| n.min(at)));
-            }
+            let at = at.max(now) + Duration::from_micros(100);
+            next = Some(next.map_or(at, |n| n.min(at)));
         }
         self.recall_from_stalled(now, false, fx);
         self.stall_watch = next.is_some();
@@ -1462,9 +1475,7 @@ impl Scheduler {
     fn put_back(&mut self, units: Vec<Unit>, fx: &mut Effects) {
         // A closing pool starts no worker: nothing queued now would run.
         if let Some(e) = self.refusal() {
-            for u in units {
-                fx.finish.push((u.sink, Err(e.clone())));
-            }
+            fx.fail_all(units, &e);
             return;
         }
         for u in units.into_iter().rev() {
@@ -1504,9 +1515,7 @@ impl Scheduler {
             reason: reason.clone(),
         }
         .into();
-        for u in self.queue.drain(..) {
-            fx.finish.push((u.sink, Err(e.clone())));
-        }
+        fx.fail_all(self.queue.drain(..), &e);
         self.failed = Some(reason);
         for (id, w) in self.workers.iter_mut() {
             if !w.retiring {
@@ -1526,9 +1535,7 @@ impl Scheduler {
         self.fail(reason.clone(), &mut fx);
         let e: TaskError = ErrorKind::PoolFailed { reason }.into();
         for (id, w) in self.workers.iter_mut() {
-            for u in w.take_all() {
-                fx.finish.push((u.sink, Err(e.clone())));
-            }
+            fx.fail_all(w.take_all(), &e);
             if !w.killed {
                 w.killed = true;
                 fx.kill.push(*id);
@@ -1628,9 +1635,9 @@ impl Scheduler {
     /// says) has run longer than its usual stall bound is marked as
     /// running a long task, and packing ends until replies show tasks tiny
     /// again: the dispatch that follows spreads the queue over idle
-    /// workers and recalls the units behind that task. Without this, workers held up together
-    /// by long tasks would hold the queue until one of them replied.
-    /// Returns when to look again.
+    /// workers and recalls the units behind that task. Without this,
+    /// workers held up together by long tasks would hold the queue until
+    /// one of them replied. Returns when to look again.
     fn check_packed(
         &mut self,
         now: Instant,
@@ -1646,12 +1653,8 @@ impl Scheduler {
             if w.killed || w.long_task || w.in_flight.is_empty() {
                 continue;
             }
-            let p = probe.progress(*wid);
-            let ours = w.in_flight.iter().any(|u| u.id.0 == p.running);
-            let usual = pool_usual.map_or(w.usual(), |u| u.min(w.usual()));
-            if ours
-                && p.started
-                    .is_some_and(|s| now.saturating_duration_since(s) > usual)
+            if w.long_after(&probe.progress(*wid), pool_usual)
+                .is_some_and(|at| now > at)
             {
                 w.long_task = true;
                 marked = true;
@@ -1677,9 +1680,10 @@ impl Scheduler {
     ///
     /// A check that runs much later than planned (the parent was stopped,
     /// by `Ctrl-Z` say, which does not reach the workers: each leads its
-    /// own process group; or it was starved) saw nothing in between: what it saw before proves nothing, so every worker's
-    /// staleness starts again from now. Without that, `Ctrl-Z` and `fg` of
-    /// the program would kill every busy worker.
+    /// own process group; or it was starved) saw nothing in between: what
+    /// it saw before proves nothing, so every worker's staleness starts
+    /// again from now. Without that, `Ctrl-Z` and `fg` of the program would
+    /// kill every busy worker.
     fn check_heartbeats(
         &mut self,
         now: Instant,

@@ -261,12 +261,9 @@ impl Shared {
             touched.clear();
             for (w, ids, e) in unsent {
                 let c = &mut *core;
-                let more = c.sched.on_unsent(w, &ids, &e, &IoProbe(&c.io, now), now);
-                touched.extend(more.touched);
-                fx.finish.extend(more.finish);
-                fx.kill.extend(more.kill);
-                fx.start.extend(more.start);
-                fx.arm |= more.arm;
+                let mut more = c.sched.on_unsent(w, &ids, &e, &IoProbe(&c.io, now), now);
+                touched.append(&mut more.touched);
+                fx.merge(more);
             }
         }
         {
@@ -278,8 +275,8 @@ impl Shared {
             }
         }
         drop(core);
-        if !fx.start.is_empty() || fx.arm {
-            self.supervisor.start(&fx.start);
+        if !fx.start.is_empty() || !fx.start_later.is_empty() || fx.arm {
+            self.supervisor.start(&fx.start, &fx.start_later);
         }
         for o in outs {
             match sender {

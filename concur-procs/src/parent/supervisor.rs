@@ -98,9 +98,14 @@ impl Supervisor {
         self.commands.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Starts workers for `slots` (none: only look at deadlines again).
-    pub(crate) fn start(&self, slots: &[usize]) {
-        self.lock().start.extend_from_slice(slots);
+    /// Starts workers for `slots` now, and for `later` (slots whose start
+    /// failed) after each slot's backoff (none: only look at deadlines
+    /// again).
+    pub(crate) fn start(&self, slots: &[usize], later: &[usize]) {
+        let mut cmds = self.lock();
+        cmds.start.extend_from_slice(slots);
+        cmds.retry.extend_from_slice(later);
+        drop(cmds);
         self.waker.wake();
     }
 
@@ -138,18 +143,12 @@ impl Supervisor {
 }
 
 /// Hands a failed start of `slot` to the scheduler; the start it asks for
-/// in its place waits for the slot's backoff (the supervisor's `later`).
+/// in its place (`Effects::start_later`) waits for the slot's backoff (the
+/// supervisor's `later`).
 fn start_failed(shared: &Shared, slot: usize, e: &TaskError) {
-    let mut again = Vec::new();
     shared.event(Sender::Threads, |c, now| {
-        let mut fx = c.sched.on_start_failed(slot, e, now);
-        again = std::mem::take(&mut fx.start_later);
-        fx
+        c.sched.on_start_failed(slot, e, now)
     });
-    if !again.is_empty() {
-        shared.supervisor.lock().retry.extend(again);
-        shared.supervisor.waker.wake();
-    }
 }
 
 /// How long an exited worker's channel may stay open (a child it forked
@@ -325,8 +324,8 @@ pub(crate) fn run(shared: Arc<Shared>, ready: mpsc::Sender<Result<(), TaskError>
         if stopping {
             // Shutdown never waits for a backoff.
             later.clear();
-        }
-        if !stopping {
+            give_up_spares(&mut spares, |_| true);
+        } else {
             for slot in starts {
                 match spares.remove(&slot) {
                     Some(Spare::Parked(c)) => take_live(&shared, &mut live, c),
@@ -342,8 +341,6 @@ pub(crate) fn run(shared: Arc<Shared>, ready: mpsc::Sender<Result<(), TaskError>
                     }
                 }
             }
-        } else {
-            give_up_spares(&mut spares, |_| true);
         }
         for w in cmds.closed {
             if let Some(l) = live.get_mut(&w) {

@@ -12,6 +12,13 @@ use super::*;
 #[derive(Default)]
 struct FakeProbe(HashMap<WorkerId, Progress>, Vec<WorkerId>);
 
+impl FakeProbe {
+    /// A probe that shows worker `w` with progress `p`.
+    fn of(w: WorkerId, p: Progress) -> Self {
+        FakeProbe(HashMap::from([(w, p)]))
+    }
+}
+
 impl Probe for FakeProbe {
     fn progress(&self, w: WorkerId) -> Progress {
         self.0.get(&w).copied().unwrap_or_default()
@@ -424,8 +431,7 @@ fn a_timeout_kill_is_never_a_lost_worker() {
     let (mut s, w) = with_worker(r, t0);
     let (units, cs) = singles(2);
     let _ = s.submit(units, t0).unwrap();
-    let mut probe = FakeProbe::default();
-    probe.0.insert(w, running(cs[0].id(), t0));
+    let probe = FakeProbe::of(w, running(cs[0].id(), t0));
     let (fx, _) = s.on_tick(t0 + Duration::from_secs(2), &probe);
     apply(fx);
     let fx = s.on_exit(
@@ -462,8 +468,7 @@ fn cancel_kills_a_running_unit_and_recalls_a_waiting_one() {
     let now = Instant::now();
     let (mut s, w, cs) = loaded(rules(), 2, now);
     s.workers.get_mut(&w).unwrap().outgoing.clear();
-    let mut probe = FakeProbe::default();
-    probe.0.insert(w, running(cs[0].id(), now));
+    let probe = FakeProbe::of(w, running(cs[0].id(), now));
     let fx = s.cancel(cs[1].id(), &probe, now);
     assert!(fx.kill.is_empty());
     assert!(matches!(s.workers[&w].outgoing[..], [Out::Cancel { .. }]));
@@ -507,8 +512,7 @@ fn a_worker_that_cannot_receive_an_input_blames_that_task() {
 fn a_bad_frame_fails_the_running_task_and_kills_the_worker() {
     let now = Instant::now();
     let (mut s, w, cs) = loaded(rules(), 2, now);
-    let mut probe = FakeProbe::default();
-    probe.0.insert(w, running(cs[0].id(), now));
+    let probe = FakeProbe::of(w, running(cs[0].id(), now));
     let e = TaskError::codec("frame", std::io::Error::other("garbage"));
     let fx = s.on_bad_frame(w, e, &probe);
     assert_eq!(fx.kill, vec![w]);
@@ -586,8 +590,7 @@ fn a_bad_frame_blames_like_a_crash_and_retries_the_running_task() {
         s.workers[&w2].in_flight.iter().all(|u| u.id == cs[1].id()),
         "a suspect runs alone"
     );
-    let mut probe = FakeProbe::default();
-    probe.0.insert(w2, running(cs[1].id(), now));
+    let probe = FakeProbe::of(w2, running(cs[1].id(), now));
     apply(s.on_bad_frame(w2, garbage(), &probe));
     let fx = s.on_exit(w2, WorkerExit::Signal(9), running(cs[1].id(), now), now);
     let done = finished(&fx);
@@ -689,6 +692,33 @@ fn slow_start_failures_in_a_row_fail_the_pool() {
     }
 }
 
+/// A graceful stop that finds starts failing fails the queued units with
+/// the last start's error in their reason (not a bare "spawn").
+#[test]
+fn a_drain_after_a_failed_start_names_its_error() {
+    let t0 = Instant::now();
+    let mut r = rules();
+    r.max_crashes = u32::MAX;
+    let mut s = Scheduler::new(r);
+    let (u, c) = single();
+    let _ = s.submit(vec![u], t0).unwrap();
+    let why = TaskError::io(std::io::Error::other("no more descriptors"));
+    let _ = s.on_start_failed(0, &why, t0);
+    let fx = s.drain();
+    let (_, result) = fx
+        .finish
+        .iter()
+        .find(|(sink, _)| sink.handle_id() == c.id())
+        .expect("the stranded unit finishes");
+    let Err(e) = result else {
+        panic!("the stranded unit fails");
+    };
+    let ErrorKind::PoolFailed { reason } = e.kind() else {
+        panic!("{e:?}");
+    };
+    assert!(reason.contains("no more descriptors"), "{reason}");
+}
+
 /// 8.4: a unit whose frame cannot be sent fails alone, and the place it
 /// held goes to the next queued unit (nothing else would dispatch it).
 #[test]
@@ -758,8 +788,7 @@ fn a_unit_whose_result_never_arrives_is_blamed() {
 fn a_bad_frame_between_units_blames_the_last_one_not_a_waiting_one() {
     let now = Instant::now();
     let (mut s, w, cs) = loaded(rules(), 2, now);
-    let mut probe = FakeProbe::default();
-    probe.0.insert(
+    let probe = FakeProbe::of(
         w,
         Progress {
             last_ended: cs[0].id().0,
@@ -979,8 +1008,7 @@ fn a_result_lost_to_a_bad_frame_says_so() {
         last_ended: cs[0].id().0,
         beat: 0,
     };
-    let mut probe = FakeProbe::default();
-    probe.0.insert(w, at_frame);
+    let probe = FakeProbe::of(w, at_frame);
     let garbage = TaskError::codec("frame", std::io::Error::other("garbage"));
     apply(s.on_bad_frame(w, garbage, &probe));
     let fx = s.on_exit(w, WorkerExit::Signal(9), at_frame, now);
@@ -1027,8 +1055,7 @@ fn beating(p: Progress, beat: u64) -> Progress {
 fn a_worker_without_a_heartbeat_is_killed_and_settled_like_a_crash() {
     let t0 = Instant::now();
     let (mut s, w, cs) = loaded(watched(0, 0), 2, t0);
-    let mut probe = FakeProbe::default();
-    probe.0.insert(w, beating(running(cs[0].id(), t0), 7));
+    let probe = FakeProbe::of(w, beating(running(cs[0].id(), t0), 7));
     let s1 = Duration::from_secs(1);
     let (fx, next) = s.on_tick(t0, &probe);
     assert!(fx.kill.is_empty());
@@ -1080,8 +1107,7 @@ fn a_worker_without_a_heartbeat_is_killed_and_settled_like_a_crash() {
 fn an_unresponsive_worker_that_crashed_by_itself_is_a_crash() {
     let t0 = Instant::now();
     let (mut s, w, cs) = loaded(watched(0, 0), 1, t0);
-    let mut probe = FakeProbe::default();
-    probe.0.insert(w, beating(running(cs[0].id(), t0), 7));
+    let probe = FakeProbe::of(w, beating(running(cs[0].id(), t0), 7));
     let s1 = Duration::from_secs(1);
     for i in 0..4 {
         let (fx, _) = s.on_tick(t0 + s1 * i, &probe);
@@ -1136,8 +1162,7 @@ fn a_beating_worker_in_a_long_unit_is_not_killed() {
 fn a_late_check_of_a_stopped_parent_forgives_staleness() {
     let t0 = Instant::now();
     let (mut s, w, cs) = loaded(watched(0, 0), 1, t0);
-    let mut probe = FakeProbe::default();
-    probe.0.insert(w, beating(running(cs[0].id(), t0), 1));
+    let mut probe = FakeProbe::of(w, beating(running(cs[0].id(), t0), 1));
     let (fx, _) = s.on_tick(t0, &probe);
     assert!(fx.kill.is_empty());
     // Stopped for a minute; the worker (stopped too) has not beaten since.
@@ -1303,8 +1328,7 @@ fn packed_units_are_recalled_only_from_behind_a_long_task() {
         "a late reply is no long task"
     );
     let first = s.workers[&ws[0]].in_flight[0].id;
-    let mut probe = FakeProbe::default();
-    probe.0.insert(ws[0], running(first, now));
+    let probe = FakeProbe::of(ws[0], running(first, now));
     let (fx, _) = s.on_tick(later, &probe);
     assert_eq!(fx.touched, vec![ws[0]]);
     let behind: Vec<TaskId> = s.workers[&ws[0]]
@@ -1330,8 +1354,7 @@ fn a_unit_that_ended_is_not_timed_out_while_its_result_is_on_the_way() {
     let (mut s, w) = with_worker(r, t0);
     let (u, c) = single();
     let _ = s.submit(vec![u], t0).unwrap();
-    let mut probe = FakeProbe::default();
-    probe.0.insert(
+    let probe = FakeProbe::of(
         w,
         Progress {
             running: 0,
@@ -1370,8 +1393,7 @@ fn units_behind_a_stalled_unit_are_recalled_by_the_tick() {
     let fx = s.on_done(b, cs[1].id(), Ok(Body::Empty), t1);
     assert!(fx.arm, "the tick is armed for the stall");
     assert!(s.workers[&a].outgoing.is_empty(), "not stalled yet");
-    let mut probe = FakeProbe::default();
-    probe.0.insert(a, running(cs[0].id(), t0));
+    let probe = FakeProbe::of(a, running(cs[0].id(), t0));
     let (_, next) = s.on_tick(t1, &probe);
     let at = next.expect("a check at the stall");
     assert!(at > t1);
@@ -1400,8 +1422,7 @@ fn a_worker_used_to_long_tasks_gives_back_units_at_the_pools_usual_time() {
     }
     let t1 = t0 + Duration::from_millis(1);
     let _ = s.on_done(b, cs[1].id(), Ok(Body::Empty), t1);
-    let mut probe = FakeProbe::default();
-    probe.0.insert(a, running(cs[0].id(), t0));
+    let probe = FakeProbe::of(a, running(cs[0].id(), t0));
     let (_, next) = s.on_tick(t1, &probe);
     let at = next.expect("a check at the stall");
     assert!(
