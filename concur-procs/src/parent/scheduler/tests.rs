@@ -15,7 +15,7 @@ struct FakeProbe(HashMap<WorkerId, Progress>, Vec<WorkerId>);
 impl FakeProbe {
     /// A probe that shows worker `w` with progress `p`.
     fn of(w: WorkerId, p: Progress) -> Self {
-        FakeProbe(HashMap::from([(w, p)]))
+        FakeProbe(HashMap::from([(w, p)]), Vec::new())
     }
 }
 
