@@ -48,6 +48,12 @@ pub fn time(f: impl FnOnce()) -> Duration {
     t.elapsed()
 }
 
+/// True when the row `what` should run: `ONLY` is unset or a part of its
+/// name (`ONLY=crashed` runs the rows whose name holds "crashed").
+pub fn wanted(what: &str) -> bool {
+    std::env::var("ONLY").map_or(true, |only| what.contains(&only))
+}
+
 /// The time on clock `id` (`libc::CLOCK_MONOTONIC`,
 /// `libc::CLOCK_THREAD_CPUTIME_ID`, ...).
 pub fn clock(id: libc::clockid_t) -> Duration {

@@ -97,12 +97,13 @@ pub trait Executor: Send + Sync {
     /// order. A batch is one unit of dispatch: its tasks run one after
     /// another on one worker (the process backend may split a long batch
     /// into groups), so it suits many small tasks; to spread tasks that take
-    /// a while over every worker, use `map` or several batches. Each task of a batch is still a task of its own: the per-task
-    /// timeout bounds each one, a failure (panic, crash, timeout, a value
-    /// that cannot be encoded or decoded) fails only that task's slot, and
-    /// retries apply to each task. Tasks in a batch take no messages.
-    /// `map` uses batches to amortize dispatch for small tasks. `permit`
-    /// must hold room for every task of the batch.
+    /// a while over every worker, use `map` or several batches. Each task
+    /// of a batch is still a task of its own: the per-task timeout bounds
+    /// each one, a failure (panic, crash, timeout, a value that cannot be
+    /// encoded or decoded) fails only that task's slot, and retries apply
+    /// to each task. Tasks in a batch take no messages. `map` uses batches
+    /// to amortize dispatch for small tasks. `permit` must hold room for
+    /// every task of the batch.
     ///
     /// # Errors
     /// As [`start`](Self::start), and

@@ -78,14 +78,14 @@ impl RedisPoolBuilder {
     /// another worker takes it over. Use the same value for every worker
     /// of the queue.
     pub fn visibility_timeout(mut self, d: Duration) -> Self {
-        self.settings.visibility = d.min(NEVER);
+        self.settings.visibility = d;
         self
     }
 
     /// How often local workers renew the lease of a running task (default
     /// a quarter of the visibility timeout).
     pub fn heartbeat(mut self, d: Duration) -> Self {
-        self.settings.heartbeat = Some(d.min(NEVER));
+        self.settings.heartbeat = Some(d);
         self
     }
 
@@ -93,7 +93,7 @@ impl RedisPoolBuilder {
     /// lost broker before failing what waits on it with
     /// [`ErrorKind::Io`] (default 30 s).
     pub fn reconnect_timeout(mut self, d: Duration) -> Self {
-        self.settings.reconnect = d.min(NEVER);
+        self.settings.reconnect = d;
         self
     }
 
@@ -145,7 +145,7 @@ impl RedisPoolBuilder {
     /// [`ErrorKind::Spawn`] when the local workers cannot be started or
     /// are not ready in time (a `main` that does not call
     /// [`crate::init`] first, say), or when called inside a worker.
-    pub fn build(self) -> Result<RedisPool, TaskError> {
+    pub fn build(mut self) -> Result<RedisPool, TaskError> {
         self.config.validate()?;
         if env::is_worker() {
             return Err(TaskError::with_source(

@@ -145,21 +145,21 @@ impl WorkerBuilder {
     /// before this worker takes it over (default 30 s). Use the same value
     /// for every worker of a queue.
     pub fn visibility_timeout(mut self, d: Duration) -> Self {
-        self.settings.visibility = d.min(NEVER);
+        self.settings.visibility = d;
         self
     }
 
     /// How often the lease of the running task is renewed (default a
     /// quarter of the visibility timeout).
     pub fn heartbeat(mut self, d: Duration) -> Self {
-        self.settings.heartbeat = Some(d.min(NEVER));
+        self.settings.heartbeat = Some(d);
         self
     }
 
     /// How long to keep reconnecting to a lost broker before giving up
     /// (default 30 s).
     pub fn reconnect_timeout(mut self, d: Duration) -> Self {
-        self.settings.reconnect = d.min(NEVER);
+        self.settings.reconnect = d;
         self
     }
 
@@ -197,7 +197,7 @@ impl WorkerBuilder {
     /// [`ErrorKind::Io`] when the broker cannot be reached (or stays
     /// unreachable longer than the reconnect timeout) or refuses the
     /// worker (wrong password); an initializer's error for a local worker.
-    pub fn run(self) -> Result<Stop, TaskError> {
+    pub fn run(mut self) -> Result<Stop, TaskError> {
         let heartbeat = self.settings.check()?;
         install_signal_handlers();
         let broker = Arc::new(Broker::new(&self.url, self.settings.reconnect)?);
@@ -859,9 +859,14 @@ impl Default for QueueSettings {
 }
 
 impl QueueSettings {
-    /// Checks the queue name and the lease settings, and gives the
-    /// heartbeat to use (default a quarter of the visibility timeout).
-    pub(crate) fn check(&self) -> Result<Duration, TaskError> {
+    /// Caps the durations at [`NEVER`] (as long, and still a time the
+    /// clock can add), checks the queue name and the lease settings, and
+    /// gives the heartbeat to use (default a quarter of the visibility
+    /// timeout). Workers and pools call it before they use the settings.
+    pub(crate) fn check(&mut self) -> Result<Duration, TaskError> {
+        self.visibility = self.visibility.min(NEVER);
+        self.heartbeat = self.heartbeat.map(|h| h.min(NEVER));
+        self.reconnect = self.reconnect.min(NEVER);
         // Every key of a queue shares the hash tag `{queue}` (see `Keys`): a
         // brace in the name would end the tag early.
         if self.queue.is_empty() || self.queue.contains(['{', '}']) {

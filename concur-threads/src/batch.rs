@@ -88,7 +88,9 @@ impl<T: Task> BatchRun<T> {
             &mut lock(&self.state).todo,
             Vec::new().into_iter().enumerate(),
         );
-        let mut results = Vec::with_capacity(todo.len());
+        // Gathered as `BatchOutputs` from the start: if the batch is
+        // cancelled, its drop drops the outputs so far one at a time.
+        let mut results = BatchOutputs(Vec::with_capacity(todo.len()));
         let port = ItemPort {
             batch: self,
             index: None,
@@ -99,25 +101,21 @@ impl<T: Task> BatchRun<T> {
                     if self.completion.is_done() {
                         return false;
                     }
-                    results.push(Ok(task.run(&mut TaskContext::new(&port, worker))));
+                    results
+                        .0
+                        .push(Ok(task.run(&mut TaskContext::new(&port, worker))));
                 }
                 true
             });
             match run {
                 Ok(true) => break,
-                Ok(false) => {
-                    // Cancelled: the outputs so far are nobody's. Dropped
-                    // one at a time (see `panic::drop_each`).
-                    let ran = results.len() as u64;
-                    panic::drop_each(results);
-                    return ran;
-                }
-                Err(panicked) => results.push(Err(panicked)),
+                // Cancelled: the outputs so far are nobody's.
+                Ok(false) => return results.0.len() as u64,
+                Err(panicked) => results.0.push(Err(panicked)),
             }
         }
-        let ran = results.len() as u64;
-        self.completion
-            .finish(Ok(Payload::value(BatchOutputs(results))));
+        let ran = results.0.len() as u64;
+        self.completion.finish(Ok(Payload::value(results)));
         ran
     }
 

@@ -105,9 +105,7 @@ pub(crate) fn next_pool_id() -> u64 {
 pub(crate) fn on_worker_of(shared: &Shared) -> bool {
     WORKER.with(|w| {
         w.try_borrow()
-            .ok()
-            .and_then(|w| w.as_ref().map(|state| state.pool == shared.pool))
-            .unwrap_or(false)
+            .is_ok_and(|w| w.as_ref().is_some_and(|state| state.pool == shared.pool))
     })
 }
 

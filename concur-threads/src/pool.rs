@@ -199,17 +199,18 @@ impl ThreadPool {
             job.cancel();
         }
     }
-
-    /// Stops the workers for good and joins every worker thread. Running
-    /// tasks are waited for (a thread cannot be stopped).
-    fn stop_and_join(&self) {
-        let inner = &self.inner;
-        inner.stop();
-        inner.shared.join_threads(|_| true);
-    }
 }
 
 impl Inner {
+    /// Waits until the queued and running work is over, then stops the
+    /// workers for good and joins every worker thread (`shutdown`, once
+    /// the queue is closed).
+    fn finish(&self) {
+        self.admission.wait_idle(None);
+        self.stop();
+        self.shared.join_threads(|_| true);
+    }
+
     /// The generation taking work now, if the pool runs.
     pub(crate) fn current_generation(&self) -> Option<Arc<Generation>> {
         lock(&self.current).clone()
@@ -323,23 +324,16 @@ impl Executor for ThreadPool {
             // inside a task it runs): waiting here would wait for the caller
             // itself. A thread of its own waits for the work and joins the
             // workers once the last task, this one included, has returned.
-            let pool = ThreadPool {
-                inner: self.inner.clone(),
-            };
+            let inner = self.inner.clone();
             let closer = std::thread::Builder::new()
                 .name("concur-threads-closer".into())
-                .spawn(move || {
-                    pool.inner.admission.wait_idle(None);
-                    pool.stop_and_join();
-                    // The pool's own drop: closed, idle and joined, it waits no more.
-                });
+                .spawn(move || inner.finish());
             if let Err(e) = closer {
                 return Err(TaskError::with_source(ErrorKind::Spawn, e));
             }
             return Ok(());
         }
-        self.inner.admission.wait_idle(None);
-        self.stop_and_join();
+        self.inner.finish();
         Ok(())
     }
 

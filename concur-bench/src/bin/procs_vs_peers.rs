@@ -20,7 +20,7 @@
 //! 5. a CPU-bound job in 16 chunks: speedup of 2 workers over 1 (target >= 1.8x).
 
 use concur_bench::tasks::{Noop, Spin};
-use concur_bench::{header, hello, interleaved, median, rounds, time, Comparison, Helper};
+use concur_bench::{header, hello, interleaved, median, rounds, time, wanted, Comparison, Helper};
 use concur_core::prelude::*;
 use concur_procs::{ProcessPool, SpawnMode};
 use ipc_channel::ipc::{self, IpcBytesReceiver, IpcBytesSender, IpcSender};
@@ -446,10 +446,8 @@ fn start_up(rounds: usize) {
     // A few milliseconds each: more rounds than the rest, for steadier
     // medians on a shared machine.
     let many = rounds * 4;
-    // `ONLY=word`: only the rows whose name holds it (`ONLY=crashed`: the
-    // forked crash replacement alone), for runs of many binaries in turn.
-    let only = std::env::var("ONLY").unwrap_or_default();
-    let wanted = |row: &str| row.contains(only.as_str());
+    // `ONLY=word` (see `wanted`): `ONLY=crashed` runs the forked crash
+    // replacement alone, for runs of many binaries in turn.
     if wanted("pool of 2 ready") {
         let (theirs, ours) = pool_of_two(many, SpawnMode::Auto);
         Comparison::new("pool of 2 ready", "procspawn", theirs, ours, 0.5).print(1, "us");

@@ -30,15 +30,10 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use concur_bench::tasks::{mix, spin, spin_rounds_for, Mix, Noop, Spin};
-use concur_bench::{header, interleaved, median, rounds, time, Comparison};
+use concur_bench::{header, interleaved, median, rounds, time, wanted, Comparison};
 use concur_core::prelude::*;
 use concur_threads::ThreadPool;
 use rayon::prelude::*;
-
-/// True when the figure `what` should run (`ONLY` unset or contained in it).
-fn wanted(what: &str) -> bool {
-    std::env::var("ONLY").map_or(true, |only| what.contains(&only))
-}
 
 /// Minor page faults of this process so far.
 fn minor_faults() -> u64 {
