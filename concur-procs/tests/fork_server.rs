@@ -15,7 +15,8 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use common::{
-    alive, children, join, signal_of, spawn_reporting, wait_until, Crash, How, Sleep, DEADLINE,
+    alive, children, join, proc_state, signal_of, spawn_reporting, wait_until, Crash, How, Sleep,
+    DEADLINE,
 };
 use concur_procs::{
     Configure, ErrorKind, Executor, ExecutorExt, ProcessPool, SpawnMode, Task, TaskContext,
@@ -525,12 +526,7 @@ fn a_killed_spare_is_reaped_and_replaced() {
 /// which it would hold until the start timeout: it is ended and reaped,
 /// and the fork server forks the worker.
 fn a_stopped_spare_is_ended_and_skipped() {
-    spare_hit_from_outside(libc::SIGSTOP, |spare| {
-        std::fs::read_to_string(format!("/proc/{spare}/stat")).is_ok_and(|s| {
-            s.rsplit_once(')')
-                .is_some_and(|(_, r)| r.trim_start().starts_with('T'))
-        })
-    });
+    spare_hit_from_outside(libc::SIGSTOP, |spare| proc_state(spare) == Some('T'));
 }
 
 /// Sends `sig` to the waiting spare, waits until `hit` says it took

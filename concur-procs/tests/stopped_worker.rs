@@ -10,7 +10,10 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{children, join, join_batch, wait_until, within, Sleep, Who, DEADLINE};
+use common::{
+    all_threads_stopped, children, join, join_batch, signal, wait_until, within, KillOnDrop, Sleep,
+    Who, DEADLINE,
+};
 use concur_procs::{
     Configure, ErrorKind, Executor, ExecutorExt, ProcessPool, Task, TaskContext, WorkerExit,
 };
@@ -22,49 +25,6 @@ const BOUND: Duration = Duration::from_secs(1);
 /// Tasks in the batch that queues behind the stopped worker's task: more
 /// than one group of a batch (256), so the stopped worker holds some.
 const ITEMS: u64 = 600;
-
-/// Resumes, then kills, every pid it holds when dropped, so a failing test
-/// leaves no stopped worker behind.
-#[derive(Default)]
-struct KillOnDrop(Vec<u32>);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        for &pid in &self.0 {
-            if let Ok(pid) = libc::pid_t::try_from(pid) {
-                // Only if it is still our child: a reaped pid may be reused.
-                if children().contains(&(pid as u32)) {
-                    // SAFETY: plain signals to a child of this test.
-                    unsafe {
-                        libc::kill(pid, libc::SIGCONT);
-                        libc::kill(pid, libc::SIGKILL);
-                    }
-                }
-            }
-        }
-    }
-}
-
-fn signal(pid: u32, sig: i32) {
-    let pid = libc::pid_t::try_from(pid).unwrap();
-    // SAFETY: a plain signal to a worker of this test's pool.
-    assert_eq!(unsafe { libc::kill(pid, sig) }, 0, "kill({pid}, {sig})");
-}
-
-/// True once every thread of `pid` is stopped: a stop signal stops the
-/// threads one by one, and a thread still running could take a message.
-fn all_threads_stopped(pid: u32) -> bool {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return false;
-    };
-    tasks.flatten().all(|t| {
-        std::fs::read_to_string(t.path().join("stat")).is_ok_and(|stat| {
-            stat.rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().next())
-                .is_some_and(|s| s == "T" || s == "t")
-        })
-    })
-}
 
 /// Stops `pid` and waits until all its threads are stopped.
 fn stop(pid: u32) {
@@ -166,11 +126,11 @@ fn stop_a_loaded_worker(
     };
     let a = p.submit(gate(GATE_A)).unwrap();
     let pid_a = a.recv_timeout(DEADLINE).expect("gate A starts");
-    kill.0.push(pid_a);
+    kill.push(pid_a);
     // The idle worker takes it.
     let b = p.submit(gate(GATE_B)).unwrap();
     let pid_b = b.recv_timeout(DEADLINE).expect("gate B starts");
-    kill.0.push(pid_b);
+    kill.push(pid_b);
     assert_ne!(pid_a, pid_b);
     // Both workers have room for one group of the batch each (a group
     // holds at most 256 items), so worker A holds items behind its gate.
@@ -353,7 +313,7 @@ fn a_graceful_drop_with_a_stopped_worker_ends() {
         })
         .unwrap();
     let pid_a = a.recv_timeout(DEADLINE).expect("the gate starts");
-    kill.0.push(pid_a);
+    kill.push(pid_a);
     stop(pid_a);
     let more: Vec<_> = (0..20)
         .map(|x| {
