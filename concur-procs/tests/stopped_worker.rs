@@ -105,21 +105,29 @@ concur_procs::register!(Gate, Count, EncodeSlowly);
 const GATE_A: u64 = 1_000_001;
 const GATE_B: u64 = 1_000_002;
 
-/// A pool of two whose first worker (pid returned first) runs a gate and
-/// holds batch items queued behind it, and whose second runs another gate;
-/// the first is stopped. Returns the pids, the gates and the batch.
-#[allow(clippy::type_complexity)]
-fn stop_a_loaded_worker(
-    p: &ProcessPool,
-    log: &Path,
-    kill: &mut KillOnDrop,
-) -> (
-    u32,
-    u32,
-    concur_core::TaskHandle<Gate>,
-    concur_core::TaskHandle<Gate>,
-    concur_core::BatchHandle<Count>,
-) {
+/// A pool of two workers with `retries` and the short [`BOUND`].
+fn pool_of_two(retries: u32) -> ProcessPool {
+    ProcessPool::builder()
+        .workers(2)
+        .retries(retries)
+        .unresponsive_timeout(BOUND)
+        .build()
+        .unwrap()
+}
+
+/// What [`stop_a_loaded_worker`] set up.
+struct Loaded {
+    pid_a: u32,
+    pid_b: u32,
+    a: concur_core::TaskHandle<Gate>,
+    b: concur_core::TaskHandle<Gate>,
+    batch: concur_core::BatchHandle<Count>,
+}
+
+/// In a pool of two, the first worker (pid returned first) runs a gate and
+/// holds batch items queued behind it, and the second runs another gate;
+/// the first is stopped.
+fn stop_a_loaded_worker(p: &ProcessPool, log: &Path, kill: &mut KillOnDrop) -> Loaded {
     let gate = |tag| Gate {
         tag,
         log: log.to_owned(),
@@ -146,7 +154,20 @@ fn stop_a_loaded_worker(
     // gate runs again.
     a.send(()).unwrap();
     b.send(()).unwrap();
-    (pid_a, pid_b, a, b, batch)
+    Loaded {
+        pid_a,
+        pid_b,
+        a,
+        b,
+        batch,
+    }
+}
+
+/// Every item of the batch ended Ok with its result.
+fn assert_counted(batch: concur_core::BatchHandle<Count>) {
+    for (x, r) in (0u64..).zip(join_batch(batch)) {
+        assert_eq!(r.unwrap(), x * 3 + 1, "item {x}");
+    }
 }
 
 /// Test 1: with retries, the stopped worker's running task runs again
@@ -155,20 +176,18 @@ fn stop_a_loaded_worker(
 #[test]
 fn a_stopped_worker_holding_tasks_is_killed_and_its_tasks_complete() {
     let log = log_for("retried");
-    let p = ProcessPool::builder()
-        .workers(2)
-        .retries(1)
-        .unresponsive_timeout(BOUND)
-        .build()
-        .unwrap();
+    let p = pool_of_two(1);
     // After the pool: on a failing test's unwind it goes first, so the
     // pool's drop does not wait on a stopped worker.
     let mut kill = KillOnDrop::default();
-    let (pid_a, pid_b, a, b, batch) = stop_a_loaded_worker(&p, &log, &mut kill);
-    let results = join_batch(batch);
-    for (x, r) in (0u64..).zip(results) {
-        assert_eq!(r.unwrap(), x * 3 + 1, "item {x}");
-    }
+    let Loaded {
+        pid_a,
+        pid_b,
+        a,
+        b,
+        batch,
+    } = stop_a_loaded_worker(&p, &log, &mut kill);
+    assert_counted(batch);
     let ran_a = join(a).expect("gate A runs again elsewhere");
     assert_ne!(ran_a, pid_a);
     assert_eq!(join(b).unwrap(), pid_b);
@@ -189,18 +208,16 @@ fn a_stopped_worker_holding_tasks_is_killed_and_its_tasks_complete() {
 #[test]
 fn without_retries_the_stopped_workers_task_fails_as_a_crash() {
     let log = log_for("no-retries");
-    let p = ProcessPool::builder()
-        .workers(2)
-        .retries(0)
-        .unresponsive_timeout(BOUND)
-        .build()
-        .unwrap();
+    let p = pool_of_two(0);
     let mut kill = KillOnDrop::default();
-    let (pid_a, pid_b, a, b, batch) = stop_a_loaded_worker(&p, &log, &mut kill);
-    let results = join_batch(batch);
-    for (x, r) in (0u64..).zip(results) {
-        assert_eq!(r.unwrap(), x * 3 + 1, "item {x}");
-    }
+    let Loaded {
+        pid_a,
+        pid_b,
+        a,
+        b,
+        batch,
+    } = stop_a_loaded_worker(&p, &log, &mut kill);
+    assert_counted(batch);
     let err = join(a).unwrap_err();
     assert_eq!(
         err.kind(),
@@ -299,12 +316,7 @@ fn a_worker_encoding_a_slow_output_is_not_killed() {
 #[test]
 fn a_graceful_drop_with_a_stopped_worker_ends() {
     let log = log_for("drop");
-    let p = ProcessPool::builder()
-        .workers(2)
-        .retries(0)
-        .unresponsive_timeout(BOUND)
-        .build()
-        .unwrap();
+    let p = pool_of_two(0);
     let mut kill = KillOnDrop::default();
     let a = p
         .submit(Gate {
