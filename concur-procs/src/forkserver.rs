@@ -112,7 +112,7 @@ impl Job {
 /// errno of a failed fork) and the only sender of its job, which the
 /// template hands over and keeps no copy of.
 #[derive(Serialize, Deserialize)]
-struct Forked1 {
+struct SpareForked {
     pid: i32,
     assign: Option<IpcSender<Job>>,
 }
@@ -149,7 +149,7 @@ struct Client {
     owner: u32,
     requests: IpcSender<Ask>,
     /// Where the template reports the spares it forks.
-    spares: IpcReceiver<Forked1>,
+    spares: IpcReceiver<SpareForked>,
     /// The spare ready for the next start.
     spare: Option<Spare>,
     /// A spare was asked for and not yet reported.
@@ -169,16 +169,16 @@ impl Client {
         }
     }
 
-    fn keep(&mut self, report: Forked1) {
+    fn keep(&mut self, report: SpareForked) {
+        // A failed fork reports minus its errno and no sender: the template
+        // sends a sender only with a pid above 0 (never 0, which `kill`
+        // would take for our process group).
         let (Ok(pid), Some(assign)) = (u32::try_from(report.pid), report.assign) else {
             return;
         };
-        if pid == 0 {
-            return;
-        }
         let spare = Spare { pid, assign };
         if self.users == 0 || self.spare.is_some() {
-            end_spare(spare);
+            spare.end();
         } else {
             self.spare = Some(spare);
         }
@@ -197,16 +197,18 @@ impl Client {
     /// Ends and reaps the spare, if any.
     fn end_spare(&mut self) {
         if let Some(spare) = self.spare.take() {
-            end_spare(spare);
+            spare.end();
         }
     }
 }
 
-/// Ends and reaps a spare: our child, not yet reaped (its pid is ours).
-fn end_spare(spare: Spare) {
-    drop(spare.assign);
-    sys::kill(spare.pid);
-    let _ = sys::wait(spare.pid);
+impl Spare {
+    /// Ends and reaps the spare: our child, not yet reaped (its pid is ours).
+    fn end(self) {
+        drop(self.assign);
+        sys::kill(self.pid);
+        let _ = sys::wait(self.pid);
+    }
 }
 
 /// A spare's process name (`/proc/<pid>/comm`) while it waits.
@@ -349,7 +351,7 @@ fn spawn_template() -> Option<Client> {
     // Listed before the channels exist: the template closes exactly these.
     let inherited = open_fds();
     let (requests, template_requests) = ipc::channel::<Ask>().ok()?;
-    let (template_spares, spares) = ipc::channel::<Forked1>().ok()?;
+    let (template_spares, spares) = ipc::channel::<SpareForked>().ok()?;
     // Buffered output would otherwise be written again by every worker.
     {
         use std::io::Write;
@@ -432,7 +434,7 @@ pub(crate) fn fork_worker(token: &str) -> Option<Forked> {
         }
         // It died or was stopped from outside: ended and reaped here, and
         // the template forks this worker.
-        end_spare(spare);
+        spare.end();
     }
     let (up, up_rx) = ipc::channel().ok()?;
     let (reply, reply_rx) = ipc::channel().ok()?;
@@ -569,7 +571,7 @@ fn clone_for_parent() -> i32 {
 /// workers and spares until the parent goes.
 fn template(
     requests: IpcReceiver<Ask>,
-    spares: IpcSender<Forked1>,
+    spares: IpcSender<SpareForked>,
     parent: u32,
     inherited: &[RawFd],
 ) -> ! {
@@ -611,7 +613,7 @@ fn template(
             }
             Ask::Spare => {
                 let Ok((assign, wait)) = ipc::channel::<Job>() else {
-                    let _ = spares.send(Forked1 {
+                    let _ = spares.send(SpareForked {
                         pid: -libc::EMFILE,
                         assign: None,
                     });
@@ -626,7 +628,7 @@ fn template(
                 let assign = (pid > 0).then_some(assign);
                 // The parent learns every spare's pid: it is the spare's
                 // parent and reaps it.
-                let _ = spares.send(Forked1 { pid, assign });
+                let _ = spares.send(SpareForked { pid, assign });
             }
         }
     }

@@ -165,6 +165,31 @@ fn heartbeat(shared: &Shared) {
     }
 }
 
+/// Starts a worker thread named `name` that allocates once, then says so
+/// on `started`, then runs `body`: a thread's allocator arena must exist
+/// before the memory limit applies, so the worker waits for `started`
+/// before it sets one (the thread owns that sender: a thread that died
+/// first ends the wait).
+fn spawn_armed(
+    name: &str,
+    stack: Option<usize>,
+    started: std::sync::mpsc::Sender<()>,
+    body: impl FnOnce() + Send + 'static,
+) -> Result<(), String> {
+    let mut builder = std::thread::Builder::new().name(name.into());
+    if let Some(size) = stack {
+        builder = builder.stack_size(size);
+    }
+    builder
+        .spawn(move || {
+            drop(std::hint::black_box(vec![0u8; 64]));
+            let _ = started.send(());
+            body();
+        })
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
 /// Exit code of a worker whose own code panicked outside any task (as a
 /// Rust program whose `main` panics).
 const EXIT_PANICKED: i32 = 101;
@@ -272,34 +297,20 @@ fn run(boot: impl FnOnce() -> Result<Bootstrap, String>) -> Result<(), String> {
         heart: Heart::default(),
     });
     let (started_tx, started_rx) = std::sync::mpsc::channel();
-    std::thread::Builder::new()
-        .name("concur-procs-heartbeat".into())
-        .stack_size(64 * 1024)
-        .spawn({
+    spawn_armed(
+        "concur-procs-heartbeat",
+        Some(64 * 1024),
+        started_tx.clone(),
+        {
             let shared = shared.clone();
-            let started_tx = started_tx.clone();
-            move || {
-                // As the reader: its arena exists before the memory limit.
-                drop(std::hint::black_box(vec![0u8; 64]));
-                let _ = started_tx.send(());
-                heartbeat(&shared)
-            }
-        })
-        .map_err(|e| e.to_string())?;
-    std::thread::Builder::new()
-        .name("concur-procs-reader".into())
-        .spawn({
-            let shared = shared.clone();
-            let up = up.clone();
-            move || {
-                // Allocate once before the memory limit applies, so that this
-                // thread's allocator arena exists.
-                drop(std::hint::black_box(vec![0u8; 64]));
-                let _ = started_tx.send(());
-                read(&down, &up, &shared)
-            }
-        })
-        .map_err(|e| e.to_string())?;
+            move || heartbeat(&shared)
+        },
+    )?;
+    spawn_armed("concur-procs-reader", None, started_tx, {
+        let shared = shared.clone();
+        let up = up.clone();
+        move || read(&down, &up, &shared)
+    })?;
     if memory_limit.is_some() {
         // Their arenas must exist before the limit applies; without a
         // limit the worker does not wait for the threads to be scheduled.
@@ -635,19 +646,10 @@ impl Results {
             holding: AtomicBool::new(false),
         });
         let (started_tx, started_rx) = std::sync::mpsc::channel();
-        std::thread::Builder::new()
-            .name("concur-procs-flusher".into())
-            .spawn({
-                let results = results.clone();
-                move || {
-                    // This thread's allocator arena must exist before the
-                    // memory limit applies.
-                    drop(std::hint::black_box(vec![0u8; 64]));
-                    let _ = started_tx.send(());
-                    flusher(&results)
-                }
-            })
-            .map_err(|e| e.to_string())?;
+        spawn_armed("concur-procs-flusher", None, started_tx, {
+            let results = results.clone();
+            move || flusher(&results)
+        })?;
         let _ = started_rx.recv();
         Ok(results)
     }

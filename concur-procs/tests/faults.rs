@@ -9,8 +9,8 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    alive, join, join_batch, wait_until, within, Blob, Calc, Crash, Echo, How, SilenceStderr,
-    Sleep, Who, DEADLINE,
+    alive, join, join_batch, signal, wait_until, within, Blob, Calc, Crash, Echo, How, KillOnDrop,
+    SilenceStderr, Sleep, Who, DEADLINE,
 };
 use concur_procs::{
     Configure, ErrorKind, Executor, ExecutorExt, ProcessPool, Task, TaskContext, TaskError,
@@ -23,31 +23,6 @@ common::quiet_worker_panics!();
 
 /// Bound for anything that must not wait on a forked child's 60 s sleep.
 const SHORT: Duration = Duration::from_secs(30);
-
-/// Kills (after resuming) every pid it holds when dropped, so a failing
-/// test leaves no stopped worker or sleeping child behind.
-#[derive(Default)]
-struct KillOnDrop(Vec<u32>);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        for &pid in &self.0 {
-            if let Ok(pid) = libc::pid_t::try_from(pid) {
-                // SAFETY: plain signals to a pid this test started or stopped.
-                unsafe {
-                    libc::kill(pid, libc::SIGCONT);
-                    libc::kill(pid, libc::SIGKILL);
-                }
-            }
-        }
-    }
-}
-
-fn signal(pid: u32, sig: i32) {
-    let pid = libc::pid_t::try_from(pid).unwrap();
-    // SAFETY: a plain signal to a worker of this test's pool.
-    assert_eq!(unsafe { libc::kill(pid, sig) }, 0, "kill({pid}, {sig})");
-}
 
 fn live_pids(p: &ProcessPool) -> Vec<u32> {
     p.worker_pids().into_iter().flatten().collect()
@@ -203,7 +178,7 @@ fn drop_does_not_wait_for_a_forked_child() {
     let p = ProcessPool::builder().workers(1).build().unwrap();
     let h = p.submit(Fork { block: false }).unwrap();
     let (_, child) = h.recv_timeout(DEADLINE).expect("task forked");
-    kill.0.push(child);
+    kill.push(child);
     assert_eq!(join(h).unwrap(), child);
     within("drop(pool) with a forked child alive", SHORT, move || {
         drop(p)
@@ -223,7 +198,7 @@ fn shutdown_does_not_wait_for_a_forked_child() {
     let p = ProcessPool::builder().workers(1).build().unwrap();
     let h = p.submit(Fork { block: false }).unwrap();
     let (_, child) = h.recv_timeout(DEADLINE).expect("task forked");
-    kill.0.push(child);
+    kill.push(child);
     assert_eq!(join(h).unwrap(), child);
     within("shutdown() with a forked child alive", SHORT, move || {
         p.shutdown().unwrap();
@@ -247,7 +222,7 @@ fn killed_worker_with_a_forked_child_fails_its_task_at_once() {
         .unwrap();
     let h = p.submit(Fork { block: true }).unwrap();
     let (worker, child) = h.recv_timeout(DEADLINE).expect("task forked");
-    kill.0.push(child);
+    kill.push(child);
     signal(worker, libc::SIGKILL);
     let got = h
         .join_timeout(SHORT)
@@ -278,7 +253,7 @@ fn stopped_idle_worker_times_out_its_task() {
         .build()
         .unwrap();
     let pid = live_pids(&p)[0];
-    kill.0.push(pid);
+    kill.push(pid);
     signal(pid, libc::SIGSTOP);
     let err = join(p.submit(Sleep { ms: 0 }).unwrap()).unwrap_err();
     assert_eq!(
@@ -303,7 +278,7 @@ fn batched_map_completes_past_a_stopped_worker() {
         .build()
         .unwrap();
     let pid = live_pids(&p)[0];
-    kill.0.push(pid);
+    kill.push(pid);
     signal(pid, libc::SIGSTOP);
     let got = within("map past a stopped worker", DEADLINE, move || {
         let got: Vec<_> = p.map((0..200).map(|x| Calc { x, spin_us: 0 })).collect();

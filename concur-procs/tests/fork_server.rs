@@ -15,7 +15,8 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use common::{
-    alive, children, join, signal_of, spawn_reporting, wait_until, Crash, How, Sleep, DEADLINE,
+    alive, children, join, proc_state, signal_of, spawn_reporting, wait_until, Crash, How, Sleep,
+    DEADLINE,
 };
 use concur_procs::{
     Configure, ErrorKind, Executor, ExecutorExt, ProcessPool, SpawnMode, Task, TaskContext,
@@ -433,19 +434,7 @@ fn a_pool_that_gives_up_ends_the_early_replacement() {
         .build()
         .unwrap();
     let first = probe(&pool);
-    let e = join(
-        pool.submit(Crash {
-            how: How::Sigkill,
-            wait: false,
-        })
-        .unwrap(),
-    )
-    .unwrap_err();
-    assert_eq!(
-        e.kind(),
-        &ErrorKind::WorkerLost(signal_of(How::Sigkill)),
-        "{e:?}"
-    );
+    kill_the_worker(&pool);
     // The fork server's spare for the next start is not a replacement.
     wait_until("the unused replacement's end", DEADLINE, || {
         but_spares(children()) == before
@@ -463,6 +452,24 @@ fn a_pool_that_gives_up_ends_the_early_replacement() {
     );
     drop(pool);
     assert_eq!(children(), before, "children left behind");
+}
+
+/// Has the pool's worker kill itself with `SIGKILL`; its task fails with
+/// that signal.
+fn kill_the_worker(pool: &ProcessPool) {
+    let e = join(
+        pool.submit(Crash {
+            how: How::Sigkill,
+            wait: false,
+        })
+        .unwrap(),
+    )
+    .unwrap_err();
+    assert_eq!(
+        e.kind(),
+        &ErrorKind::WorkerLost(signal_of(How::Sigkill)),
+        "{e:?}"
+    );
 }
 
 /// True when `pid` is a spare of the fork server, waiting for its job.
@@ -494,15 +501,7 @@ fn a_crashed_worker_is_replaced_by_the_spare() {
     wait_until("a spare is forked", DEADLINE, || spares().len() == 1);
     let spare = spares()[0];
     assert_ne!(spare, first.pid);
-    let e = join(
-        pool.submit(Crash {
-            how: How::Sigkill,
-            wait: false,
-        })
-        .unwrap(),
-    )
-    .unwrap_err();
-    assert_eq!(e.kind(), &ErrorKind::WorkerLost(signal_of(How::Sigkill)));
+    kill_the_worker(&pool);
     let next = probe(&pool);
     assert_eq!(next.pid, spare, "the spare replaced the crashed worker");
     assert_forked(&next);
@@ -525,12 +524,7 @@ fn a_killed_spare_is_reaped_and_replaced() {
 /// which it would hold until the start timeout: it is ended and reaped,
 /// and the fork server forks the worker.
 fn a_stopped_spare_is_ended_and_skipped() {
-    spare_hit_from_outside(libc::SIGSTOP, |spare| {
-        std::fs::read_to_string(format!("/proc/{spare}/stat")).is_ok_and(|s| {
-            s.rsplit_once(')')
-                .is_some_and(|(_, r)| r.trim_start().starts_with('T'))
-        })
-    });
+    spare_hit_from_outside(libc::SIGSTOP, |spare| proc_state(spare) == Some('T'));
 }
 
 /// Sends `sig` to the waiting spare, waits until `hit` says it took
@@ -551,15 +545,7 @@ fn spare_hit_from_outside(sig: i32, hit: impl Fn(u32) -> bool) {
     // SAFETY: kill takes integers; the spare is our unreaped child.
     assert_eq!(unsafe { libc::kill(spare as i32, sig) }, 0);
     wait_until("the signal takes effect", DEADLINE, || hit(spare));
-    let e = join(
-        pool.submit(Crash {
-            how: How::Sigkill,
-            wait: false,
-        })
-        .unwrap(),
-    )
-    .unwrap_err();
-    assert_eq!(e.kind(), &ErrorKind::WorkerLost(signal_of(How::Sigkill)));
+    kill_the_worker(&pool);
     let next = probe(&pool);
     assert_ne!(next.pid, first.pid);
     assert_ne!(next.pid, spare);

@@ -10,7 +10,10 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{children, join, join_batch, wait_until, within, Sleep, Who, DEADLINE};
+use common::{
+    all_threads_stopped, children, join, join_batch, signal, wait_until, within, KillOnDrop, Sleep,
+    Who, DEADLINE,
+};
 use concur_procs::{
     Configure, ErrorKind, Executor, ExecutorExt, ProcessPool, Task, TaskContext, WorkerExit,
 };
@@ -22,49 +25,6 @@ const BOUND: Duration = Duration::from_secs(1);
 /// Tasks in the batch that queues behind the stopped worker's task: more
 /// than one group of a batch (256), so the stopped worker holds some.
 const ITEMS: u64 = 600;
-
-/// Resumes, then kills, every pid it holds when dropped, so a failing test
-/// leaves no stopped worker behind.
-#[derive(Default)]
-struct KillOnDrop(Vec<u32>);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        for &pid in &self.0 {
-            if let Ok(pid) = libc::pid_t::try_from(pid) {
-                // Only if it is still our child: a reaped pid may be reused.
-                if children().contains(&(pid as u32)) {
-                    // SAFETY: plain signals to a child of this test.
-                    unsafe {
-                        libc::kill(pid, libc::SIGCONT);
-                        libc::kill(pid, libc::SIGKILL);
-                    }
-                }
-            }
-        }
-    }
-}
-
-fn signal(pid: u32, sig: i32) {
-    let pid = libc::pid_t::try_from(pid).unwrap();
-    // SAFETY: a plain signal to a worker of this test's pool.
-    assert_eq!(unsafe { libc::kill(pid, sig) }, 0, "kill({pid}, {sig})");
-}
-
-/// True once every thread of `pid` is stopped: a stop signal stops the
-/// threads one by one, and a thread still running could take a message.
-fn all_threads_stopped(pid: u32) -> bool {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return false;
-    };
-    tasks.flatten().all(|t| {
-        std::fs::read_to_string(t.path().join("stat")).is_ok_and(|stat| {
-            stat.rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().next())
-                .is_some_and(|s| s == "T" || s == "t")
-        })
-    })
-}
 
 /// Stops `pid` and waits until all its threads are stopped.
 fn stop(pid: u32) {
@@ -145,32 +105,40 @@ concur_procs::register!(Gate, Count, EncodeSlowly);
 const GATE_A: u64 = 1_000_001;
 const GATE_B: u64 = 1_000_002;
 
-/// A pool of two whose first worker (pid returned first) runs a gate and
-/// holds batch items queued behind it, and whose second runs another gate;
-/// the first is stopped. Returns the pids, the gates and the batch.
-#[allow(clippy::type_complexity)]
-fn stop_a_loaded_worker(
-    p: &ProcessPool,
-    log: &Path,
-    kill: &mut KillOnDrop,
-) -> (
-    u32,
-    u32,
-    concur_core::TaskHandle<Gate>,
-    concur_core::TaskHandle<Gate>,
-    concur_core::BatchHandle<Count>,
-) {
+/// A pool of two workers with `retries` and the short [`BOUND`].
+fn pool_of_two(retries: u32) -> ProcessPool {
+    ProcessPool::builder()
+        .workers(2)
+        .retries(retries)
+        .unresponsive_timeout(BOUND)
+        .build()
+        .unwrap()
+}
+
+/// What [`stop_a_loaded_worker`] set up.
+struct Loaded {
+    pid_a: u32,
+    pid_b: u32,
+    a: concur_core::TaskHandle<Gate>,
+    b: concur_core::TaskHandle<Gate>,
+    batch: concur_core::BatchHandle<Count>,
+}
+
+/// In a pool of two, the first worker (pid returned first) runs a gate and
+/// holds batch items queued behind it, and the second runs another gate;
+/// the first is stopped.
+fn stop_a_loaded_worker(p: &ProcessPool, log: &Path, kill: &mut KillOnDrop) -> Loaded {
     let gate = |tag| Gate {
         tag,
         log: log.to_owned(),
     };
     let a = p.submit(gate(GATE_A)).unwrap();
     let pid_a = a.recv_timeout(DEADLINE).expect("gate A starts");
-    kill.0.push(pid_a);
+    kill.push(pid_a);
     // The idle worker takes it.
     let b = p.submit(gate(GATE_B)).unwrap();
     let pid_b = b.recv_timeout(DEADLINE).expect("gate B starts");
-    kill.0.push(pid_b);
+    kill.push(pid_b);
     assert_ne!(pid_a, pid_b);
     // Both workers have room for one group of the batch each (a group
     // holds at most 256 items), so worker A holds items behind its gate.
@@ -186,7 +154,20 @@ fn stop_a_loaded_worker(
     // gate runs again.
     a.send(()).unwrap();
     b.send(()).unwrap();
-    (pid_a, pid_b, a, b, batch)
+    Loaded {
+        pid_a,
+        pid_b,
+        a,
+        b,
+        batch,
+    }
+}
+
+/// Every item of the batch ended Ok with its result.
+fn assert_counted(batch: concur_core::BatchHandle<Count>) {
+    for (x, r) in (0u64..).zip(join_batch(batch)) {
+        assert_eq!(r.unwrap(), x * 3 + 1, "item {x}");
+    }
 }
 
 /// Test 1: with retries, the stopped worker's running task runs again
@@ -195,20 +176,18 @@ fn stop_a_loaded_worker(
 #[test]
 fn a_stopped_worker_holding_tasks_is_killed_and_its_tasks_complete() {
     let log = log_for("retried");
-    let p = ProcessPool::builder()
-        .workers(2)
-        .retries(1)
-        .unresponsive_timeout(BOUND)
-        .build()
-        .unwrap();
+    let p = pool_of_two(1);
     // After the pool: on a failing test's unwind it goes first, so the
     // pool's drop does not wait on a stopped worker.
     let mut kill = KillOnDrop::default();
-    let (pid_a, pid_b, a, b, batch) = stop_a_loaded_worker(&p, &log, &mut kill);
-    let results = join_batch(batch);
-    for (x, r) in (0u64..).zip(results) {
-        assert_eq!(r.unwrap(), x * 3 + 1, "item {x}");
-    }
+    let Loaded {
+        pid_a,
+        pid_b,
+        a,
+        b,
+        batch,
+    } = stop_a_loaded_worker(&p, &log, &mut kill);
+    assert_counted(batch);
     let ran_a = join(a).expect("gate A runs again elsewhere");
     assert_ne!(ran_a, pid_a);
     assert_eq!(join(b).unwrap(), pid_b);
@@ -229,18 +208,16 @@ fn a_stopped_worker_holding_tasks_is_killed_and_its_tasks_complete() {
 #[test]
 fn without_retries_the_stopped_workers_task_fails_as_a_crash() {
     let log = log_for("no-retries");
-    let p = ProcessPool::builder()
-        .workers(2)
-        .retries(0)
-        .unresponsive_timeout(BOUND)
-        .build()
-        .unwrap();
+    let p = pool_of_two(0);
     let mut kill = KillOnDrop::default();
-    let (pid_a, pid_b, a, b, batch) = stop_a_loaded_worker(&p, &log, &mut kill);
-    let results = join_batch(batch);
-    for (x, r) in (0u64..).zip(results) {
-        assert_eq!(r.unwrap(), x * 3 + 1, "item {x}");
-    }
+    let Loaded {
+        pid_a,
+        pid_b,
+        a,
+        b,
+        batch,
+    } = stop_a_loaded_worker(&p, &log, &mut kill);
+    assert_counted(batch);
     let err = join(a).unwrap_err();
     assert_eq!(
         err.kind(),
@@ -339,12 +316,7 @@ fn a_worker_encoding_a_slow_output_is_not_killed() {
 #[test]
 fn a_graceful_drop_with_a_stopped_worker_ends() {
     let log = log_for("drop");
-    let p = ProcessPool::builder()
-        .workers(2)
-        .retries(0)
-        .unresponsive_timeout(BOUND)
-        .build()
-        .unwrap();
+    let p = pool_of_two(0);
     let mut kill = KillOnDrop::default();
     let a = p
         .submit(Gate {
@@ -353,7 +325,7 @@ fn a_graceful_drop_with_a_stopped_worker_ends() {
         })
         .unwrap();
     let pid_a = a.recv_timeout(DEADLINE).expect("the gate starts");
-    kill.0.push(pid_a);
+    kill.push(pid_a);
     stop(pid_a);
     let more: Vec<_> = (0..20)
         .map(|x| {

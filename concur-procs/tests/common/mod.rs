@@ -317,14 +317,76 @@ pub fn assert_storm_survived(
     wait_until("every worker is reaped", DEADLINE, || children().is_empty());
 }
 
+/// The state letter of `stat`, a `/proc/.../stat` file (`R`, `S`, `T`,
+/// `Z`, ...); `None` when it cannot be read.
+fn stat_state(stat: &std::path::Path) -> Option<char> {
+    let stat = std::fs::read_to_string(stat).ok()?;
+    // The state follows the name, which is in parentheses and may hold
+    // spaces and parentheses itself.
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.trim_start().chars().next()
+}
+
+/// The state letter of process `pid` (`R`, `S`, `T`, `Z`, ...); `None`
+/// when it is gone.
+pub fn proc_state(pid: u32) -> Option<char> {
+    stat_state(std::path::Path::new(&format!("/proc/{pid}/stat")))
+}
+
 /// True while `pid` exists and is not a zombie.
 pub fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|s| s != "Z" && s != "X"),
-        Err(_) => false,
+    proc_state(pid).is_some_and(|s| s != 'Z' && s != 'X')
+}
+
+/// True once every thread of `pid` is stopped (`T` or `t`): a stop signal
+/// stops the threads one by one, and a thread still running could take a
+/// message.
+pub fn all_threads_stopped(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks
+        .flatten()
+        .all(|t| stat_state(&t.path().join("stat")).is_some_and(|s| s == 'T' || s == 't'))
+}
+
+/// Sends `sig` to `pid`, failing the test if it cannot.
+pub fn signal(pid: u32, sig: i32) {
+    let pid = libc::pid_t::try_from(pid).unwrap();
+    // SAFETY: a plain signal to a process of this test.
+    assert_eq!(unsafe { libc::kill(pid, sig) }, 0, "kill({pid}, {sig})");
+}
+
+/// Resumes, then kills, every pid it holds when dropped, so a failing test
+/// leaves no stopped worker or sleeping child behind.
+#[derive(Default)]
+pub struct KillOnDrop(Vec<(u32, bool)>);
+
+impl KillOnDrop {
+    /// Adds `pid` (a child of this test, or a process one of its workers
+    /// started).
+    pub fn push(&mut self, pid: u32) {
+        self.0.push((pid, children().contains(&pid)));
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let ours = children();
+        for &(pid, was_child) in &self.0 {
+            // A child of ours that is reaped may have its pid reused: only
+            // while it is still our child.
+            if was_child && !ours.contains(&pid) {
+                continue;
+            }
+            if let Ok(pid) = libc::pid_t::try_from(pid) {
+                // SAFETY: plain signals to a pid this test started or stopped.
+                unsafe {
+                    libc::kill(pid, libc::SIGCONT);
+                    libc::kill(pid, libc::SIGKILL);
+                }
+            }
+        }
     }
 }
 
