@@ -365,6 +365,10 @@ pub(crate) fn sender_loop(inner: &Inner) {
                 }
             }
             Err(e) => {
+                // Past the reconnect bound the pool gives up on the broker
+                // here as the reader does (whichever bound ends first):
+                // stopping must not wait for it again.
+                inner.note_lost(is_lost(&e));
                 for o in &batch {
                     inner.finish(o.id, Err(e.clone()));
                 }
@@ -683,7 +687,12 @@ impl RedisPool {
                 grace.min(STOP_NOW_GRACE)
             });
         }
-        inner.quit.store(true, Ordering::Release);
+        {
+            // Set under the lock the sender and the reader's pause check
+            // it under, so that neither misses the wake-up below.
+            let _s = inner.state();
+            inner.quit.store(true, Ordering::Release);
+        }
         inner.changed.notify_all();
         inner.outgoing.notify_all();
         let reader = inner.reader_id.load(Ordering::Acquire);
