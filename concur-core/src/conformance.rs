@@ -666,6 +666,99 @@ pub fn map_empty_input<B: Backend>(b: &B) {
     assert_eq!(p.map_unordered(std::iter::empty::<Add>()).count(), 0);
 }
 
+/// Map all: every output comes back, in input order; an empty input gives
+/// an empty vector.
+pub fn map_all_returns_every_output_in_order<B: Backend>(b: &B) {
+    let p = pool(b, PoolConfig::new().workers(2));
+    let out = bounded("map_all", || p.map_all((0..2000).map(|i| Add(i, 1))));
+    assert_eq!(out.unwrap(), (1..=2000).collect::<Vec<_>>());
+    let none = bounded("map_all of nothing", || p.map_all(Vec::<Add>::new()));
+    assert_eq!(none.unwrap(), Vec::<u64>::new());
+}
+
+/// Map all: a failed task fails alone; the error holds every task's own
+/// result (the others' outputs included) and converts into the first
+/// failure.
+pub fn map_all_keeps_every_result_when_one_fails<B: Backend>(b: &B) {
+    let p = pool(b, PoolConfig::new().workers(2));
+    let tasks = (0..50).map(|n| MaybePanic {
+        n,
+        panic: [7, 30].contains(&n).then(|| format!("no {n}")),
+    });
+    let e = bounded("map_all", || p.map_all(tasks)).unwrap_err();
+    assert_eq!(e.failed(), 2);
+    assert_eq!(e.first_error().0, 7);
+    assert_eq!(e.results().len(), 50);
+    for (n, r) in (0..50).zip(e.results()) {
+        match r {
+            Ok(v) => assert_eq!(*v, n),
+            Err(err) => assert!(
+                [7, 30].contains(&n)
+                    && matches!(err.kind(), ErrorKind::Panicked { message, .. } if *message == format!("no {n}")),
+                "task {n}: {err:?}"
+            ),
+        }
+    }
+    let first: TaskError = e.into();
+    assert!(matches!(first.kind(), ErrorKind::Panicked { message, .. } if message == "no 7"));
+    // The pool goes on.
+    assert_eq!(bounded("map_all", || p.map_all([Add(1, 2)])).unwrap(), [3]);
+}
+
+/// Map all: after shutdown every task fails `ShutDown` (none is lost).
+pub fn map_all_after_shutdown_fails_every_task<B: Backend>(b: &B) {
+    let p = pool(b, PoolConfig::new().workers(1));
+    p.shutdown().unwrap();
+    let e = bounded("map_all", || p.map_all((0..3).map(|i| Add(i, i)))).unwrap_err();
+    assert_eq!(e.failed(), 3);
+    for r in e.results() {
+        assert_eq!(r.as_ref().unwrap_err().kind(), &ErrorKind::ShutDown);
+    }
+}
+
+/// Map all: a worker's task limit holds (each worker runs at most its
+/// limit, and each new worker runs the initializer once).
+pub fn map_all_honours_the_task_limit<B: Backend>(b: &B) {
+    let p = pool(
+        b,
+        PoolConfig::new()
+            .workers(2)
+            .max_tasks_per_worker(3)
+            .initializer(CountInit),
+    );
+    // Workers part-way to their limit when the call starts.
+    for _ in 0..2 {
+        ok(p.submit(WhoAmI).unwrap());
+    }
+    let seen = bounded("map_all", || p.map_all((0..60).map(|_| WhoAmI))).unwrap();
+    assert_eq!(seen.len(), 60);
+    for s in &seen {
+        assert!(
+            s.runs <= 3,
+            "a worker ran {} tasks with a limit of 3",
+            s.runs
+        );
+        assert_eq!(s.inits, 1, "a recycled worker did not run its initializer");
+    }
+}
+
+/// Map all: the task timeout bounds each task; the one over it fails
+/// alone with `TimedOut`.
+pub fn map_all_timeout_fails_one_task<B: Backend>(b: &B) {
+    let t = Duration::from_millis(500);
+    let p = pool(b, PoolConfig::new().workers(1).task_timeout(t));
+    let slow = u64::try_from(t.as_millis() * 20).unwrap();
+    let tasks = [(1, 0), (2, slow), (3, 0)].map(|(n, ms)| Nap { n, ms });
+    let e = bounded("map_all", || p.map_all(tasks)).unwrap_err();
+    assert_eq!(e.failed(), 1);
+    let r = e.results();
+    assert_eq!(*r[0].as_ref().unwrap(), 1);
+    assert!(
+        matches!(r[1].as_ref().unwrap_err().kind(), ErrorKind::TimedOut { after } if *after == t)
+    );
+    assert_eq!(*r[2].as_ref().unwrap(), 3);
+}
+
 /// Map (unordered): every input yields exactly one result, with its index.
 pub fn map_unordered_complete<B: Backend>(b: &B) {
     let p = pool(b, PoolConfig::new().workers(2));
@@ -1647,7 +1740,10 @@ macro_rules! conformance_suite {
             timeout_fails_handle, join_timeout_never_loses_a_result,
             dropping_a_map_cancels_what_it_did_not_yield, batch_timeout_is_per_task,
             shutdown_now_interrupts_shutdown, fn_item_runs, fn_closure_runs, fn_tuple_args,
-            map_fn_keeps_order, fn_panic_names_function
+            map_fn_keeps_order, fn_panic_names_function,
+            map_all_returns_every_output_in_order, map_all_keeps_every_result_when_one_fails,
+            map_all_after_shutdown_fails_every_task, map_all_honours_the_task_limit,
+            map_all_timeout_fails_one_task
             $(, $yes)*
         );
         $(

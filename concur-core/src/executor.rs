@@ -132,4 +132,53 @@ pub trait Executor: Send + Sync {
         let permit = self.admission().acquire(1)?;
         self.start(task, permit)
     }
+
+    /// Runs every task of `tasks` and waits for all of them: every output,
+    /// in input order. The eager counterpart of
+    /// [`map`](crate::ExecutorExt::map), for when every output is wanted
+    /// at once (what `par_iter().map(..).collect()` gives in rayon).
+    ///
+    /// ```
+    /// use concur_core::{Executor, Task, TaskContext, TaskError};
+    /// use serde::{Deserialize, Serialize};
+    ///
+    /// #[derive(Serialize, Deserialize)]
+    /// struct Square(u64);
+    /// impl Task for Square {
+    ///     type Output = u64;
+    ///     type ToCaller = ();
+    ///     type FromCaller = ();
+    ///     const NAME: &'static str = "doc::Square";
+    ///     fn run(self, _cx: &mut TaskContext<'_, Self>) -> u64 {
+    ///         self.0 * self.0
+    ///     }
+    /// }
+    ///
+    /// fn squares(pool: &impl Executor) -> Result<Vec<u64>, TaskError> {
+    ///     // `?` keeps the first failed task's error; the `MapAllError`
+    ///     // itself holds every task's result.
+    ///     Ok(pool.map_all((0..100).map(Square))?)
+    /// }
+    /// ```
+    ///
+    /// Each task is a task of its own, as in `map`: a failure fails only
+    /// that task, the others still run, and their outputs are kept. The
+    /// queue bound holds (at most the bound of tasks are queued or running
+    /// at once); the call waits for the tasks themselves (bound them with a
+    /// task timeout; `shutdown_now` cancels what has not started).
+    /// Backends may do this faster than `map`: the thread pool writes each
+    /// output straight into the vector it returns.
+    ///
+    /// # Errors
+    /// [`MapAllError`](crate::MapAllError) when at least one task failed
+    /// (including every task when the pool is shut down): it holds every
+    /// task's own result, in input order, so nothing is lost.
+    fn map_all<T, I>(&self, tasks: I) -> Result<Vec<T::Output>, crate::MapAllError<T::Output>>
+    where
+        T: Task,
+        I: IntoIterator<Item = T>,
+        Self: Sized,
+    {
+        crate::MapAllError::collect(crate::ExecutorExt::map(self, tasks))
+    }
 }

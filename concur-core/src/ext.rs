@@ -331,6 +331,122 @@ impl<'a, E: Executor, I: Iterator<Item = T>, T: Task> Feed<'a, E, I, T> {
     }
 }
 
+/// What [`Executor::map_all`] returns when at least one task failed:
+/// every task's own result, in input order. The outputs of the tasks that
+/// succeeded are here too, so a failure loses nothing.
+///
+/// It converts into the first failed task's [`TaskError`] (for `?` in a
+/// function returning `Result<_, TaskError>`).
+pub struct MapAllError<O> {
+    results: Vec<Result<O, TaskError>>,
+    /// Index of the first failed task.
+    first: usize,
+    failed: usize,
+}
+
+impl<O> MapAllError<O> {
+    /// Every output when every result is `Ok`, else the error holding them
+    /// all: what [`Executor::map_all`] returns for these `results`. Stops
+    /// copying into the output vector at the first failure.
+    ///
+    /// # Errors
+    /// When at least one result is an error.
+    pub fn collect<R>(results: R) -> Result<Vec<O>, Self>
+    where
+        R: IntoIterator<Item = Result<O, TaskError>>,
+    {
+        let mut results = results.into_iter();
+        let mut outputs = Vec::with_capacity(results.size_hint().0);
+        for r in results.by_ref() {
+            match r {
+                Ok(o) => outputs.push(o),
+                Err(e) => {
+                    let first = outputs.len();
+                    let mut all: Vec<Result<O, TaskError>> = outputs.into_iter().map(Ok).collect();
+                    all.push(Err(e));
+                    all.extend(results);
+                    return Err(Self::from_results(all, first));
+                }
+            }
+        }
+        Ok(outputs)
+    }
+
+    /// The error for `results`, whose first failure is at `first`.
+    fn from_results(results: Vec<Result<O, TaskError>>, first: usize) -> Self {
+        let failed = results[first..].iter().filter(|r| r.is_err()).count();
+        Self {
+            results,
+            first,
+            failed,
+        }
+    }
+
+    /// Every task's result, in input order.
+    pub fn results(&self) -> &[Result<O, TaskError>] {
+        &self.results
+    }
+
+    /// Every task's result, in input order, by value.
+    pub fn into_results(self) -> Vec<Result<O, TaskError>> {
+        self.results
+    }
+
+    /// How many tasks failed (at least one).
+    pub fn failed(&self) -> usize {
+        self.failed
+    }
+
+    /// The first failed task: its index in the input and its error.
+    pub fn first_error(&self) -> (usize, &TaskError) {
+        match &self.results[self.first] {
+            Err(e) => (self.first, e),
+            Ok(_) => unreachable!("`first` indexes a failed result"),
+        }
+    }
+}
+
+impl<O> std::fmt::Debug for MapAllError<O> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (index, error) = self.first_error();
+        f.debug_struct("MapAllError")
+            .field("tasks", &self.results.len())
+            .field("failed", &self.failed)
+            .field("first_failed", &index)
+            .field("first_error", error)
+            .finish()
+    }
+}
+
+impl<O> std::fmt::Display for MapAllError<O> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (index, error) = self.first_error();
+        write!(
+            f,
+            "{} of {} tasks failed; the first, task {index}: {error}",
+            self.failed,
+            self.results.len()
+        )
+    }
+}
+
+impl<O> std::error::Error for MapAllError<O> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(self.first_error().1)
+    }
+}
+
+impl<O> From<MapAllError<O>> for TaskError {
+    /// The first failed task's error.
+    fn from(e: MapAllError<O>) -> Self {
+        let first = e.first;
+        match e.results.into_iter().nth(first) {
+            Some(Err(e)) => e,
+            _ => unreachable!("`first` indexes a failed result"),
+        }
+    }
+}
+
 /// Results of [`ExecutorExt::map`], in input order.
 ///
 /// Dropping it before the end cancels every task it submitted and did not

@@ -82,7 +82,7 @@ pub use config::{
 };
 pub use error::{ErrorKind, TaskError, WorkerExit};
 pub use executor::{Capabilities, Executor};
-pub use ext::{ExecutorExt, Map, MapOptions, MapUnordered};
+pub use ext::{ExecutorExt, Map, MapAllError, MapOptions, MapUnordered};
 pub use func::{function_task_name, FnTask, FnTasks, FN_TASK_NAME};
 pub use handle::{BatchHandle, BatchOutputs, BatchResults, Completion, Link, TaskHandle, TaskId};
 pub use payload::Payload;

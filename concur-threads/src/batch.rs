@@ -29,6 +29,11 @@ pub(crate) trait BatchWork: Send + Sync {
     fn claim(&self) -> bool;
     /// Runs items until none is left; returns how many this worker ran.
     fn run_items(self: Arc<Self>, pool: &Arc<Inner>, worker: WorkerInfo) -> u64;
+    /// The job will not run (the pool stops, or the work is already
+    /// cancelled): fails what is left `Cancelled`.
+    fn cancel(&self) {
+        self.completion().finish(Err(ErrorKind::Cancelled.into()));
+    }
 }
 
 /// A batch of `T` tasks and the results so far.

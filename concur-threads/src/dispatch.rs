@@ -67,9 +67,7 @@ impl Job {
             Job::Task { completion, .. } => {
                 completion.finish(cancelled());
             }
-            Job::Batch(batch) => {
-                batch.completion().finish(cancelled());
-            }
+            Job::Batch(batch) => batch.cancel(),
             Job::Plain(_) => {}
         }
     }
@@ -279,7 +277,7 @@ impl Inner {
             }),
             Job::Batch(batch) => self.run_published(batch.completion(), |info| {
                 if self.stopping.load(Ordering::SeqCst) || !batch.claim() {
-                    batch.completion().finish(Err(ErrorKind::Cancelled.into()));
+                    batch.cancel();
                     return 0;
                 }
                 batch.clone().run_items(self, info)

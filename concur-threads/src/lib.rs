@@ -54,6 +54,7 @@
 //!
 //! No features; requires only `std` threads.
 
+mod all;
 mod batch;
 mod closure;
 mod dispatch;

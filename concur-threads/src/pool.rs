@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use concur_core::{
-    Admission, BatchHandle, Capabilities, Completion, Configure, ErrorKind, Executor, Permit,
-    PoolConfig, Task, TaskError, TaskHandle,
+    Admission, BatchHandle, Capabilities, Completion, Configure, ErrorKind, Executor, MapAllError,
+    Permit, PoolConfig, Task, TaskError, TaskHandle,
 };
 
 use crate::dispatch::Job;
@@ -315,6 +315,16 @@ impl Executor for ThreadPool {
         let timed = self.inner.shared.config.task_timeout_value().is_some();
         self.queue(Job::batch(c, tasks, timed));
         Ok(handle)
+    }
+
+    /// Writes each output straight into the returned vector from the
+    /// worker that ran its task (a pool with a task timeout uses `map`).
+    fn map_all<T, I>(&self, tasks: I) -> Result<Vec<T::Output>, MapAllError<T::Output>>
+    where
+        T: Task,
+        I: IntoIterator<Item = T>,
+    {
+        crate::all::map_all(self, tasks.into_iter().collect())
     }
 
     fn shutdown(&self) -> Result<(), TaskError> {

@@ -118,8 +118,8 @@ pub use pool::{Pool, PoolBuilder};
 pub use concur_core as core;
 pub use concur_core::{
     register, BatchHandle, BatchResults, Capabilities, Configure, ErrorKind, Executor, ExecutorExt,
-    Initializer, Map, MapOptions, MapUnordered, PoolConfig, SharedBytes, Task, TaskContext,
-    TaskError, TaskHandle, TaskId, WorkerExit, WorkerInfo,
+    Initializer, Map, MapAllError, MapOptions, MapUnordered, PoolConfig, SharedBytes, Task,
+    TaskContext, TaskError, TaskHandle, TaskId, WorkerExit, WorkerInfo,
 };
 /// Turns an `impl Task for T` into a full task: fills `NAME` (module path
 /// and type), unit message types and the context parameter when absent,

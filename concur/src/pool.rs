@@ -6,8 +6,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use concur_core::{
-    Admission, BatchHandle, Capabilities, Configure, Executor, Permit, PoolConfig, Task, TaskError,
-    TaskHandle,
+    Admission, BatchHandle, Capabilities, Configure, Executor, MapAllError, Permit, PoolConfig,
+    Task, TaskError, TaskHandle,
 };
 
 use crate::backend::Backend;
@@ -225,6 +225,14 @@ impl Executor for Pool {
 
     fn submit<T: Task>(&self, task: T) -> Result<TaskHandle<T>, TaskError> {
         with_pool!(self, pool => pool.submit(task))
+    }
+
+    fn map_all<T, I>(&self, tasks: I) -> Result<Vec<T::Output>, MapAllError<T::Output>>
+    where
+        T: Task,
+        I: IntoIterator<Item = T>,
+    {
+        with_pool!(self, pool => pool.map_all(tasks))
     }
 }
 

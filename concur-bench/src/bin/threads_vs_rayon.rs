@@ -205,4 +205,14 @@ fn main() {
             Comparison::new(what, "rayon par_iter", peer, ours, 5.0).print(M / 1000, "ns/item");
         }
     }
+    // The eager form, as `par_iter().collect()` is: every output written
+    // in place by the worker that ran its task.
+    let what = "map_all 1M trivial items";
+    if wanted(what) {
+        let (peer, ours) = interleaved(rounds, par_iter, || {
+            let v: Vec<u64> = pool.map_all((0..M).map(Mix)).unwrap();
+            assert_eq!(v.len(), M as usize);
+        });
+        Comparison::new(what, "rayon par_iter", peer, ours, 5.0).print(M / 1000, "ns/item");
+    }
 }

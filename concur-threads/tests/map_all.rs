@@ -1,0 +1,179 @@
+//! `map_all` on the thread pool, where the workers write each output
+//! straight into the returned vector: nothing dropped twice or leaked, no
+//! wait for itself when called from a task of the same pool, and
+//! `shutdown_now` fails what has not started.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
+
+use common::bounded;
+use concur_core::conformance::{wait_until, Add, DEADLINE};
+use concur_core::prelude::*;
+use concur_core::ErrorKind;
+use concur_threads::ThreadPool;
+use serde::{Deserialize, Serialize};
+
+/// Tasks and outputs of [`Counted`] alive now (made minus dropped).
+static LIVE_TASKS: AtomicI64 = AtomicI64::new(0);
+static LIVE_OUTPUTS: AtomicI64 = AtomicI64::new(0);
+
+/// A task counted while alive; panics when `panic`.
+#[derive(Serialize, Deserialize)]
+struct Counted {
+    n: u64,
+    panic: bool,
+}
+
+impl Counted {
+    fn new(n: u64, panic: bool) -> Self {
+        LIVE_TASKS.fetch_add(1, Ordering::SeqCst);
+        Counted { n, panic }
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        LIVE_TASKS.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// An output counted while alive.
+#[derive(Debug, Serialize, Deserialize)]
+struct Out(u64);
+
+impl Drop for Out {
+    fn drop(&mut self) {
+        LIVE_OUTPUTS.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Task for Counted {
+    type Output = Out;
+    type ToCaller = ();
+    type FromCaller = ();
+    const NAME: &'static str = "threads::map_all::Counted";
+    fn run(self, _cx: &mut TaskContext<'_, Self>) -> Out {
+        assert!(!self.panic, "item {} panics", self.n);
+        LIVE_OUTPUTS.fetch_add(1, Ordering::SeqCst);
+        Out(self.n)
+    }
+}
+
+/// Every task is dropped once (by its run or, cancelled, unrun) and every
+/// output reaches the caller once, with or without failures.
+#[test]
+fn every_task_and_output_is_dropped_once() {
+    let pool = ThreadPool::new(2).unwrap();
+    let n = 20_000;
+    let out = bounded("map_all", || {
+        pool.map_all((0..n).map(|i| Counted::new(i, false)))
+    })
+    .unwrap();
+    assert_eq!(LIVE_TASKS.load(Ordering::SeqCst), 0);
+    assert_eq!(out.len(), n as usize);
+    assert!(out.iter().zip(0..).all(|(o, i)| o.0 == i));
+    assert_eq!(LIVE_OUTPUTS.load(Ordering::SeqCst), n as i64);
+    drop(out);
+    assert_eq!(LIVE_OUTPUTS.load(Ordering::SeqCst), 0);
+
+    let panics = |i: u64| i % 997 == 5;
+    let e = bounded("map_all", || {
+        pool.map_all((0..n).map(|i| Counted::new(i, panics(i))))
+    })
+    .unwrap_err();
+    assert_eq!(LIVE_TASKS.load(Ordering::SeqCst), 0);
+    assert_eq!(e.failed(), (0..n).filter(|&i| panics(i)).count());
+    for (i, r) in (0..n).zip(e.results()) {
+        match r {
+            Ok(o) => assert!(!panics(i) && o.0 == i),
+            Err(err) => assert!(
+                panics(i) && matches!(err.kind(), ErrorKind::Panicked { .. }),
+                "item {i}: {err:?}"
+            ),
+        }
+    }
+    drop(e);
+    assert_eq!(LIVE_OUTPUTS.load(Ordering::SeqCst), 0);
+}
+
+/// Outputs of no size are counted, not stored.
+#[test]
+fn outputs_of_no_size() {
+    #[derive(Serialize, Deserialize)]
+    struct Unit;
+    impl Task for Unit {
+        type Output = ();
+        type ToCaller = ();
+        type FromCaller = ();
+        const NAME: &'static str = "threads::map_all::Unit";
+        fn run(self, _cx: &mut TaskContext<'_, Self>) {}
+    }
+    let pool = ThreadPool::new(2).unwrap();
+    let out = bounded("map_all", || pool.map_all((0..5000).map(|_| Unit))).unwrap();
+    assert_eq!(out.len(), 5000);
+}
+
+/// Called from a task of its own pool, whose only worker that task holds,
+/// `map_all` runs the tasks itself rather than wait for a free worker.
+#[test]
+fn map_all_inside_a_task_of_its_own_pool_does_not_wait_for_itself() {
+    let pool = Arc::new(ThreadPool::new(1).unwrap());
+    let inner = pool.clone();
+    let h = pool
+        .spawn_fn(move || inner.map_all((0..1000).map(|i| Add(i, 1))))
+        .unwrap();
+    let out = h
+        .join_timeout(DEADLINE)
+        .expect("map_all inside the pool's only worker ends")
+        .unwrap();
+    assert_eq!(out.unwrap(), (1..=1000).collect::<Vec<u64>>());
+}
+
+static GATE_STARTED: AtomicBool = AtomicBool::new(false);
+
+/// Says it started, then runs until cancelled.
+#[derive(Serialize, Deserialize)]
+struct Gate(bool);
+
+impl Task for Gate {
+    type Output = bool;
+    type ToCaller = ();
+    type FromCaller = ();
+    const NAME: &'static str = "threads::map_all::Gate";
+    fn run(self, cx: &mut TaskContext<'_, Self>) -> bool {
+        if !self.0 {
+            return false;
+        }
+        GATE_STARTED.store(true, Ordering::SeqCst);
+        let give_up = std::time::Instant::now() + DEADLINE;
+        while !cx.is_cancelled() && std::time::Instant::now() < give_up {
+            // A poll, not a synchronisation: the task has no other signal.
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        cx.is_cancelled()
+    }
+}
+
+/// `shutdown_now` during `map_all`: the running task is told (and ends),
+/// every task not started fails `Cancelled`, and the call returns.
+#[test]
+fn shutdown_now_cancels_what_map_all_has_not_started() {
+    let pool = ThreadPool::new(1).unwrap();
+    let e = std::thread::scope(|s| {
+        let call = s.spawn(|| bounded("map_all", || pool.map_all((0..1000).map(|i| Gate(i == 0)))));
+        wait_until("the first task runs", DEADLINE, || {
+            GATE_STARTED.load(Ordering::SeqCst)
+        });
+        pool.shutdown_now();
+        call.join().unwrap()
+    })
+    .unwrap_err();
+    let r = e.results();
+    assert!(r[0].as_ref().unwrap(), "the running task saw the cancel");
+    assert_eq!(e.failed(), 999);
+    assert!(r[1..]
+        .iter()
+        .all(|r| r.as_ref().unwrap_err().kind() == &ErrorKind::Cancelled));
+}
