@@ -75,7 +75,7 @@ pub(crate) fn map_all<T: Task>(
     }
     if caller_runs {
         let info = with_worker(|w| w.info);
-        all.run_ranges(info, None);
+        all.run_ranges(info, None, || false);
     }
     all.wait_settled();
     all.completion.finish(Ok(Payload::value(())));
@@ -155,13 +155,19 @@ impl<T: Task> All<T> {
         (r < self.ranges).then(|| r * self.batch..((r + 1) * self.batch).min(self.len))
     }
 
-    /// Runs ranges until none is left, the work is cancelled, or (with
-    /// `limit`) this worker has run `limit` tasks. Returns how many tasks
-    /// it ran.
-    fn run_ranges(&self, worker: WorkerInfo, limit: Option<u64>) -> u64 {
+    /// Runs ranges until none is left, the work is cancelled, (with
+    /// `limit`) this worker has run `limit` tasks, or, after a range,
+    /// `others_wait` says other work is queued. Returns how many tasks it
+    /// ran.
+    fn run_ranges(
+        &self,
+        worker: WorkerInfo,
+        limit: Option<u64>,
+        others_wait: impl Fn() -> bool,
+    ) -> u64 {
         let port = AllPort(&self.completion);
         let mut ran = 0u64;
-        while limit.is_none_or(|l| ran < l) {
+        while limit.is_none_or(|l| ran < l) && (ran == 0 || !others_wait()) {
             if self.completion.is_done() {
                 self.give_up();
                 break;
@@ -289,14 +295,16 @@ impl<T: Task> BatchWork for All<T> {
 
     fn run_items(self: Arc<Self>, pool: &Arc<Inner>, worker: WorkerInfo) -> u64 {
         // A worker with a task limit runs up to what it has left, then
-        // hands the rest to a fresh job (its replacement takes it).
+        // hands the rest to a fresh job (its replacement takes it). Work
+        // queued meanwhile by others goes first: the job queues itself
+        // again behind it, so a long call does not hold every worker.
         let limit = pool
             .shared
             .config
             .max_tasks_per_worker_value()
             .map(|l| l.saturating_sub(with_worker(|w| w.runs)).max(1));
-        let ran = self.run_ranges(worker, limit);
-        if limit.is_some_and(|l| ran >= l) && self.next.load(Ordering::Relaxed) < self.ranges {
+        let ran = self.run_ranges(worker, limit, || !lock(&pool.queue).is_empty());
+        if self.next.load(Ordering::Relaxed) < self.ranges && !self.completion.is_done() {
             self.send(pool);
         }
         ran

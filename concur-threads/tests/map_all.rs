@@ -177,3 +177,62 @@ fn shutdown_now_cancels_what_map_all_has_not_started() {
         .iter()
         .all(|r| r.as_ref().unwrap_err().kind() == &ErrorKind::Cancelled));
 }
+
+static FIRST_RUNS: AtomicBool = AtomicBool::new(false);
+static OTHER_QUEUED: AtomicBool = AtomicBool::new(false);
+static OTHER_RAN: AtomicBool = AtomicBool::new(false);
+
+/// Polls `flag` until it is set (true) or [`DEADLINE`] passes (false).
+fn wait_for(flag: &AtomicBool) -> bool {
+    let give_up = std::time::Instant::now() + DEADLINE;
+    while !flag.load(Ordering::SeqCst) {
+        if std::time::Instant::now() > give_up {
+            return false;
+        }
+        // A poll, not a synchronisation: the task has no other signal.
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    true
+}
+
+/// The first task waits until other work is queued; every other one
+/// until that work has run.
+#[derive(Serialize, Deserialize)]
+struct AfterOther(u64);
+
+impl Task for AfterOther {
+    type Output = bool;
+    type ToCaller = ();
+    type FromCaller = ();
+    const NAME: &'static str = "threads::map_all::AfterOther";
+    fn run(self, _cx: &mut TaskContext<'_, Self>) -> bool {
+        if self.0 == 0 {
+            FIRST_RUNS.store(true, Ordering::SeqCst);
+            wait_for(&OTHER_QUEUED)
+        } else {
+            wait_for(&OTHER_RAN)
+        }
+    }
+}
+
+/// Work queued while a `map_all` runs is not held back until the whole
+/// call is done: the call's job steps aside after its current range.
+#[test]
+fn work_queued_during_map_all_runs_before_it_ends() {
+    let pool = ThreadPool::new(1).unwrap();
+    let saw = std::thread::scope(|s| {
+        // Eight tasks on one worker: ranges of one task each.
+        let call = s.spawn(|| bounded("map_all", || pool.map_all((0..8).map(AfterOther))));
+        wait_until("the first task runs", DEADLINE, || {
+            FIRST_RUNS.load(Ordering::SeqCst)
+        });
+        let other = pool
+            .spawn_fn(|| OTHER_RAN.store(true, Ordering::SeqCst))
+            .unwrap();
+        OTHER_QUEUED.store(true, Ordering::SeqCst);
+        other.join_timeout(DEADLINE).unwrap().unwrap();
+        call.join().unwrap()
+    })
+    .unwrap();
+    assert_eq!(saw, [true; 8], "a task waited out its deadline");
+}
