@@ -150,10 +150,23 @@ pub fn encode_into_slice<V: Serialize + ?Sized>(
     Ok(w.bytes_written())
 }
 
-/// Encodes `value` if its encoding is at most `limit` bytes; `None` (after
-/// at most `limit` bytes of work) when it is longer. Lets a caller encode
-/// small values in one pass and send large ones elsewhere (shared memory,
-/// sized with [`encoded_len`]).
+/// What [`encode_bounded`] found: the encoding itself when it is short, else
+/// only its length.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BoundedEncoding {
+    /// The whole encoding, at most the limit long (identical to [`encode`]'s).
+    Fits(Vec<u8>),
+    /// The encoding is longer than the limit; this is its exact length (what
+    /// [`encoded_len`] returns), counted without storing the bytes.
+    Exceeds(usize),
+}
+
+/// Encodes `value` in one pass if its encoding is at most `limit` bytes;
+/// when it is longer, the same pass keeps counting without storing and
+/// returns the exact length instead. A caller can then send small values
+/// as they are and write large ones elsewhere (shared memory, allocated at
+/// that length) in a second pass: a large value's `Serialize` runs twice
+/// (count, write), a small one's once. Buffers at most `limit` bytes.
 ///
 /// # Errors
 /// As [`encode`].
@@ -164,32 +177,36 @@ pub fn encode_bounded<V: Serialize + ?Sized>(
     value: &V,
     limit: usize,
     what: &str,
-) -> Result<Option<Vec<u8>>, TaskError> {
+) -> Result<BoundedEncoding, TaskError> {
     struct Bounded {
         buf: Vec<u8>,
+        len: usize,
         limit: usize,
-        over: bool,
     }
     impl bincode::enc::write::Writer for Bounded {
         fn write(&mut self, bytes: &[u8]) -> Result<(), bincode::error::EncodeError> {
-            if self.buf.len() + bytes.len() > self.limit {
-                self.over = true;
-                return Err(bincode::error::EncodeError::Other("over the limit"));
+            self.len = self.len.saturating_add(bytes.len());
+            if self.len <= self.limit {
+                self.buf.extend_from_slice(bytes);
+            } else if self.buf.capacity() > 0 {
+                // The bytes so far will never be sent: free them now rather
+                // than hold up to `limit` for the rest of a long count.
+                self.buf = Vec::new();
             }
-            self.buf.extend_from_slice(bytes);
             Ok(())
         }
     }
     let mut w = Bounded {
         buf: Vec::new(),
+        len: 0,
         limit,
-        over: false,
     };
-    match encode_with(value, &mut w) {
-        Ok(()) => Ok(Some(w.buf)),
-        Err(_) if w.over => Ok(None),
-        Err(e) => Err(encode_error(what, e)),
-    }
+    encode_with(value, &mut w).map_err(|e| encode_error(what, e))?;
+    Ok(if w.len <= limit {
+        BoundedEncoding::Fits(w.buf)
+    } else {
+        BoundedEncoding::Exceeds(w.len)
+    })
 }
 
 thread_local! {
@@ -200,14 +217,14 @@ thread_local! {
 }
 
 /// `V`, decoded through the guard.
-struct Bounded<V>(V);
+struct Guarded<V>(V);
 
-impl<'de, V: Deserialize<'de>> Deserialize<'de> for Bounded<V> {
+impl<'de, V: Deserialize<'de>> Deserialize<'de> for Guarded<V> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         // Read at once: a nested `decode` (in a user's `Deserialize`) sets
         // its own length before reaching here.
         let len = INPUT_LEN.with(Cell::get);
-        de::guarded(d, len).map(Bounded)
+        de::guarded(d, len).map(Guarded)
     }
 }
 
@@ -242,7 +259,7 @@ impl<'de, V: Deserialize<'de>> Deserialize<'de> for Bounded<V> {
 /// catches that and returns [`ErrorKind::Panicked`](crate::ErrorKind::Panicked)).
 pub fn decode<V: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<V, TaskError> {
     INPUT_LEN.with(|l| l.set(bytes.len()));
-    let (Bounded(value), used) =
+    let (Guarded(value), used) =
         bincode::serde::decode_from_slice(bytes, config()).map_err(|e| decode_error(what, e))?;
     if used != bytes.len() {
         return Err(TaskError::codec(
@@ -277,13 +294,76 @@ mod tests {
     }
 
     #[test]
-    fn bounded_encoding_stops_at_the_limit() {
-        let small = vec![1u8; 10];
+    fn bounded_encoding_of_a_short_value_is_its_encoding() {
+        for v in [vec![], vec![1u8; 10], vec![2u8; 63]] {
+            assert_eq!(
+                encode_bounded(&v, 64, "t").unwrap(),
+                BoundedEncoding::Fits(encode(&v, "t").unwrap())
+            );
+        }
+        // Exactly at the limit still fits.
+        let at = vec![3u8; 63];
+        let len = encoded_len(&at, "t").unwrap();
         assert_eq!(
-            encode_bounded(&small, 64, "t").unwrap(),
-            Some(encode(&small, "t").unwrap())
+            encode_bounded(&at, len, "t").unwrap(),
+            BoundedEncoding::Fits(encode(&at, "t").unwrap())
         );
-        assert_eq!(encode_bounded(&vec![1u8; 100], 64, "t").unwrap(), None);
+        assert_eq!(
+            encode_bounded(&at, len - 1, "t").unwrap(),
+            BoundedEncoding::Exceeds(len)
+        );
+    }
+
+    #[test]
+    fn bounded_encoding_of_a_long_value_is_its_exact_length() {
+        let values = [
+            (vec![1u32; 100], String::new()),
+            (vec![7u32; 100_000], String::from("tail after the limit")),
+        ];
+        for v in values {
+            assert_eq!(
+                encode_bounded(&v, 64, "t").unwrap(),
+                BoundedEncoding::Exceeds(encoded_len(&v, "t").unwrap())
+            );
+        }
+        assert_eq!(
+            encode_bounded(&vec![0u8; 1 << 20], 0, "t").unwrap(),
+            BoundedEncoding::Exceeds(encode(&vec![0u8; 1 << 20], "t").unwrap().len())
+        );
+    }
+
+    #[test]
+    fn bounded_encoding_runs_serialize_once() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        struct Counted<'a>(&'a AtomicUsize, usize);
+        impl Serialize for Counted<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                self.0.fetch_add(1, Ordering::Relaxed);
+                s.collect_seq(std::iter::repeat_n(5u8, self.1))
+            }
+        }
+        let calls = AtomicUsize::new(0);
+        for (len, limit) in [(10, 64), (1000, 64)] {
+            calls.store(0, Ordering::Relaxed);
+            encode_bounded(&Counted(&calls, len), limit, "t").unwrap();
+            assert_eq!(calls.load(Ordering::Relaxed), 1, "{len} bytes");
+        }
+    }
+
+    #[test]
+    fn bounded_encoding_keeps_errors_past_the_limit() {
+        struct FailsLate;
+        impl Serialize for FailsLate {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                use serde::ser::{Error, SerializeTuple};
+                let mut t = s.serialize_tuple(2)?;
+                t.serialize_element(&vec![0u8; 128])?;
+                drop(t);
+                Err(S::Error::custom("late failure"))
+            }
+        }
+        let err = encode_bounded(&FailsLate, 64, "late").unwrap_err();
+        assert!(matches!(err.kind(), crate::ErrorKind::Codec { what } if what == "late"));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::fmt;
 use std::mem::{self, MaybeUninit};
 use std::sync::Arc;
 
-use crate::codec;
+use crate::codec::{self, BoundedEncoding};
 use crate::error::TaskError;
 use crate::panic;
 use crate::shared::{self, Region};
@@ -18,7 +18,7 @@ trait Erased: Send {
     fn encode(&self) -> Result<Vec<u8>, TaskError>;
     fn encoded_len(&self) -> Result<usize, TaskError>;
     fn encode_into(&self, dst: &mut [u8]) -> Result<usize, TaskError>;
-    fn encode_bounded(&self, limit: usize) -> Result<Option<Vec<u8>>, TaskError>;
+    fn encode_bounded(&self, limit: usize) -> Result<BoundedEncoding, TaskError>;
     fn into_any(self: Box<Self>) -> Box<dyn Any + Send>;
 }
 
@@ -32,7 +32,7 @@ impl<M: Message> Erased for M {
     fn encode_into(&self, dst: &mut [u8]) -> Result<usize, TaskError> {
         codec::encode_into_slice(self, dst, std::any::type_name::<M>())
     }
-    fn encode_bounded(&self, limit: usize) -> Result<Option<Vec<u8>>, TaskError> {
+    fn encode_bounded(&self, limit: usize) -> Result<BoundedEncoding, TaskError> {
         codec::encode_bounded(self, limit, std::any::type_name::<M>())
     }
     fn into_any(self: Box<Self>) -> Box<dyn Any + Send> {
@@ -231,18 +231,24 @@ impl Payload {
         }
     }
 
-    /// The encoded form if it is at most `limit` bytes long, else `None`
-    /// (found after at most `limit` bytes of work).
+    /// The encoded form if it is at most `limit` bytes long, else its exact
+    /// length, in one pass of the value's `Serialize` either way (see
+    /// [`codec::encode_bounded`]): a large value then needs only one more
+    /// pass, [`encode_into`](Self::encode_into) a destination of that length.
     ///
     /// # Errors
     /// As [`to_bytes`](Self::to_bytes).
-    pub fn to_bytes_bounded(&self, limit: usize) -> Result<Option<Vec<u8>>, TaskError> {
+    pub fn to_bytes_bounded(&self, limit: usize) -> Result<BoundedEncoding, TaskError> {
         match &self.0 {
             Inner::Small(s) => caught(|| s.erased().encode_bounded(limit)),
             Inner::Value(v) => caught(|| v.encode_bounded(limit)),
             Inner::Bytes(b, _) => {
                 let b = b.as_ref().as_ref();
-                Ok((b.len() <= limit).then(|| b.to_vec()))
+                Ok(if b.len() <= limit {
+                    BoundedEncoding::Fits(b.to_vec())
+                } else {
+                    BoundedEncoding::Exceeds(b.len())
+                })
             }
         }
     }
@@ -395,6 +401,14 @@ mod tests {
         ] {
             let bytes = p.to_bytes().unwrap();
             assert_eq!(p.encoded_len().unwrap(), bytes.len());
+            assert_eq!(
+                p.to_bytes_bounded(bytes.len()).unwrap(),
+                BoundedEncoding::Fits(bytes.clone())
+            );
+            assert_eq!(
+                p.to_bytes_bounded(bytes.len() - 1).unwrap(),
+                BoundedEncoding::Exceeds(bytes.len())
+            );
             let mut dst = vec![0u8; bytes.len()];
             assert_eq!(p.encode_into(&mut dst).unwrap(), bytes.len());
             assert_eq!(dst, bytes);

@@ -15,6 +15,7 @@ use std::any::Any;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use concur_core::codec::BoundedEncoding;
 use concur_core::shared::{self, Region};
 use concur_core::{Payload, TaskError};
 use ipc_channel::ipc::IpcSharedMemory;
@@ -213,22 +214,40 @@ impl Body {
     /// into a fresh shared-memory region (no intermediate buffer: on this
     /// kind of machine every fresh page costs a fault, and a large payload
     /// would otherwise be written twice).
+    ///
+    /// The value's `Serialize` (user code, which may count, log or lock)
+    /// runs once for a short value and twice for a long one: a pass that
+    /// keeps the bytes while they fit and then only counts, and the pass
+    /// that writes the region.
+    ///
+    /// # Errors
+    /// As [`Payload::to_bytes`]; `Io` when no region can be made; `Codec`
+    /// when the writing pass does not produce exactly the length counted
+    /// (a `Serialize` that differs between calls): a region left part
+    /// unwritten, or written past, must not travel.
     pub(crate) fn encode(value: &Payload, threshold: usize) -> Result<Body, TaskError> {
-        // One pass for small values; a large one is measured, then written
-        // once. Each pass lists the regions of the `SharedBytes` it meets
-        // (by index, in order): those of the pass that is kept go beside.
-        let (small, views) = shared::collect_regions(|| value.to_bytes_bounded(threshold));
-        if let Some(bytes) = small? {
-            return Ok(Body::inline(bytes).with_views(views));
-        }
-        let len = shared::collect_regions(|| value.encoded_len()).0?;
+        // Each pass lists the regions of the `SharedBytes` it meets (by
+        // index, in order): those of the pass whose bytes are kept go beside.
+        let (first, views) = shared::collect_regions(|| value.to_bytes_bounded(threshold));
+        let len = match first? {
+            BoundedEncoding::Fits(bytes) => return Ok(Body::inline(bytes).with_views(views)),
+            BoundedEncoding::Exceeds(len) => len,
+        };
         // Out of descriptors or memory: this task's error, not a panic.
         let mut region = IpcSharedMemory::try_zeroed(len).map_err(TaskError::io)?;
         // SAFETY: the region was just created and is not shared yet: this is
         // its only reference, so nothing else reads or writes it meanwhile.
         let dst = unsafe { region.deref_mut() };
         let (written, views) = shared::collect_regions(|| value.encode_into(dst));
-        written?;
+        let written = written?;
+        if written != len {
+            return Err(TaskError::codec(
+                "payload",
+                std::io::Error::other(format!(
+                    "serialize wrote {written} bytes after counting {len}"
+                )),
+            ));
+        }
         Ok(Body::Shared(region).with_views(views))
     }
 
@@ -321,6 +340,68 @@ mod tests {
             big.into_payload().into_value::<Vec<u8>>("t").unwrap(),
             big_value
         );
+    }
+
+    /// Bytes whose length is the next of `lens` at each `Serialize` call
+    /// (the last repeats), and which count those calls.
+    #[derive(Clone)]
+    struct Shifting {
+        lens: Vec<usize>,
+        calls: Arc<AtomicUsize>,
+    }
+
+    impl serde::Serialize for Shifting {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let call = self.calls.fetch_add(1, Ordering::SeqCst);
+            let len = self.lens[call.min(self.lens.len() - 1)];
+            s.serialize_bytes(&vec![9u8; len])
+        }
+    }
+
+    impl<'de> serde::Deserialize<'de> for Shifting {
+        fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+            Err(serde::de::Error::custom("only encoded here"))
+        }
+    }
+
+    fn shifting(lens: &[usize]) -> (Payload, Arc<AtomicUsize>) {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let value = Shifting {
+            lens: lens.to_vec(),
+            calls: calls.clone(),
+        };
+        (Payload::value(value), calls)
+    }
+
+    #[test]
+    fn encode_runs_serialize_once_when_short_and_twice_when_long() {
+        let (small, calls) = shifting(&[10]);
+        assert!(matches!(Body::encode(&small, 64).unwrap(), Body::Inline(_)));
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        let (big, calls) = shifting(&[1000]);
+        let body = Body::encode(&big, 64).unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        assert_eq!(
+            body.into_payload().into_value::<Vec<u8>>("t").unwrap(),
+            vec![9u8; 1000]
+        );
+    }
+
+    #[test]
+    fn a_serialize_that_changes_length_between_passes_is_a_codec_error() {
+        // Shorter when written: the region's tail would be zeros.
+        // Longer: it does not fit the region.
+        for lens in [[1000, 500], [1000, 2000]] {
+            let (value, _) = shifting(&lens);
+            let err = Body::encode(&value, 64).unwrap_err();
+            assert!(
+                matches!(err.kind(), concur_core::ErrorKind::Codec { .. }),
+                "{lens:?}: {err:?}"
+            );
+        }
+        // Changing within the inline size is one pass: nothing to disagree.
+        let (value, _) = shifting(&[10, 20]);
+        assert!(matches!(Body::encode(&value, 64).unwrap(), Body::Inline(_)));
     }
 
     #[test]
