@@ -1764,13 +1764,25 @@ impl Scheduler {
                 // not moved (stopped, wedged): the first unit it has not
                 // run has waited on it for the whole timeout. Units up to
                 // the one it ended last have run: their results are on
-                // the way (held, or not yet read here), not late.
+                // the way (held, or not yet read here), not late. A worker
+                // that can run is only slow to start it (a loaded
+                // machine): the task has not started, so its timeout has
+                // not either; the unresponsive check (when on) moves its
+                // units elsewhere if it never does.
                 _ => {
                     let ran = w.ran_through(&p);
                     if ran >= w.in_flight.len() {
                         continue;
                     }
-                    (ran, w.last_change + timeout)
+                    let deadline = w.last_change + timeout;
+                    if self.rules.unresponsive.is_some() && now >= deadline && probe.can_run(*wid) {
+                        // Look again soon: once it starts, its own
+                        // deadline counts.
+                        let again = now + (timeout / 4).max(Duration::from_millis(1));
+                        next = Some(next.map_or(again, |n| n.min(again)));
+                        continue;
+                    }
+                    (ran, deadline)
                 }
             };
             if now >= deadline {

@@ -367,21 +367,67 @@ fn pool_failure_fails_queued_and_requeued_work() {
 }
 
 /// 7.4: a worker that stops (SIGSTOP) before it starts its task still
-/// times the task out.
+/// times the task out (with or without the unresponsive check).
 #[test]
 fn a_stopped_worker_times_out_the_task_waiting_on_it() {
+    for unresponsive in [None, Some(Duration::from_secs(10))] {
+        let t0 = Instant::now();
+        let mut r = rules();
+        r.timeout = Some(Duration::from_secs(1));
+        r.unresponsive = unresponsive;
+        let (mut s, w) = with_worker(r, t0);
+        let (u, c) = single();
+        let fx = s.submit(vec![u], t0).unwrap();
+        assert!(fx.arm);
+        // It never starts anything, and cannot run.
+        let probe = FakeProbe(HashMap::new(), vec![w]);
+        stopped_worker_times_out(&mut s, w, &c, t0, &probe);
+    }
+}
+
+/// A worker that can run but has not started its task (a loaded machine)
+/// does not time it out: the task has not started. The unresponsive
+/// check moves it if the worker never does; without that check, the
+/// timeout still bounds the wait.
+#[test]
+fn a_runnable_worker_slow_to_start_does_not_time_its_task_out() {
     let t0 = Instant::now();
     let mut r = rules();
     r.timeout = Some(Duration::from_secs(1));
+    r.unresponsive = Some(Duration::from_secs(10));
     let (mut s, w) = with_worker(r, t0);
     let (u, c) = single();
-    let fx = s.submit(vec![u], t0).unwrap();
-    assert!(fx.arm);
-    let probe = FakeProbe::default(); // it never starts anything
-    let (fx, next) = s.on_tick(t0 + Duration::from_millis(500), &probe);
+    let _ = s.submit(vec![u], t0).unwrap();
+    let probe = FakeProbe::default();
+    let (fx, next) = s.on_tick(t0 + Duration::from_secs(2), &probe);
+    assert!(
+        fx.kill.is_empty() && fx.finish.is_empty(),
+        "timed out unstarted"
+    );
+    assert!(!c.is_done());
+    // It looks again well before the timeout would end a task started now.
+    assert!(next.is_some_and(|n| n <= t0 + Duration::from_millis(2250)));
+    // It starts, then runs over its timeout: that one counts.
+    let probe = FakeProbe::of(w, running(c.id(), t0 + Duration::from_secs(3)));
+    let (fx, _) = s.on_tick(t0 + Duration::from_secs(4), &probe);
+    assert_eq!(fx.kill, vec![w]);
+    assert!(matches!(
+        finished(&fx)[&c.id()],
+        Err(ErrorKind::TimedOut { .. })
+    ));
+}
+
+fn stopped_worker_times_out(
+    s: &mut Scheduler,
+    w: WorkerId,
+    c: &Completion,
+    t0: Instant,
+    probe: &FakeProbe,
+) {
+    let (fx, next) = s.on_tick(t0 + Duration::from_millis(500), probe);
     assert!(fx.kill.is_empty());
-    assert_eq!(next, Some(t0 + Duration::from_secs(1)));
-    let (fx, _) = s.on_tick(t0 + Duration::from_secs(1), &probe);
+    assert!(next.is_some_and(|n| n <= t0 + Duration::from_secs(1)));
+    let (fx, _) = s.on_tick(t0 + Duration::from_secs(1), probe);
     assert_eq!(fx.kill, vec![w]);
     assert_eq!(
         finished(&fx)[&c.id()],
