@@ -163,9 +163,13 @@ pub trait Executor: Send + Sync {
     ///
     /// Each task is a task of its own, as in `map`: a failure fails only
     /// that task, the others still run, and their outputs are kept. The
-    /// queue bound holds (at most the bound of tasks are queued or running
-    /// at once); the call waits for the tasks themselves (bound them with a
-    /// task timeout; `shutdown_now` cancels what has not started).
+    /// queue bound holds: at most the bound of its tasks are queued or
+    /// running at once (the thread pool queues none: it holds room for the
+    /// tasks running, one per worker, and the rest wait in the input). The
+    /// call waits for the tasks themselves (bound them with a task timeout;
+    /// `shutdown_now` cancels what has not started). Called from a task of
+    /// a thread pool on that same pool, the calling task runs tasks too, so
+    /// it never waits for the worker it occupies.
     /// Backends may do this faster than `map`: the thread pool writes each
     /// output straight into the vector it returns.
     ///

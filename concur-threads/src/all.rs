@@ -49,38 +49,60 @@ pub(crate) fn map_all<T: Task>(
         return MapAllError::collect(concur_core::ExecutorExt::map(pool, tasks));
     }
     let workers = inner.shared.workers.max(1);
-    let room = n.min(pool.admission().bound().max(1));
-    let runners = workers.min(room);
-    // Small ranges spread uneven tasks; the queue bound caps what runs at
-    // once (each runner holds one range). Under a task limit a range is one
-    // task, so that a worker stops exactly at its limit.
+    // The queue bound counts the tasks running at once, one per runner:
+    // the rest wait in the caller's vector, as `map`'s unread input does,
+    // and other work keeps its room in the queue.
+    let runners = workers.min(pool.admission().bound()).min(n).max(1);
+    // Small ranges spread uneven tasks and let a runner step aside for
+    // other work soon. Under a task limit a range is one task, so that a
+    // worker stops exactly at its limit.
     let batch = if config.max_tasks_per_worker_value().is_some() {
         1
     } else {
-        (n / (8 * workers)).clamp(1, room / runners)
+        (n / (8 * workers)).clamp(1, MAX_RANGE)
     };
-    let permit = match pool.admission().acquire(runners * batch) {
-        Ok(p) => p,
-        Err(e) => return MapAllError::collect(tasks.into_iter().map(|_| Err(e.clone()))),
+    let on_worker = on_worker_of(&inner.shared);
+    let (completion, helpers) = if on_worker {
+        // Called from one of this pool's own tasks, the caller is a runner
+        // too (waiting alone could wait for the worker it occupies), and
+        // it never waits for room: the calling task already holds some.
+        // Without room for helpers it runs every task itself.
+        match pool.admission().try_acquire(runners - 1) {
+            Ok(Some(p)) if runners > 1 => (Some(Completion::new(p, None)), runners - 1),
+            Ok(_) => (None, 0),
+            Err(e) => return MapAllError::collect(tasks.into_iter().map(|_| Err(e.clone()))),
+        }
+    } else {
+        match pool.admission().acquire(runners) {
+            Ok(p) => (Some(Completion::new(p, None)), runners),
+            Err(e) => return MapAllError::collect(tasks.into_iter().map(|_| Err(e.clone()))),
+        }
     };
-    let completion = Completion::new(permit, None);
-    completion.begin();
-    let all = Arc::new(All::new(tasks, batch, completion));
-    let caller_runs = on_worker_of(&inner.shared);
-    // Called from one of this pool's own tasks, the caller is a runner
-    // too: waiting alone could wait for the worker it occupies.
-    let helpers = if caller_runs { runners - 1 } else { runners };
+    if let Some(c) = &completion {
+        c.begin();
+    }
+    let all = Arc::new(All::new(tasks, batch, completion, inner.clone()));
     for _ in 0..helpers {
         all.clone().send(inner);
     }
-    if caller_runs {
+    if on_worker {
         let info = with_worker(|w| w.info);
-        all.run_ranges(info, None, || false);
+        let ran = all.run_ranges(info, None, || false);
+        // They ran on this worker: its task limit, if any, takes effect
+        // once the calling task returns.
+        with_worker(|w| w.runs += ran);
     }
     all.wait_settled();
-    all.completion.finish(Ok(Payload::value(())));
+    if let Some(c) = &all.completion {
+        c.finish(Ok(Payload::value(())));
+    }
     all.take_outputs()
 }
+
+/// The most tasks in one range: short enough that a runner soon looks
+/// for other queued work, long enough that claiming a range costs little
+/// per task.
+const MAX_RANGE: usize = 1024;
 
 /// One `map_all` call: the input, the output buffer and the tally.
 struct All<T: Task> {
@@ -97,9 +119,12 @@ struct All<T: Task> {
     ranges: usize,
     /// The next range to claim.
     next: AtomicUsize,
-    /// Begun by the caller; finished `Cancelled` by `shutdown_now`, which
-    /// stops the runners.
-    completion: Completion,
+    /// Holds the call's room in the queue (none when the caller, a task of
+    /// this pool, runs every task itself). Begun by the caller; finished
+    /// `Cancelled` by `shutdown_now`, which stops the runners.
+    completion: Option<Completion>,
+    /// The pool, whose `stopping` flag also stops the runners.
+    pool: Arc<Inner>,
     tally: Mutex<Tally>,
     settled: Condvar,
 }
@@ -122,7 +147,7 @@ unsafe impl<T: Task> Send for All<T> {}
 unsafe impl<T: Task> Sync for All<T> {}
 
 impl<T: Task> All<T> {
-    fn new(tasks: Vec<T>, batch: usize, completion: Completion) -> Self {
+    fn new(tasks: Vec<T>, batch: usize, completion: Option<Completion>, pool: Arc<Inner>) -> Self {
         let len = tasks.len();
         let mut tasks = std::mem::ManuallyDrop::new(tasks);
         let mut output = std::mem::ManuallyDrop::new(Vec::<T::Output>::with_capacity(len));
@@ -136,6 +161,7 @@ impl<T: Task> All<T> {
             ranges: len.div_ceil(batch),
             next: AtomicUsize::new(0),
             completion,
+            pool,
             tally: Mutex::new(Tally::default()),
             settled: Condvar::new(),
         }
@@ -147,6 +173,12 @@ impl<T: Task> All<T> {
         if let Err(job) = inner.push(Job::Batch(self)) {
             job.cancel();
         }
+    }
+
+    /// True once the call's work is cancelled (`shutdown_now`).
+    fn cancelled(&self) -> bool {
+        self.completion.as_ref().is_some_and(Completion::is_done)
+            || self.pool.stopping.load(Ordering::SeqCst)
     }
 
     /// The items of the next unclaimed range.
@@ -165,10 +197,10 @@ impl<T: Task> All<T> {
         limit: Option<u64>,
         others_wait: impl Fn() -> bool,
     ) -> u64 {
-        let port = AllPort(&self.completion);
+        let port = AllPort(self);
         let mut ran = 0u64;
         while limit.is_none_or(|l| ran < l) && (ran == 0 || !others_wait()) {
-            if self.completion.is_done() {
+            if self.cancelled() {
                 self.give_up();
                 break;
             }
@@ -182,7 +214,10 @@ impl<T: Task> All<T> {
                 // the item that panicked, which gets the error.
                 let run = panic::catch(|| {
                     while i < range.end {
-                        if self.completion.is_done() {
+                        // Per task, only the call's own cell (the pool's
+                        // flag shares a cache line with the queue's lock,
+                        // which every runner takes between ranges).
+                        if self.completion.as_ref().is_some_and(Completion::is_done) {
                             return;
                         }
                         // SAFETY: `i` is in this thread's claimed range, so
@@ -281,15 +316,17 @@ impl<T: Task> All<T> {
 
 impl<T: Task> BatchWork for All<T> {
     fn completion(&self) -> &Completion {
-        &self.completion
+        self.completion
+            .as_ref()
+            .expect("only a call with room in the queue sends jobs")
     }
 
     fn claim(&self) -> bool {
-        !self.completion.is_done()
+        !self.cancelled()
     }
 
     fn cancel(&self) {
-        self.completion.finish(Err(ErrorKind::Cancelled.into()));
+        self.completion().finish(Err(ErrorKind::Cancelled.into()));
         self.give_up();
     }
 
@@ -303,8 +340,15 @@ impl<T: Task> BatchWork for All<T> {
             .config
             .max_tasks_per_worker_value()
             .map(|l| l.saturating_sub(with_worker(|w| w.runs)).max(1));
-        let ran = self.run_ranges(worker, limit, || !lock(&pool.queue).is_empty());
-        if self.next.load(Ordering::Relaxed) < self.ranges && !self.completion.is_done() {
+        // This call's own jobs waiting in the queue are not other work.
+        let me = Arc::as_ptr(&self).cast::<()>();
+        let others_wait = || {
+            lock(&pool.queue)
+                .iter()
+                .any(|job| !matches!(job, Job::Batch(b) if Arc::as_ptr(b).cast::<()>() == me))
+        };
+        let ran = self.run_ranges(worker, limit, others_wait);
+        if self.next.load(Ordering::Relaxed) < self.ranges && !self.cancelled() {
             self.send(pool);
         }
         ran
@@ -313,9 +357,9 @@ impl<T: Task> BatchWork for All<T> {
 
 /// What a task run by `map_all` sees: no messages, and cancelled once the
 /// call's work is (`shutdown_now`).
-struct AllPort<'a>(&'a Completion);
+struct AllPort<'a, T: Task>(&'a All<T>);
 
-impl Port for AllPort<'_> {
+impl<T: Task> Port for AllPort<'_, T> {
     fn send(&self, _msg: Payload) -> Result<(), TaskError> {
         Ok(())
     }
@@ -325,6 +369,6 @@ impl Port for AllPort<'_> {
     }
 
     fn is_cancelled(&self) -> bool {
-        self.0.is_done()
+        self.0.cancelled()
     }
 }

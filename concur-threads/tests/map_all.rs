@@ -215,8 +215,23 @@ impl Task for AfterOther {
     }
 }
 
-/// Work queued while a `map_all` runs is not held back until the whole
-/// call is done: the call's job steps aside after its current range.
+/// Sets [`OTHER_RAN`].
+#[derive(Serialize, Deserialize)]
+struct MarkOther;
+
+impl Task for MarkOther {
+    type Output = ();
+    type ToCaller = ();
+    type FromCaller = ();
+    const NAME: &'static str = "threads::map_all::MarkOther";
+    fn run(self, _cx: &mut TaskContext<'_, Self>) {
+        OTHER_RAN.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Work submitted while a `map_all` runs is not held back until the whole
+/// call is done: the call holds room in the queue for the tasks it runs
+/// at once only, and its job steps aside after its current range.
 #[test]
 fn work_queued_during_map_all_runs_before_it_ends() {
     let pool = ThreadPool::new(1).unwrap();
@@ -226,13 +241,110 @@ fn work_queued_during_map_all_runs_before_it_ends() {
         wait_until("the first task runs", DEADLINE, || {
             FIRST_RUNS.load(Ordering::SeqCst)
         });
-        let other = pool
-            .spawn_fn(|| OTHER_RAN.store(true, Ordering::SeqCst))
-            .unwrap();
+        // Submitted, so it needs room in the queue (default bound) too.
+        let other = pool.submit(MarkOther).unwrap();
         OTHER_QUEUED.store(true, Ordering::SeqCst);
         other.join_timeout(DEADLINE).unwrap().unwrap();
         call.join().unwrap()
     })
     .unwrap();
     assert_eq!(saw, [true; 8], "a task waited out its deadline");
+}
+
+/// The pools the [`Nested`] tasks call `map_all` on, by index.
+static POOLS: std::sync::Mutex<Vec<Arc<ThreadPool>>> = std::sync::Mutex::new(Vec::new());
+
+fn register_pool(pool: ThreadPool) -> (usize, Arc<ThreadPool>) {
+    let pool = Arc::new(pool);
+    let mut pools = POOLS.lock().unwrap();
+    pools.push(pool.clone());
+    (pools.len() - 1, pool)
+}
+
+/// Calls `map_all` on pool `pool` with `fan` tasks, each of them a
+/// `Nested` one level down (or an `Add` at the bottom); returns how many
+/// `Add`s ran below it and the incarnation of the worker it ran on.
+#[derive(Serialize, Deserialize)]
+struct Nested {
+    pool: usize,
+    depth: u32,
+    fan: u64,
+}
+
+impl Task for Nested {
+    type Output = (u64, u64);
+    type ToCaller = ();
+    type FromCaller = ();
+    const NAME: &'static str = "threads::map_all::Nested";
+    fn run(self, cx: &mut TaskContext<'_, Self>) -> (u64, u64) {
+        let pool = POOLS.lock().unwrap()[self.pool].clone();
+        let below = if self.depth == 0 {
+            let sums = pool.map_all((0..self.fan).map(|i| Add(i, 0))).unwrap();
+            sums.len() as u64
+        } else {
+            let tasks = (0..self.fan).map(|_| Nested {
+                depth: self.depth - 1,
+                ..self
+            });
+            pool.map_all(tasks).unwrap().iter().map(|r| r.0).sum()
+        };
+        (below, cx.worker().incarnation)
+    }
+}
+
+/// Tasks that call `map_all` on their own pool, whose queue bound leaves
+/// no room for helpers, run the nested tasks themselves instead of
+/// waiting for room their callers hold.
+#[test]
+fn nested_map_all_with_a_small_queue_bound_does_not_wait_for_room() {
+    for (workers, bound, depth, fan) in [(1, 1, 0, 1), (1, 2, 1, 3), (2, 3, 1, 3), (2, 1, 1, 3)] {
+        let (index, pool) = register_pool(
+            ThreadPool::builder()
+                .workers(workers)
+                .queue_bound(bound)
+                .build()
+                .unwrap(),
+        );
+        let top = Nested {
+            pool: index,
+            depth,
+            fan,
+        };
+        let out = bounded("nested map_all", || pool.map_all([top])).unwrap();
+        assert_eq!(
+            out[0].0,
+            fan.pow(depth + 1),
+            "{workers} {bound} {depth} {fan}"
+        );
+    }
+}
+
+/// Tasks a calling task runs itself count toward its worker's task limit:
+/// the worker is replaced once the calling task returns.
+#[test]
+fn tasks_run_by_a_calling_task_count_toward_its_workers_limit() {
+    let (index, pool) = register_pool(
+        ThreadPool::builder()
+            .workers(1)
+            .max_tasks_per_worker(5)
+            .build()
+            .unwrap(),
+    );
+    let top = Nested {
+        pool: index,
+        depth: 0,
+        fan: 20,
+    };
+    let h = pool.submit(top).unwrap();
+    let (ran, first) = h.join_timeout(DEADLINE).unwrap().unwrap();
+    assert_eq!(ran, 20);
+    let h = pool
+        .submit(Nested {
+            pool: index,
+            depth: 0,
+            fan: 0,
+        })
+        .unwrap();
+    let (_, next) = h.join_timeout(DEADLINE).unwrap().unwrap();
+    assert_ne!(first, next, "the worker ran 21 tasks under a limit of 5");
 }
