@@ -161,7 +161,11 @@ pub fn init() {
         Ok(_) => 0,
         Err(e) => {
             eprintln!("concur-redis worker: {}", conn::error_chain(&e));
-            1
+            if conn::is_lost(&e) {
+                local::EXIT_UNREACHABLE
+            } else {
+                1
+            }
         }
     };
     std::process::exit(code);

@@ -26,6 +26,8 @@ use crate::wire;
 
 /// Exit code of a local worker that ran its task limit (it is replaced).
 pub(crate) const EXIT_RECYCLE: i32 = 86;
+/// Exit code of a local worker that gave up on an unreachable broker.
+pub(crate) const EXIT_UNREACHABLE: i32 = 87;
 /// Deaths before readiness in a row after which the pool gives up.
 const MAX_EARLY_DEATHS: u32 = 3;
 /// The default restart intensity: more than this many crashes of local
@@ -262,10 +264,16 @@ impl Local {
         if !was_ready {
             s.early_deaths += 1;
             if s.early_deaths >= MAX_EARLY_DEATHS {
-                s.failed = Some(format!(
-                    "local workers exited before they were ready ({status}); does the \
-                     program call concur_redis::init() first in main?"
-                ));
+                s.failed = Some(if status.code() == Some(EXIT_UNREACHABLE) {
+                    "local workers could not reach the broker (each gave up after its \
+                     reconnect timeout)"
+                        .to_owned()
+                } else {
+                    format!(
+                        "local workers exited before they were ready ({status}); does the \
+                         program call concur_redis::init() first in main?"
+                    )
+                });
                 self.changed.notify_all();
                 return None;
             }

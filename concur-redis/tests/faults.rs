@@ -649,3 +649,29 @@ fn shutdown_now_does_not_wait_for_a_broker_that_is_gone() {
         }
     }
 }
+
+/// Local workers that cannot reach the broker fail the pool with that
+/// cause, not with a hint about `init()`.
+#[test]
+fn local_workers_that_cannot_reach_the_broker_say_so() {
+    let mut server = Server::start(false, None);
+    let pool = support::builder(&server.url(), support::workers(1))
+        .reconnect_timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    assert_eq!(join(pool.submit(Add(1, 1)).unwrap()).unwrap(), 2);
+    server.kill();
+    let deadline = Instant::now() + DEADLINE;
+    let reason = loop {
+        match pool.submit(Add(1, 1)) {
+            Err(e) => match e.kind() {
+                ErrorKind::PoolFailed { reason } => break reason.clone(),
+                other => panic!("expected PoolFailed, got {other:?}"),
+            },
+            // Fails after the reconnect bound while the workers give up.
+            Ok(h) => drop(join(h)),
+        }
+        assert!(Instant::now() < deadline, "the pool never gave up");
+    };
+    assert!(reason.contains("could not reach the broker"), "{reason}");
+}
