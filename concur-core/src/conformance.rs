@@ -218,6 +218,22 @@ pub struct Seen {
     pub runs: u64,
 }
 
+impl Seen {
+    /// Asserts that the worker had run at most `limit` tasks, this one
+    /// included, and its initializer once.
+    fn check_limit(&self, limit: u64) {
+        assert!(
+            self.runs <= limit,
+            "a worker ran {} tasks with a limit of {limit}",
+            self.runs
+        );
+        assert_eq!(
+            self.inits, 1,
+            "a recycled worker did not run its initializer"
+        );
+    }
+}
+
 /// Reports the worker and its thread's counters.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WhoAmI;
@@ -732,14 +748,7 @@ pub fn map_all_honours_the_task_limit<B: Backend>(b: &B) {
     }
     let seen = bounded("map_all", || p.map_all((0..60).map(|_| WhoAmI))).unwrap();
     assert_eq!(seen.len(), 60);
-    for s in &seen {
-        assert!(
-            s.runs <= 3,
-            "a worker ran {} tasks with a limit of 3",
-            s.runs
-        );
-        assert_eq!(s.inits, 1, "a recycled worker did not run its initializer");
-    }
+    seen.iter().for_each(|s| s.check_limit(3));
 }
 
 /// Map all: the task timeout bounds each task; the one over it fails
@@ -1103,12 +1112,7 @@ pub fn max_tasks_recycles_worker<B: Backend>(b: &B) {
     let seen: Vec<Seen> = (0..18).map(|_| ok(p.submit(WhoAmI).unwrap())).collect();
     let mut per_incarnation: HashMap<u64, u64> = HashMap::new();
     for s in &seen {
-        assert!(
-            s.runs <= 3,
-            "a worker ran {} tasks with a limit of 3",
-            s.runs
-        );
-        assert_eq!(s.inits, 1, "a recycled worker did not run its initializer");
+        s.check_limit(3);
         *per_incarnation.entry(s.worker.incarnation).or_default() += 1;
     }
     assert!(per_incarnation.values().all(|n| *n <= 3));
