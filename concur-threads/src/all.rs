@@ -209,6 +209,10 @@ impl<T: Task> All<T> {
             };
             let mut failed = Vec::new();
             let mut i = range.start;
+            // Read once here rather than per task (`self` has interior
+            // mutability, so the compiler reloads its fields after each
+            // call).
+            let (input, output, cell) = (self.input, self.output, self.completion.as_ref());
             while i < range.end {
                 // One `catch` spans a run of items: a panic ends the run at
                 // the item that panicked, which gets the error.
@@ -217,7 +221,7 @@ impl<T: Task> All<T> {
                         // Per task, only the call's own cell (the pool's
                         // flag shares a cache line with the queue's lock,
                         // which every runner takes between ranges).
-                        if self.completion.as_ref().is_some_and(Completion::is_done) {
+                        if cell.is_some_and(Completion::is_done) {
                             return;
                         }
                         // SAFETY: `i` is in this thread's claimed range, so
@@ -225,10 +229,10 @@ impl<T: Task> All<T> {
                         // once, by this thread only; both buffers outlive
                         // every range (the caller waits for all).
                         unsafe {
-                            let task = self.input.add(i).read();
+                            let task = input.add(i).read();
                             i += 1;
                             let out = task.run(&mut TaskContext::new(&port, worker));
-                            self.output.add(i - 1).write(out);
+                            output.add(i - 1).write(out);
                         }
                     }
                 });
