@@ -220,8 +220,13 @@ impl<T: Task> All<T> {
                     while i < range.end {
                         // Per task, only the call's own cell (the pool's
                         // flag shares a cache line with the queue's lock,
-                        // which every runner takes between ranges).
-                        if cell.is_some_and(Completion::is_done) {
+                        // which every runner takes between ranges); a call
+                        // run inline by a task has no cell: the flag then.
+                        let stop = match cell {
+                            Some(c) => c.is_done(),
+                            None => self.pool.stopping.load(Ordering::Relaxed),
+                        };
+                        if stop {
                             return;
                         }
                         // SAFETY: `i` is in this thread's claimed range, so

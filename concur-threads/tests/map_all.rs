@@ -348,3 +348,67 @@ fn tasks_run_by_a_calling_task_count_toward_its_workers_limit() {
     let (_, next) = h.join_timeout(DEADLINE).unwrap().unwrap();
     assert_ne!(first, next, "the worker ran 21 tasks under a limit of 5");
 }
+
+static INLINE_STARTED: AtomicBool = AtomicBool::new(false);
+static INLINE_RAN: AtomicI64 = AtomicI64::new(0);
+static INLINE_DONE: AtomicBool = AtomicBool::new(false);
+
+/// Item 0 says it started and runs until cancelled; the others count.
+#[derive(Serialize, Deserialize)]
+struct InlineItem(u64);
+
+impl Task for InlineItem {
+    type Output = ();
+    type ToCaller = ();
+    type FromCaller = ();
+    const NAME: &'static str = "threads::map_all::InlineItem";
+    fn run(self, cx: &mut TaskContext<'_, Self>) {
+        if self.0 > 0 {
+            INLINE_RAN.fetch_add(1, Ordering::SeqCst);
+            return;
+        }
+        INLINE_STARTED.store(true, Ordering::SeqCst);
+        let give_up = std::time::Instant::now() + DEADLINE;
+        while !cx.is_cancelled() && std::time::Instant::now() < give_up {
+            // A poll, not a synchronisation: the task has no other signal.
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+    }
+}
+
+/// Calls `map_all` of [`InlineItem`]s on pool `0`, then says it is done.
+#[derive(Serialize, Deserialize)]
+struct CallsInline(usize);
+
+impl Task for CallsInline {
+    type Output = ();
+    type ToCaller = ();
+    type FromCaller = ();
+    const NAME: &'static str = "threads::map_all::CallsInline";
+    fn run(self, _cx: &mut TaskContext<'_, Self>) {
+        let pool = POOLS.lock().unwrap()[self.0].clone();
+        let _ = pool.map_all((0..1000).map(InlineItem));
+        INLINE_DONE.store(true, Ordering::SeqCst);
+    }
+}
+
+/// A call a task runs inline (no room for helpers) stops at the next task
+/// after `shutdown_now`, as one with helpers does.
+#[test]
+fn shutdown_now_stops_a_call_run_inline_at_the_next_task() {
+    let (index, pool) = register_pool(ThreadPool::new(1).unwrap());
+    let h = pool.submit(CallsInline(index)).unwrap();
+    wait_until("the inline call's first task runs", DEADLINE, || {
+        INLINE_STARTED.load(Ordering::SeqCst)
+    });
+    pool.shutdown_now();
+    wait_until("the calling task ends", DEADLINE, || {
+        INLINE_DONE.load(Ordering::SeqCst)
+    });
+    drop(h);
+    assert_eq!(
+        INLINE_RAN.load(Ordering::SeqCst),
+        0,
+        "tasks ran after shutdown_now"
+    );
+}
