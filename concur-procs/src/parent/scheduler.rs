@@ -1135,7 +1135,7 @@ impl Scheduler {
                 None => now + STALL_AFTER,
             };
             let at = at.max(now) + Duration::from_micros(100);
-            next = Some(next.map_or(at, |n| n.min(at)));
+            sooner(&mut next, at);
         }
         self.recall_from_stalled(now, false, fx);
         self.stall_watch = next.is_some();
@@ -1779,7 +1779,7 @@ impl Scheduler {
                         // Look again soon: once it starts, its own
                         // deadline counts.
                         let again = now + (timeout / 4).max(Duration::from_millis(1));
-                        next = Some(next.map_or(again, |n| n.min(again)));
+                        sooner(&mut next, again);
                         continue;
                     }
                     (ran, deadline)
@@ -1794,7 +1794,7 @@ impl Scheduler {
                 w.killed = true;
                 fx.kill.push(*wid);
             } else {
-                next = Some(next.map_or(deadline, |n| n.min(deadline)));
+                sooner(&mut next, deadline);
             }
         }
         next
@@ -1840,6 +1840,11 @@ impl Scheduler {
             _ => false,
         }
     }
+}
+
+/// Plans the next look (`next`) at `at`, unless one is planned sooner.
+fn sooner(next: &mut Option<Instant>, at: Instant) {
+    *next = Some(next.map_or(at, |n| n.min(at)));
 }
 
 /// The start failure `why` was an outside signal: the worker process was
