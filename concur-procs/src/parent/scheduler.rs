@@ -1805,16 +1805,13 @@ impl Scheduler {
     pub(crate) fn close(&mut self, now: bool) -> Effects {
         let mut fx = Effects::default();
         self.closing = true;
+        let cancelled: TaskError = ErrorKind::Cancelled.into();
         if now {
-            for u in self.queue.drain(..) {
-                fx.finish.push((u.sink, Err(ErrorKind::Cancelled.into())));
-            }
+            fx.fail_all(self.queue.drain(..), &cancelled);
         }
         for (id, w) in self.workers.iter_mut() {
             if now {
-                for u in w.take_all() {
-                    fx.finish.push((u.sink, Err(ErrorKind::Cancelled.into())));
-                }
+                fx.fail_all(w.take_all(), &cancelled);
                 if !w.killed {
                     w.killed = true;
                     fx.kill.push(*id);
