@@ -15,8 +15,8 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use common::{
-    alive, children, join, proc_state, signal_of, spawn_reporting, wait_until, Crash, How, Sleep,
-    DEADLINE,
+    alive, children, join, proc_state, signal, signal_of, spawn_reporting, wait_until, Crash, How,
+    Sleep, DEADLINE,
 };
 use concur_procs::{
     Configure, ErrorKind, Executor, ExecutorExt, ProcessPool, SpawnMode, Task, TaskContext,
@@ -542,8 +542,7 @@ fn spare_hit_from_outside(sig: i32, hit: impl Fn(u32) -> bool) {
     let first = probe(&pool);
     wait_until("a spare is forked", DEADLINE, || spares().len() == 1);
     let spare = spares()[0];
-    // SAFETY: kill takes integers; the spare is our unreaped child.
-    assert_eq!(unsafe { libc::kill(spare as i32, sig) }, 0);
+    signal(spare, sig);
     wait_until("the signal takes effect", DEADLINE, || hit(spare));
     kill_the_worker(&pool);
     let next = probe(&pool);
@@ -560,11 +559,7 @@ fn spare_hit_from_outside(sig: i32, hit: impl Fn(u32) -> bool) {
 /// error; the fork server, which answers late, stays in use for every
 /// other pool. Before, one such start gave the fork server up for good.
 fn a_late_answer_fails_only_its_own_start(template: u32) {
-    let stop = |sig| {
-        // SAFETY: a plain signal to our fork server.
-        assert_eq!(unsafe { libc::kill(template as i32, sig) }, 0);
-    };
-    stop(libc::SIGSTOP);
+    signal(template, libc::SIGSTOP);
     let building = std::thread::spawn(|| {
         ProcessPool::builder()
             .workers(1)
@@ -574,7 +569,7 @@ fn a_late_answer_fails_only_its_own_start(template: u32) {
     // The scenario, not a synchronisation: the template answers a second
     // late, well within its own 5 s deadline.
     std::thread::sleep(Duration::from_secs(1));
-    stop(libc::SIGCONT);
+    signal(template, libc::SIGCONT);
     let e = building.join().unwrap().expect_err("the start was late");
     assert_eq!(e.kind(), &ErrorKind::Spawn, "{e:?}");
     assert!(!format!("{e}").contains("fork server"), "{e}");
@@ -598,8 +593,7 @@ fn a_killed_fork_server_falls_back_to_exec(template: u32) {
         .build()
         .unwrap();
     assert_forked(&probe(&pool));
-    // SAFETY: kill takes integers; the template is our unreaped child.
-    assert_eq!(unsafe { libc::kill(template as i32, libc::SIGKILL) }, 0);
+    signal(template, libc::SIGKILL);
     wait_until("the fork server dies", DEADLINE, || !alive(template));
     // A pool that execs its workers never asks the template for one; it
     // still reaps the dead one, so that it does not stay a zombie.
@@ -690,8 +684,7 @@ fn parent_death() {
 /// waits for an answer that never comes.
 fn stuck_role() -> ! {
     let template = concur_procs::__private::fork_server_pid().expect("a fork server");
-    // SAFETY: kill takes integers; the template is our unreaped child.
-    assert_eq!(unsafe { libc::kill(template as i32, libc::SIGSTOP) }, 0);
+    signal(template, libc::SIGSTOP);
     let e = ProcessPool::builder()
         .workers(1)
         .start_timeout(Duration::from_secs(1))

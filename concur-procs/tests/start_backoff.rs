@@ -81,8 +81,7 @@ fn pool_whose_starts_fail(name: &str) -> (ProcessPool, PathBuf, u32, usize) {
     let worker = join(pool.submit(Who).unwrap()).unwrap().pid;
     std::fs::write(dir.join("refuse"), b"").unwrap();
     let before = starts(&dir).len();
-    // SAFETY: a plain signal to our child.
-    assert_eq!(unsafe { libc::kill(worker as i32, libc::SIGKILL) }, 0);
+    common::signal(worker, libc::SIGKILL);
     (pool, dir, worker, before)
 }
 
