@@ -764,7 +764,7 @@ impl Scheduler {
     /// they are spread (least loaded first).
     ///
     /// Tasks are packed while the pool's recent task time is under
-    /// [`TINY_BELOW`] and the pool has more workers than cores. A burst of
+    /// [`PACK_BELOW`] and the pool has more workers than cores. A burst of
     /// tiny tasks spread one per worker wakes a sleeping process per task,
     /// and past the cores those processes only take turns on them: 16
     /// workers on 2 cores ran a 10k no-op burst at a tenth of the
