@@ -381,7 +381,17 @@ fn a_stopped_worker_times_out_the_task_waiting_on_it() {
         assert!(fx.arm);
         // It never starts anything, and cannot run.
         let probe = FakeProbe(HashMap::new(), vec![w]);
-        stopped_worker_times_out(&mut s, w, &c, t0, &probe);
+        let (fx, next) = s.on_tick(t0 + Duration::from_millis(500), &probe);
+        assert!(fx.kill.is_empty());
+        assert!(next.is_some_and(|n| n <= t0 + Duration::from_secs(1)));
+        let (fx, _) = s.on_tick(t0 + Duration::from_secs(1), &probe);
+        assert_eq!(fx.kill, vec![w]);
+        assert_eq!(
+            finished(&fx)[&c.id()],
+            Err(ErrorKind::TimedOut {
+                after: Duration::from_secs(1)
+            })
+        );
     }
 }
 
@@ -415,26 +425,6 @@ fn a_runnable_worker_slow_to_start_does_not_time_its_task_out() {
         finished(&fx)[&c.id()],
         Err(ErrorKind::TimedOut { .. })
     ));
-}
-
-fn stopped_worker_times_out(
-    s: &mut Scheduler,
-    w: WorkerId,
-    c: &Completion,
-    t0: Instant,
-    probe: &FakeProbe,
-) {
-    let (fx, next) = s.on_tick(t0 + Duration::from_millis(500), probe);
-    assert!(fx.kill.is_empty());
-    assert!(next.is_some_and(|n| n <= t0 + Duration::from_secs(1)));
-    let (fx, _) = s.on_tick(t0 + Duration::from_secs(1), probe);
-    assert_eq!(fx.kill, vec![w]);
-    assert_eq!(
-        finished(&fx)[&c.id()],
-        Err(ErrorKind::TimedOut {
-            after: Duration::from_secs(1)
-        })
-    );
 }
 
 /// 7.4: each task of a batch has the whole timeout from its own start.
