@@ -363,9 +363,7 @@ pub(crate) trait Probe {
     fn progress(&self, w: WorkerId) -> Progress;
     /// False when worker `w`'s process cannot run (stopped, exited): read
     /// only when a silent worker is about to be judged.
-    fn can_run(&self, _w: WorkerId) -> bool {
-        true
-    }
+    fn can_run(&self, w: WorkerId) -> bool;
 }
 
 /// What the shell must do after an event.
