@@ -20,14 +20,13 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Instant;
 
 use concur_core::{
-    panic, Completion, ErrorKind, Executor, MapAllError, Payload, Port, Task, TaskContext,
-    TaskError, WorkerInfo,
+    panic, Completion, ErrorKind, Executor, MapAllError, Payload, Task, TaskContext, TaskError,
+    WorkerInfo,
 };
 
-use crate::batch::BatchWork;
+use crate::batch::{BatchWork, QuietPort};
 use crate::dispatch::Job;
 use crate::generation::{lock, on_worker_of, with_worker};
 use crate::pool::{Inner, ThreadPool};
@@ -197,7 +196,8 @@ impl<T: Task> All<T> {
         limit: Option<u64>,
         others_wait: impl Fn() -> bool,
     ) -> u64 {
-        let port = AllPort(self);
+        // Cancelled once the call's work is (`shutdown_now`).
+        let port = QuietPort(|| self.cancelled());
         let mut ran = 0u64;
         while limit.is_none_or(|l| ran < l) && (ran == 0 || !others_wait()) {
             if self.cancelled() {
@@ -361,23 +361,5 @@ impl<T: Task> BatchWork for All<T> {
             self.send(pool);
         }
         ran
-    }
-}
-
-/// What a task run by `map_all` sees: no messages, and cancelled once the
-/// call's work is (`shutdown_now`).
-struct AllPort<'a, T: Task>(&'a All<T>);
-
-impl<T: Task> Port for AllPort<'_, T> {
-    fn send(&self, _msg: Payload) -> Result<(), TaskError> {
-        Ok(())
-    }
-
-    fn recv(&self, _deadline: Option<Instant>) -> Option<Payload> {
-        None
-    }
-
-    fn is_cancelled(&self) -> bool {
-        self.0.cancelled()
     }
 }
