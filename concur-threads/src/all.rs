@@ -114,9 +114,9 @@ struct All<T: Task> {
     output: *mut T::Output,
     output_cap: usize,
     len: usize,
+    /// Items per range (the last range may be shorter).
     batch: usize,
-    ranges: usize,
-    /// The next range to claim.
+    /// The next range to claim (range `r` starts at item `r * batch`).
     next: AtomicUsize,
     /// Holds the call's room in the queue (none when the caller, a task of
     /// this pool, runs every task itself). Begun by the caller; finished
@@ -157,7 +157,6 @@ impl<T: Task> All<T> {
             output_cap: output.capacity(),
             len,
             batch,
-            ranges: len.div_ceil(batch),
             next: AtomicUsize::new(0),
             completion,
             pool,
@@ -180,10 +179,15 @@ impl<T: Task> All<T> {
             || self.pool.stopping.load(Ordering::SeqCst)
     }
 
+    /// How many ranges the items make.
+    fn ranges(&self) -> usize {
+        self.len.div_ceil(self.batch)
+    }
+
     /// The items of the next unclaimed range.
     fn claim_range(&self) -> Option<std::ops::Range<usize>> {
         let r = self.next.fetch_add(1, Ordering::Relaxed);
-        (r < self.ranges).then(|| r * self.batch..((r + 1) * self.batch).min(self.len))
+        (r < self.ranges()).then(|| r * self.batch..((r + 1) * self.batch).min(self.len))
     }
 
     /// Runs ranges until none is left, the work is cancelled, (with
@@ -357,7 +361,7 @@ impl<T: Task> BatchWork for All<T> {
                 .any(|job| !matches!(job, Job::Batch(b) if Arc::as_ptr(b).cast::<()>() == me))
         };
         let ran = self.run_ranges(worker, limit, others_wait);
-        if self.next.load(Ordering::Relaxed) < self.ranges && !self.cancelled() {
+        if self.next.load(Ordering::Relaxed) < self.ranges() && !self.cancelled() {
             self.send(pool);
         }
         ran
