@@ -61,28 +61,28 @@ pub(crate) fn map_all<T: Task>(
         (n / (8 * workers)).clamp(1, MAX_RANGE)
     };
     let on_worker = on_worker_of(&inner.shared);
-    let (completion, helpers) = if on_worker {
-        // Called from one of this pool's own tasks, the caller is a runner
-        // too (waiting alone could wait for the worker it occupies), and
-        // it never waits for room: the calling task already holds some.
-        // Without room for helpers it runs every task itself.
-        match pool.admission().try_acquire(runners - 1) {
-            Ok(Some(p)) if runners > 1 => (Some(Completion::new(p, None)), runners - 1),
-            Ok(_) => (None, 0),
-            Err(e) => return MapAllError::collect(tasks.into_iter().map(|_| Err(e.clone()))),
-        }
+    // Called from one of this pool's own tasks, the caller is a runner
+    // too (waiting alone could wait for the worker it occupies), and it
+    // never waits for room: the calling task already holds some. Without
+    // room for helpers it runs every task itself.
+    let helpers = runners - usize::from(on_worker);
+    let room = if on_worker {
+        pool.admission()
+            .try_acquire(helpers)
+            .map(|p| p.filter(|_| helpers > 0))
     } else {
-        match pool.admission().acquire(runners) {
-            Ok(p) => (Some(Completion::new(p, None)), runners),
-            Err(e) => return MapAllError::collect(tasks.into_iter().map(|_| Err(e.clone()))),
-        }
+        pool.admission().acquire(helpers).map(Some)
     };
-    if let Some(c) = &completion {
-        c.begin();
-    }
+    let completion = match room {
+        Ok(p) => p.map(|p| Completion::new(p, None)),
+        Err(e) => return MapAllError::collect(tasks.into_iter().map(|_| Err(e.clone()))),
+    };
     let all = Arc::new(All::new(tasks, batch, completion, inner.clone()));
-    for _ in 0..helpers {
-        all.clone().send(inner);
+    if let Some(c) = &all.completion {
+        c.begin();
+        for _ in 0..helpers {
+            all.clone().send(inner);
+        }
     }
     if on_worker {
         let info = with_worker(|w| w.info);
