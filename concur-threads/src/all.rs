@@ -312,18 +312,18 @@ impl<T: Task> All<T> {
         }
         failed.sort_unstable_by_key(|(i, _)| *i);
         let mut failed = failed.into_iter().peekable();
-        let mut results = Vec::with_capacity(self.len);
-        for i in 0..self.len {
-            match failed.next_if(|(at, _)| *at == i) {
-                Some((_, e)) => results.push(Err(e)),
-                // SAFETY: a settled item that did not fail wrote its slot;
-                // each slot is read once, here.
-                None => results.push(Ok(unsafe { self.output.add(i).read() })),
-            }
-        }
-        // SAFETY: every written slot was moved into `results`: free it empty.
+        // Straight into `collect`, which builds the error's vector itself.
+        let results = (0..self.len).map(|i| match failed.next_if(|(at, _)| *at == i) {
+            Some((_, e)) => Err(e),
+            // SAFETY: a settled item that did not fail wrote its slot;
+            // each slot is read once, here.
+            None => Ok(unsafe { self.output.add(i).read() }),
+        });
+        let all = MapAllError::collect(results);
+        // SAFETY: `collect` takes every item, so every written slot was
+        // moved out (one it left would leak, not be dropped): free it empty.
         drop(unsafe { Vec::from_raw_parts(self.output, 0, self.output_cap) });
-        MapAllError::collect(results)
+        all
     }
 }
 
