@@ -168,9 +168,7 @@ impl<T: Task> All<T> {
     /// Queues a job that runs ranges on a worker; if the pool has stopped,
     /// gives the rest up.
     fn send(self: Arc<Self>, inner: &Arc<Inner>) {
-        if let Err(job) = inner.push(Job::Batch(self)) {
-            job.cancel();
-        }
+        inner.push_or_cancel(Job::Batch(self));
     }
 
     /// True once the call's work is cancelled (`shutdown_now`).

@@ -183,9 +183,7 @@ impl<T: Task> BatchRun<T> {
             return;
         }
         if let Some(pool) = pool.upgrade() {
-            if let Err(job) = pool.push(Job::Batch(self)) {
-                job.cancel();
-            }
+            pool.push_or_cancel(Job::Batch(self));
         }
     }
 }
