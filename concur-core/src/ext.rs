@@ -338,10 +338,8 @@ impl<'a, E: Executor, I: Iterator<Item = T>, T: Task> Feed<'a, E, I, T> {
 /// It converts into the first failed task's [`TaskError`] (for `?` in a
 /// function returning `Result<_, TaskError>`).
 pub struct MapAllError<O> {
+    /// At least one of them an error.
     results: Vec<Result<O, TaskError>>,
-    /// Index of the first failed task.
-    first: usize,
-    failed: usize,
 }
 
 impl<O> MapAllError<O> {
@@ -361,25 +359,14 @@ impl<O> MapAllError<O> {
             match r {
                 Ok(o) => outputs.push(o),
                 Err(e) => {
-                    let first = outputs.len();
                     let mut all: Vec<Result<O, TaskError>> = outputs.into_iter().map(Ok).collect();
                     all.push(Err(e));
                     all.extend(results);
-                    return Err(Self::from_results(all, first));
+                    return Err(Self { results: all });
                 }
             }
         }
         Ok(outputs)
-    }
-
-    /// The error for `results`, whose first failure is at `first`.
-    fn from_results(results: Vec<Result<O, TaskError>>, first: usize) -> Self {
-        let failed = results[first..].iter().filter(|r| r.is_err()).count();
-        Self {
-            results,
-            first,
-            failed,
-        }
     }
 
     /// Every task's result, in input order.
@@ -394,15 +381,16 @@ impl<O> MapAllError<O> {
 
     /// How many tasks failed (at least one).
     pub fn failed(&self) -> usize {
-        self.failed
+        self.results.iter().filter(|r| r.is_err()).count()
     }
 
     /// The first failed task: its index in the input and its error.
     pub fn first_error(&self) -> (usize, &TaskError) {
-        match &self.results[self.first] {
-            Err(e) => (self.first, e),
-            Ok(_) => unreachable!("`first` indexes a failed result"),
-        }
+        self.results
+            .iter()
+            .enumerate()
+            .find_map(|(i, r)| r.as_ref().err().map(|e| (i, e)))
+            .expect("a MapAllError holds a failed result")
     }
 }
 
@@ -411,7 +399,7 @@ impl<O> std::fmt::Debug for MapAllError<O> {
         let (index, error) = self.first_error();
         f.debug_struct("MapAllError")
             .field("tasks", &self.results.len())
-            .field("failed", &self.failed)
+            .field("failed", &self.failed())
             .field("first_failed", &index)
             .field("first_error", error)
             .finish()
@@ -424,7 +412,7 @@ impl<O> std::fmt::Display for MapAllError<O> {
         write!(
             f,
             "{} of {} tasks failed; the first, task {index}: {error}",
-            self.failed,
+            self.failed(),
             self.results.len()
         )
     }
@@ -439,11 +427,10 @@ impl<O> std::error::Error for MapAllError<O> {
 impl<O> From<MapAllError<O>> for TaskError {
     /// The first failed task's error.
     fn from(e: MapAllError<O>) -> Self {
-        let first = e.first;
-        match e.results.into_iter().nth(first) {
-            Some(Err(e)) => e,
-            _ => unreachable!("`first` indexes a failed result"),
-        }
+        e.results
+            .into_iter()
+            .find_map(Result::err)
+            .expect("a MapAllError holds a failed result")
     }
 }
 

@@ -20,14 +20,13 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Instant;
 
 use concur_core::{
-    panic, Completion, ErrorKind, Executor, MapAllError, Payload, Port, Task, TaskContext,
-    TaskError, WorkerInfo,
+    panic, Completion, ErrorKind, Executor, MapAllError, Payload, Task, TaskContext, TaskError,
+    WorkerInfo,
 };
 
-use crate::batch::BatchWork;
+use crate::batch::{BatchWork, QuietPort};
 use crate::dispatch::Job;
 use crate::generation::{lock, on_worker_of, with_worker};
 use crate::pool::{Inner, ThreadPool};
@@ -62,28 +61,28 @@ pub(crate) fn map_all<T: Task>(
         (n / (8 * workers)).clamp(1, MAX_RANGE)
     };
     let on_worker = on_worker_of(&inner.shared);
-    let (completion, helpers) = if on_worker {
-        // Called from one of this pool's own tasks, the caller is a runner
-        // too (waiting alone could wait for the worker it occupies), and
-        // it never waits for room: the calling task already holds some.
-        // Without room for helpers it runs every task itself.
-        match pool.admission().try_acquire(runners - 1) {
-            Ok(Some(p)) if runners > 1 => (Some(Completion::new(p, None)), runners - 1),
-            Ok(_) => (None, 0),
-            Err(e) => return MapAllError::collect(tasks.into_iter().map(|_| Err(e.clone()))),
-        }
+    // Called from one of this pool's own tasks, the caller is a runner
+    // too (waiting alone could wait for the worker it occupies), and it
+    // never waits for room: the calling task already holds some. Without
+    // room for helpers it runs every task itself.
+    let helpers = runners - usize::from(on_worker);
+    let room = if on_worker {
+        pool.admission()
+            .try_acquire(helpers)
+            .map(|p| p.filter(|_| helpers > 0))
     } else {
-        match pool.admission().acquire(runners) {
-            Ok(p) => (Some(Completion::new(p, None)), runners),
-            Err(e) => return MapAllError::collect(tasks.into_iter().map(|_| Err(e.clone()))),
-        }
+        pool.admission().acquire(helpers).map(Some)
     };
-    if let Some(c) = &completion {
-        c.begin();
-    }
+    let completion = match room {
+        Ok(p) => p.map(|p| Completion::new(p, None)),
+        Err(e) => return MapAllError::collect(tasks.into_iter().map(|_| Err(e.clone()))),
+    };
     let all = Arc::new(All::new(tasks, batch, completion, inner.clone()));
-    for _ in 0..helpers {
-        all.clone().send(inner);
+    if let Some(c) = &all.completion {
+        c.begin();
+        for _ in 0..helpers {
+            all.clone().send(inner);
+        }
     }
     if on_worker {
         let info = with_worker(|w| w.info);
@@ -115,9 +114,9 @@ struct All<T: Task> {
     output: *mut T::Output,
     output_cap: usize,
     len: usize,
+    /// Items per range (the last range may be shorter).
     batch: usize,
-    ranges: usize,
-    /// The next range to claim.
+    /// The next range to claim (range `r` starts at item `r * batch`).
     next: AtomicUsize,
     /// Holds the call's room in the queue (none when the caller, a task of
     /// this pool, runs every task itself). Begun by the caller; finished
@@ -158,7 +157,6 @@ impl<T: Task> All<T> {
             output_cap: output.capacity(),
             len,
             batch,
-            ranges: len.div_ceil(batch),
             next: AtomicUsize::new(0),
             completion,
             pool,
@@ -170,9 +168,7 @@ impl<T: Task> All<T> {
     /// Queues a job that runs ranges on a worker; if the pool has stopped,
     /// gives the rest up.
     fn send(self: Arc<Self>, inner: &Arc<Inner>) {
-        if let Err(job) = inner.push(Job::Batch(self)) {
-            job.cancel();
-        }
+        inner.push_or_cancel(Job::Batch(self));
     }
 
     /// True once the call's work is cancelled (`shutdown_now`).
@@ -181,10 +177,15 @@ impl<T: Task> All<T> {
             || self.pool.stopping.load(Ordering::SeqCst)
     }
 
+    /// How many ranges the items make.
+    fn ranges(&self) -> usize {
+        self.len.div_ceil(self.batch)
+    }
+
     /// The items of the next unclaimed range.
     fn claim_range(&self) -> Option<std::ops::Range<usize>> {
         let r = self.next.fetch_add(1, Ordering::Relaxed);
-        (r < self.ranges).then(|| r * self.batch..((r + 1) * self.batch).min(self.len))
+        (r < self.ranges()).then(|| r * self.batch..((r + 1) * self.batch).min(self.len))
     }
 
     /// Runs ranges until none is left, the work is cancelled, (with
@@ -197,7 +198,8 @@ impl<T: Task> All<T> {
         limit: Option<u64>,
         others_wait: impl Fn() -> bool,
     ) -> u64 {
-        let port = AllPort(self);
+        // Cancelled once the call's work is (`shutdown_now`).
+        let port = QuietPort(|| self.cancelled());
         let mut ran = 0u64;
         while limit.is_none_or(|l| ran < l) && (ran == 0 || !others_wait()) {
             if self.cancelled() {
@@ -308,18 +310,18 @@ impl<T: Task> All<T> {
         }
         failed.sort_unstable_by_key(|(i, _)| *i);
         let mut failed = failed.into_iter().peekable();
-        let mut results = Vec::with_capacity(self.len);
-        for i in 0..self.len {
-            match failed.next_if(|(at, _)| *at == i) {
-                Some((_, e)) => results.push(Err(e)),
-                // SAFETY: a settled item that did not fail wrote its slot;
-                // each slot is read once, here.
-                None => results.push(Ok(unsafe { self.output.add(i).read() })),
-            }
-        }
-        // SAFETY: every written slot was moved into `results`: free it empty.
+        // Straight into `collect`, which builds the error's vector itself.
+        let results = (0..self.len).map(|i| match failed.next_if(|(at, _)| *at == i) {
+            Some((_, e)) => Err(e),
+            // SAFETY: a settled item that did not fail wrote its slot;
+            // each slot is read once, here.
+            None => Ok(unsafe { self.output.add(i).read() }),
+        });
+        let all = MapAllError::collect(results);
+        // SAFETY: `collect` takes every item, so every written slot was
+        // moved out (one it left would leak, not be dropped): free it empty.
         drop(unsafe { Vec::from_raw_parts(self.output, 0, self.output_cap) });
-        MapAllError::collect(results)
+        all
     }
 }
 
@@ -357,27 +359,9 @@ impl<T: Task> BatchWork for All<T> {
                 .any(|job| !matches!(job, Job::Batch(b) if Arc::as_ptr(b).cast::<()>() == me))
         };
         let ran = self.run_ranges(worker, limit, others_wait);
-        if self.next.load(Ordering::Relaxed) < self.ranges && !self.cancelled() {
+        if self.next.load(Ordering::Relaxed) < self.ranges() && !self.cancelled() {
             self.send(pool);
         }
         ran
-    }
-}
-
-/// What a task run by `map_all` sees: no messages, and cancelled once the
-/// call's work is (`shutdown_now`).
-struct AllPort<'a, T: Task>(&'a All<T>);
-
-impl<T: Task> Port for AllPort<'_, T> {
-    fn send(&self, _msg: Payload) -> Result<(), TaskError> {
-        Ok(())
-    }
-
-    fn recv(&self, _deadline: Option<Instant>) -> Option<Payload> {
-        None
-    }
-
-    fn is_cancelled(&self) -> bool {
-        self.0.cancelled()
     }
 }

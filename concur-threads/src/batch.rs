@@ -96,10 +96,7 @@ impl<T: Task> BatchRun<T> {
         // Gathered as `BatchOutputs` from the start: if the batch is
         // cancelled, its drop drops the outputs so far one at a time.
         let mut results = BatchOutputs(Vec::with_capacity(todo.len()));
-        let port = ItemPort {
-            batch: self,
-            index: None,
-        };
+        let port = QuietPort(|| self.item_cancelled(None));
         loop {
             let run = panic::catch(|| {
                 for (_, task) in todo.by_ref() {
@@ -131,6 +128,20 @@ impl<T: Task> BatchRun<T> {
             return None;
         }
         lock(&self.state).todo.next()
+    }
+
+    /// What a batch item's port says: cancelled once its result no longer
+    /// matters: the batch is done (cancelled, or stopped by
+    /// `shutdown_now`), or, for an item of a timed batch (`index`), that
+    /// item already has its result (it timed out).
+    fn item_cancelled(&self, index: Option<usize>) -> bool {
+        self.completion.is_done()
+            || index.is_some_and(|index| {
+                lock(&self.state)
+                    .results
+                    .get(index)
+                    .is_none_or(Option::is_some)
+            })
     }
 
     fn has_todo(&self) -> bool {
@@ -172,9 +183,7 @@ impl<T: Task> BatchRun<T> {
             return;
         }
         if let Some(pool) = pool.upgrade() {
-            if let Err(job) = pool.push(Job::Batch(self)) {
-                job.cancel();
-            }
+            pool.push_or_cancel(Job::Batch(self));
         }
     }
 }
@@ -219,10 +228,7 @@ impl<T: Task> BatchWork for BatchRun<T> {
                     continue;
                 }
             };
-            let port = ItemPort {
-                batch: &*self,
-                index: Some(index),
-            };
+            let port = QuietPort(|| self.item_cancelled(Some(index)));
             let result = panic::catch(|| task.run(&mut TaskContext::new(&port, worker)));
             disarm(deadline);
             self.settle(index, result);
@@ -231,16 +237,11 @@ impl<T: Task> BatchWork for BatchRun<T> {
     }
 }
 
-/// What a batch item sees: no messages (a batch handle carries none), and
-/// cancelled once its result no longer matters: the batch is done
-/// (cancelled, or stopped by `shutdown_now`), or, for an item of a timed
-/// batch (`index`), that item already has its result (it timed out).
-struct ItemPort<'a, T: Task> {
-    batch: &'a BatchRun<T>,
-    index: Option<usize>,
-}
+/// What a task of a batch or of a `map_all` call sees: no messages
+/// (neither carries any), and cancelled once `F` says so.
+pub(crate) struct QuietPort<F>(pub(crate) F);
 
-impl<T: Task> Port for ItemPort<'_, T> {
+impl<F: Fn() -> bool> Port for QuietPort<F> {
     fn send(&self, _msg: Payload) -> Result<(), TaskError> {
         Ok(())
     }
@@ -250,12 +251,6 @@ impl<T: Task> Port for ItemPort<'_, T> {
     }
 
     fn is_cancelled(&self) -> bool {
-        self.batch.completion.is_done()
-            || self.index.is_some_and(|index| {
-                lock(&self.batch.state)
-                    .results
-                    .get(index)
-                    .is_none_or(Option::is_some)
-            })
+        (self.0)()
     }
 }

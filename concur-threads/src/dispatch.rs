@@ -114,6 +114,14 @@ impl Inner {
         Ok(())
     }
 
+    /// Queues `job`, or cancels it when the pool has stopped (what is
+    /// left of it fails `Cancelled`).
+    pub(crate) fn push_or_cancel(self: &Arc<Self>, job: Job) {
+        if let Err(job) = self.push(job) {
+            job.cancel();
+        }
+    }
+
     /// Starts a drain loop if fewer than `workers` run.
     pub(crate) fn ensure_drainer(self: &Arc<Self>) {
         let mut n = self.drainers.load(Ordering::SeqCst);

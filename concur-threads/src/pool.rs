@@ -195,9 +195,7 @@ impl ThreadPool {
     /// holds back `shutdown`, which stops the pool only once every permit
     /// is returned.
     fn queue(&self, job: Job) {
-        if let Err(job) = self.inner.push(job) {
-            job.cancel();
-        }
+        self.inner.push_or_cancel(job);
     }
 }
 

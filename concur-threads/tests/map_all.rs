@@ -8,7 +8,7 @@ mod common;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 
-use common::bounded;
+use common::{bounded, poll_until};
 use concur_core::conformance::{wait_until, Add, DEADLINE};
 use concur_core::prelude::*;
 use concur_core::ErrorKind;
@@ -147,12 +147,7 @@ impl Task for Gate {
             return false;
         }
         GATE_STARTED.store(true, Ordering::SeqCst);
-        let give_up = std::time::Instant::now() + DEADLINE;
-        while !cx.is_cancelled() && std::time::Instant::now() < give_up {
-            // A poll, not a synchronisation: the task has no other signal.
-            std::thread::sleep(std::time::Duration::from_millis(2));
-        }
-        cx.is_cancelled()
+        poll_until(|| cx.is_cancelled())
     }
 }
 
@@ -182,19 +177,6 @@ static FIRST_RUNS: AtomicBool = AtomicBool::new(false);
 static OTHER_QUEUED: AtomicBool = AtomicBool::new(false);
 static OTHER_RAN: AtomicBool = AtomicBool::new(false);
 
-/// Polls `flag` until it is set (true) or [`DEADLINE`] passes (false).
-fn wait_for(flag: &AtomicBool) -> bool {
-    let give_up = std::time::Instant::now() + DEADLINE;
-    while !flag.load(Ordering::SeqCst) {
-        if std::time::Instant::now() > give_up {
-            return false;
-        }
-        // A poll, not a synchronisation: the task has no other signal.
-        std::thread::sleep(std::time::Duration::from_millis(1));
-    }
-    true
-}
-
 /// The first task waits until other work is queued; every other one
 /// until that work has run.
 #[derive(Serialize, Deserialize)]
@@ -208,9 +190,9 @@ impl Task for AfterOther {
     fn run(self, _cx: &mut TaskContext<'_, Self>) -> bool {
         if self.0 == 0 {
             FIRST_RUNS.store(true, Ordering::SeqCst);
-            wait_for(&OTHER_QUEUED)
+            poll_until(|| OTHER_QUEUED.load(Ordering::SeqCst))
         } else {
-            wait_for(&OTHER_RAN)
+            poll_until(|| OTHER_RAN.load(Ordering::SeqCst))
         }
     }
 }
@@ -368,11 +350,7 @@ impl Task for InlineItem {
             return;
         }
         INLINE_STARTED.store(true, Ordering::SeqCst);
-        let give_up = std::time::Instant::now() + DEADLINE;
-        while !cx.is_cancelled() && std::time::Instant::now() < give_up {
-            // A poll, not a synchronisation: the task has no other signal.
-            std::thread::sleep(std::time::Duration::from_millis(2));
-        }
+        poll_until(|| cx.is_cancelled());
     }
 }
 

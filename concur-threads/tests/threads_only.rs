@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use common::bounded;
+use common::{bounded, poll_until};
 use concur_core::conformance::{Block, DEADLINE};
 use concur_core::prelude::*;
 use concur_core::{ErrorKind, MapOptions, TaskHandle};
@@ -349,7 +349,8 @@ fn a_pool_dropped_inside_its_own_task_does_not_wait_for_itself() {
 /// Items of [`SlowLoud`] batches that have run.
 static SLOW_LOUD_RAN: AtomicUsize = AtomicUsize::new(0);
 
-/// Makes a [`Loud`], taking a while.
+/// Makes a [`Loud`]; item 3 first waits until its batch is cancelled, so
+/// the batch is still running when the test cancels it.
 #[derive(Serialize, Deserialize)]
 struct SlowLoud(u64);
 
@@ -358,9 +359,11 @@ impl Task for SlowLoud {
     type ToCaller = ();
     type FromCaller = ();
     const NAME: &'static str = "threads::tests::SlowLoud";
-    fn run(self, _cx: &mut TaskContext<'_, Self>) -> Loud {
+    fn run(self, cx: &mut TaskContext<'_, Self>) -> Loud {
         SLOW_LOUD_RAN.fetch_add(1, Ordering::SeqCst);
-        std::thread::sleep(Duration::from_millis(20));
+        if self.0 == 3 {
+            poll_until(|| cx.is_cancelled());
+        }
         Loud(self.0)
     }
 }
@@ -373,8 +376,8 @@ impl Task for SlowLoud {
 fn a_cancelled_batch_drops_its_finished_outputs_without_aborting() {
     let pool = ThreadPool::builder().workers(1).build().unwrap();
     let batch = pool.submit_batch((0..50).map(SlowLoud).collect()).unwrap();
-    concur_core::conformance::wait_until("three items ran", DEADLINE, || {
-        SLOW_LOUD_RAN.load(Ordering::SeqCst) >= 3
+    concur_core::conformance::wait_until("three items ran and the fourth waits", DEADLINE, || {
+        SLOW_LOUD_RAN.load(Ordering::SeqCst) > 3
     });
     assert!(batch.cancel());
     let h = pool.submit(Item::Quick(9)).unwrap();
