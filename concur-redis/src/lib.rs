@@ -156,19 +156,11 @@ pub fn init() {
     if let Some(local) = &worker.local {
         die_with_parent(local.parent);
     }
-    let code = match worker.run() {
-        Ok(Stop::TaskLimit) => local::EXIT_RECYCLE,
-        Ok(_) => 0,
-        Err(e) => {
-            eprintln!("concur-redis worker: {}", conn::error_chain(&e));
-            if conn::is_lost(&e) {
-                local::EXIT_UNREACHABLE
-            } else {
-                1
-            }
-        }
-    };
-    std::process::exit(code);
+    let outcome = worker.run();
+    if let Err(e) = &outcome {
+        eprintln!("concur-redis worker: {}", conn::error_chain(e));
+    }
+    std::process::exit(local::exit_code(&outcome));
 }
 
 /// True in a process a [`RedisPool`] started as a local worker.

@@ -19,15 +19,16 @@ use std::time::{Duration, Instant};
 use concur_core::{ErrorKind, TaskError};
 use redis::Value;
 
-use crate::conn::{Broker, Conn};
+use crate::conn::{is_lost, Broker, Conn};
 use crate::env;
 use crate::keys::{Keys, GROUP};
 use crate::wire;
+use crate::worker::Stop;
 
 /// Exit code of a local worker that ran its task limit (it is replaced).
-pub(crate) const EXIT_RECYCLE: i32 = 86;
+const EXIT_RECYCLE: i32 = 86;
 /// Exit code of a local worker that gave up on an unreachable broker.
-pub(crate) const EXIT_UNREACHABLE: i32 = 87;
+const EXIT_UNREACHABLE: i32 = 87;
 /// Deaths before readiness in a row after which the pool gives up.
 const MAX_EARLY_DEATHS: u32 = 3;
 /// The default restart intensity: more than this many crashes of local
@@ -37,6 +38,17 @@ pub const DEFAULT_MAX_CRASHES: u32 = 16;
 pub const DEFAULT_CRASH_WINDOW: Duration = Duration::from_secs(10);
 /// How often the supervisor looks for ended workers.
 const REAP_EVERY: Duration = Duration::from_millis(10);
+
+/// The exit code of a local worker whose run ended with `outcome`: the
+/// worker's side of what [`Local::replace`] reads back from its status.
+pub(crate) fn exit_code(outcome: &Result<Stop, TaskError>) -> i32 {
+    match outcome {
+        Ok(Stop::TaskLimit) => EXIT_RECYCLE,
+        Ok(_) => 0,
+        Err(e) if is_lost(e) => EXIT_UNREACHABLE,
+        Err(_) => 1,
+    }
+}
 
 /// How to start one local worker.
 #[derive(Debug, Clone)]

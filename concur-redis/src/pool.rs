@@ -155,7 +155,8 @@ impl Inner {
     }
 
     /// Notes that a call found the broker gone (`lost`), so that stopping
-    /// does not wait for it again.
+    /// does not wait for it again. The one place that sets `gone`; only
+    /// the reader, on reaching the broker again, clears it.
     fn note_lost(&self, lost: bool) {
         if lost {
             self.gone.store(true, Ordering::Release);
@@ -472,7 +473,7 @@ fn on_outage(inner: &Inner, outage: &mut Option<(Instant, bool)>, e: BrokerError
     let waited = since.elapsed();
     if !*failed && waited >= inner.settings.reconnect {
         *failed = true;
-        inner.gone.store(true, Ordering::Release);
+        inner.note_lost(true);
         let err = TaskError::with_source(
             ErrorKind::Io,
             Unreachable {

@@ -21,7 +21,7 @@
 //! Each contender runs alternately with its anchor, after a warm-up each;
 //! the figures are medians.
 
-use concur_bench::{header, interleaved, rounds, Comparison};
+use concur_bench::{header, interleaved, rounds, wanted, Comparison};
 use concur_core::codec::Bytes;
 use concur_core::prelude::*;
 use concur_core::SharedBytes;
@@ -104,8 +104,6 @@ fn main() {
     );
     header();
 
-    let only = std::env::var("ONLY").unwrap_or_default();
-    let runs = |what: &str| only.is_empty() || only == what;
     let src: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
     let mut dst = src.clone();
     let mut dst2 = src.clone();
@@ -125,7 +123,7 @@ fn main() {
     };
 
     // 1. Round trip vs fresh memfd pages, twice.
-    if runs("vec") {
+    if wanted("vec") {
         let (fresh, ours) = interleaved(
             rounds,
             || {
@@ -175,7 +173,7 @@ fn main() {
         out
     };
     let mut dst3 = src.clone();
-    if runs("fresh") {
+    if wanted("fresh") {
         let (fresh, ours) = interleaved(
             rounds,
             || {
@@ -198,7 +196,7 @@ fn main() {
     }
 
     // 4. SharedBytes: one region out and back, task after task.
-    if runs("reused") {
+    if wanted("reused") {
         let mut region = Some(SharedBytes::copy_from(&src));
         let (memcpy, ours) = interleaved(
             rounds,
